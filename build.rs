@@ -1,0 +1,32 @@
+//! Picks the kernel implementations for the target being built, as `--cfg` flags:
+//! `vitae_dsp` for Armv7E-M / Armv8-M Mainline cores with the DSP extension (SMLAD, SXTB16), and
+//! `vitae_mve` for Armv8.1-M cores with Helium (integer MVE). Host builds get neither and run the
+//! scalar reference kernels.
+
+use std::env;
+
+fn main() {
+    println!("cargo::rustc-check-cfg=cfg(vitae_dsp)");
+    println!("cargo::rustc-check-cfg=cfg(vitae_mve)");
+    println!("cargo::rerun-if-env-changed=CARGO_ENCODED_RUSTFLAGS");
+    println!("cargo::rerun-if-env-changed=VITAE_FORCE_REFERENCE");
+
+    let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
+    if arch != "arm" || env::var_os("VITAE_FORCE_REFERENCE").is_some() {
+        return;
+    }
+    let features = env::var("CARGO_CFG_TARGET_FEATURE").unwrap_or_default();
+    let features: Vec<&str> = features.split(',').collect();
+    let rustflags = env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
+
+    let mclass = features.contains(&"mclass");
+    if mclass && features.contains(&"dsp") {
+        println!("cargo::rustc-cfg=vitae_dsp");
+    }
+    // rustc reports no `mve` target feature; on M-profile cores, LLVM's MVE implies what rustc
+    // calls "neon" (M-profile has no NEON), so either that or an explicit request selects Helium.
+    let mve_requested = ["cortex-m55", "cortex-m85", "+mve"].iter().any(|s| rustflags.contains(s));
+    if mclass && (features.contains(&"neon") || mve_requested) {
+        println!("cargo::rustc-cfg=vitae_mve");
+    }
+}
