@@ -25,7 +25,9 @@ fn main() {
     }
     // rustc reports no `mve` target feature; on M-profile cores, LLVM's MVE implies what rustc
     // calls "neon" (M-profile has no NEON), so either that or an explicit request selects Helium.
-    let mve_requested = ["cortex-m55", "cortex-m85", "+mve"].iter().any(|s| rustflags.contains(s));
+    let mve_requested = ["cortex-m55", "cortex-m85", "+mve"]
+        .iter()
+        .any(|s| rustflags.contains(s));
     if mclass && (features.contains(&"neon") || mve_requested) {
         println!("cargo::rustc-cfg=vitae_mve");
     }

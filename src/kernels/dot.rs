@@ -4,7 +4,10 @@
 ///
 /// The sum cannot overflow for slices shorter than 2^17 elements (|a·b| ≤ 2^14).
 pub fn dot_s8_reference(a: &[i8], b: &[i8]) -> i32 {
-    a.iter().zip(b).map(|(&x, &y)| i32::from(x) * i32::from(y)).sum()
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| i32::from(x) * i32::from(y))
+        .sum()
 }
 
 /// Optimized dot product; bit-identical to [`dot_s8_reference`].
@@ -21,7 +24,7 @@ pub fn dot_s8(a: &[i8], b: &[i8]) -> i32 {
 }
 
 /// Four elements per step: SXTB16 unpacks even and odd bytes, SMLAD does two MACs each.
-#[cfg(vitae_dsp)]
+#[cfg(all(vitae_dsp, not(vitae_mve)))]
 fn dot_s8_dsp(a: &[i8], b: &[i8]) -> i32 {
     use crate::arch::dsp::{smlad, sxtb16, sxtb16_ror8};
     let n = a.len().min(b.len());

@@ -14,10 +14,10 @@ pub mod testing;
 
 // cortex-m provides the single-core critical-section implementation that defmt's transports use.
 use cortex_m as _;
-#[cfg(feature = "qemu")]
-use defmt_semihosting as _;
 #[cfg(feature = "probe")]
 use defmt_rtt as _;
+#[cfg(feature = "qemu")]
+use defmt_semihosting as _;
 
 #[cfg(not(any(feature = "qemu", feature = "probe")))]
 compile_error!("select a board feature of vitae-board (e.g. mps2-an386 or nucleo-h743zi)");
@@ -54,6 +54,10 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
 #[cortex_m_rt::exception]
 #[allow(unsafe_code)]
 unsafe fn HardFault(frame: &cortex_m_rt::ExceptionFrame) -> ! {
-    defmt::println!("HARDFAULT pc={=u32:#010x} lr={=u32:#010x}", frame.pc(), frame.lr());
+    defmt::println!(
+        "HARDFAULT pc={=u32:#010x} lr={=u32:#010x}",
+        frame.pc(),
+        frame.lr()
+    );
     exit(false)
 }

@@ -39,7 +39,11 @@ pub fn run_all(tests: &[Test]) -> usize {
             }
         }
     }
-    defmt::println!("DONE passed={=usize} failed={=usize}", tests.len() - failed, failed);
+    defmt::println!(
+        "DONE passed={=usize} failed={=usize}",
+        tests.len() - failed,
+        failed
+    );
     failed
 }
 
@@ -56,7 +60,10 @@ macro_rules! check_eq {
                 stringify!($left),
                 stringify!($right)
             );
-            return Err($crate::testing::Failure { file: file!(), line: line!() });
+            return Err($crate::testing::Failure {
+                file: file!(),
+                line: line!(),
+            });
         }
     }};
 }
@@ -67,7 +74,10 @@ macro_rules! check {
     ($cond:expr $(,)?) => {{
         if !$cond {
             defmt::println!("check failed: {=str}", stringify!($cond));
-            return Err($crate::testing::Failure { file: file!(), line: line!() });
+            return Err($crate::testing::Failure {
+                file: file!(),
+                line: line!(),
+            });
         }
     }};
 }

@@ -1,1 +1,137 @@
-fn main() {}
+//! `cargo xtask`: the project's build, test, QEMU, demo and benchmark driver.
+//!
+//! Every command that needs ARM tools runs `setup` first, which installs what is missing once.
+
+mod boards;
+mod defmt_log;
+mod demo;
+mod firmware;
+mod qemu;
+mod setup;
+mod test;
+mod toolchain;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Build, test and run ViTAE-Edge",
+    after_help = "\
+Examples:
+  cargo xtask setup            install the Cortex-M toolchain, QEMU and the icount plugin (once)
+  cargo xtask test             everything: fmt, clippy, host tests, ARM builds, on-target tests under QEMU
+  cargo xtask demo             the end-to-end demo on the QEMU Cortex-M4 board
+  cargo xtask firmware --board nucleo-h743zi   build the firmware for a real board"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what is missing (Debian packages for Cortex-M builds and QEMU, the QEMU plugin).
+    /// Idempotent: a second run does nothing.
+    Setup,
+    /// Run every check: fmt, clippy -D warnings, host unit + integration tests, the library built
+    /// alone for every ARM target, the real-board firmware builds, on-target tests under QEMU.
+    Test(test::TestArgs),
+    /// Run the end-to-end demo on the QEMU Cortex-M4 board (mps2-an386).
+    Demo,
+    /// Build the firmware for a board (QEMU or real) without running it.
+    Firmware {
+        /// Board name: mps2-an386, mps2-an500, mps3-an547, nucleo-h743zi, nrf52840-dk.
+        #[arg(long)]
+        board: String,
+    },
+    /// Build the firmware for a real board and run it there with `probe-rs run`.
+    Flash {
+        /// nucleo-h743zi or nrf52840-dk.
+        #[arg(long)]
+        board: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Setup => setup::setup(false),
+        Cmd::Test(args) => test::run(&args),
+        Cmd::Demo => demo::run(),
+        Cmd::Firmware { board } => firmware_only(&board).map(|_| ()),
+        Cmd::Flash { board } => flash(&board),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The repository root (xtask lives in host-tools/xtask).
+pub fn project_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("..")
+        .canonicalize()
+        .expect("project root exists")
+}
+
+/// The cargo that runs this xtask (rustup's on a normal machine), for host builds.
+pub fn host_cargo() -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(project_root());
+    c
+}
+
+/// Runs a command, echoing it; fails with `what` when it exits non-zero.
+pub fn run_checked(mut cmd: Command, what: &str) -> Result<()> {
+    let shown: Vec<String> = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    println!("  $ {}", shown.join(" "));
+    let status = cmd.status().with_context(|| format!("starting {what}"))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}
+
+fn firmware_only(board: &str) -> Result<PathBuf> {
+    setup::setup(true)?;
+    let board = boards::board(board)?;
+    let tc = toolchain::detect()?;
+    let elf = firmware::build(tc, &firmware::Build::app(board))?;
+    let sizes = firmware::sizes(&elf)?;
+    println!(
+        "built {} ({} flash bytes, {} static RAM bytes)",
+        elf.display(),
+        sizes.flash,
+        sizes.ram
+    );
+    Ok(elf)
+}
+
+fn flash(board_name: &str) -> Result<()> {
+    let board = boards::board(board_name)?;
+    let boards::Runner::Probe { chip } = board.runner else {
+        bail!("{board_name} runs under QEMU; use `cargo xtask demo` or `cargo xtask test`");
+    };
+    let elf = firmware_only(board_name)?;
+    let mut cmd = Command::new("probe-rs");
+    cmd.args(["run", "--chip", chip]).arg(&elf);
+    run_checked(
+        cmd,
+        "probe-rs run (install it with `cargo install probe-rs-tools --locked`)",
+    )
+}

@@ -10,8 +10,12 @@ use vitae_edge::kernels::{self, dot};
 #[cortex_m_rt::entry]
 fn main() -> ! {
     vitae_board::init();
-    defmt::println!("on-target tests on {=str} ({=str}), kernels: {}", vitae_board::BOARD, vitae_board::CORE,
-        defmt::Debug2Format(&kernels::selected_impl()));
+    defmt::println!(
+        "on-target tests on {=str} ({=str}), kernels: {}",
+        vitae_board::BOARD,
+        vitae_board::CORE,
+        defmt::Debug2Format(&kernels::selected_impl())
+    );
     let failed = vitae_board::testing::run_all(ALL);
     vitae_board::exit(failed == 0)
 }
@@ -19,7 +23,11 @@ fn main() -> ! {
 const ALL: &[vitae_board::testing::Test] = if cfg!(feature = "demo-failure") {
     tests![deliberately_failing, dot_s8_known_value]
 } else {
-    tests![dot_s8_known_value, dot_s8_matches_reference_all_lengths, selected_impl_matches_core]
+    tests![
+        dot_s8_known_value,
+        dot_s8_matches_reference_all_lengths,
+        selected_impl_matches_core
+    ]
 };
 
 fn dot_s8_known_value() -> TestResult {
@@ -43,13 +51,20 @@ fn dot_s8_matches_reference_all_lengths() -> TestResult {
     a[0] = -128;
     b[0] = -128;
     for n in 0..=a.len() {
-        check_eq!(dot::dot_s8(&a[..n], &b[..n]), dot::dot_s8_reference(&a[..n], &b[..n]));
+        check_eq!(
+            dot::dot_s8(&a[..n], &b[..n]),
+            dot::dot_s8_reference(&a[..n], &b[..n])
+        );
     }
     Ok(())
 }
 
 fn selected_impl_matches_core() -> TestResult {
-    let expected = if vitae_board::CORE == "Cortex-M55" { kernels::Impl::Mve } else { kernels::Impl::Dsp };
+    let expected = if vitae_board::CORE == "Cortex-M55" {
+        kernels::Impl::Mve
+    } else {
+        kernels::Impl::Dsp
+    };
     check!(kernels::selected_impl() == expected);
     Ok(())
 }

@@ -1,0 +1,119 @@
+//! Building Cortex-M binaries of the firmware workspace (`firmware/`, which also holds the
+//! on-target test crate `tests/qemu`).
+
+use crate::boards::Board;
+use crate::toolchain::ArmToolchain;
+use crate::{project_root, run_checked};
+use anyhow::{Context, Result};
+use std::path::PathBuf;
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct Build<'a> {
+    pub board: &'a Board,
+    pub what: Binary,
+    /// Extra environment for build scripts (e.g. which blob to embed).
+    pub env: Vec<(String, String)>,
+}
+
+/// Which binary of the firmware workspace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binary {
+    /// The application, linked by the board's own package `firmware/boards/<board>`.
+    App,
+    /// The on-target test binary (`tests/qemu`); `demo_failure` adds a deliberately failing test.
+    Tests { demo_failure: bool },
+}
+
+impl Build<'_> {
+    pub fn app(board: &Board) -> Build<'_> {
+        Build {
+            board,
+            what: Binary::App,
+            env: Vec::new(),
+        }
+    }
+}
+
+/// Shared target dir for every ARM build, so `core` is built once per target+CPU.
+pub fn arm_target_dir() -> PathBuf {
+    project_root().join("target").join("arm")
+}
+
+/// Builds the binary and copies it to `target/firmware/<board>/<package>.elf` (M4 and M7 share a
+/// Rust target, so cargo's own output path is not per board). Returns that path.
+pub fn build(tc: ArmToolchain, b: &Build) -> Result<PathBuf> {
+    let (package, features) = match b.what {
+        Binary::App => (format!("vitae-fw-{}", b.board.name), vec![]),
+        Binary::Tests { demo_failure } => {
+            let mut f = vec![b.board.name.to_string()];
+            if demo_failure {
+                f.push("demo-failure".into());
+            }
+            ("vitae-qemu-tests".to_string(), f)
+        }
+    };
+    let mut cmd = tc.cargo("build", b.board.target, b.board.cpu, &arm_target_dir());
+    cmd.current_dir(project_root().join("firmware")).args([
+        "--release",
+        "--package",
+        &package,
+        "--bin",
+        &package,
+    ]);
+    if !features.is_empty() {
+        cmd.arg("--features").arg(features.join(","));
+    }
+    cmd.env("DEFMT_LOG", "info");
+    for (k, v) in &b.env {
+        cmd.env(k, v);
+    }
+    run_checked(cmd, &format!("building {package} for {}", b.board.name))?;
+    let built = arm_target_dir()
+        .join(b.board.target)
+        .join("release")
+        .join(&package);
+    let dest_dir = project_root()
+        .join("target")
+        .join("firmware")
+        .join(b.board.name);
+    std::fs::create_dir_all(&dest_dir)?;
+    let dest = dest_dir.join(format!("{package}.elf"));
+    std::fs::copy(&built, &dest).with_context(|| format!("copying {}", built.display()))?;
+    Ok(dest)
+}
+
+/// Section sizes of an ELF (flash = text + rodata + data + blob; RAM = data + bss + arena).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Sizes {
+    pub flash: u64,
+    pub ram: u64,
+}
+
+/// Reads section sizes with `arm-none-eabi-size -A` (from gcc-arm-none-eabi).
+pub fn sizes(elf: &std::path::Path) -> Result<Sizes> {
+    let out = std::process::Command::new("arm-none-eabi-size")
+        .arg("-A")
+        .arg(elf)
+        .output()
+        .context("running arm-none-eabi-size (run `cargo xtask setup`)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut s = Sizes::default();
+    for line in text.lines() {
+        let mut it = line.split_whitespace();
+        let (Some(name), Some(size)) = (it.next(), it.next().and_then(|v| v.parse::<u64>().ok()))
+        else {
+            continue;
+        };
+        match name {
+            ".vector_table" | ".text" | ".rodata" | ".vitae_blob" => s.flash += size,
+            ".data" => {
+                s.flash += size;
+                s.ram += size;
+            }
+            ".bss" | ".uninit" | ".vitae_arena" => s.ram += size,
+            _ => {}
+        }
+    }
+    Ok(s)
+}

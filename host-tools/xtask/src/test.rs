@@ -1,0 +1,319 @@
+//! `cargo xtask test`: every check the project has, in the order that fails fastest.
+
+use crate::boards::{self, Board};
+use crate::firmware::{self, arm_target_dir};
+use crate::qemu::{self, RunOptions};
+use crate::{host_cargo, project_root, run_checked, setup, toolchain};
+use anyhow::{Result, bail};
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args, Debug, Default)]
+pub struct TestArgs {
+    /// Only the host checks (fmt, clippy, host tests); no ARM builds, no QEMU.
+    #[arg(long, conflicts_with = "target_only")]
+    pub host_only: bool,
+    /// Only the ARM builds and the on-target tests under QEMU.
+    #[arg(long)]
+    pub target_only: bool,
+    /// Only this QEMU board's on-target tests (default: all three).
+    #[arg(long)]
+    pub board: Option<String>,
+    /// Add a deliberately failing on-target test (shows that a failure fails the run).
+    #[arg(long)]
+    pub demo_failure: bool,
+}
+
+/// Outcome of one on-target test.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Passed,
+    Failed(String),
+}
+
+struct Steps {
+    failed: Vec<String>,
+}
+
+impl Steps {
+    fn run(&mut self, name: &str, f: impl FnOnce() -> Result<()>) {
+        println!("\n==> {name}");
+        let t = Instant::now();
+        match f() {
+            Ok(()) => println!("    ok ({:.1} s)", t.elapsed().as_secs_f64()),
+            Err(e) => {
+                println!("    FAILED: {e:#}");
+                self.failed.push(name.to_string());
+            }
+        }
+    }
+}
+
+pub fn run(args: &TestArgs) -> Result<()> {
+    let mut steps = Steps { failed: Vec::new() };
+    let started = Instant::now();
+    if !args.target_only {
+        host_checks(&mut steps);
+    }
+    let mut on_target = (0usize, 0usize);
+    if !args.host_only {
+        steps.run("setup", || setup::setup(true));
+        let tc = toolchain::detect()?;
+        println!("\nARM toolchain: {}", tc.describe());
+        for (target, cpu) in boards::arm_targets() {
+            steps.run(&format!("library alone for {target} ({cpu})"), || {
+                // Built from the firmware workspace so it shares its profile (and `core`) with the
+                // firmware builds below.
+                let mut build = tc.cargo("build", target, cpu, &arm_target_dir());
+                build.current_dir(project_root().join("firmware")).args([
+                    "--release",
+                    "--package",
+                    "vitae-edge",
+                ]);
+                run_checked(build, "library build")
+            });
+        }
+        // One clippy per distinct kernel selection: DSP (M4; M7 compiles the same code) and Helium.
+        for (target, cpu) in [
+            ("thumbv7em-none-eabihf", "cortex-m4"),
+            ("thumbv8m.main-none-eabihf", "cortex-m55"),
+        ] {
+            steps.run(
+                &format!("clippy -D warnings of the library for {target} ({cpu})"),
+                || {
+                    let mut clippy = tc.cargo("clippy", target, cpu, &arm_target_dir());
+                    clippy.current_dir(project_root().join("firmware")).args([
+                        "--package",
+                        "vitae-edge",
+                        "--features",
+                        "defmt",
+                        "--",
+                        "-D",
+                        "warnings",
+                    ]);
+                    run_checked(clippy, "clippy of the library")
+                },
+            );
+        }
+        for board in boards::BOARDS.iter().filter(|b| !b.is_qemu()) {
+            steps.run(
+                &format!("firmware build for {} ({})", board.name, board.core),
+                || {
+                    let elf = firmware::build(tc, &firmware::Build::app(board))?;
+                    let s = firmware::sizes(&elf)?;
+                    println!(
+                        "    {}: {} flash bytes, {} static RAM bytes",
+                        elf.display(),
+                        s.flash,
+                        s.ram
+                    );
+                    Ok(())
+                },
+            );
+        }
+        let selected: Vec<&Board> = match &args.board {
+            Some(name) => vec![boards::board(name)?],
+            None => boards::qemu_boards().collect(),
+        };
+        let mut results: Vec<(&Board, String, Outcome)> = Vec::new();
+        for board in selected {
+            steps.run(
+                &format!(
+                    "on-target tests on {} ({}) under QEMU",
+                    board.name, board.core
+                ),
+                || {
+                    let r = on_target_tests(tc, board, args.demo_failure)?;
+                    let failed = r.iter().filter(|(_, o)| *o != Outcome::Passed).count();
+                    results.extend(r.into_iter().map(|(n, o)| (board, n, o)));
+                    if failed > 0 {
+                        bail!("{failed} on-target test(s) failed");
+                    }
+                    Ok(())
+                },
+            );
+        }
+        if !results.is_empty() {
+            println!("\non-target tests:");
+            for (board, name, outcome) in &results {
+                match outcome {
+                    Outcome::Passed => println!("  {:12} {name} ... ok", board.name),
+                    Outcome::Failed(why) => {
+                        println!("  {:12} {name} ... FAILED ({why})", board.name)
+                    }
+                }
+            }
+            let passed = results
+                .iter()
+                .filter(|(_, _, o)| *o == Outcome::Passed)
+                .count();
+            on_target = (passed, results.len() - passed);
+        }
+    }
+    println!("\n{} passed, {} failed", on_target.0, on_target.1);
+    println!("total time {:.0} s", started.elapsed().as_secs_f64());
+    if !steps.failed.is_empty() {
+        bail!("failed steps: {}", steps.failed.join("; "));
+    }
+    println!("all checks passed");
+    Ok(())
+}
+
+fn host_checks(steps: &mut Steps) {
+    steps.run(
+        "cargo fmt --check (host workspace and firmware workspace)",
+        || {
+            let mut c = host_cargo();
+            c.args(["fmt", "--all", "--check"]);
+            run_checked(c, "rustfmt (run `cargo fmt --all`)")?;
+            let mut c = host_cargo();
+            c.args([
+                "fmt",
+                "--all",
+                "--check",
+                "--manifest-path",
+                "firmware/Cargo.toml",
+            ]);
+            run_checked(
+                c,
+                "rustfmt of firmware/ (run `cargo fmt --all --manifest-path firmware/Cargo.toml`)",
+            )
+        },
+    );
+    steps.run("cargo clippy --workspace --all-targets -D warnings", || {
+        let mut c = host_cargo();
+        c.args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]);
+        run_checked(c, "clippy")
+    });
+    steps.run("host unit + integration tests", || {
+        let mut c = host_cargo();
+        c.args(["test", "--workspace"]);
+        run_checked(c, "cargo test")
+    });
+}
+
+/// Builds and runs the on-target test binary on one QEMU board; returns each test's outcome.
+pub fn on_target_tests(
+    tc: toolchain::ArmToolchain,
+    board: &Board,
+    demo_failure: bool,
+) -> Result<Vec<(String, Outcome)>> {
+    let elf = firmware::build(
+        tc,
+        &firmware::Build {
+            board,
+            what: firmware::Binary::Tests { demo_failure },
+            env: vec![],
+        },
+    )?;
+    let opts = RunOptions {
+        timeout: Duration::from_secs(600),
+        ..RunOptions::default()
+    };
+    let out = qemu::run(board, &elf, &opts, &mut |line| {
+        if !line.starts_with("TEST ") && !line.starts_with("PASS ") {
+            println!("    {line}");
+        }
+    })?;
+    if out.malformed_frames > 0 {
+        println!(
+            "    warning: {} log frames could not be decoded",
+            out.malformed_frames
+        );
+    }
+    let results = parse_protocol(&out.lines, out.success);
+    if results.is_empty() {
+        bail!("no tests ran (exit code {:?})", out.exit_code);
+    }
+    Ok(results)
+}
+
+/// Reads the harness protocol (`TEST`/`PASS`/`FAIL`/`DONE` lines); a test that started but did
+/// not finish crashed the run (panic or fault) and counts as failed.
+pub fn parse_protocol(lines: &[String], exit_success: bool) -> Vec<(String, Outcome)> {
+    let mut results = Vec::new();
+    let mut running: Option<String> = None;
+    let mut last_crash = String::new();
+    let mut done = false;
+    for line in lines {
+        if let Some(name) = line.strip_prefix("TEST ") {
+            running = Some(name.to_string());
+        } else if let Some(name) = line.strip_prefix("PASS ") {
+            results.push((name.to_string(), Outcome::Passed));
+            running = None;
+        } else if let Some(rest) = line.strip_prefix("FAIL ") {
+            let (name, why) = rest.split_once(' ').unwrap_or((rest, ""));
+            results.push((name.to_string(), Outcome::Failed(why.to_string())));
+            running = None;
+        } else if line.starts_with("DONE ") {
+            done = true;
+        } else if line.starts_with("PANIC ") || line.starts_with("HARDFAULT ") {
+            last_crash = line.clone();
+        }
+    }
+    if let Some(name) = running {
+        let why = if last_crash.is_empty() {
+            "the run ended during this test".to_string()
+        } else {
+            last_crash
+        };
+        results.push((name, Outcome::Failed(why)));
+    } else if !done || !exit_success {
+        let why = if last_crash.is_empty() {
+            "the run did not complete".to_string()
+        } else {
+            last_crash
+        };
+        results.push(("(harness)".to_string(), Outcome::Failed(why)));
+    }
+    results
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(s: &[&str]) -> Vec<String> {
+        s.iter().map(|l| l.to_string()).collect()
+    }
+
+    #[test]
+    fn reads_passes_and_failures() {
+        let r = parse_protocol(
+            &lines(&[
+                "TEST a",
+                "PASS a",
+                "TEST b",
+                "FAIL b at x.rs:3",
+                "DONE passed=1 failed=1",
+            ]),
+            false,
+        );
+        assert_eq!(
+            r,
+            vec![
+                ("a".into(), Outcome::Passed),
+                ("b".into(), Outcome::Failed("at x.rs:3".into()))
+            ]
+        );
+    }
+
+    #[test]
+    fn a_crash_fails_the_running_test() {
+        let r = parse_protocol(&lines(&["TEST a", "PASS a", "TEST b", "PANIC oops"]), false);
+        assert_eq!(r[1], ("b".into(), Outcome::Failed("PANIC oops".into())));
+    }
+
+    #[test]
+    fn a_run_without_done_is_a_failure() {
+        let r = parse_protocol(&lines(&["TEST a", "PASS a"]), true);
+        assert_eq!(r.len(), 2);
+        assert!(matches!(r[1].1, Outcome::Failed(_)));
+    }
+}
