@@ -33,6 +33,22 @@ impl ArmToolchain {
     /// A `cargo` command for an ARM build (`subcommand` is e.g. "build" or "clippy"), with the
     /// target, CPU and target dir set. The caller adds the packages and features.
     pub fn cargo(self, subcommand: &str, target: &str, cpu: &str, target_dir: &Path) -> Command {
+        self.cargo_with_rustflags(
+            subcommand,
+            target,
+            &format!("-Ctarget-cpu={cpu}"),
+            target_dir,
+        )
+    }
+
+    /// As [`cargo`](Self::cargo), with explicit rustflags instead of a CPU.
+    pub fn cargo_with_rustflags(
+        self,
+        subcommand: &str,
+        target: &str,
+        rustflags: &str,
+        target_dir: &Path,
+    ) -> Command {
         let mut cmd = match self {
             ArmToolchain::Rustup => {
                 let mut c =
@@ -66,7 +82,7 @@ impl ArmToolchain {
         ] {
             cmd.env_remove(var);
         }
-        cmd.env("CARGO_ENCODED_RUSTFLAGS", format!("-Ctarget-cpu={cpu}"));
+        cmd.env("CARGO_ENCODED_RUSTFLAGS", rustflags);
         cmd.env("CARGO_TARGET_DIR", target_dir);
         cmd
     }
