@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from vitae_model import build_model, count_macs, count_params  # noqa: E402
+from vitae_model import build_model, count_macs, count_params, peak_activation_elems  # noqa: E402
 
 REL_TOL = 1e-4
 
@@ -69,6 +69,11 @@ def check(folder, name):
         ref_params = cfg.get("params", {}).get("params_total")
         print("   params: ours %d (ref %s); MACs: ours %d (ref %s)" % (pc["params_total"], ref_params, macs["total"], ref_macs))
         ok &= (ref_params is None or ref_params == pc["params_total"]) and (ref_macs is None or ref_macs == macs["total"])
+        ref_peak = cfg.get("analysis", {}).get("peak_int8_bytes_naive")
+        if ref_peak is not None and kw["img_size"] <= 96:
+            peak, _ = peak_activation_elems(model, kw["img_size"])
+            print("   naive int8 activation peak: ours %d B (ref %d B)" % (peak, ref_peak))
+            ok &= peak == ref_peak
 
     model.eval()
     x = torch.from_numpy(np.load(os.path.join(folder, "input.npy")))

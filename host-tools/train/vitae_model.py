@@ -36,7 +36,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["ViTAE_ViT_basic", "build_model", "load_kwargs", "count_macs"]
+__all__ = ["ViTAE_ViT_basic", "build_model", "load_kwargs", "count_macs", "count_params", "peak_activation_elems"]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -465,3 +465,57 @@ def count_macs(model: ViTAE_ViT_basic, img_size: int) -> Dict[str, int]:
             macs["attn_matmul"] += 2 * T * T * C
     macs["total"] = macs["conv_linear"] + macs["attn_matmul"]
     return macs
+
+
+def peak_activation_elems(model: nn.Module, img_size: int):
+    """Peak number of simultaneously live activation elements for one image in PyTorch's eager
+    op schedule (every aten op's inputs and outputs, a tensor live from its creation to its last
+    use; weights/buffers excluded). At 1 byte per element this is the "naive int8 peak" of the
+    fixtures' config.json (reproduces mcu_a's 101,376). Returns (elements, aten op at the peak)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
+
+    fixed = {t.untyped_storage().data_ptr() for t in list(model.parameters()) + list(model.buffers())}
+    events = []
+
+    def sid(t):
+        p = t.untyped_storage().data_ptr()
+        if p in fixed:
+            return None
+        return p, t.untyped_storage().nbytes() // t.element_size()
+
+    class Trace(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            ins = [sid(a) for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
+            outs = [sid(a) for a in tree_flatten(out)[0] if isinstance(a, torch.Tensor)]
+            events.append((str(func), [p for p in ins if p], [p for p in outs if p]))
+            return out
+
+    x = torch.zeros(1, model.in_chans, img_size, img_size)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), Trace():
+        model(x)
+    model.train(was_training)
+    first, last, size, gen = {}, {}, {}, {}
+    for t, (_, ins, outs) in enumerate(events):
+        in_ptrs = {p for p, _ in ins}
+        for p, n in ins:
+            k = (p, gen.get(p, 0))
+            first.setdefault(k, t)
+            size[k] = max(size.get(k, 0), n)
+            last[k] = t
+        for p, n in outs:
+            if p not in in_ptrs:      # a fresh allocation (a freed address may be reused)
+                gen[p] = gen.get(p, 0) + 1
+            k = (p, gen.get(p, 0))
+            first.setdefault(k, t)
+            size[k] = max(size.get(k, 0), n)
+            last[k] = max(last.get(k, t), t)
+    peak, at = 0, None
+    for t in range(len(events)):
+        live = sum(size[k] for k in first if first[k] <= t <= last[k])
+        if live > peak:
+            peak, at = live, events[t][0]
+    return peak, at
