@@ -3,9 +3,45 @@
 //! `no_std`, allocation-free int8 and fp16 kernels and the runtime that runs quantized ViTAE
 //! vision transformers on Arm Cortex-M microcontrollers. The same code runs on the host, where
 //! the `vitae` tool uses it to check a quantized model bit for bit before it goes to a device.
+//!
+//! ## Numerics contract
+//!
+//! The host tool, the host engine and the firmware all depend on these rules; they are what makes
+//! int8 results bit-identical on x86-64 and on every Cortex-M target.
+//!
+//! * **Tensors.** Activations are int8 with one scale and zero point per tensor:
+//!   `real = scale · (q − zero_point)`, stored NHWC (token layout: token = row·W + col, channels
+//!   innermost). Weights are int8, symmetric, one scale per output channel. Biases are int32 at
+//!   scale `input_scale · weight_scale[c]`, with the input zero point folded in by the host
+//!   (`bias − zp_in · Σ w`); a convolution's zero padding is the input zero point.
+//! * **Requantization** ([`quant::requantize`]): `acc · M · 2^(shift−31)` with a Q31 multiplier
+//!   `M ∈ [2^30, 2^31)` and `shift ∈ [−31, 30]`, one rounding step, half toward +∞
+//!   (CMSIS-NN's single-rounding `arm_nn_requantize`, TFLite's single-rounding mode); then
+//!   `+ zero_point` and saturation to int8.
+//! * **Nonlinear functions on int8** (GELU with exact erf, SiLU) are 256-entry tables
+//!   ([`quant::Lut256`]) the host builds from the float function on the quantized grid: a layer
+//!   with an activation requantizes to the activation's input grid, then looks the result up.
+//! * **Where int8 alone loses too much** — LayerNorm statistics, softmax, the performer's random
+//!   features and normalizer, residual adds of tensors with different scales, mean-pooling — the
+//!   kernels compute exact integer sums and then f32 arithmetic using only the IEEE basic
+//!   operations (+ − × ÷ √, conversions) and this crate's own [`math::exp`], in a fixed order.
+//!   Those are correctly rounded on every target, so the results do not depend on the platform.
+//!   Every float → integer conversion rounds half toward +∞ ([`quant::round_half_up`]).
+//! * **Attention** processes keys in tiles of [`kernels::attention::KEY_TILE`] with an online
+//!   softmax (running max and sum); the tile size is part of the contract because the rounding of
+//!   the probabilities depends on the running max.
+//! * **fp16**: weights and activations are stored as IEEE binary16 and computed in f32 (the same
+//!   basic operations, same order on every target).
+//!
+//! Optimized kernels (Cortex-M4/M7 DSP, Cortex-M55 Helium) reorder only exact integer sums, so
+//! they equal the scalar reference bit for bit; the tests check this on the host and under QEMU.
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
 mod arch;
+pub mod format;
 pub mod kernels;
+pub mod math;
+pub mod quant;
+pub mod runtime;

@@ -1,11 +1,24 @@
-//! Compute kernels. Each kernel has a plain scalar `reference` implementation and, where the
-//! target has them, optimized paths (`dsp` for Cortex-M4/M7, `mve` for Cortex-M55) that are
-//! bit-identical to the reference.
+//! Compute kernels, one per file.
+//!
+//! Each kernel has a parameter struct with a checked constructor (invalid parameters are rejected
+//! before any kernel runs), a `*_scratch_size` query for the scratch buffer the caller provides,
+//! a plain scalar `*_reference` implementation that defines the result, and the entry point the
+//! runtime calls, which uses the optimized path of the build target (Cortex-M4/M7 DSP, Cortex-M55
+//! Helium) where there is one. Optimized paths equal the reference bit for bit.
 
+pub mod attention;
+pub mod conv;
 pub mod dot;
+pub mod elementwise;
+pub mod f16;
+pub mod layernorm;
+pub mod linear;
+pub mod performer;
+mod scratch;
 
 /// Which implementation of a kernel a build uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Impl {
     /// Plain scalar Rust, the definition of the result.
     Reference,
@@ -24,4 +37,63 @@ pub const fn selected_impl() -> Impl {
     } else {
         Impl::Reference
     }
+}
+
+/// Why a kernel refused its parameters or buffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum KernelError {
+    /// A parameter is out of its valid range or inconsistent with another.
+    BadParam {
+        /// Which parameter.
+        what: &'static str,
+    },
+    /// A buffer has the wrong length.
+    BadLength {
+        /// Which buffer.
+        what: &'static str,
+        /// Length the parameters require.
+        need: usize,
+        /// Length given.
+        have: usize,
+    },
+}
+
+impl core::fmt::Display for KernelError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            KernelError::BadParam { what } => write!(f, "invalid kernel parameter: {what}"),
+            KernelError::BadLength { what, need, have } => {
+                write!(
+                    f,
+                    "buffer `{what}` has {have} elements, the parameters need {need}"
+                )
+            }
+        }
+    }
+}
+
+impl core::error::Error for KernelError {}
+
+/// Checks a buffer length exactly.
+pub(crate) fn check_len(what: &'static str, have: usize, need: usize) -> Result<(), KernelError> {
+    if have == need {
+        Ok(())
+    } else {
+        Err(KernelError::BadLength { what, need, have })
+    }
+}
+
+/// Checks a parameter condition.
+pub(crate) fn ensure(cond: bool, what: &'static str) -> Result<(), KernelError> {
+    if cond {
+        Ok(())
+    } else {
+        Err(KernelError::BadParam { what })
+    }
+}
+
+/// `a · b`, or an error naming `what` when it overflows.
+pub(crate) fn mul(a: usize, b: usize, what: &'static str) -> Result<usize, KernelError> {
+    a.checked_mul(b).ok_or(KernelError::BadParam { what })
 }

@@ -1,0 +1,180 @@
+//! Writing a blob (host side). The same record types as the reader, laid out as the module docs
+//! describe; [`BlobWriter::finish`] fills in offsets, padding and the checksum.
+
+use super::*;
+use bytemuck::Pod;
+
+/// Builds a blob.
+#[derive(Debug, Default)]
+pub struct BlobWriter {
+    /// Model-wide facts (filled by the caller).
+    pub meta: Option<ModelMeta>,
+    /// Tensor records; `arena_offset` is filled by the planner.
+    pub tensors: Vec<TensorDesc>,
+    /// Op records in execution order; scratch ranges are filled by the planner.
+    pub ops: Vec<OpDesc>,
+    params: Vec<u8>,
+    data: Vec<u8>,
+    strings: Vec<u8>,
+    /// Arena bytes the plan needs.
+    pub arena_len: u32,
+    /// Largest simultaneously live set.
+    pub arena_lower_bound: u32,
+}
+
+/// A byte buffer whose start is 16-byte aligned, as [`Model::parse`] requires (a `Vec<u8>` does
+/// not promise it).
+#[derive(Clone, Debug, Default)]
+pub struct AlignedBytes {
+    words: Vec<u128>,
+    len: usize,
+}
+
+impl AlignedBytes {
+    /// Copies `bytes` into aligned storage.
+    pub fn new(bytes: &[u8]) -> Self {
+        let mut words = vec![0u128; bytes.len().div_ceil(16)];
+        bytemuck::cast_slice_mut::<u128, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
+        AlignedBytes {
+            words,
+            len: bytes.len(),
+        }
+    }
+
+    /// The bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &bytemuck::cast_slice::<u128, u8>(&self.words)[..self.len]
+    }
+
+    /// The bytes, mutable (for tests that corrupt a blob).
+    pub fn as_bytes_mut(&mut self) -> &mut [u8] {
+        &mut bytemuck::cast_slice_mut::<u128, u8>(&mut self.words)[..self.len]
+    }
+}
+
+fn pad_to(v: &mut Vec<u8>, align: usize) {
+    while v.len() % align != 0 {
+        v.push(0);
+    }
+}
+
+impl BlobWriter {
+    /// An empty blob.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Stores a name.
+    pub fn string(&mut self, s: &str) -> StrRef {
+        let r = StrRef {
+            offset: self.strings.len() as u32,
+            len: s.len() as u32,
+        };
+        self.strings.extend_from_slice(s.as_bytes());
+        r
+    }
+
+    /// Stores a table in DATA, 16-byte aligned.
+    pub fn data<T: Pod>(&mut self, items: &[T]) -> DataRef {
+        pad_to(&mut self.data, ALIGN);
+        let bytes: &[u8] = bytemuck::cast_slice(items);
+        let r = DataRef {
+            offset: self.data.len() as u32,
+            len: bytes.len() as u32,
+        };
+        self.data.extend_from_slice(bytes);
+        r
+    }
+
+    /// Adds a tensor; returns its id.
+    pub fn tensor(&mut self, desc: TensorDesc) -> u16 {
+        self.tensors.push(desc);
+        (self.tensors.len() - 1) as u16
+    }
+
+    /// Appends an op with its parameter record (a `#[repr(C)]` struct, or a PRM header followed
+    /// by its branches); returns its index.
+    pub fn op(
+        &mut self,
+        kind: OpKind,
+        inputs: &[u16],
+        output: u16,
+        params: &[u8],
+        macs: u64,
+        name: &str,
+    ) -> usize {
+        pad_to(&mut self.params, 4);
+        let mut ins = [NO_TENSOR; 3];
+        ins[..inputs.len()].copy_from_slice(inputs);
+        let desc = OpDesc {
+            kind: kind as u16,
+            flags: 0,
+            inputs: ins,
+            output,
+            params_offset: self.params.len() as u32,
+            params_len: params.len() as u32,
+            scratch_offset: 0,
+            scratch_len: 0,
+            macs: macs.min(u32::MAX as u64) as u32,
+            name: self.string(name),
+        };
+        self.params.extend_from_slice(params);
+        self.ops.push(desc);
+        self.ops.len() - 1
+    }
+
+    /// Lays the blob out and checksums it.
+    pub fn finish(self) -> Vec<u8> {
+        let meta = self
+            .meta
+            .expect("BlobWriter::meta must be set before finish");
+        let sections: [(SectionKind, Vec<u8>, usize); 6] = [
+            (SectionKind::Meta, bytemuck::bytes_of(&meta).to_vec(), 0),
+            (
+                SectionKind::Tensors,
+                bytemuck::cast_slice(&self.tensors).to_vec(),
+                self.tensors.len(),
+            ),
+            (
+                SectionKind::Ops,
+                bytemuck::cast_slice(&self.ops).to_vec(),
+                self.ops.len(),
+            ),
+            (SectionKind::Params, self.params, 0),
+            (SectionKind::Data, self.data, 0),
+            (SectionKind::Strings, self.strings, 0),
+        ];
+        let header_len = core::mem::size_of::<Header>();
+        let mut out = vec![0u8; header_len + sections.len() * core::mem::size_of::<SectionEntry>()];
+        let mut table = Vec::new();
+        for (kind, bytes, count) in &sections {
+            pad_to(&mut out, ALIGN);
+            table.push(SectionEntry {
+                kind: *kind as u32,
+                offset: out.len() as u32,
+                len: bytes.len() as u32,
+                count: *count as u32,
+            });
+            out.extend_from_slice(bytes);
+        }
+        pad_to(&mut out, ALIGN);
+        let header = Header {
+            magic: MAGIC,
+            version: FORMAT_VERSION,
+            header_len: header_len as u16,
+            section_count: sections.len() as u16,
+            flags: 0,
+            total_len: out.len() as u32,
+            crc32: 0,
+            arena_len: self.arena_len,
+            arena_lower_bound: self.arena_lower_bound,
+            reserved: [0; 8],
+        };
+        out[..header_len].copy_from_slice(bytemuck::bytes_of(&header));
+        out[header_len..header_len + table.len() * 16]
+            .copy_from_slice(bytemuck::cast_slice(&table));
+        let crc = read::checksum(&out);
+        out[CRC_FIELD_OFFSET..CRC_FIELD_OFFSET + 4].copy_from_slice(&crc.to_le_bytes());
+        out
+    }
+}

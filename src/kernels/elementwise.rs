@@ -1,0 +1,135 @@
+//! Element-wise int8 kernels: the residual add of two tensors with different scales, mean-pooling
+//! over tokens, and the conversions at the model's edges (f32 image in, int8 logits out).
+
+use super::{KernelError, check_len, ensure};
+use crate::quant::{quantize_f32, round_half_up, saturate_i8};
+
+/// `out = round(a · ra + b · rb + c)` saturated to int8: the requantizing add of two int8
+/// tensors. The host stores `ra = s_a/s_out`, `rb = s_b/s_out`,
+/// `c = zp_out − zp_a·ra − zp_b·rb`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct AddS8 {
+    /// `s_a / s_out`.
+    pub ra: f32,
+    /// `s_b / s_out`.
+    pub rb: f32,
+    /// `zp_out − zp_a·ra − zp_b·rb`.
+    pub c: f32,
+}
+
+impl AddS8 {
+    /// Checks the factors are finite.
+    pub fn validate(&self) -> Result<(), KernelError> {
+        ensure(
+            self.ra.is_finite() && self.rb.is_finite() && self.c.is_finite(),
+            "add factors must be finite",
+        )
+    }
+
+    #[inline(always)]
+    fn one(&self, a: i8, b: i8) -> i8 {
+        saturate_i8(round_half_up(
+            a as f32 * self.ra + b as f32 * self.rb + self.c,
+        ))
+    }
+}
+
+/// `out[i] = a[i] ⊕ b[i]`.
+pub fn add_s8(p: &AddS8, a: &[i8], b: &[i8], out: &mut [i8]) -> Result<(), KernelError> {
+    p.validate()?;
+    check_len("add b", b.len(), a.len())?;
+    check_len("add output", out.len(), a.len())?;
+    for ((y, &x), &z) in out.iter_mut().zip(a).zip(b) {
+        *y = p.one(x, z);
+    }
+    Ok(())
+}
+
+/// In place: `a[i] = a[i] ⊕ b[i]` (the arena plan reuses `a`'s storage for the sum).
+pub fn add_s8_in_place(p: &AddS8, a: &mut [i8], b: &[i8]) -> Result<(), KernelError> {
+    p.validate()?;
+    check_len("add b", b.len(), a.len())?;
+    for (x, &z) in a.iter_mut().zip(b) {
+        *x = p.one(*x, z);
+    }
+    Ok(())
+}
+
+/// Mean over tokens: `out[c] = round(Σ_t in[t][c] · scale + offset)`, with the host storing
+/// `scale = s_in / (N · s_out)` and `offset = zp_out − zp_in · s_in / s_out`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct MeanPoolS8 {
+    /// Tokens averaged.
+    pub tokens: usize,
+    /// Channels per token.
+    pub channels: usize,
+    /// `s_in / (N · s_out)`.
+    pub scale: f32,
+    /// `zp_out − zp_in · s_in / s_out`.
+    pub offset: f32,
+}
+
+/// Mean-pools `tokens × channels` into `channels`.
+pub fn mean_pool_s8(p: &MeanPoolS8, input: &[i8], out: &mut [i8]) -> Result<(), KernelError> {
+    ensure(
+        p.tokens > 0 && p.channels > 0 && p.tokens < 1 << 23,
+        "mean-pool dimensions",
+    )?;
+    ensure(
+        p.scale.is_finite() && p.offset.is_finite(),
+        "mean-pool factors must be finite",
+    )?;
+    check_len("mean-pool input", input.len(), p.tokens * p.channels)?;
+    check_len("mean-pool output", out.len(), p.channels)?;
+    for (c, y) in out.iter_mut().enumerate() {
+        let sum: i32 = input[c..]
+            .iter()
+            .step_by(p.channels)
+            .map(|&q| q as i32)
+            .sum();
+        *y = saturate_i8(round_half_up(sum as f32 * p.scale + p.offset));
+    }
+    Ok(())
+}
+
+/// Quantizes an f32 NCHW image into int8 NHWC: `q = saturate(round(x · inv_scale) + zp)`.
+pub fn quantize_image_nchw(
+    image: &[f32],
+    channels: usize,
+    height: usize,
+    width: usize,
+    inv_scale: f32,
+    zero_point: i32,
+    out: &mut [i8],
+) -> Result<(), KernelError> {
+    let n = channels * height * width;
+    check_len("input image", image.len(), n)?;
+    check_len("quantized image", out.len(), n)?;
+    ensure(
+        inv_scale.is_finite() && (-128..=127).contains(&zero_point),
+        "input quantization",
+    )?;
+    let plane = height * width;
+    for (ch, src) in image.chunks_exact(plane).enumerate() {
+        for (p, &x) in src.iter().enumerate() {
+            out[p * channels + ch] = quantize_f32(x, inv_scale, zero_point);
+        }
+    }
+    Ok(())
+}
+
+/// `real = scale · (q − zp)` for every element.
+pub fn dequantize_s8(
+    input: &[i8],
+    scale: f32,
+    zero_point: i32,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    check_len("dequantize output", out.len(), input.len())?;
+    for (y, &q) in out.iter_mut().zip(input) {
+        *y = scale * (q as i32 - zero_point) as f32;
+    }
+    Ok(())
+}

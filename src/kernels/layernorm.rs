@@ -1,0 +1,78 @@
+//! LayerNorm over the channels of each token, int8 in → int8 out.
+//!
+//! Statistics are exact integer sums; the normalization is f32 (see the numerics contract):
+//! with `S = Σ q`, `V = C·Σ q² − S²` (exact, i64),
+//! `out_c = round((C·q_c − S) · f · g_c + b_c)`, `f = 1/√(V + eps·C²/s_in²)`,
+//! where the host stores `g_c = γ_c / s_out` and `b_c = β_c / s_out + zp_out`.
+
+use super::{KernelError, check_len, ensure};
+use crate::quant::{round_half_up, saturate_i8};
+
+/// A validated int8 LayerNorm.
+#[derive(Clone, Copy, Debug)]
+pub struct LayerNormS8<'a> {
+    tokens: usize,
+    channels: usize,
+    /// `eps · C² / s_in²`.
+    eps_term: f32,
+    gain: &'a [f32],
+    offset: &'a [f32],
+}
+
+impl<'a> LayerNormS8<'a> {
+    /// `gain[c] = γ_c / s_out`, `offset[c] = β_c / s_out + zp_out`, `eps_term = eps·C²/s_in²`.
+    pub fn new(
+        tokens: usize,
+        channels: usize,
+        eps_term: f32,
+        gain: &'a [f32],
+        offset: &'a [f32],
+    ) -> Result<Self, KernelError> {
+        ensure(
+            tokens > 0 && channels > 0 && channels < 1 << 16,
+            "layernorm dimensions",
+        )?;
+        ensure(
+            eps_term.is_finite() && eps_term > 0.0,
+            "layernorm eps must be finite and > 0",
+        )?;
+        check_len("layernorm gain", gain.len(), channels)?;
+        check_len("layernorm offset", offset.len(), channels)?;
+        ensure(
+            gain.iter().chain(offset).all(|v| v.is_finite()),
+            "layernorm gain/offset must be finite",
+        )?;
+        Ok(LayerNormS8 {
+            tokens,
+            channels,
+            eps_term,
+            gain,
+            offset,
+        })
+    }
+}
+
+/// The reference (and only) implementation: the work is O(tokens·channels), small beside the
+/// matrix products around it.
+pub fn layernorm_s8(p: &LayerNormS8, input: &[i8], output: &mut [i8]) -> Result<(), KernelError> {
+    check_len("layernorm input", input.len(), p.tokens * p.channels)?;
+    check_len("layernorm output", output.len(), p.tokens * p.channels)?;
+    let c = p.channels as i32;
+    for (x, y) in input
+        .chunks_exact(p.channels)
+        .zip(output.chunks_exact_mut(p.channels))
+    {
+        let (mut sum, mut sum_sq) = (0i32, 0i64);
+        for &q in x {
+            sum += q as i32;
+            sum_sq += (q as i32 * q as i32) as i64;
+        }
+        let var_num = c as i64 * sum_sq - sum as i64 * sum as i64;
+        let f = 1.0 / crate::math::sqrt(var_num as f32 + p.eps_term);
+        for (((&q, out), &g), &b) in x.iter().zip(y.iter_mut()).zip(p.gain).zip(p.offset) {
+            let centered = (c * q as i32 - sum) as f32;
+            *out = saturate_i8(round_half_up(centered * f * g + b));
+        }
+    }
+    Ok(())
+}

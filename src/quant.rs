@@ -1,0 +1,230 @@
+//! The int8 numerics contract: requantization, rounding, lookup tables.
+//!
+//! These few functions define every int8 result this crate produces; host and device run the
+//! same code, so results are bit-identical by construction. See the crate docs for the contract.
+
+/// A real multiplier in fixed point: `real ≈ multiplier · 2^(shift − 31)`.
+///
+/// `multiplier` is in `[2^30, 2^31)` (or 0 for a zero multiplier) and `shift` in `[-31, 30]`, as
+/// in TFLite's `QuantizeMultiplier` and CMSIS-NN's `arm_nn_requantize`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, bytemuck::Pod, bytemuck::Zeroable)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Requant {
+    /// Q31 mantissa.
+    pub multiplier: i32,
+    /// Power-of-two exponent.
+    pub shift: i32,
+}
+
+/// Smallest accepted `Requant::shift`.
+pub const MIN_SHIFT: i32 = -31;
+/// Largest accepted `Requant::shift`.
+pub const MAX_SHIFT: i32 = 30;
+
+impl Requant {
+    /// True when the fields are in their documented ranges.
+    pub fn is_valid(&self) -> bool {
+        (self.multiplier == 0 || self.multiplier >= 1 << 30)
+            && (MIN_SHIFT..=MAX_SHIFT).contains(&self.shift)
+    }
+
+    /// The multiplier closest to `real` (which must be finite and ≥ 0), with the mantissa
+    /// rounded to nearest (TFLite's `QuantizeMultiplier`). Multipliers too small to represent
+    /// become zero; too large ones are an error.
+    pub fn from_real(real: f64) -> Option<Requant> {
+        if !real.is_finite() || real < 0.0 {
+            return None;
+        }
+        if real == 0.0 {
+            return Some(Requant {
+                multiplier: 0,
+                shift: 0,
+            });
+        }
+        // real = m · 2^e with m in [0.5, 1) (exact: only powers of two are applied).
+        let (mut m, mut e) = (real, 0i32);
+        while m >= 1.0 {
+            m /= 2.0;
+            e += 1;
+        }
+        while m < 0.5 && e > -1100 {
+            m *= 2.0;
+            e -= 1;
+        }
+        let mut q = libm::round(m * (1u64 << 31) as f64) as i64;
+        if q == 1i64 << 31 {
+            q /= 2;
+            e += 1;
+        }
+        if e < MIN_SHIFT {
+            return Some(Requant {
+                multiplier: 0,
+                shift: 0,
+            });
+        }
+        if e > MAX_SHIFT {
+            return None;
+        }
+        Some(Requant {
+            multiplier: q as i32,
+            shift: e,
+        })
+    }
+
+    /// The real value this multiplier stands for.
+    pub fn to_real(&self) -> f64 {
+        self.multiplier as f64 * pow2(self.shift - 31)
+    }
+}
+
+fn pow2(e: i32) -> f64 {
+    libm::exp2(e as f64)
+}
+
+/// `acc · multiplier · 2^(shift − 31)`, rounded half toward +∞ (one rounding step).
+///
+/// This is CMSIS-NN's `arm_nn_requantize` with `CMSIS_NN_USE_SINGLE_ROUNDING` and TFLite's
+/// single-rounding `MultiplyByQuantizedMultiplier`: `((acc·M) >> (30 − shift)) + 1) >> 1` with an
+/// arithmetic shift on the 64-bit product. The only rounding rule of the int8 kernels.
+#[inline(always)]
+pub fn requantize(acc: i32, r: Requant) -> i32 {
+    let total_shift = 31 - r.shift; // in [1, 62]
+    let prod = acc as i64 * r.multiplier as i64;
+    let result = (prod >> (total_shift - 1)) as i32;
+    (result >> 1) + (result & 1)
+}
+
+/// Saturates to the int8 range.
+#[inline(always)]
+pub fn saturate_i8(x: i32) -> i8 {
+    x.clamp(-128, 127) as i8
+}
+
+/// `floor(y + 0.5)` as i32 (round half toward +∞), saturating; NaN gives 0.
+///
+/// The rounding rule for every float → integer conversion in the crate. Uses only a truncating
+/// conversion and a compare, so it is exact and identical on every IEEE-754 target.
+#[inline(always)]
+pub fn round_half_up(y: f32) -> i32 {
+    let t = y + 0.5;
+    let i = t as i32; // truncates toward zero, saturates
+    if (i as f32) > t { i - 1 } else { i }
+}
+
+/// Quantizes a real value: `saturate(round_half_up(x · inv_scale) + zero_point)`.
+#[inline(always)]
+pub fn quantize_f32(x: f32, inv_scale: f32, zero_point: i32) -> i8 {
+    saturate_i8(round_half_up(x * inv_scale).saturating_add(zero_point))
+}
+
+/// A 256-entry int8 → int8 table: `out = table[in + 128]`. Nonlinear functions (GELU, SiLU) are
+/// applied this way; the host builds each table from the float function on the quantized grid.
+#[repr(transparent)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Lut256(pub [i8; 256]);
+
+impl core::fmt::Debug for Lut256 {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "Lut256([{}, {}, …, {}])",
+            self.0[0], self.0[1], self.0[255]
+        )
+    }
+}
+
+impl Lut256 {
+    /// Looks a value up.
+    #[inline(always)]
+    pub fn apply(&self, x: i8) -> i8 {
+        self.0[(x as u8 ^ 0x80) as usize]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requantize_rounds_half_up() {
+        // multiplier 0.5 exactly: 2^30 with shift 0.
+        let half = Requant {
+            multiplier: 1 << 30,
+            shift: 0,
+        };
+        assert_eq!(requantize(3, half), 2); // 1.5 -> 2
+        assert_eq!(requantize(-3, half), -1); // -1.5 -> -1
+        assert_eq!(requantize(5, half), 3); // 2.5 -> 3
+        assert_eq!(requantize(4, half), 2);
+        assert_eq!(requantize(i32::MIN, half), -(1 << 30));
+    }
+
+    #[test]
+    fn from_real_round_trips() {
+        for &r in &[1.0, 0.5, 0.25, 0.001234, 0.75, 1.9999, 3.0e-9, 123.456] {
+            let q = Requant::from_real(r).unwrap();
+            assert!(q.is_valid(), "{r}: {q:?}");
+            let back = q.to_real();
+            assert!((back - r).abs() <= r * 1e-9, "{r} -> {q:?} -> {back}");
+        }
+        assert_eq!(
+            Requant::from_real(0.0),
+            Some(Requant {
+                multiplier: 0,
+                shift: 0
+            })
+        );
+        assert_eq!(
+            Requant::from_real(1e-12),
+            Some(Requant {
+                multiplier: 0,
+                shift: 0
+            })
+        );
+        assert_eq!(Requant::from_real(f64::NAN), None);
+        assert_eq!(Requant::from_real(1e10), None);
+    }
+
+    #[test]
+    fn requantize_matches_float_within_half() {
+        let r = 0.0123456f64;
+        let q = Requant::from_real(r).unwrap();
+        for acc in [-100000, -12345, -1, 0, 1, 999, 54321, 2_000_000] {
+            let exact = acc as f64 * q.to_real();
+            let got = requantize(acc, q) as f64;
+            assert!((got - exact).abs() <= 0.5 + 1e-9, "{acc}: {got} vs {exact}");
+        }
+    }
+
+    #[test]
+    fn round_half_up_is_floor_of_y_plus_half() {
+        for &(y, want) in &[
+            (0.5f32, 1),
+            (-0.5, 0),
+            (1.49, 1),
+            (-1.5, -1),
+            (-1.51, -2),
+            (2.5, 3),
+            (1e10, i32::MAX),
+        ] {
+            assert_eq!(round_half_up(y), want, "{y}");
+        }
+        assert_eq!(round_half_up(f32::NAN), 0);
+        assert_eq!(quantize_f32(1000.0, 1.0, 0), 127);
+        assert_eq!(quantize_f32(-1000.0, 1.0, 0), -128);
+        assert_eq!(quantize_f32(0.26, 4.0, -3), -2);
+    }
+
+    #[test]
+    fn lut_indexes_by_value_plus_128() {
+        let mut t = [0i8; 256];
+        for (i, v) in t.iter_mut().enumerate() {
+            *v = (i as i32 - 128).clamp(-128, 127) as i8;
+        }
+        let lut = Lut256(t);
+        for x in i8::MIN..=i8::MAX {
+            assert_eq!(lut.apply(x), x);
+        }
+    }
+}
