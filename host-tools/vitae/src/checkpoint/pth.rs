@@ -1,0 +1,1267 @@
+//! `torch.save` zip archives (the default format since PyTorch 1.6).
+//!
+//! Layout: `<name>/data.pkl` is a pickle of the saved object; every tensor's storage is a
+//! separate entry `<name>/data/<key>` holding raw little-endian elements (`<name>/byteorder`
+//! says otherwise if present). Torch writes entries uncompressed ("stored"); deflated entries
+//! from repacked archives are read too.
+//!
+//! The pickle is decoded by [`Unpickler`], a small stack machine that **never executes
+//! anything**: a `GLOBAL` only records a module/name pair, and `REDUCE` is interpreted for the
+//! handful of callables torch uses to rebuild a state_dict (`collections.OrderedDict`,
+//! `torch._utils._rebuild_tensor_v2`, `_rebuild_parameter`, `torch._tensor._rebuild_from_type_v2`).
+//! Any other object (argparse namespaces, optimizer states, numpy scalars in a training
+//! checkpoint) becomes an inert placeholder, so a full training checkpoint still loads as long
+//! as its state_dict is plain tensors.
+
+use std::collections::HashMap;
+use std::io::{Cursor, Read};
+use std::path::Path;
+
+use super::{
+    Checkpoint, CheckpointFormat, CheckpointOrigin, DType, IntTensor, Tensor, decode_float,
+    decode_int,
+};
+
+/// Top-level keys of a training checkpoint that may hold the model weights, in the order they
+/// are tried. `model` before `state_dict_ema`: the EMA copy is only used when it is all there is.
+pub const STATE_DICT_ENTRIES: [&str; 3] = ["state_dict", "model", "state_dict_ema"];
+
+/// A pickle larger than this is not a state_dict index (ViTAE-S's is ~60 kB).
+const MAX_PICKLE_BYTES: u64 = 256 << 20;
+
+/// What is wrong with a torch zip archive.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PthError {
+    /// The zip container itself is unreadable.
+    #[error("not a readable zip archive: {0}")]
+    Zip(String),
+    /// No `<name>/data.pkl` entry.
+    #[error("no '<name>/data.pkl' entry: not a torch.save archive (entries: {0})")]
+    NoPickle(String),
+    /// A `torch.jit.save` archive.
+    #[error(
+        "this is a TorchScript archive (torch.jit.save); save model.state_dict() with torch.save instead"
+    )]
+    TorchScript,
+    /// An entry could not be read (corrupt, CRC mismatch, truncated).
+    #[error("archive entry '{entry}': {reason}")]
+    Entry {
+        /// Entry name.
+        entry: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The pickle stream is malformed.
+    #[error("data.pkl at byte {offset}: {reason}")]
+    Pickle {
+        /// Offset of the failing opcode in data.pkl.
+        offset: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The saved object is not a dict.
+    #[error(
+        "the saved object is {0}, expected a state_dict (save model.state_dict(), not the model)"
+    )]
+    NotADict(String),
+    /// A training checkpoint entry that should hold the state_dict holds something else.
+    #[error("entry '{entry}' is {found}, expected a state_dict")]
+    EntryNotADict {
+        /// The top-level key.
+        entry: String,
+        /// What it holds.
+        found: String,
+    },
+    /// A dict without tensors and without a known state_dict entry.
+    #[error(
+        "no state_dict found: top-level keys are [{keys}]; expected tensors or one of 'state_dict', 'model', 'state_dict_ema'"
+    )]
+    NoStateDict {
+        /// The keys present.
+        keys: String,
+    },
+    /// A state_dict value that is not a tensor.
+    #[error("key '{key}': {found} is not a tensor")]
+    NotATensor {
+        /// The state_dict key.
+        key: String,
+        /// What it holds.
+        found: String,
+    },
+    /// A state_dict key that is not a string.
+    #[error("state_dict key {0} is not a string")]
+    NonStringKey(String),
+    /// A storage class we do not convert.
+    #[error("key '{key}': unsupported storage type {storage_type}")]
+    UnsupportedStorage {
+        /// The state_dict key.
+        key: String,
+        /// e.g. `torch.ComplexFloatStorage`.
+        storage_type: String,
+    },
+    /// The rebuild arguments of a tensor are inconsistent.
+    #[error("key '{key}': {reason}")]
+    BadTensor {
+        /// The state_dict key.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Parses a `torch.save` zip archive held in memory.
+pub fn parse_pth(bytes: &[u8], path: &Path) -> Result<Checkpoint, PthError> {
+    let mut archive =
+        zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| PthError::Zip(e.to_string()))?;
+    let names: Vec<String> = archive.file_names().map(str::to_string).collect();
+    let pickle_name = names
+        .iter()
+        .find(|n| n.ends_with("/data.pkl") && n.matches('/').count() == 1)
+        .cloned()
+        .ok_or_else(|| {
+            let mut listed: Vec<&str> = names.iter().take(8).map(String::as_str).collect();
+            if names.len() > 8 {
+                listed.push("...");
+            }
+            PthError::NoPickle(listed.join(", "))
+        })?;
+    let prefix = pickle_name.trim_end_matches("data.pkl").to_string();
+    if names
+        .iter()
+        .any(|n| n.starts_with(&format!("{prefix}code/")))
+    {
+        return Err(PthError::TorchScript);
+    }
+    let big_endian = match names.iter().any(|n| *n == format!("{prefix}byteorder")) {
+        true => read_entry(&mut archive, &format!("{prefix}byteorder"), 16)? == b"big",
+        false => false,
+    };
+    let pickle = read_entry(&mut archive, &pickle_name, MAX_PICKLE_BYTES)?;
+    let mut unpickler = Unpickler::new(&pickle);
+    let root = unpickler.run()?;
+    let (entry, state_dict) = unpickler.select_state_dict(root)?;
+
+    let mut checkpoint = Checkpoint::empty(CheckpointOrigin {
+        path: path.to_path_buf(),
+        format: CheckpointFormat::TorchZip,
+        entry,
+        stripped_prefix: None,
+    });
+    let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
+    for (key, tensor) in state_dict {
+        let dtype = storage_dtype(&tensor.storage.type_name).ok_or_else(|| {
+            PthError::UnsupportedStorage {
+                key: key.clone(),
+                storage_type: tensor.storage.type_name.clone(),
+            }
+        })?;
+        let storage_bytes = match storages.get(&tensor.storage.key) {
+            Some(bytes) => bytes,
+            None => {
+                let entry = format!("{prefix}data/{}", tensor.storage.key);
+                let expected = tensor
+                    .storage
+                    .numel
+                    .checked_mul(dtype.size() as u64)
+                    .ok_or_else(|| PthError::BadTensor {
+                        key: key.clone(),
+                        reason: "storage size overflows".into(),
+                    })?;
+                if !names.contains(&entry) {
+                    return Err(PthError::Entry {
+                        entry,
+                        reason: format!("missing (storage of key '{key}')"),
+                    });
+                }
+                let bytes = read_entry(&mut archive, &entry, expected)?;
+                if bytes.len() as u64 != expected {
+                    return Err(PthError::Entry {
+                        entry,
+                        reason: format!(
+                            "storage of key '{key}' should hold {} {} elements ({expected} bytes), found {} bytes",
+                            tensor.storage.numel,
+                            dtype,
+                            bytes.len()
+                        ),
+                    });
+                }
+                storages.entry(tensor.storage.key.clone()).or_insert(bytes)
+            }
+        };
+        let elements = gather(&key, &tensor, dtype, storage_bytes)?;
+        if dtype.is_float() {
+            let data = decode_float(dtype, &elements, big_endian);
+            checkpoint.insert_float(
+                key,
+                Tensor {
+                    shape: tensor.size,
+                    data,
+                },
+                dtype,
+            );
+        } else {
+            let data = decode_int(dtype, &elements, big_endian);
+            checkpoint.insert_int(
+                key,
+                IntTensor {
+                    shape: tensor.size,
+                    data,
+                },
+                dtype,
+            );
+        }
+    }
+    Ok(checkpoint)
+}
+
+/// Reads one archive entry, refusing more than `limit` bytes (plus one, to detect overlong
+/// entries without reading a zip bomb to the end).
+fn read_entry(
+    archive: &mut zip::ZipArchive<Cursor<&[u8]>>,
+    name: &str,
+    limit: u64,
+) -> Result<Vec<u8>, PthError> {
+    let entry_error = |reason: String| PthError::Entry {
+        entry: name.to_string(),
+        reason,
+    };
+    let file = archive
+        .by_name(name)
+        .map_err(|e| entry_error(e.to_string()))?;
+    let mut out = Vec::new();
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(|e| entry_error(e.to_string()))?;
+    if out.len() as u64 > limit {
+        return Err(entry_error(format!(
+            "larger than the expected {limit} bytes"
+        )));
+    }
+    Ok(out)
+}
+
+fn storage_dtype(type_name: &str) -> Option<DType> {
+    Some(match type_name {
+        "torch.DoubleStorage" => DType::F64,
+        "torch.FloatStorage" => DType::F32,
+        "torch.HalfStorage" => DType::F16,
+        "torch.BFloat16Storage" => DType::BF16,
+        "torch.LongStorage" => DType::I64,
+        "torch.IntStorage" => DType::I32,
+        "torch.ShortStorage" => DType::I16,
+        "torch.CharStorage" => DType::I8,
+        "torch.ByteStorage" => DType::U8,
+        "torch.BoolStorage" => DType::Bool,
+        _ => return None,
+    })
+}
+
+/// Copies the tensor's elements out of its storage in C order, honouring the storage offset
+/// and arbitrary (e.g. transposed or expanded) strides. Returns raw element bytes.
+fn gather(
+    key: &str,
+    tensor: &TensorRef,
+    dtype: DType,
+    storage: &[u8],
+) -> Result<Vec<u8>, PthError> {
+    let bad = |reason: String| PthError::BadTensor {
+        key: key.to_string(),
+        reason,
+    };
+    let elem = dtype.size();
+    let storage_numel = storage.len() / elem;
+    let numel = crate::npy::checked_product(&tensor.size)
+        .ok_or_else(|| bad(format!("size {:?} overflows", tensor.size)))?;
+    if numel == 0 {
+        return Ok(Vec::new());
+    }
+    // Highest element index touched; all terms are non-negative, so this bounds every access.
+    let mut last = tensor.offset;
+    for (&size, &stride) in tensor.size.iter().zip(&tensor.stride) {
+        last = (size - 1)
+            .checked_mul(stride)
+            .and_then(|span| last.checked_add(span))
+            .ok_or_else(|| bad("stride arithmetic overflows".into()))?;
+    }
+    if last >= storage_numel {
+        return Err(bad(format!(
+            "size {:?}, stride {:?}, offset {} reach element {last} of a storage with {storage_numel} elements",
+            tensor.size, tensor.stride, tensor.offset
+        )));
+    }
+    let mut contiguous_stride = 1usize;
+    let mut contiguous = true;
+    for (&size, &stride) in tensor.size.iter().zip(&tensor.stride).rev() {
+        if size != 1 && stride != contiguous_stride {
+            contiguous = false;
+        }
+        contiguous_stride *= size;
+    }
+    if contiguous {
+        return Ok(storage[tensor.offset * elem..(tensor.offset + numel) * elem].to_vec());
+    }
+    let mut out = Vec::with_capacity(numel * elem);
+    let mut index = vec![0usize; tensor.size.len()];
+    for _ in 0..numel {
+        let position = tensor.offset
+            + index
+                .iter()
+                .zip(&tensor.stride)
+                .map(|(i, s)| i * s)
+                .sum::<usize>();
+        out.extend_from_slice(&storage[position * elem..(position + 1) * elem]);
+        for dim in (0..index.len()).rev() {
+            index[dim] += 1;
+            if index[dim] < tensor.size[dim] {
+                break;
+            }
+            index[dim] = 0;
+        }
+    }
+    Ok(out)
+}
+
+/// A storage reference from a persistent id `('storage', StorageType, key, location, numel)`.
+#[derive(Clone, Debug, PartialEq)]
+struct StorageRef {
+    type_name: String,
+    key: String,
+    numel: u64,
+}
+
+/// Arguments of `_rebuild_tensor_v2`, validated for shape but not yet against the storage.
+#[derive(Clone, Debug, PartialEq)]
+struct TensorRef {
+    storage: StorageRef,
+    offset: usize,
+    size: Vec<usize>,
+    stride: Vec<usize>,
+}
+
+/// A pickle value. Compound values live in the unpickler's heap and are referenced by index,
+/// so that memo aliases see later mutations (as in Python) and copying is O(1).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Value {
+    None,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Obj(usize),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Object {
+    Str(String),
+    Bytes(usize),
+    Tuple(Vec<Value>),
+    List(Vec<Value>),
+    Dict(Vec<(Value, Value)>),
+    Global {
+        module: String,
+        name: String,
+    },
+    Storage(StorageRef),
+    Tensor(TensorRef),
+    /// Anything we do not interpret; the string says what it was for messages.
+    Opaque(String),
+}
+
+/// The non-executing pickle machine (protocols 0-5 opcodes that torch and the Python standard
+/// library emit for plain data; protocol 2 is what `torch.save` uses).
+struct Unpickler<'a> {
+    data: &'a [u8],
+    pos: usize,
+    /// Start offset of the opcode being executed, for messages.
+    op_start: usize,
+    stack: Vec<Value>,
+    marks: Vec<usize>,
+    memo: HashMap<u64, Value>,
+    heap: Vec<Object>,
+}
+
+type PResult<T> = Result<T, PthError>;
+
+/// State_dict entries in file order: key and tensor reference.
+type StateDict = Vec<(String, TensorRef)>;
+
+impl<'a> Unpickler<'a> {
+    fn new(data: &'a [u8]) -> Self {
+        Unpickler {
+            data,
+            pos: 0,
+            op_start: 0,
+            stack: Vec::new(),
+            marks: Vec::new(),
+            memo: HashMap::new(),
+            heap: Vec::new(),
+        }
+    }
+
+    fn error<T>(&self, reason: impl Into<String>) -> PResult<T> {
+        Err(PthError::Pickle {
+            offset: self.op_start,
+            reason: reason.into(),
+        })
+    }
+
+    fn take(&mut self, n: usize) -> PResult<&'a [u8]> {
+        match self
+            .pos
+            .checked_add(n)
+            .and_then(|end| self.data.get(self.pos..end))
+        {
+            Some(bytes) => {
+                self.pos += n;
+                Ok(bytes)
+            }
+            None => self.error(format!("truncated: operand of {n} bytes runs past the end")),
+        }
+    }
+
+    fn take_array<const N: usize>(&mut self) -> PResult<[u8; N]> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N)?);
+        Ok(out)
+    }
+
+    fn take_len<const N: usize>(&mut self) -> PResult<usize> {
+        let raw = self.take_array::<N>()?;
+        let mut wide = [0u8; 8];
+        wide[..N].copy_from_slice(&raw);
+        match usize::try_from(u64::from_le_bytes(wide)) {
+            Ok(n) => Ok(n),
+            Err(_) => self.error("length operand too large"),
+        }
+    }
+
+    fn take_line(&mut self) -> PResult<&'a str> {
+        let rest = &self.data[self.pos..];
+        let Some(end) = rest.iter().position(|&b| b == b'\n') else {
+            return self.error("truncated: unterminated text operand");
+        };
+        self.pos += end + 1;
+        match std::str::from_utf8(&rest[..end]) {
+            Ok(s) => Ok(s),
+            Err(_) => self.error("text operand is not UTF-8"),
+        }
+    }
+
+    fn alloc(&mut self, object: Object) -> Value {
+        self.heap.push(object);
+        Value::Obj(self.heap.len() - 1)
+    }
+
+    fn push(&mut self, value: Value) {
+        self.stack.push(value);
+    }
+
+    fn pop(&mut self) -> PResult<Value> {
+        let floor = self.marks.last().copied().unwrap_or(0);
+        if self.stack.len() <= floor {
+            return self.error("stack underflow");
+        }
+        match self.stack.pop() {
+            Some(v) => Ok(v),
+            None => self.error("stack underflow"),
+        }
+    }
+
+    fn top(&self) -> PResult<Value> {
+        let floor = self.marks.last().copied().unwrap_or(0);
+        match self.stack.last() {
+            Some(v) if self.stack.len() > floor => Ok(*v),
+            _ => self.error("stack underflow"),
+        }
+    }
+
+    fn pop_mark(&mut self) -> PResult<Vec<Value>> {
+        let Some(mark) = self.marks.pop() else {
+            return self.error("no MARK on the stack");
+        };
+        Ok(self.stack.split_off(mark))
+    }
+
+    fn object(&self, value: Value) -> Option<&Object> {
+        match value {
+            Value::Obj(i) => self.heap.get(i),
+            _ => None,
+        }
+    }
+
+    fn string(&self, value: Value) -> Option<&str> {
+        match self.object(value) {
+            Some(Object::Str(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn memo_put(&mut self, index: u64) -> PResult<()> {
+        let value = self.top()?;
+        self.memo.insert(index, value);
+        Ok(())
+    }
+
+    fn memo_get(&mut self, index: u64) -> PResult<()> {
+        match self.memo.get(&index) {
+            Some(&value) => {
+                self.push(value);
+                Ok(())
+            }
+            None => self.error(format!("memo entry {index} was never stored")),
+        }
+    }
+
+    /// Runs the machine to STOP and returns the pickled object.
+    fn run(&mut self) -> PResult<Value> {
+        loop {
+            self.op_start = self.pos;
+            let [op] = match self.take_array::<1>() {
+                Ok(op) => op,
+                Err(_) => return self.error("truncated: no STOP opcode"),
+            };
+            match op {
+                0x80 => {
+                    let [proto] = self.take_array::<1>()?;
+                    if proto > 5 {
+                        return self.error(format!("unsupported pickle protocol {proto}"));
+                    }
+                }
+                0x95 => {
+                    self.take(8)?;
+                }
+                b'.' => {
+                    let result = self.pop()?;
+                    return Ok(result);
+                }
+                b'(' => self.marks.push(self.stack.len()),
+                b'0' => {
+                    self.pop()?;
+                }
+                b'1' => {
+                    self.pop_mark()?;
+                }
+                b'2' => {
+                    let v = self.top()?;
+                    self.push(v);
+                }
+                b'N' => self.push(Value::None),
+                0x88 => self.push(Value::Bool(true)),
+                0x89 => self.push(Value::Bool(false)),
+                b'J' => {
+                    let v = i32::from_le_bytes(self.take_array()?);
+                    self.push(Value::Int(i64::from(v)));
+                }
+                b'K' => {
+                    let [v] = self.take_array::<1>()?;
+                    self.push(Value::Int(i64::from(v)));
+                }
+                b'M' => {
+                    let v = u16::from_le_bytes(self.take_array()?);
+                    self.push(Value::Int(i64::from(v)));
+                }
+                0x8a | 0x8b => {
+                    let n = if op == 0x8a {
+                        self.take_len::<1>()?
+                    } else {
+                        self.take_len::<4>()?
+                    };
+                    let bytes = self.take(n)?;
+                    if n > 8 {
+                        return self.error(format!("integer of {n} bytes does not fit in 64 bits"));
+                    }
+                    let value = if n == 0 {
+                        0
+                    } else {
+                        let fill = if bytes[n - 1] & 0x80 != 0 { 0xFF } else { 0 };
+                        let mut wide = [fill; 8];
+                        wide[..n].copy_from_slice(bytes);
+                        i64::from_le_bytes(wide)
+                    };
+                    self.push(Value::Int(value));
+                }
+                b'I' => {
+                    let line = self.take_line()?;
+                    let value = match line {
+                        "00" => Value::Bool(false),
+                        "01" => Value::Bool(true),
+                        _ => match line.parse::<i64>() {
+                            Ok(v) => Value::Int(v),
+                            Err(_) => return self.error(format!("bad INT operand '{line}'")),
+                        },
+                    };
+                    self.push(value);
+                }
+                b'G' => {
+                    let v = f64::from_be_bytes(self.take_array()?);
+                    self.push(Value::Float(v));
+                }
+                b'X' | 0x8c | 0x8d => {
+                    let n = match op {
+                        0x8c => self.take_len::<1>()?,
+                        b'X' => self.take_len::<4>()?,
+                        _ => self.take_len::<8>()?,
+                    };
+                    let bytes = self.take(n)?;
+                    let Ok(text) = std::str::from_utf8(bytes) else {
+                        return self.error("string is not UTF-8");
+                    };
+                    let value = self.alloc(Object::Str(text.to_string()));
+                    self.push(value);
+                }
+                b'T' | b'U' => {
+                    let n = if op == b'U' {
+                        self.take_len::<1>()?
+                    } else {
+                        self.take_len::<4>()?
+                    };
+                    let bytes = self.take(n)?;
+                    let text: String = bytes.iter().map(|&b| char::from(b)).collect();
+                    let value = self.alloc(Object::Str(text));
+                    self.push(value);
+                }
+                b'B' | b'C' | 0x8e => {
+                    let n = match op {
+                        b'C' => self.take_len::<1>()?,
+                        b'B' => self.take_len::<4>()?,
+                        _ => self.take_len::<8>()?,
+                    };
+                    self.take(n)?;
+                    let value = self.alloc(Object::Bytes(n));
+                    self.push(value);
+                }
+                b')' => {
+                    let value = self.alloc(Object::Tuple(Vec::new()));
+                    self.push(value);
+                }
+                b't' => {
+                    let items = self.pop_mark()?;
+                    let value = self.alloc(Object::Tuple(items));
+                    self.push(value);
+                }
+                0x85..=0x87 => {
+                    let n = usize::from(op - 0x84);
+                    let mut items = Vec::with_capacity(n);
+                    for _ in 0..n {
+                        items.push(self.pop()?);
+                    }
+                    items.reverse();
+                    let value = self.alloc(Object::Tuple(items));
+                    self.push(value);
+                }
+                b']' => {
+                    let value = self.alloc(Object::List(Vec::new()));
+                    self.push(value);
+                }
+                b'l' => {
+                    let items = self.pop_mark()?;
+                    let value = self.alloc(Object::List(items));
+                    self.push(value);
+                }
+                b'a' => {
+                    let item = self.pop()?;
+                    let list = self.top()?;
+                    self.extend_list(list, vec![item])?;
+                }
+                b'e' => {
+                    let items = self.pop_mark()?;
+                    let list = self.top()?;
+                    self.extend_list(list, items)?;
+                }
+                b'}' => {
+                    let value = self.alloc(Object::Dict(Vec::new()));
+                    self.push(value);
+                }
+                b'd' => {
+                    let items = self.pop_mark()?;
+                    let value = self.alloc(Object::Dict(Vec::new()));
+                    self.set_items(value, items)?;
+                    self.push(value);
+                }
+                b's' => {
+                    let value = self.pop()?;
+                    let key = self.pop()?;
+                    let dict = self.top()?;
+                    self.set_items(dict, vec![key, value])?;
+                }
+                b'u' => {
+                    let items = self.pop_mark()?;
+                    let dict = self.top()?;
+                    self.set_items(dict, items)?;
+                }
+                0x8f => {
+                    let value = self.alloc(Object::Opaque("a set".into()));
+                    self.push(value);
+                }
+                0x90 => {
+                    self.pop_mark()?;
+                    self.top()?;
+                }
+                0x91 => {
+                    self.pop_mark()?;
+                    let value = self.alloc(Object::Opaque("a frozenset".into()));
+                    self.push(value);
+                }
+                b'c' => {
+                    let module = self.take_line()?.to_string();
+                    let name = self.take_line()?.to_string();
+                    let value = self.alloc(Object::Global { module, name });
+                    self.push(value);
+                }
+                0x93 => {
+                    let name = self.pop()?;
+                    let module = self.pop()?;
+                    let (Some(module), Some(name)) = (self.string(module), self.string(name))
+                    else {
+                        return self.error("STACK_GLOBAL needs two strings");
+                    };
+                    let global = Object::Global {
+                        module: module.to_string(),
+                        name: name.to_string(),
+                    };
+                    let value = self.alloc(global);
+                    self.push(value);
+                }
+                b'R' => {
+                    let args = self.pop()?;
+                    let callable = self.pop()?;
+                    let value = self.reduce(callable, args)?;
+                    self.push(value);
+                }
+                0x81 => {
+                    let _args = self.pop()?;
+                    let class = self.pop()?;
+                    let value = self.instantiate(class);
+                    self.push(value);
+                }
+                0x92 => {
+                    let _kwargs = self.pop()?;
+                    let _args = self.pop()?;
+                    let class = self.pop()?;
+                    let value = self.instantiate(class);
+                    self.push(value);
+                }
+                b'b' => {
+                    // Object state (e.g. the state_dict's `_metadata` attribute): not needed.
+                    self.pop()?;
+                    self.top()?;
+                }
+                b'q' => {
+                    let [i] = self.take_array::<1>()?;
+                    self.memo_put(u64::from(i))?;
+                }
+                b'r' => {
+                    let i = u32::from_le_bytes(self.take_array()?);
+                    self.memo_put(u64::from(i))?;
+                }
+                0x94 => {
+                    let index = self.memo.len() as u64;
+                    self.memo_put(index)?;
+                }
+                b'p' => {
+                    let line = self.take_line()?;
+                    let Ok(i) = line.parse::<u64>() else {
+                        return self.error(format!("bad PUT operand '{line}'"));
+                    };
+                    self.memo_put(i)?;
+                }
+                b'h' => {
+                    let [i] = self.take_array::<1>()?;
+                    self.memo_get(u64::from(i))?;
+                }
+                b'j' => {
+                    let i = u32::from_le_bytes(self.take_array()?);
+                    self.memo_get(u64::from(i))?;
+                }
+                b'g' => {
+                    let line = self.take_line()?;
+                    let Ok(i) = line.parse::<u64>() else {
+                        return self.error(format!("bad GET operand '{line}'"));
+                    };
+                    self.memo_get(i)?;
+                }
+                b'Q' => {
+                    let pid = self.pop()?;
+                    let value = self.persistent_load(pid)?;
+                    self.push(value);
+                }
+                _ => return self.error(format!("unsupported opcode 0x{op:02x}")),
+            }
+        }
+    }
+
+    fn extend_list(&mut self, list: Value, items: Vec<Value>) -> PResult<()> {
+        match list {
+            Value::Obj(i) => match self.heap.get_mut(i) {
+                Some(Object::List(existing)) => {
+                    existing.extend(items);
+                    Ok(())
+                }
+                // Appending to an opaque object (e.g. a custom container) is harmless.
+                Some(Object::Opaque(_)) => Ok(()),
+                _ => self.error("APPEND target is not a list"),
+            },
+            _ => self.error("APPEND target is not a list"),
+        }
+    }
+
+    fn set_items(&mut self, dict: Value, items: Vec<Value>) -> PResult<()> {
+        if items.len() % 2 != 0 {
+            return self.error("odd number of items for a dict");
+        }
+        match dict {
+            Value::Obj(i) => match self.heap.get_mut(i) {
+                Some(Object::Dict(entries)) => {
+                    let mut iter = items.into_iter();
+                    while let (Some(k), Some(v)) = (iter.next(), iter.next()) {
+                        entries.push((k, v));
+                    }
+                    Ok(())
+                }
+                Some(Object::Opaque(_)) => Ok(()),
+                _ => self.error("SETITEM target is not a dict"),
+            },
+            _ => self.error("SETITEM target is not a dict"),
+        }
+    }
+
+    fn global_name(&self, value: Value) -> Option<(&str, &str)> {
+        match self.object(value) {
+            Some(Object::Global { module, name }) => Some((module, name)),
+            _ => None,
+        }
+    }
+
+    fn instantiate(&mut self, class: Value) -> Value {
+        match self.global_name(class) {
+            Some(("collections", "OrderedDict")) | Some(("builtins", "dict")) => {
+                self.alloc(Object::Dict(Vec::new()))
+            }
+            Some((module, name)) => {
+                let what = format!("a pickled {module}.{name} object");
+                self.alloc(Object::Opaque(what))
+            }
+            None => self.alloc(Object::Opaque("an object of unknown class".into())),
+        }
+    }
+
+    /// Interprets `callable(*args)` for the callables torch uses; anything else is opaque.
+    fn reduce(&mut self, callable: Value, args: Value) -> PResult<Value> {
+        let Some((module, name)) = self.global_name(callable) else {
+            return Ok(self.alloc(Object::Opaque("the result of an unknown call".into())));
+        };
+        let (module, name) = (module.to_string(), name.to_string());
+        let args = match self.object(args) {
+            Some(Object::Tuple(items)) => items.clone(),
+            _ => return self.error(format!("arguments of {module}.{name} are not a tuple")),
+        };
+        match (module.as_str(), name.as_str()) {
+            ("collections", "OrderedDict") | ("builtins", "dict") if args.is_empty() => {
+                Ok(self.alloc(Object::Dict(Vec::new())))
+            }
+            ("torch._utils", "_rebuild_tensor_v2" | "_rebuild_tensor") => {
+                self.rebuild_tensor(&args)
+            }
+            ("torch._utils", "_rebuild_parameter" | "_rebuild_parameter_with_state") => {
+                match args.first() {
+                    Some(&data) => Ok(data),
+                    None => self.error("_rebuild_parameter without arguments"),
+                }
+            }
+            // Tensor subclasses: (func, type, func_args, state) -> func(*func_args).
+            ("torch._tensor", "_rebuild_from_type_v2") => match (args.first(), args.get(2)) {
+                (Some(&func), Some(&func_args)) => self.reduce(func, func_args),
+                _ => self.error("_rebuild_from_type_v2 needs (func, type, args, state)"),
+            },
+            _ => Ok(self.alloc(Object::Opaque(format!(
+                "the result of {module}.{name}(...)"
+            )))),
+        }
+    }
+
+    fn int_arg(&self, value: Value, what: &str) -> PResult<usize> {
+        match value {
+            Value::Int(v) if v >= 0 => match usize::try_from(v) {
+                Ok(v) => Ok(v),
+                Err(_) => self.error(format!("{what} {v} is too large")),
+            },
+            other => self.error(format!(
+                "{what} must be a non-negative integer, found {other:?}"
+            )),
+        }
+    }
+
+    fn int_tuple(&self, value: Value, what: &str) -> PResult<Vec<usize>> {
+        match self.object(value) {
+            Some(Object::Tuple(items) | Object::List(items)) => {
+                items.iter().map(|&v| self.int_arg(v, what)).collect()
+            }
+            _ => self.error(format!("{what} is not a tuple")),
+        }
+    }
+
+    /// `_rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, backward_hooks[, metadata])`.
+    fn rebuild_tensor(&mut self, args: &[Value]) -> PResult<Value> {
+        if args.len() < 4 {
+            return self.error(format!(
+                "_rebuild_tensor_v2 needs at least 4 arguments, got {}",
+                args.len()
+            ));
+        }
+        let storage = match self.object(args[0]) {
+            Some(Object::Storage(storage)) => storage.clone(),
+            _ => return self.error("_rebuild_tensor_v2: first argument is not a storage"),
+        };
+        let offset = self.int_arg(args[1], "storage offset")?;
+        let size = self.int_tuple(args[2], "size")?;
+        let stride = self.int_tuple(args[3], "stride")?;
+        if size.len() != stride.len() {
+            return self.error(format!(
+                "size {size:?} and stride {stride:?} have different ranks"
+            ));
+        }
+        Ok(self.alloc(Object::Tensor(TensorRef {
+            storage,
+            offset,
+            size,
+            stride,
+        })))
+    }
+
+    /// Torch's persistent id for storages: `('storage', StorageType, key, location, numel)`.
+    fn persistent_load(&mut self, pid: Value) -> PResult<Value> {
+        let items = match self.object(pid) {
+            Some(Object::Tuple(items)) => items.clone(),
+            _ => return self.error("persistent id is not a tuple"),
+        };
+        if items.len() != 5 || self.string(items[0]) != Some("storage") {
+            return self.error("persistent id is not ('storage', type, key, location, numel)");
+        }
+        let type_name = match self.global_name(items[1]) {
+            Some((module, name)) => format!("{module}.{name}"),
+            None => return self.error("storage type is not a class reference"),
+        };
+        let key = match self.string(items[2]) {
+            Some(key) if !key.is_empty() && !key.contains('/') => key.to_string(),
+            _ => return self.error("storage key is not a plain string"),
+        };
+        let numel = match items[4] {
+            Value::Int(n) if n >= 0 => n as u64,
+            _ => return self.error("storage numel is not a non-negative integer"),
+        };
+        Ok(self.alloc(Object::Storage(StorageRef {
+            type_name,
+            key,
+            numel,
+        })))
+    }
+
+    fn describe(&self, value: Value) -> String {
+        match value {
+            Value::None => "None".into(),
+            Value::Bool(b) => format!("the bool {b}"),
+            Value::Int(i) => format!("the integer {i}"),
+            Value::Float(f) => format!("the float {f}"),
+            Value::Obj(_) => match self.object(value) {
+                Some(Object::Str(s)) => {
+                    format!("the string '{}'", s.chars().take(40).collect::<String>())
+                }
+                Some(Object::Bytes(n)) => format!("{n} bytes"),
+                Some(Object::Tuple(_)) => "a tuple".into(),
+                Some(Object::List(_)) => "a list".into(),
+                Some(Object::Dict(_)) => "a dict".into(),
+                Some(Object::Global { module, name }) => format!("the class {module}.{name}"),
+                Some(Object::Storage(_)) => "a bare storage".into(),
+                Some(Object::Tensor(_)) => "a tensor".into(),
+                Some(Object::Opaque(what)) => what.clone(),
+                None => "nothing".into(),
+            },
+        }
+    }
+
+    fn dict_entries(&self, value: Value) -> Option<&[(Value, Value)]> {
+        match self.object(value) {
+            Some(Object::Dict(entries)) => Some(entries),
+            _ => None,
+        }
+    }
+
+    /// Finds the state_dict in the saved object: the object itself if it is a dict of tensors,
+    /// else the first of [`STATE_DICT_ENTRIES`] that holds a dict.
+    fn select_state_dict(&self, root: Value) -> PResult<(Option<String>, StateDict)> {
+        let Some(entries) = self.dict_entries(root) else {
+            return Err(PthError::NotADict(self.describe(root)));
+        };
+        let lookup = |name: &str| {
+            entries
+                .iter()
+                .find(|(k, _)| self.string(*k) == Some(name))
+                .map(|(_, v)| *v)
+        };
+        let all_tensors = !entries.is_empty()
+            && entries
+                .iter()
+                .all(|(_, v)| matches!(self.object(*v), Some(Object::Tensor(_))));
+        let (entry, dict) = if all_tensors {
+            (None, root)
+        } else if let Some((name, value)) = STATE_DICT_ENTRIES
+            .iter()
+            .find_map(|&n| lookup(n).map(|v| (n, v)))
+        {
+            if self.dict_entries(value).is_none() {
+                return Err(PthError::EntryNotADict {
+                    entry: name.to_string(),
+                    found: self.describe(value),
+                });
+            }
+            (Some(name.to_string()), value)
+        } else if entries.is_empty() {
+            return Err(PthError::NoStateDict {
+                keys: String::new(),
+            });
+        } else {
+            let has_tensor = entries
+                .iter()
+                .any(|(_, v)| matches!(self.object(*v), Some(Object::Tensor(_))));
+            if !has_tensor {
+                let keys: Vec<String> = entries
+                    .iter()
+                    .take(12)
+                    .map(|(k, _)| {
+                        self.string(*k)
+                            .map_or_else(|| self.describe(*k), |s| format!("'{s}'"))
+                    })
+                    .collect();
+                return Err(PthError::NoStateDict {
+                    keys: keys.join(", "),
+                });
+            }
+            (None, root)
+        };
+        let mut tensors = Vec::new();
+        for &(key, value) in self.dict_entries(dict).unwrap_or_default() {
+            let Some(key) = self.string(key) else {
+                return Err(PthError::NonStringKey(self.describe(key)));
+            };
+            match self.object(value) {
+                Some(Object::Tensor(tensor)) => tensors.push((key.to_string(), tensor.clone())),
+                _ => {
+                    return Err(PthError::NotATensor {
+                        key: key.to_string(),
+                        found: self.describe(value),
+                    });
+                }
+            }
+        }
+        Ok((entry, tensors))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Builds a protocol-2 pickle of `{key: tensor}` like torch.save does.
+    /// One `_rebuild_tensor_v2` entry of a synthetic state_dict pickle.
+    struct Entry<'a> {
+        key: &'a str,
+        storage_key: &'a str,
+        offset: u32,
+        size: &'a [u32],
+        stride: &'a [u32],
+        numel: u32,
+    }
+
+    fn entry<'a>(
+        key: &'a str,
+        storage_key: &'a str,
+        offset: u32,
+        size: &'a [u32],
+        stride: &'a [u32],
+        numel: u32,
+    ) -> Entry<'a> {
+        Entry {
+            key,
+            storage_key,
+            offset,
+            size,
+            stride,
+            numel,
+        }
+    }
+
+    fn tensor_pickle(entries: &[Entry<'_>]) -> Vec<u8> {
+        let mut p = vec![0x80, 2];
+        p.extend_from_slice(b"ccollections\nOrderedDict\nq\x00)R(");
+        for &Entry {
+            key,
+            storage_key,
+            offset,
+            size,
+            stride,
+            numel,
+        } in entries
+        {
+            p.push(b'X');
+            p.extend_from_slice(&(key.len() as u32).to_le_bytes());
+            p.extend_from_slice(key.as_bytes());
+            p.extend_from_slice(b"ctorch._utils\n_rebuild_tensor_v2\n((X\x07\x00\x00\x00storagectorch\nFloatStorage\nX");
+            p.extend_from_slice(&(storage_key.len() as u32).to_le_bytes());
+            p.extend_from_slice(storage_key.as_bytes());
+            p.extend_from_slice(b"X\x03\x00\x00\x00cpuJ");
+            p.extend_from_slice(&numel.to_le_bytes());
+            p.extend_from_slice(b"tQJ");
+            p.extend_from_slice(&offset.to_le_bytes());
+            p.push(b'(');
+            for d in size {
+                p.push(b'J');
+                p.extend_from_slice(&d.to_le_bytes());
+            }
+            p.extend_from_slice(b"t(");
+            for s in stride {
+                p.push(b'J');
+                p.extend_from_slice(&s.to_le_bytes());
+            }
+            p.extend_from_slice(b"t\x89h\x00)RtR");
+        }
+        p.extend_from_slice(b"u.");
+        p
+    }
+
+    fn run(pickle: &[u8]) -> PResult<StateDict> {
+        let mut u = Unpickler::new(pickle);
+        let root = u.run()?;
+        Ok(u.select_state_dict(root)?.1)
+    }
+
+    #[test]
+    fn decodes_torch_style_tensor_entries() {
+        let pickle = tensor_pickle(&[entry("a.weight", "0", 2, &[2, 3], &[1, 2], 8)]);
+        let tensors = run(&pickle).unwrap();
+        assert_eq!(tensors.len(), 1);
+        let (key, t) = &tensors[0];
+        assert_eq!(key, "a.weight");
+        assert_eq!(
+            (t.offset, t.size.clone(), t.stride.clone()),
+            (2, vec![2, 3], vec![1, 2])
+        );
+        assert_eq!(
+            t.storage,
+            StorageRef {
+                type_name: "torch.FloatStorage".into(),
+                key: "0".into(),
+                numel: 8
+            }
+        );
+    }
+
+    #[test]
+    fn gather_honours_offset_and_transposed_strides() {
+        // Storage 0..8; view offset 2, size (2,3), stride (1,2) -> [[2,4,6],[3,5,7]].
+        let storage: Vec<u8> = (0..8).flat_map(|v| (v as f32).to_le_bytes()).collect();
+        let t = TensorRef {
+            storage: StorageRef {
+                type_name: "torch.FloatStorage".into(),
+                key: "0".into(),
+                numel: 8,
+            },
+            offset: 2,
+            size: vec![2, 3],
+            stride: vec![1, 2],
+        };
+        let bytes = gather("k", &t, DType::F32, &storage).unwrap();
+        assert_eq!(
+            decode_float(DType::F32, &bytes, false),
+            vec![2.0, 4.0, 6.0, 3.0, 5.0, 7.0]
+        );
+        let out_of_bounds = TensorRef {
+            offset: 3,
+            ..t.clone()
+        };
+        let err = gather("k", &out_of_bounds, DType::F32, &storage).unwrap_err();
+        assert!(err.to_string().contains("reach element 8"), "{err}");
+        let expanded = TensorRef {
+            offset: 0,
+            size: vec![3, 2],
+            stride: vec![0, 1],
+            ..t
+        };
+        let bytes = gather("k", &expanded, DType::F32, &storage).unwrap();
+        assert_eq!(
+            decode_float(DType::F32, &bytes, false),
+            vec![0.0, 1.0, 0.0, 1.0, 0.0, 1.0]
+        );
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        let pickle = tensor_pickle(&[
+            entry("a", "0", 0, &[2], &[1], 2),
+            entry("b", "1", 0, &[], &[], 1),
+        ]);
+        assert_eq!(run(&pickle).unwrap().len(), 2);
+        for cut in 0..pickle.len() {
+            assert!(run(&pickle[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn selects_state_dict_entry_of_training_checkpoints_and_ignores_other_objects() {
+        // {'epoch': 3, 'args': argparse.Namespace(...), 'state_dict_ema': {...}, 'state_dict': {...}}
+        let inner = tensor_pickle(&[entry("w", "0", 0, &[1], &[1], 1)]);
+        // Reuse the inner dict-building bytes without PROTO and STOP.
+        let inner_body = &inner[2..inner.len() - 1];
+        let mut p = vec![0x80, 2, b'}', b'('];
+        p.extend_from_slice(b"X\x05\x00\x00\x00epochK\x03");
+        p.extend_from_slice(
+            b"X\x04\x00\x00\x00argscargparse\nNamespace\n)\x81}bX\x0e\x00\x00\x00state_dict_ema",
+        );
+        p.extend_from_slice(inner_body);
+        p.extend_from_slice(b"X\x0a\x00\x00\x00state_dict");
+        p.extend_from_slice(inner_body);
+        p.extend_from_slice(b"u.");
+        let mut u = Unpickler::new(&p);
+        let root = u.run().unwrap();
+        let (entry, tensors) = u.select_state_dict(root).unwrap();
+        assert_eq!(entry.as_deref(), Some("state_dict"));
+        assert_eq!(tensors.len(), 1);
+    }
+
+    #[test]
+    fn rejects_non_state_dicts_with_a_reason() {
+        let list = b"\x80\x02]K\x01a.";
+        let err = run(list).unwrap_err();
+        assert!(
+            matches!(err, PthError::NotADict(ref what) if what == "a list"),
+            "{err}"
+        );
+        let module = b"\x80\x02cmymodels\nNet\n)\x81}b.";
+        assert!(
+            run(module)
+                .unwrap_err()
+                .to_string()
+                .contains("mymodels.Net")
+        );
+        let metrics = b"\x80\x02}(X\x03\x00\x00\x00accG@\x00\x00\x00\x00\x00\x00\x00u.";
+        assert!(matches!(run(metrics), Err(PthError::NoStateDict { .. })));
+        let bad_model = b"\x80\x02}(X\x05\x00\x00\x00modelK\x01u.";
+        assert!(matches!(
+            run(bad_model),
+            Err(PthError::EntryNotADict { .. })
+        ));
+        let evil = b"\x80\x02cos\nsystem\nX\x02\x00\x00\x00lsR.";
+        // Never executed: just an opaque object that is not a state_dict.
+        assert!(run(evil).unwrap_err().to_string().contains("os.system"));
+        let underflow = b"\x80\x02s.";
+        assert!(matches!(
+            run(underflow),
+            Err(PthError::Pickle { offset: 2, .. })
+        ));
+        let bad_memo = b"\x80\x02h\x05.";
+        assert!(
+            run(bad_memo)
+                .unwrap_err()
+                .to_string()
+                .contains("memo entry 5")
+        );
+    }
+}
