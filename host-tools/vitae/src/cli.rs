@@ -1,0 +1,121 @@
+//! Command-line definition. Each subcommand lives in its own `cmd/<name>.rs` with an `Args`
+//! struct (clap derive) and `fn run(args) -> anyhow::Result<()>`; adding one means a file there
+//! plus one variant in [`Command`] and one arm in [`Command::run`].
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use vitae::checkpoint::{Checkpoint, load_checkpoint};
+use vitae::config::{ModelConfig, PRESETS};
+
+use crate::cmd;
+
+/// ViTAE-Edge host tool: official ViTAE checkpoints -> f32 reference -> device blobs.
+#[derive(Debug, Parser)]
+#[command(
+    name = "vitae",
+    version,
+    about,
+    after_help = "Exit status: 0 success, 2 bad input or usage (the first line names the file or key), 1 internal error.\n\n\
+                  Example:\n  vitae check --checkpoint model.pth --arch vitae-t\n  \
+                  vitae run --checkpoint model.pth --arch vitae-t --input x.npy --out logits.npy"
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the f32 reference model on a batch of images (.npy) and write the logits (.npy).
+    Run(cmd::run::RunArgs),
+    /// Check a checkpoint against an architecture and list every mismatch.
+    Check(cmd::check::CheckArgs),
+    /// Time the f32 reference forward pass (development aid).
+    #[command(hide = true)]
+    BenchReference(cmd::bench::BenchArgs),
+}
+
+impl Command {
+    /// Runs the chosen subcommand.
+    pub fn run(self) -> anyhow::Result<()> {
+        match self {
+            Command::Run(args) => cmd::run::run(args),
+            Command::Check(args) => cmd::check::run(args),
+            Command::BenchReference(args) => cmd::bench::run(args),
+        }
+    }
+}
+
+/// Where the architecture comes from: a kwargs JSON file or a preset name (exactly one).
+#[derive(Debug, Clone, Args)]
+#[group(required = true, multiple = false)]
+pub struct ArchArgs {
+    /// `ViTAE_ViT_basic` keyword arguments as a flat JSON object (official names, e.g. a
+    /// fixture's kwargs.json).
+    #[arg(long, value_name = "KWARGS.json")]
+    pub config: Option<PathBuf>,
+    /// A preset architecture: vitae-t, vitae-6m, vitae-13m or vitae-s (224x224, 1000 classes).
+    #[arg(long, value_name = "NAME")]
+    pub arch: Option<String>,
+}
+
+impl ArchArgs {
+    /// Loads the config.
+    pub fn load(&self) -> anyhow::Result<ModelConfig> {
+        match (&self.config, &self.arch) {
+            (Some(path), _) => Ok(ModelConfig::from_kwargs_file(path)?),
+            (None, Some(name)) => Ok(ModelConfig::preset(name)?),
+            (None, None) => anyhow::bail!(
+                "give --config KWARGS.json or --arch NAME ({})",
+                PRESETS.join(", ")
+            ),
+        }
+    }
+}
+
+/// A checkpoint plus its architecture.
+#[derive(Debug, Clone, Args)]
+pub struct ModelArgs {
+    /// Weights: a torch.save(state_dict) file (.pth; training checkpoints holding 'state_dict',
+    /// 'model' or 'state_dict_ema' work too) or a .safetensors file.
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: PathBuf,
+    /// The architecture.
+    #[command(flatten)]
+    pub arch: ArchArgs,
+}
+
+impl ModelArgs {
+    /// Loads config and checkpoint (not yet validated against each other).
+    pub fn load(&self) -> anyhow::Result<(ModelConfig, Checkpoint)> {
+        let config = self.arch.load()?;
+        let checkpoint = load_checkpoint(&self.checkpoint)?;
+        Ok((config, checkpoint))
+    }
+}
+
+/// Fails early, before any long computation, if `path` cannot be an output file.
+pub fn check_output_path(path: &std::path::Path) -> anyhow::Result<()> {
+    if path.is_dir() {
+        return Err(vitae::io::WriteFileError::IsDirectory {
+            path: path.to_path_buf(),
+        }
+        .into());
+    }
+    let dir = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => std::path::Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(vitae::io::WriteFileError::NoParentDirectory {
+            path: path.to_path_buf(),
+            dir: dir.to_path_buf(),
+        }
+        .into());
+    }
+    Ok(())
+}

@@ -1,0 +1,116 @@
+//! Architecture configs from files: the fixtures' kwargs.json resolve to the documented
+//! geometry, and bad files fail with the file and argument named.
+
+#[path = "common.rs"]
+mod common;
+
+use vitae::config::{ConfigError, ModelConfig, RcTokensType};
+
+use common::fixtures;
+
+#[test]
+fn fixture_kwargs_resolve() {
+    let mcu_a = ModelConfig::from_kwargs_file(&fixtures().join("mcu_a/kwargs.json")).unwrap();
+    let sizes: Vec<(usize, usize, usize)> = mcu_a
+        .stages()
+        .iter()
+        .map(|s| (s.input_size, s.output_size, s.tokens))
+        .collect();
+    assert_eq!(sizes, vec![(96, 24, 576), (24, 12, 144), (12, 6, 36)]);
+    assert_eq!(
+        mcu_a.stages()[2].rc.tokens_type,
+        RcTokensType::PerformerLess
+    );
+    assert_eq!(
+        (mcu_a.stages()[2].nc.group, mcu_a.stages()[2].nc.mlp_hidden),
+        (20, 160)
+    );
+    let vitae_t = ModelConfig::from_kwargs_file(&fixtures().join("vitae_t/kwargs.json")).unwrap();
+    assert_eq!(
+        vitae_t.stages(),
+        ModelConfig::preset("vitae-t").unwrap().stages()
+    );
+}
+
+#[test]
+fn one_channel_input_is_supported() {
+    let config = ModelConfig::from_kwargs_json(
+        r#"{"img_size": 32, "in_chans": 1, "stages": 2, "embed_dims": [8, 8], "token_dims": [16, 16],
+            "downsample_ratios": [4, 2], "kernel_size": [7, 3], "dilations": [[1, 2], [1, 2]],
+            "RC_tokens_type": ["performer", "performer_less"], "NC_depth": [0, 1], "NC_heads": [1, 2],
+            "NC_group": [1, 4], "mlp_ratio": 2.0, "num_classes": 10}"#,
+        "demo",
+    )
+    .unwrap();
+    assert_eq!(config.in_chans(), 1);
+    assert_eq!(config.stages()[0].input_channels, 1);
+    let model = vitae::reference::ReferenceModel::new(
+        config.clone(),
+        &vitae::validate::random_checkpoint(&config, 3),
+    )
+    .unwrap();
+    let logits = model.forward(&vec![0.25; 32 * 32]).unwrap();
+    assert_eq!(logits.len(), 10);
+    assert!(logits.iter().all(|v| v.is_finite()));
+    assert!(matches!(
+        model.forward(&[0.0; 7]),
+        Err(vitae::reference::ModelError::InputSize { found: 7, .. })
+    ));
+}
+
+#[test]
+fn bad_files_name_the_file_and_argument() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let broken = write("broken.json", "{\"img_size\": ");
+    let err = ModelConfig::from_kwargs_file(&broken).unwrap_err();
+    assert!(matches!(err, ConfigError::Json { .. }));
+    assert!(
+        err.to_string()
+            .starts_with(&format!("{}: not valid JSON", broken.display())),
+        "{err}"
+    );
+    let unknown = write(
+        "unknown.json",
+        r#"{"img_size": 224, "norm_layer": "LayerNorm"}"#,
+    );
+    let err = ModelConfig::from_kwargs_file(&unknown)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("unknown.json") && err.contains("unknown argument 'norm_layer'"),
+        "{err}"
+    );
+    let performer_heads = write("heads.json", r#"{"RC_heads": [2, 1, 1, 1]}"#);
+    let err = ModelConfig::from_kwargs_file(&performer_heads)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("RC_heads[0] = 2"), "{err}");
+    let err = ModelConfig::from_kwargs_file(&dir.path().join("missing.json"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("missing.json: file not found"), "{err}");
+}
+
+#[test]
+fn official_defaults_build_the_four_stage_transformer_model() {
+    // No arguments at all: ViTAE_ViT_basic's defaults (4 stages, RC 'transformer' in stages
+    // 1-3, Dec-2021 semantics) must validate, build and run.
+    let config = ModelConfig::from_kwargs_json("{}", "defaults").unwrap();
+    assert_eq!(config.stages().len(), 4);
+    assert_eq!(config.stages()[1].rc.tokens_type, RcTokensType::Transformer);
+    let keys = vitae::validate::expected_state_dict(&config);
+    assert!(
+        keys.iter()
+            .any(|k| k.key == "layers.1.RC.attn.attn.qkv.weight" && k.shape == vec![384, 192])
+    );
+    assert!(
+        !keys
+            .iter()
+            .any(|k| k.key == "layers.1.RC.attn.attn.qkv.bias")
+    );
+}

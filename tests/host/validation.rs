@@ -1,0 +1,187 @@
+//! Checkpoint validation on doctored checkpoints: every missing, unexpected and misshaped
+//! tensor and every NaN/Inf weight is reported, one line each, and the model refuses to build.
+
+#[path = "common.rs"]
+mod common;
+
+use vitae::checkpoint::safetensors::encode_safetensors;
+use vitae::checkpoint::{Checkpoint, DType, Tensor, load_checkpoint};
+use vitae::config::ModelConfig;
+use vitae::reference::{ModelError, ReferenceModel};
+use vitae::validate::{Problem, check_checkpoint, random_checkpoint};
+
+use common::fixtures;
+
+fn mcu_a() -> (ModelConfig, Checkpoint) {
+    let dir = fixtures().join("mcu_a");
+    let config = ModelConfig::from_kwargs_file(&dir.join("kwargs.json")).unwrap();
+    let checkpoint = load_checkpoint(&dir.join("model.safetensors")).unwrap();
+    (config, checkpoint)
+}
+
+#[test]
+fn fixture_checkpoints_pass() {
+    let (config, checkpoint) = mcu_a();
+    check_checkpoint(&config, &checkpoint).unwrap();
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let (config, mut checkpoint) = mcu_a();
+    // missing
+    assert!(checkpoint.remove("layers.1.RC.attn.w"));
+    // unexpected
+    checkpoint.insert_float(
+        "layers.2.NC.0.attn.extra".into(),
+        Tensor::new(vec![3], vec![0.0; 3]).unwrap(),
+        DType::F32,
+    );
+    // misshaped
+    checkpoint.insert_float(
+        "head.weight".into(),
+        Tensor::new(vec![10, 81], vec![0.1; 810]).unwrap(),
+        DType::F32,
+    );
+    // NaN and Inf in one weight: count both, report the first index (multi-index).
+    let kqv = checkpoint
+        .tensors
+        .get_mut("layers.0.RC.attn.kqv.weight")
+        .unwrap();
+    let cols = kqv.shape[1];
+    kqv.data[5 * cols + 7] = f32::NAN;
+    kqv.data[9 * cols] = f32::INFINITY;
+
+    let report = check_checkpoint(&config, &checkpoint).unwrap_err();
+    assert_eq!(report.problems.len(), 4, "{report}");
+    assert!(report.problems.contains(&Problem::Missing {
+        key: "layers.1.RC.attn.w".into(),
+        expected: vec![16, 32],
+    }));
+    assert!(report.problems.contains(&Problem::Unexpected {
+        key: "layers.2.NC.0.attn.extra".into(),
+        found: vec![3],
+    }));
+    assert!(report.problems.contains(&Problem::Misshaped {
+        key: "head.weight".into(),
+        expected: vec![10, 80],
+        found: vec![10, 81],
+    }));
+    let non_finite = report
+        .problems
+        .iter()
+        .find_map(|p| match p {
+            Problem::NonFinite {
+                key,
+                count,
+                first_index,
+                first_value,
+            } => Some((
+                key.clone(),
+                *count,
+                first_index.clone(),
+                first_value.is_nan(),
+            )),
+            _ => None,
+        })
+        .expect("NaN reported");
+    assert_eq!(
+        non_finite,
+        ("layers.0.RC.attn.kqv.weight".into(), 2, vec![5, 7], true)
+    );
+
+    let text = report.to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 5, "summary + one line per problem:\n{text}");
+    assert!(
+        lines[0].contains("1 missing") && lines[0].contains("1 unexpected"),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[0].contains("model.safetensors"), "{}", lines[0]);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("head.weight") && l.contains("[10, 80]") && l.contains("[10, 81]"))
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("layers.1.RC.attn.w") && l.contains("missing"))
+    );
+
+    match ReferenceModel::new(config, &checkpoint) {
+        // Compared as text: the report holds a NaN, which is never == itself.
+        Err(ModelError::Checkpoint(r)) => assert_eq!(r.to_string(), report.to_string()),
+        other => panic!("model built from a bad checkpoint: {:?}", other.map(|_| ())),
+    }
+}
+
+#[test]
+fn integer_weights_and_float_counters_are_wrong_dtypes() {
+    let (config, mut checkpoint) = mcu_a();
+    let bias = checkpoint.tensors["head.bias"].clone();
+    checkpoint.insert_int(
+        "head.bias".into(),
+        vitae::checkpoint::IntTensor {
+            shape: bias.shape,
+            data: vec![0; 10],
+        },
+        DType::I64,
+    );
+    checkpoint.insert_float(
+        "layers.0.RC.PCM.3.num_batches_tracked".into(),
+        Tensor::new(vec![], vec![1.0]).unwrap(),
+        DType::F32,
+    );
+    let report = check_checkpoint(&config, &checkpoint).unwrap_err();
+    assert_eq!(report.problems.len(), 2, "{report}");
+    assert!(
+        report
+            .to_string()
+            .contains("wrong dtype head.bias: expected floating point, found int64")
+    );
+}
+
+#[test]
+fn missing_num_batches_tracked_is_tolerated() {
+    let (config, mut checkpoint) = mcu_a();
+    let counters: Vec<String> = checkpoint
+        .keys()
+        .filter(|k| k.ends_with("num_batches_tracked"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(counters.len(), 8);
+    for key in counters {
+        checkpoint.remove(&key);
+    }
+    check_checkpoint(&config, &checkpoint).unwrap();
+}
+
+#[test]
+fn synthetic_safetensors_round_trip_with_module_prefix() {
+    // A DataParallel-style file: every key prefixed with `module.`; written, read back, stripped.
+    let config = ModelConfig::from_kwargs_file(&fixtures().join("mcu_a/kwargs.json")).unwrap();
+    let original = random_checkpoint(&config, 7);
+    let mut prefixed = Checkpoint::empty(original.origin.clone());
+    for (key, tensor) in &original.tensors {
+        prefixed.insert_float(format!("module.{key}"), tensor.clone(), DType::F32);
+    }
+    for (key, tensor) in &original.int_tensors {
+        prefixed.insert_int(format!("module.{key}"), tensor.clone(), DType::I64);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dp.safetensors");
+    std::fs::write(&path, encode_safetensors(&prefixed)).unwrap();
+    let loaded = load_checkpoint(&path).unwrap();
+    assert_eq!(loaded.origin.stripped_prefix.as_deref(), Some("module."));
+    assert_eq!(loaded.tensors, original.tensors);
+    check_checkpoint(&config, &loaded).unwrap();
+    // And a model with wrong architecture reports the checkpoint as not matching.
+    let t = ModelConfig::preset("vitae-t").unwrap();
+    let report = check_checkpoint(&t, &loaded).unwrap_err();
+    assert!(
+        report.problems.len() > 100,
+        "{} problems",
+        report.problems.len()
+    );
+}
