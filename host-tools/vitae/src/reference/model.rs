@@ -1,6 +1,8 @@
 //! The f32 reference ViTAE: official forward pass (doc §2-§6) built from [`super::ops`], the
 //! oracle every quantized or device result is compared against.
 
+use rayon::prelude::*;
+
 use crate::checkpoint::{Checkpoint, Tensor};
 use crate::config::{ModelConfig, RcTokensType, StageInfo};
 use crate::validate::{CheckpointReport, check_checkpoint};
@@ -392,12 +394,41 @@ fn build_normal_cell(
 
 /// Three 3×3 convs, each followed by SiLU (BatchNorms already folded).
 fn pcm(convs: &[Conv2d; 3], x: &FeatureMap) -> Result<FeatureMap, ModelError> {
-    let mut y = x.clone();
-    for conv in convs {
+    let [first, second, third] = convs;
+    let mut y = first.forward(x)?;
+    silu_inplace(&mut y.data);
+    for conv in [second, third] {
         y = conv.forward(&y)?;
         silu_inplace(&mut y.data);
     }
     Ok(y)
+}
+
+/// PRM: dilated convs + GELU, concatenated branch-major (channel = branch·E + c).
+fn prm(convs: &[Conv2d], x: &FeatureMap) -> Result<FeatureMap, ModelError> {
+    let branches = convs
+        .par_iter()
+        .map(|conv| {
+            let mut y = conv.forward(x)?;
+            gelu_inplace(&mut y.data);
+            Ok(y)
+        })
+        .collect::<Result<Vec<FeatureMap>, ModelError>>()?;
+    let (h, w, e) = match branches.first() {
+        Some(b) => (b.height, b.width, b.channels),
+        None => return Ok(FeatureMap::new(0, 0, 0, Vec::new())?),
+    };
+    let channels = e * branches.len();
+    let mut out = vec![0.0; h * w * channels];
+    for (b, branch) in branches.iter().enumerate() {
+        for (dst, src) in out
+            .chunks_exact_mut(channels)
+            .zip(branch.data.chunks_exact(e))
+        {
+            dst[b * e..(b + 1) * e].copy_from_slice(src);
+        }
+    }
+    Ok(FeatureMap::new(h, w, channels, out)?)
 }
 
 fn observe_tokens(
@@ -418,39 +449,40 @@ fn reduction_cell(
 ) -> Result<FeatureMap, ModelError> {
     let i = stage.info.index;
     let rc = &stage.rc;
-    // PRM: dilated convs + GELU, concatenated branch-major (channel = branch·E + c).
-    let branches = rc
-        .prm
-        .iter()
-        .map(|conv| {
-            let mut y = conv.forward(x)?;
-            gelu_inplace(&mut y.data);
-            Ok(y)
-        })
-        .collect::<Result<Vec<FeatureMap>, ModelError>>()?;
-    let (h, w) = (branches[0].height, branches[0].width);
-    let e = branches[0].channels;
-    let channels = e * branches.len();
+    // The PRM and the PCM both read the cell input (image or previous tokens) and are
+    // independent: run them side by side.
+    let (prm, conv) = rayon::join(
+        || prm(&rc.prm, x),
+        || {
+            rc.mixer
+                .as_ref()
+                .map(|mixer| pcm(&mixer.pcm, x))
+                .transpose()
+        },
+    );
+    let prm = prm?;
+    let (h, w, channels) = (prm.height, prm.width, prm.channels);
     let tokens = h * w;
-    let mut prm = vec![0.0; tokens * channels];
-    for (b, branch) in branches.iter().enumerate() {
-        for (dst, src) in prm
-            .chunks_exact_mut(channels)
-            .zip(branch.data.chunks_exact(e))
-        {
-            dst[b * e..(b + 1) * e].copy_from_slice(src);
-        }
-    }
-    observe_tokens(observer, &format!("s{i}_rc_prm"), tokens, channels, &prm);
-    let Some(mixer) = &rc.mixer else {
-        observe_tokens(observer, &format!("s{i}_rc_out"), tokens, channels, &prm);
-        return Ok(FeatureMap::new(h, w, channels, prm)?);
+    observe_tokens(
+        observer,
+        &format!("s{i}_rc_prm"),
+        tokens,
+        channels,
+        &prm.data,
+    );
+    let (Some(mixer), Some(conv)) = (&rc.mixer, conv?) else {
+        observe_tokens(
+            observer,
+            &format!("s{i}_rc_out"),
+            tokens,
+            channels,
+            &prm.data,
+        );
+        return Ok(prm);
     };
-    // The PCM reads the cell input (image or previous tokens), not the PRM output.
-    let conv = pcm(&mixer.pcm, x)?;
     let t = conv.channels;
     observe_tokens(observer, &format!("s{i}_rc_pcm"), tokens, t, &conv.data);
-    let normed = mixer.norm1.forward(&prm)?;
+    let normed = mixer.norm1.forward(&prm.data)?;
     let mut y = match &mixer.attention {
         RcAttention::Performer(attention) => attention.forward(&normed)?,
         RcAttention::Transformer(attention) => attention.forward(&normed)?,
@@ -471,9 +503,15 @@ fn normal_cell(
     observer: &mut dyn Observer,
 ) -> Result<FeatureMap, ModelError> {
     let (tokens, c) = (x.tokens(), x.channels);
-    let conv = pcm(&nc.pcm, x)?;
+    // Conv branch and attention branch both read the cell input: run them side by side.
+    let (conv, attention) = rayon::join(
+        || pcm(&nc.pcm, x),
+        || -> Result<Vec<f32>, ModelError> {
+            Ok(nc.attention.forward(&nc.norm1.forward(&x.data)?)?)
+        },
+    );
+    let (conv, attention) = (conv?, attention?);
     observe_tokens(observer, &format!("{name}_pcm"), tokens, c, &conv.data);
-    let attention = nc.attention.forward(&nc.norm1.forward(&x.data)?)?;
     observe_tokens(observer, &format!("{name}_attn"), tokens, c, &attention);
     let mut y = x.data.clone();
     add_inplace(&mut y, &attention)?;

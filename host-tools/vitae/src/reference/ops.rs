@@ -14,7 +14,7 @@
 //! large enough to pay for it. Transcendentals use branch-free polynomial `exp`/`erf` that the
 //! compiler vectorises; their accuracy is tested against f64 `libm` below.
 
-use ndarray::{ArrayView2, ArrayViewMut2, ShapeBuilder};
+use ndarray::{ArrayView2, ArrayViewMut2, Axis, ShapeBuilder};
 use rayon::prelude::*;
 
 /// A shape or parameter mismatch in a call to an op.
@@ -186,17 +186,6 @@ impl<'a> MatRef<'a> {
         }
     }
 
-    fn split_rows(self, mid: usize) -> (Self, Self) {
-        let top = MatRef { rows: mid, ..self };
-        let offset = (mid * self.row_stride).min(self.data.len());
-        let bottom = MatRef {
-            data: &self.data[offset..],
-            rows: self.rows - mid,
-            ..self
-        };
-        (top, bottom)
-    }
-
     fn view(&self) -> Option<ArrayView2<'a, f32>> {
         ArrayView2::from_shape(
             (self.rows, self.cols).strides((self.row_stride, self.col_stride)),
@@ -247,35 +236,18 @@ impl<'a> MatMut<'a> {
     pub fn row_major(data: &'a mut [f32], rows: usize, cols: usize) -> Result<Self, OpError> {
         Self::new(data, rows, cols, cols)
     }
-
-    fn split_rows(self, mid: usize) -> (MatMut<'a>, MatMut<'a>) {
-        let offset = (mid * self.row_stride).min(self.data.len());
-        let (top, bottom) = self.data.split_at_mut(offset);
-        (
-            MatMut {
-                data: top,
-                rows: mid,
-                cols: self.cols,
-                row_stride: self.row_stride,
-            },
-            MatMut {
-                data: bottom,
-                rows: self.rows - mid,
-                cols: self.cols,
-                row_stride: self.row_stride,
-            },
-        )
-    }
 }
 
-/// Below this many multiply-adds a GEMM is not split across threads (thread hand-off costs
-/// more than it saves).
-const PARALLEL_MIN_MACS: usize = 1 << 18;
-/// Never split a GEMM into pieces with fewer rows than this (keeps the micro-kernel busy).
-const PARALLEL_MIN_ROWS: usize = 16;
+/// Below this many multiply-adds per piece a GEMM is not split further across threads
+/// (thread hand-off and duplicated packing cost more than they save).
+const PARALLEL_MIN_MACS: usize = 1 << 19;
 
-/// `c = a · b`, or `c += a · b` when `accumulate`. Large products are split by rows of `a`/`c`
-/// across the rayon pool.
+/// `c = a · b`, or `c += a · b` when `accumulate`.
+///
+/// Large products are split into one piece per worker thread, along whichever of `m` (rows of
+/// `a`/`c`) or `n` (columns of `b`/`c`) is longer: each piece re-packs the operand it shares
+/// with the other pieces, so splitting the longer dimension keeps that duplicated packing
+/// small.
 pub fn matmul(
     a: MatRef<'_>,
     b: MatRef<'_>,
@@ -292,48 +264,68 @@ pub fn matmul(
             )
         },
     )?;
-    matmul_split(a, b, c, accumulate);
+    if c.rows == 0 || c.cols == 0 {
+        return Ok(());
+    }
+    let a_view = a.view().ok_or_else(|| OpError {
+        op: "matmul",
+        message: "left operand view".into(),
+    })?;
+    let b_view = b.view().ok_or_else(|| OpError {
+        op: "matmul",
+        message: "right operand view".into(),
+    })?;
+    let c_view = ArrayViewMut2::from_shape((c.rows, c.cols).strides((c.row_stride, 1)), c.data)
+        .map_err(|e| OpError {
+            op: "matmul",
+            message: format!("output view: {e}"),
+        })?;
+    let macs = a.rows * a.cols * b.cols;
+    let pieces = rayon::current_num_threads()
+        .min(macs / PARALLEL_MIN_MACS)
+        .max(1);
+    matmul_pieces(a_view, b_view, c_view, accumulate, pieces);
     Ok(())
 }
 
-fn matmul_split(a: MatRef<'_>, b: MatRef<'_>, c: MatMut<'_>, accumulate: bool) {
-    let macs = a.rows * a.cols * b.cols;
-    if macs >= 2 * PARALLEL_MIN_MACS && a.rows >= 2 * PARALLEL_MIN_ROWS {
-        let mid = a.rows / 2;
-        let (a_top, a_bottom) = a.split_rows(mid);
-        let (c_top, c_bottom) = c.split_rows(mid);
-        rayon::join(
-            || matmul_split(a_top, b, c_top, accumulate),
-            || matmul_split(a_bottom, b, c_bottom, accumulate),
-        );
-        return;
-    }
-    matmul_serial(a, b, c, accumulate);
-}
-
-fn matmul_serial(a: MatRef<'_>, b: MatRef<'_>, c: MatMut<'_>, accumulate: bool) {
-    if c.rows == 0 || c.cols == 0 {
-        return;
-    }
-    if a.cols == 0 {
-        if !accumulate {
-            for row in 0..c.rows {
-                c.data[row * c.row_stride..][..c.cols].fill(0.0);
+fn matmul_pieces(
+    a: ArrayView2<'_, f32>,
+    b: ArrayView2<'_, f32>,
+    mut c: ArrayViewMut2<'_, f32>,
+    accumulate: bool,
+    pieces: usize,
+) {
+    let (m, n) = c.dim();
+    if pieces <= 1 || (m < 2 && n < 2) {
+        if a.ncols() == 0 {
+            if !accumulate {
+                c.fill(0.0);
             }
+            return;
         }
+        let beta = if accumulate { 1.0 } else { 0.0 };
+        ndarray::linalg::general_mat_mul(1.0, &a, &b, beta, &mut c);
         return;
     }
-    let (Some(a_view), Some(b_view)) = (a.view(), b.view()) else {
-        // Views were bounds-checked at construction; this cannot happen.
-        return;
-    };
-    let Ok(mut c_view) =
-        ArrayViewMut2::from_shape((c.rows, c.cols).strides((c.row_stride, 1)), c.data)
-    else {
-        return;
-    };
-    let beta = if accumulate { 1.0 } else { 0.0 };
-    ndarray::linalg::general_mat_mul(1.0, &a_view, &b_view, beta, &mut c_view);
+    let first = pieces / 2;
+    let rest = pieces - first;
+    if m >= n {
+        let mid = m * first / pieces;
+        let (a_top, a_bottom) = a.split_at(Axis(0), mid);
+        let (c_top, c_bottom) = c.split_at(Axis(0), mid);
+        rayon::join(
+            || matmul_pieces(a_top, b, c_top, accumulate, first),
+            || matmul_pieces(a_bottom, b, c_bottom, accumulate, rest),
+        );
+    } else {
+        let mid = n * first / pieces;
+        let (b_left, b_right) = b.split_at(Axis(1), mid);
+        let (c_left, c_right) = c.split_at(Axis(1), mid);
+        rayon::join(
+            || matmul_pieces(a, b_left, c_left, accumulate, first),
+            || matmul_pieces(a, b_right, c_right, accumulate, rest),
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -982,35 +974,38 @@ impl Conv2d {
             .enumerate()
             .with_min_len(8)
             .for_each(|(p, out_row)| {
-                out_row.copy_from_slice(&self.bias);
                 let (oy, ox) = ((p / ow) as isize, (p % ow) as isize);
+                // (input offset, weight offset) of every tap that lands inside the input.
+                let mut taps = Vec::with_capacity(kh * kw);
                 for ky in 0..kh {
                     let iy = oy * spec.stride[0] as isize + (ky * spec.dilation[0]) as isize
                         - spec.padding[0] as isize;
-                    if iy < 0 || iy >= h {
-                        continue;
-                    }
                     for kx in 0..kw {
                         let ix = ox * spec.stride[1] as isize + (kx * spec.dilation[1]) as isize
                             - spec.padding[1] as isize;
-                        if ix < 0 || ix >= w {
-                            continue;
+                        if iy >= 0 && iy < h && ix >= 0 && ix < w {
+                            taps.push((((iy * w + ix) as usize) * cin, (ky * kw + kx) * cin * OG));
                         }
-                        let pixel = &input.data[((iy * w + ix) as usize) * cin..][..cin];
-                        let tap = ky * kw + kx;
-                        let weights = &self.direct[tap * cin * OG..][..cin * OG];
-                        for ((acc, x), wg) in out_row
-                            .chunks_exact_mut(OG)
-                            .zip(pixel.chunks_exact(cg))
-                            .zip(weights.chunks_exact(cg * OG))
-                        {
-                            for (&v, wrow) in x.iter().zip(wg.chunks_exact(OG)) {
-                                for (a, &wv) in acc.iter_mut().zip(wrow) {
-                                    *a += v * wv;
-                                }
+                    }
+                }
+                // One group's outputs stay in registers across all taps and input channels.
+                for (g, (dst, bias)) in out_row
+                    .chunks_exact_mut(OG)
+                    .zip(self.bias.chunks_exact(OG))
+                    .enumerate()
+                {
+                    let mut acc = [0.0f32; OG];
+                    acc.iter_mut().zip(bias).for_each(|(a, &b)| *a = b);
+                    for &(pixel, weights) in &taps {
+                        let x = &input.data[pixel + g * cg..][..cg];
+                        let wg = &self.direct[weights + g * cg * OG..][..cg * OG];
+                        for (&v, wrow) in x.iter().zip(wg.chunks_exact(OG)) {
+                            for (a, &wv) in acc.iter_mut().zip(wrow) {
+                                *a += v * wv;
                             }
                         }
                     }
+                    dst.iter_mut().zip(&acc).for_each(|(d, &a)| *d = a);
                 }
             });
         out
