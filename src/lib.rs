@@ -43,5 +43,6 @@ mod arch;
 pub mod format;
 pub mod kernels;
 pub mod math;
+pub mod preprocess;
 pub mod quant;
 pub mod runtime;

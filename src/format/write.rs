@@ -123,6 +123,18 @@ impl BlobWriter {
         self.ops.len() - 1
     }
 
+    /// Replaces op `op`'s parameter record with one of the same length.
+    pub fn replace_params(&mut self, op: usize, params: &[u8]) {
+        let d = self.ops[op];
+        assert_eq!(
+            d.params_len as usize,
+            params.len(),
+            "replace_params needs a record of the same length"
+        );
+        let start = d.params_offset as usize;
+        self.params[start..start + params.len()].copy_from_slice(params);
+    }
+
     /// Lays the blob out and checksums it.
     pub fn finish(self) -> Vec<u8> {
         let meta = self

@@ -81,15 +81,16 @@ impl core::fmt::Display for RunError {
 
 impl core::error::Error for RunError {}
 
-/// Sees each op run (per-op timing on a board, instruction-count markers under QEMU).
+/// Sees each op run: per-op timing on a board, instruction-count markers under QEMU, per-layer
+/// comparisons on the host (`vitae diff`).
 pub trait Profiler {
     /// Before op `op` runs.
     fn op_start(&mut self, op: &OpView) {
         let _ = op;
     }
-    /// After op `op` ran.
-    fn op_end(&mut self, op: &OpView) {
-        let _ = op;
+    /// After op `op` ran; `output` is its output tensor's bytes in the arena.
+    fn op_end(&mut self, op: &OpView, output: &[u8]) {
+        let _ = (op, output);
     }
 }
 
@@ -193,7 +194,10 @@ pub fn run<'r>(
         let op = model.decode(i).map_err(RunError::Format)?;
         profiler.op_start(&view);
         run_op(model, &view, &op, arena, &input)?;
-        profiler.op_end(&view);
+        let out = arena
+            .get(model.tensor(view.desc.output).arena_range())
+            .ok_or(RunError::BadPlan { op: view.index })?;
+        profiler.op_end(&view, out);
     }
     let t = model.tensor(model.meta().output_tensor);
     let raw = arena
