@@ -184,7 +184,7 @@ impl ModelConfig {
     }
 
     /// Resolves a preset: `vitae-t`, `vitae-6m`, `vitae-13m`, `vitae-s` (current official
-    /// definitions, 224×224, 1000 classes; `vitae-s` uses token_dims [96,192,384]).
+    /// definitions, 224×224, 1000 classes; `vitae-s` uses token_dims `[96, 192, 384]`).
     pub fn preset(name: &str) -> Result<Self, ConfigError> {
         let (embed, token, depth, heads, mlp_ratio, group): (
             [usize; 3],

@@ -3,7 +3,7 @@
 //! * [`checkpoint`]: official PyTorch checkpoints (`torch.save` zip, `.safetensors`) -> f32 tensors.
 //! * [`config`]: the `ViTAE_ViT_basic` architecture arguments, presets and per-stage geometry.
 //! * [`validate`]: expected state_dict of a config and a full mismatch report.
-//! * [`reference`]: the f32 reference engine (ops + model), the oracle for everything else.
+//! * [`mod@reference`]: the f32 reference engine (ops + model), the oracle for everything else.
 //! * [`npy`], [`io`]: NumPy files and atomic writes.
 
 #![forbid(unsafe_code)]

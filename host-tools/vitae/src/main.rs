@@ -4,6 +4,8 @@
 //! key at fault; 1 internal error. Panics are caught and reported as internal errors: users
 //! never see a Rust backtrace.
 
+#![forbid(unsafe_code)]
+
 mod cli;
 mod cmd;
 

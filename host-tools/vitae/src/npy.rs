@@ -5,7 +5,7 @@
 //! and encoding differ) in C order, for `float32`, `float64`, `uint8` and `int64` in either byte
 //! order (Fortran-order files, which numpy writes for non-contiguous arrays, are transposed to
 //! C order on read). Writes `float32`, little-endian, C order, version 1.0 (2.0 only for huge headers),
-//! always through [`write_atomic`](crate::io::write_atomic). Every error names the file.
+//! always through [`crate::io::write_atomic`]. Every error names the file.
 
 use std::path::{Path, PathBuf};
 

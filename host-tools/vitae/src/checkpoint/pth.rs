@@ -5,7 +5,7 @@
 //! says otherwise if present). Torch writes entries uncompressed ("stored"); deflated entries
 //! from repacked archives are read too.
 //!
-//! The pickle is decoded by [`Unpickler`], a small stack machine that **never executes
+//! The pickle is decoded by `Unpickler`, a small stack machine that **never executes
 //! anything**: a `GLOBAL` only records a module/name pair, and `REDUCE` is interpreted for the
 //! handful of callables torch uses to rebuild a state_dict (`collections.OrderedDict`,
 //! `torch._utils._rebuild_tensor_v2`, `_rebuild_parameter`, `torch._tensor._rebuild_from_type_v2`).
@@ -274,6 +274,14 @@ fn gather(
         .ok_or_else(|| bad(format!("size {:?} overflows", tensor.size)))?;
     if numel == 0 {
         return Ok(Vec::new());
+    }
+    // Stride-0 (expanded) views can describe far more elements than the file holds; refuse
+    // to materialise a view more than 64x its storage (no real state_dict comes close).
+    if numel > storage_numel.max(1).saturating_mul(64) {
+        return Err(bad(format!(
+            "size {:?} has {numel} elements, far more than its storage's {storage_numel}",
+            tensor.size
+        )));
     }
     // Highest element index touched; all terms are non-negative, so this bounds every access.
     let mut last = tensor.offset;
@@ -1179,6 +1187,17 @@ mod tests {
         };
         let err = gather("k", &out_of_bounds, DType::F32, &storage).unwrap_err();
         assert!(err.to_string().contains("reach element 8"), "{err}");
+        let huge = TensorRef {
+            offset: 0,
+            size: vec![1 << 20, 1 << 20],
+            stride: vec![0, 0],
+            ..t.clone()
+        };
+        let err = gather("k", &huge, DType::F32, &storage).unwrap_err();
+        assert!(
+            err.to_string().contains("far more than its storage"),
+            "{err}"
+        );
         let expanded = TensorRef {
             offset: 0,
             size: vec![3, 2],
