@@ -201,7 +201,7 @@ const _: () = assert!(core::mem::size_of::<ModelMeta>() == 48);
 
 /// Element type of a tensor.
 #[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum DType {
     /// Quantized int8 (`real = scale · (q − zero_point)`).

@@ -34,6 +34,12 @@ pub enum Command {
     Run(cmd::run::RunArgs),
     /// Check a checkpoint against an architecture and list every mismatch.
     Check(cmd::check::CheckArgs),
+    /// Quantize a checkpoint into a device blob (int8, fp16 or mixed), calibrated on your data.
+    Quantize(cmd::quantize::QuantizeArgs),
+    /// Validate a blob and print its layers, sizes, MACs and arena plan.
+    Inspect(cmd::inspect::InspectArgs),
+    /// Per-layer error of a quantized blob against the f32 model (cosine, max |Δ|, SQNR).
+    Diff(cmd::diff::DiffArgs),
     /// Time the f32 reference forward pass (development aid).
     #[command(hide = true)]
     BenchReference(cmd::bench::BenchArgs),
@@ -45,6 +51,9 @@ impl Command {
         match self {
             Command::Run(args) => cmd::run::run(args),
             Command::Check(args) => cmd::check::run(args),
+            Command::Quantize(args) => cmd::quantize::run(args),
+            Command::Inspect(args) => cmd::inspect::run(args),
+            Command::Diff(args) => cmd::diff::run(args),
             Command::BenchReference(args) => cmd::bench::run(args),
         }
     }

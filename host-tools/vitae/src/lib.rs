@@ -5,12 +5,19 @@
 //! * [`validate`]: expected state_dict of a config and a full mismatch report.
 //! * [`mod@reference`]: the f32 reference engine (ops + model), the oracle for everything else.
 //! * [`npy`], [`io`]: NumPy files and atomic writes.
+//! * [`quantize`]: post-training quantization: float graph, calibration, mixed precision,
+//!   lowering to a device blob with its arena plan.
+//! * [`engine`]: the device runtime on the host (bit-identical to the firmware).
+//! * [`calib_data`]: calibration images from `.npy` or image folders.
 
 #![forbid(unsafe_code)]
 
+pub mod calib_data;
 pub mod checkpoint;
 pub mod config;
+pub mod engine;
 pub mod io;
 pub mod npy;
+pub mod quantize;
 pub mod reference;
 pub mod validate;

@@ -8,6 +8,7 @@
 
 mod cli;
 mod cmd;
+mod progress;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -37,6 +38,20 @@ fn is_input_error(error: &anyhow::Error) -> bool {
             || cause.is::<CheckpointError>()
             || cause.is::<ConfigError>()
             || cause.is::<CheckpointReport>()
+            || cause.is::<vitae::calib_data::CalibDataError>()
+            || matches!(
+                cause.downcast_ref::<vitae::quantize::QuantizeError>(),
+                Some(
+                    vitae::quantize::QuantizeError::NoCalibration
+                        | vitae::quantize::QuantizeError::CalibrationSize { .. }
+                        | vitae::quantize::QuantizeError::CalibrationNotFinite(_)
+                        | vitae::quantize::QuantizeError::Lower(_)
+                )
+            )
+            || matches!(
+                cause.downcast_ref::<vitae_edge::runtime::RunError>(),
+                Some(vitae_edge::runtime::RunError::InputSize { .. })
+            )
             || matches!(
                 cause.downcast_ref::<ModelError>(),
                 Some(ModelError::Checkpoint(_) | ModelError::InputSize { .. })

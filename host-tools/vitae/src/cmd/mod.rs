@@ -2,4 +2,7 @@
 
 pub mod bench;
 pub mod check;
+pub mod diff;
+pub mod inspect;
+pub mod quantize;
 pub mod run;

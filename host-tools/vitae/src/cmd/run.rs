@@ -1,29 +1,47 @@
-//! `vitae run`: the f32 reference model on `.npy` images.
+//! `vitae run`: logits of `.npy` images, from the f32 reference model (checkpoint) or from a
+//! quantized blob through the device kernels.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use vitae::npy::{read_npy_f32, write_npy_f32};
+use vitae::config::{ModelConfig, PRESETS};
+use vitae::engine::Engine;
+use vitae::io::read_file;
+use vitae::npy::{ArrayF32, read_npy_f32, write_npy_f32};
 use vitae::reference::{NoObserver, ReferenceModel};
 
 use crate::InputError;
-use crate::cli::{ModelArgs, check_output_path};
+use crate::cli::check_output_path;
 
 /// Arguments of `vitae run`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "The input is float32 NCHW (already resized and normalised exactly as for PyTorch);\n\
-                        the output is float32 (N, num_classes), written atomically (an existing file is only\n\
-                        replaced when the run succeeds).\n\n\
-                        Examples:\n  vitae run --checkpoint model.pth --arch vitae-t --input batch.npy --out logits.npy\n  \
-                        vitae run --checkpoint model.safetensors --config kwargs.json --input x.npy --out y.npy"
+    after_help = "With --model, the blob runs on the host through the very kernels the firmware runs: int8\n\
+                  results are bit-identical to the device's, so two engines agree iff their output files are\n\
+                  identical (int8 logits are written dequantized to float32). With --checkpoint, the f32\n\
+                  reference model runs.\n\n\
+                  The input is float32 NCHW (already resized and normalised exactly as for training);\n\
+                  the output is float32 (N, num_classes), written atomically (an existing file is only\n\
+                  replaced when the run succeeds).\n\n\
+                  Examples:\n  vitae run --model model.vblob --input x.npy --out logits.npy\n  \
+                  vitae run --checkpoint model.pth --arch vitae-t --input batch.npy --out logits.npy\n  \
+                  vitae run --checkpoint model.safetensors --config kwargs.json --input x.npy --out y.npy"
 )]
 pub struct RunArgs {
-    /// Checkpoint and architecture.
-    #[command(flatten)]
-    pub model: ModelArgs,
+    /// A quantized blob (from `vitae quantize`): run the device kernels.
+    #[arg(long, value_name = "MODEL.vblob", conflicts_with_all = ["checkpoint", "config", "arch"])]
+    pub model: Option<PathBuf>,
+    /// Weights for the f32 reference: a torch.save(state_dict) file (.pth) or .safetensors.
+    #[arg(long, value_name = "FILE", required_unless_present = "model")]
+    pub checkpoint: Option<PathBuf>,
+    /// With --checkpoint: `ViTAE_ViT_basic` keyword arguments as a flat JSON object.
+    #[arg(long, value_name = "KWARGS.json", conflicts_with = "arch")]
+    pub config: Option<PathBuf>,
+    /// With --checkpoint: a preset architecture (vitae-t, vitae-6m, vitae-13m, vitae-s).
+    #[arg(long, value_name = "NAME")]
+    pub arch: Option<String>,
     /// Images: float32 .npy of shape (N, C, H, W) (or (C, H, W) for one image).
     #[arg(long, value_name = "X.npy")]
     pub input: PathBuf,
@@ -32,41 +50,76 @@ pub struct RunArgs {
     pub out: PathBuf,
 }
 
-/// Runs `vitae run`.
-pub fn run(args: RunArgs) -> anyhow::Result<()> {
-    check_output_path(&args.out)?;
-    let (config, checkpoint) = args.model.load()?;
-    let input = read_npy_f32(&args.input)?;
-    let (c, size) = (config.in_chans(), config.img_size());
+/// Checks the input's shape against the model and returns the batch size.
+fn batch_of(input: &ArrayF32, path: &Path, c: usize, h: usize, w: usize) -> anyhow::Result<usize> {
     let batch = match input.shape.as_slice() {
-        [n, ch, h, w] if *ch == c && *h == size && *w == size => *n,
-        [ch, h, w] if *ch == c && *h == size && *w == size => 1,
+        [n, ch, hh, ww] if (*ch, *hh, *ww) == (c, h, w) => *n,
+        [ch, hh, ww] if (*ch, *hh, *ww) == (c, h, w) => 1,
         shape => {
             return Err(InputError(format!(
-                "{}: input shape {shape:?} does not fit the model: expected (N, {c}, {size}, {size})",
-                args.input.display()
+                "{}: input shape {shape:?} does not fit the model: expected (N, {c}, {h}, {w})",
+                path.display()
             ))
             .into());
         }
     };
     if batch == 0 {
-        return Err(InputError(format!(
-            "{}: the batch is empty (N = 0)",
-            args.input.display()
-        ))
-        .into());
+        return Err(InputError(format!("{}: the batch is empty (N = 0)", path.display())).into());
     }
     if let Some(index) = input.data.iter().position(|v| !v.is_finite()) {
         return Err(InputError(format!(
             "{}: value {index} is {} (not finite)",
-            args.input.display(),
+            path.display(),
             input.data[index]
         ))
         .into());
     }
-    let model = ReferenceModel::new(config, &checkpoint)?;
-    let logits = model.forward_batch(&input.data, &mut NoObserver)?;
-    let classes = model.config().num_classes();
+    Ok(batch)
+}
+
+/// Runs `vitae run`.
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    check_output_path(&args.out)?;
+    let (logits, batch, classes) = if let Some(blob_path) = &args.model {
+        let bytes = read_file(blob_path)?;
+        let mut engine =
+            Engine::new(&bytes).map_err(|e| InputError(format!("{}: {e}", blob_path.display())))?;
+        let meta = *engine.model().meta();
+        let input = read_npy_f32(&args.input)?;
+        let (c, h, w) = (
+            meta.input_channels as usize,
+            meta.input_height as usize,
+            meta.input_width as usize,
+        );
+        let batch = batch_of(&input, &args.input, c, h, w)?;
+        let logits = engine.run_batch(&input.data)?;
+        (logits, batch, meta.num_classes as usize)
+    } else {
+        let Some(checkpoint_path) = &args.checkpoint else {
+            return Err(InputError(
+                "give --model MODEL.vblob, or --checkpoint FILE with --config/--arch".into(),
+            )
+            .into());
+        };
+        let config = match (&args.config, &args.arch) {
+            (Some(path), _) => ModelConfig::from_kwargs_file(path)?,
+            (None, Some(name)) => ModelConfig::preset(name)?,
+            (None, None) => {
+                return Err(InputError(format!(
+                    "--checkpoint needs the architecture: --config KWARGS.json or --arch NAME ({})",
+                    PRESETS.join(", ")
+                ))
+                .into());
+            }
+        };
+        let checkpoint = vitae::checkpoint::load_checkpoint(checkpoint_path)?;
+        let input = read_npy_f32(&args.input)?;
+        let size = config.img_size();
+        let batch = batch_of(&input, &args.input, config.in_chans(), size, size)?;
+        let model = ReferenceModel::new(config, &checkpoint)?;
+        let logits = model.forward_batch(&input.data, &mut NoObserver)?;
+        (logits, batch, model.config().num_classes())
+    };
     write_npy_f32(&args.out, &[batch, classes], &logits)?;
     let top1: Vec<String> = logits
         .chunks_exact(classes)

@@ -71,44 +71,44 @@ pub enum ModelError {
 
 /// Reduction cell attention block.
 #[derive(Clone, Debug)]
-enum RcAttention {
+pub(crate) enum RcAttention {
     Performer(PerformerAttention),
     Transformer(TokenTransformerAttention),
 }
 
 /// Weights of a reduction cell with PCM + attention (not performer_less).
 #[derive(Clone, Debug)]
-struct RcMixer {
+pub(crate) struct RcMixer {
     /// PCM convs; BatchNorm `PCM.3` folded into the second.
-    pcm: [Conv2d; 3],
-    norm1: LayerNorm,
-    attention: RcAttention,
-    norm2: LayerNorm,
-    mlp: Mlp,
+    pub(crate) pcm: [Conv2d; 3],
+    pub(crate) norm1: LayerNorm,
+    pub(crate) attention: RcAttention,
+    pub(crate) norm2: LayerNorm,
+    pub(crate) mlp: Mlp,
 }
 
 #[derive(Clone, Debug)]
-struct ReductionCell {
+pub(crate) struct ReductionCell {
     /// One conv per dilation; GELU after each; outputs concatenated branch-major.
-    prm: Vec<Conv2d>,
-    mixer: Option<RcMixer>,
+    pub(crate) prm: Vec<Conv2d>,
+    pub(crate) mixer: Option<RcMixer>,
 }
 
 #[derive(Clone, Debug)]
-struct NormalCell {
+pub(crate) struct NormalCell {
     /// PCM convs; BatchNorms `PCM.1`/`PCM.4` folded into the first two.
-    pcm: [Conv2d; 3],
-    norm1: LayerNorm,
-    attention: MultiHeadSelfAttention,
-    norm2: LayerNorm,
-    mlp: Mlp,
+    pub(crate) pcm: [Conv2d; 3],
+    pub(crate) norm1: LayerNorm,
+    pub(crate) attention: MultiHeadSelfAttention,
+    pub(crate) norm2: LayerNorm,
+    pub(crate) mlp: Mlp,
 }
 
 #[derive(Clone, Debug)]
-struct Stage {
-    info: StageInfo,
-    rc: ReductionCell,
-    ncs: Vec<NormalCell>,
+pub(crate) struct Stage {
+    pub(crate) info: StageInfo,
+    pub(crate) rc: ReductionCell,
+    pub(crate) ncs: Vec<NormalCell>,
 }
 
 /// The f32 reference model.
@@ -211,6 +211,16 @@ impl ReferenceModel {
     /// The architecture.
     pub fn config(&self) -> &ModelConfig {
         &self.config
+    }
+
+    /// The cells with their (BatchNorm-folded) weights, for the quantizer's graph builder.
+    pub(crate) fn stages(&self) -> &[Stage] {
+        &self.stages
+    }
+
+    /// The classifier.
+    pub(crate) fn head(&self) -> &Linear {
+        &self.head
     }
 
     /// Logits for one CHW image of `in_chans × img_size × img_size` values.

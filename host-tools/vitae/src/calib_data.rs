@@ -1,0 +1,156 @@
+//! Loading calibration images: a float32 `.npy` batch, or a folder of PNG/JPEG files resized and
+//! normalized like the training data.
+
+use std::path::{Path, PathBuf};
+
+use crate::npy::read_npy_f32;
+
+/// How to turn image files into model inputs.
+#[derive(Clone, Debug)]
+pub struct ImagePrep {
+    /// Side length to resize to (the model's input size).
+    pub size: usize,
+    /// Channels the model takes (1: grayscale, 3: RGB).
+    pub channels: usize,
+    /// Per-channel mean subtracted after scaling pixels to [0, 1].
+    pub mean: Vec<f32>,
+    /// Per-channel std divided by.
+    pub std: Vec<f32>,
+}
+
+/// Why calibration data could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum CalibDataError {
+    /// The path does not exist.
+    #[error("{}: no such file or directory", .0.display())]
+    Missing(PathBuf),
+    /// The .npy has the wrong shape.
+    #[error("{}: calibration array has shape {shape:?}, expected (N, {channels}, {size}, {size})", path.display())]
+    Shape {
+        /// File.
+        path: PathBuf,
+        /// Shape found.
+        shape: Vec<usize>,
+        /// Channels expected.
+        channels: usize,
+        /// Size expected.
+        size: usize,
+    },
+    /// No images.
+    #[error("{}: contains no calibration images (N = 0)", .0.display())]
+    Empty(PathBuf),
+    /// An image file could not be decoded.
+    #[error("{}: cannot decode image: {reason}", path.display())]
+    Decode {
+        /// File.
+        path: PathBuf,
+        /// Decoder message.
+        reason: String,
+    },
+    /// A folder could not be listed.
+    #[error("{}: cannot list folder: {reason}", path.display())]
+    List {
+        /// Folder.
+        path: PathBuf,
+        /// Reason.
+        reason: String,
+    },
+    /// mean/std do not match the channels.
+    #[error("--mean and --std need {0} values each (one per input channel)")]
+    Normalization(usize),
+    /// Reading the .npy failed.
+    #[error(transparent)]
+    Npy(#[from] crate::npy::NpyError),
+}
+
+/// Loads calibration images as CHW vectors.
+pub fn load(
+    path: &Path,
+    prep: &ImagePrep,
+    limit: Option<usize>,
+) -> Result<Vec<Vec<f32>>, CalibDataError> {
+    if !path.exists() {
+        return Err(CalibDataError::Missing(path.to_path_buf()));
+    }
+    let images = if path.is_dir() {
+        load_folder(path, prep)?
+    } else {
+        load_npy(path, prep)?
+    };
+    if images.is_empty() {
+        return Err(CalibDataError::Empty(path.to_path_buf()));
+    }
+    Ok(match limit {
+        Some(n) => images.into_iter().take(n.max(1)).collect(),
+        None => images,
+    })
+}
+
+fn load_npy(path: &Path, prep: &ImagePrep) -> Result<Vec<Vec<f32>>, CalibDataError> {
+    let a = read_npy_f32(path)?;
+    let (c, s) = (prep.channels, prep.size);
+    let n = match a.shape.as_slice() {
+        [n, ch, h, w] if (*ch, *h, *w) == (c, s, s) => *n,
+        [ch, h, w] if (*ch, *h, *w) == (c, s, s) => 1,
+        shape => {
+            return Err(CalibDataError::Shape {
+                path: path.to_path_buf(),
+                shape: shape.to_vec(),
+                channels: c,
+                size: s,
+            });
+        }
+    };
+    if n == 0 {
+        return Err(CalibDataError::Empty(path.to_path_buf()));
+    }
+    Ok(a.data
+        .chunks_exact(c * s * s)
+        .map(<[f32]>::to_vec)
+        .collect())
+}
+
+fn load_folder(dir: &Path, prep: &ImagePrep) -> Result<Vec<Vec<f32>>, CalibDataError> {
+    if prep.mean.len() != prep.channels || prep.std.len() != prep.channels {
+        return Err(CalibDataError::Normalization(prep.channels));
+    }
+    let list_err = |e: std::io::Error| CalibDataError::List {
+        path: dir.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(list_err)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
+        })
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|f| {
+            let img = image::open(f).map_err(|e| CalibDataError::Decode {
+                path: f.clone(),
+                reason: e.to_string(),
+            })?;
+            let s = prep.size as u32;
+            let img = img.resize_exact(s, s, image::imageops::FilterType::Triangle);
+            let plane = prep.size * prep.size;
+            let mut out = vec![0.0f32; prep.channels * plane];
+            if prep.channels == 1 {
+                for (i, p) in img.to_luma8().pixels().enumerate() {
+                    out[i] = (p.0[0] as f32 / 255.0 - prep.mean[0]) / prep.std[0];
+                }
+            } else {
+                for (i, p) in img.to_rgb8().pixels().enumerate() {
+                    for c in 0..prep.channels.min(3) {
+                        out[c * plane + i] = (p.0[c] as f32 / 255.0 - prep.mean[c]) / prep.std[c];
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .collect()
+}

@@ -1,0 +1,136 @@
+//! `vitae quantize`: checkpoint + calibration data → device blob.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+
+use vitae::calib_data::{self, ImagePrep};
+use vitae::quantize::{self, CalibMethod, Options, Precision};
+use vitae::reference::ReferenceModel;
+
+use crate::cli::{ModelArgs, check_output_path};
+use crate::progress::Bars;
+
+/// Arguments of `vitae quantize`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Calibration data is either a float32 .npy of shape (N, C, H, W), already normalized exactly\n\
+like the training data, or a folder of PNG/JPEG images that are resized to the model's input\n\
+size and normalized with --mean/--std (per channel, after scaling pixels to [0, 1]).\n\n\
+The blob is written atomically: a failed run leaves no file and does not touch an existing one.\n\n\
+Examples:\n  vitae quantize --checkpoint model.pth --config kwargs.json --calib calib.npy --precision int8 --out model.vblob\n  \
+vitae quantize --checkpoint vitae_t.pth --arch vitae-t --calib images/ --mean 0.485,0.456,0.406 \\\n      \
+--std 0.229,0.224,0.225 --precision mixed --flash-budget 3000000 --out vitae_t.vblob"
+)]
+pub struct QuantizeArgs {
+    /// Checkpoint and architecture.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Calibration images: a float32 .npy (N, C, H, W) or a folder of PNG/JPEG files.
+    #[arg(long, value_name = "X.npy|DIR")]
+    pub calib: PathBuf,
+    /// int8, fp16, or mixed (int8 with the most error-sensitive layers in fp16).
+    #[arg(long, value_enum, default_value = "int8")]
+    pub precision: Precision,
+    /// How activation ranges are chosen from the calibration data.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub calib_method: CalibMethod,
+    /// For --precision mixed: most bytes the blob may take (default: 1.25 × the int8 blob).
+    #[arg(long, value_name = "BYTES")]
+    pub flash_budget: Option<usize>,
+    /// Use at most this many calibration images.
+    #[arg(long, value_name = "N")]
+    pub max_calib: Option<usize>,
+    /// Image folders: per-channel mean, comma-separated (default 0.5 per channel).
+    #[arg(long, value_delimiter = ',', value_name = "M,M,M")]
+    pub mean: Option<Vec<f32>>,
+    /// Image folders: per-channel std, comma-separated (default 0.5 per channel).
+    #[arg(long, value_delimiter = ',', value_name = "S,S,S")]
+    pub std: Option<Vec<f32>>,
+    /// Model name stored in the blob (default: the checkpoint's file stem).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Where to write the blob.
+    #[arg(long, value_name = "MODEL.vblob")]
+    pub out: PathBuf,
+    /// For --precision mixed: also write the per-layer sensitivity report as JSON here.
+    #[arg(long, value_name = "REPORT.json")]
+    pub report: Option<PathBuf>,
+    /// No progress bars.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// Runs `vitae quantize`.
+pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
+    check_output_path(&args.out)?;
+    if let Some(r) = &args.report {
+        check_output_path(r)?;
+    }
+    let (config, checkpoint) = args.model.load()?;
+    let channels = config.in_chans();
+    let prep = ImagePrep {
+        size: config.img_size(),
+        channels,
+        mean: args.mean.clone().unwrap_or_else(|| vec![0.5; channels]),
+        std: args.std.clone().unwrap_or_else(|| vec![0.5; channels]),
+    };
+    let images = calib_data::load(&args.calib, &prep, args.max_calib)?;
+    let model = ReferenceModel::new(config, &checkpoint)?;
+    let name = args.name.clone().unwrap_or_else(|| {
+        args.model
+            .checkpoint
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into())
+    });
+    let options = Options {
+        precision: args.precision,
+        method: args.calib_method,
+        flash_budget: args.flash_budget,
+        name,
+    };
+    let mut bars = Bars::new(!args.no_progress);
+    let q = quantize::quantize(&model, &images, &options, &mut bars)?;
+    vitae::io::write_atomic(&args.out, &q.lowered.blob)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    let l = &q.lowered;
+    println!(
+        "wrote {} ({} bytes, {:?}): arena {} bytes (liveness lower bound {}, {:.3}×), {} MACs, {} calibration images",
+        args.out.display(),
+        l.blob.len(),
+        args.precision,
+        l.arena_len,
+        l.lower_bound,
+        l.arena_len as f64 / l.lower_bound.max(1) as f64,
+        q.graph.macs(),
+        images.len()
+    );
+    if let Some(m) = &q.mixed {
+        println!(
+            "mixed precision: logits error {:.3e} (all int8: {:.3e}); {} of {} bytes budget (all int8: {})",
+            m.mixed_error, m.int8_error, m.mixed_bytes, m.budget_bytes, m.int8_bytes
+        );
+        println!(
+            "layers kept in fp16 (error of the logits with only that layer in fp16, lower = more sensitive in int8):"
+        );
+        for l in m.layers.iter().filter(|l| l.fp16) {
+            println!("  {:40} {:.3e}", l.name, l.error_alone_fp16);
+        }
+        if let Some(path) = &args.report {
+            let json = serde_json::json!({
+                "int8_error": m.int8_error,
+                "mixed_error": m.mixed_error,
+                "int8_bytes": m.int8_bytes,
+                "mixed_bytes": m.mixed_bytes,
+                "budget_bytes": m.budget_bytes,
+                "layers": m.layers.iter().map(|l| serde_json::json!({
+                    "name": l.name, "error_alone_fp16": l.error_alone_fp16, "fp16": l.fp16
+                })).collect::<Vec<_>>(),
+            });
+            vitae::io::write_atomic(path, serde_json::to_string_pretty(&json)?.as_bytes())?;
+        }
+    }
+    Ok(())
+}

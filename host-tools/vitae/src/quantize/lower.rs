@@ -1,0 +1,1019 @@
+//! Lowering the float graph to a blob: quantize weights per output channel, fold the input zero
+//! point into the bias, compute requantization multipliers and activation tables, insert
+//! int8 ↔ fp16 conversions between layers of different precision, plan the arena.
+
+use super::calib::{CalibMethod, Calibration, QParams, Slot};
+use super::graph::{Act, Graph, Node, NodeId, NodeKind, Role};
+use super::plan::{self, Buffer};
+use half::f16;
+use std::collections::HashMap;
+use vitae_edge::format::{self as fmt, BlobWriter, DType, DataRef, OpKind, act};
+use vitae_edge::kernels::{attention, conv as kconv, f16 as kf16, linear, performer};
+use vitae_edge::quant::{Lut256, Requant};
+
+/// Precision of one node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NodePrecision {
+    /// int8 activations and weights.
+    Int8,
+    /// fp16 activations and weights.
+    Fp16,
+}
+
+/// Why lowering failed (a value that int8 cannot represent with this calibration).
+#[derive(Debug, thiserror::Error)]
+pub enum LowerError {
+    /// A requantization multiplier is out of the representable range.
+    #[error(
+        "{node}: requantization multiplier {value:e} cannot be represented (calibration range degenerate?)"
+    )]
+    Multiplier {
+        /// Node name.
+        node: String,
+        /// The real multiplier.
+        value: f64,
+    },
+    /// The model is too large for the format's 16/32-bit fields.
+    #[error("{node}: {what} does not fit the blob format")]
+    TooLarge {
+        /// Node name.
+        node: String,
+        /// What overflowed.
+        what: &'static str,
+    },
+}
+
+/// A lowered model.
+#[derive(Clone, Debug)]
+pub struct Lowered {
+    /// The blob.
+    pub blob: Vec<u8>,
+    /// Arena bytes.
+    pub arena_len: usize,
+    /// Liveness lower bound.
+    pub lower_bound: usize,
+}
+
+struct Emitter<'g> {
+    graph: &'g Graph,
+    calib: &'g Calibration,
+    method: CalibMethod,
+    w: BlobWriter,
+    /// Tensor id of a node's output in a dtype.
+    produced: HashMap<(NodeId, DType), u16>,
+    /// Per op: scratch bytes.
+    scratch: Vec<usize>,
+}
+
+fn u16_of(v: usize, node: &Node, what: &'static str) -> Result<u16, LowerError> {
+    u16::try_from(v).map_err(|_| LowerError::TooLarge {
+        node: node.name.clone(),
+        what,
+    })
+}
+
+fn requant(real: f64, node: &Node) -> Result<Requant, LowerError> {
+    Requant::from_real(real).ok_or(LowerError::Multiplier {
+        node: node.name.clone(),
+        value: real,
+    })
+}
+
+/// Per-output-channel symmetric int8 weights: `(q, scale per channel)`. `per` = weights per
+/// output channel.
+fn quantize_weights(w: &[f32], per: usize) -> (Vec<i8>, Vec<f32>) {
+    let mut q = Vec::with_capacity(w.len());
+    let mut scales = Vec::with_capacity(w.len() / per.max(1));
+    for row in w.chunks_exact(per) {
+        let max = row.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+        let s = if max > 0.0 { max / 127.0 } else { 1.0 };
+        scales.push(s);
+        q.extend(
+            row.iter()
+                .map(|x| (x / s).round().clamp(-127.0, 127.0) as i8),
+        );
+    }
+    (q, scales)
+}
+
+/// OIHW (PyTorch) → OHWI (ours: input channels innermost, like the NHWC activations).
+fn oihw_to_ohwi(w: &[f32], o: usize, i: usize, kh: usize, kw: usize) -> Vec<f32> {
+    let mut out = vec![0.0; w.len()];
+    for oc in 0..o {
+        for ic in 0..i {
+            for y in 0..kh {
+                for x in 0..kw {
+                    out[((oc * kh + y) * kw + x) * i + ic] = w[((oc * i + ic) * kh + y) * kw + x];
+                }
+            }
+        }
+    }
+    out
+}
+
+fn act_fn(a: Act) -> fn(f64) -> f64 {
+    match a {
+        Act::None => |x| x,
+        Act::Gelu => |x| 0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2)),
+        Act::Silu => |x| x / (1.0 + (-x).exp()),
+    }
+}
+
+fn act_code(a: Act) -> u16 {
+    match a {
+        Act::None => act::NONE,
+        Act::Gelu => act::GELU,
+        Act::Silu => act::SILU,
+    }
+}
+
+/// The table mapping the pre-activation grid through `f` onto the output grid.
+fn lut(pre: QParams, out: QParams, f: fn(f64) -> f64) -> Lut256 {
+    let mut t = [0i8; 256];
+    for (i, v) in t.iter_mut().enumerate() {
+        let x = pre.scale as f64 * (i as i32 - 128 - pre.zero_point) as f64;
+        let y = f(x) / out.scale as f64 + out.zero_point as f64;
+        *v = y.round().clamp(-128.0, 127.0) as i8;
+    }
+    Lut256(t)
+}
+
+/// Quantized weights, bias (zero point folded) and requantization of one conv/linear output.
+struct QLayer {
+    weights: Vec<i8>,
+    bias: Vec<i32>,
+    requant: Vec<Requant>,
+}
+
+fn quantize_layer(
+    w: &[f32],
+    b: &[f32],
+    per: usize,
+    s_in: f32,
+    zp_in: i32,
+    s_out: f32,
+    node: &Node,
+) -> Result<QLayer, LowerError> {
+    let (weights, ws) = quantize_weights(w, per);
+    let mut bias = Vec::with_capacity(ws.len());
+    let mut rq = Vec::with_capacity(ws.len());
+    for (o, (&s_w, row)) in ws.iter().zip(weights.chunks_exact(per)).enumerate() {
+        let acc_scale = s_in as f64 * s_w as f64;
+        let sum_w: i64 = row.iter().map(|&q| q as i64).sum();
+        let bq = (b[o] as f64 / acc_scale).round() as i64 - zp_in as i64 * sum_w;
+        bias.push(bq.clamp(i32::MIN as i64, i32::MAX as i64) as i32);
+        rq.push(requant(acc_scale / s_out as f64, node)?);
+    }
+    Ok(QLayer {
+        weights,
+        bias,
+        requant: rq,
+    })
+}
+
+impl<'g> Emitter<'g> {
+    fn qp(&self, id: NodeId) -> QParams {
+        let n = &self.graph.nodes[id];
+        self.calib.qparams(id, Slot::Out, n.role, self.method)
+    }
+
+    fn pre_qp(&self, id: NodeId, b: usize) -> QParams {
+        self.calib
+            .qparams(id, Slot::Pre(b), Role::Linear, self.method)
+    }
+
+    fn new_tensor(
+        &mut self,
+        id: NodeId,
+        dtype: DType,
+        q: Option<QParams>,
+        suffix: &str,
+    ) -> Result<u16, LowerError> {
+        let n = &self.graph.nodes[id];
+        let name = if suffix.is_empty() {
+            n.name.clone()
+        } else {
+            format!("{}{suffix}", n.name)
+        };
+        let q = q.unwrap_or(QParams {
+            scale: 1.0,
+            zero_point: 0,
+        });
+        let (h, w, c) = (
+            u16_of(n.h, n, "height")?,
+            u16_of(n.w, n, "width")?,
+            u16_of(n.c, n, "channels")?,
+        );
+        let byte_len =
+            u32::try_from(n.elements() * dtype.size()).map_err(|_| LowerError::TooLarge {
+                node: n.name.clone(),
+                what: "tensor size",
+            })?;
+        let name = self.w.string(&name);
+        let t = self.w.tensor(fmt::TensorDesc {
+            dtype: dtype as u8,
+            reserved0: 0,
+            flags: 0,
+            h,
+            w,
+            c,
+            reserved1: 0,
+            arena_offset: 0,
+            byte_len,
+            scale: q.scale,
+            zero_point: q.zero_point,
+            name,
+        });
+        self.produced.insert((id, dtype), t);
+        Ok(t)
+    }
+
+    fn output(&mut self, id: NodeId, prec: NodePrecision) -> Result<u16, LowerError> {
+        match prec {
+            NodePrecision::Int8 => {
+                let q = self.qp(id);
+                self.new_tensor(id, DType::I8, Some(q), "")
+            }
+            NodePrecision::Fp16 => self.new_tensor(id, DType::F16, None, ""),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn op(
+        &mut self,
+        kind: OpKind,
+        inputs: &[u16],
+        output: u16,
+        params: &[u8],
+        macs: u64,
+        name: &str,
+        scratch: usize,
+    ) {
+        self.w.op(kind, inputs, output, params, macs, name);
+        self.scratch.push(scratch);
+    }
+
+    /// The tensor of node `id`'s output in `dtype`, converting (once) if it was produced in the
+    /// other one.
+    fn input_as(&mut self, id: NodeId, dtype: DType) -> Result<u16, LowerError> {
+        if let Some(&t) = self.produced.get(&(id, dtype)) {
+            return Ok(t);
+        }
+        let name = self.graph.nodes[id].name.clone();
+        match dtype {
+            DType::F16 => {
+                let src = self.produced[&(id, DType::I8)];
+                let d = self.w.tensors[src as usize];
+                let t = self.new_tensor(id, DType::F16, None, ".f16")?;
+                let p = fmt::ConvertParams {
+                    scale: d.scale,
+                    zero_point: d.zero_point,
+                };
+                self.op(
+                    OpKind::DequantizeS8,
+                    &[src],
+                    t,
+                    bytemuck::bytes_of(&p),
+                    0,
+                    &format!("{name}.to_f16"),
+                    0,
+                );
+                Ok(t)
+            }
+            DType::I8 => {
+                let src = self.produced[&(id, DType::F16)];
+                let q = self.qp(id);
+                let t = self.new_tensor(id, DType::I8, Some(q), ".i8")?;
+                let p = fmt::ConvertParams {
+                    scale: 1.0 / q.scale,
+                    zero_point: q.zero_point,
+                };
+                self.op(
+                    OpKind::QuantizeF16,
+                    &[src],
+                    t,
+                    bytemuck::bytes_of(&p),
+                    0,
+                    &format!("{name}.to_i8"),
+                    0,
+                );
+                Ok(t)
+            }
+        }
+    }
+
+    fn tq(&self, t: u16) -> QParams {
+        let d = &self.w.tensors[t as usize];
+        QParams {
+            scale: d.scale,
+            zero_point: d.zero_point,
+        }
+    }
+
+    fn f16s(v: &[f32]) -> Vec<f16> {
+        v.iter().map(|&x| f16::from_f32(x)).collect()
+    }
+
+    fn conv_geom(
+        conv: &crate::reference::ops::Conv2d,
+        input: &Node,
+        out: &Node,
+    ) -> Result<fmt::ConvGeomRecord, LowerError> {
+        let s = conv.spec();
+        let f = |v: usize, what| u16_of(v, out, what);
+        Ok(fmt::ConvGeomRecord {
+            in_h: f(input.h, "height")?,
+            in_w: f(input.w, "width")?,
+            in_c: f(input.c, "channels")?,
+            out_h: f(out.h, "height")?,
+            out_w: f(out.w, "width")?,
+            out_c: f(s.out_channels, "channels")?,
+            kh: f(s.kernel[0], "kernel")?,
+            kw: f(s.kernel[1], "kernel")?,
+            stride_h: f(s.stride[0], "stride")?,
+            stride_w: f(s.stride[1], "stride")?,
+            pad_h: f(s.padding[0], "padding")?,
+            pad_w: f(s.padding[1], "padding")?,
+            dil_h: f(s.dilation[0], "dilation")?,
+            dil_w: f(s.dilation[1], "dilation")?,
+            groups: f(s.groups, "groups")?,
+            reserved: 0,
+        })
+    }
+
+    fn node(&mut self, id: NodeId, prec: NodePrecision) -> Result<(), LowerError> {
+        let graph = self.graph;
+        let node = &graph.nodes[id];
+        let macs = node.macs(graph);
+        let name = node.name.as_str();
+        let dt = match prec {
+            NodePrecision::Int8 => DType::I8,
+            NodePrecision::Fp16 => DType::F16,
+        };
+        let inputs: Vec<u16> = node
+            .inputs
+            .iter()
+            .map(|&i| self.input_as(i, dt))
+            .collect::<Result<_, _>>()?;
+        match (&node.kind, prec) {
+            (NodeKind::Image, NodePrecision::Int8) => {
+                let out = self.output(id, prec)?;
+                let q = self.tq(out);
+                let p = fmt::QuantizeParams {
+                    inv_scale: 1.0 / q.scale,
+                    zero_point: q.zero_point,
+                };
+                self.op(
+                    OpKind::QuantizeImage,
+                    &[],
+                    out,
+                    bytemuck::bytes_of(&p),
+                    0,
+                    name,
+                    0,
+                );
+            }
+            (NodeKind::Image, NodePrecision::Fp16) => {
+                let out = self.output(id, prec)?;
+                self.op(OpKind::ImageToF16, &[], out, &[], 0, name, 0);
+            }
+            (NodeKind::Conv { conv, act: a }, _) => {
+                let input = &graph.nodes[node.inputs[0]];
+                let geom = Self::conv_geom(conv, input, node)?;
+                let s = conv.spec();
+                let w = oihw_to_ohwi(
+                    conv.weight_oihw(),
+                    s.out_channels,
+                    s.in_per_group(),
+                    s.kernel[0],
+                    s.kernel[1],
+                );
+                let per = s.in_per_group() * s.kernel[0] * s.kernel[1];
+                let out = self.output(id, prec)?;
+                if prec == NodePrecision::Int8 {
+                    let (qx, qo) = (self.tq(inputs[0]), self.tq(out));
+                    let target = if *a == Act::None {
+                        qo
+                    } else {
+                        self.pre_qp(id, 0)
+                    };
+                    let l = quantize_layer(
+                        &w,
+                        conv.bias(),
+                        per,
+                        qx.scale,
+                        qx.zero_point,
+                        target.scale,
+                        node,
+                    )?;
+                    let lut_ref = if *a == Act::None {
+                        DataRef::default()
+                    } else {
+                        self.w.data(&lut(target, qo, act_fn(*a)).0)
+                    };
+                    let p = fmt::ConvParams {
+                        geom,
+                        in_zp: qx.zero_point,
+                        out_zp: target.zero_point,
+                        weights: self.w.data(&l.weights),
+                        bias: self.w.data(&l.bias),
+                        requant: self.w.data(&l.requant),
+                        lut: lut_ref,
+                    };
+                    let scratch = kconv::conv_s8_scratch_size(&geom.geometry());
+                    self.op(
+                        OpKind::ConvS8,
+                        &inputs,
+                        out,
+                        bytemuck::bytes_of(&p),
+                        macs,
+                        name,
+                        scratch,
+                    );
+                } else {
+                    let p = fmt::ConvF16Params {
+                        geom,
+                        act: act_code(*a) as u32,
+                        weights: self.w.data(&Self::f16s(&w)),
+                        bias: self.w.data(conv.bias()),
+                    };
+                    self.op(
+                        OpKind::ConvF16,
+                        &inputs,
+                        out,
+                        bytemuck::bytes_of(&p),
+                        macs,
+                        name,
+                        0,
+                    );
+                }
+            }
+            (NodeKind::Prm { branches }, _) => {
+                let input = &graph.nodes[node.inputs[0]];
+                let first = branches[0].spec();
+                let e = first.out_channels;
+                let out = self.output(id, prec)?;
+                let header = fmt::PrmParams {
+                    in_h: u16_of(input.h, node, "height")?,
+                    in_w: u16_of(input.w, node, "width")?,
+                    in_c: u16_of(input.c, node, "channels")?,
+                    out_h: u16_of(node.h, node, "height")?,
+                    out_w: u16_of(node.w, node, "width")?,
+                    branch_channels: u16_of(e, node, "channels")?,
+                    kernel: u16_of(first.kernel[0], node, "kernel")?,
+                    stride: u16_of(first.stride[0], node, "stride")?,
+                    branches: u16_of(branches.len(), node, "branches")?,
+                    act: if prec == NodePrecision::Fp16 {
+                        act::GELU
+                    } else {
+                        act::NONE
+                    },
+                    in_zp: if prec == NodePrecision::Int8 {
+                        self.tq(inputs[0]).zero_point
+                    } else {
+                        0
+                    },
+                };
+                let mut record = bytemuck::bytes_of(&header).to_vec();
+                let mut scratch = 0;
+                for (b, conv) in branches.iter().enumerate() {
+                    let s = conv.spec();
+                    let w = oihw_to_ohwi(
+                        conv.weight_oihw(),
+                        s.out_channels,
+                        s.in_per_group(),
+                        s.kernel[0],
+                        s.kernel[1],
+                    );
+                    let per = s.in_per_group() * s.kernel[0] * s.kernel[1];
+                    let branch = if prec == NodePrecision::Int8 {
+                        let (qx, qo, pre) = (self.tq(inputs[0]), self.tq(out), self.pre_qp(id, b));
+                        let l = quantize_layer(
+                            &w,
+                            conv.bias(),
+                            per,
+                            qx.scale,
+                            qx.zero_point,
+                            pre.scale,
+                            node,
+                        )?;
+                        let geom = Self::conv_geom(conv, input, node)?;
+                        scratch = scratch.max(kconv::conv_s8_scratch_size(&geom.geometry()));
+                        fmt::PrmBranch {
+                            dilation: u16_of(s.dilation[0], node, "dilation")?,
+                            padding: u16_of(s.padding[0], node, "padding")?,
+                            out_zp: pre.zero_point,
+                            weights: self.w.data(&l.weights),
+                            bias: self.w.data(&l.bias),
+                            requant: self.w.data(&l.requant),
+                            lut: self.w.data(&lut(pre, qo, act_fn(Act::Gelu)).0),
+                        }
+                    } else {
+                        fmt::PrmBranch {
+                            dilation: u16_of(s.dilation[0], node, "dilation")?,
+                            padding: u16_of(s.padding[0], node, "padding")?,
+                            out_zp: 0,
+                            weights: self.w.data(&Self::f16s(&w)),
+                            bias: self.w.data(conv.bias()),
+                            requant: DataRef::default(),
+                            lut: DataRef::default(),
+                        }
+                    };
+                    record.extend_from_slice(bytemuck::bytes_of(&branch));
+                }
+                let kind = if prec == NodePrecision::Int8 {
+                    OpKind::PrmS8
+                } else {
+                    OpKind::PrmF16
+                };
+                self.op(kind, &inputs, out, &record, macs, name, scratch);
+            }
+            (
+                NodeKind::Linear {
+                    linear: lin,
+                    act: a,
+                },
+                _,
+            ) => {
+                let out = self.output(id, prec)?;
+                let n = node.tokens();
+                let zero_bias = vec![0.0; lin.out_features];
+                let bias = lin.bias.as_deref().unwrap_or(&zero_bias);
+                let (fi, fo) = (
+                    u16_of(lin.in_features, node, "features")?,
+                    u16_of(lin.out_features, node, "features")?,
+                );
+                let tokens = u32::try_from(n).map_err(|_| LowerError::TooLarge {
+                    node: node.name.clone(),
+                    what: "tokens",
+                })?;
+                if prec == NodePrecision::Int8 {
+                    let (qx, qo) = (self.tq(inputs[0]), self.tq(out));
+                    let target = if *a == Act::None {
+                        qo
+                    } else {
+                        self.pre_qp(id, 0)
+                    };
+                    let l = quantize_layer(
+                        &lin.weight,
+                        bias,
+                        lin.in_features,
+                        qx.scale,
+                        qx.zero_point,
+                        target.scale,
+                        node,
+                    )?;
+                    let lut_ref = if *a == Act::None {
+                        DataRef::default()
+                    } else {
+                        self.w.data(&lut(target, qo, act_fn(*a)).0)
+                    };
+                    let p = fmt::LinearParams {
+                        tokens,
+                        in_features: fi,
+                        out_features: fo,
+                        out_zp: target.zero_point,
+                        weights: self.w.data(&l.weights),
+                        bias: self.w.data(&l.bias),
+                        requant: self.w.data(&l.requant),
+                        lut: lut_ref,
+                    };
+                    let scratch =
+                        linear::linear_s8_scratch_size(n, lin.in_features, lin.out_features);
+                    self.op(
+                        OpKind::LinearS8,
+                        &inputs,
+                        out,
+                        bytemuck::bytes_of(&p),
+                        macs,
+                        name,
+                        scratch,
+                    );
+                } else {
+                    let p = fmt::LinearF16Params {
+                        tokens,
+                        in_features: fi,
+                        out_features: fo,
+                        act: act_code(*a) as u32,
+                        weights: self.w.data(&Self::f16s(&lin.weight)),
+                        bias: self.w.data(bias),
+                    };
+                    self.op(
+                        OpKind::LinearF16,
+                        &inputs,
+                        out,
+                        bytemuck::bytes_of(&p),
+                        macs,
+                        name,
+                        0,
+                    );
+                }
+            }
+            (NodeKind::LayerNorm(ln), _) => {
+                let out = self.output(id, prec)?;
+                let c = node.c;
+                let tokens = node.tokens() as u32;
+                if prec == NodePrecision::Int8 {
+                    let (qx, qo) = (self.tq(inputs[0]), self.tq(out));
+                    let gain: Vec<f32> = ln.gamma.iter().map(|g| g / qo.scale).collect();
+                    let offset: Vec<f32> = ln
+                        .beta
+                        .iter()
+                        .map(|b| b / qo.scale + qo.zero_point as f32)
+                        .collect();
+                    let eps_term = (ln.eps as f64 * (c * c) as f64
+                        / (qx.scale as f64 * qx.scale as f64))
+                        as f32;
+                    let p = fmt::LayerNormParams {
+                        tokens,
+                        channels: u16_of(c, node, "channels")?,
+                        reserved: 0,
+                        eps_term,
+                        gain: self.w.data(&gain),
+                        offset: self.w.data(&offset),
+                    };
+                    self.op(
+                        OpKind::LayerNormS8,
+                        &inputs,
+                        out,
+                        bytemuck::bytes_of(&p),
+                        0,
+                        name,
+                        0,
+                    );
+                } else {
+                    let p = fmt::LayerNormF16Params {
+                        tokens,
+                        channels: c as u32,
+                        eps: ln.eps,
+                        gamma: self.w.data(&ln.gamma),
+                        beta: self.w.data(&ln.beta),
+                    };
+                    self.op(
+                        OpKind::LayerNormF16,
+                        &inputs,
+                        out,
+                        bytemuck::bytes_of(&p),
+                        0,
+                        name,
+                        0,
+                    );
+                }
+            }
+            (
+                NodeKind::Attention {
+                    heads,
+                    head_dim,
+                    scale,
+                },
+                _,
+            ) => {
+                let out = self.output(id, prec)?;
+                let tokens = node.tokens() as u32;
+                let (h, hd) = (
+                    u16_of(*heads, node, "heads")?,
+                    u16_of(*head_dim, node, "head dim")?,
+                );
+                if prec == NodePrecision::Int8 {
+                    let (qq, qk, qv, qo) = (
+                        self.tq(inputs[0]),
+                        self.tq(inputs[1]),
+                        self.tq(inputs[2]),
+                        self.tq(out),
+                    );
+                    let p = fmt::AttentionParams {
+                        tokens,
+                        heads: h,
+                        head_dim: hd,
+                        logit_scale: qq.scale * qk.scale * scale,
+                        out_scale: qv.scale / qo.scale,
+                        out_zp: qo.zero_point,
+                    };
+                    let scratch = attention::attention_s8_scratch_size(node.tokens(), *head_dim);
+                    self.op(
+                        OpKind::AttentionS8,
+                        &inputs,
+                        out,
+                        bytemuck::bytes_of(&p),
+                        macs,
+                        name,
+                        scratch,
+                    );
+                } else {
+                    let p = fmt::AttentionF16Params {
+                        tokens,
+                        heads: h,
+                        head_dim: hd,
+                        qk_scale: *scale,
+                    };
+                    self.op(
+                        OpKind::AttentionF16,
+                        &inputs,
+                        out,
+                        bytemuck::bytes_of(&p),
+                        macs,
+                        name,
+                        kf16::attention_f16_scratch_size(*head_dim),
+                    );
+                }
+            }
+            (NodeKind::Performer { w: wr, features }, _) => {
+                let out = self.output(id, prec)?;
+                let tokens = node.tokens() as u32;
+                let (e, m) = (
+                    u16_of(node.c, node, "channels")?,
+                    u16_of(*features, node, "features")?,
+                );
+                let w_ref = self.w.data(wr);
+                if prec == NodePrecision::Int8 {
+                    let (qk, qq, qv, qo) = (
+                        self.tq(inputs[0]),
+                        self.tq(inputs[1]),
+                        self.tq(inputs[2]),
+                        self.tq(out),
+                    );
+                    let p = fmt::PerformerParams {
+                        tokens,
+                        emb: e,
+                        features: m,
+                        k_scale: qk.scale,
+                        q_scale: qq.scale,
+                        v_scale: qv.scale,
+                        out_inv_scale: 1.0 / qo.scale,
+                        out_zp: qo.zero_point,
+                        w: w_ref,
+                    };
+                    let scratch = performer::performer_s8_scratch_size(node.c, *features);
+                    self.op(
+                        OpKind::PerformerS8,
+                        &inputs,
+                        out,
+                        bytemuck::bytes_of(&p),
+                        macs,
+                        name,
+                        scratch,
+                    );
+                } else {
+                    let p = fmt::PerformerF16Params {
+                        tokens,
+                        emb: e,
+                        features: m,
+                        w: w_ref,
+                    };
+                    let scratch = kf16::performer_f16_scratch_size(node.c, *features);
+                    self.op(
+                        OpKind::PerformerF16,
+                        &inputs,
+                        out,
+                        bytemuck::bytes_of(&p),
+                        macs,
+                        name,
+                        scratch,
+                    );
+                }
+            }
+            (NodeKind::Add, NodePrecision::Int8) => {
+                let out = self.output(id, prec)?;
+                let (qa, qb, qo) = (self.tq(inputs[0]), self.tq(inputs[1]), self.tq(out));
+                let (ra, rb) = (qa.scale / qo.scale, qb.scale / qo.scale);
+                let p = fmt::AddParams {
+                    ra,
+                    rb,
+                    c: qo.zero_point as f32 - qa.zero_point as f32 * ra - qb.zero_point as f32 * rb,
+                };
+                self.op(
+                    OpKind::AddS8,
+                    &inputs,
+                    out,
+                    bytemuck::bytes_of(&p),
+                    0,
+                    name,
+                    0,
+                );
+            }
+            (NodeKind::Add, NodePrecision::Fp16) => {
+                let out = self.output(id, prec)?;
+                self.op(OpKind::AddF16, &inputs, out, &[], 0, name, 0);
+            }
+            (NodeKind::MeanPool, _) => {
+                let out = self.output(id, prec)?;
+                let input = &graph.nodes[node.inputs[0]];
+                let (n, c) = (input.tokens() as u32, node.c as u32);
+                if prec == NodePrecision::Int8 {
+                    let (qx, qo) = (self.tq(inputs[0]), self.tq(out));
+                    let r = qx.scale / qo.scale;
+                    let p = fmt::MeanPoolParams {
+                        tokens: n,
+                        channels: c,
+                        scale: r / n as f32,
+                        offset: qo.zero_point as f32 - qx.zero_point as f32 * r,
+                    };
+                    self.op(
+                        OpKind::MeanPoolS8,
+                        &inputs,
+                        out,
+                        bytemuck::bytes_of(&p),
+                        0,
+                        name,
+                        0,
+                    );
+                } else {
+                    let p = fmt::MeanPoolF16Params {
+                        tokens: n,
+                        channels: c,
+                    };
+                    self.op(
+                        OpKind::MeanPoolF16,
+                        &inputs,
+                        out,
+                        bytemuck::bytes_of(&p),
+                        0,
+                        name,
+                        0,
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Lifetimes, in-place adds and offsets.
+    fn plan(&mut self) -> (usize, usize) {
+        let n_tensors = self.w.tensors.len();
+        let n_ops = self.w.ops.len();
+        let mut first = vec![usize::MAX; n_tensors];
+        let mut last = vec![0usize; n_tensors];
+        for (i, op) in self.w.ops.iter().enumerate() {
+            first[op.output as usize] = first[op.output as usize].min(i);
+            last[op.output as usize] = last[op.output as usize].max(i);
+            for &t in op.inputs.iter().filter(|&&t| t != fmt::NO_TENSOR) {
+                last[t as usize] = last[t as usize].max(i);
+            }
+        }
+        let output = self.w.meta.map(|m| m.output_tensor as usize).unwrap_or(0);
+        last[output] = n_ops - 1;
+        // In-place adds: the sum takes over the storage of an operand that dies at the add.
+        let mut owner: Vec<usize> = (0..n_tensors).collect();
+        for i in 0..n_ops {
+            let op = self.w.ops[i];
+            if !matches!(
+                OpKind::from_u16(op.kind),
+                Some(OpKind::AddS8 | OpKind::AddF16)
+            ) {
+                continue;
+            }
+            let (a, b, o) = (
+                op.inputs[0] as usize,
+                op.inputs[1] as usize,
+                op.output as usize,
+            );
+            let dies_here = |t: usize| last[t] == i && a != b && owner[t] == t;
+            let pick = if dies_here(a) {
+                Some(a)
+            } else if dies_here(b) {
+                // Swap the operands so the reused one is first (the format's in-place rule).
+                let ops = &mut self.w.ops[i];
+                ops.inputs.swap(0, 1);
+                Some(b)
+            } else {
+                None
+            };
+            if let Some(t) = pick {
+                owner[o] = t;
+            }
+        }
+        // Swapped adds need their factors swapped too.
+        self.fix_swapped_adds();
+        // Buffers: one per storage owner, spanning all tensors that share it.
+        let mut buf_of = vec![usize::MAX; n_tensors];
+        let mut buffers: Vec<Buffer> = Vec::new();
+        for t in 0..n_tensors {
+            let root = {
+                let mut r = t;
+                while owner[r] != r {
+                    r = owner[r];
+                }
+                r
+            };
+            if buf_of[root] == usize::MAX {
+                buf_of[root] = buffers.len();
+                buffers.push(Buffer {
+                    size: self.w.tensors[root].byte_len as usize,
+                    first: first[root],
+                    last: last[root],
+                });
+            }
+            let b = &mut buffers[buf_of[root]];
+            b.first = b.first.min(first[t]);
+            b.last = b.last.max(last[t]);
+            buf_of[t] = buf_of[root];
+        }
+        let tensor_buffers = buffers.len();
+        for (i, &s) in self.scratch.iter().enumerate() {
+            buffers.push(Buffer {
+                size: s,
+                first: i,
+                last: i,
+            });
+        }
+        let p = plan::plan(&buffers);
+        for (t, &b) in buf_of.iter().enumerate() {
+            self.w.tensors[t].arena_offset = p.offsets[b] as u32;
+        }
+        for (i, &s) in self.scratch.iter().enumerate() {
+            self.w.ops[i].scratch_offset = if s == 0 {
+                0
+            } else {
+                p.offsets[tensor_buffers + i] as u32
+            };
+            self.w.ops[i].scratch_len = s as u32;
+        }
+        (p.arena_len, p.lower_bound)
+    }
+
+    /// After operand swaps, recompute each int8 add's factors from its tensors so `ra` belongs to
+    /// the first operand.
+    fn fix_swapped_adds(&mut self) {
+        for i in 0..self.w.ops.len() {
+            let op = self.w.ops[i];
+            if OpKind::from_u16(op.kind) != Some(OpKind::AddS8) {
+                continue;
+            }
+            let (qa, qb, qo) = (
+                self.tq(op.inputs[0]),
+                self.tq(op.inputs[1]),
+                self.tq(op.output),
+            );
+            let (ra, rb) = (qa.scale / qo.scale, qb.scale / qo.scale);
+            let p = fmt::AddParams {
+                ra,
+                rb,
+                c: qo.zero_point as f32 - qa.zero_point as f32 * ra - qb.zero_point as f32 * rb,
+            };
+            self.w.replace_params(i, bytemuck::bytes_of(&p));
+        }
+    }
+}
+
+/// Lowers `graph` with per-node `precision` using `calib` ranges.
+pub fn lower(
+    graph: &Graph,
+    calib: &Calibration,
+    precision: &[NodePrecision],
+    method: CalibMethod,
+) -> Result<Lowered, LowerError> {
+    let mut e = Emitter {
+        graph,
+        calib,
+        method,
+        w: BlobWriter::new(),
+        produced: HashMap::new(),
+        scratch: Vec::new(),
+    };
+    for (id, &p) in precision.iter().enumerate().take(graph.nodes.len()) {
+        e.node(id, p)?;
+    }
+    let image = &graph.nodes[0];
+    let out_node = &graph.nodes[graph.output];
+    let out_prec = precision[graph.output];
+    let output = e.produced[&(
+        graph.output,
+        if out_prec == NodePrecision::Int8 {
+            DType::I8
+        } else {
+            DType::F16
+        },
+    )];
+    let input_tensor = e.w.ops[0].output;
+    let macs = graph.macs();
+    let all_int8 = precision.iter().all(|&p| p == NodePrecision::Int8);
+    let all_fp16 = precision.iter().all(|&p| p == NodePrecision::Fp16);
+    let name = e.w.string(&graph.name);
+    e.w.meta = Some(fmt::ModelMeta {
+        input_channels: u16_of(image.c, image, "channels")?,
+        input_height: u16_of(image.h, image, "height")?,
+        input_width: u16_of(image.w, image, "width")?,
+        num_classes: u16_of(out_node.c, out_node, "classes")?,
+        input_tensor,
+        output_tensor: output,
+        precision: if all_int8 {
+            fmt::Precision::Int8
+        } else if all_fp16 {
+            fmt::Precision::Fp16
+        } else {
+            fmt::Precision::Mixed
+        } as u8,
+        reserved0: [0; 3],
+        macs: [macs as u32, (macs >> 32) as u32],
+        name,
+        reserved: [0; 4],
+    });
+    let (arena_len, lower_bound) = e.plan();
+    e.w.arena_len = arena_len as u32;
+    e.w.arena_lower_bound = lower_bound as u32;
+    Ok(Lowered {
+        blob: e.w.finish(),
+        arena_len,
+        lower_bound,
+    })
+}

@@ -1,0 +1,156 @@
+//! Post-training quantization: the float graph, calibration, mixed-precision selection and the
+//! lowering to a blob.
+
+pub mod build;
+pub mod calib;
+pub mod graph;
+pub mod lower;
+pub mod mixed;
+pub mod plan;
+
+pub use calib::{CalibMethod, Calibration};
+pub use graph::Graph;
+pub use lower::{Lowered, NodePrecision};
+
+use crate::reference::ReferenceModel;
+
+/// Weight and activation precision of the whole model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Precision {
+    /// Every layer int8.
+    Int8,
+    /// Every layer fp16.
+    Fp16,
+    /// int8, except the layers whose int8 error hurts the logits most, in fp16 (within the flash
+    /// budget).
+    Mixed,
+}
+
+/// Options of [`quantize`].
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Precision.
+    pub precision: Precision,
+    /// Calibration method.
+    pub method: CalibMethod,
+    /// Most blob bytes `mixed` may use (default: 1.25 × the int8 blob).
+    pub flash_budget: Option<usize>,
+    /// Model name stored in the blob.
+    pub name: String,
+}
+
+/// Progress of a long step, for a progress bar.
+pub trait Progress {
+    /// A new step with `total` units of work.
+    fn begin(&mut self, what: &str, total: usize);
+    /// `done` of `total` units finished.
+    fn advance(&mut self, done: usize);
+    /// The step finished.
+    fn end(&mut self);
+}
+
+/// A [`Progress`] that reports nothing.
+#[derive(Debug, Default)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn begin(&mut self, _: &str, _: usize) {}
+    fn advance(&mut self, _: usize) {}
+    fn end(&mut self) {}
+}
+
+/// Why quantization failed.
+#[derive(Debug, thiserror::Error)]
+pub enum QuantizeError {
+    /// No calibration images.
+    #[error("the calibration set is empty: give at least one image")]
+    NoCalibration,
+    /// A calibration image has the wrong size.
+    #[error(
+        "calibration image {index} has {found} values, the model takes {expected} ({channels}x{size}x{size})"
+    )]
+    CalibrationSize {
+        /// Image index.
+        index: usize,
+        /// Values found.
+        found: usize,
+        /// Values expected.
+        expected: usize,
+        /// Channels.
+        channels: usize,
+        /// Height = width.
+        size: usize,
+    },
+    /// A calibration image contains NaN or infinity.
+    #[error("calibration image {0} contains NaN or infinite values")]
+    CalibrationNotFinite(usize),
+    /// Evaluating the float graph failed (a bug).
+    #[error("internal error in the float graph: {0}")]
+    Float(#[from] crate::reference::ops::OpError),
+    /// Lowering failed.
+    #[error(transparent)]
+    Lower(#[from] lower::LowerError),
+    /// Running a candidate blob failed (a bug).
+    #[error("internal error running the quantized model: {0}")]
+    Run(String),
+}
+
+/// A quantized model.
+#[derive(Clone, Debug)]
+pub struct Quantized {
+    /// The blob and its plan.
+    pub lowered: Lowered,
+    /// For `mixed`: which layers were kept in fp16, and why.
+    pub mixed: Option<mixed::MixedReport>,
+    /// Per-node precision used.
+    pub precision: Vec<NodePrecision>,
+    /// The float graph (for reports).
+    pub graph: Graph,
+}
+
+/// Quantizes `model` with `calib_images` (CHW f32 each, normalized like the training data).
+pub fn quantize(
+    model: &ReferenceModel,
+    calib_images: &[Vec<f32>],
+    options: &Options,
+    progress: &mut dyn Progress,
+) -> Result<Quantized, QuantizeError> {
+    let cfg = model.config();
+    if calib_images.is_empty() {
+        return Err(QuantizeError::NoCalibration);
+    }
+    for (index, img) in calib_images.iter().enumerate() {
+        if img.len() != cfg.input_len() {
+            return Err(QuantizeError::CalibrationSize {
+                index,
+                found: img.len(),
+                expected: cfg.input_len(),
+                channels: cfg.in_chans(),
+                size: cfg.img_size(),
+            });
+        }
+        if img.iter().any(|x| !x.is_finite()) {
+            return Err(QuantizeError::CalibrationNotFinite(index));
+        }
+    }
+    let graph = build::build_graph(model, &options.name);
+    progress.begin("calibrating", 2 * calib_images.len());
+    let calib = Calibration::collect(&graph, calib_images, &mut |done, _| progress.advance(done))?;
+    progress.end();
+    let n = graph.nodes.len();
+    let (precision, mixed) = match options.precision {
+        Precision::Int8 => (vec![NodePrecision::Int8; n], None),
+        Precision::Fp16 => (vec![NodePrecision::Fp16; n], None),
+        Precision::Mixed => {
+            let (p, report) = mixed::select(&graph, &calib, options, calib_images, progress)?;
+            (p, Some(report))
+        }
+    };
+    let lowered = lower::lower(&graph, &calib, &precision, options.method)?;
+    Ok(Quantized {
+        lowered,
+        mixed,
+        precision,
+        graph,
+    })
+}
