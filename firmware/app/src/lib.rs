@@ -1,29 +1,212 @@
-//! ViTAE-Edge firmware application. Until the runtime lands, it boots, runs one kernel as a
-//! measured region and reports what it ran.
+//! ViTAE-Edge firmware: runs the model blob embedded at build time on the embedded input(s) and
+//! reports logits, top-5, per-op cost, arena and stack use over defmt.
 //!
 //! The entry point lives here; each `boards/<board>` package only links this library for its
-//! board (memory layout, log transport, measurement).
+//! board (memory layout, log transport, measurement). What to embed is chosen by environment
+//! variables at build time (see `build.rs`); `cargo xtask qemu` / `demo` / `firmware` set them.
+//!
+//! Output lines (read by `cargo xtask`): `MODEL …`, then per image `LOGITS <i> [<f32 bits>…]` and
+//! `TOP5 <i> …`, then `OP <i> <kind> <name> …` per op, `MEMORY …`, `DONE images=<n>`; a problem is
+//! one `ERROR …` line and a failure exit code.
 #![no_std]
+#![deny(unsafe_code)]
 
-use vitae_edge::kernels::{self, dot};
+use vitae_board::profile::{self, Mark};
+use vitae_edge::format::{Model, OpView};
+use vitae_edge::preprocess::digits;
+use vitae_edge::runtime::{self, Input, Profiler};
+
+/// 16-byte alignment for the blob (weights are used in place) and the arena.
+#[repr(C, align(16))]
+pub struct Aligned<T>(pub T);
+
+/// Inputs embedded at build time.
+pub enum Inputs {
+    /// float32 CHW images, back to back (little-endian bytes).
+    F32 {
+        /// Images.
+        count: usize,
+        /// Values per image.
+        per_image: usize,
+        /// The bytes.
+        data: &'static [u8],
+    },
+    /// sklearn digits, 65-byte records (64 pixels 0..16, label), preprocessed on the device.
+    Digits {
+        /// Images.
+        count: usize,
+        /// The records.
+        records: &'static [u8],
+    },
+}
+
+// The embedded blob and inputs are statics placed in the board's blob region (`link_section`).
+#[allow(unsafe_code)]
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/embedded.rs"));
+}
+
+mod arena {
+    //! The one place that hands out the static arena.
+    #![allow(unsafe_code)]
+    use core::sync::atomic::{AtomicBool, Ordering};
+
+    #[unsafe(link_section = ".vitae_arena")]
+    static mut ARENA: crate::Aligned<[u8; super::embedded::ARENA_LEN]> =
+        crate::Aligned([0; super::embedded::ARENA_LEN]);
+    static TAKEN: AtomicBool = AtomicBool::new(false);
+
+    /// The arena, once; `None` if already taken.
+    pub fn take() -> Option<&'static mut [u8]> {
+        if TAKEN.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        // SAFETY: `TAKEN` makes this the only reference ever created to `ARENA`, and nothing
+        // else names the static.
+        Some(unsafe { &mut (*core::ptr::addr_of_mut!(ARENA)).0 })
+    }
+}
+
+/// Most ops a per-op profile holds.
+const MAX_OPS: usize = 512;
+
+/// Per-op regions: instruction-count markers under QEMU, DWT cycles on real boards.
+struct OpTimer {
+    enabled: bool,
+    mark: Option<Mark>,
+    cycles: heapless::Vec<u32, MAX_OPS>,
+}
+
+impl Profiler for OpTimer {
+    fn op_start(&mut self, _op: &OpView) {
+        if self.enabled {
+            self.mark = Some(profile::start());
+        }
+    }
+
+    fn op_end(&mut self, _op: &OpView, _output: &[u8]) {
+        if let Some(m) = self.mark.take() {
+            let c = profile::stop(m).unwrap_or(0);
+            let _ = self.cycles.push(c);
+        }
+    }
+}
+
+fn fail(what: &str, detail: impl defmt::Format) -> ! {
+    defmt::println!("ERROR {=str}: {}", what, detail);
+    vitae_board::exit(false)
+}
 
 #[cortex_m_rt::entry]
 fn main() -> ! {
     vitae_board::init();
+    let blob: &'static [u8] = &embedded::BLOB.0;
+    let model = match Model::parse(blob) {
+        Ok(m) => m,
+        Err(e) => fail("invalid model blob", e),
+    };
+    let Some(arena) = arena::take() else {
+        fail("arena", "already taken")
+    };
+    let meta = model.meta();
     defmt::println!(
-        "ViTAE-Edge on {=str} ({=str}), kernels: {}",
+        "MODEL name={=str} precision={=str} ops={=usize} arena={=usize} blob={=usize} macs={=u64} board={=str} core={=str} kernels={}",
+        model.name(),
+        runtime::precision_name(model.precision()),
+        model.op_count(),
+        model.arena_len(),
+        blob.len(),
+        model.macs(),
         vitae_board::BOARD,
         vitae_board::CORE,
-        defmt::Debug2Format(&kernels::selected_impl())
+        vitae_edge::kernels::selected_impl()
     );
-    let a: [i8; 256] = core::array::from_fn(|i| (i as i32 * 7 - 128) as i8);
-    let b: [i8; 256] = core::array::from_fn(|i| (i as i32 * 13 + 5) as i8);
-    let (sum, cycles) = vitae_board::profile::region(|| dot::dot_s8(core::hint::black_box(&a), &b));
-    defmt::println!("dot_s8(256) = {=i32} (cycles: {})", sum, cycles);
+    let per_image =
+        meta.input_channels as usize * meta.input_height as usize * meta.input_width as usize;
+    let count = match embedded::INPUT {
+        Inputs::F32 {
+            count,
+            per_image: p,
+            ..
+        } => {
+            if p != per_image {
+                fail(
+                    "input size",
+                    "the embedded images do not have the model's C·H·W",
+                );
+            }
+            count
+        }
+        Inputs::Digits { count, .. } => count,
+    };
+    let mut digit_image = [0.0f32; digits::INPUT_LEN];
+    let mut timer = OpTimer {
+        enabled: false,
+        mark: None,
+        cycles: heapless::Vec::new(),
+    };
+    for i in 0..count {
+        let image: &[f32] = match embedded::INPUT {
+            Inputs::F32 { data, .. } => {
+                let all: &[f32] = bytemuck::cast_slice(data);
+                &all[i * per_image..(i + 1) * per_image]
+            }
+            Inputs::Digits { records, .. } => {
+                let rec = &records[i * 65..i * 65 + 64];
+                let px: &[u8; 64] = rec.try_into().unwrap_or(&[0; 64]);
+                digits::preprocess(px, &mut digit_image);
+                &digit_image
+            }
+        };
+        // The first image also gets per-op regions, nested in the whole-inference region.
+        timer.enabled = i == 0;
+        let whole = profile::start();
+        let result = runtime::run(&model, arena, Input::F32Nchw(image), &mut timer);
+        let cycles = profile::stop(whole);
+        let out = match result {
+            Ok(out) => out,
+            Err(e) => fail("inference", e),
+        };
+        let mut bits: heapless::Vec<u32, 1024> = heapless::Vec::new();
+        for c in 0..out.len().min(1024) {
+            let _ = bits.push(out.logit(c).to_bits());
+        }
+        defmt::println!("LOGITS {=usize} {:x}", i, &bits[..]);
+        let top = out.top_k::<5>();
+        defmt::println!(
+            "TOP5 {=usize} {=u16}:{=f32} {=u16}:{=f32} {=u16}:{=f32} {=u16}:{=f32} {=u16}:{=f32} cycles={}",
+            i,
+            top[0].0,
+            top[0].1,
+            top[1].0,
+            top[1].1,
+            top[2].0,
+            top[2].1,
+            top[3].0,
+            top[3].1,
+            top[4].0,
+            top[4].1,
+            cycles
+        );
+    }
+    for i in 0..model.op_count() {
+        let op = model.op(i);
+        defmt::println!(
+            "OP {=usize} {=str} {=str} macs={=u32} cycles={=u32}",
+            i,
+            op.kind.name(),
+            op.name,
+            op.desc.macs,
+            timer.cycles.get(i).copied().unwrap_or(0)
+        );
+    }
     defmt::println!(
-        "stack used: {=usize} of {=usize} bytes",
+        "MEMORY arena={=usize} lower_bound={=u32} stack_used={=usize} stack_size={=usize}",
+        model.arena_len(),
+        model.header().arena_lower_bound,
         vitae_board::stack::used_bytes(),
         vitae_board::stack::size_bytes()
     );
-    vitae_board::exit(sum == dot::dot_s8_reference(&a, &b))
+    defmt::println!("DONE images={=usize}", count);
+    vitae_board::exit(true)
 }

@@ -13,7 +13,7 @@ pub fn run() -> Result<()> {
         "==> building the firmware for {} ({})",
         board.name, board.core
     );
-    let elf = firmware::build(tc, &firmware::Build::app(board))?;
+    let elf = crate::demo_firmware(tc, board)?;
     let sizes = firmware::sizes(&elf)?;
     println!(
         "==> running it under QEMU ({} flash bytes, {} static RAM bytes)",

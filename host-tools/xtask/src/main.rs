@@ -2,11 +2,14 @@
 //!
 //! Every command that needs ARM tools runs `setup` first, which installs what is missing once.
 
+mod app;
+mod assets;
 mod boards;
 mod defmt_log;
 mod demo;
 mod firmware;
 mod qemu;
+mod qemu_cmd;
 mod setup;
 mod test;
 mod toolchain;
@@ -42,6 +45,8 @@ enum Cmd {
     Test(test::TestArgs),
     /// Run the end-to-end demo on the QEMU Cortex-M4 board (mps2-an386).
     Demo,
+    /// Run a blob on an input under QEMU and write the logits (.npy), like `cargo vitae run --model`.
+    Qemu(qemu_cmd::QemuArgs),
     /// Build the firmware for a board (QEMU or real) without running it.
     Firmware {
         /// Board name: mps2-an386, mps2-an500, mps3-an547, nucleo-h743zi, nrf52840-dk.
@@ -62,6 +67,7 @@ fn main() -> ExitCode {
         Cmd::Setup => setup::setup(false),
         Cmd::Test(args) => test::run(&args),
         Cmd::Demo => demo::run(),
+        Cmd::Qemu(args) => qemu_cmd::run(&args),
         Cmd::Firmware { board } => firmware_only(&board).map(|_| ()),
         Cmd::Flash { board } => flash(&board),
     };
@@ -107,11 +113,12 @@ pub fn run_checked(mut cmd: Command, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// Builds the firmware for a board with the demo model (int8) and one demo digit embedded.
 fn firmware_only(board: &str) -> Result<PathBuf> {
     setup::setup(true)?;
     let board = boards::board(board)?;
     let tc = toolchain::detect()?;
-    let elf = firmware::build(tc, &firmware::Build::app(board))?;
+    let elf = demo_firmware(tc, board)?;
     let sizes = firmware::sizes(&elf)?;
     println!(
         "built {} ({} flash bytes, {} static RAM bytes)",
@@ -120,6 +127,20 @@ fn firmware_only(board: &str) -> Result<PathBuf> {
         sizes.ram
     );
     Ok(elf)
+}
+
+/// The app for `board` with the int8 demo model and the first test digit.
+pub fn demo_firmware(tc: toolchain::ArmToolchain, board: &boards::Board) -> Result<PathBuf> {
+    let model = assets::digits_model()?;
+    let (blob, _) = assets::digits_blob(&model, vitae::quantize::Precision::Int8)?;
+    let digits = assets::read_digits(&assets::digits_dir().join("test.bin"))?;
+    let first = &digits[0];
+    let input = project_root()
+        .join("target")
+        .join("vitae")
+        .join("digit0.npy");
+    vitae::npy::write_npy_f32(&input, &[1, 1, 32, 32], &first.image())?;
+    app::build(tc, board, &blob, &app::AppInput::Npy(input))
 }
 
 fn flash(board_name: &str) -> Result<()> {

@@ -103,7 +103,7 @@ pub fn run(args: &TestArgs) -> Result<()> {
             steps.run(
                 &format!("firmware build for {} ({})", board.name, board.core),
                 || {
-                    let elf = firmware::build(tc, &firmware::Build::app(board))?;
+                    let elf = crate::demo_firmware(tc, board)?;
                     let s = firmware::sizes(&elf)?;
                     println!(
                         "    {}: {} flash bytes, {} static RAM bytes",

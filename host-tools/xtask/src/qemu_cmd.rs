@@ -1,0 +1,97 @@
+//! `cargo xtask qemu`: build the firmware with a blob and an input, run it under QEMU, write the
+//! logits in the same .npy form as `cargo vitae run --model`.
+
+use crate::app::{self, AppInput, AppRun};
+use crate::{boards, setup, toolchain};
+use anyhow::{Result, bail};
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(clap::Args, Debug)]
+pub struct QemuArgs {
+    /// QEMU board: mps2-an386 (Cortex-M4), mps2-an500 (Cortex-M7), mps3-an547 (Cortex-M55).
+    #[arg(long)]
+    pub board: String,
+    /// The blob to run (from `cargo vitae quantize`).
+    #[arg(long, value_name = "MODEL.vblob")]
+    pub model: std::path::PathBuf,
+    /// Images: float32 .npy (N, C, H, W) or (C, H, W), embedded in the firmware.
+    #[arg(long, value_name = "X.npy")]
+    pub input: std::path::PathBuf,
+    /// Where to write the logits: float32 .npy (N, classes), as `cargo vitae run --model` does.
+    #[arg(long, value_name = "LOGITS.npy")]
+    pub out: std::path::PathBuf,
+    /// Give up after this many seconds of emulation.
+    #[arg(long, default_value_t = 1800)]
+    pub timeout: u64,
+}
+
+pub fn run(args: &QemuArgs) -> Result<()> {
+    setup::setup(true)?;
+    let board = boards::board(&args.board)?;
+    if !board.is_qemu() {
+        bail!(
+            "{} is a real board: use `cargo xtask flash --board {}`",
+            board.name,
+            board.name
+        );
+    }
+    let tc = toolchain::detect()?;
+    let elf = app::build(tc, board, &args.model, &AppInput::Npy(args.input.clone()))?;
+    println!("==> running on {} ({}) under QEMU", board.name, board.core);
+    let r = app::run(board, &elf, Duration::from_secs(args.timeout), &mut |l| {
+        if l.starts_with("TOP5") {
+            println!("    {l}");
+        }
+    })?;
+    write_logits(&args.out, &r)?;
+    report(&r);
+    println!(
+        "wrote {} ({} x {})",
+        args.out.display(),
+        r.logits.len(),
+        r.logits.first().map_or(0, Vec::len)
+    );
+    Ok(())
+}
+
+/// Writes the logits as float32 (N, classes) .npy, byte for byte what `vitae run` writes.
+pub fn write_logits(path: &Path, r: &AppRun) -> Result<()> {
+    let classes = r.logits.first().map_or(0, Vec::len);
+    let flat: Vec<f32> = r.logits.iter().flatten().copied().collect();
+    vitae::npy::write_npy_f32(path, &[r.logits.len(), classes], &flat)?;
+    Ok(())
+}
+
+/// Prints the per-op profile and memory of a run.
+pub fn report(r: &AppRun) {
+    println!("    {}", r.model_line);
+    let total: u64 = r.ops.iter().map(|o| o.instructions).sum();
+    let macs: u64 = r.ops.iter().map(|o| o.macs).sum();
+    println!(
+        "    {:>3} {:10} {:40} {:>12} {:>12} {:>9}",
+        "#", "op", "name", "MACs", "instructions", "instr/MAC"
+    );
+    for (i, o) in r.ops.iter().enumerate() {
+        let per = if o.macs > 0 {
+            format!("{:.3}", o.instructions as f64 / o.macs as f64)
+        } else {
+            "-".into()
+        };
+        println!(
+            "    {i:>3} {:10} {:40} {:>12} {:>12} {per:>9}",
+            o.kind, o.name, o.macs, o.instructions
+        );
+    }
+    if let Some(&whole) = r.instructions.last() {
+        println!(
+            "    one inference: {whole} instructions ({:.3} per MAC over {macs} MACs; ops sum {total})",
+            whole as f64 / macs.max(1) as f64
+        );
+    }
+    let m = r.memory;
+    println!(
+        "    memory: arena {} bytes (lower bound {}), stack {} of {} bytes; firmware flash {} bytes, static RAM {} bytes",
+        m.arena, m.lower_bound, m.stack_used, m.stack_size, r.flash_bytes, r.static_ram_bytes
+    );
+}
