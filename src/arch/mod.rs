@@ -1,6 +1,11 @@
 //! Target-specific instruction wrappers. This is one of the few places with `unsafe` (inline
 //! assembly); every wrapper exposed from here is safe to call.
+//!
+//! Each module is compiled for its cores (as assembly) and for host tests (as plain Rust with the
+//! same semantics), so the optimized kernels built on it can be tested on the host too.
 
 // Helium cores also have the DSP extension, but their kernels use MVE instead.
-#[cfg(all(vitae_dsp, not(vitae_mve)))]
-pub mod dsp;
+#[cfg(any(test, all(vitae_dsp, not(vitae_mve))))]
+pub(crate) mod dsp;
+#[cfg(any(test, vitae_mve))]
+pub(crate) mod mve;

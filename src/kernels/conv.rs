@@ -5,6 +5,8 @@
 //! slice of a wider tensor (`out_offset`/`out_pixel_stride`), which is how the PRM writes its
 //! dilation branches straight into the concatenated token buffer.
 
+#[cfg(any(test, vitae_dsp, vitae_mve))]
+use super::gemm::{Channel, Micro, OutQuant};
 use super::{KernelError, check_len, ensure, mul};
 use crate::quant::{Lut256, Requant, requantize, saturate_i8};
 
@@ -205,9 +207,13 @@ impl<'a> ConvS8<'a> {
     }
 }
 
-/// Scratch bytes [`conv_s8`] needs for this geometry (0 for the reference path).
-pub fn conv_s8_scratch_size(_geom: &ConvGeometry) -> usize {
-    0
+/// Scratch bytes [`conv_s8`] needs for this geometry: one packed im2col block (four pixels as
+/// int16 on Cortex-M4/M7, three as int8 on Cortex-M55) of `kh·kw·in_c/groups` values.
+///
+/// The same on every target (blobs are planned on the host): the larger of the two layouts, at
+/// most 8 bytes per value of `kh·kw·in_c/groups` (4.5 KiB for a 3×3 convolution of 64 channels).
+pub fn conv_s8_scratch_size(geom: &ConvGeometry) -> usize {
+    super::gemm::packed_scratch_bytes(geom.kh * geom.kw * geom.in_c_per_group())
 }
 
 /// The scalar reference convolution.
@@ -249,13 +255,315 @@ pub fn conv_s8_reference(p: &ConvS8, input: &[i8], output: &mut [i8]) -> Result<
     Ok(())
 }
 
-/// The convolution the runtime runs (optimized where the target has a faster path).
+/// The convolution the runtime runs: the im2col + matrix-product path of the target (Cortex-M4/M7
+/// DSP, Cortex-M55 Helium), bit-identical to [`conv_s8_reference`]; the reference on the host.
 pub fn conv_s8(
     p: &ConvS8,
     input: &[i8],
     output: &mut [i8],
     scratch: &mut [u8],
 ) -> Result<(), KernelError> {
-    let _ = scratch;
-    conv_s8_reference(p, input, output)
+    #[cfg(vitae_mve)]
+    {
+        conv_gemm::<super::gemm::Mve>(p, input, output, scratch)
+    }
+    #[cfg(all(vitae_dsp, not(vitae_mve)))]
+    {
+        conv_gemm::<super::gemm::Dsp>(p, input, output, scratch)
+    }
+    #[cfg(not(any(vitae_dsp, vitae_mve)))]
+    {
+        let _ = scratch;
+        conv_s8_reference(p, input, output)
+    }
+}
+
+/// im2col + matrix product: for each group and each block of `M::COLS` output pixels, the
+/// pixels' receptive fields are packed once into `scratch`, then every output channel of the
+/// group runs the micro-kernel over them (`M::ROWS` channels per call) straight from the model's
+/// OHWI weight rows, and requantizes.
+#[cfg(any(test, vitae_dsp, vitae_mve))]
+pub(crate) fn conv_gemm<M: Micro>(
+    p: &ConvS8,
+    input: &[i8],
+    output: &mut [i8],
+    scratch: &mut [u8],
+) -> Result<(), KernelError> {
+    p.check_buffers(input, output)?;
+    let g = &p.geom;
+    let cin_g = g.in_c_per_group();
+    let cout_g = g.out_c / g.groups;
+    let k = g.kh * g.kw * cin_g;
+    let mut s = super::scratch::Scratch::new(scratch);
+    let cols = s.take::<M::Word>(M::packed_words(k), "conv scratch (im2col)")?;
+    let q = OutQuant {
+        zp: p.out_zp,
+        act: p.act,
+    };
+    let npix = g.out_h * g.out_w;
+    let stride = p.out.pixel_stride;
+    for grp in 0..g.groups {
+        let mut p0 = 0;
+        while p0 < npix {
+            let n = (npix - p0).min(M::COLS);
+            for c in 0..n {
+                pack_pixel::<M>(p, input, cols, c, p0 + c, grp);
+            }
+            let (mut oc, oc_end) = (grp * cout_g, (grp + 1) * cout_g);
+            while oc < oc_end {
+                let rows = (oc_end - oc).min(M::ROWS);
+                let w0 = &p.weights[oc * k..][..k];
+                let w1 = &p.weights[(oc + rows - 1) * k..][..k];
+                let mut acc = [[p.bias[oc]; 4], [p.bias[oc + rows - 1]; 4]];
+                M::run([w0, w1], cols, k, &mut acc);
+                for (r, acc_r) in acc.iter().enumerate().take(rows) {
+                    let ch = Channel::new(p.requant[oc + r]);
+                    let base = p0 * stride + p.out.offset + oc + r;
+                    for (c, &a) in acc_r.iter().enumerate().take(n) {
+                        output[base + c * stride] = q.apply(ch, a);
+                    }
+                }
+                oc += rows;
+            }
+            p0 += n;
+        }
+    }
+    Ok(())
+}
+
+/// Packs the receptive field of output pixel `pix` for group `grp` as column `col`: values in
+/// (ky, kx, channel) order, the input zero point where the kernel reaches into the padding.
+#[cfg(any(test, vitae_dsp, vitae_mve))]
+#[inline]
+fn pack_pixel<M: Micro>(
+    p: &ConvS8,
+    input: &[i8],
+    cols: &mut [M::Word],
+    col: usize,
+    pix: usize,
+    grp: usize,
+) {
+    let g = &p.geom;
+    let cin_g = g.in_c_per_group();
+    let zp = p.in_zp as i8;
+    let (oy, ox) = (pix / g.out_w, pix % g.out_w);
+    let iy0 = (oy * g.stride_h) as isize - g.pad_h as isize;
+    let ix0 = (ox * g.stride_w) as isize - g.pad_w as isize;
+    let row_len = g.in_w * g.in_c;
+    let mut k = 0;
+    for ky in 0..g.kh {
+        let iy = iy0 + (ky * g.dil_h) as isize;
+        if iy < 0 || iy as usize >= g.in_h {
+            M::fill(cols, col, k, g.kw * cin_g, zp);
+            k += g.kw * cin_g;
+            continue;
+        }
+        let row = &input[iy as usize * row_len..][..row_len];
+        let ix_end = ix0 + ((g.kw - 1) * g.dil_w) as isize;
+        if g.groups == 1 && g.dil_w == 1 && ix0 >= 0 && (ix_end as usize) < g.in_w {
+            // The whole kernel row is one contiguous run of the input row.
+            let run = g.kw * g.in_c;
+            M::pack(cols, col, k, &row[ix0 as usize * g.in_c..][..run]);
+            k += run;
+            continue;
+        }
+        for kx in 0..g.kw {
+            let ix = ix0 + (kx * g.dil_w) as isize;
+            if ix < 0 || ix as usize >= g.in_w {
+                M::fill(cols, col, k, cin_g, zp);
+            } else {
+                M::pack(
+                    cols,
+                    col,
+                    k,
+                    &row[ix as usize * g.in_c + grp * cin_g..][..cin_g],
+                );
+            }
+            k += cin_g;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::gemm::{Dsp, Mve, TestRng};
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Everything one convolution test needs, generated from a geometry and a seed.
+    struct Case {
+        geom: ConvGeometry,
+        input: Vec<i8>,
+        weights: Vec<i8>,
+        bias: Vec<i32>,
+        requant: Vec<Requant>,
+        in_zp: i32,
+        out_zp: i32,
+        lut: Option<Lut256>,
+        out: OutputSlice,
+    }
+
+    impl Case {
+        fn new(
+            geom: ConvGeometry,
+            seed: u32,
+            zps: (i32, i32),
+            act: bool,
+            slice: (usize, usize),
+        ) -> Self {
+            let mut rng = TestRng(seed);
+            let k = geom.kh * geom.kw * geom.in_c_per_group();
+            // Bias scale and shift centre chosen so outputs span the int8 range and saturate.
+            let bias = (0..geom.out_c)
+                .map(|_| (rng.next() as i32) >> (12 + rng.next() % 19))
+                .collect();
+            let shift = -(((k * 128 * 128) as f64).log2() as i32) + 9;
+            Case {
+                input: rng.i8s(geom.in_h * geom.in_w * geom.in_c),
+                weights: rng.i8s(geom.weight_len()),
+                bias,
+                requant: rng.requants(geom.out_c, shift),
+                in_zp: zps.0,
+                out_zp: zps.1,
+                lut: act.then(|| rng.lut()),
+                out: OutputSlice {
+                    offset: slice.0,
+                    pixel_stride: slice.0 + geom.out_c + slice.1,
+                },
+                geom,
+            }
+        }
+
+        fn params(&self) -> ConvS8<'_> {
+            ConvS8::new(
+                self.geom,
+                &self.weights,
+                &self.bias,
+                &self.requant,
+                self.in_zp,
+                self.out_zp,
+                self.lut.as_ref(),
+                self.out,
+            )
+            .unwrap()
+        }
+
+        /// Runs the reference and both optimized flavours; all outputs (including the bytes of
+        /// the wider tensor the slice must not touch) must be identical.
+        fn check(&self) -> Result<(), TestCaseError> {
+            let p = self.params();
+            let len = p.output_len() + 5;
+            let mut want = vec![0x55u8 as i8; len];
+            conv_s8_reference(&p, &self.input, &mut want).unwrap();
+            let mut scratch = vec![0xa5u8; conv_s8_scratch_size(&self.geom) + 3];
+            for (name, run) in [
+                (
+                    "dsp",
+                    conv_gemm::<Dsp> as fn(&ConvS8, &[i8], &mut [i8], &mut [u8]) -> _,
+                ),
+                ("mve", conv_gemm::<Mve>),
+            ] {
+                // Odd scratch offsets: the kernel must align its own buffers.
+                for off in [0, 1] {
+                    let mut got = vec![0x55u8 as i8; len];
+                    let need = conv_s8_scratch_size(&self.geom);
+                    run(&p, &self.input, &mut got, &mut scratch[off..off + need]).unwrap();
+                    prop_assert_eq!(&got, &want, "{} {:?}", name, self.geom);
+                }
+            }
+            let mut got = vec![0x55u8 as i8; len];
+            conv_s8(&p, &self.input, &mut got, &mut scratch).unwrap();
+            prop_assert_eq!(&got, &want);
+            Ok(())
+        }
+    }
+
+    prop_compose! {
+        fn geometry()(
+            in_h in 1usize..12, in_w in 1usize..12, cin_g in 1usize..10, cout_g in 1usize..8,
+            groups in prop_oneof![3 => Just(1usize), 1 => 2usize..5],
+            kh in prop_oneof![3 => 1usize..4, 1 => 4usize..8],
+            kw in prop_oneof![3 => 1usize..4, 1 => 4usize..8],
+            stride_h in 1usize..5, stride_w in 1usize..5,
+            dil_h in 1usize..4, dil_w in 1usize..4,
+            pad_h in 0usize..7, pad_w in 0usize..7,
+        ) -> Option<ConvGeometry> {
+            let out_h = conv_out_len(in_h, kh, stride_h, pad_h, dil_h)?;
+            let out_w = conv_out_len(in_w, kw, stride_w, pad_w, dil_w)?;
+            Some(ConvGeometry {
+                in_h, in_w, in_c: cin_g * groups, out_h, out_w, out_c: cout_g * groups,
+                kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups,
+            })
+        }
+    }
+
+    fn zero_point() -> impl Strategy<Value = i32> {
+        prop_oneof![Just(-128), Just(127), Just(0), -128i32..=127]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+        #[test]
+        fn optimized_equals_reference(
+            geom in geometry().prop_filter("kernel must fit", Option::is_some),
+            seed in any::<u32>(),
+            in_zp in zero_point(),
+            out_zp in zero_point(),
+            act in any::<bool>(),
+            offset in prop_oneof![Just(0usize), 0usize..4],
+            extra in prop_oneof![Just(0usize), 0usize..4],
+        ) {
+            Case::new(geom.unwrap(), seed, (in_zp, out_zp), act, (offset, extra)).check()?;
+        }
+    }
+
+    fn geom(
+        (in_h, in_w, in_c): (usize, usize, usize),
+        out_c: usize,
+        (kh, kw): (usize, usize),
+        stride: usize,
+        pad: usize,
+        dil: usize,
+        groups: usize,
+    ) -> ConvGeometry {
+        ConvGeometry {
+            in_h,
+            in_w,
+            in_c,
+            out_h: conv_out_len(in_h, kh, stride, pad, dil).unwrap(),
+            out_w: conv_out_len(in_w, kw, stride, pad, dil).unwrap(),
+            out_c,
+            kh,
+            kw,
+            stride_h: stride,
+            stride_w: stride,
+            pad_h: pad,
+            pad_w: pad,
+            dil_h: dil,
+            dil_w: dil,
+            groups,
+        }
+    }
+
+    /// The ViTAE shapes (at reduced sizes): PCM stride-2 3×3 convs, the PRM's stride-4 7×7
+    /// dilated convs, grouped 3×3 convs, a 1×1 conv, with extreme zero points.
+    #[test]
+    fn vitae_shapes() {
+        let shapes = [
+            geom((16, 16, 3), 8, (3, 3), 2, 1, 1, 1),
+            geom((17, 13, 3), 16, (7, 7), 4, 5, 2, 1),
+            geom((20, 20, 3), 12, (7, 7), 4, 9, 3, 1),
+            geom((9, 9, 32), 32, (3, 3), 1, 1, 1, 8),
+            geom((8, 8, 64), 64, (3, 3), 1, 1, 1, 64),
+            geom((6, 7, 24), 20, (1, 1), 1, 0, 1, 1),
+            geom((5, 5, 8), 8, (3, 3), 1, 6, 1, 1), // padding far beyond the kernel's reach
+        ];
+        for (i, g) in shapes.into_iter().enumerate() {
+            for zps in [(-128, 127), (127, -128), (7, -5)] {
+                Case::new(g, 1 + i as u32, zps, i % 2 == 0, (i % 3, i % 2))
+                    .check()
+                    .unwrap();
+            }
+        }
+    }
 }

@@ -1,6 +1,8 @@
 //! Fully connected layer / matrix product, int8: `out[t][o] = act(requant(bias[o] + Σ_i
 //! in[t][i] · w[o][i]))` for every token `t`. Used for qkv, proj, the MLPs and the head.
 
+#[cfg(any(test, vitae_dsp, vitae_mve))]
+use super::gemm::{Channel, Micro, OutQuant};
 use super::{KernelError, check_len, ensure, mul};
 use crate::quant::{Lut256, Requant, requantize, saturate_i8};
 
@@ -67,6 +69,21 @@ impl<'a> LinearS8<'a> {
         (self.tokens * self.in_features * self.out_features) as u64
     }
 
+    /// Tokens (rows of the input).
+    pub fn tokens(&self) -> usize {
+        self.tokens
+    }
+
+    /// Input features per token.
+    pub fn in_features(&self) -> usize {
+        self.in_features
+    }
+
+    /// Output features per token.
+    pub fn out_features(&self) -> usize {
+        self.out_features
+    }
+
     fn check_buffers(&self, input: &[i8], output: &[i8]) -> Result<(), KernelError> {
         check_len("linear input", input.len(), self.tokens * self.in_features)?;
         check_len(
@@ -86,9 +103,11 @@ impl<'a> LinearS8<'a> {
     }
 }
 
-/// Scratch bytes [`linear_s8`] needs (none).
-pub fn linear_s8_scratch_size(_tokens: usize, _in_features: usize, _out_features: usize) -> usize {
-    0
+/// Scratch bytes [`linear_s8`] needs: one packed block of tokens (four as int16 on
+/// Cortex-M4/M7, three as int8 on Cortex-M55) of `in_features` values, 8 bytes per input feature
+/// at most. The same on every target (blobs are planned on the host).
+pub fn linear_s8_scratch_size(_tokens: usize, in_features: usize, _out_features: usize) -> usize {
+    super::gemm::packed_scratch_bytes(in_features)
 }
 
 /// The scalar reference.
@@ -118,13 +137,150 @@ pub fn linear_s8_reference(
     Ok(())
 }
 
-/// The linear layer the runtime runs (optimized where the target has a faster path).
+/// The linear layer the runtime runs: the blocked matrix product of the target (Cortex-M4/M7 DSP,
+/// Cortex-M55 Helium), bit-identical to [`linear_s8_reference`]; the reference on the host.
 pub fn linear_s8(
     p: &LinearS8,
     input: &[i8],
     output: &mut [i8],
     scratch: &mut [u8],
 ) -> Result<(), KernelError> {
-    let _ = scratch;
-    linear_s8_reference(p, input, output)
+    #[cfg(vitae_mve)]
+    {
+        linear_gemm::<super::gemm::Mve>(p, input, output, scratch)
+    }
+    #[cfg(all(vitae_dsp, not(vitae_mve)))]
+    {
+        linear_gemm::<super::gemm::Dsp>(p, input, output, scratch)
+    }
+    #[cfg(not(any(vitae_dsp, vitae_mve)))]
+    {
+        let _ = scratch;
+        linear_s8_reference(p, input, output)
+    }
+}
+
+/// A matrix product blocked over tokens: each block of `M::COLS` tokens is packed once into
+/// `scratch`, then every output feature runs the micro-kernel over the block (`M::ROWS` features
+/// per call), so each weight row is read once per token block instead of once per token.
+#[cfg(any(test, vitae_dsp, vitae_mve))]
+pub(crate) fn linear_gemm<M: Micro>(
+    p: &LinearS8,
+    input: &[i8],
+    output: &mut [i8],
+    scratch: &mut [u8],
+) -> Result<(), KernelError> {
+    p.check_buffers(input, output)?;
+    let (k, n_out) = (p.in_features, p.out_features);
+    let mut s = super::scratch::Scratch::new(scratch);
+    let cols = s.take::<M::Word>(M::packed_words(k), "linear scratch (packed tokens)")?;
+    let q = OutQuant {
+        zp: p.out_zp,
+        act: p.act,
+    };
+    let mut t0 = 0;
+    while t0 < p.tokens {
+        let n = (p.tokens - t0).min(M::COLS);
+        for c in 0..n {
+            M::pack(cols, c, 0, &input[(t0 + c) * k..][..k]);
+        }
+        let mut o = 0;
+        while o < n_out {
+            let rows = (n_out - o).min(M::ROWS);
+            let w0 = &p.weights[o * k..][..k];
+            let w1 = &p.weights[(o + rows - 1) * k..][..k];
+            let mut acc = [[p.bias[o]; 4], [p.bias[o + rows - 1]; 4]];
+            M::run([w0, w1], cols, k, &mut acc);
+            for (r, acc_r) in acc.iter().enumerate().take(rows) {
+                let ch = Channel::new(p.requant[o + r]);
+                for (c, &a) in acc_r.iter().enumerate().take(n) {
+                    output[(t0 + c) * n_out + o + r] = q.apply(ch, a);
+                }
+            }
+            o += rows;
+        }
+        t0 += n;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::gemm::{Dsp, Mve, TestRng};
+    use super::*;
+    use proptest::prelude::*;
+
+    fn check(tokens: usize, k: usize, n_out: usize, seed: u32, out_zp: i32, act: bool) {
+        let mut rng = TestRng(seed);
+        let input = rng.i8s(tokens * k);
+        let weights = rng.i8s(k * n_out);
+        let bias: Vec<i32> = (0..n_out)
+            .map(|_| (rng.next() as i32) >> (12 + rng.next() % 19))
+            .collect();
+        let shift = -(((k * 128 * 128) as f64).log2() as i32) + 9;
+        let requant = rng.requants(n_out, shift);
+        let lut = act.then(|| rng.lut());
+        let p = LinearS8::new(
+            tokens,
+            k,
+            n_out,
+            &weights,
+            &bias,
+            &requant,
+            out_zp,
+            lut.as_ref(),
+        )
+        .unwrap();
+        let mut want = vec![0i8; tokens * n_out];
+        linear_s8_reference(&p, &input, &mut want).unwrap();
+        let need = linear_s8_scratch_size(tokens, k, n_out);
+        let mut scratch = vec![0x5au8; need + 1];
+        for off in [0, 1] {
+            let mut got = vec![0i8; tokens * n_out];
+            linear_gemm::<Dsp>(&p, &input, &mut got, &mut scratch[off..off + need]).unwrap();
+            assert_eq!(got, want, "dsp {tokens}x{k}->{n_out}");
+            let mut got = vec![0i8; tokens * n_out];
+            linear_gemm::<Mve>(&p, &input, &mut got, &mut scratch[off..off + need]).unwrap();
+            assert_eq!(got, want, "mve {tokens}x{k}->{n_out}");
+        }
+        let mut got = vec![0i8; tokens * n_out];
+        linear_s8(&p, &input, &mut got, &mut scratch).unwrap();
+        assert_eq!(got, want);
+        // Too little scratch is an error, not a panic.
+        let mut small = vec![0u8; need / 4];
+        assert!(linear_gemm::<Dsp>(&p, &input, &mut got, &mut small).is_err());
+        assert!(linear_gemm::<Mve>(&p, &input, &mut got, &mut small).is_err());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        #[test]
+        fn optimized_equals_reference(
+            tokens in prop_oneof![1usize..14, 14usize..40],
+            k in prop_oneof![1usize..70, 70usize..300],
+            n_out in 1usize..12,
+            seed in any::<u32>(),
+            out_zp in prop_oneof![Just(-128), Just(127), -128i32..=127],
+            act in any::<bool>(),
+        ) {
+            check(tokens, k, n_out, seed, out_zp, act);
+        }
+    }
+
+    #[test]
+    fn vitae_shapes() {
+        // qkv, proj, MLP and head shapes at reduced token counts; tokens not a multiple of 3 or 4.
+        for (i, &(t, k, n)) in [
+            (50, 64, 192),
+            (49, 64, 64),
+            (13, 64, 256),
+            (1, 256, 10),
+            (7, 40, 120),
+        ]
+        .iter()
+        .enumerate()
+        {
+            check(t, k, n, 10 + i as u32, [-128, 127, -5][i % 3], i % 2 == 1);
+        }
+    }
 }
