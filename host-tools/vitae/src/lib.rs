@@ -20,4 +20,5 @@ pub mod io;
 pub mod npy;
 pub mod quantize;
 pub mod reference;
+pub mod report;
 pub mod validate;

@@ -40,7 +40,6 @@ pub struct Memory {
 /// Everything one firmware run produced.
 #[derive(Debug)]
 pub struct AppRun {
-    pub elf: PathBuf,
     pub model_line: String,
     /// Per image, the logits as f32.
     pub logits: Vec<Vec<f32>>,
@@ -50,7 +49,6 @@ pub struct AppRun {
     pub memory: Memory,
     pub flash_bytes: u64,
     pub static_ram_bytes: u64,
-    pub seconds: f64,
 }
 
 /// Builds the app for `board` embedding `blob` and `input`.
@@ -181,7 +179,6 @@ pub fn run(
     }
     let sizes = firmware::sizes(elf)?;
     Ok(AppRun {
-        elf: elf.to_path_buf(),
         model_line,
         logits,
         instructions: whole,
@@ -189,6 +186,5 @@ pub fn run(
         memory,
         flash_bytes: sizes.flash,
         static_ram_bytes: sizes.ram,
-        seconds: out.elapsed.as_secs_f64(),
     })
 }

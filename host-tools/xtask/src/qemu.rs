@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Options of one QEMU run.
 #[derive(Debug, Clone)]
@@ -49,9 +49,7 @@ pub struct RunOutput {
     pub exit_code: Option<i32>,
     pub lines: Vec<String>,
     pub regions: Vec<Region>,
-    pub total_instructions: Option<u64>,
     pub malformed_frames: usize,
-    pub elapsed: Duration,
 }
 
 /// Runs `elf` on `board` under QEMU. `on_line` sees each decoded log line as it arrives.
@@ -97,7 +95,6 @@ pub fn run(
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let start = Instant::now();
     let mut child = cmd
         .spawn()
         .context("starting qemu-system-arm (run `cargo xtask setup`)")?;
@@ -144,7 +141,6 @@ pub fn run(
     let _ = done_tx.send(());
     let timed_out = watchdog.join().unwrap_or(false);
     let stderr_text = stderr_reader.join().unwrap_or_default();
-    let elapsed = start.elapsed();
     if timed_out {
         bail!(
             "QEMU ({}) did not finish within {} s; last log line: {}",
@@ -153,7 +149,7 @@ pub fn run(
             lines.last().map(String::as_str).unwrap_or("(none)")
         );
     }
-    let (regions, total) = if opts.icount {
+    let (regions, _whole_run) = if opts.icount {
         let text = std::fs::read_to_string(&plugin_log).unwrap_or_default();
         let _ = std::fs::remove_file(&plugin_log);
         parse_icount(&text)
@@ -168,9 +164,7 @@ pub fn run(
         exit_code: status.code(),
         lines,
         regions,
-        total_instructions: total,
         malformed_frames: decoder.malformed_frames(),
-        elapsed,
     })
 }
 

@@ -4,7 +4,7 @@
 use super::graph::{FloatObserver, Graph, Node, NodeId, Role};
 
 /// How to turn observed values into a clipping range.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum CalibMethod {
     /// Per tensor kind: min/max for the image, residual sums (LayerNorm inputs: their outlier
     /// channels matter, FQ-ViT) and logits; MSE-optimal for everything else.
@@ -213,11 +213,16 @@ impl QParams {
     }
 }
 
+/// A chosen range is cached per tensor, role and method.
+type RangeKey = (NodeId, Slot, Role, CalibMethod);
+
 /// Observed statistics of every tensor of a graph.
 #[derive(Clone, Debug, Default)]
 pub struct Calibration {
     /// By (node, slot).
     pub stats: std::collections::BTreeMap<(NodeId, Slot), Stats>,
+    /// Ranges already chosen (the MSE search is costly and mixed precision lowers many times).
+    ranges: std::cell::RefCell<std::collections::HashMap<RangeKey, (f32, f32)>>,
 }
 
 struct Pass<'a> {
@@ -274,11 +279,17 @@ impl Calibration {
 
     /// The quantization parameters of a tensor.
     pub fn qparams(&self, id: NodeId, slot: Slot, role: Role, method: CalibMethod) -> QParams {
-        let (lo, hi) = self
-            .stats
-            .get(&(id, slot))
-            .map(|s| s.range(method, role))
-            .unwrap_or((0.0, 0.0));
+        let key = (id, slot, role, method);
+        let cached = self.ranges.borrow().get(&key).copied();
+        let (lo, hi) = cached.unwrap_or_else(|| {
+            let r = self
+                .stats
+                .get(&(id, slot))
+                .map(|s| s.range(method, role))
+                .unwrap_or((0.0, 0.0));
+            self.ranges.borrow_mut().insert(key, r);
+            r
+        });
         QParams::for_role(role, lo, hi)
     }
 }

@@ -2,14 +2,19 @@
 //! flash budget.
 //!
 //! Sensitivity of a layer = how much the logits' error (relative squared error against the f32
-//! graph, over the calibration set) drops when only that layer runs in fp16. Layers are then
-//! added to the fp16 set from the most sensitive down while the blob stays within the budget and
-//! the layer still helps.
+//! graph, over up to [`EVAL_IMAGES`] calibration images) drops when only that layer runs in fp16.
+//! Then the [`GREEDY_CANDIDATES`] most sensitive layers are tried in that order, each kept in fp16
+//! when the blob stays within the budget and the error falls.
 
 use super::graph::{Graph, NodeKind};
 use super::lower::{NodePrecision, lower};
 use super::{Calibration, Options, Progress, QuantizeError};
 use crate::engine::Engine;
+
+/// Calibration images used to measure errors (the ranges still come from all of them).
+pub const EVAL_IMAGES: usize = 32;
+/// Most sensitive layers tried in the greedy pass.
+pub const GREEDY_CANDIDATES: usize = 16;
 
 /// Why each fp16 layer was chosen.
 #[derive(Clone, Debug)]
@@ -71,6 +76,7 @@ pub fn select(
     progress: &mut dyn Progress,
 ) -> Result<(Vec<NodePrecision>, MixedReport), QuantizeError> {
     let n = graph.nodes.len();
+    let images = &images[..images.len().min(EVAL_IMAGES)];
     let mut reference = Vec::new();
     for img in images {
         let outs = graph.eval(img, &mut super::graph::NoObserver)?;
@@ -105,6 +111,7 @@ pub fn select(
     order.sort_by(|&a, &b| alone[a].total_cmp(&alone[b]));
     let mut chosen = all_int8.clone();
     let (mut error, mut bytes) = (int8_error, int8_bytes);
+    order.truncate(GREEDY_CANDIDATES);
     progress.begin("choosing fp16 layers", order.len());
     for (k, &c) in order.iter().enumerate() {
         progress.advance(k + 1);

@@ -1,0 +1,190 @@
+//! Human-readable views of a blob, shared by `vitae inspect` and the demo.
+
+use std::fmt::Write as _;
+
+use vitae_edge::format::{DType, Model};
+use vitae_edge::runtime::precision_name;
+
+/// One op of a blob, for tables and reports.
+#[derive(Clone, Debug)]
+pub struct LayerRow {
+    /// Position in execution order.
+    pub index: usize,
+    /// Op kind (`conv`, `linear`, …).
+    pub op: &'static str,
+    /// Name (state_dict path).
+    pub name: String,
+    /// Output element type.
+    pub dtype: &'static str,
+    /// Input shape(s).
+    pub input: String,
+    /// Output shape.
+    pub output: String,
+    /// Bytes of weights and tables.
+    pub weight_bytes: usize,
+    /// Multiply-accumulates.
+    pub macs: u64,
+    /// Arena offset of the output.
+    pub arena_offset: usize,
+    /// Scratch bytes.
+    pub scratch_bytes: usize,
+    /// Arena bytes live while this op runs (its inputs, output, scratch and everything still
+    /// needed later).
+    pub live_bytes: usize,
+}
+
+fn shape(m: &Model, t: u16) -> String {
+    let d = m.tensor(t).desc;
+    if d.h == 1 && d.w == 1 {
+        format!("{}", d.c)
+    } else {
+        format!("{}x{}x{}", d.h, d.w, d.c)
+    }
+}
+
+fn dtype(d: DType) -> &'static str {
+    match d {
+        DType::I8 => "i8",
+        DType::F16 => "f16",
+    }
+}
+
+/// Every op of `m` as a row.
+pub fn layer_rows(m: &Model) -> Vec<LayerRow> {
+    let meta = m.meta();
+    // Lifetimes of every tensor: first writer to last reader (the output lives to the end).
+    let n_ops = m.op_count();
+    let mut first = vec![usize::MAX; m.tensor_count()];
+    let mut last = vec![0usize; m.tensor_count()];
+    for i in 0..n_ops {
+        let op = m.op(i);
+        let o = op.desc.output as usize;
+        first[o] = first[o].min(i);
+        last[o] = last[o].max(i);
+        for t in op.inputs() {
+            last[t as usize] = last[t as usize].max(i);
+        }
+    }
+    last[meta.output_tensor as usize] = n_ops.saturating_sub(1);
+    (0..n_ops)
+        .map(|i| {
+            let op = m.op(i);
+            let ins: Vec<String> = op.inputs().map(|t| shape(m, t)).collect();
+            let input = if ins.is_empty() {
+                format!(
+                    "{}x{}x{} f32",
+                    meta.input_height, meta.input_width, meta.input_channels
+                )
+            } else {
+                ins.join(", ")
+            };
+            let out = m.tensor(op.desc.output);
+            // Tensors sharing storage (in-place adds) count once.
+            let mut ranges: Vec<(usize, usize)> = (0..m.tensor_count())
+                .filter(|&t| first[t] <= i && i <= last[t])
+                .map(|t| {
+                    let r = m.tensor(t as u16).arena_range();
+                    (r.start, r.end)
+                })
+                .collect();
+            ranges.sort();
+            ranges.dedup();
+            let live =
+                ranges.iter().map(|(s, e)| e - s).sum::<usize>() + op.desc.scratch_len as usize;
+            LayerRow {
+                index: i,
+                op: op.kind.name(),
+                name: op.name.to_string(),
+                dtype: dtype(out.dtype),
+                input,
+                output: shape(m, op.desc.output),
+                weight_bytes: m.op_data_bytes(i),
+                macs: op.desc.macs as u64,
+                arena_offset: out.desc.arena_offset as usize,
+                scratch_bytes: op.desc.scratch_len as usize,
+                live_bytes: live,
+            }
+        })
+        .collect()
+}
+
+/// The `vitae inspect` text: header, one line per op, totals. `label` names the blob (a path).
+pub fn inspect_text(m: &Model, label: &str) -> String {
+    let meta = m.meta();
+    let h = m.header();
+    let rows = layer_rows(m);
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{label}: model \"{}\", {}, blob format v{}, {} bytes, checksum ok",
+        m.name(),
+        precision_name(m.precision()),
+        h.version,
+        m.bytes().len()
+    );
+    let _ = writeln!(
+        s,
+        "input {}x{}x{} (C×H×W f32) → {} classes, {} ops, {} tensors\n",
+        meta.input_channels,
+        meta.input_height,
+        meta.input_width,
+        meta.num_classes,
+        m.op_count(),
+        m.tensor_count()
+    );
+    let _ = writeln!(
+        s,
+        "{:>3}  {:10} {:34} {:5} {:>22} → {:<10} {:>9} {:>11} {:>8} {:>8}",
+        "#", "op", "name", "dtype", "input", "output", "weight B", "MACs", "arena@", "scratch"
+    );
+    for r in &rows {
+        let _ = writeln!(
+            s,
+            "{:>3}  {:10} {:34} {:5} {:>22} → {:<10} {:>9} {:>11} {:>8} {:>8}",
+            r.index,
+            r.op,
+            r.name,
+            r.dtype,
+            r.input,
+            r.output,
+            r.weight_bytes,
+            r.macs,
+            r.arena_offset,
+            r.scratch_bytes
+        );
+    }
+    let _ = writeln!(s, "\n{}", totals_line(m));
+    s
+}
+
+/// One line: flash, weights, arena vs lower bound, MACs.
+pub fn totals_line(m: &Model) -> String {
+    let h = m.header();
+    format!(
+        "totals: flash {} bytes (weights and tables {}), arena {} bytes (liveness lower bound {}, {:.3}×), {:.3} M MACs",
+        m.bytes().len(),
+        m.data_len(),
+        h.arena_len,
+        h.arena_lower_bound,
+        h.arena_len as f64 / (h.arena_lower_bound.max(1)) as f64,
+        m.macs() as f64 / 1e6
+    )
+}
+
+/// The `vitae inspect --json` lines.
+pub fn inspect_json(m: &Model) -> Vec<serde_json::Value> {
+    let h = m.header();
+    let rows = layer_rows(m);
+    let mut v: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            serde_json::json!({"index": r.index, "op": r.op, "name": r.name, "dtype": r.dtype,
+                "input": r.input, "output": r.output, "weight_bytes": r.weight_bytes, "macs": r.macs,
+                "arena_offset": r.arena_offset, "scratch_bytes": r.scratch_bytes, "live_bytes": r.live_bytes})
+        })
+        .collect();
+    v.push(serde_json::json!({"model": m.name(), "precision": precision_name(m.precision()),
+        "flash_bytes": m.bytes().len(), "weight_bytes": m.data_len(), "arena_bytes": h.arena_len,
+        "arena_lower_bound": h.arena_lower_bound, "macs": m.macs(), "ops": m.op_count(), "format_version": h.version}));
+    v
+}
