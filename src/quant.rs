@@ -109,7 +109,13 @@ pub fn saturate_i8(x: i32) -> i8 {
 pub fn round_half_up(y: f32) -> i32 {
     let t = y + 0.5;
     let i = t as i32; // truncates toward zero, saturates
-    if (i as f32) > t { i - 1 } else { i }
+    // Below i32::MIN the conversion already saturated: stay there (a crafted blob's factors can
+    // get here; a wrapping `i - 1` would turn the most negative value into the most positive).
+    if (i as f32) > t {
+        i.saturating_sub(1)
+    } else {
+        i
+    }
 }
 
 /// Quantizes a real value: `saturate(round_half_up(x · inv_scale) + zero_point)`.
@@ -207,12 +213,16 @@ mod tests {
             (-1.51, -2),
             (2.5, 3),
             (1e10, i32::MAX),
+            (-1e10, i32::MIN),
+            (f32::NEG_INFINITY, i32::MIN),
+            (f32::INFINITY, i32::MAX),
         ] {
             assert_eq!(round_half_up(y), want, "{y}");
         }
         assert_eq!(round_half_up(f32::NAN), 0);
         assert_eq!(quantize_f32(1000.0, 1.0, 0), 127);
         assert_eq!(quantize_f32(-1000.0, 1.0, 0), -128);
+        assert_eq!(quantize_f32(-1e30, 1.0, 127), -128);
         assert_eq!(quantize_f32(0.26, 4.0, -3), -2);
     }
 
