@@ -4,10 +4,13 @@
 
 mod app;
 mod assets;
+mod bench;
 mod boards;
 mod defmt_log;
 mod demo;
+mod e2e;
 mod firmware;
+mod fuzz;
 mod qemu;
 mod qemu_cmd;
 mod setup;
@@ -59,6 +62,10 @@ enum Cmd {
         #[arg(long)]
         board: String,
     },
+    /// Instruction counts under QEMU: `bench kernels` (cases a–f, optimized vs reference).
+    Bench(bench::BenchArgs),
+    /// Fuzz a reader of untrusted input with libFuzzer (installs cargo-fuzz when missing).
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +77,8 @@ fn main() -> ExitCode {
         Cmd::Qemu(args) => qemu_cmd::run(&args),
         Cmd::Firmware { board } => firmware_only(&board).map(|_| ()),
         Cmd::Flash { board } => flash(&board),
+        Cmd::Fuzz(args) => fuzz::run(&args),
+        Cmd::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -120,7 +120,7 @@ pub fn run(args: &TestArgs) -> Result<()> {
             None => boards::qemu_boards().collect(),
         };
         let mut results: Vec<(&Board, String, Outcome)> = Vec::new();
-        for board in selected {
+        for board in selected.iter().copied() {
             steps.run(
                 &format!(
                     "on-target tests on {} ({}) under QEMU",
@@ -135,6 +135,39 @@ pub fn run(args: &TestArgs) -> Result<()> {
                     }
                     Ok(())
                 },
+            );
+        }
+        // End to end: mcu_a int8 through the firmware, logits byte-identical to the host engine.
+        if crate::e2e::fixtures_dir().is_some() {
+            let mut prepared = None;
+            steps.run(
+                "quantize the mcu_a fixture (int8) and run it on the host engine",
+                || {
+                    prepared = Some(crate::e2e::prepare(
+                        "mcu_a",
+                        vitae::quantize::Precision::Int8,
+                    )?);
+                    Ok(())
+                },
+            );
+            if let Some(p) = &prepared {
+                for board in &selected {
+                    let name = "mcu_a int8: firmware logits == host engine (cargo xtask qemu vs cargo vitae run)";
+                    let mut outcome = Outcome::Passed;
+                    steps.run(&format!("{name} on {}", board.name), || {
+                        crate::e2e::check_board(tc, board, p)
+                            .inspect_err(|e| outcome = Outcome::Failed(format!("{e:#}")))
+                    });
+                    results.push((board, name.to_string(), outcome));
+                }
+            }
+        } else if crate::e2e::fixtures_required() {
+            steps.run("mcu_a end-to-end checks", || {
+                bail!("VITAE_REQUIRE_FIXTURES=1 but ../shared/fixtures was not found")
+            });
+        } else {
+            println!(
+                "\nnote: ../shared/fixtures not found (a clone without the shared fixtures): skipping the mcu_a end-to-end checks"
             );
         }
         if !results.is_empty() {

@@ -1,0 +1,98 @@
+//! End-to-end checks on the shared reference fixtures: the firmware's logits must be the host
+//! engine's, byte for byte, on every QEMU board.
+//!
+//! The fixtures live beside the checkout (`../shared/fixtures`); a user's clone does not have
+//! them, so these checks are skipped with a notice there. CI sets `VITAE_REQUIRE_FIXTURES=1`,
+//! which turns a missing fixture folder into a failure.
+
+use crate::app::{self, AppInput};
+use crate::boards::Board;
+use crate::project_root;
+use crate::toolchain::ArmToolchain;
+use anyhow::{Context, Result, bail};
+use std::path::PathBuf;
+use std::time::Duration;
+use vitae::engine::Engine;
+use vitae::quantize::{self, CalibMethod, NoProgress, Options, Precision};
+use vitae::reference::ReferenceModel;
+
+/// `../shared/fixtures`, if present.
+pub fn fixtures_dir() -> Option<PathBuf> {
+    let dir = project_root().join("..").join("shared").join("fixtures");
+    dir.is_dir().then_some(dir)
+}
+
+/// Whether a missing fixture folder is an error (CI) or a reason to skip (a user's clone).
+pub fn fixtures_required() -> bool {
+    std::env::var("VITAE_REQUIRE_FIXTURES").is_ok_and(|v| v == "1")
+}
+
+/// A quantized fixture with its input and the host engine's logits file.
+pub struct Prepared {
+    pub blob: PathBuf,
+    pub input: PathBuf,
+    pub host_npy: Vec<u8>,
+}
+
+/// Quantizes fixture `name` (calibrated on its own input) and runs it on the host engine.
+pub fn prepare(name: &str, precision: Precision) -> Result<Prepared> {
+    let Some(dir) = fixtures_dir() else {
+        bail!("../shared/fixtures not found")
+    };
+    let dir = dir.join(name);
+    let config = vitae::config::ModelConfig::from_kwargs_file(&dir.join("kwargs.json"))?;
+    let checkpoint = vitae::checkpoint::load_checkpoint(&dir.join("model.pth"))?;
+    let model = ReferenceModel::new(config, &checkpoint)?;
+    let input = dir.join("input.npy");
+    let x = vitae::npy::read_npy_f32(&input)?;
+    let options = Options {
+        precision,
+        method: CalibMethod::Auto,
+        flash_budget: None,
+        name: name.into(),
+    };
+    let q = quantize::quantize(
+        &model,
+        std::slice::from_ref(&x.data),
+        &options,
+        &mut NoProgress,
+    )?;
+    let out_dir = project_root().join("target").join("vitae");
+    std::fs::create_dir_all(&out_dir)?;
+    let blob = out_dir.join(format!("{name}-{precision:?}.vblob").to_lowercase());
+    vitae::io::write_atomic(&blob, &q.lowered.blob)?;
+    let mut engine = Engine::new(&q.lowered.blob)?;
+    let logits = engine.run_batch(&x.data)?;
+    let classes = model.config().num_classes();
+    let host_npy = vitae::npy::encode_npy_f32(&[logits.len() / classes, classes], &logits)?;
+    Ok(Prepared {
+        blob,
+        input,
+        host_npy,
+    })
+}
+
+/// Runs the prepared blob on `board` and compares the logits file with the host engine's.
+pub fn check_board(tc: ArmToolchain, board: &Board, p: &Prepared) -> Result<()> {
+    let elf = app::build(tc, board, &p.blob, &AppInput::Npy(p.input.clone()))?;
+    let run = app::run(board, &elf, Duration::from_secs(1800), &mut |_| {})?;
+    let device = project_root()
+        .join("target")
+        .join("vitae")
+        .join(format!("device-{}.npy", board.name));
+    crate::qemu_cmd::write_logits(&device, &run)?;
+    let device_bytes = std::fs::read(&device).context("reading the device logits back")?;
+    if device_bytes != p.host_npy {
+        bail!(
+            "{}: the device logits differ from the host engine's",
+            board.name
+        );
+    }
+    if let Some(n) = run.instructions.last() {
+        println!(
+            "    {} instructions per inference, logits file identical to the host engine's",
+            n
+        );
+    }
+    Ok(())
+}
