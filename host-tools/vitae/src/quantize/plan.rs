@@ -46,18 +46,51 @@ pub fn plan(buffers: &[Buffer]) -> Plan {
     }
     let lower_bound = live.iter().copied().max().unwrap_or(0);
 
-    let mut order: Vec<usize> = (0..buffers.len()).collect();
-    order.sort_by_key(|&i| {
-        (
-            std::cmp::Reverse(aligned(buffers[i].size)),
-            buffers[i].first,
-            i,
-        )
-    });
+    // Greedy placement depends on the order buffers are placed in; a few orders are tried, with
+    // first fit and best fit, and the smallest arena wins (each try is buffers × placed work).
+    type Key = fn(&Buffer) -> (usize, usize);
+    let keys: [Key; 4] = [
+        |b| (usize::MAX - aligned(b.size), b.first),
+        |b| {
+            (
+                usize::MAX - aligned(b.size) * (b.last - b.first + 1),
+                b.first,
+            )
+        },
+        |b| (b.first, usize::MAX - aligned(b.size)),
+        |b| {
+            (
+                usize::MAX - (b.last - b.first),
+                usize::MAX - aligned(b.size),
+            )
+        },
+    ];
+    let mut best: Option<(usize, Vec<usize>)> = None;
+    for key in keys {
+        for best_fit in [false, true] {
+            let mut order: Vec<usize> = (0..buffers.len()).collect();
+            order.sort_by_key(|&i| (key(&buffers[i]), i));
+            let (len, offsets) = place(buffers, &order, best_fit);
+            if best.as_ref().is_none_or(|(l, _)| len < *l) {
+                best = Some((len, offsets));
+            }
+        }
+    }
+    let (arena_len, offsets) = best.unwrap_or_default();
+    Plan {
+        offsets,
+        arena_len,
+        lower_bound,
+    }
+}
+
+/// Places buffers in `order`, each at the lowest offset (first fit) or in the tightest gap (best
+/// fit) that is free over its lifetime. Returns the arena length and the offsets.
+fn place(buffers: &[Buffer], order: &[usize], best_fit: bool) -> (usize, Vec<usize>) {
     let mut offsets = vec![0usize; buffers.len()];
     let mut placed: Vec<usize> = Vec::new();
     let mut arena_len = 0;
-    for &i in &order {
+    for &i in order {
         let b = buffers[i];
         let size = aligned(b.size);
         if size == 0 {
@@ -69,22 +102,26 @@ pub fn plan(buffers: &[Buffer]) -> Plan {
             .map(|&j| (offsets[j], offsets[j] + aligned(buffers[j].size)))
             .collect();
         busy.sort();
+        // Free gaps between the busy intervals, and the open end after the last one.
+        let mut gaps = Vec::new();
         let mut at = 0;
         for (start, end) in busy {
             if start >= at + size {
-                break;
+                gaps.push((at, start - at));
             }
             at = at.max(end);
         }
-        offsets[i] = at;
-        arena_len = arena_len.max(at + size);
+        gaps.push((at, usize::MAX));
+        let chosen = if best_fit {
+            gaps.iter().min_by_key(|g| (g.1, g.0))
+        } else {
+            gaps.first()
+        };
+        offsets[i] = chosen.map_or(at, |g| g.0);
+        arena_len = arena_len.max(offsets[i] + size);
         placed.push(i);
     }
-    Plan {
-        offsets,
-        arena_len,
-        lower_bound,
-    }
+    (arena_len, offsets)
 }
 
 #[cfg(test)]
