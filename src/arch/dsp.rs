@@ -82,14 +82,14 @@ pub const BLOCK_WORDS: usize = 8;
 /// pair `(w0, w2)`, `sxtb16 ror 8` the pair `(w1, w3)`. So block `b` holds, as int16 pairs, first
 /// `(x0, x2)` of the four columns, then `(x1, x3)` of the four columns, and one `LDM` of four words
 /// feeds four SMLADs.
-#[inline(always)]
+#[cfg(test)]
 pub const fn packed_index(col: usize, k: usize) -> (usize, bool) {
     let r = k % 4;
     ((k / 4) * BLOCK_WORDS + (r & 1) * 4 + col, r >= 2)
 }
 
 /// One output channel against four packed columns: for `b < n`, `acc[c] += Σ_{r<4} w[4b+r] ·
-/// x_c[4b+r]`, where `n = min(w.len() / 4, cols.len() / 8)` (see [`packed_index`] for the layout
+/// x_c[4b+r]`, where `n = min(w.len() / 4, cols.len() / 8)` (see `packed_index` for the layout
 /// of `cols`).
 ///
 /// The int8 weights are read straight from the model (any alignment) and widened in registers;

@@ -1,47 +1,31 @@
 //! Armv8.1-M Helium (MVE) micro-kernels as safe functions.
 //!
 //! On a Helium core these are inline assembly (stable Rust has no MVE intrinsics, and LLVM's
-//! auto-vectorizer does not block a matrix product over registers). Everywhere else (the host)
-//! the same functions are plain Rust with the same semantics, so the Helium kernels' blocking and
-//! data layouts are exercised by the host unit tests against the scalar reference; the assembly
-//! itself is checked against the reference under QEMU (`tests/qemu`).
+//! auto-vectorizer neither blocks a matrix product over registers nor vectorizes the
+//! requantization). Everywhere else (the host) the same functions are plain Rust with the same
+//! semantics, so the Helium kernels' blocking and data layouts are exercised by the host unit
+//! tests against the scalar reference; the assembly itself is checked against the reference under
+//! QEMU (`tests/qemu`).
 #![allow(unsafe_code)]
 
 #[cfg(all(target_arch = "arm", vitae_mve))]
 use core::arch::asm;
 
-/// Bytes per chunk of one packed column: one 16-lane int8 vector.
-pub const CHUNK: usize = 16;
-/// Columns interleaved in a packed buffer of [`mac_2x3`].
-pub const COLS: usize = 3;
-
-/// Byte offset of value `k` of column `col` (0..3) in a packed column buffer.
-///
-/// Column values are interleaved in chunks of 16: chunk `i` of the three columns is stored as
-/// `[c0 k16i..16i+16][c1 …][c2 …]`, so one pointer with immediate offsets reaches all three.
-#[inline(always)]
-pub const fn packed_offset(col: usize, k: usize) -> usize {
-    (k / CHUNK) * (COLS * CHUNK) + col * CHUNK + k % CHUNK
-}
-
-/// Bytes a packed buffer of three columns of `k` values needs.
-pub const fn packed_len(k: usize) -> usize {
-    k.div_ceil(CHUNK) * COLS * CHUNK
-}
-
-/// Two rows against three packed columns: `acc[3r + c] += Σ_{i<k} w_r[i] · x_c[i]`, for the
-/// first `k` values, where `k` is limited to what `w0`, `w1` and `cols` hold (`cols` needs
-/// [`packed_len`]`(k)` bytes).
+/// Two rows against three columns: `acc[3r + c] += Σ_{i<k} w_r[i] · x_c[i]` over the first `k`
+/// values, where `k` is limited to the shortest of the five slices.
 ///
 /// Per 16 values of `k`: five VLDRB, six VMLADAVA and one LETP (tail-predicated, so `k` need not
 /// be a multiple of 16 and nothing beyond the `k`th value is read). Six accumulators is what the
-/// even general-purpose registers VMLADAVA needs allow (LR counts the loop; Rust reserves r6).
-#[inline]
-pub fn mac_2x3(w0: &[i8], w1: &[i8], cols: &[i8], k: usize, acc: [i32; 6]) -> [i32; 6] {
+/// even general-purpose registers VMLADAVA accumulates into allow (LR counts the loop, Rust
+/// reserves r6).
+#[inline(always)]
+pub fn mac_2x3(w: [&[i8]; 2], x: [&[i8]; 3], k: usize, acc: [i32; 6]) -> [i32; 6] {
     let k = k
-        .min(w0.len())
-        .min(w1.len())
-        .min(cols.len() / (COLS * CHUNK) * CHUNK);
+        .min(w[0].len())
+        .min(w[1].len())
+        .min(x[0].len())
+        .min(x[1].len())
+        .min(x[2].len());
     #[cfg(all(target_arch = "arm", vitae_mve))]
     {
         if k == 0 {
@@ -49,26 +33,25 @@ pub fn mac_2x3(w0: &[i8], w1: &[i8], cols: &[i8], k: usize, acc: [i32; 6]) -> [i
         }
         let [mut a0, mut a1, mut a2, mut a3, mut a4, mut a5] = acc;
         // SAFETY: the loop runs ceil(k/16) times with tail predication on k lanes, so it reads
-        // exactly `k` bytes from `w0` and from `w1` and, per column, the first `k` values of a
-        // buffer of `packed_len(k)` bytes; all within the slices by the choice of `k ≥ 1`
-        // (inactive lanes of the last, predicated iteration are not accessed). VLDRB has no
-        // alignment requirement. Writes only operand registers, LR and q0–q3 (all clobbered
-        // through the C ABI); no memory is written.
+        // exactly the first `k` bytes of each of the five slices, all at least `k ≥ 1` long
+        // (inactive lanes of the last iteration are not accessed). VLDRB has no alignment
+        // requirement. Writes only operand registers, LR and q0–q3 (clobbered through the C ABI);
+        // no memory is written.
         unsafe {
             asm!(
-                "dlstp.8 lr, r9",
+                "dlstp.8 lr, lr",
                 "2:",
                 "vldrb.u8 q0, [r1], #16",
                 "vldrb.u8 q1, [r3], #16",
-                "vldrb.u8 q2, [r5, #16]",
-                "vldrb.u8 q3, [r5, #32]",
-                "vmladava.s8 r2, q0, q2",
-                "vmladava.s8 r10, q1, q2",
-                "vldrb.u8 q2, [r5], #48",
-                "vmladava.s8 r4, q0, q3",
-                "vmladava.s8 r12, q1, q3",
+                "vldrb.u8 q2, [r5], #16",
+                "vldrb.u8 q3, [r9], #16",
                 "vmladava.s8 r0, q0, q2",
                 "vmladava.s8 r8, q1, q2",
+                "vldrb.u8 q2, [r11], #16",
+                "vmladava.s8 r2, q0, q3",
+                "vmladava.s8 r10, q1, q3",
+                "vmladava.s8 r4, q0, q2",
+                "vmladava.s8 r12, q1, q2",
                 "letp lr, 2b",
                 inout("r0") a0,
                 inout("r2") a1,
@@ -76,10 +59,12 @@ pub fn mac_2x3(w0: &[i8], w1: &[i8], cols: &[i8], k: usize, acc: [i32; 6]) -> [i
                 inout("r8") a3,
                 inout("r10") a4,
                 inout("r12") a5,
-                inout("r1") w0.as_ptr() => _,
-                inout("r3") w1.as_ptr() => _,
-                inout("r5") cols.as_ptr() => _,
-                in("r9") k,
+                inout("r1") w[0].as_ptr() => _,
+                inout("r3") w[1].as_ptr() => _,
+                inout("r5") x[0].as_ptr() => _,
+                inout("r9") x[1].as_ptr() => _,
+                inout("r11") x[2].as_ptr() => _,
+                inout("lr") k => _,
                 clobber_abi("C"),
                 options(readonly, nostack),
             );
@@ -90,14 +75,485 @@ pub fn mac_2x3(w0: &[i8], w1: &[i8], cols: &[i8], k: usize, acc: [i32; 6]) -> [i
     {
         let mut acc = acc;
         for i in 0..k {
-            let x = [0, 1, 2].map(|c| i32::from(cols[packed_offset(c, i)]));
-            for (r, w) in [w0, w1].iter().enumerate() {
-                for c in 0..COLS {
-                    acc[3 * r + c] = acc[3 * r + c].wrapping_add(i32::from(w[i]) * x[c]);
+            for r in 0..2 {
+                for c in 0..3 {
+                    let p = i32::from(w[r][i]) * i32::from(x[c][i]);
+                    acc[3 * r + c] = acc[3 * r + c].wrapping_add(p);
                 }
             }
         }
         acc
+    }
+}
+
+/// Words between the columns of the accumulator tile [`panel_2x3`] writes: 64 rows and room for
+/// the pair that straddles an odd end.
+pub const TILE_STRIDE: usize = 66;
+
+/// A panel of [`mac_2x3`] calls in one: for each pair `p < npairs` of consecutive `k`-value weight
+/// rows `w[2p·k..]` and `w[(2p+1)·k..]` and the three columns `x[c·k..(c+1)·k]`,
+/// `tile[c·TILE_STRIDE + 2p + r] = bias[2p + r] + Σ_i w_{2p+r}[i] · x_c[i]`.
+///
+/// `npairs` is limited to what `w`, `bias` and `tile` hold; nothing happens when `k` is 0 or `x`
+/// holds fewer than `3k` values. Moving the pair loop into the assembly keeps the per-pair cost
+/// (bias, pointers, stores) near 25 instructions, against about 100 for a Rust loop around
+/// [`mac_2x3`].
+#[inline]
+pub fn panel_2x3(w: &[i8], k: usize, x: &[i8], bias: &[i32], tile: &mut [i32], npairs: usize) {
+    if k == 0 || x.len() < 3 * k || tile.len() < 2 * TILE_STRIDE {
+        return;
+    }
+    let npairs = npairs
+        .min(w.len() / (2 * k))
+        .min(bias.len() / 2)
+        .min((tile.len() - 2 * TILE_STRIDE) / 2);
+    if npairs == 0 {
+        return;
+    }
+    #[cfg(all(target_arch = "arm", vitae_mve))]
+    {
+        // The loop state that does not fit the registers: next weight row, k, bias, tile, pairs
+        // left, columns.
+        let mut frame: [usize; 6] = [
+            w.as_ptr() as usize,
+            k,
+            bias.as_ptr() as usize,
+            tile.as_mut_ptr() as usize,
+            npairs,
+            x.as_ptr() as usize,
+        ];
+        // SAFETY: for pair p the inner loop reads the first k bytes of weight rows 2p and 2p+1
+        // (inside `w`, since npairs ≤ w.len() / 2k), of the three columns (inside `x`, whose
+        // length is at least 3k), and two biases (npairs ≤ bias.len() / 2); it writes six words
+        // at tile[2p], tile[TILE_STRIDE + 2p], tile[2·TILE_STRIDE + 2p] (+1), inside `tile` by
+        // the bound on npairs, and updates `frame`. `tile` and `frame` are unique borrows.
+        // Accesses by LDRD/STRD are word-aligned (`i32`/`usize` slices). r6 and r7 are saved on
+        // the stack and restored; every other register written is declared.
+        unsafe {
+            asm!(
+                "push {{r6, r7}}",
+                "mov r7, r1",
+                "1:",
+                "ldr r6, [r7, #8]",
+                "ldrd r0, r8, [r6], #8",
+                "str r6, [r7, #8]",
+                "mov r2, r0",
+                "mov r4, r0",
+                "mov r10, r8",
+                "mov r12, r8",
+                "ldrd r1, lr, [r7]",
+                "add r3, r1, lr",
+                "add r6, r3, lr",
+                "str r6, [r7]",
+                "ldr r5, [r7, #20]",
+                "add r9, r5, lr",
+                "add r11, r9, lr",
+                "dlstp.8 lr, lr",
+                "2:",
+                "vldrb.u8 q0, [r1], #16",
+                "vldrb.u8 q1, [r3], #16",
+                "vldrb.u8 q2, [r5], #16",
+                "vldrb.u8 q3, [r9], #16",
+                "vmladava.s8 r0, q0, q2",
+                "vmladava.s8 r8, q1, q2",
+                "vldrb.u8 q2, [r11], #16",
+                "vmladava.s8 r2, q0, q3",
+                "vmladava.s8 r10, q1, q3",
+                "vmladava.s8 r4, q0, q2",
+                "vmladava.s8 r12, q1, q2",
+                "letp lr, 2b",
+                "ldr r6, [r7, #12]",
+                "strd r0, r8, [r6]",
+                "strd r2, r10, [r6, #{s1}]",
+                "strd r4, r12, [r6, #{s2}]",
+                "adds r6, #8",
+                "str r6, [r7, #12]",
+                "ldr r6, [r7, #16]",
+                "subs r6, #1",
+                "str r6, [r7, #16]",
+                "bne 1b",
+                "pop {{r6, r7}}",
+                s1 = const TILE_STRIDE * 4,
+                s2 = const TILE_STRIDE * 8,
+                inout("r1") frame.as_mut_ptr() => _,
+                out("r4") _,
+                out("r5") _,
+                out("r8") _,
+                out("r9") _,
+                out("r10") _,
+                out("r11") _,
+                clobber_abi("C"),
+            );
+        }
+    }
+    #[cfg(not(all(target_arch = "arm", vitae_mve)))]
+    {
+        for p in 0..npairs {
+            for r in 0..2 {
+                let row = &w[(2 * p + r) * k..][..k];
+                for c in 0..3 {
+                    let xc = &x[c * k..][..k];
+                    let dot = row.iter().zip(xc).fold(bias[2 * p + r], |a, (&wi, &xi)| {
+                        a.wrapping_add(i32::from(wi) * i32::from(xi))
+                    });
+                    tile[c * TILE_STRIDE + 2 * p + r] = dot;
+                }
+            }
+        }
+    }
+}
+
+/// Copies `min(dst.len(), src.len())` bytes (a tail-predicated VLDRB/VSTRB loop: 3 instructions
+/// per 16 bytes and no call, which matters for the many short runs of an im2col).
+#[inline(always)]
+pub fn copy(dst: &mut [i8], src: &[i8]) {
+    let n = dst.len().min(src.len());
+    #[cfg(all(target_arch = "arm", vitae_mve))]
+    {
+        if n == 0 {
+            return;
+        }
+        // SAFETY: reads the first `n ≥ 1` bytes of `src` and writes the first `n` bytes of `dst`,
+        // both in bounds; tail predication leaves the lanes beyond `n` untouched. `dst` is a
+        // unique borrow, so the write aliases nothing. Clobbers q0 and LR only.
+        unsafe {
+            asm!(
+                "dlstp.8 lr, lr",
+                "2:",
+                "vldrb.u8 q0, [r1], #16",
+                "vstrb.8 q0, [r0], #16",
+                "letp lr, 2b",
+                inout("r0") dst.as_mut_ptr() => _,
+                inout("r1") src.as_ptr() => _,
+                inout("lr") n => _,
+                out("q0") _,
+                options(nostack),
+            );
+        }
+    }
+    #[cfg(not(all(target_arch = "arm", vitae_mve)))]
+    dst[..n].copy_from_slice(&src[..n]);
+}
+
+/// Checked extent of `rows` runs of `len` bytes, `stride` apart: `(rows − 1)·stride + len`.
+fn extent(rows: usize, stride: usize, len: usize) -> Option<usize> {
+    rows.checked_sub(1)?.checked_mul(stride)?.checked_add(len)
+}
+
+/// Copies `rows` runs of `len` bytes from `src` (runs `src_stride` apart) to `dst` (runs
+/// `dst_stride` apart); returns false, writing nothing, when a run would leave either slice.
+///
+/// One call for all the kernel rows of an im2col column: per row four instructions and a
+/// tail-predicated VLDRB/VSTRB loop (3 per 16 bytes).
+#[inline(always)]
+pub fn copy_rows(
+    dst: &mut [i8],
+    dst_stride: usize,
+    src: &[i8],
+    src_stride: usize,
+    rows: usize,
+    len: usize,
+) -> bool {
+    let fits = |n: usize, stride, have| extent(rows, stride, n).is_some_and(|e| e <= have);
+    if !fits(len, dst_stride, dst.len()) || !fits(len, src_stride, src.len()) {
+        return false;
+    }
+    if len == 0 {
+        return true;
+    }
+    #[cfg(all(target_arch = "arm", vitae_mve))]
+    {
+        // SAFETY: row r reads src[r·src_stride..][..len] and writes dst[r·dst_stride..][..len],
+        // in bounds by the extent checks above (rows ≥ 1 since the extent exists; len ≥ 1).
+        // `dst` is a unique borrow. Tail predication leaves lanes past `len` untouched.
+        // Clobbers q0, LR and the declared registers.
+        unsafe {
+            asm!(
+                "1:",
+                "mov r8, r0",
+                "mov r9, r1",
+                "mov lr, r3",
+                "dlstp.8 lr, lr",
+                "2:",
+                "vldrb.u8 q0, [r9], #16",
+                "vstrb.8 q0, [r8], #16",
+                "letp lr, 2b",
+                "add r0, r4",
+                "add r1, r5",
+                "subs r2, #1",
+                "bne 1b",
+                inout("r0") dst.as_mut_ptr() => _,
+                inout("r1") src.as_ptr() => _,
+                inout("r2") rows => _,
+                in("r3") len,
+                in("r4") dst_stride,
+                in("r5") src_stride,
+                out("r8") _,
+                out("r9") _,
+                out("lr") _,
+                out("q0") _,
+                options(nostack),
+            );
+        }
+    }
+    #[cfg(not(all(target_arch = "arm", vitae_mve)))]
+    for r in 0..rows {
+        dst[r * dst_stride..][..len].copy_from_slice(&src[r * src_stride..][..len]);
+    }
+    true
+}
+
+/// A table of byte offsets for [`gather_rows`], with its largest entry (computed here, so the
+/// bound [`gather_rows`] checks cannot disagree with the table).
+#[derive(Clone, Copy, Debug)]
+pub struct GatherTable<'a> {
+    offsets: &'a [u16],
+    max: usize,
+}
+
+impl<'a> GatherTable<'a> {
+    /// Wraps `offsets`, scanning them once for the largest.
+    pub fn new(offsets: &'a [u16]) -> Self {
+        let max = offsets.iter().copied().max().map_or(0, usize::from);
+        GatherTable { offsets, max }
+    }
+}
+
+/// For `r < rows` and `j < len`: `dst[r·dst_stride + j] = src[r·src_stride + table[j]]`;
+/// returns false, writing nothing, when the table is shorter than `len` or a row would leave
+/// either slice (judged by the table's largest entry).
+///
+/// Per row five instructions and a tail-predicated loop over eight lanes: VLDRH of the offsets,
+/// a VLDRB.U16 gather and a narrowing VSTRB.16, 4 instructions per 8 bytes. The im2col of a
+/// strided or grouped convolution in one call per column instead of one call per tap.
+#[inline(always)]
+pub fn gather_rows(
+    dst: &mut [i8],
+    dst_stride: usize,
+    src: &[i8],
+    src_stride: usize,
+    rows: usize,
+    len: usize,
+    table: &GatherTable,
+) -> bool {
+    let fits = |n: usize, stride, have| extent(rows, stride, n).is_some_and(|e| e <= have);
+    if len > table.offsets.len()
+        || !fits(len, dst_stride, dst.len())
+        || !fits(table.max + 1, src_stride, src.len())
+    {
+        return false;
+    }
+    if len == 0 {
+        return true;
+    }
+    #[cfg(all(target_arch = "arm", vitae_mve))]
+    {
+        // SAFETY: row r writes dst[r·dst_stride..][..len] (in bounds by the first extent check)
+        // and reads src[r·src_stride + o] for the first `len` table entries o ≤ table.max (in
+        // bounds by the second); `len ≤ table length`. rows ≥ 1 since the extents exist, len ≥
+        // 1. `dst` is a unique borrow. Tail predication leaves lanes past `len` untouched. The
+        // gather and the narrowing store need their bases in r0–r7. Clobbers q0, q1, LR and the
+        // declared registers.
+        unsafe {
+            asm!(
+                "1:",
+                "mov r0, r3",
+                "mov r2, r8",
+                "mov lr, r5",
+                "dlstp.16 lr, lr",
+                "2:",
+                "vldrh.u16 q1, [r2], #16",
+                "vldrb.u16 q0, [r1, q1]",
+                "vstrb.16 q0, [r0], #8",
+                "letp lr, 2b",
+                "add r3, r9",
+                "add r1, r10",
+                "subs r4, #1",
+                "bne 1b",
+                out("r0") _,
+                inout("r1") src.as_ptr() => _,
+                out("r2") _,
+                inout("r3") dst.as_mut_ptr() => _,
+                inout("r4") rows => _,
+                in("r5") len,
+                in("r8") table.offsets.as_ptr(),
+                in("r9") dst_stride,
+                in("r10") src_stride,
+                out("lr") _,
+                out("q0") _,
+                out("q1") _,
+                options(nostack),
+            );
+        }
+    }
+    #[cfg(not(all(target_arch = "arm", vitae_mve)))]
+    for r in 0..rows {
+        for (j, &o) in table.offsets[..len].iter().enumerate() {
+            dst[r * dst_stride + j] = src[r * src_stride + usize::from(o)];
+        }
+    }
+    true
+}
+
+/// Sets every byte of `dst` to `v` (VDUP and a tail-predicated VSTRB loop).
+#[inline(always)]
+pub fn fill(dst: &mut [i8], v: i8) {
+    #[cfg(all(target_arch = "arm", vitae_mve))]
+    {
+        if dst.is_empty() {
+            return;
+        }
+        // SAFETY: writes the first `dst.len() ≥ 1` bytes of `dst`, a unique borrow; tail
+        // predication leaves the lanes beyond the end untouched. Clobbers q0 and LR only.
+        unsafe {
+            asm!(
+                "vdup.8 q0, r1",
+                "dlstp.8 lr, lr",
+                "2:",
+                "vstrb.8 q0, [r0], #16",
+                "letp lr, 2b",
+                inout("r0") dst.as_mut_ptr() => _,
+                in("r1") v as i32,
+                inout("lr") dst.len() => _,
+                out("q0") _,
+                options(nostack),
+            );
+        }
+    }
+    #[cfg(not(all(target_arch = "arm", vitae_mve)))]
+    dst.fill(v);
+}
+
+/// The vectorized output stage: `out[i] = act(saturate(((acc[i]·M_i) >> 32 >> sh_i) + 1 >> 1) +
+/// zp))` with `sh_i = −2 − shift_i`, for `i < n = min(acc.len(), requant.len(), out.len())`.
+///
+/// Valid (equal to `crate::quant::requantize` + zero point + saturation, see
+/// `kernels::gemm::OutQuant::apply`) only when every channel has `shift ≤ −2` or a zero
+/// multiplier; the caller checks that. `requant` is read as `[multiplier, shift]` pairs of i32
+/// (the `#[repr(C)]` layout of `quant::Requant`), `lut` is the activation table or `None`.
+///
+/// Per four outputs: VLDRW of the accumulators, two gathers for multipliers and shifts, VMULH
+/// (high word of the product), VRSHL by `−(sh + 1)` (the rounding shift: `(x + 2^sh) >> (sh + 1)`
+/// equals `((x >> sh) + 1) >> 1`), VADD of the zero point, VQSHL/VSHR by 24 (saturation to
+/// int8), a byte gather from the table, VSTRB.
+#[inline]
+pub fn requant_row(
+    acc: &[i32],
+    requant: &[[i32; 2]],
+    zp: i32,
+    lut: Option<&[i8; 256]>,
+    out: &mut [i8],
+) {
+    let n = acc.len().min(requant.len()).min(out.len());
+    #[cfg(all(target_arch = "arm", vitae_mve))]
+    {
+        if n == 0 {
+            return;
+        }
+        // Gather offsets (in words, scaled by the UXTW #2): lanes 0..4 of consecutive
+        // [multiplier, shift] pairs.
+        const OFFSETS: [u32; 4] = [0, 2, 4, 6];
+        let rq = requant.as_ptr() as *const i32;
+        match lut {
+            Some(lut) => {
+                // SAFETY: with tail predication on `n` 32-bit lanes, reads `n` accumulators,
+                // the `n` pairs of `requant` (gathers at word offsets 2i and 2i+1 below
+                // `2n`), `OFFSETS`, and table bytes at `lut + 128 + q` with `q ∈ [−128, 127]`
+                // (the saturated value), i.e. inside the 256-byte table; writes `n` bytes of
+                // `out`, a unique borrow. All pointers are to live slices of the lengths
+                // stated; the word loads are 4-aligned (`i32` slices). Clobbers q0–q3, LR and
+                // the pointer registers (declared). The narrowing store and the byte gather need
+                // their base in r0–r7, hence the fixed registers.
+                unsafe {
+                    asm!(
+                        "vldrw.u32 q3, [r5]",
+                        "adds r2, r1, #4",
+                        "dlstp.32 lr, lr",
+                        "2:",
+                        "vldrw.u32 q0, [r0], #16",
+                        "vldrw.u32 q1, [r1, q3, uxtw #2]",
+                        "vldrw.u32 q2, [r2, q3, uxtw #2]",
+                        "adds r1, #32",
+                        "adds r2, #32",
+                        "vmulh.s32 q0, q0, q1",
+                        "vadd.i32 q2, q2, r8",
+                        "vrshl.s32 q0, q0, q2",
+                        "vadd.i32 q0, q0, r9",
+                        "vqshl.s32 q0, q0, #24",
+                        "vshr.s32 q0, q0, #24",
+                        "vldrb.u32 q1, [r4, q0]",
+                        "vstrb.32 q1, [r3], #4",
+                        "letp lr, 2b",
+                        in("r5") OFFSETS.as_ptr(),
+                        inout("r0") acc.as_ptr() => _,
+                        inout("r1") rq => _,
+                        out("r2") _,
+                        in("r8") 1i32,
+                        in("r9") zp,
+                        in("r4") lut.as_ptr().wrapping_add(128),
+                        inout("r3") out.as_mut_ptr() => _,
+                        inout("lr") n => _,
+                        out("q0") _, out("q1") _, out("q2") _, out("q3") _,
+                        options(nostack),
+                    );
+                }
+            }
+            None => {
+                // SAFETY: as above, without the table.
+                unsafe {
+                    asm!(
+                        "vldrw.u32 q3, [r5]",
+                        "adds r2, r1, #4",
+                        "dlstp.32 lr, lr",
+                        "2:",
+                        "vldrw.u32 q0, [r0], #16",
+                        "vldrw.u32 q1, [r1, q3, uxtw #2]",
+                        "vldrw.u32 q2, [r2, q3, uxtw #2]",
+                        "adds r1, #32",
+                        "adds r2, #32",
+                        "vmulh.s32 q0, q0, q1",
+                        "vadd.i32 q2, q2, r8",
+                        "vrshl.s32 q0, q0, q2",
+                        "vadd.i32 q0, q0, r9",
+                        "vqshl.s32 q0, q0, #24",
+                        "vshr.s32 q0, q0, #24",
+                        "vstrb.32 q0, [r3], #4",
+                        "letp lr, 2b",
+                        in("r5") OFFSETS.as_ptr(),
+                        inout("r0") acc.as_ptr() => _,
+                        inout("r1") rq => _,
+                        out("r2") _,
+                        in("r8") 1i32,
+                        in("r9") zp,
+                        inout("r3") out.as_mut_ptr() => _,
+                        inout("lr") n => _,
+                        out("q0") _, out("q1") _, out("q2") _, out("q3") _,
+                        options(nostack),
+                    );
+                }
+            }
+        }
+    }
+    #[cfg(not(all(target_arch = "arm", vitae_mve)))]
+    {
+        for i in 0..n {
+            let [m, shift] = requant[i];
+            let hi = ((i64::from(acc[i]) * i64::from(m)) >> 32) as i32;
+            // VRSHL by −(sh + 1) = shift + 1 (a left shift by 1 for zero multipliers, whose high
+            // word is 0 anyway).
+            let s = shift + 1;
+            let v = if s >= 0 {
+                hi.wrapping_shl(s as u32)
+            } else {
+                let n = (-s) as u32;
+                ((i64::from(hi) + (1i64 << (n - 1))) >> n) as i32
+            };
+            let q = (v + zp).clamp(-128, 127);
+            out[i] = match lut {
+                Some(t) => t[(q + 128) as usize],
+                None => q as i8,
+            };
+        }
     }
 }
 
@@ -113,13 +569,7 @@ mod tests {
             let x: [[i8; 40]; 3] = core::array::from_fn(|c| {
                 core::array::from_fn(|i| ((c * 40 + i) as i8).wrapping_mul(73))
             });
-            let mut cols = [0i8; packed_len(40)];
-            for (c, xc) in x.iter().enumerate() {
-                for (i, &v) in xc.iter().enumerate() {
-                    cols[packed_offset(c, i)] = v;
-                }
-            }
-            let got = mac_2x3(&w0, &w1, &cols, k, [0, 1, 2, 3, 4, 5]);
+            let got = mac_2x3([&w0, &w1], [&x[0], &x[1], &x[2]], k, [0, 1, 2, 3, 4, 5]);
             for (r, w) in [&w0, &w1].iter().enumerate() {
                 for c in 0..3 {
                     let want: i32 = (0..k).map(|i| w[i] as i32 * x[c][i] as i32).sum();

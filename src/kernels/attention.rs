@@ -94,6 +94,11 @@ pub fn attention_s8_scratch_size(_tokens: usize, head_dim: usize) -> usize {
     bytes_for::<i32>(KEY_TILE) + bytes_for::<i32>(head_dim) + bytes_for::<f32>(head_dim)
 }
 
+/// Scratch bytes [`attention_s8_reference`] needs: a tile of scores and the per-head accumulators.
+pub fn attention_s8_reference_scratch_size(head_dim: usize) -> usize {
+    bytes_for::<i32>(KEY_TILE) + bytes_for::<i32>(head_dim) + bytes_for::<f32>(head_dim)
+}
+
 /// The scalar reference (and, for now, the only implementation).
 pub fn attention_s8_reference(
     p: &AttentionS8,

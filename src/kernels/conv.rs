@@ -6,7 +6,7 @@
 //! dilation branches straight into the concatenated token buffer.
 
 #[cfg(any(test, vitae_dsp, vitae_mve))]
-use super::gemm::{Channel, Micro, OutQuant};
+use super::gemm::{Micro, OutQuant, Rows, TILE_WORDS, all_fast, block};
 use super::{KernelError, check_len, ensure, mul};
 use crate::quant::{Lut256, Requant, requantize, saturate_i8};
 
@@ -208,12 +208,15 @@ impl<'a> ConvS8<'a> {
 }
 
 /// Scratch bytes [`conv_s8`] needs for this geometry: one packed im2col block (four pixels as
-/// int16 on Cortex-M4/M7, three as int8 on Cortex-M55) of `kh·kw·in_c/groups` values.
+/// int16 on Cortex-M4/M7, three as int8 on Cortex-M55) of `kh·kw·in_c/groups` values, and a tile
+/// of accumulators (1 KiB), and the im2col offsets of one kernel row (2 bytes per value).
 ///
-/// The same on every target (blobs are planned on the host): the larger of the two layouts, at
-/// most 8 bytes per value of `kh·kw·in_c/groups` (4.5 KiB for a 3×3 convolution of 64 channels).
+/// The same on every target (blobs are planned on the host): the larger of the two layouts, about
+/// 9 bytes per value of `kh·kw·in_c/groups` plus 1 KiB (6.2 KiB for a 3×3 convolution of 64
+/// channels).
 pub fn conv_s8_scratch_size(geom: &ConvGeometry) -> usize {
-    super::gemm::packed_scratch_bytes(geom.kh * geom.kw * geom.in_c_per_group())
+    super::gemm::gemm_scratch_bytes(geom.kh * geom.kw * geom.in_c_per_group())
+        + super::scratch::bytes_for::<u16>(geom.kw * geom.in_c_per_group())
 }
 
 /// The scalar reference convolution.
@@ -280,8 +283,8 @@ pub fn conv_s8(
 
 /// im2col + matrix product: for each group and each block of `M::COLS` output pixels, the
 /// pixels' receptive fields are packed once into `scratch`, then every output channel of the
-/// group runs the micro-kernel over them (`M::ROWS` channels per call) straight from the model's
-/// OHWI weight rows, and requantizes.
+/// group runs the micro-kernel over them (one or two channels per call) straight from the model's
+/// OHWI weight rows; accumulators are requantized a row of channels at a time.
 #[cfg(any(test, vitae_dsp, vitae_mve))]
 pub(crate) fn conv_gemm<M: Micro>(
     p: &ConvS8,
@@ -295,91 +298,145 @@ pub(crate) fn conv_gemm<M: Micro>(
     let cout_g = g.out_c / g.groups;
     let k = g.kh * g.kw * cin_g;
     let mut s = super::scratch::Scratch::new(scratch);
-    let cols = s.take::<M::Word>(M::packed_words(k), "conv scratch (im2col)")?;
-    let q = OutQuant {
-        zp: p.out_zp,
-        act: p.act,
+    let mut cols = M::carve(&mut s, k)?;
+    let tile = s.take::<i32>(TILE_WORDS, "conv scratch (accumulators)")?;
+    // Where each value of a kernel row comes from, relative to its first tap: one gather per
+    // kernel row instead of one copy per tap (not needed when the row is one contiguous run).
+    let offsets = s.take::<u16>(g.kw * cin_g, "conv scratch (im2col offsets)")?;
+    let reach = ((g.kw - 1) * g.dil_w * g.in_c + cin_g).min(usize::from(u16::MAX) + 1);
+    for (j, o) in offsets.iter_mut().enumerate() {
+        *o = ((j / cin_g) * g.dil_w * g.in_c + j % cin_g).min(reach - 1) as u16;
+    }
+    let contiguous = g.groups == 1 && g.dil_w == 1;
+    let gather = !contiguous && cin_g < M::GATHER_BELOW && reach <= usize::from(u16::MAX);
+    let table = gather.then(|| M::table(offsets));
+    let rows = Rows {
+        w: p.weights,
+        k,
+        bias: p.bias,
+        requant: p.requant,
+        q: OutQuant {
+            zp: p.out_zp,
+            act: p.act,
+        },
+        fast: all_fast(p.requant),
     };
     let npix = g.out_h * g.out_w;
     let stride = p.out.pixel_stride;
     for grp in 0..g.groups {
+        let oc = grp * cout_g;
         let mut p0 = 0;
         while p0 < npix {
             let n = (npix - p0).min(M::COLS);
             for c in 0..n {
-                pack_pixel::<M>(p, input, cols, c, p0 + c, grp);
+                M::pack(&mut cols, c, k, |row| {
+                    im2col::<M>(p, input, p0 + c, grp, table.as_ref(), row)
+                });
             }
-            let (mut oc, oc_end) = (grp * cout_g, (grp + 1) * cout_g);
-            while oc < oc_end {
-                let rows = (oc_end - oc).min(M::ROWS);
-                let w0 = &p.weights[oc * k..][..k];
-                let w1 = &p.weights[(oc + rows - 1) * k..][..k];
-                let mut acc = [[p.bias[oc]; 4], [p.bias[oc + rows - 1]; 4]];
-                M::run([w0, w1], cols, k, &mut acc);
-                for (r, acc_r) in acc.iter().enumerate().take(rows) {
-                    let ch = Channel::new(p.requant[oc + r]);
-                    let base = p0 * stride + p.out.offset + oc + r;
-                    for (c, &a) in acc_r.iter().enumerate().take(n) {
-                        output[base + c * stride] = q.apply(ch, a);
-                    }
-                }
-                oc += rows;
-            }
+            let base = core::array::from_fn(|c| (p0 + c) * stride + p.out.offset + oc);
+            block::<M>(&rows, &cols, n, oc..oc + cout_g, tile, output, base);
             p0 += n;
         }
     }
     Ok(())
 }
 
-/// Packs the receptive field of output pixel `pix` for group `grp` as column `col`: values in
-/// (ky, kx, channel) order, the input zero point where the kernel reaches into the padding.
+/// The kernel taps `lo..hi` (along one axis) that land inside the input, for a first tap at
+/// `start` (negative in the padding): taps are `dil` apart, `n` of them, the input `len` long.
 #[cfg(any(test, vitae_dsp, vitae_mve))]
-#[inline]
-fn pack_pixel<M: Micro>(
+#[inline(always)]
+fn inside(start: isize, dil: usize, n: usize, len: usize) -> (usize, usize) {
+    let dil = dil as isize;
+    let lo = if start < 0 {
+        (-start + dil - 1) / dil
+    } else {
+        0
+    };
+    let hi = if (len as isize) > start {
+        ((len as isize - start + dil - 1) / dil).min(n as isize)
+    } else {
+        0
+    };
+    (lo.min(n as isize) as usize, hi.max(0) as usize)
+}
+
+/// Writes the receptive field of output pixel `pix` for group `grp` into `row`: values in
+/// (ky, kx, channel) order, the input zero point where the kernel reaches into the padding.
+///
+/// The taps inside the input form a rectangle (kernel rows `ky_lo..ky_hi` × taps
+/// `kx_lo..kx_hi`); it is moved in one call: a strided copy when each kernel row is a contiguous
+/// run of the input (dense, ungrouped, no horizontal dilation), else a gather through `table`
+/// (each kernel row's offsets, relative to its first tap; a prefix of the table serves any run
+/// of taps). Everything else is the zero point. Not inlined: on its own it needs no spills, and
+/// one call per pixel costs less than the register pressure it adds to the kernel loop.
+#[cfg(any(test, vitae_dsp, vitae_mve))]
+#[inline(never)]
+fn im2col<M: Micro>(
     p: &ConvS8,
     input: &[i8],
-    cols: &mut [M::Word],
-    col: usize,
     pix: usize,
     grp: usize,
+    table: Option<&M::Table<'_>>,
+    row: &mut [i8],
 ) {
     let g = &p.geom;
     let cin_g = g.in_c_per_group();
-    let zp = p.in_zp as i8;
     let (oy, ox) = (pix / g.out_w, pix % g.out_w);
     let iy0 = (oy * g.stride_h) as isize - g.pad_h as isize;
     let ix0 = (ox * g.stride_w) as isize - g.pad_w as isize;
-    let row_len = g.in_w * g.in_c;
-    let mut k = 0;
-    for ky in 0..g.kh {
-        let iy = iy0 + (ky * g.dil_h) as isize;
-        if iy < 0 || iy as usize >= g.in_h {
-            M::fill(cols, col, k, g.kw * cin_g, zp);
-            k += g.kw * cin_g;
-            continue;
+    let kx_len = g.kw * cin_g;
+    let src_stride = g.dil_h * g.in_w * g.in_c;
+    let contiguous = g.groups == 1 && g.dil_w == 1;
+    // The common case: the whole kernel inside the input.
+    if iy0 >= 0
+        && ix0 >= 0
+        && iy0 as usize + (g.kh - 1) * g.dil_h < g.in_h
+        && ix0 as usize + (g.kw - 1) * g.dil_w < g.in_w
+    {
+        let src = &input[(iy0 as usize * g.in_w + ix0 as usize) * g.in_c + grp * cin_g..];
+        let done = match table {
+            None if contiguous => M::copy_rows(row, kx_len, src, src_stride, g.kh, kx_len),
+            Some(t) => M::gather_rows(row, kx_len, src, src_stride, g.kh, kx_len, t),
+            None => false,
+        };
+        if done {
+            return;
         }
-        let row = &input[iy as usize * row_len..][..row_len];
-        let ix_end = ix0 + ((g.kw - 1) * g.dil_w) as isize;
-        if g.groups == 1 && g.dil_w == 1 && ix0 >= 0 && (ix_end as usize) < g.in_w {
-            // The whole kernel row is one contiguous run of the input row.
-            let run = g.kw * g.in_c;
-            M::pack(cols, col, k, &row[ix0 as usize * g.in_c..][..run]);
-            k += run;
-            continue;
+    }
+    let zp = p.in_zp as i8;
+    let (ky_lo, ky_hi) = inside(iy0, g.dil_h, g.kh, g.in_h);
+    let (kx_lo, kx_hi) = inside(ix0, g.dil_w, g.kw, g.in_w);
+    if ky_lo >= ky_hi || kx_lo >= kx_hi {
+        M::fill(row, zp);
+        return;
+    }
+    let (top, rest) = row.split_at_mut(ky_lo * kx_len);
+    let (mid, bottom) = rest.split_at_mut((ky_hi - ky_lo) * kx_len);
+    M::fill(top, zp);
+    M::fill(bottom, zp);
+    let (left, len) = (kx_lo * cin_g, (kx_hi - kx_lo) * cin_g);
+    if left > 0 || kx_hi < g.kw {
+        for r in mid.chunks_exact_mut(kx_len) {
+            M::fill(&mut r[..left], zp);
+            M::fill(&mut r[left + len..], zp);
         }
-        for kx in 0..g.kw {
-            let ix = ix0 + (kx * g.dil_w) as isize;
-            if ix < 0 || ix as usize >= g.in_w {
-                M::fill(cols, col, k, cin_g, zp);
-            } else {
-                M::pack(
-                    cols,
-                    col,
-                    k,
-                    &row[ix as usize * g.in_c + grp * cin_g..][..cin_g],
-                );
+    }
+    let iy = (iy0 + (ky_lo * g.dil_h) as isize) as usize;
+    let ix = (ix0 + (kx_lo * g.dil_w) as isize) as usize;
+    let src = &input[(iy * g.in_w + ix) * g.in_c + grp * cin_g..];
+    let (dst, rows) = (&mut mid[left..], ky_hi - ky_lo);
+    let done = match table {
+        None if contiguous => M::copy_rows(dst, kx_len, src, src_stride, rows, len),
+        Some(t) => M::gather_rows(dst, kx_len, src, src_stride, rows, len, t),
+        None => false,
+    };
+    if !done {
+        // Tap by tap (a table that reaches past the end of the input near its last rows).
+        for (r, d) in mid.chunks_exact_mut(kx_len).enumerate() {
+            let src_row = &input[((iy + r * g.dil_h) * g.in_w + ix) * g.in_c + grp * cin_g..];
+            for (t, dt) in d[left..left + len].chunks_exact_mut(cin_g).enumerate() {
+                M::copy(dt, &src_row[t * g.dil_w * g.in_c..][..cin_g]);
             }
-            k += cin_g;
         }
     }
 }

@@ -17,29 +17,87 @@
 // Host library builds run the reference kernels: only the scratch sizing is used there.
 #![cfg_attr(not(any(test, vitae_dsp, vitae_mve)), allow(dead_code))]
 
+use super::KernelError;
+use super::scratch::{Scratch, bytes_for};
 use crate::quant::{Lut256, Requant, requantize, saturate_i8};
+use core::ops::Range;
 
-/// Accumulators of one micro-kernel call: `[row][column]` (a flavour uses the top-left
-/// `ROWS × COLS`).
+/// Accumulators of one micro-kernel call: `[row][column]` (a flavour uses the top-left one or two
+/// rows × `COLS`).
 pub(crate) type Acc = [[i32; 4]; 2];
 
-/// A micro-kernel flavour: how columns are packed and how a block is multiplied.
+/// Output channels whose accumulators are collected (for every column of a block) before they are
+/// requantized together, a row of channels at a time.
+pub(crate) const TILE: usize = 64;
+
+/// A micro-kernel flavour: how columns are packed, how a block is multiplied and how a row of
+/// accumulators is requantized.
 pub(crate) trait Micro {
     /// Columns (pixels, tokens, queries) per call; at most 4.
     const COLS: usize;
-    /// Rows (output channels, keys) per call; at most 2.
-    const ROWS: usize;
-    /// Element type of the packed column buffer.
-    type Word: bytemuck::Pod;
-    /// Words of a packed buffer for `COLS` columns of `k` values.
-    fn packed_words(k: usize) -> usize;
-    /// Stores `src` as values `k0..k0 + src.len()` of column `col`.
-    fn pack(buf: &mut [Self::Word], col: usize, k0: usize, src: &[i8]);
-    /// Stores `len` copies of `v` as values `k0..k0 + len` of column `col`.
-    fn fill(buf: &mut [Self::Word], col: usize, k0: usize, len: usize, v: i8);
-    /// `acc[r][c] += Σ_{i<k} w[r][i] · x_c[i]` for `r < ROWS`, `c < COLS`; each `w[r]` holds at
-    /// least `k` values and `buf` at least `packed_words(k)` words.
-    fn run(w: [&[i8]; 2], buf: &[Self::Word], k: usize, acc: &mut Acc);
+    /// The packed columns (and whatever staging the flavour needs), carved from the scratch.
+    type Cols<'a>;
+    /// Carves the column buffers for `k` values per column.
+    fn carve<'a>(s: &mut Scratch<'a>, k: usize) -> Result<Self::Cols<'a>, KernelError>;
+    /// Makes column `col` the `k` int8 values that `fill` writes into the row it is given.
+    fn pack(cols: &mut Self::Cols<'_>, col: usize, k: usize, fill: impl FnOnce(&mut [i8]));
+    /// `acc[r][c] += Σ_{i<k} w[r][i] · x_c[i]` for the flavour's rows (one on DSP, two on Helium) and `c < COLS`; each `w[r]` holds at
+    /// least `k` values.
+    fn run(w: [&[i8]; 2], cols: &Self::Cols<'_>, k: usize, acc: &mut Acc);
+    /// Accumulators of rows `o` (at most [`TILE`]) for every column, into the tile (flavour's
+    /// layout), each starting from the row's bias.
+    fn panel(rows: &Rows, cols: &Self::Cols<'_>, o: Range<usize>, tile: &mut [i32]);
+    /// `out[j] = q.apply(requant[j], acc_c[j])` for the first `out.len()` tile rows of column `c`;
+    /// `fast` says every channel takes the fast path (see [`all_fast`]).
+    fn requant_col(
+        tile: &[i32],
+        c: usize,
+        requant: &[Requant],
+        q: &OutQuant,
+        fast: bool,
+        out: &mut [i8],
+    );
+    /// Copies `src` into `dst` (same length), for im2col runs of any length.
+    fn copy(dst: &mut [i8], src: &[i8]);
+    /// Fills `dst` with `v`.
+    fn fill(dst: &mut [i8], v: i8);
+    /// Copies `rows` runs of `len` values, `src_stride` apart in `src`, to runs `dst_stride`
+    /// apart in `dst`; false (and nothing written) when a run would leave a slice.
+    fn copy_rows(
+        dst: &mut [i8],
+        dst_stride: usize,
+        src: &[i8],
+        src_stride: usize,
+        rows: usize,
+        len: usize,
+    ) -> bool;
+    /// Channel runs shorter than this are gathered ([`Micro::gather_rows`]); longer ones are
+    /// copied tap by tap.
+    const GATHER_BELOW: usize;
+    /// A table of byte offsets for [`Micro::gather_rows`].
+    type Table<'a>;
+    /// Prepares `offsets` (once per kernel call) for [`Micro::gather_rows`].
+    fn table(offsets: &[u16]) -> Self::Table<'_>;
+    /// `dst[r·dst_stride + j] = src[r·src_stride + offsets[j]]` for `r < rows`, `j < len`;
+    /// false (and nothing written) when an access would leave a slice.
+    fn gather_rows(
+        dst: &mut [i8],
+        dst_stride: usize,
+        src: &[i8],
+        src_stride: usize,
+        rows: usize,
+        len: usize,
+        table: &Self::Table<'_>,
+    ) -> bool;
+}
+
+/// Checked extent of `rows` runs of `len` values, `stride` apart.
+#[cfg(any(test, all(vitae_dsp, not(vitae_mve))))]
+fn fits(rows: usize, stride: usize, len: usize, have: usize) -> bool {
+    rows.checked_sub(1)
+        .and_then(|r| r.checked_mul(stride))
+        .and_then(|e| e.checked_add(len))
+        .is_some_and(|e| e <= have)
 }
 
 /// Cortex-M4/M7 flavour (see the module docs).
@@ -47,103 +105,163 @@ pub(crate) trait Micro {
 #[derive(Debug)]
 pub(crate) struct Dsp;
 
+/// The DSP flavour's columns: one int8 staging row and the packed int16 columns.
 #[cfg(any(test, all(vitae_dsp, not(vitae_mve))))]
-impl Dsp {
-    #[inline(always)]
-    fn set(buf: &mut [u32], col: usize, k: usize, v: i8) {
-        use crate::arch::dsp::packed_index;
-        let (word, high) = packed_index(col, k);
-        let v = v as i16 as u16 as u32;
-        if let Some(w) = buf.get_mut(word) {
-            *w = if high {
-                (*w & 0xffff) | v << 16
-            } else {
-                (*w & 0xffff_0000) | v
-            };
-        }
-    }
-
-    #[inline(always)]
-    fn get(buf: &[u32], col: usize, k: usize) -> i32 {
-        use crate::arch::dsp::packed_index;
-        let (word, high) = packed_index(col, k);
-        let w = buf.get(word).copied().unwrap_or(0);
-        i32::from((if high { w >> 16 } else { w }) as u16 as i16)
-    }
-
-    /// Stores values `k0..` of column `col` from `src` (int8, widened) or, with `src = None`,
-    /// `len` copies of `fill`.
-    #[inline(always)]
-    fn put(buf: &mut [u32], col: usize, k0: usize, src: Option<&[i8]>, len: usize, fill: i8) {
-        use crate::arch::dsp::{BLOCK_WORDS, sxtb16, sxtb16_ror8};
-        let value = |i: usize| src.map_or(fill, |s| s[i]);
-        // Values before the first 4-aligned position, one at a time.
-        let head = ((4 - k0 % 4) % 4).min(len);
-        for i in 0..head {
-            Self::set(buf, col, k0 + i, value(i));
-        }
-        // Whole groups of four: SXTB16 of the four bytes gives exactly the two packed words.
-        let body = (len - head) / 4;
-        let first = (k0 + head) / 4 * BLOCK_WORDS;
-        let blocks = buf.get_mut(first..).unwrap_or_default();
-        match src {
-            Some(s) => {
-                for (b4, blk) in s[head..]
-                    .chunks_exact(4)
-                    .zip(blocks.chunks_exact_mut(BLOCK_WORDS))
-                    .take(body)
-                {
-                    let raw =
-                        u32::from_le_bytes([b4[0] as u8, b4[1] as u8, b4[2] as u8, b4[3] as u8]);
-                    blk[col] = sxtb16(raw);
-                    blk[4 + col] = sxtb16_ror8(raw);
-                }
-            }
-            None => {
-                let pair = (fill as i16 as u16 as u32) * 0x1_0001;
-                for blk in blocks.chunks_exact_mut(BLOCK_WORDS).take(body) {
-                    blk[col] = pair;
-                    blk[4 + col] = pair;
-                }
-            }
-        }
-        for i in head + 4 * body..len {
-            Self::set(buf, col, k0 + i, value(i));
-        }
-    }
+#[derive(Debug)]
+pub(crate) struct DspCols<'a> {
+    stage: &'a mut [i8],
+    packed: &'a mut [u32],
 }
 
 #[cfg(any(test, all(vitae_dsp, not(vitae_mve))))]
 impl Micro for Dsp {
     const COLS: usize = 4;
-    const ROWS: usize = 1;
-    type Word = u32;
+    type Cols<'a> = DspCols<'a>;
 
-    fn packed_words(k: usize) -> usize {
-        k.div_ceil(4) * crate::arch::dsp::BLOCK_WORDS
+    fn carve<'a>(s: &mut Scratch<'a>, k: usize) -> Result<DspCols<'a>, KernelError> {
+        let blocks = k.div_ceil(4);
+        Ok(DspCols {
+            stage: s.take::<i8>(blocks * 4, "scratch (im2col row)")?,
+            packed: s.take::<u32>(blocks * crate::arch::dsp::BLOCK_WORDS, "scratch (columns)")?,
+        })
     }
 
+    /// Fills the int8 staging row, then widens it four values at a time: SXTB16 of four bytes
+    /// gives exactly the two packed words of the layout `crate::arch::dsp::mac_1x4` reads. Staging bytes
+    /// past `k` (up to the next multiple of 4) are never written, so stay zero; they meet zero
+    /// weights in [`Micro::run`] anyway.
     #[inline]
-    fn pack(buf: &mut [u32], col: usize, k0: usize, src: &[i8]) {
-        Self::put(buf, col, k0, Some(src), src.len(), 0);
-    }
-
-    #[inline]
-    fn fill(buf: &mut [u32], col: usize, k0: usize, len: usize, v: i8) {
-        Self::put(buf, col, k0, None, len, v);
+    fn pack(cols: &mut DspCols<'_>, col: usize, k: usize, fill: impl FnOnce(&mut [i8])) {
+        use crate::arch::dsp::{BLOCK_WORDS, sxtb16, sxtb16_ror8};
+        if let Some(row) = cols.stage.get_mut(..k) {
+            fill(row);
+        }
+        let col = col % 4;
+        for (b4, blk) in cols
+            .stage
+            .chunks_exact(4)
+            .zip(cols.packed.chunks_exact_mut(BLOCK_WORDS))
+        {
+            let raw = u32::from_le_bytes([b4[0] as u8, b4[1] as u8, b4[2] as u8, b4[3] as u8]);
+            blk[col] = sxtb16(raw);
+            blk[4 + col] = sxtb16_ror8(raw);
+        }
     }
 
     #[inline(always)]
-    fn run(w: [&[i8]; 2], buf: &[u32], k: usize, acc: &mut Acc) {
+    fn run(w: [&[i8]; 2], cols: &DspCols<'_>, k: usize, acc: &mut Acc) {
+        use crate::arch::dsp::{BLOCK_WORDS, mac_1x4, smlad, sxtb16, sxtb16_ror8};
         let w = w[0];
         let k4 = k / 4 * 4;
-        acc[0] = crate::arch::dsp::mac_1x4(w.get(..k4).unwrap_or(w), buf, acc[0]);
-        // The last k % 4 values: the packed half-words, one at a time.
-        for (i, &wi) in w.iter().enumerate().take(k).skip(k4) {
-            for (c, a) in acc[0].iter_mut().enumerate() {
-                *a = a.wrapping_add(i32::from(wi) * Self::get(buf, c, i));
+        acc[0] = mac_1x4(w.get(..k4).unwrap_or(w), cols.packed, acc[0]);
+        if k4 < k {
+            // The last k % 4 weights, zero-padded to a block: one more block of SMLADs.
+            let mut b = [0u8; 4];
+            for (d, &v) in b.iter_mut().zip(w.get(k4..k).unwrap_or_default()) {
+                *d = v as u8;
+            }
+            let raw = u32::from_le_bytes(b);
+            let (e, o) = (sxtb16(raw), sxtb16_ror8(raw));
+            if let Some(blk) = cols
+                .packed
+                .get(k4 / 4 * BLOCK_WORDS..(k4 / 4 + 1) * BLOCK_WORDS)
+            {
+                for (c, a) in acc[0].iter_mut().enumerate() {
+                    *a = smlad(o, blk[4 + c], smlad(e, blk[c], *a));
+                }
             }
         }
+    }
+
+    /// Tile layout `[row][column]`: four words per row.
+    #[inline]
+    fn panel(rows: &Rows, cols: &DspCols<'_>, o: Range<usize>, tile: &mut [i32]) {
+        let k = rows.k;
+        for (t, oc) in tile.chunks_exact_mut(4).zip(o) {
+            let w = &rows.w[oc * k..][..k];
+            let mut acc = [[rows.bias[oc]; 4]; 2];
+            Self::run([w, w], cols, k, &mut acc);
+            t.copy_from_slice(&acc[0]);
+        }
+    }
+
+    #[inline]
+    fn requant_col(
+        tile: &[i32],
+        c: usize,
+        requant: &[Requant],
+        q: &OutQuant,
+        fast: bool,
+        out: &mut [i8],
+    ) {
+        let acc = tile.iter().skip(c).step_by(4).copied();
+        requant_scalar(acc, requant, q, fast, out);
+    }
+
+    #[inline(always)]
+    fn copy(dst: &mut [i8], src: &[i8]) {
+        dst.copy_from_slice(src);
+    }
+
+    #[inline(always)]
+    fn fill(dst: &mut [i8], v: i8) {
+        dst.fill(v);
+    }
+
+    #[inline]
+    fn copy_rows(
+        dst: &mut [i8],
+        dst_stride: usize,
+        src: &[i8],
+        src_stride: usize,
+        rows: usize,
+        len: usize,
+    ) -> bool {
+        if !fits(rows, dst_stride, len, dst.len()) || !fits(rows, src_stride, len, src.len()) {
+            return false;
+        }
+        for r in 0..rows {
+            dst[r * dst_stride..][..len].copy_from_slice(&src[r * src_stride..][..len]);
+        }
+        true
+    }
+
+    /// A byte-wise gather costs about 7 instructions per value here, a 4-byte copy about 4.
+    const GATHER_BELOW: usize = 4;
+
+    /// The table and its largest entry.
+    type Table<'a> = (&'a [u16], usize);
+
+    fn table(offsets: &[u16]) -> (&[u16], usize) {
+        (
+            offsets,
+            offsets.iter().copied().max().map_or(0, usize::from),
+        )
+    }
+
+    #[inline]
+    fn gather_rows(
+        dst: &mut [i8],
+        dst_stride: usize,
+        src: &[i8],
+        src_stride: usize,
+        rows: usize,
+        len: usize,
+        &(offsets, max): &(&[u16], usize),
+    ) -> bool {
+        if len > offsets.len()
+            || !fits(rows, dst_stride, len, dst.len())
+            || !fits(rows, src_stride, max + 1, src.len())
+        {
+            return false;
+        }
+        for r in 0..rows {
+            let (d, s) = (&mut dst[r * dst_stride..][..len], &src[r * src_stride..]);
+            for (d, &o) in d.iter_mut().zip(offsets) {
+                *d = s[usize::from(o)];
+            }
+        }
+        true
     }
 }
 
@@ -152,65 +270,38 @@ impl Micro for Dsp {
 #[derive(Debug)]
 pub(crate) struct Mve;
 
+/// The Helium flavour's columns: three int8 rows of `k` values, back to back.
+#[cfg(any(test, vitae_mve))]
+#[derive(Debug)]
+pub(crate) struct MveCols<'a> {
+    x: &'a mut [i8],
+}
+
 #[cfg(any(test, vitae_mve))]
 impl Micro for Mve {
-    const COLS: usize = crate::arch::mve::COLS;
-    const ROWS: usize = 2;
-    type Word = i8;
+    const COLS: usize = 3;
+    type Cols<'a> = MveCols<'a>;
 
-    fn packed_words(k: usize) -> usize {
-        crate::arch::mve::packed_len(k)
+    fn carve<'a>(s: &mut Scratch<'a>, k: usize) -> Result<MveCols<'a>, KernelError> {
+        Ok(MveCols {
+            x: s.take::<i8>(3 * k, "scratch (columns)")?,
+        })
     }
 
     #[inline]
-    fn pack(buf: &mut [i8], col: usize, k0: usize, src: &[i8]) {
-        use crate::arch::mve::{CHUNK, packed_offset};
-        let (mut k, mut s) = (k0, src);
-        while !s.is_empty() {
-            let n = (CHUNK - k % CHUNK).min(s.len());
-            let Some(dst) = buf
-                .get_mut(packed_offset(col, k)..)
-                .and_then(|d| d.get_mut(..n))
-            else {
-                return;
-            };
-            if let (Ok(d16), Some(s16)) = (
-                <&mut [i8; CHUNK]>::try_from(&mut *dst),
-                s.first_chunk::<CHUNK>(),
-            ) {
-                *d16 = *s16; // a whole chunk: fixed-size copy, no memcpy call
-            } else {
-                for (d, &v) in dst.iter_mut().zip(s) {
-                    *d = v;
-                }
-            }
-            k += n;
-            s = &s[n..];
-        }
-    }
-
-    #[inline]
-    fn fill(buf: &mut [i8], col: usize, k0: usize, len: usize, v: i8) {
-        use crate::arch::mve::{CHUNK, packed_offset};
-        let (mut k, end) = (k0, k0 + len);
-        while k < end {
-            let n = (CHUNK - k % CHUNK).min(end - k);
-            if let Some(dst) = buf
-                .get_mut(packed_offset(col, k)..)
-                .and_then(|d| d.get_mut(..n))
-            {
-                dst.fill(v);
-            }
-            k += n;
+    fn pack(cols: &mut MveCols<'_>, col: usize, k: usize, fill: impl FnOnce(&mut [i8])) {
+        if let Some(row) = cols.x.get_mut(col * k..(col + 1) * k) {
+            fill(row);
         }
     }
 
     #[inline(always)]
-    fn run(w: [&[i8]; 2], buf: &[i8], k: usize, acc: &mut Acc) {
+    fn run(w: [&[i8]; 2], cols: &MveCols<'_>, k: usize, acc: &mut Acc) {
+        let (x0, rest) = cols.x.split_at(k.min(cols.x.len()));
+        let (x1, x2) = rest.split_at(k.min(rest.len()));
         let a = crate::arch::mve::mac_2x3(
-            w[0],
-            w[1],
-            buf,
+            w,
+            [x0, x1, x2],
             k,
             [
                 acc[0][0], acc[0][1], acc[0][2], acc[1][0], acc[1][1], acc[1][2],
@@ -219,17 +310,174 @@ impl Micro for Mve {
         acc[0][..3].copy_from_slice(&a[..3]);
         acc[1][..3].copy_from_slice(&a[3..]);
     }
+
+    /// Tile layout `[column][row]`, columns `TILE_STRIDE` words apart: the pair loop runs in
+    /// one assembly panel, an odd last row as a pair with itself.
+    #[inline]
+    fn panel(rows: &Rows, cols: &MveCols<'_>, o: Range<usize>, tile: &mut [i32]) {
+        use crate::arch::mve::{TILE_STRIDE, panel_2x3};
+        let k = rows.k;
+        let pairs = o.len() / 2;
+        let w = rows.w.get(o.start * k..).unwrap_or_default();
+        let bias = rows.bias.get(o.start..).unwrap_or_default();
+        panel_2x3(w, k, cols.x, bias, tile, pairs);
+        if o.len() % 2 == 1 {
+            let last = o.end - 1;
+            let w = &rows.w[last * k..][..k];
+            let mut acc = [[rows.bias[last]; 4]; 2];
+            Self::run([w, w], cols, k, &mut acc);
+            for (c, &a) in acc[0].iter().enumerate().take(3) {
+                tile[c * TILE_STRIDE + last - o.start] = a;
+            }
+        }
+    }
+
+    #[inline]
+    fn requant_col(
+        tile: &[i32],
+        c: usize,
+        requant: &[Requant],
+        q: &OutQuant,
+        fast: bool,
+        out: &mut [i8],
+    ) {
+        use crate::arch::mve::TILE_STRIDE;
+        let acc = tile.get(c * TILE_STRIDE..).unwrap_or_default();
+        if fast {
+            let pairs: &[[i32; 2]] = bytemuck::cast_slice(requant);
+            crate::arch::mve::requant_row(acc, pairs, q.zp, q.act.map(|l| &l.0), out);
+        } else {
+            requant_scalar(acc.iter().copied(), requant, q, false, out);
+        }
+    }
+
+    #[inline(always)]
+    fn copy(dst: &mut [i8], src: &[i8]) {
+        crate::arch::mve::copy(dst, src);
+    }
+
+    #[inline(always)]
+    fn fill(dst: &mut [i8], v: i8) {
+        crate::arch::mve::fill(dst, v);
+    }
+
+    #[inline(always)]
+    fn copy_rows(
+        dst: &mut [i8],
+        dst_stride: usize,
+        src: &[i8],
+        src_stride: usize,
+        rows: usize,
+        len: usize,
+    ) -> bool {
+        crate::arch::mve::copy_rows(dst, dst_stride, src, src_stride, rows, len)
+    }
+
+    const GATHER_BELOW: usize = usize::MAX;
+
+    type Table<'a> = crate::arch::mve::GatherTable<'a>;
+
+    fn table(offsets: &[u16]) -> crate::arch::mve::GatherTable<'_> {
+        crate::arch::mve::GatherTable::new(offsets)
+    }
+
+    #[inline(always)]
+    fn gather_rows(
+        dst: &mut [i8],
+        dst_stride: usize,
+        src: &[i8],
+        src_stride: usize,
+        rows: usize,
+        len: usize,
+        table: &Self::Table<'_>,
+    ) -> bool {
+        crate::arch::mve::gather_rows(dst, dst_stride, src, src_stride, rows, len, table)
+    }
 }
 
-/// Scratch bytes for one packed column buffer of `k` values, whichever flavour the target uses.
-///
-/// Blobs are planned on the host, so the answer must not depend on the build: it is the larger of
-/// the two flavours (DSP, int16: 8 bytes per value of `k`; Helium, int8: 3), alignment included.
-pub(crate) fn packed_scratch_bytes(k: usize) -> usize {
-    use super::scratch::bytes_for;
-    let dsp = bytes_for::<u32>(k.div_ceil(4) * 8);
-    let mve = bytes_for::<i8>(k.div_ceil(16) * 48);
-    dsp.max(mve)
+/// Scalar output stage shared by the flavours (see [`OutQuant::apply`]).
+#[inline]
+fn requant_scalar(
+    acc: impl Iterator<Item = i32>,
+    requant: &[Requant],
+    q: &OutQuant,
+    fast: bool,
+    out: &mut [i8],
+) {
+    if fast {
+        for ((o, a), r) in out.iter_mut().zip(acc).zip(requant) {
+            // Zero multipliers give 0 whatever the shift; `& 31` keeps their shift in range.
+            let sh = ((-2 - r.shift) as u32) & 31;
+            let hi = ((i64::from(a) * i64::from(r.multiplier)) >> 32) as i32;
+            *o = q.activate(saturate_i8((((hi >> sh) + 1) >> 1) + q.zp));
+        }
+    } else {
+        for ((o, a), r) in out.iter_mut().zip(acc).zip(requant) {
+            *o = q.apply(Channel::new(*r), a);
+        }
+    }
+}
+
+/// True when every channel can use the fast requantization: `shift ≤ −2`, or a zero multiplier.
+pub(crate) fn all_fast(requant: &[Requant]) -> bool {
+    requant.iter().all(|r| r.shift <= -2 || r.multiplier == 0)
+}
+
+/// The weights side of a matrix product: `out × k` int8 rows with their bias and requantization.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Rows<'a> {
+    pub(crate) w: &'a [i8],
+    pub(crate) k: usize,
+    pub(crate) bias: &'a [i32],
+    pub(crate) requant: &'a [Requant],
+    pub(crate) q: OutQuant<'a>,
+    pub(crate) fast: bool,
+}
+
+/// Multiplies the `n` packed columns by rows `range` and writes column `c`'s outputs to
+/// `output[base[c]..][..range.len()]`: per tile of [`TILE`] rows, the flavour's panel fills the
+/// accumulator tile, then each column's accumulators are requantized at once.
+#[inline]
+pub(crate) fn block<M: Micro>(
+    rows: &Rows,
+    cols: &M::Cols<'_>,
+    n: usize,
+    range: Range<usize>,
+    tile: &mut [i32],
+    output: &mut [i8],
+    base: [usize; 4],
+) {
+    let mut t0 = range.start;
+    while t0 < range.end {
+        let t1 = (t0 + TILE).min(range.end);
+        M::panel(rows, cols, t0..t1, tile);
+        for (c, &b) in base.iter().enumerate().take(n) {
+            M::requant_col(
+                tile,
+                c,
+                &rows.requant[t0..t1],
+                &rows.q,
+                rows.fast,
+                &mut output[b + t0 - range.start..][..t1 - t0],
+            );
+        }
+        t0 = t1;
+    }
+}
+
+/// Words of the accumulator tile, enough for either flavour's layout.
+pub(crate) const TILE_WORDS: usize = 4 * (TILE + 2);
+
+/// Scratch bytes of the matrix-product path for `k` values per column, whichever flavour the
+/// target uses: blobs are planned on the host, so the answer must not depend on the build. The
+/// larger of the two flavours' column buffers (DSP: an int8 staging row and four int16 columns,
+/// about 9 bytes per value of `k`; Helium: three int8 columns), plus the accumulator tile,
+/// alignment included.
+pub(crate) fn gemm_scratch_bytes(k: usize) -> usize {
+    let k4 = k.div_ceil(4) * 4;
+    let dsp = bytes_for::<i8>(k4) + bytes_for::<u32>(k4 * 2);
+    let mve = bytes_for::<i8>(3 * k);
+    dsp.max(mve) + bytes_for::<i32>(TILE_WORDS)
 }
 
 /// One output channel's requantization, prepared for [`OutQuant::apply`].
@@ -241,10 +489,15 @@ pub(crate) struct Channel {
 }
 
 impl Channel {
-    /// Prepares `r` (valid, as the kernels' constructors check).
+    /// Prepares `r` (valid, as the kernels' constructors check). A zero multiplier gives 0
+    /// whatever the shift, so it takes the fast path too.
     #[inline(always)]
     pub(crate) fn new(r: Requant) -> Self {
-        let sh = (r.shift <= -2).then(|| (-2 - r.shift) as u32);
+        let sh = if r.multiplier == 0 {
+            Some(0)
+        } else {
+            (r.shift <= -2).then(|| (-2 - r.shift) as u32)
+        };
         Channel { r, sh }
     }
 }
@@ -275,7 +528,12 @@ impl OutQuant<'_> {
             }
             None => requantize(acc, ch.r).saturating_add(self.zp),
         };
-        let q = saturate_i8(v);
+        self.activate(saturate_i8(v))
+    }
+
+    /// The activation table, if any.
+    #[inline(always)]
+    pub(crate) fn activate(&self, q: i8) -> i8 {
         match self.act {
             Some(lut) => lut.apply(q),
             None => q,
@@ -366,69 +624,117 @@ mod tests {
         }
     }
 
-    fn check_packing<M: Micro>(k: usize, cuts: &[usize]) {
-        // Each column is written in segments split at `cuts`: packed from a slice, or (every
-        // other segment) filled with one value. run() must then equal plain dot products.
-        let mut buf = vec![<M::Word as bytemuck::Zeroable>::zeroed(); M::packed_words(k)];
+    fn check_micro<M: Micro>(k: usize, seed: u32) {
+        let mut rng = TestRng(seed);
+        let mut mem = vec![0u8; gemm_scratch_bytes(k) + 7];
+        let mut s = Scratch::new(&mut mem[1..]);
+        let mut cols = M::carve(&mut s, k).unwrap();
+        // Pack twice: the second packing must fully replace the first.
         let mut x = vec![vec![0i8; k]; M::COLS];
-        for (c, xc) in x.iter_mut().enumerate() {
-            let mut bounds: Vec<usize> = cuts.iter().map(|&b| b.min(k)).collect();
-            bounds.insert(0, 0);
-            bounds.push(k);
-            for (s, seg) in bounds.windows(2).enumerate() {
-                let (a, b) = (seg[0], seg[1].max(seg[0]));
-                if (s + c) % 2 == 0 {
-                    for (i, v) in xc[a..b].iter_mut().enumerate() {
-                        *v = ((c * 131 + (a + i) * 7) as u8) as i8;
-                    }
-                    M::pack(&mut buf, c, a, &xc[a..b]);
-                } else {
-                    let v = (s as i8).wrapping_mul(-45);
-                    xc[a..b].fill(v);
-                    M::fill(&mut buf, c, a, b - a, v);
-                }
+        for _ in 0..2 {
+            for (c, xc) in x.iter_mut().enumerate() {
+                *xc = rng.i8s(k);
+                M::pack(&mut cols, c, k, |row| M::copy(row, xc));
             }
         }
-        let w: Vec<Vec<i8>> = (0..2)
-            .map(|r| (0..k).map(|i| ((r * 71 + i * 13) as u8) as i8).collect())
-            .collect();
+        let w = [rng.i8s(k), rng.i8s(k)];
         let mut acc = [[7; 4]; 2];
-        M::run([&w[0], &w[1]], &buf, k, &mut acc);
-        for r in 0..M::ROWS {
+        M::run([&w[0], &w[1]], &cols, k, &mut acc);
+        for r in 0..if M::COLS == 4 { 1 } else { 2 } {
             for c in 0..M::COLS {
                 let want = 7 + (0..k).map(|i| w[r][i] as i32 * x[c][i] as i32).sum::<i32>();
-                assert_eq!(acc[r][c], want, "k={k} r={r} c={c} cuts={cuts:?}");
+                assert_eq!(acc[r][c], want, "k={k} r={r} c={c}");
             }
         }
     }
 
     #[test]
-    fn packing_and_micro_kernels_compute_dot_products() {
-        for k in [1, 3, 4, 5, 16, 17, 27, 33, 64, 147] {
-            for k0s in [&[][..], &[1, 2, 7], &[4, 9, 10], &[3, 16, 21]] {
-                check_packing::<Dsp>(k, k0s);
-                check_packing::<Mve>(k, k0s);
+    fn micro_kernels_compute_dot_products() {
+        for k in [1, 2, 3, 4, 5, 15, 16, 17, 27, 33, 64, 147, 576] {
+            check_micro::<Dsp>(k, k as u32);
+            check_micro::<Mve>(k, k as u32 + 1000);
+        }
+    }
+
+    /// Puts `acc` in column 1 of a tile (found by probing the flavour's layout with a panel) and
+    /// requantizes it.
+    fn requant_via_tile<M: Micro>(
+        acc: &[i32],
+        requant: &[Requant],
+        q: &OutQuant,
+        fast: bool,
+        out: &mut [i8],
+    ) {
+        // A panel over a k = 1 product with weights 1 and column 1 equal to 1 gives bias + 1.
+        let n = acc.len();
+        let mut mem = vec![0u8; gemm_scratch_bytes(1)];
+        let mut s = Scratch::new(&mut mem);
+        let mut cols = M::carve(&mut s, 1).unwrap();
+        for c in 0..M::COLS {
+            M::pack(&mut cols, c, 1, |row| row[0] = (c == 1) as i8);
+        }
+        let w = vec![1i8; n];
+        let bias: Vec<i32> = acc.iter().map(|&a| a.wrapping_sub(1)).collect();
+        let rows = Rows {
+            w: &w,
+            k: 1,
+            bias: &bias,
+            requant,
+            q: *q,
+            fast,
+        };
+        let mut tile = vec![0i32; TILE_WORDS];
+        M::panel(&rows, &cols, 0..n, &mut tile);
+        M::requant_col(&tile, 1, requant, q, fast, out);
+    }
+
+    fn check_requant_row<M: Micro>(seed: u32) {
+        let mut rng = TestRng(seed);
+        for n in [1, 3, 4, 5, 63, 64] {
+            let acc: Vec<i32> = (0..n)
+                .map(|_| (rng.next() as i32) >> (rng.next() % 24))
+                .collect();
+            let requant = rng.requants(n, if seed % 2 == 0 { -8 } else { 0 });
+            let lut = rng.lut();
+            for act in [None, Some(&lut)] {
+                let q = OutQuant {
+                    zp: rng.next() as i8 as i32,
+                    act,
+                };
+                let want: Vec<i8> = acc
+                    .iter()
+                    .zip(&requant)
+                    .map(|(&a, &r)| saturate_i8(requantize(a, r).saturating_add(q.zp)))
+                    .map(|v| q.activate(v))
+                    .collect();
+                let mut got = vec![0i8; n];
+                requant_via_tile::<M>(&acc, &requant, &q, all_fast(&requant), &mut got);
+                assert_eq!(got, want);
+                requant_via_tile::<M>(&acc, &requant, &q, false, &mut got);
+                assert_eq!(got, want);
             }
         }
     }
 
     #[test]
-    fn fill_repeats_the_value() {
-        let k = 23;
-        let mut d = vec![0u32; Dsp::packed_words(k)];
-        let mut m = vec![0i8; Mve::packed_words(k)];
-        for c in 0..4 {
-            Dsp::fill(&mut d, c, 0, k, -128);
+    fn requant_rows_equal_the_reference() {
+        for seed in 1..40 {
+            check_requant_row::<Dsp>(seed);
+            check_requant_row::<Mve>(seed);
         }
-        for c in 0..3 {
-            Mve::fill(&mut m, c, 0, k, -128);
+    }
+
+    #[test]
+    fn fill_and_copy() {
+        for n in [0, 1, 15, 16, 17, 40] {
+            let src: Vec<i8> = (0..n).map(|i| i as i8 - 20).collect();
+            let mut d = vec![0i8; n];
+            Mve::copy(&mut d, &src);
+            assert_eq!(d, src);
+            Mve::fill(&mut d, -128);
+            assert!(d.iter().all(|&v| v == -128));
+            Dsp::copy(&mut d, &src);
+            assert_eq!(d, src);
         }
-        let ones = vec![1i8; k];
-        let mut acc = [[0; 4]; 2];
-        Dsp::run([&ones, &ones], &d, k, &mut acc);
-        assert_eq!(acc[0], [-128 * k as i32; 4]);
-        let mut acc = [[0; 4]; 2];
-        Mve::run([&ones, &ones], &m, k, &mut acc);
-        assert_eq!(acc[1][..3], [-128 * k as i32; 3]);
     }
 }

@@ -2,7 +2,7 @@
 //! in[t][i] · w[o][i]))` for every token `t`. Used for qkv, proj, the MLPs and the head.
 
 #[cfg(any(test, vitae_dsp, vitae_mve))]
-use super::gemm::{Channel, Micro, OutQuant};
+use super::gemm::{Micro, OutQuant, Rows, TILE_WORDS, all_fast, block};
 use super::{KernelError, check_len, ensure, mul};
 use crate::quant::{Lut256, Requant, requantize, saturate_i8};
 
@@ -104,10 +104,11 @@ impl<'a> LinearS8<'a> {
 }
 
 /// Scratch bytes [`linear_s8`] needs: one packed block of tokens (four as int16 on
-/// Cortex-M4/M7, three as int8 on Cortex-M55) of `in_features` values, 8 bytes per input feature
-/// at most. The same on every target (blobs are planned on the host).
+/// Cortex-M4/M7, three as int8 on Cortex-M55) of `in_features` values (about 9 bytes per input
+/// feature) and a 1 KiB tile of accumulators. The same on every target (blobs are planned on the
+/// host).
 pub fn linear_s8_scratch_size(_tokens: usize, in_features: usize, _out_features: usize) -> usize {
-    super::gemm::packed_scratch_bytes(in_features)
+    super::gemm::gemm_scratch_bytes(in_features)
 }
 
 /// The scalar reference.
@@ -161,7 +162,7 @@ pub fn linear_s8(
 }
 
 /// A matrix product blocked over tokens: each block of `M::COLS` tokens is packed once into
-/// `scratch`, then every output feature runs the micro-kernel over the block (`M::ROWS` features
+/// `scratch`, then every output feature runs the micro-kernel over the block (one or two features
 /// per call), so each weight row is read once per token block instead of once per token.
 #[cfg(any(test, vitae_dsp, vitae_mve))]
 pub(crate) fn linear_gemm<M: Micro>(
@@ -173,32 +174,28 @@ pub(crate) fn linear_gemm<M: Micro>(
     p.check_buffers(input, output)?;
     let (k, n_out) = (p.in_features, p.out_features);
     let mut s = super::scratch::Scratch::new(scratch);
-    let cols = s.take::<M::Word>(M::packed_words(k), "linear scratch (packed tokens)")?;
-    let q = OutQuant {
-        zp: p.out_zp,
-        act: p.act,
+    let mut cols = M::carve(&mut s, k)?;
+    let tile = s.take::<i32>(TILE_WORDS, "linear scratch (accumulators)")?;
+    let rows = Rows {
+        w: p.weights,
+        k,
+        bias: p.bias,
+        requant: p.requant,
+        q: OutQuant {
+            zp: p.out_zp,
+            act: p.act,
+        },
+        fast: all_fast(p.requant),
     };
     let mut t0 = 0;
     while t0 < p.tokens {
         let n = (p.tokens - t0).min(M::COLS);
         for c in 0..n {
-            M::pack(cols, c, 0, &input[(t0 + c) * k..][..k]);
+            let x = &input[(t0 + c) * k..][..k];
+            M::pack(&mut cols, c, k, |row| M::copy(row, x));
         }
-        let mut o = 0;
-        while o < n_out {
-            let rows = (n_out - o).min(M::ROWS);
-            let w0 = &p.weights[o * k..][..k];
-            let w1 = &p.weights[(o + rows - 1) * k..][..k];
-            let mut acc = [[p.bias[o]; 4], [p.bias[o + rows - 1]; 4]];
-            M::run([w0, w1], cols, k, &mut acc);
-            for (r, acc_r) in acc.iter().enumerate().take(rows) {
-                let ch = Channel::new(p.requant[o + r]);
-                for (c, &a) in acc_r.iter().enumerate().take(n) {
-                    output[(t0 + c) * n_out + o + r] = q.apply(ch, a);
-                }
-            }
-            o += rows;
-        }
+        let base = core::array::from_fn(|c| (t0 + c) * n_out);
+        block::<M>(&rows, &cols, n, 0..n_out, tile, output, base);
         t0 += n;
     }
     Ok(())

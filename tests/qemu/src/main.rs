@@ -290,7 +290,8 @@ fn conv_known_value() -> TestResult {
         return Ok(());
     };
     let mut out = [0i8; 4];
-    let mut scratch = [0u8; 256];
+    let mut scratch = [0u8; 2048];
+    check!(conv::conv_s8_scratch_size(&geom) <= scratch.len());
     check!(conv::conv_s8(&p, &input, &mut out, &mut scratch).is_ok());
     // (10 + 40 + 1)/2 = 25.5 → 26, + 3; (20 + 30)/2 = 25, + 3; (−1 − 4 + 1)/2 = −2, + 3; −5/2 → −2.
     check_eq!(out, [29, 28, 1, 1]);

@@ -1,0 +1,349 @@
+//! Kernel benchmark: each case runs the optimized kernel of this build and the scalar reference,
+//! each call alone between two instruction-count markers, then checks that both wrote the same
+//! bytes (outside the measured regions).
+//!
+//! Protocol (read by `cargo xtask bench kernels`): after each measured region one line
+//! `BENCH <case> <impl> <macs> <scratch bytes> <shape>`, in region order; `CHECK <case> ok` or
+//! `CHECK <case> MISMATCH …` after both runs of a case; `DONE ok` or `DONE failed` at the end. A
+//! mismatch makes the run exit with failure.
+#![no_std]
+#![no_main]
+#![deny(unsafe_code)]
+
+use vitae_board::profile;
+use vitae_edge::kernels::attention::{self, AttentionS8};
+use vitae_edge::kernels::conv::{self, ConvGeometry, ConvS8, OutputSlice, conv_out_len};
+use vitae_edge::kernels::linear::{self, LinearS8};
+use vitae_edge::quant::{Lut256, Requant};
+
+mod arena {
+    //! The one place that hands out the static buffers the cases carve their tensors from.
+    #![allow(unsafe_code)]
+    use core::sync::atomic::{AtomicBool, Ordering};
+
+    /// Tensor bytes: the largest case (e: 32 KiB input, 48 KiB weights, two 96 KiB outputs).
+    pub const LEN: usize = 288 * 1024;
+    /// Scratch bytes: more than any kernel here asks for (the check fails otherwise).
+    pub const SCRATCH: usize = 32 * 1024;
+
+    #[repr(C, align(16))]
+    pub struct Buffers {
+        pub tensors: [i8; LEN],
+        pub scratch: [u8; SCRATCH],
+    }
+
+    // In the boards' arena region (NOLOAD; on the M55 board the 4 MiB SRAM2, since the tightly
+    // coupled RAM is too small for case e).
+    #[unsafe(link_section = ".vitae_arena")]
+    static mut BUFFERS: Buffers = Buffers {
+        tensors: [0; LEN],
+        scratch: [0; SCRATCH],
+    };
+    static TAKEN: AtomicBool = AtomicBool::new(false);
+
+    /// The buffers, once; `None` if already taken.
+    pub fn take() -> Option<&'static mut Buffers> {
+        if TAKEN.swap(true, Ordering::Relaxed) {
+            return None;
+        }
+        // SAFETY: `TAKEN` makes this the only reference ever created to `BUFFERS`, and nothing
+        // else names it. Any bit pattern (the NOLOAD section is not initialized) is a valid
+        // `i8`/`u8`.
+        Some(unsafe { &mut *core::ptr::addr_of_mut!(BUFFERS) })
+    }
+}
+
+#[cortex_m_rt::entry]
+fn main() -> ! {
+    vitae_board::init();
+    defmt::println!(
+        "kernel benchmark on {=str} ({=str})",
+        vitae_board::BOARD,
+        vitae_board::CORE
+    );
+    let Some(buffers) = arena::take() else {
+        defmt::println!("DONE failed (arena taken twice)");
+        vitae_board::exit(false)
+    };
+    let (mem, scratch) = (&mut buffers.tensors[..], &mut buffers.scratch[..]);
+    let mut ok = true;
+    ok &= conv_case(
+        mem,
+        "a",
+        "conv 3x3 s1 p1 32x32x64->32x32x64",
+        geom((32, 32, 64), 64, 3, 1, 1, 1, 1),
+        scratch,
+    );
+    ok &= conv_case(
+        mem,
+        "b",
+        "conv 3x3 s2 p1 64x64x3->32x32x32",
+        geom((64, 64, 3), 32, 3, 2, 1, 1, 1),
+        scratch,
+    );
+    ok &= conv_case(
+        mem,
+        "c",
+        "conv 7x7 s4 d2 p5 64x64x3->16x16x32",
+        geom((64, 64, 3), 32, 7, 4, 5, 2, 1),
+        scratch,
+    );
+    ok &= conv_case(
+        mem,
+        "d",
+        "grouped conv 3x3 s1 p1 16x16x128->128, 8 groups",
+        geom((16, 16, 128), 128, 3, 1, 1, 1, 8),
+        scratch,
+    );
+    ok &= linear_case(mem, scratch);
+    ok &= attention_case(mem, scratch);
+    defmt::println!("DONE {=str}", if ok { "ok" } else { "failed" });
+    vitae_board::exit(ok)
+}
+
+/// xorshift32, fixed seed: the same data on every board and run.
+struct Rng(u32);
+
+impl Rng {
+    fn next(&mut self) -> u32 {
+        let mut s = self.0;
+        s ^= s << 13;
+        s ^= s >> 17;
+        s ^= s << 5;
+        self.0 = s;
+        s
+    }
+
+    fn fill(&mut self, buf: &mut [i8]) {
+        for b in buf {
+            *b = self.next() as i8;
+        }
+    }
+
+    /// Random int32 biases (±2^19) and valid per-channel requantization: multipliers in
+    /// [2^30, 2^31), shifts −9..=−7.
+    fn channels(&mut self, bias: &mut [i32], requant: &mut [Requant]) {
+        for (b, r) in bias.iter_mut().zip(requant) {
+            *b = (self.next() as i32) >> 12;
+            *r = Requant {
+                multiplier: (1 << 30) | (self.next() >> 2) as i32,
+                shift: -9 + (self.next() % 3) as i32,
+            };
+        }
+    }
+
+    fn lut(&mut self) -> Lut256 {
+        let mut t = [0i8; 256];
+        self.fill(&mut t);
+        Lut256(t)
+    }
+}
+
+const IN_ZP: i32 = 7;
+const OUT_ZP: i32 = -5;
+
+fn geom(
+    (in_h, in_w, in_c): (usize, usize, usize),
+    out_c: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    dil: usize,
+    groups: usize,
+) -> ConvGeometry {
+    let out = |n| conv_out_len(n, k, stride, pad, dil).unwrap_or(0);
+    ConvGeometry {
+        in_h,
+        in_w,
+        in_c,
+        out_h: out(in_h),
+        out_w: out(in_w),
+        out_c,
+        kh: k,
+        kw: k,
+        stride_h: stride,
+        stride_w: stride,
+        pad_h: pad,
+        pad_w: pad,
+        dil_h: dil,
+        dil_w: dil,
+        groups,
+    }
+}
+
+/// Splits `n` elements off the front of `*mem` (an empty slice when the arena is too small,
+/// which then fails the kernel's length check and the case).
+fn carve<'a>(mem: &mut &'a mut [i8], n: usize) -> &'a mut [i8] {
+    let n = n.min(mem.len());
+    let (head, tail) = core::mem::take(mem).split_at_mut(n);
+    *mem = tail;
+    head
+}
+
+fn conv_case(
+    mem: &mut [i8],
+    case: &'static str,
+    shape: &'static str,
+    g: ConvGeometry,
+    scratch: &mut [u8],
+) -> bool {
+    let mut rng = Rng(0x2545_f491 ^ case.as_bytes()[0] as u32);
+    let mut mem = mem;
+    let input = carve(&mut mem, g.in_h * g.in_w * g.in_c);
+    let weights = carve(&mut mem, g.weight_len());
+    let n_out = g.out_h * g.out_w * g.out_c;
+    let got = carve(&mut mem, n_out);
+    let want = carve(&mut mem, n_out);
+    rng.fill(input);
+    rng.fill(weights);
+    let mut bias = [0i32; 128];
+    let mut requant = [Requant::default(); 128];
+    let (bias, requant) = (&mut bias[..g.out_c], &mut requant[..g.out_c]);
+    rng.channels(bias, requant);
+    let lut = rng.lut();
+    let slice = OutputSlice {
+        offset: 0,
+        pixel_stride: g.out_c,
+    };
+    let Ok(p) = ConvS8::new(g, weights, bias, requant, IN_ZP, OUT_ZP, Some(&lut), slice) else {
+        defmt::println!("CHECK {=str} MISMATCH (invalid parameters)", case);
+        return false;
+    };
+    let need = conv::conv_s8_scratch_size(&g);
+    let scratch = &mut scratch[..need.min(arena::SCRATCH)];
+    let opt = measured(case, "optimized", g.macs(), need, shape, || {
+        conv::conv_s8(&p, input, got, scratch)
+    });
+    let refr = measured(case, "reference", g.macs(), 0, shape, || {
+        conv::conv_s8_reference(&p, input, want)
+    });
+    check(case, opt.is_ok(), refr.is_ok(), got, want)
+}
+
+fn linear_case(mem: &mut [i8], scratch: &mut [u8]) -> bool {
+    let (case, shape) = ("e", "linear 256 tokens x 128 -> 384");
+    let (tokens, k, n_out) = (256, 128, 384);
+    let mut rng = Rng(0x2545_f491 ^ b'e' as u32);
+    let mut mem = mem;
+    let input = carve(&mut mem, tokens * k);
+    let weights = carve(&mut mem, k * n_out);
+    let got = carve(&mut mem, tokens * n_out);
+    let want = carve(&mut mem, tokens * n_out);
+    rng.fill(input);
+    rng.fill(weights);
+    let mut bias = [0i32; 384];
+    let mut requant = [Requant::default(); 384];
+    rng.channels(&mut bias, &mut requant);
+    let lut = rng.lut();
+    let p = LinearS8::new(
+        tokens,
+        k,
+        n_out,
+        weights,
+        &bias,
+        &requant,
+        OUT_ZP,
+        Some(&lut),
+    );
+    let Ok(p) = p else {
+        defmt::println!("CHECK {=str} MISMATCH (invalid parameters)", case);
+        return false;
+    };
+    let need = linear::linear_s8_scratch_size(tokens, k, n_out);
+    let scratch = &mut scratch[..need.min(arena::SCRATCH)];
+    let opt = measured(case, "optimized", p.macs(), need, shape, || {
+        linear::linear_s8(&p, input, got, scratch)
+    });
+    let refr = measured(case, "reference", p.macs(), 0, shape, || {
+        linear::linear_s8_reference(&p, input, want)
+    });
+    check(case, opt.is_ok(), refr.is_ok(), got, want)
+}
+
+fn attention_case(mem: &mut [i8], scratch: &mut [u8]) -> bool {
+    let (case, shape) = ("f", "attention 256 tokens, 1 head, dim 64");
+    let (tokens, heads, dim) = (256, 1, 64);
+    let mut rng = Rng(0x2545_f491 ^ b'f' as u32);
+    let mut mem = mem;
+    let n = tokens * heads * dim;
+    let q = carve(&mut mem, n);
+    let k = carve(&mut mem, n);
+    let v = carve(&mut mem, n);
+    let got = carve(&mut mem, n);
+    let want = carve(&mut mem, n);
+    rng.fill(q);
+    rng.fill(k);
+    rng.fill(v);
+    // s_q·s_k/√d for activation scales around 0.03: logits of a few units, a realistic softmax.
+    let Ok(p) = AttentionS8::new(tokens, heads, dim, 1.1e-4, 0.8, OUT_ZP) else {
+        defmt::println!("CHECK {=str} MISMATCH (invalid parameters)", case);
+        return false;
+    };
+    let need = attention::attention_s8_scratch_size(tokens, dim);
+    let need_ref = attention::attention_s8_reference_scratch_size(dim);
+    let s = &mut scratch[..need.min(arena::SCRATCH)];
+    let opt = measured(case, "optimized", p.macs(), need, shape, || {
+        attention::attention_s8(&p, q, k, v, got, s)
+    });
+    let s = &mut scratch[..need_ref.min(arena::SCRATCH)];
+    let refr = measured(case, "reference", p.macs(), need_ref, shape, || {
+        attention::attention_s8_reference(&p, q, k, v, want, s)
+    });
+    check(case, opt.is_ok(), refr.is_ok(), got, want)
+}
+
+/// Runs `f` between the instruction-count markers and reports it.
+fn measured<R>(
+    case: &str,
+    which: &str,
+    macs: u64,
+    scratch: usize,
+    shape: &str,
+    f: impl FnOnce() -> R,
+) -> R {
+    let mark = profile::start();
+    let r = f();
+    profile::stop(mark);
+    defmt::println!(
+        "BENCH {=str} {=str} {=u64} {=usize} {=str}",
+        case,
+        which,
+        macs,
+        scratch,
+        shape
+    );
+    r
+}
+
+/// Logs and returns whether both implementations wrote the same bytes (and both succeeded).
+fn check(case: &str, ok_opt: bool, ok_ref: bool, got: &[i8], want: &[i8]) -> bool {
+    if !ok_opt || !ok_ref {
+        defmt::println!(
+            "CHECK {=str} MISMATCH (kernel error: optimized ok={=bool}, reference ok={=bool})",
+            case,
+            ok_opt,
+            ok_ref
+        );
+        return false;
+    }
+    match got.iter().zip(want).position(|(a, b)| a != b) {
+        None if got.len() == want.len() => {
+            defmt::println!("CHECK {=str} ok", case);
+            true
+        }
+        None => {
+            defmt::println!("CHECK {=str} MISMATCH (lengths)", case);
+            false
+        }
+        Some(i) => {
+            defmt::println!(
+                "CHECK {=str} MISMATCH at {=usize}: {=i8} != {=i8}",
+                case,
+                i,
+                got[i],
+                want[i]
+            );
+            false
+        }
+    }
+}
