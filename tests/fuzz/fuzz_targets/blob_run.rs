@@ -1,0 +1,77 @@
+//! Structural validation and the executor on hostile blobs: the checksum is recomputed and
+//! patched in before parsing (every random mutation would fail it otherwise), and a blob that
+//! parses is run through `vitae_edge::runtime::run` with an arena of exactly the planned size.
+//! Neither may panic, read out of bounds or loop: a parsed blob is supposed to be safe to run.
+//!
+//! The work is bounded so that no input takes a second: validation guarantees memory safety, not
+//! a small model, and a 4 GiB arena or a 10^12-MAC layer is legal. Such blobs are still parsed and
+//! decoded, just not run.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use vitae_edge::format::{AlignedBytes, CRC_FIELD_OFFSET, Model, Op, crc32};
+use vitae_edge::runtime::{self, Input, NoProfiler};
+
+/// Largest arena a run gets.
+const MAX_ARENA: usize = 1 << 20;
+/// Largest estimated work (multiply-accumulates plus elements touched) a run gets.
+const MAX_WORK: u64 = 20_000_000;
+
+/// A generous estimate of one op's work, from its decoded parameters (not the blob's claim).
+fn work(op: &Op) -> u64 {
+    match op {
+        Op::ConvS8(k) => k.geometry().macs(),
+        Op::PrmS8(p) | Op::PrmF16(p) => (0..p.len()).map(|b| p.geometry(b).macs()).sum(),
+        Op::LinearS8(k) => k.macs(),
+        Op::AttentionS8(k) => k.macs(),
+        Op::PerformerS8(k) => k.macs(),
+        Op::ConvF16(k) => k.geom.macs(),
+        Op::LinearF16(l) => (l.tokens * l.in_features * l.out_features) as u64,
+        Op::AttentionF16(p) => {
+            2 * (p.tokens as u64).pow(2) * p.heads as u64 * p.head_dim as u64
+        }
+        Op::PerformerF16 { params: p, .. } => {
+            4 * p.tokens as u64 * p.emb as u64 * p.features as u64
+        }
+        _ => 0,
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut blob = AlignedBytes::new(data);
+    let bytes = blob.as_bytes_mut();
+    if bytes.len() >= CRC_FIELD_OFFSET + 4 {
+        bytes[CRC_FIELD_OFFSET..CRC_FIELD_OFFSET + 4].fill(0);
+        let crc = crc32(bytes);
+        bytes[CRC_FIELD_OFFSET..CRC_FIELD_OFFSET + 4].copy_from_slice(&crc.to_le_bytes());
+    }
+    let Ok(model) = Model::parse(blob.as_bytes()) else {
+        return;
+    };
+    let mut total = 0u64;
+    for i in 0..model.op_count() {
+        let op = model.decode(i).expect("a parsed model decodes");
+        total = total.saturating_add(work(&op));
+        let _ = model.op_data_bytes(i);
+    }
+    let m = model.meta();
+    let pixels = m.input_channels as usize * m.input_height as usize * m.input_width as usize;
+    // Elements touched outside the MAC-counted kernels are bounded by the arena size per op.
+    let touched = model.arena_len() as u64 * model.op_count() as u64;
+    if model.arena_len() > MAX_ARENA || total.saturating_add(touched) > MAX_WORK {
+        return;
+    }
+    // An input with values across the int8 range, some negative, some large.
+    let image: Vec<f32> = (0..pixels).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+    let mut arena = AlignedBytes::new(&vec![0u8; model.arena_len()]);
+    if let Ok(out) = runtime::run(
+        &model,
+        arena.as_bytes_mut(),
+        Input::F32Nchw(&image),
+        &mut NoProfiler,
+    ) {
+        let mut logits = vec![0.0f32; out.len()];
+        out.logits_f32(&mut logits);
+        let _ = out.top_k::<5>();
+    }
+});
