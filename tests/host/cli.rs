@@ -248,7 +248,14 @@ fn usage_errors_exit_2() {
 
 #[test]
 fn every_subcommand_help_has_an_example() {
-    for sub in ["run", "check", "bench-reference"] {
+    for sub in [
+        "run",
+        "check",
+        "quantize",
+        "inspect",
+        "diff",
+        "bench-reference",
+    ] {
         let output = vitae(&[sub, "--help"]);
         assert!(output.status.success());
         let text = String::from_utf8_lossy(&output.stdout);
@@ -261,4 +268,712 @@ fn every_subcommand_help_has_an_example() {
             "{sub} --help example does not show the command"
         );
     }
+}
+
+/// Rewrites one tensor of a checkpoint (key, shape, values) or drops it (`None`).
+type Edit<'a> = &'a dyn Fn(&str, &[usize], &[f32]) -> Option<(Vec<usize>, Vec<f32>)>;
+
+/// One bad-input case: the arguments, what the first stderr line must contain, and the output
+/// file the command would have written (pre-filled, so clobbering shows).
+struct Case {
+    what: &'static str,
+    args: Vec<String>,
+    needle: String,
+    out: Option<PathBuf>,
+    /// Run under `ulimit -f <blocks>` (SIGXFSZ ignored): writes beyond the limit fail with
+    /// EFBIG, the same failure path as a full disk (ENOSPC), on a real file system.
+    file_size_limit: Option<u32>,
+}
+
+fn run_case(case: &Case) -> Output {
+    match case.file_size_limit {
+        None => vitae(&case.args.iter().map(String::as_str).collect::<Vec<_>>()),
+        Some(blocks) => {
+            let mut script = format!(
+                "trap '' XFSZ; ulimit -f {blocks}; exec \"{}\"",
+                env!("CARGO_BIN_EXE_vitae")
+            );
+            for a in &case.args {
+                script.push_str(&format!(" '{a}'"));
+            }
+            Command::new("sh")
+                .args(["-c", &script])
+                .output()
+                .expect("run sh")
+        }
+    }
+}
+
+/// A directory nobody can create files in: mode 0555, and when that does not stop this
+/// process (root), the immutable attribute. `None` when neither is possible here.
+struct ReadOnlyDir(PathBuf);
+
+impl ReadOnlyDir {
+    fn new(path: PathBuf) -> Option<ReadOnlyDir> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o555)).unwrap();
+        let writable = |p: &Path| {
+            let probe = p.join("probe");
+            let ok = std::fs::write(&probe, b"x").is_ok();
+            let _ = std::fs::remove_file(&probe);
+            ok
+        };
+        if writable(&path) {
+            let _ = Command::new("chattr").arg("+i").arg(&path).output();
+        }
+        let dir = ReadOnlyDir(path);
+        (!writable(&dir.0)).then_some(dir)
+    }
+}
+
+impl Drop for ReadOnlyDir {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = Command::new("chattr").arg("-i").arg(&self.0).output();
+        let _ = std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(0o755));
+    }
+}
+
+/// Every kind of bad input to every subcommand: exit status 2, one first line naming the
+/// problem and the file/key at fault, no panic text, no output file left behind and an existing
+/// output untouched.
+#[test]
+fn bad_inputs_to_every_subcommand_are_clear_input_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p = |name: &str| d.join(name).display().to_string();
+    let s = |x: &str| x.to_string();
+
+    // Inputs.
+    std::fs::write(d.join("empty.bin"), b"").unwrap();
+    std::fs::create_dir(d.join("a_dir")).unwrap();
+    std::fs::create_dir(d.join("no_images")).unwrap();
+    std::fs::create_dir(d.join("bad_images")).unwrap();
+    std::fs::write(d.join("bad_images/0.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
+    let checkpoint = vitae::checkpoint::load_checkpoint(Path::new(&mcu_a("model.pth"))).unwrap();
+    let doctored = |edit: Edit, extra: Option<(&str, Vec<usize>, Vec<f32>)>| {
+        let mut owned: Vec<(String, Vec<usize>, Vec<f32>)> = checkpoint
+            .tensors
+            .iter()
+            .filter_map(|(k, t)| edit(k, &t.shape, &t.data).map(|(s, v)| (k.clone(), s, v)))
+            .collect();
+        if let Some((k, s, v)) = extra {
+            owned.push((k.to_string(), s, v));
+        }
+        let refs: Vec<(&str, &[usize], &[f32])> = owned
+            .iter()
+            .map(|(k, s, v)| (k.as_str(), s.as_slice(), v.as_slice()))
+            .collect();
+        common::write_pth(&refs)
+    };
+    let keep = |_: &str, s: &[usize], v: &[f32]| Some((s.to_vec(), v.to_vec()));
+    let plain = doctored(&keep, None);
+    std::fs::write(d.join("plain.pth"), &plain).unwrap();
+    std::fs::write(
+        d.join("missing_key.pth"),
+        doctored(
+            &|k, s, v| (k != "head.bias").then(|| (s.to_vec(), v.to_vec())),
+            None,
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("extra_key.pth"),
+        doctored(&keep, Some(("head.extra", vec![2], vec![1.0, 2.0]))),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("misshaped.pth"),
+        doctored(
+            &|k, s, v| {
+                Some(if k == "head.weight" {
+                    (vec![10, 81], vec![0.01; 810])
+                } else {
+                    (s.to_vec(), v.to_vec())
+                })
+            },
+            None,
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("nan.pth"),
+        doctored(
+            &|k, s, v| {
+                let mut v = v.to_vec();
+                if k == "layers.2.NC.0.mlp.fc1.weight" {
+                    v[17] = f32::NAN;
+                }
+                Some((s.to_vec(), v))
+            },
+            None,
+        ),
+    )
+    .unwrap();
+    let input = read_npy_f32(Path::new(&mcu_a("input.npy"))).unwrap();
+    write_npy_f32(
+        &d.join("small.npy"),
+        &[1, 3, 64, 64],
+        &vec![0.0; 3 * 64 * 64],
+    )
+    .unwrap();
+    write_npy_f32(&d.join("none.npy"), &[0, 3, 96, 96], &[]).unwrap();
+    let mut with_nan = input.data.clone();
+    with_nan[5] = f32::NAN;
+    write_npy_f32(&d.join("nan_input.npy"), &[1, 3, 96, 96], &with_nan).unwrap();
+
+    // Blobs: a valid one from the tool itself, then broken copies.
+    let blob_path = d.join("model.vblob");
+    let made = vitae(&[
+        "quantize",
+        "--checkpoint",
+        &p("plain.pth"),
+        "--config",
+        &mcu_a("kwargs.json"),
+        "--calib",
+        &mcu_a("input.npy"),
+        "--no-progress",
+        "--out",
+        &blob_path.display().to_string(),
+    ]);
+    assert!(made.status.success(), "{}", stderr(&made));
+    let blob = std::fs::read(&blob_path).unwrap();
+    let mut flipped = blob.clone();
+    flipped[blob.len() / 3] ^= 0x10;
+    std::fs::write(d.join("flipped.vblob"), &flipped).unwrap();
+    std::fs::write(d.join("truncated.vblob"), &blob[..blob.len() - 100]).unwrap();
+    let mut v2 = blob.clone();
+    v2[8] = 2;
+    v2[20..24].fill(0);
+    let crc = vitae_edge::format::crc32(&v2);
+    v2[20..24].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(d.join("version2.vblob"), &v2).unwrap();
+
+    // Outputs.
+    std::fs::create_dir(d.join("out")).unwrap();
+    let readonly = ReadOnlyDir::new(d.join("readonly"));
+    let out = |name: &str| d.join("out").join(name);
+
+    let mut cases: Vec<Case> = Vec::new();
+    let mut add = |what, args: &[&str], needle: &str, out: Option<PathBuf>| {
+        cases.push(Case {
+            what,
+            args: args.iter().map(|a| a.to_string()).collect(),
+            needle: needle.to_string(),
+            out,
+            file_size_limit: None,
+        })
+    };
+    let cfg = mcu_a("kwargs.json");
+    let x = mcu_a("input.npy");
+
+    // vitae check
+    for (what, file, needle) in [
+        (
+            "check: missing checkpoint",
+            p("absent.pth"),
+            s("absent.pth: file not found"),
+        ),
+        (
+            "check: directory as checkpoint",
+            p("a_dir"),
+            s("a_dir: is a directory"),
+        ),
+        (
+            "check: empty checkpoint",
+            p("empty.bin"),
+            s("empty.bin: file is empty"),
+        ),
+        (
+            "check: .pth missing a key",
+            p("missing_key.pth"),
+            s("1 missing (first: head.bias)"),
+        ),
+        (
+            "check: .pth with an extra key",
+            p("extra_key.pth"),
+            s("1 unexpected (first: head.extra)"),
+        ),
+        (
+            "check: .pth with a misshaped key",
+            p("misshaped.pth"),
+            s("1 misshaped (first: head.weight)"),
+        ),
+        (
+            "check: NaN weights",
+            p("nan.pth"),
+            s("1 with NaN/Inf (first: layers.2.NC.0.mlp.fc1.weight)"),
+        ),
+        (
+            "check: not a checkpoint",
+            x.clone(),
+            s("input.npy: not a checkpoint"),
+        ),
+    ] {
+        add(
+            what,
+            &["check", "--checkpoint", &file, "--config", &cfg],
+            &needle,
+            None,
+        );
+    }
+    add(
+        "check: wrong --arch",
+        &[
+            "check",
+            "--checkpoint",
+            &p("plain.pth"),
+            "--arch",
+            "vitae-t",
+        ],
+        "does not match architecture vitae-t",
+        None,
+    );
+    add(
+        "check: unknown --arch",
+        &[
+            "check",
+            "--checkpoint",
+            &p("plain.pth"),
+            "--arch",
+            "vitae-xxl",
+        ],
+        "unknown architecture 'vitae-xxl'",
+        None,
+    );
+    add(
+        "check: missing config",
+        &[
+            "check",
+            "--checkpoint",
+            &p("plain.pth"),
+            "--config",
+            &p("absent.json"),
+        ],
+        "absent.json: file not found",
+        None,
+    );
+    add(
+        "check: empty config",
+        &[
+            "check",
+            "--checkpoint",
+            &p("plain.pth"),
+            "--config",
+            &p("empty.bin"),
+        ],
+        "empty.bin: file is empty",
+        None,
+    );
+
+    // vitae quantize
+    let q = |ckpt: &str, arch: &[&str], calib: &str, out: &Path| -> Vec<String> {
+        let mut v: Vec<String> = vec![s("quantize"), s("--checkpoint"), s(ckpt)];
+        v.extend(arch.iter().map(|a| a.to_string()));
+        v.extend([
+            s("--calib"),
+            s(calib),
+            s("--no-progress"),
+            s("--out"),
+            out.display().to_string(),
+        ]);
+        v
+    };
+    let arch = ["--config", cfg.as_str()];
+    let quantize_cases: Vec<(&'static str, Vec<String>, String)> = vec![
+        (
+            "quantize: missing checkpoint",
+            q(&p("absent.pth"), &arch, &x, &out("q.vblob")),
+            s("absent.pth: file not found"),
+        ),
+        (
+            "quantize: directory as checkpoint",
+            q(&p("a_dir"), &arch, &x, &out("q.vblob")),
+            s("a_dir: is a directory"),
+        ),
+        (
+            "quantize: empty checkpoint",
+            q(&p("empty.bin"), &arch, &x, &out("q.vblob")),
+            s("empty.bin: file is empty"),
+        ),
+        (
+            "quantize: .pth missing a key",
+            q(&p("missing_key.pth"), &arch, &x, &out("q.vblob")),
+            s("(first: head.bias)"),
+        ),
+        (
+            "quantize: .pth with an extra key",
+            q(&p("extra_key.pth"), &arch, &x, &out("q.vblob")),
+            s("(first: head.extra)"),
+        ),
+        (
+            "quantize: .pth with a misshaped key",
+            q(&p("misshaped.pth"), &arch, &x, &out("q.vblob")),
+            s("(first: head.weight)"),
+        ),
+        (
+            "quantize: NaN weights",
+            q(&p("nan.pth"), &arch, &x, &out("q.vblob")),
+            s("NaN/Inf (first: layers.2.NC.0.mlp.fc1.weight)"),
+        ),
+        (
+            "quantize: wrong --arch",
+            q(&p("plain.pth"), &["--arch", "vitae-t"], &x, &out("q.vblob")),
+            s("does not match architecture vitae-t"),
+        ),
+        (
+            "quantize: calibration images of the wrong size",
+            q(&p("plain.pth"), &arch, &p("small.npy"), &out("q.vblob")),
+            s("small.npy: calibration array has shape [1, 3, 64, 64]"),
+        ),
+        (
+            "quantize: zero calibration images (.npy)",
+            q(&p("plain.pth"), &arch, &p("none.npy"), &out("q.vblob")),
+            s("none.npy"),
+        ),
+        (
+            "quantize: zero calibration images (folder)",
+            q(&p("plain.pth"), &arch, &p("no_images"), &out("q.vblob")),
+            s("no_images: contains no calibration images"),
+        ),
+        (
+            "quantize: unreadable calibration image",
+            q(&p("plain.pth"), &arch, &p("bad_images"), &out("q.vblob")),
+            s("0.png"),
+        ),
+        (
+            "quantize: missing calibration file",
+            q(&p("plain.pth"), &arch, &p("absent.npy"), &out("q.vblob")),
+            s("absent.npy"),
+        ),
+        (
+            "quantize: empty calibration file",
+            q(&p("plain.pth"), &arch, &p("empty.bin"), &out("q.vblob")),
+            s("empty.bin: file is empty"),
+        ),
+        (
+            "quantize: output in a missing directory",
+            q(&p("plain.pth"), &arch, &x, &d.join("nowhere/q.vblob")),
+            s("q.vblob: directory"),
+        ),
+        (
+            "quantize: output is a directory",
+            q(&p("plain.pth"), &arch, &x, &d.join("a_dir")),
+            s("a_dir: is a directory"),
+        ),
+    ];
+    for (what, args, needle) in quantize_cases {
+        let target = PathBuf::from(args.last().unwrap());
+        cases.push(Case {
+            what,
+            args,
+            needle,
+            out: Some(target).filter(|t| t.starts_with(d.join("out"))),
+            file_size_limit: None,
+        });
+    }
+    if let Some(ro) = &readonly {
+        let target = ro.0.join("q.vblob");
+        cases.push(Case {
+            what: "quantize: output in a read-only directory",
+            args: q(&p("plain.pth"), &arch, &x, &target),
+            needle: format!("{}: cannot write", target.display()),
+            out: None,
+            file_size_limit: None,
+        });
+    } else {
+        eprintln!("note: no read-only directory can be made here; that case is not tried");
+    }
+    // The blob is ~350 KB; 100 blocks of 1 KiB is room for a third of it.
+    cases.push(Case {
+        what: "quantize: disk full while writing",
+        args: q(&p("plain.pth"), &arch, &x, &out("q.vblob")),
+        needle: s("q.vblob: cannot write: File too large"),
+        out: Some(out("q.vblob")),
+        file_size_limit: Some(100),
+    });
+
+    // vitae run --model / --checkpoint
+    let r = |model: &str, input: &str, out: &Path| -> Vec<String> {
+        vec![
+            s("run"),
+            s("--model"),
+            s(model),
+            s("--input"),
+            s(input),
+            s("--out"),
+            out.display().to_string(),
+        ]
+    };
+    let bp = blob_path.display().to_string();
+    let run_cases: Vec<(&'static str, Vec<String>, String)> = vec![
+        (
+            "run --model: missing blob",
+            r(&p("absent.vblob"), &x, &out("y.npy")),
+            s("absent.vblob: file not found"),
+        ),
+        (
+            "run --model: directory as blob",
+            r(&p("a_dir"), &x, &out("y.npy")),
+            s("a_dir: is a directory"),
+        ),
+        (
+            "run --model: empty blob",
+            r(&p("empty.bin"), &x, &out("y.npy")),
+            s("empty.bin: file is empty"),
+        ),
+        (
+            "run --model: bit-flipped blob",
+            r(&p("flipped.vblob"), &x, &out("y.npy")),
+            s("flipped.vblob: checksum mismatch"),
+        ),
+        (
+            "run --model: truncated blob",
+            r(&p("truncated.vblob"), &x, &out("y.npy")),
+            s("truncated.vblob: blob declares"),
+        ),
+        (
+            "run --model: other format version",
+            r(&p("version2.vblob"), &x, &out("y.npy")),
+            s("version2.vblob: blob format version 2 is not supported"),
+        ),
+        (
+            "run --model: not a blob",
+            r(&x, &x, &out("y.npy")),
+            s("input.npy: not a ViTAE-Edge blob (bad magic)"),
+        ),
+        (
+            "run --model: input of the wrong size",
+            r(&bp, &p("small.npy"), &out("y.npy")),
+            s("small.npy: input shape [1, 3, 64, 64]"),
+        ),
+        (
+            "run --model: empty batch",
+            r(&bp, &p("none.npy"), &out("y.npy")),
+            s("none.npy: the batch is empty"),
+        ),
+        (
+            "run --model: NaN in the input",
+            r(&bp, &p("nan_input.npy"), &out("y.npy")),
+            s("nan_input.npy: value 5 is NaN"),
+        ),
+        (
+            "run --model: missing input",
+            r(&bp, &p("absent.npy"), &out("y.npy")),
+            s("absent.npy"),
+        ),
+        (
+            "run --model: output in a missing directory",
+            r(&bp, &x, &d.join("nowhere/y.npy")),
+            s("y.npy: directory"),
+        ),
+        (
+            "run --checkpoint: .pth missing a key",
+            vec![
+                s("run"),
+                s("--checkpoint"),
+                p("missing_key.pth"),
+                s("--config"),
+                cfg.clone(),
+                s("--input"),
+                x.clone(),
+                s("--out"),
+                out("y.npy").display().to_string(),
+            ],
+            s("(first: head.bias)"),
+        ),
+        (
+            "run --checkpoint: wrong --arch",
+            vec![
+                s("run"),
+                s("--checkpoint"),
+                p("plain.pth"),
+                s("--arch"),
+                s("vitae-t"),
+                s("--input"),
+                x.clone(),
+                s("--out"),
+                out("y.npy").display().to_string(),
+            ],
+            s("does not match architecture vitae-t"),
+        ),
+    ];
+    for (what, args, needle) in run_cases {
+        let target = PathBuf::from(args.last().unwrap());
+        cases.push(Case {
+            what,
+            args,
+            needle,
+            out: Some(target).filter(|t| t.starts_with(d.join("out"))),
+            file_size_limit: None,
+        });
+    }
+    if let Some(ro) = &readonly {
+        let target = ro.0.join("y.npy");
+        cases.push(Case {
+            what: "run --model: output in a read-only directory",
+            args: r(&bp, &x, &target),
+            needle: format!("{}: cannot write", target.display()),
+            out: None,
+            file_size_limit: None,
+        });
+    }
+    cases.push(Case {
+        what: "run --model: disk full while writing",
+        args: r(&bp, &x, &out("y.npy")),
+        needle: s("y.npy: cannot write: File too large"),
+        out: Some(out("y.npy")),
+        file_size_limit: Some(0),
+    });
+
+    // vitae inspect
+    let mut add = |what, args: Vec<String>, needle: String| {
+        cases.push(Case {
+            what,
+            args,
+            needle,
+            out: None,
+            file_size_limit: None,
+        })
+    };
+    for (what, file, needle) in [
+        (
+            "inspect: missing blob",
+            p("absent.vblob"),
+            s("absent.vblob: file not found"),
+        ),
+        (
+            "inspect: directory as blob",
+            p("a_dir"),
+            s("a_dir: is a directory"),
+        ),
+        (
+            "inspect: empty blob",
+            p("empty.bin"),
+            s("empty.bin: file is empty"),
+        ),
+        (
+            "inspect: bit-flipped blob",
+            p("flipped.vblob"),
+            s("flipped.vblob: checksum mismatch"),
+        ),
+        (
+            "inspect: truncated blob",
+            p("truncated.vblob"),
+            s("truncated.vblob: blob declares"),
+        ),
+        (
+            "inspect: other format version",
+            p("version2.vblob"),
+            s("blob format version 2 is not supported (this reader reads [1]) (at byte offset 8)"),
+        ),
+    ] {
+        add(what, vec![s("inspect"), file], needle);
+    }
+    // vitae diff
+    let df = |model: &str, ckpt: &str, arch: &[&str], input: &str| -> Vec<String> {
+        let mut v = vec![
+            s("diff"),
+            s("--model"),
+            s(model),
+            s("--checkpoint"),
+            s(ckpt),
+        ];
+        v.extend(arch.iter().map(|a| a.to_string()));
+        v.extend([s("--input"), s(input)]);
+        v
+    };
+    for (what, args, needle) in [
+        (
+            "diff: bit-flipped blob",
+            df(&p("flipped.vblob"), &p("plain.pth"), &arch, &x),
+            s("flipped.vblob: checksum mismatch"),
+        ),
+        (
+            "diff: missing blob",
+            df(&p("absent.vblob"), &p("plain.pth"), &arch, &x),
+            s("absent.vblob: file not found"),
+        ),
+        (
+            "diff: empty checkpoint",
+            df(&bp, &p("empty.bin"), &arch, &x),
+            s("empty.bin: file is empty"),
+        ),
+        (
+            "diff: .pth with a misshaped key",
+            df(&bp, &p("misshaped.pth"), &arch, &x),
+            s("(first: head.weight)"),
+        ),
+        (
+            "diff: NaN weights",
+            df(&bp, &p("nan.pth"), &arch, &x),
+            s("(first: layers.2.NC.0.mlp.fc1.weight)"),
+        ),
+        (
+            "diff: wrong --arch",
+            df(&bp, &p("plain.pth"), &["--arch", "vitae-t"], &x),
+            s("does not match architecture vitae-t"),
+        ),
+        (
+            "diff: input of the wrong size",
+            df(&bp, &p("plain.pth"), &arch, &p("small.npy")),
+            s("small.npy: input shape [1, 3, 64, 64]"),
+        ),
+        (
+            "diff: directory as input",
+            df(&bp, &p("plain.pth"), &arch, &p("a_dir")),
+            s("a_dir: is a directory"),
+        ),
+    ] {
+        add(what, args, needle);
+    }
+
+    let previous = b"previous output, must survive a failed run";
+    for case in &cases {
+        if let Some(out) = &case.out {
+            std::fs::write(out, previous).unwrap();
+        }
+        let output = run_case(case);
+        let first = first_line(&output);
+        println!("{:50} exit {:?}  {first}", case.what, output.status.code());
+        let err = stderr(&output);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{}: stderr:\n{err}",
+            case.what
+        );
+        assert!(
+            first.starts_with("error: ") && first.contains(&case.needle),
+            "{}: first line {first:?} lacks {:?}",
+            case.what,
+            case.needle
+        );
+        assert!(
+            !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+            "{}: {err}",
+            case.what
+        );
+        if let Some(out) = &case.out {
+            assert_eq!(
+                std::fs::read(out).unwrap(),
+                previous,
+                "{}: output clobbered",
+                case.what
+            );
+            std::fs::remove_file(out).unwrap();
+        }
+        assert!(
+            entries(&d.join("out")).is_empty(),
+            "{}: left behind {:?}",
+            case.what,
+            entries(&d.join("out"))
+        );
+    }
+    assert!(!d.join("nowhere").exists());
+    if let Some(ro) = &readonly {
+        assert!(entries(&ro.0).is_empty());
+    }
+    println!("{} bad-input cases", cases.len());
 }

@@ -126,5 +126,23 @@ pub fn check_output_path(path: &std::path::Path) -> anyhow::Result<()> {
         }
         .into());
     }
-    Ok(())
+    // A directory we cannot create files in (read-only, no permission) fails now, not after
+    // minutes of calibration: create and remove a probe file where the output will go.
+    let probe = dir.join(format!(".vitae-probe-{}", std::process::id()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(file) => {
+            drop(file);
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(source) => Err(vitae::io::WriteFileError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+        .into()),
+    }
 }

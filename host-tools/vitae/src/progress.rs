@@ -1,5 +1,5 @@
-//! Progress bars for long steps (indicatif), hidden with `--no-progress` or when stderr is not a
-//! terminal.
+//! Progress bars for long steps (indicatif) when stderr is a terminal, one line per step when it
+//! is not, nothing with `--no-progress` (so stderr holds only a failure's own lines).
 
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
@@ -7,14 +7,16 @@ use vitae::quantize::Progress;
 
 /// Maps the library's progress events to one bar per step.
 pub struct Bars {
+    quiet: bool,
     enabled: bool,
     bar: Option<ProgressBar>,
 }
 
 impl Bars {
-    /// Bars on stderr when `wanted` and stderr is a terminal.
+    /// Bars on stderr when `wanted` and stderr is a terminal; step lines when only `wanted`.
     pub fn new(wanted: bool) -> Self {
         Bars {
+            quiet: !wanted,
             enabled: wanted && std::io::stderr().is_terminal(),
             bar: None,
         }
@@ -23,6 +25,9 @@ impl Bars {
 
 impl Progress for Bars {
     fn begin(&mut self, what: &str, total: usize) {
+        if self.quiet {
+            return;
+        }
         if !self.enabled {
             eprintln!("{what} ({total} steps)…");
             return;

@@ -221,6 +221,19 @@ pub enum Problem {
     },
 }
 
+impl Problem {
+    /// The state_dict key the problem is about.
+    pub fn key(&self) -> &str {
+        match self {
+            Problem::Missing { key, .. }
+            | Problem::Unexpected { key, .. }
+            | Problem::Misshaped { key, .. }
+            | Problem::WrongDtype { key, .. }
+            | Problem::NonFinite { key, .. } => key,
+        }
+    }
+}
+
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -293,12 +306,17 @@ impl CheckpointReport {
                 "with NaN/Inf",
             ),
         ];
-        parts
+        let counts = parts
             .iter()
             .filter(|(n, _)| *n > 0)
             .map(|(n, what)| format!("{n} {what}"))
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", ");
+        // The first key too, so that the one line a user reads names a tensor.
+        match self.problems.first() {
+            Some(first) => format!("{counts} (first: {})", first.key()),
+            None => counts,
+        }
     }
 }
 

@@ -94,6 +94,9 @@ pub fn run(args: DiffArgs) -> anyhow::Result<()> {
     let m = Model::parse(aligned.as_bytes())
         .map_err(|e| InputError(format!("{}: {e}", args.model.display())))?;
     let (config, checkpoint) = args.reference.load()?;
+    // Checkpoint against architecture first: with the wrong --arch that is the problem.
+    let reference = ReferenceModel::new(config, &checkpoint)?;
+    let config = reference.config();
     let input = read_npy_f32(&args.input)?;
     let per = config.input_len();
     if input.data.len() < per || input.data.len() % per != 0 {
@@ -107,7 +110,6 @@ pub fn run(args: DiffArgs) -> anyhow::Result<()> {
         .into());
     }
     let image = &input.data[..per];
-    let reference = ReferenceModel::new(config, &checkpoint)?;
     let graph = build_graph(&reference, m.name());
     let float_outs = graph.eval(image, &mut NoObserver)?;
     let by_name: HashMap<&str, usize> = graph

@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Args;
 
 use vitae::calib_data::{self, ImagePrep};
@@ -76,8 +75,10 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         mean: args.mean.clone().unwrap_or_else(|| vec![0.5; channels]),
         std: args.std.clone().unwrap_or_else(|| vec![0.5; channels]),
     };
-    let images = calib_data::load(&args.calib, &prep, args.max_calib)?;
+    // The checkpoint is checked against the architecture before the calibration data is read:
+    // with the wrong --arch, the mismatch is the problem to report, not the images' size.
     let model = ReferenceModel::new(config, &checkpoint)?;
+    let images = calib_data::load(&args.calib, &prep, args.max_calib)?;
     let name = args.name.clone().unwrap_or_else(|| {
         args.model
             .checkpoint
@@ -93,8 +94,8 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     };
     let mut bars = Bars::new(!args.no_progress);
     let q = quantize::quantize(&model, &images, &options, &mut bars)?;
-    vitae::io::write_atomic(&args.out, &q.lowered.blob)
-        .with_context(|| format!("writing {}", args.out.display()))?;
+    // The error names the path and the OS's reason (disk full, permissions) on its first line.
+    vitae::io::write_atomic(&args.out, &q.lowered.blob)?;
     let l = &q.lowered;
     println!(
         "wrote {} ({} bytes, {:?}): arena {} bytes (liveness lower bound {}, {:.3}×), {} MACs, {} calibration images",

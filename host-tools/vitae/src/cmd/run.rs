@@ -113,10 +113,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         };
         let checkpoint = vitae::checkpoint::load_checkpoint(checkpoint_path)?;
-        let input = read_npy_f32(&args.input)?;
-        let size = config.img_size();
-        let batch = batch_of(&input, &args.input, config.in_chans(), size, size)?;
+        // Checkpoint against architecture first: with the wrong --arch that is the problem.
         let model = ReferenceModel::new(config, &checkpoint)?;
+        let input = read_npy_f32(&args.input)?;
+        let size = model.config().img_size();
+        let batch = batch_of(&input, &args.input, model.config().in_chans(), size, size)?;
         let logits = model.forward_batch(&input.data, &mut NoObserver)?;
         (logits, batch, model.config().num_classes())
     };
