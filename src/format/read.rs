@@ -445,11 +445,14 @@ impl<'a> Model<'a> {
             if t.h == 0 || t.w == 0 || t.c == 0 {
                 return Err(bad("zero dimension"));
             }
-            if t.elements() * dtype.size() != t.byte_len as usize {
+            // In u64: on a 32-bit device, h·w·c·size of hostile dimensions would wrap in usize
+            // and could match a small `byte_len`.
+            let bytes = t.h as u64 * t.w as u64 * t.c as u64 * dtype.size() as u64;
+            if bytes != t.byte_len as u64 {
                 return Err(bad("byte length does not match shape and dtype"));
             }
             let start = t.arena_offset as usize;
-            if start % ALIGN != 0 || start + t.byte_len as usize > arena {
+            if start % ALIGN != 0 || t.arena_offset as u64 + t.byte_len as u64 > arena as u64 {
                 return Err(bad("arena range misaligned or outside the arena"));
             }
             if dtype == DType::I8
@@ -481,7 +484,8 @@ impl<'a> Model<'a> {
             };
             let decoded = self.decode_at(i)?;
             let scratch = op.scratch_range();
-            if scratch.end > arena || (scratch.start % ALIGN != 0 && !scratch.is_empty()) {
+            let scratch_end = op.desc.scratch_offset as u64 + op.desc.scratch_len as u64;
+            if scratch_end > arena as u64 || (scratch.start % ALIGN != 0 && !scratch.is_empty()) {
                 return Err(bad("scratch range misaligned or outside the arena"));
             }
             if (op.desc.scratch_len as usize) < Self::scratch_needed(&decoded) {
