@@ -8,6 +8,8 @@
 //!   `VITAE_DIGITS` — a `VTDIGIT1` file of 8×8 digits preprocessed on the device.
 //! * `VITAE_ALLOW_INVALID_BLOB=1` — embed the blob even if it does not validate (tests of the
 //!   device's own validation).
+//! * `VITAE_REPEAT=N` — run the embedded input(s) N times (soak test; default 1): the app checks
+//!   that every repetition gives the same logits and that the stack high-water mark stays put.
 //!
 //! A blob or arena too large for the board fails here, naming both numbers.
 
@@ -138,6 +140,16 @@ fn main() {
     }
     fs::write(out.join("model.vblob"), &blob).expect("writing OUT_DIR");
 
+    println!("cargo::rerun-if-env-changed=VITAE_REPEAT");
+    let repeat = match env::var("VITAE_REPEAT") {
+        Ok(v) if !v.is_empty() => {
+            v.parse::<u32>().ok().filter(|&n| n > 0).unwrap_or_else(|| {
+                fail(&format!("VITAE_REPEAT must be a positive count, got `{v}`"))
+            })
+        }
+        _ => 1,
+    };
+
     let input = path_var("VITAE_INPUT");
     let digits = path_var("VITAE_DIGITS");
     let mut code = String::new();
@@ -151,6 +163,11 @@ fn main() {
         code,
         "/// Arena bytes the blob's plan needs.\npub const ARENA_LEN: usize = {};",
         arena_len.max(16)
+    )
+    .unwrap();
+    writeln!(
+        code,
+        "/// Times the embedded input(s) are run (`VITAE_REPEAT`).\npub const REPEAT: usize = {repeat};"
     )
     .unwrap();
     writeln!(

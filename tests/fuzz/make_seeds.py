@@ -60,3 +60,30 @@ np.save(os.path.join(NPY, "empty.npy"), np.zeros((0, 3), dtype=np.float32))
 for version in [(2, 0), (3, 0)]:
     with open(os.path.join(NPY, f"v{version[0]}.npy"), "wb") as f:
         np.lib.format.write_array(f, x[:, :1], version=version)
+
+# .safetensors: small files by the reference writer when it is installed (else by hand: an
+# 8-byte little-endian header length, the JSON header, then the tensor bytes).
+small = {
+    "a.weight": t(3, 4),
+    "b.half": t(2, 2, dtype=torch.float16),
+    "c.bf16": t(3, dtype=torch.bfloat16),
+    "d.count": torch.tensor([5], dtype=torch.int64),
+}
+try:
+    from safetensors.torch import save_file
+
+    save_file(small, os.path.join(CKPT, "small.safetensors"), metadata={"format": "pt"})
+except ImportError:
+    import json
+    import struct
+
+    names = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.int64: "I64"}
+    header, blobs, at = {"__metadata__": {"format": "pt"}}, [], 0
+    for k, v in small.items():
+        raw = v.contiguous().view(torch.uint8).numpy().tobytes()
+        header[k] = {"dtype": names[v.dtype], "shape": list(v.shape), "data_offsets": [at, at + len(raw)]}
+        blobs.append(raw)
+        at += len(raw)
+    text = json.dumps(header).encode()
+    with open(os.path.join(CKPT, "small.safetensors"), "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))

@@ -6,8 +6,8 @@
 //! variables at build time (see `build.rs`); `cargo xtask qemu` / `demo` / `firmware` set them.
 //!
 //! Output lines (read by `cargo xtask`): `MODEL …`, then per image `LOGITS <i> [<f32 bits>…]` and
-//! `TOP5 <i> …`, then `OP <i> <kind> <name> …` per op, `MEMORY …`, `DONE images=<n>`; a problem is
-//! one `ERROR …` line and a failure exit code.
+//! `TOP5 <i> …`, then (with `VITAE_REPEAT` > 1) `REPEAT …`, `OP <i> <kind> <name> …` per op,
+//! `MEMORY …`, `DONE images=<n>`; a problem is one `ERROR …` line and a failure exit code.
 #![no_std]
 #![deny(unsafe_code)]
 
@@ -145,49 +145,93 @@ fn main() -> ! {
         mark: None,
         cycles: heapless::Vec::new(),
     };
-    for i in 0..count {
-        let image: &[f32] = match embedded::INPUT {
-            Inputs::F32 { data, .. } => {
-                let all: &[f32] = bytemuck::cast_slice(data);
-                &all[i * per_image..(i + 1) * per_image]
+    // With `VITAE_REPEAT` > 1 (soak), every later pass over the inputs must reproduce the first
+    // pass's logits bit for bit (compared through a CRC-32 of all of them) and must not deepen
+    // the stack. Only the first pass prints logits and is measured.
+    let mut first_digest: Option<u32> = None;
+    let mut mismatched_passes = 0usize;
+    let mut stack_after_first = 0usize;
+    for pass in 0..embedded::REPEAT {
+        let mut digest = vitae_edge::format::Crc32::default();
+        for i in 0..count {
+            let image: &[f32] = match embedded::INPUT {
+                Inputs::F32 { data, .. } => {
+                    let all: &[f32] = bytemuck::cast_slice(data);
+                    &all[i * per_image..(i + 1) * per_image]
+                }
+                Inputs::Digits { records, .. } => {
+                    let rec = &records[i * 65..i * 65 + 64];
+                    let px: &[u8; 64] = rec.try_into().unwrap_or(&[0; 64]);
+                    digits::preprocess(px, &mut digit_image);
+                    &digit_image
+                }
+            };
+            // The first image also gets per-op regions, nested in the whole-inference region.
+            timer.enabled = pass == 0 && i == 0;
+            let whole = (pass == 0).then(profile::start);
+            let result = runtime::run(&model, arena, Input::F32Nchw(image), &mut timer);
+            let cycles = whole.and_then(profile::stop);
+            let out = match result {
+                Ok(out) => out,
+                Err(e) => fail("inference", e),
+            };
+            let mut bits: heapless::Vec<u32, 1024> = heapless::Vec::new();
+            for c in 0..out.len().min(1024) {
+                let _ = bits.push(out.logit(c).to_bits());
             }
-            Inputs::Digits { records, .. } => {
-                let rec = &records[i * 65..i * 65 + 64];
-                let px: &[u8; 64] = rec.try_into().unwrap_or(&[0; 64]);
-                digits::preprocess(px, &mut digit_image);
-                &digit_image
+            digest.update(bytemuck::cast_slice(&bits[..]));
+            if pass > 0 {
+                continue;
             }
-        };
-        // The first image also gets per-op regions, nested in the whole-inference region.
-        timer.enabled = i == 0;
-        let whole = profile::start();
-        let result = runtime::run(&model, arena, Input::F32Nchw(image), &mut timer);
-        let cycles = profile::stop(whole);
-        let out = match result {
-            Ok(out) => out,
-            Err(e) => fail("inference", e),
-        };
-        let mut bits: heapless::Vec<u32, 1024> = heapless::Vec::new();
-        for c in 0..out.len().min(1024) {
-            let _ = bits.push(out.logit(c).to_bits());
+            defmt::println!("LOGITS {=usize} {:x}", i, &bits[..]);
+            let top = out.top_k::<5>();
+            defmt::println!(
+                "TOP5 {=usize} {=u16}:{=f32} {=u16}:{=f32} {=u16}:{=f32} {=u16}:{=f32} {=u16}:{=f32} cycles={}",
+                i,
+                top[0].0,
+                top[0].1,
+                top[1].0,
+                top[1].1,
+                top[2].0,
+                top[2].1,
+                top[3].0,
+                top[3].1,
+                top[4].0,
+                top[4].1,
+                cycles
+            );
         }
-        defmt::println!("LOGITS {=usize} {:x}", i, &bits[..]);
-        let top = out.top_k::<5>();
+        let digest = digest.finish();
+        match first_digest {
+            None => {
+                first_digest = Some(digest);
+                stack_after_first = vitae_board::stack::used_bytes();
+            }
+            Some(first) if first != digest => mismatched_passes += 1,
+            Some(_) => {}
+        }
+    }
+    if embedded::REPEAT > 1 {
+        let stack_after_all = vitae_board::stack::used_bytes();
         defmt::println!(
-            "TOP5 {=usize} {=u16}:{=f32} {=u16}:{=f32} {=u16}:{=f32} {=u16}:{=f32} {=u16}:{=f32} cycles={}",
-            i,
-            top[0].0,
-            top[0].1,
-            top[1].0,
-            top[1].1,
-            top[2].0,
-            top[2].1,
-            top[3].0,
-            top[3].1,
-            top[4].0,
-            top[4].1,
-            cycles
+            "REPEAT passes={=usize} images={=usize} identical={=bool} mismatched_passes={=usize} logits_crc={=u32:#010x} stack_after_first={=usize} stack_after_all={=usize}",
+            embedded::REPEAT,
+            count,
+            mismatched_passes == 0,
+            mismatched_passes,
+            first_digest.unwrap_or(0),
+            stack_after_first,
+            stack_after_all
         );
+        if mismatched_passes > 0 {
+            fail("soak", "logits differ between passes");
+        }
+        if stack_after_all > stack_after_first {
+            fail(
+                "soak",
+                "the stack high-water mark grew after the first pass",
+            );
+        }
     }
     for i in 0..model.op_count() {
         let op = model.op(i);

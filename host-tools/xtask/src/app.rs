@@ -53,6 +53,17 @@ pub struct AppRun {
 
 /// Builds the app for `board` embedding `blob` and `input`.
 pub fn build(tc: ArmToolchain, board: &Board, blob: &Path, input: &AppInput) -> Result<PathBuf> {
+    build_env(tc, board, blob, input, &[])
+}
+
+/// [`build`] with extra build-script environment (`VITAE_REPEAT`, `VITAE_ALLOW_INVALID_BLOB`).
+pub fn build_env(
+    tc: ArmToolchain,
+    board: &Board,
+    blob: &Path,
+    input: &AppInput,
+    extra_env: &[(&str, &str)],
+) -> Result<PathBuf> {
     let abs = |p: &Path| -> Result<String> {
         Ok(std::fs::canonicalize(p)
             .with_context(|| format!("{} not found", p.display()))?
@@ -70,6 +81,9 @@ pub fn build(tc: ArmToolchain, board: &Board, blob: &Path, input: &AppInput) -> 
             b.env.push(("VITAE_DIGITS".into(), abs(p)?));
             b.env.push(("VITAE_INPUT".into(), String::new()));
         }
+    }
+    for (k, v) in extra_env {
+        b.env.push((k.to_string(), v.to_string()));
     }
     firmware::build(tc, &b)
 }

@@ -11,6 +11,7 @@ mod demo;
 mod e2e;
 mod firmware;
 mod fuzz;
+mod hardening;
 mod qemu;
 mod qemu_cmd;
 mod setup;
@@ -66,6 +67,15 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Fuzz a reader of untrusted input with libFuzzer (installs cargo-fuzz when missing).
     Fuzz(fuzz::FuzzArgs),
+    /// Soak: 10,000 consecutive mcu_a int8 inferences on the host engine and 200 under QEMU,
+    /// identical outputs, no memory growth.
+    Soak(hardening::SoakArgs),
+    /// The host tests of vitae-edge and vitae under AddressSanitizer (nightly), after showing
+    /// that it catches a deliberate out-of-bounds read.
+    Asan(hardening::AsanArgs),
+    /// The `cargo xtask test` step that feeds corrupt blobs to the firmware, alone.
+    #[command(hide = true)]
+    FirmwareBadBlobs,
 }
 
 fn main() -> ExitCode {
@@ -78,6 +88,11 @@ fn main() -> ExitCode {
         Cmd::Firmware { board } => firmware_only(&board).map(|_| ()),
         Cmd::Flash { board } => flash(&board),
         Cmd::Fuzz(args) => fuzz::run(&args),
+        Cmd::Soak(args) => hardening::soak(&args),
+        Cmd::Asan(args) => hardening::asan(&args),
+        Cmd::FirmwareBadBlobs => setup::setup(true)
+            .and_then(|()| toolchain::detect())
+            .and_then(hardening::firmware_bad_blobs),
         Cmd::Bench(args) => bench::run(&args),
     };
     match result {

@@ -99,6 +99,10 @@ pub fn run(args: &TestArgs) -> Result<()> {
                 },
             );
         }
+        steps.run(
+            "firmware on corrupt blobs (typed error, no fault) and stack margin, mps2-an386",
+            || crate::hardening::firmware_bad_blobs(tc),
+        );
         for board in boards::BOARDS.iter().filter(|b| !b.is_qemu()) {
             steps.run(
                 &format!("firmware build for {} ({})", board.name, board.core),

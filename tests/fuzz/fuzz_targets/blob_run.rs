@@ -13,9 +13,9 @@ use vitae_edge::format::{AlignedBytes, CRC_FIELD_OFFSET, Model, Op, crc32};
 use vitae_edge::runtime::{self, Input, NoProfiler};
 
 /// Largest arena a run gets.
-const MAX_ARENA: usize = 1 << 20;
+const MAX_ARENA: usize = 1 << 18;
 /// Largest estimated work (multiply-accumulates plus elements touched) a run gets.
-const MAX_WORK: u64 = 20_000_000;
+const MAX_WORK: u64 = 4_000_000;
 
 /// A generous estimate of one op's work, from its decoded parameters (not the blob's claim).
 fn work(op: &Op) -> u64 {
