@@ -58,7 +58,9 @@ static unsigned start_imm = 0x7a, stop_imm = 0x7b;
 /* returns 1 for start, 2 for stop, 0 otherwise */
 static int marker_kind(struct qemu_plugin_insn *insn)
 {
-    if (qemu_plugin_insn_size(insn) != 4) {
+    /* At least 4 bytes, not exactly 4: QEMU 7.2 sometimes reports a Cortex-M55 hint as a 6-byte
+     * instruction (its bytes then start with the hint's 4), and the marker would be missed. */
+    if (qemu_plugin_insn_size(insn) < 4) {
         return 0;
     }
     const uint8_t *b = qemu_plugin_insn_data(insn);

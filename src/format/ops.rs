@@ -326,10 +326,12 @@ pub struct PerformerParams {
     pub out_inv_scale: f32,
     /// Output zero point.
     pub out_zp: i32,
-    /// f32 `w`, `features × emb`.
+    /// Scale of the int16 `w` (`w ≈ w_scale · w_q`).
+    pub w_scale: f32,
+    /// int16 `w_q`, `features × emb`.
     pub w: DataRef,
 }
-const _: () = assert!(core::mem::size_of::<PerformerParams>() == 36);
+const _: () = assert!(core::mem::size_of::<PerformerParams>() == 40);
 
 /// [`OpKind::AddS8`]: see [`crate::kernels::elementwise::AddS8`].
 #[repr(C)]

@@ -940,6 +940,7 @@ impl<'a> Model<'a> {
                         e,
                         p.features as usize,
                         d.get(p.w, "performer w")?,
+                        p.w_scale,
                         p.k_scale,
                         p.q_scale,
                         p.v_scale,

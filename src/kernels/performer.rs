@@ -2,9 +2,19 @@
 //!
 //! With positive random features `φ(z) = exp(w·z − |z|²/2) / √m` (the frozen `w` from the
 //! checkpoint, `m` rows): `y = (φ(q) · (vᵀ φ(k))ᵀ) / (φ(q) · Σ_t φ(k_t) + 1e-8)`. The caller then
-//! applies `proj` and adds `v` (the skip). Computed in f32 (the exponent reaches tens, see the
-//! model notes, quirk Q4: int8 or fp16 features would underflow), streaming over tokens twice so
-//! the scratch is O(m · emb), never O(N · m). q, k, v are symmetric (zero point 0).
+//! applies `proj` and adds `v` (the skip).
+//!
+//! Numerics (part of the contract):
+//! * `w` is stored as int16 with one scale (`w ≈ w_scale · w_q`), so `w·z` is an exact integer dot
+//!   product of the int16 `w_q` and the int8 token; the optimized paths (SMLAD, Helium) may sum it
+//!   in any order. `|z|²` is exact too.
+//! * The exponent, the features and everything after them are f32 (the exponent reaches tens,
+//!   see the model notes, quirk Q4: int8 or fp16 features would underflow), in a fixed order:
+//!   `kptv` is kept transposed (`m × emb`) so its update and the output are element-wise over the
+//!   channels (vectorizable without reordering any sum), and the sums over tokens and over
+//!   features run in index order.
+//! * Two streaming passes over the tokens; scratch is O(m · emb), never O(N · m). q, k, v are
+//!   symmetric (zero point 0).
 
 use super::scratch::{Scratch, bytes_for};
 use super::{KernelError, check_len, ensure};
@@ -14,13 +24,17 @@ use crate::quant::quantize_f32;
 /// PyTorch's `epsilon` in the normalizer.
 const EPSILON: f32 = 1e-8;
 
+/// Largest `emb`: keeps the int16 × int8 dot product inside i32 (`emb · 2^15 · 2^7 < 2^31`).
+pub const MAX_EMB: usize = 511;
+
 /// A validated performer attention.
 #[derive(Clone, Copy, Debug)]
 pub struct PerformerS8<'a> {
     tokens: usize,
     emb: usize,
     features: usize,
-    w: &'a [f32],
+    w: &'a [i16],
+    w_scale: f32,
     k_scale: f32,
     q_scale: f32,
     v_scale: f32,
@@ -29,14 +43,15 @@ pub struct PerformerS8<'a> {
 }
 
 impl<'a> PerformerS8<'a> {
-    /// `w` is `features × emb` (row-major, as in the checkpoint); scales are the int8 scales of
-    /// k, q, v; the output is quantized with `1/out_scale` and `out_zp`.
+    /// `w` is `features × emb` int16 (row-major, as in the checkpoint) with `w_scale`; scales
+    /// are the int8 scales of k, q, v; the output is quantized with `1/out_scale` and `out_zp`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         tokens: usize,
         emb: usize,
         features: usize,
-        w: &'a [f32],
+        w: &'a [i16],
+        w_scale: f32,
         k_scale: f32,
         q_scale: f32,
         v_scale: f32,
@@ -48,15 +63,11 @@ impl<'a> PerformerS8<'a> {
             "performer dimensions must be > 0",
         )?;
         ensure(
-            tokens < 1 << 24 && emb < 1 << 12 && features < 1 << 12,
-            "performer too large",
+            tokens < 1 << 24 && emb <= MAX_EMB && features < 1 << 12,
+            "performer too large (emb at most 511)",
         )?;
         check_len("performer w", w.len(), emb * features)?;
-        ensure(
-            w.iter().all(|x| x.is_finite()),
-            "performer w must be finite",
-        )?;
-        let scales = [k_scale, q_scale, v_scale, out_inv_scale];
+        let scales = [w_scale, k_scale, q_scale, v_scale, out_inv_scale];
         ensure(
             scales.iter().all(|s| s.is_finite() && *s > 0.0),
             "performer scales must be finite and > 0",
@@ -67,6 +78,7 @@ impl<'a> PerformerS8<'a> {
             emb,
             features,
             w,
+            w_scale,
             k_scale,
             q_scale,
             v_scale,
@@ -90,31 +102,58 @@ impl<'a> PerformerS8<'a> {
         4 * (self.tokens * self.emb * self.features) as u64
     }
 
-    /// `φ(z)` of one token into `phi`, with `zf` as room for the dequantized token.
-    fn features_of(&self, z: &[i8], scale: f32, zf: &mut [f32], phi: &mut [f32]) {
-        let mut norm = 0i32;
-        for (f, &q) in zf.iter_mut().zip(z) {
-            *f = q as f32 * scale;
-            norm += q as i32 * q as i32;
-        }
+    /// `φ(z)` of one token into `phi`.
+    fn features_of(&self, z: &[i8], scale: f32, phi: &mut [f32]) {
+        let norm: i32 = z.iter().map(|&q| q as i32 * q as i32).sum();
         let half_norm = norm as f32 * (scale * scale * 0.5);
+        let dot_scale = scale * self.w_scale;
         let inv_sqrt_m = 1.0 / sqrt(self.features as f32);
         for (ph, w_row) in phi.iter_mut().zip(self.w.chunks_exact(self.emb)) {
-            let dot = w_row
-                .iter()
-                .zip(zf.iter())
-                .fold(0.0f32, |a, (&w, &x)| a + w * x);
-            *ph = exp(dot - half_norm) * inv_sqrt_m;
+            let dot = dot_s16_s8(w_row, z);
+            *ph = exp(dot as f32 * dot_scale - half_norm) * inv_sqrt_m;
         }
+    }
+}
+
+/// `Σ w[i]·z[i]`, exact in i32 for `len ≤ MAX_EMB`.
+#[inline]
+fn dot_s16_s8(w: &[i16], z: &[i8]) -> i32 {
+    #[cfg(all(vitae_dsp, not(vitae_mve)))]
+    {
+        use crate::arch::dsp::{smlad, sxtb16, sxtb16_ror8};
+        // Four taps per step: SXTB16 splits the bytes into (z0, z2) and (z1, z3); the matching
+        // int16 weights are re-paired with shifts (PKHBT-style, in plain Rust).
+        let mut acc = 0i32;
+        let mut w4 = w.chunks_exact(4);
+        let mut z4 = z.chunks_exact(4);
+        for (wc, zc) in (&mut w4).zip(&mut z4) {
+            let zz = u32::from_le_bytes([zc[0] as u8, zc[1] as u8, zc[2] as u8, zc[3] as u8]);
+            let w02 = (wc[0] as u16 as u32) | ((wc[2] as u16 as u32) << 16);
+            let w13 = (wc[1] as u16 as u32) | ((wc[3] as u16 as u32) << 16);
+            acc = smlad(w02, sxtb16(zz), acc);
+            acc = smlad(w13, sxtb16_ror8(zz), acc);
+        }
+        acc + w4
+            .remainder()
+            .iter()
+            .zip(z4.remainder())
+            .map(|(&a, &b)| a as i32 * b as i32)
+            .sum::<i32>()
+    }
+    #[cfg(not(all(vitae_dsp, not(vitae_mve))))]
+    {
+        // Helium: LLVM vectorizes this widening dot product (VMLADAVA over 8 lanes).
+        w.iter().zip(z).map(|(&a, &b)| a as i32 * b as i32).sum()
     }
 }
 
 /// Scratch bytes [`performer_s8`] needs.
 pub fn performer_s8_scratch_size(emb: usize, features: usize) -> usize {
-    bytes_for::<f32>(emb) + 2 * bytes_for::<f32>(features) + bytes_for::<f32>(emb * features)
+    2 * bytes_for::<f32>(emb) + 2 * bytes_for::<f32>(features) + bytes_for::<f32>(emb * features)
 }
 
-/// The reference (and only) implementation.
+/// The performer (one implementation: its exact integer dot products use the target's SIMD, the
+/// f32 part is element-wise and in a fixed order).
 pub fn performer_s8(
     p: &PerformerS8,
     k: &[i8],
@@ -133,36 +172,122 @@ pub fn performer_s8(
     }
     check_len("performer output", out.len(), n * e)?;
     let mut s = Scratch::new(scratch);
-    let zf = s.take::<f32>(e, "performer scratch (token)")?;
+    let vf = s.take::<f32>(e, "performer scratch (token)")?;
+    let y = s.take::<f32>(e, "performer scratch (output row)")?;
     let phi = s.take::<f32>(m, "performer scratch (features)")?;
     let ksum = s.take::<f32>(m, "performer scratch (feature sum)")?;
     let kptv = s.take::<f32>(e * m, "performer scratch (kptv)")?;
 
-    // Pass 1: Σ_t φ(k_t) and kptv[e][i] = Σ_t v[t][e] · φ(k_t)[i], tokens in order.
+    // Pass 1: ksum[i] = Σ_t φ(k_t)[i] and kptvᵀ[i][c] = Σ_t φ(k_t)[i] · v[t][c], tokens in order.
     for (kt, vt) in k.chunks_exact(e).zip(v.chunks_exact(e)) {
-        p.features_of(kt, p.k_scale, zf, phi);
-        for (acc, &f) in ksum.iter_mut().zip(phi.iter()) {
-            *acc += f;
+        p.features_of(kt, p.k_scale, phi);
+        for (f, &vq) in vf.iter_mut().zip(vt) {
+            *f = vq as f32 * p.v_scale;
         }
-        for (row, &vq) in kptv.chunks_exact_mut(m).zip(vt) {
-            let vf = vq as f32 * p.v_scale;
-            for (acc, &f) in row.iter_mut().zip(phi.iter()) {
-                *acc += vf * f;
+        for ((acc, &f), row) in ksum
+            .iter_mut()
+            .zip(phi.iter())
+            .zip(kptv.chunks_exact_mut(e))
+        {
+            *acc += f;
+            for (r, &x) in row.iter_mut().zip(vf.iter()) {
+                *r += f * x;
             }
         }
     }
-    // Pass 2: per token, D = φ(q)·Σφ(k) and y[e] = φ(q)·kptv[e] / (D + ε).
+    // Pass 2: per token, D = φ(q)·Σφ(k) and y[c] = Σ_i φ(q)[i] · kptvᵀ[i][c] / (D + ε).
     for (qt, yt) in q.chunks_exact(e).zip(out.chunks_exact_mut(e)) {
-        p.features_of(qt, p.q_scale, zf, phi);
+        p.features_of(qt, p.q_scale, phi);
         let d = phi
             .iter()
             .zip(ksum.iter())
-            .fold(0.0f32, |a, (&x, &y)| a + x * y);
+            .fold(0.0f32, |a, (&x, &s)| a + x * s);
         let denom = d + EPSILON;
-        for (y, row) in yt.iter_mut().zip(kptv.chunks_exact(m)) {
-            let num = phi.iter().zip(row).fold(0.0f32, |a, (&x, &r)| a + x * r);
-            *y = quantize_f32(num / denom, p.out_inv_scale, p.out_zp);
+        y.fill(0.0);
+        for (&f, row) in phi.iter().zip(kptv.chunks_exact(e)) {
+            for (acc, &r) in y.iter_mut().zip(row) {
+                *acc += f * r;
+            }
+        }
+        for (o, &num) in yt.iter_mut().zip(y.iter()) {
+            *o = quantize_f32(num / denom, p.out_inv_scale, p.out_zp);
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernel against a direct f64 evaluation of the formula on the dequantized inputs.
+    #[test]
+    fn matches_the_formula() {
+        let (n, e, m) = (37usize, 24usize, 12usize);
+        let mut s = 0x9E37_79B9u32;
+        let mut next = || {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            s
+        };
+        let w: Vec<i16> = (0..e * m).map(|_| (next() % 2001) as i16 - 1000).collect();
+        let w_scale = 2.0 / 1000.0;
+        let mk = |next: &mut dyn FnMut() -> u32| -> Vec<i8> {
+            (0..n * e).map(|_| (next() % 61) as i8 - 30).collect()
+        };
+        let (k, q, v) = (mk(&mut next), mk(&mut next), mk(&mut next));
+        let (ks, qs, vs) = (0.02f32, 0.025f32, 0.05f32);
+        let out_scale = 0.02f32;
+        let p = PerformerS8::new(n, e, m, &w, w_scale, ks, qs, vs, 1.0 / out_scale, 3).unwrap();
+        let mut out = vec![0i8; n * e];
+        let mut scratch = vec![0u8; performer_s8_scratch_size(e, m)];
+        performer_s8(&p, &k, &q, &v, &mut out, &mut scratch).unwrap();
+
+        let phi = |z: &[i8], sc: f32| -> Vec<f64> {
+            let zf: Vec<f64> = z.iter().map(|&x| x as f64 * sc as f64).collect();
+            let half = zf.iter().map(|x| x * x).sum::<f64>() / 2.0;
+            w.chunks_exact(e)
+                .map(|row| {
+                    let d: f64 = row
+                        .iter()
+                        .zip(&zf)
+                        .map(|(&a, b)| a as f64 * w_scale as f64 * b)
+                        .sum();
+                    (d - half).exp() / (m as f64).sqrt()
+                })
+                .collect()
+        };
+        let mut ksum = vec![0.0f64; m];
+        let mut kptv = vec![0.0f64; m * e];
+        for t in 0..n {
+            let kp = phi(&k[t * e..][..e], ks);
+            for i in 0..m {
+                ksum[i] += kp[i];
+                for c in 0..e {
+                    kptv[i * e + c] += kp[i] * v[t * e + c] as f64 * vs as f64;
+                }
+            }
+        }
+        let mut worst = 0.0f64;
+        for t in 0..n {
+            let qp = phi(&q[t * e..][..e], qs);
+            let d: f64 = qp.iter().zip(&ksum).map(|(a, b)| a * b).sum::<f64>() + 1e-8;
+            for c in 0..e {
+                let y: f64 = (0..m).map(|i| qp[i] * kptv[i * e + c]).sum::<f64>() / d;
+                let want = (y / out_scale as f64 + 3.0).round().clamp(-128.0, 127.0);
+                worst = worst.max((want - out[t * e + c] as f64).abs());
+            }
+        }
+        assert!(
+            worst <= 1.0,
+            "largest difference {worst} quantization steps"
+        );
+    }
+
+    #[test]
+    fn refuses_too_wide_tokens() {
+        let w = vec![0i16; 512 * 2];
+        assert!(PerformerS8::new(4, 512, 2, &w, 1.0, 1.0, 1.0, 1.0, 1.0, 0).is_err());
+    }
 }

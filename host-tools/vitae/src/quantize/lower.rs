@@ -724,8 +724,24 @@ impl<'g> Emitter<'g> {
                     u16_of(node.c, node, "channels")?,
                     u16_of(*features, node, "features")?,
                 );
-                let w_ref = self.w.data(wr);
                 if prec == NodePrecision::Int8 {
+                    // int16 random features with one scale: w·z becomes an exact integer dot.
+                    let max = wr
+                        .iter()
+                        .fold(0.0f32, |a, x| a.max(x.abs()))
+                        .max(f32::MIN_POSITIVE);
+                    let w_scale = max / 32767.0;
+                    let wq: Vec<i16> = wr
+                        .iter()
+                        .map(|x| (x / w_scale).round().clamp(-32767.0, 32767.0) as i16)
+                        .collect();
+                    if node.c > performer::MAX_EMB {
+                        return Err(LowerError::TooLarge {
+                            node: node.name.clone(),
+                            what: "performer width (at most 511)",
+                        });
+                    }
+                    let w_ref = self.w.data(&wq);
                     let (qk, qq, qv, qo) = (
                         self.tq(inputs[0]),
                         self.tq(inputs[1]),
@@ -741,6 +757,7 @@ impl<'g> Emitter<'g> {
                         v_scale: qv.scale,
                         out_inv_scale: 1.0 / qo.scale,
                         out_zp: qo.zero_point,
+                        w_scale,
                         w: w_ref,
                     };
                     let scratch = performer::performer_s8_scratch_size(node.c, *features);
@@ -754,6 +771,7 @@ impl<'g> Emitter<'g> {
                         scratch,
                     );
                 } else {
+                    let w_ref = self.w.data(wr);
                     let p = fmt::PerformerF16Params {
                         tokens,
                         emb: e,
