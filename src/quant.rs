@@ -118,10 +118,26 @@ pub fn round_half_up(y: f32) -> i32 {
     }
 }
 
-/// Quantizes a real value: `saturate(round_half_up(x · inv_scale) + zero_point)`.
+/// `saturate_i8(floor(y + 0.5))`: the int8 rounding of every f32 result (round half toward +∞,
+/// NaN gives −128).
+///
+/// Computed as `clamp(trunc(y + 128.5), 0, 255) − 128`: for `y + 128.5 ≥ 0` truncation is floor,
+/// and everything below saturates anyway. One add, one truncating conversion and an integer
+/// saturation (USAT on Arm): no compare or branch, identical on every IEEE-754 target.
+#[inline(always)]
+pub fn round_to_i8(y: f32) -> i8 {
+    let i = (y + 128.5) as i32;
+    (i.clamp(0, 255) - 128) as i8
+}
+
+/// Quantizes a real value: `saturate(floor(x · inv_scale + zero_point + 0.5))`.
+///
+/// The zero point joins the constant (`zero_point + 128.5` is exact), so this is
+/// [`round_to_i8`]`(x · inv_scale + zero_point)` with a single rounding of the sum.
 #[inline(always)]
 pub fn quantize_f32(x: f32, inv_scale: f32, zero_point: i32) -> i8 {
-    saturate_i8(round_half_up(x * inv_scale).saturating_add(zero_point))
+    let i = (x * inv_scale + (zero_point as f32 + 128.5)) as i32;
+    (i.clamp(0, 255) - 128) as i8
 }
 
 /// A 256-entry int8 → int8 table: `out = table[in + 128]`. Nonlinear functions (GELU, SiLU) are
@@ -220,6 +236,10 @@ mod tests {
             assert_eq!(round_half_up(y), want, "{y}");
         }
         assert_eq!(round_half_up(f32::NAN), 0);
+        for &(y, want) in &[(0.5f32, 1i8), (-0.5, 0), (-0.51, -1), (126.5, 127), (-128.5, -128), (1e30, 127), (-1e30, -128)] {
+            assert_eq!(round_to_i8(y), want, "{y}");
+        }
+        assert_eq!(round_to_i8(f32::NAN), -128);
         assert_eq!(quantize_f32(1000.0, 1.0, 0), 127);
         assert_eq!(quantize_f32(-1000.0, 1.0, 0), -128);
         assert_eq!(quantize_f32(-1e30, 1.0, 127), -128);

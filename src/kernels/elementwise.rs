@@ -2,7 +2,7 @@
 //! over tokens, and the conversions at the model's edges (f32 image in, int8 logits out).
 
 use super::{KernelError, check_len, ensure};
-use crate::quant::{quantize_f32, round_half_up, saturate_i8};
+use crate::quant::{quantize_f32, round_to_i8};
 
 /// `out = round(a · ra + b · rb + c)` saturated to int8: the requantizing add of two int8
 /// tensors. The host stores `ra = s_a/s_out`, `rb = s_b/s_out`,
@@ -29,9 +29,7 @@ impl AddS8 {
 
     #[inline(always)]
     fn one(&self, a: i8, b: i8) -> i8 {
-        saturate_i8(round_half_up(
-            a as f32 * self.ra + b as f32 * self.rb + self.c,
-        ))
+        round_to_i8(a as f32 * self.ra + b as f32 * self.rb + self.c)
     }
 }
 
@@ -89,7 +87,7 @@ pub fn mean_pool_s8(p: &MeanPoolS8, input: &[i8], out: &mut [i8]) -> Result<(), 
             .step_by(p.channels)
             .map(|&q| q as i32)
             .sum();
-        *y = saturate_i8(round_half_up(sum as f32 * p.scale + p.offset));
+        *y = round_to_i8(sum as f32 * p.scale + p.offset);
     }
     Ok(())
 }

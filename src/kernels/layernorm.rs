@@ -6,7 +6,7 @@
 //! where the host stores `g_c = γ_c / s_out` and `b_c = β_c / s_out + zp_out`.
 
 use super::{KernelError, check_len, ensure};
-use crate::quant::{round_half_up, saturate_i8};
+use crate::quant::round_to_i8;
 
 /// A validated int8 LayerNorm.
 #[derive(Clone, Copy, Debug)]
@@ -71,7 +71,7 @@ pub fn layernorm_s8(p: &LayerNormS8, input: &[i8], output: &mut [i8]) -> Result<
         let f = 1.0 / crate::math::sqrt(var_num as f32 + p.eps_term);
         for (((&q, out), &g), &b) in x.iter().zip(y.iter_mut()).zip(p.gain).zip(p.offset) {
             let centered = (c * q as i32 - sum) as f32;
-            *out = saturate_i8(round_half_up(centered * f * g + b));
+            *out = round_to_i8(centered * f * g + b);
         }
     }
     Ok(())
