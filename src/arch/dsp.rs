@@ -82,7 +82,7 @@ pub const BLOCK_WORDS: usize = 8;
 /// pair `(w0, w2)`, `sxtb16 ror 8` the pair `(w1, w3)`. So block `b` holds, as int16 pairs, first
 /// `(x0, x2)` of the four columns, then `(x1, x3)` of the four columns, and one `LDM` of four words
 /// feeds four SMLADs.
-#[cfg(test)]
+#[inline(always)]
 pub const fn packed_index(col: usize, k: usize) -> (usize, bool) {
     let r = k % 4;
     ((k / 4) * BLOCK_WORDS + (r & 1) * 4 + col, r >= 2)

@@ -90,8 +90,17 @@ pub fn mac_2x3(w: [&[i8]; 2], x: [&[i8]; 3], k: usize, acc: [i32; 6]) -> [i32; 6
 /// the pair that straddles an odd end.
 pub const TILE_STRIDE: usize = 66;
 
-/// A panel of [`mac_2x3`] calls in one: for each pair `p < npairs` of consecutive `k`-value weight
-/// rows `w[2p·k..]` and `w[(2p+1)·k..]` and the three columns `x[c·k..(c+1)·k]`,
+/// Rows of `w` available to a panel: how many `k`-value rows, `stride` apart, fit in `len`.
+fn rows_in(len: usize, k: usize, stride: usize) -> usize {
+    if len < k || stride == 0 {
+        0
+    } else {
+        (len - k) / stride + 1
+    }
+}
+
+/// A panel of [`mac_2x3`] calls in one: for each pair `p < npairs` of weight rows `2p` and
+/// `2p + 1` (row `r` is `w[r·stride..][..k]`) and the three columns `x[c·k..(c+1)·k]`,
 /// `tile[c·TILE_STRIDE + 2p + r] = bias[2p + r] + Σ_i w_{2p+r}[i] · x_c[i]`.
 ///
 /// `npairs` is limited to what `w`, `bias` and `tile` hold; nothing happens when `k` is 0 or `x`
@@ -99,12 +108,20 @@ pub const TILE_STRIDE: usize = 66;
 /// (bias, pointers, stores) near 25 instructions, against about 100 for a Rust loop around
 /// [`mac_2x3`].
 #[inline]
-pub fn panel_2x3(w: &[i8], k: usize, x: &[i8], bias: &[i32], tile: &mut [i32], npairs: usize) {
+pub fn panel_2x3(
+    w: &[i8],
+    k: usize,
+    stride: usize,
+    x: &[i8],
+    bias: &[i32],
+    tile: &mut [i32],
+    npairs: usize,
+) {
     if k == 0 || x.len() < 3 * k || tile.len() < 2 * TILE_STRIDE {
         return;
     }
     let npairs = npairs
-        .min(w.len() / (2 * k))
+        .min(rows_in(w.len(), k, stride) / 2)
         .min(bias.len() / 2)
         .min((tile.len() - 2 * TILE_STRIDE) / 2);
     if npairs == 0 {
@@ -113,22 +130,23 @@ pub fn panel_2x3(w: &[i8], k: usize, x: &[i8], bias: &[i32], tile: &mut [i32], n
     #[cfg(all(target_arch = "arm", vitae_mve))]
     {
         // The loop state that does not fit the registers: next weight row, k, bias, tile, pairs
-        // left, columns.
-        let mut frame: [usize; 6] = [
+        // left, columns, row stride.
+        let mut frame: [usize; 7] = [
             w.as_ptr() as usize,
             k,
             bias.as_ptr() as usize,
             tile.as_mut_ptr() as usize,
             npairs,
             x.as_ptr() as usize,
+            stride,
         ];
         // SAFETY: for pair p the inner loop reads the first k bytes of weight rows 2p and 2p+1
-        // (inside `w`, since npairs ≤ w.len() / 2k), of the three columns (inside `x`, whose
-        // length is at least 3k), and two biases (npairs ≤ bias.len() / 2); it writes six words
-        // at tile[2p], tile[TILE_STRIDE + 2p], tile[2·TILE_STRIDE + 2p] (+1), inside `tile` by
-        // the bound on npairs, and updates `frame`. `tile` and `frame` are unique borrows.
-        // Accesses by LDRD/STRD are word-aligned (`i32`/`usize` slices). r6 and r7 are saved on
-        // the stack and restored; every other register written is declared.
+        // (inside `w`, since 2·npairs ≤ rows_in(w.len(), k, stride)), of the three columns
+        // (inside `x`, at least 3k long), and two biases (npairs ≤ bias.len() / 2); it writes
+        // six words at tile[2p], tile[TILE_STRIDE + 2p], tile[2·TILE_STRIDE + 2p] (+1), inside
+        // `tile` by the bound on npairs, and updates `frame`. `tile` and `frame` are unique
+        // borrows. LDRD/STRD accesses are word-aligned (`i32`/`usize` slices). r6 and r7 are
+        // saved on the stack and restored; every other register written is declared.
         unsafe {
             asm!(
                 "push {{r6, r7}}",
@@ -142,8 +160,9 @@ pub fn panel_2x3(w: &[i8], k: usize, x: &[i8], bias: &[i32], tile: &mut [i32], n
                 "mov r10, r8",
                 "mov r12, r8",
                 "ldrd r1, lr, [r7]",
-                "add r3, r1, lr",
-                "add r6, r3, lr",
+                "ldr r6, [r7, #24]",
+                "add r3, r1, r6",
+                "add r6, r3, r6",
                 "str r6, [r7]",
                 "ldr r5, [r7, #20]",
                 "add r9, r5, lr",
@@ -190,7 +209,7 @@ pub fn panel_2x3(w: &[i8], k: usize, x: &[i8], bias: &[i32], tile: &mut [i32], n
     {
         for p in 0..npairs {
             for r in 0..2 {
-                let row = &w[(2 * p + r) * k..][..k];
+                let row = &w[(2 * p + r) * stride..][..k];
                 for c in 0..3 {
                     let xc = &x[c * k..][..k];
                     let dot = row.iter().zip(xc).fold(bias[2 * p + r], |a, (&wi, &xi)| {
@@ -201,6 +220,341 @@ pub fn panel_2x3(w: &[i8], k: usize, x: &[i8], bias: &[i32], tile: &mut [i32], n
             }
         }
     }
+}
+
+/// The int16 counterpart of [`panel_2x3`], from zero instead of a bias: for each pair `p <
+/// npairs` of rows `2p`, `2p + 1` of `w` (row `r` is `w[r·stride..][..k]`) and the three columns
+/// `x[c·xstride..][..k]`, `tile[c·TILE_STRIDE + 2p + r] = Σ_i w_{2p+r}[i] · x_c[i]`; eight MACs
+/// per VMLADAVA.S16. Attention's probabilities (Q15) times values.
+#[inline]
+pub fn panel16_2x3(
+    w: &[i16],
+    k: usize,
+    stride: usize,
+    x: &[i16],
+    xstride: usize,
+    tile: &mut [i32],
+    npairs: usize,
+) {
+    if k == 0 || rows_in(x.len(), k, xstride) < 3 || tile.len() < 2 * TILE_STRIDE {
+        return;
+    }
+    let npairs = npairs
+        .min(rows_in(w.len(), k, stride) / 2)
+        .min((tile.len() - 2 * TILE_STRIDE) / 2);
+    if npairs == 0 {
+        return;
+    }
+    #[cfg(all(target_arch = "arm", vitae_mve))]
+    {
+        // Next row, k, tile, pairs left, columns, row stride and column stride in bytes.
+        let mut frame: [usize; 7] = [
+            w.as_ptr() as usize,
+            k,
+            tile.as_mut_ptr() as usize,
+            npairs,
+            x.as_ptr() as usize,
+            2 * stride,
+            2 * xstride,
+        ];
+        // SAFETY: for pair p the inner loop reads the first k values of rows 2p and 2p+1 of `w`
+        // (2·npairs ≤ rows_in(w.len(), k, stride)) and of the three columns (rows_in(x.len(),
+        // k, xstride) ≥ 3); it writes six words at tile[2p], tile[TILE_STRIDE + 2p],
+        // tile[2·TILE_STRIDE + 2p] (+1), inside `tile` by the bound on npairs, and updates
+        // `frame`; `tile` and `frame` are unique borrows. Halfword loads are 2-aligned (`i16`
+        // slices, even byte strides); LDRD/STRD are word-aligned. r6 and r7 are saved on the
+        // stack and restored; every other register written is declared.
+        unsafe {
+            asm!(
+                "push {{r6, r7}}",
+                "mov r7, r1",
+                "1:",
+                "movs r0, #0",
+                "movs r2, #0",
+                "movs r4, #0",
+                "mov.w r8, #0",
+                "mov.w r10, #0",
+                "mov.w r12, #0",
+                "ldrd r1, lr, [r7]",
+                "ldr r6, [r7, #20]",
+                "add r3, r1, r6",
+                "add r6, r3, r6",
+                "str r6, [r7]",
+                "ldr r5, [r7, #16]",
+                "ldr r6, [r7, #24]",
+                "add r9, r5, r6",
+                "add r11, r9, r6",
+                "dlstp.16 lr, lr",
+                "2:",
+                "vldrh.u16 q0, [r1], #16",
+                "vldrh.u16 q1, [r3], #16",
+                "vldrh.u16 q2, [r5], #16",
+                "vldrh.u16 q3, [r9], #16",
+                "vmladava.s16 r0, q0, q2",
+                "vmladava.s16 r8, q1, q2",
+                "vldrh.u16 q2, [r11], #16",
+                "vmladava.s16 r2, q0, q3",
+                "vmladava.s16 r10, q1, q3",
+                "vmladava.s16 r4, q0, q2",
+                "vmladava.s16 r12, q1, q2",
+                "letp lr, 2b",
+                "ldr r6, [r7, #8]",
+                "strd r0, r8, [r6]",
+                "strd r2, r10, [r6, #{s1}]",
+                "strd r4, r12, [r6, #{s2}]",
+                "adds r6, #8",
+                "str r6, [r7, #8]",
+                "ldr r6, [r7, #12]",
+                "subs r6, #1",
+                "str r6, [r7, #12]",
+                "bne 1b",
+                "pop {{r6, r7}}",
+                s1 = const TILE_STRIDE * 4,
+                s2 = const TILE_STRIDE * 8,
+                inout("r1") frame.as_mut_ptr() => _,
+                out("r4") _,
+                out("r5") _,
+                out("r8") _,
+                out("r9") _,
+                out("r10") _,
+                out("r11") _,
+                clobber_abi("C"),
+            );
+        }
+    }
+    #[cfg(not(all(target_arch = "arm", vitae_mve)))]
+    {
+        for p in 0..npairs {
+            for r in 0..2 {
+                let row = &w[(2 * p + r) * stride..][..k];
+                for c in 0..3 {
+                    let xc = &x[c * xstride..][..k];
+                    let dot = row.iter().zip(xc).fold(0i32, |a, (&wi, &xi)| {
+                        a.wrapping_add(i32::from(wi) * i32::from(xi))
+                    });
+                    tile[c * TILE_STRIDE + 2 * p + r] = dot;
+                }
+            }
+        }
+    }
+}
+
+/// Transposes and widens a tile of values: `vt[d·vt_stride + j] = v[j·stride + d]` for `j < rows`,
+/// `d < dims`. Returns false (nothing written) when an index would leave a slice or `7·stride`
+/// does not fit the 16-bit gather offsets.
+///
+/// One VLDRB.S16 gather (eight rows of one column) and one VSTRH per eight values.
+#[inline]
+pub fn transpose_widen(
+    v: &[i8],
+    stride: usize,
+    rows: usize,
+    dims: usize,
+    vt: &mut [i16],
+    vt_stride: usize,
+) -> bool {
+    if rows == 0 || dims == 0 {
+        return true;
+    }
+    let fits = |r: usize, st: usize, n: usize, have: usize| {
+        r.checked_sub(1)
+            .and_then(|r| r.checked_mul(st))
+            .and_then(|e| e.checked_add(n))
+            .is_some_and(|e| e <= have)
+    };
+    if !fits(rows, stride, dims, v.len())
+        || !fits(dims, vt_stride, rows, vt.len())
+        || stride
+            .checked_mul(7)
+            .is_none_or(|m| m > usize::from(u16::MAX))
+    {
+        return false;
+    }
+    #[cfg(all(target_arch = "arm", vitae_mve))]
+    {
+        let offsets: [u16; 8] = core::array::from_fn(|i| (i * stride) as u16);
+        // SAFETY: column d gathers v[j·stride + d] for j < rows (tail-predicated, eight rows per
+        // step; inactive lanes are not accessed), inside `v` by the first check; it writes
+        // vt[d·vt_stride..][..rows], inside `vt` by the second. `vt` is a unique borrow, its
+        // halfword stores 2-aligned. The gather needs its base in r0–r7. Clobbers q0, q1, LR
+        // and the declared registers.
+        unsafe {
+            asm!(
+                "vldrh.u16 q1, [r0]",
+                "1:",
+                "mov r0, r4",
+                "mov r1, r5",
+                "mov lr, r8",
+                "dlstp.16 lr, lr",
+                "2:",
+                "vldrb.s16 q0, [r1, q1]",
+                "vstrh.16 q0, [r0], #16",
+                "add r1, r2",
+                "letp lr, 2b",
+                "add r4, r9",
+                "adds r5, #1",
+                "subs r3, #1",
+                "bne 1b",
+                inout("r0") offsets.as_ptr() => _,
+                out("r1") _,
+                in("r2") 8 * stride,
+                inout("r3") dims => _,
+                inout("r4") vt.as_mut_ptr() => _,
+                inout("r5") v.as_ptr() => _,
+                in("r8") rows,
+                in("r9") 2 * vt_stride,
+                out("lr") _,
+                out("q0") _,
+                out("q1") _,
+                options(nostack),
+            );
+        }
+    }
+    #[cfg(not(all(target_arch = "arm", vitae_mve)))]
+    for d in 0..dims {
+        for j in 0..rows {
+            vt[d * vt_stride + j] = i16::from(v[j * stride + d]);
+        }
+    }
+    true
+}
+
+/// Attention's probabilities for one query and one key tile, exactly as the reference computes
+/// them: `p[j] = round_half_up(exp(s[j]·scale − m) · 32767)` with [`crate::math::exp`]; returns
+/// `Σ p[j]`. `m` must be at least every `s[j]·scale` (the running maximum), so every exponent is
+/// at most 0.
+///
+/// Four lanes at a time with MVE floating point: the same IEEE operations in the same order
+/// (correctly rounded, never fused), and `VCVTM` (floor) for `round_half_up`, which is
+/// `floor(y + 0.5)`. Helium arithmetic flushes subnormals to zero, so the vector path is taken
+/// only when none can occur: for `2^−88 ≤ scale ≤ 2^96`, every nonzero exponent is at least
+/// `scale·2^−24` in magnitude and every intermediate (down to `r/5040` in the polynomial) stays
+/// normal; otherwise the scalar reference code runs.
+#[inline]
+pub fn softmax_row(s: &[i32], scale: f32, m: f32, p: &mut [i16]) -> i32 {
+    let n = s.len().min(p.len());
+    let vector_ok = (f32::from_bits(0x1380_0000)..=f32::from_bits(0x6f80_0000)).contains(&scale)
+        && m.is_finite();
+    #[cfg(all(target_arch = "arm", vitae_mve))]
+    if vector_ok && n > 0 {
+        // Constants in the order the assembly loads them (r3, r4, r5, r6, r7, r8 … r12), then
+        // the four Horner coefficients that go to q4–q7 and the element count.
+        let c: [f32; 14] = [
+            scale,
+            m,
+            core::f32::consts::LOG2_E,
+            32767.0,
+            -87.33,
+            0.5,
+            0.693_145_75,
+            1.428_606_8e-6,
+            1.0 / 5040.0,
+            1.0,
+            1.0 / 720.0,
+            1.0 / 120.0,
+            1.0 / 24.0,
+            1.0 / 6.0,
+        ];
+        let mut frame = [0u32; 15];
+        for (f, v) in frame.iter_mut().zip(c) {
+            *f = v.to_bits();
+        }
+        frame[14] = n as u32;
+        let psum: i32;
+        // SAFETY: reads `n` words of `s` and writes `n` halfwords of `p` (tail predication on n
+        // lanes; inactive lanes are not accessed), both in bounds; reads `frame`. `p` is a
+        // unique borrow. The narrowing store needs its base in r0–r7. r6, r7 and d8–d15 (q4–q7,
+        // callee-saved) are saved on the stack and restored; the rest written is declared.
+        unsafe {
+            asm!(
+                "vpush {{d8-d15}}",
+                "push {{r6, r7}}",
+                "ldr r3, [lr, #40]",
+                "vdup.32 q4, r3",
+                "ldr r3, [lr, #44]",
+                "vdup.32 q5, r3",
+                "ldr r3, [lr, #48]",
+                "vdup.32 q6, r3",
+                "ldr r3, [lr, #52]",
+                "vdup.32 q7, r3",
+                "ldm lr, {{r3, r4, r5, r6, r7, r8, r9, r10, r11, r12}}",
+                "ldr lr, [lr, #56]",
+                "dlstp.32 lr, lr",
+                "1:",
+                "vldrw.u32 q0, [r1], #16",
+                "vcvt.f32.s32 q0, q0",
+                "vmul.f32 q0, q0, r3",
+                "vsub.f32 q0, q0, r4",
+                "vmul.f32 q1, q0, r5",
+                "vadd.f32 q1, q1, r8",
+                "vcvtm.s32.f32 q1, q1",
+                "vcvt.f32.s32 q2, q1",
+                "vmul.f32 q3, q2, r9",
+                "vsub.f32 q3, q0, q3",
+                "vmul.f32 q2, q2, r10",
+                "vsub.f32 q3, q3, q2",
+                "vmul.f32 q2, q3, r11",
+                "vadd.f32 q2, q2, q4",
+                "vmul.f32 q2, q2, q3",
+                "vadd.f32 q2, q2, q5",
+                "vmul.f32 q2, q2, q3",
+                "vadd.f32 q2, q2, q6",
+                "vmul.f32 q2, q2, q3",
+                "vadd.f32 q2, q2, q7",
+                "vmul.f32 q2, q2, q3",
+                "vadd.f32 q2, q2, r8",
+                "vmul.f32 q2, q2, q3",
+                "vadd.f32 q2, q2, r12",
+                "vmul.f32 q2, q2, q3",
+                "vadd.f32 q2, q2, r12",
+                "vshr.u32 q3, q1, #31",
+                "vadd.i32 q3, q3, q1",
+                "vshr.s32 q3, q3, #1",
+                "vsub.i32 q1, q1, q3",
+                "vshl.i32 q3, q3, #23",
+                "vadd.i32 q3, q3, r12",
+                "vshl.i32 q1, q1, #23",
+                "vadd.i32 q1, q1, r12",
+                "vmul.f32 q2, q2, q3",
+                "vmul.f32 q2, q2, q1",
+                "vpt.f32 lt, q0, r7",
+                "veort q2, q2, q2",
+                "vmul.f32 q2, q2, r6",
+                "vadd.f32 q2, q2, r8",
+                "vcvtm.s32.f32 q2, q2",
+                "vaddva.u32 r0, q2",
+                "vstrh.32 q2, [r2], #8",
+                "letp lr, 1b",
+                "pop {{r6, r7}}",
+                "vpop {{d8-d15}}",
+                inout("r0") 0i32 => psum,
+                inout("r1") s.as_ptr() => _,
+                inout("r2") p.as_mut_ptr() => _,
+                inout("lr") frame.as_ptr() => _,
+                out("r3") _,
+                out("r4") _,
+                out("r5") _,
+                out("r8") _,
+                out("r9") _,
+                out("r10") _,
+                out("r11") _,
+                out("r12") _,
+                out("q0") _,
+                out("q1") _,
+                out("q2") _,
+                out("q3") _,
+            );
+        }
+        return psum;
+    }
+    let _ = vector_ok;
+    let mut psum = 0i32;
+    for (pj, &sj) in p[..n].iter_mut().zip(s) {
+        let v = crate::quant::round_half_up(crate::math::exp(sj as f32 * scale - m) * 32767.0);
+        *pj = v as i16;
+        psum += v;
+    }
+    psum
 }
 
 /// Copies `min(dst.len(), src.len())` bytes (a tail-predicated VLDRB/VSTRB loop: 3 instructions

@@ -89,9 +89,16 @@ impl AttentionS8 {
     }
 }
 
-/// Scratch bytes [`attention_s8`] needs: O(KEY_TILE + head_dim), independent of N².
+/// Scratch bytes [`attention_s8`] needs: O(KEY_TILE · head_dim), independent of the token count
+/// (about 12 KiB for head_dim 64).
+///
+/// The same on every target (blobs are planned on the host): the most any implementation needs —
+/// a block of queries packed for the matrix products, their running softmax state, one tile of
+/// scores and probabilities and one key tile of values, transposed.
 pub fn attention_s8_scratch_size(_tokens: usize, head_dim: usize) -> usize {
-    bytes_for::<i32>(KEY_TILE) + bytes_for::<i32>(head_dim) + bytes_for::<f32>(head_dim)
+    attention_s8_reference_scratch_size(head_dim)
+        .max(dsp_scratch_bytes(head_dim))
+        .max(mve_scratch_bytes(head_dim))
 }
 
 /// Scratch bytes [`attention_s8_reference`] needs: a tile of scores and the per-head accumulators.
@@ -99,7 +106,7 @@ pub fn attention_s8_reference_scratch_size(head_dim: usize) -> usize {
     bytes_for::<i32>(KEY_TILE) + bytes_for::<i32>(head_dim) + bytes_for::<f32>(head_dim)
 }
 
-/// The scalar reference (and, for now, the only implementation).
+/// The scalar reference: the definition of the result.
 pub fn attention_s8_reference(
     p: &AttentionS8,
     q: &[i8],
@@ -163,7 +170,9 @@ pub fn attention_s8_reference(
     Ok(())
 }
 
-/// The attention the runtime runs.
+/// The attention the runtime runs: blocks of queries through tiled integer matrix products on
+/// Cortex-M4/M7 (SMLAD) and Cortex-M55 (VMLADAVA, vectorized exponentials), bit-identical to
+/// [`attention_s8_reference`]; the reference on the host.
 pub fn attention_s8(
     p: &AttentionS8,
     q: &[i8],
@@ -172,5 +181,401 @@ pub fn attention_s8(
     out: &mut [i8],
     scratch: &mut [u8],
 ) -> Result<(), KernelError> {
-    attention_s8_reference(p, q, k, v, out, scratch)
+    #[cfg(vitae_mve)]
+    {
+        attention_mve(p, q, k, v, out, scratch)
+    }
+    #[cfg(all(vitae_dsp, not(vitae_mve)))]
+    {
+        attention_dsp(p, q, k, v, out, scratch)
+    }
+    #[cfg(not(any(vitae_dsp, vitae_mve)))]
+    {
+        attention_s8_reference(p, q, k, v, out, scratch)
+    }
+}
+
+/// Checks the tensor lengths (as the reference does).
+#[cfg(any(test, vitae_dsp, vitae_mve))]
+fn check_tensors(
+    p: &AttentionS8,
+    q: &[i8],
+    k: &[i8],
+    v: &[i8],
+    out: &[i8],
+) -> Result<(), KernelError> {
+    let n = p.tokens * p.channels();
+    for (what, len) in [
+        ("attention q", q.len()),
+        ("attention k", k.len()),
+        ("attention v", v.len()),
+        ("attention output", out.len()),
+    ] {
+        check_len(what, len, n)?;
+    }
+    Ok(())
+}
+
+/// The online softmax of one query, outside the integer products: the reference's float
+/// operations in the reference's order.
+#[cfg(any(test, vitae_dsp, vitae_mve))]
+#[derive(Clone, Copy, Debug)]
+struct Online {
+    m: f32,
+    l: f32,
+}
+
+#[cfg(any(test, vitae_dsp, vitae_mve))]
+impl Online {
+    const START: Online = Online {
+        m: f32::NEG_INFINITY,
+        l: 0.0,
+    };
+
+    /// The tile's new running max and the factor that rescales what came before.
+    #[inline]
+    fn enter(&self, smax: i32, scale: f32) -> (f32, f32) {
+        let m_new = self.m.max(smax as f32 * scale);
+        (m_new, exp(self.m - m_new))
+    }
+
+    /// Folds in a tile: `psum` = Σ p, `part[d]` = Σ p·v.
+    #[inline]
+    fn leave(
+        &mut self,
+        m_new: f32,
+        corr: f32,
+        psum: i32,
+        acc: &mut [f32],
+        part: impl Iterator<Item = i32>,
+    ) {
+        self.l = self.l * corr + psum as f32;
+        for (a, pd) in acc.iter_mut().zip(part) {
+            *a = *a * corr + pd as f32;
+        }
+        self.m = m_new;
+    }
+
+    /// Writes the query's output channels.
+    #[inline]
+    fn finish(&self, acc: &[f32], p: &AttentionS8, out: &mut [i8]) {
+        for (y, &a) in out.iter_mut().zip(acc) {
+            *y = saturate_i8(round_half_up(a / self.l * p.out_scale).saturating_add(p.out_zp));
+        }
+    }
+}
+
+/// Rows of an integer product without bias or requantization (keys, transposed values).
+#[cfg(any(test, vitae_dsp, vitae_mve))]
+fn product_rows<'a>(
+    w: &'a [i8],
+    k: usize,
+    stride: usize,
+    zeros: &'a [i32],
+) -> super::gemm::Rows<'a> {
+    super::gemm::Rows {
+        w,
+        k,
+        stride,
+        bias: zeros,
+        requant: &[],
+        q: super::gemm::OutQuant { zp: 0, act: None },
+        fast: false,
+    }
+}
+
+/// Queries per block on Cortex-M4/M7 (one packed column group).
+const DSP_QUERIES: usize = 4;
+/// Queries per block on Cortex-M55 (the micro-kernel's three columns).
+const MVE_QUERIES: usize = 3;
+
+/// Scratch of [`attention_dsp`]: packed queries, packed probabilities, scores and products tiles,
+/// the transposed value tile (int8), accumulators, zero biases.
+fn dsp_scratch_bytes(hd: usize) -> usize {
+    use super::gemm::{TILE_WORDS, dsp_cols_bytes};
+    dsp_cols_bytes(hd)
+        + dsp_cols_bytes(KEY_TILE)
+        + 2 * bytes_for::<i32>(TILE_WORDS)
+        + bytes_for::<i8>(hd * KEY_TILE)
+        + bytes_for::<f32>(DSP_QUERIES * hd)
+        + bytes_for::<i32>(KEY_TILE.max(hd))
+}
+
+/// Scratch of [`attention_mve`]: packed queries, scores and products tiles, probabilities
+/// (int16), the transposed value tile (int16, one spare zero row), accumulators, zero biases.
+fn mve_scratch_bytes(hd: usize) -> usize {
+    use super::gemm::{TILE_WORDS, mve_cols_bytes};
+    mve_cols_bytes(hd)
+        + 2 * bytes_for::<i32>(TILE_WORDS)
+        + bytes_for::<i16>(MVE_QUERIES * KEY_TILE)
+        + bytes_for::<i16>((hd + 1) * KEY_TILE)
+        + bytes_for::<f32>(MVE_QUERIES * hd)
+        + bytes_for::<i32>(KEY_TILE)
+}
+
+/// Cortex-M4/M7: per block of four queries and key tile, QKᵀ as SMLAD products of the key rows
+/// (int8) against the packed queries, the probabilities in scalar float (the reference's code),
+/// written straight into a packed int16 column block, then P·V as SMLAD products of the
+/// transposed value rows against it. Every integer sum is exact, so only their order differs
+/// from the reference.
+#[cfg(any(test, all(vitae_dsp, not(vitae_mve))))]
+pub(crate) fn attention_dsp(
+    p: &AttentionS8,
+    q: &[i8],
+    k: &[i8],
+    v: &[i8],
+    out: &mut [i8],
+    scratch: &mut [u8],
+) -> Result<(), KernelError> {
+    use super::gemm::{Dsp, Micro, TILE, TILE_WORDS};
+    check_tensors(p, q, k, v, out)?;
+    let (n, c, hd) = (p.tokens, p.channels(), p.head_dim);
+    let mut s = Scratch::new(scratch);
+    let mut qcols = Dsp::carve(&mut s, hd)?;
+    let mut pcols = Dsp::carve(&mut s, KEY_TILE)?;
+    let scores = s.take::<i32>(TILE_WORDS, "attention scratch (scores)")?;
+    let part = s.take::<i32>(TILE_WORDS, "attention scratch (products)")?;
+    let vt = s.take::<i8>(hd * KEY_TILE, "attention scratch (values)")?;
+    let acc = s.take::<f32>(DSP_QUERIES * hd, "attention scratch (accumulators)")?;
+    let zeros = s.take::<i32>(KEY_TILE.max(hd), "attention scratch (zeros)")?;
+    let zeros: &[i32] = zeros;
+    for h in 0..p.heads {
+        let (q_h, k_h, v_h) = (&q[h * hd..], &k[h * hd..], &v[h * hd..]);
+        let mut i0 = 0;
+        while i0 < n {
+            let nq = (n - i0).min(DSP_QUERIES);
+            for col in 0..nq {
+                Dsp::pack(&mut qcols, col, hd, |row| {
+                    row.copy_from_slice(&q_h[(i0 + col) * c..][..hd])
+                });
+            }
+            let mut st = [Online::START; DSP_QUERIES];
+            acc.fill(0.0);
+            for j0 in (0..n).step_by(KEY_TILE) {
+                let t = (n - j0).min(KEY_TILE);
+                // Scores: tile[j·4 + col].
+                Dsp::panel(
+                    &product_rows(&k_h[j0 * c..], hd, c, zeros),
+                    &qcols,
+                    0..t,
+                    scores,
+                );
+                for (j, row) in v_h[j0 * c..].chunks(c).take(t).enumerate() {
+                    for (d, &x) in row[..hd].iter().enumerate() {
+                        vt[d * KEY_TILE + j] = x;
+                    }
+                }
+                let mut tile_state = [(0.0f32, 0.0f32, 0i32); DSP_QUERIES];
+                for (col, (o, ts)) in st.iter().zip(tile_state.iter_mut()).enumerate().take(nq) {
+                    let smax = (0..t)
+                        .map(|j| scores[j * 4 + col])
+                        .max()
+                        .unwrap_or(i32::MIN);
+                    let (m_new, corr) = o.enter(smax, p.logit_scale);
+                    let mut psum = 0i32;
+                    for j in 0..t {
+                        let s = scores[j * 4 + col] as f32 * p.logit_scale - m_new;
+                        let pj = round_half_up(exp(s) * P_ONE);
+                        psum += pj;
+                        pcols.set16(col, j, pj as i16);
+                    }
+                    *ts = (m_new, corr, psum);
+                }
+                // P·V, a tile of value dimensions at a time: part[d·4 + col].
+                for d0 in (0..hd).step_by(TILE) {
+                    let d1 = (d0 + TILE).min(hd);
+                    Dsp::panel(&product_rows(vt, t, KEY_TILE, zeros), &pcols, d0..d1, part);
+                    for (col, (o, &(m_new, corr, psum))) in
+                        st.iter_mut().zip(&tile_state).enumerate().take(nq)
+                    {
+                        let a = &mut acc[col * hd..][d0..d1];
+                        let pd = (0..d1 - d0).map(|d| part[d * 4 + col]);
+                        if d1 == hd {
+                            o.leave(m_new, corr, psum, a, pd);
+                        } else {
+                            for (a, pd) in a.iter_mut().zip(pd) {
+                                *a = *a * corr + pd as f32;
+                            }
+                        }
+                    }
+                }
+            }
+            for (col, o) in st.iter().enumerate().take(nq) {
+                let y = &mut out[(i0 + col) * c + h * hd..][..hd];
+                o.finish(&acc[col * hd..][..hd], p, y);
+            }
+            i0 += nq;
+        }
+    }
+    Ok(())
+}
+
+/// Cortex-M55: per block of three queries and key tile, QKᵀ through the int8 Helium panel (key
+/// pairs × the three queries), the probabilities four at a time with the vectorized exponential
+/// (the reference's float operations, lane by lane), the value tile transposed and widened by
+/// gathers, then P·V through the int16 panel (value-dimension pairs × the three probability
+/// rows).
+#[cfg(any(test, vitae_mve))]
+pub(crate) fn attention_mve(
+    p: &AttentionS8,
+    q: &[i8],
+    k: &[i8],
+    v: &[i8],
+    out: &mut [i8],
+    scratch: &mut [u8],
+) -> Result<(), KernelError> {
+    use super::gemm::{Micro, Mve, TILE, TILE_WORDS};
+    use crate::arch::mve::{TILE_STRIDE, panel16_2x3, softmax_row, transpose_widen};
+    check_tensors(p, q, k, v, out)?;
+    let (n, c, hd) = (p.tokens, p.channels(), p.head_dim);
+    let mut s = Scratch::new(scratch);
+    let mut qcols = Mve::carve(&mut s, hd)?;
+    let scores = s.take::<i32>(TILE_WORDS, "attention scratch (scores)")?;
+    let part = s.take::<i32>(TILE_WORDS, "attention scratch (products)")?;
+    let probs = s.take::<i16>(MVE_QUERIES * KEY_TILE, "attention scratch (probabilities)")?;
+    let vt = s.take::<i16>((hd + 1) * KEY_TILE, "attention scratch (values)")?;
+    let acc = s.take::<f32>(MVE_QUERIES * hd, "attention scratch (accumulators)")?;
+    let zeros = s.take::<i32>(KEY_TILE, "attention scratch (zeros)")?;
+    for h in 0..p.heads {
+        let (q_h, k_h, v_h) = (&q[h * hd..], &k[h * hd..], &v[h * hd..]);
+        let mut i0 = 0;
+        while i0 < n {
+            let nq = (n - i0).min(MVE_QUERIES);
+            for col in 0..nq {
+                Mve::pack(&mut qcols, col, hd, |row| {
+                    Mve::copy(row, &q_h[(i0 + col) * c..][..hd])
+                });
+            }
+            let mut st = [Online::START; MVE_QUERIES];
+            acc.fill(0.0);
+            for j0 in (0..n).step_by(KEY_TILE) {
+                let t = (n - j0).min(KEY_TILE);
+                // Scores: tile[col·TILE_STRIDE + j].
+                Mve::panel(
+                    &product_rows(&k_h[j0 * c..], hd, c, zeros),
+                    &qcols,
+                    0..t,
+                    scores,
+                );
+                // Values transposed: vt[d·KEY_TILE + j] (row `hd` stays zero for odd pairs).
+                if !transpose_widen(&v_h[j0 * c..], c, t, hd, vt, KEY_TILE) {
+                    for (j, row) in v_h[j0 * c..].chunks(c).take(t).enumerate() {
+                        for (d, &x) in row[..hd].iter().enumerate() {
+                            vt[d * KEY_TILE + j] = i16::from(x);
+                        }
+                    }
+                }
+                let mut tile_state = [(0.0f32, 0.0f32, 0i32); MVE_QUERIES];
+                for (col, (o, ts)) in st.iter().zip(tile_state.iter_mut()).enumerate().take(nq) {
+                    let sc = &scores[col * TILE_STRIDE..][..t];
+                    let smax = sc.iter().copied().max().unwrap_or(i32::MIN);
+                    let (m_new, corr) = o.enter(smax, p.logit_scale);
+                    let pr = &mut probs[col * KEY_TILE..][..t];
+                    *ts = (m_new, corr, softmax_row(sc, p.logit_scale, m_new, pr));
+                }
+                for d0 in (0..hd).step_by(TILE) {
+                    let d1 = (d0 + TILE).min(hd);
+                    let pairs = (d1 - d0).div_ceil(2);
+                    panel16_2x3(
+                        &vt[d0 * KEY_TILE..],
+                        t,
+                        KEY_TILE,
+                        probs,
+                        KEY_TILE,
+                        part,
+                        pairs,
+                    );
+                    for (col, (o, &(m_new, corr, psum))) in
+                        st.iter_mut().zip(&tile_state).enumerate().take(nq)
+                    {
+                        let a = &mut acc[col * hd..][d0..d1];
+                        let pd = part[col * TILE_STRIDE..][..d1 - d0].iter().copied();
+                        if d1 == hd {
+                            o.leave(m_new, corr, psum, a, pd);
+                        } else {
+                            for (a, pd) in a.iter_mut().zip(pd) {
+                                *a = *a * corr + pd as f32;
+                            }
+                        }
+                    }
+                }
+            }
+            for (col, o) in st.iter().enumerate().take(nq) {
+                let y = &mut out[(i0 + col) * c + h * hd..][..hd];
+                o.finish(&acc[col * hd..][..hd], p, y);
+            }
+            i0 += nq;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::gemm::TestRng;
+    use super::*;
+    use proptest::prelude::*;
+
+    fn check(tokens: usize, heads: usize, hd: usize, scale: f32, seed: u32) {
+        let mut rng = TestRng(seed);
+        let n = tokens * heads * hd;
+        let (q, k, v) = (rng.i8s(n), rng.i8s(n), rng.i8s(n));
+        let zp = rng.next() as i8 as i32;
+        let p = AttentionS8::new(tokens, heads, hd, scale, 0.7, zp).unwrap();
+        let mut want = vec![0i8; n];
+        let mut scratch = vec![0u8; attention_s8_scratch_size(tokens, hd) + 1];
+        attention_s8_reference(&p, &q, &k, &v, &mut want, &mut scratch).unwrap();
+        let need = attention_s8_scratch_size(tokens, hd);
+        for off in [0, 1] {
+            let s = &mut scratch[off..off + need];
+            let mut got = vec![0i8; n];
+            attention_dsp(&p, &q, &k, &v, &mut got, s).unwrap();
+            assert_eq!(got, want, "dsp {tokens}x{heads}x{hd} scale {scale}");
+            let mut got = vec![0i8; n];
+            attention_mve(&p, &q, &k, &v, &mut got, s).unwrap();
+            assert_eq!(got, want, "mve {tokens}x{heads}x{hd} scale {scale}");
+        }
+        let mut got = vec![0i8; n];
+        attention_s8(&p, &q, &k, &v, &mut got, &mut scratch).unwrap();
+        assert_eq!(got, want);
+        let mut small = vec![0u8; need / 2];
+        assert!(attention_dsp(&p, &q, &k, &v, &mut got, &mut small).is_err());
+        assert!(attention_mve(&p, &q, &k, &v, &mut got, &mut small).is_err());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(60))]
+        #[test]
+        fn optimized_equals_reference(
+            tokens in prop_oneof![1usize..70, 70usize..300],
+            heads in 1usize..4,
+            hd in prop_oneof![Just(40usize), Just(64), 1usize..80],
+            scale in prop_oneof![Just(1e-4f32), 1e-6f32..0.5, Just(1e-30), Just(3.0e30)],
+            seed in any::<u32>(),
+        ) {
+            check(tokens, heads, hd, scale, seed);
+        }
+    }
+
+    #[test]
+    fn vitae_shapes() {
+        // ViTAE token counts (one tile, a partial tile, several), head dims 40/64/odd, and
+        // head dims above one product tile.
+        for (i, &(t, h, d)) in [
+            (1, 1, 64),
+            (49, 2, 40),
+            (65, 1, 64),
+            (197, 1, 64),
+            (50, 3, 33),
+            (20, 1, 130),
+        ]
+        .iter()
+        .enumerate()
+        {
+            check(t, h, d, 2e-3 / (1 + i) as f32, 100 + i as u32);
+        }
+        // Scales outside Helium's subnormal-free range take the scalar path.
+        check(70, 1, 16, 1e-35, 7);
+        check(70, 1, 16, 1e35, 8);
+    }
 }

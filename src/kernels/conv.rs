@@ -313,6 +313,7 @@ pub(crate) fn conv_gemm<M: Micro>(
     let rows = Rows {
         w: p.weights,
         k,
+        stride: k,
         bias: p.bias,
         requant: p.requant,
         q: OutQuant {

@@ -114,6 +114,35 @@ pub(crate) struct DspCols<'a> {
 }
 
 #[cfg(any(test, all(vitae_dsp, not(vitae_mve))))]
+impl DspCols<'_> {
+    /// Stores `v` (int16) as value `k` of column `col`, for callers that produce int16 columns
+    /// themselves (attention's probabilities).
+    #[inline(always)]
+    pub(crate) fn set16(&mut self, col: usize, k: usize, v: i16) {
+        let (word, high) = crate::arch::dsp::packed_index(col, k);
+        if let Some(w) = self.packed.get_mut(word) {
+            let v = v as u16 as u32;
+            *w = if high {
+                (*w & 0xffff) | v << 16
+            } else {
+                (*w & 0xffff_0000) | v
+            };
+        }
+    }
+}
+
+/// Scratch bytes [`Dsp::carve`] takes for `k` values per column.
+pub(crate) fn dsp_cols_bytes(k: usize) -> usize {
+    let k4 = k.div_ceil(4) * 4;
+    bytes_for::<i8>(k4) + bytes_for::<u32>(k4 * 2)
+}
+
+/// Scratch bytes [`Mve::carve`] takes for `k` values per column.
+pub(crate) fn mve_cols_bytes(k: usize) -> usize {
+    bytes_for::<i8>(3 * k)
+}
+
+#[cfg(any(test, all(vitae_dsp, not(vitae_mve))))]
 impl Micro for Dsp {
     const COLS: usize = 4;
     type Cols<'a> = DspCols<'a>;
@@ -178,7 +207,7 @@ impl Micro for Dsp {
     fn panel(rows: &Rows, cols: &DspCols<'_>, o: Range<usize>, tile: &mut [i32]) {
         let k = rows.k;
         for (t, oc) in tile.chunks_exact_mut(4).zip(o) {
-            let w = &rows.w[oc * k..][..k];
+            let w = &rows.w[oc * rows.stride..][..k];
             let mut acc = [[rows.bias[oc]; 4]; 2];
             Self::run([w, w], cols, k, &mut acc);
             t.copy_from_slice(&acc[0]);
@@ -318,12 +347,12 @@ impl Micro for Mve {
         use crate::arch::mve::{TILE_STRIDE, panel_2x3};
         let k = rows.k;
         let pairs = o.len() / 2;
-        let w = rows.w.get(o.start * k..).unwrap_or_default();
         let bias = rows.bias.get(o.start..).unwrap_or_default();
-        panel_2x3(w, k, cols.x, bias, tile, pairs);
+        let w = rows.w.get(o.start * rows.stride..).unwrap_or_default();
+        panel_2x3(w, k, rows.stride, cols.x, bias, tile, pairs);
         if o.len() % 2 == 1 {
             let last = o.end - 1;
-            let w = &rows.w[last * k..][..k];
+            let w = &rows.w[last * rows.stride..][..k];
             let mut acc = [[rows.bias[last]; 4]; 2];
             Self::run([w, w], cols, k, &mut acc);
             for (c, &a) in acc[0].iter().enumerate().take(3) {
@@ -428,6 +457,8 @@ pub(crate) fn all_fast(requant: &[Requant]) -> bool {
 pub(crate) struct Rows<'a> {
     pub(crate) w: &'a [i8],
     pub(crate) k: usize,
+    /// Elements from one row of `w` to the next (`k` for a weight matrix).
+    pub(crate) stride: usize,
     pub(crate) bias: &'a [i32],
     pub(crate) requant: &'a [Requant],
     pub(crate) q: OutQuant<'a>,
@@ -474,10 +505,7 @@ pub(crate) const TILE_WORDS: usize = 4 * (TILE + 2);
 /// about 9 bytes per value of `k`; Helium: three int8 columns), plus the accumulator tile,
 /// alignment included.
 pub(crate) fn gemm_scratch_bytes(k: usize) -> usize {
-    let k4 = k.div_ceil(4) * 4;
-    let dsp = bytes_for::<i8>(k4) + bytes_for::<u32>(k4 * 2);
-    let mve = bytes_for::<i8>(3 * k);
-    dsp.max(mve) + bytes_for::<i32>(TILE_WORDS)
+    dsp_cols_bytes(k).max(mve_cols_bytes(k)) + bytes_for::<i32>(TILE_WORDS)
 }
 
 /// One output channel's requantization, prepared for [`OutQuant::apply`].
@@ -678,6 +706,7 @@ mod tests {
         let rows = Rows {
             w: &w,
             k: 1,
+            stride: 1,
             bias: &bias,
             requant,
             q: *q,

@@ -179,6 +179,7 @@ pub(crate) fn linear_gemm<M: Micro>(
     let rows = Rows {
         w: p.weights,
         k,
+        stride: k,
         bias: p.bias,
         requant: p.requant,
         q: OutQuant {
