@@ -256,6 +256,10 @@ fn reserialize(m: &Model) -> Vec<u8> {
 }
 
 #[test]
+#[cfg_attr(
+    not(vitae_fixtures),
+    ignore = "needs ../shared/fixtures (beside the checkout)"
+)]
 fn real_blobs_reserialize_to_the_same_bytes_and_run() {
     for blob in tiny_blobs().iter().chain([mcu_a_blob()]) {
         let aligned = AlignedBytes::new(&blob.bytes);
@@ -278,6 +282,10 @@ fn real_blobs_reserialize_to_the_same_bytes_and_run() {
 }
 
 #[test]
+#[cfg_attr(
+    not(vitae_fixtures),
+    ignore = "needs ../shared/fixtures (beside the checkout)"
+)]
 fn mcu_a_blob_flips_and_truncations_are_rejected() {
     // 300 KB: a stride through every bit position of each byte, plus every header byte.
     let blob = mcu_a_blob();
@@ -374,6 +382,7 @@ proptest! {
 
     /// Any single bit flipped anywhere in mcu_a's blob is refused (checksum or header check).
     #[test]
+    #[cfg_attr(not(vitae_fixtures), ignore = "needs ../shared/fixtures (beside the checkout)")]
     fn mcu_a_single_bit_flips_are_rejected(at in any::<prop::sample::Index>(), bit in 0u8..8) {
         let blob = mcu_a_blob();
         let mut bytes = blob.bytes.clone();

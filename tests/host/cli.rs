@@ -60,6 +60,10 @@ fn entries(dir: &Path) -> Vec<PathBuf> {
 }
 
 #[test]
+#[cfg_attr(
+    not(vitae_fixtures),
+    ignore = "needs ../shared/fixtures (beside the checkout)"
+)]
 fn run_writes_fixture_logits_for_a_batch() {
     let dir = tempfile::tempdir().unwrap();
     // A batch of two copies of the fixture input.
@@ -96,6 +100,10 @@ fn run_writes_fixture_logits_for_a_batch() {
 }
 
 #[test]
+#[cfg_attr(
+    not(vitae_fixtures),
+    ignore = "needs ../shared/fixtures (beside the checkout)"
+)]
 fn missing_checkpoint_is_exit_2_naming_the_file_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("logits.npy");
@@ -115,6 +123,10 @@ fn missing_checkpoint_is_exit_2_naming_the_file_and_writes_nothing() {
 }
 
 #[test]
+#[cfg_attr(
+    not(vitae_fixtures),
+    ignore = "needs ../shared/fixtures (beside the checkout)"
+)]
 fn wrong_input_shape_keeps_existing_output() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("logits.npy");
@@ -139,6 +151,10 @@ fn wrong_input_shape_keeps_existing_output() {
 }
 
 #[test]
+#[cfg_attr(
+    not(vitae_fixtures),
+    ignore = "needs ../shared/fixtures (beside the checkout)"
+)]
 fn mismatched_architecture_lists_every_problem() {
     let output = vitae(&[
         "check",
@@ -164,6 +180,10 @@ fn mismatched_architecture_lists_every_problem() {
 }
 
 #[test]
+#[cfg_attr(
+    not(vitae_fixtures),
+    ignore = "needs ../shared/fixtures (beside the checkout)"
+)]
 fn check_accepts_fixture_checkpoints() {
     let output = vitae(&[
         "check",
@@ -177,6 +197,10 @@ fn check_accepts_fixture_checkpoints() {
 }
 
 #[test]
+#[cfg_attr(
+    not(vitae_fixtures),
+    ignore = "needs ../shared/fixtures (beside the checkout)"
+)]
 fn bad_config_and_output_paths_are_input_errors() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("kwargs.json");
@@ -339,6 +363,10 @@ impl Drop for ReadOnlyDir {
 /// problem and the file/key at fault, no panic text, no output file left behind and an existing
 /// output untouched.
 #[test]
+#[cfg_attr(
+    not(vitae_fixtures),
+    ignore = "needs ../shared/fixtures (beside the checkout)"
+)]
 fn bad_inputs_to_every_subcommand_are_clear_input_errors() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

@@ -9,6 +9,10 @@ use vitae::config::{ConfigError, ModelConfig, RcTokensType};
 use common::fixtures;
 
 #[test]
+#[cfg_attr(
+    not(vitae_fixtures),
+    ignore = "needs ../shared/fixtures (beside the checkout)"
+)]
 fn fixture_kwargs_resolve() {
     let mcu_a = ModelConfig::from_kwargs_file(&fixtures().join("mcu_a/kwargs.json")).unwrap();
     let sizes: Vec<(usize, usize, usize)> = mcu_a

@@ -60,6 +60,10 @@ fn pth_error(bytes: &[u8]) -> PthError {
 }
 
 #[test]
+#[cfg_attr(
+    not(vitae_fixtures),
+    ignore = "needs ../shared/fixtures (beside the checkout)"
+)]
 fn rebuilt_archive_still_loads() {
     // Guards the helper: an unedited rebuild must parse to the same tensors.
     let original = read(&fixtures().join("mcu_a/model.pth"));
@@ -70,6 +74,10 @@ fn rebuilt_archive_still_loads() {
 }
 
 #[test]
+#[cfg_attr(
+    not(vitae_fixtures),
+    ignore = "needs ../shared/fixtures (beside the checkout)"
+)]
 fn truncated_pth_is_an_error_at_every_cut() {
     let original = read(&fixtures().join("mcu_a/model.pth"));
     let mut cuts: Vec<usize> = (0..original.len()).step_by(9973).collect();
@@ -83,6 +91,10 @@ fn truncated_pth_is_an_error_at_every_cut() {
 }
 
 #[test]
+#[cfg_attr(
+    not(vitae_fixtures),
+    ignore = "needs ../shared/fixtures (beside the checkout)"
+)]
 fn flipped_bytes_never_panic_and_corrupt_storage_is_detected() {
     let original = read(&fixtures().join("mcu_a/model.pth"));
     for offset in (0..original.len()).step_by(4099) {
@@ -108,6 +120,10 @@ fn flipped_bytes_never_panic_and_corrupt_storage_is_detected() {
 }
 
 #[test]
+#[cfg_attr(
+    not(vitae_fixtures),
+    ignore = "needs ../shared/fixtures (beside the checkout)"
+)]
 fn missing_or_short_storage_names_entry_and_key() {
     let original = read(&fixtures().join("mcu_a/model.pth"));
     let missing = rebuild_pth(&original, |n, d| (n != "model/data/2").then_some(d), &[]);
@@ -136,6 +152,10 @@ fn missing_or_short_storage_names_entry_and_key() {
 }
 
 #[test]
+#[cfg_attr(
+    not(vitae_fixtures),
+    ignore = "needs ../shared/fixtures (beside the checkout)"
+)]
 fn broken_pickles_are_typed_errors() {
     let original = read(&fixtures().join("mcu_a/model.pth"));
     let garbage = rebuild_pth(
@@ -180,6 +200,10 @@ fn broken_pickles_are_typed_errors() {
 }
 
 #[test]
+#[cfg_attr(
+    not(vitae_fixtures),
+    ignore = "needs ../shared/fixtures (beside the checkout)"
+)]
 fn corrupt_safetensors_are_typed_errors() {
     let original = read(&fixtures().join("mcu_a/model.safetensors"));
     let header_len = u64::from_le_bytes(original[..8].try_into().unwrap()) as usize;
@@ -238,6 +262,10 @@ fn corrupt_safetensors_are_typed_errors() {
 }
 
 #[test]
+#[cfg_attr(
+    not(vitae_fixtures),
+    ignore = "needs ../shared/fixtures (beside the checkout)"
+)]
 fn non_checkpoints_are_named_as_such() {
     let npy = fixtures().join("mcu_a/input.npy");
     let err = load_checkpoint(&npy).unwrap_err();
@@ -257,6 +285,10 @@ fn non_checkpoints_are_named_as_such() {
 }
 
 #[test]
+#[cfg_attr(
+    not(vitae_fixtures),
+    ignore = "needs ../shared/fixtures (beside the checkout)"
+)]
 fn truncated_and_wrong_npy_files() {
     let input = read(&fixtures().join("mcu_a/input.npy"));
     for cut in [1, 7, 9, 60, 127, 128, 129, 5000, input.len() - 1] {

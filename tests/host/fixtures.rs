@@ -60,16 +60,28 @@ fn check_logits(folder: &str, checkpoint_file: &str) -> Recorder {
 }
 
 #[test]
+#[cfg_attr(
+    not(vitae_fixtures),
+    ignore = "needs ../shared/fixtures (beside the checkout)"
+)]
 fn mcu_a_logits_from_pth() {
     check_logits("mcu_a", "model.pth");
 }
 
 #[test]
+#[cfg_attr(
+    not(vitae_fixtures),
+    ignore = "needs ../shared/fixtures (beside the checkout)"
+)]
 fn mcu_a_logits_from_safetensors() {
     check_logits("mcu_a", "model.safetensors");
 }
 
 #[test]
+#[cfg_attr(
+    not(vitae_fixtures),
+    ignore = "needs ../shared/fixtures (beside the checkout)"
+)]
 fn vitae_t_logits() {
     let recorder = check_logits("vitae_t", "model.pth");
     assert_eq!(recorder.0["pooled"].0, vec![1, 256]);
@@ -77,6 +89,10 @@ fn vitae_t_logits() {
 }
 
 #[test]
+#[cfg_attr(
+    not(vitae_fixtures),
+    ignore = "needs ../shared/fixtures (beside the checkout)"
+)]
 fn mcu_a_every_intermediate() {
     let recorder = check_logits("mcu_a", "model.pth");
     let dir = fixtures().join("mcu_a/intermediates");
@@ -107,6 +123,10 @@ fn mcu_a_every_intermediate() {
 }
 
 #[test]
+#[cfg_attr(
+    not(vitae_fixtures),
+    ignore = "needs ../shared/fixtures (beside the checkout)"
+)]
 fn pth_and_safetensors_hold_identical_tensors() {
     let dir = fixtures().join("mcu_a");
     let pth = load_checkpoint(&dir.join("model.pth")).unwrap();
@@ -124,6 +144,10 @@ fn pth_and_safetensors_hold_identical_tensors() {
 /// The expected state_dict must equal config.json["state_dict"] exactly: keys, order, shapes,
 /// dtype class and parameter/buffer kind.
 #[test]
+#[cfg_attr(
+    not(vitae_fixtures),
+    ignore = "needs ../shared/fixtures (beside the checkout)"
+)]
 fn expected_state_dict_matches_fixture_config_json() {
     for (folder, preset) in [("mcu_a", None), ("vitae_t", Some("vitae-t"))] {
         let dir = fixtures().join(folder);
@@ -168,6 +192,10 @@ fn expected_state_dict_matches_fixture_config_json() {
 }
 
 #[test]
+#[cfg_attr(
+    not(vitae_fixtures),
+    ignore = "needs ../shared/fixtures (beside the checkout)"
+)]
 fn fixture_param_counts_match_config_json() {
     let dir = fixtures().join("mcu_a");
     let json: Value =

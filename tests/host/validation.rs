@@ -20,12 +20,20 @@ fn mcu_a() -> (ModelConfig, Checkpoint) {
 }
 
 #[test]
+#[cfg_attr(
+    not(vitae_fixtures),
+    ignore = "needs ../shared/fixtures (beside the checkout)"
+)]
 fn fixture_checkpoints_pass() {
     let (config, checkpoint) = mcu_a();
     check_checkpoint(&config, &checkpoint).unwrap();
 }
 
 #[test]
+#[cfg_attr(
+    not(vitae_fixtures),
+    ignore = "needs ../shared/fixtures (beside the checkout)"
+)]
 fn every_problem_is_reported_at_once() {
     let (config, mut checkpoint) = mcu_a();
     // missing
@@ -117,6 +125,10 @@ fn every_problem_is_reported_at_once() {
 }
 
 #[test]
+#[cfg_attr(
+    not(vitae_fixtures),
+    ignore = "needs ../shared/fixtures (beside the checkout)"
+)]
 fn integer_weights_and_float_counters_are_wrong_dtypes() {
     let (config, mut checkpoint) = mcu_a();
     let bias = checkpoint.tensors["head.bias"].clone();
@@ -143,6 +155,10 @@ fn integer_weights_and_float_counters_are_wrong_dtypes() {
 }
 
 #[test]
+#[cfg_attr(
+    not(vitae_fixtures),
+    ignore = "needs ../shared/fixtures (beside the checkout)"
+)]
 fn missing_num_batches_tracked_is_tolerated() {
     let (config, mut checkpoint) = mcu_a();
     let counters: Vec<String> = checkpoint
@@ -158,6 +174,10 @@ fn missing_num_batches_tracked_is_tolerated() {
 }
 
 #[test]
+#[cfg_attr(
+    not(vitae_fixtures),
+    ignore = "needs ../shared/fixtures (beside the checkout)"
+)]
 fn synthetic_safetensors_round_trip_with_module_prefix() {
     // A DataParallel-style file: every key prefixed with `module.`; written, read back, stripped.
     let config = ModelConfig::from_kwargs_file(&fixtures().join("mcu_a/kwargs.json")).unwrap();
