@@ -4,12 +4,13 @@ Data: scikit-learn `load_digits` (1,797 8x8 images, pixel values 0..16, 10 class
 inside the scikit-learn package, no download). Fixed split: stratified 70/30,
 `train_test_split(X, y, test_size=0.3, stratify=y, random_state=42)` -> 1,257 train / 540 test.
 
-Preprocessing (defined ONCE, here; mirrored bit-exactly by `vitae_edge::preprocess::digits`
-in the Rust library, which runs it on device):
+Preprocessing is defined ONCE, in Rust: `vitae_edge::preprocess::digits::preprocess`, the function
+the firmware runs on the device. `preprocess` below does not re-implement it: it writes the pixels
+to a VTDIGIT1 file and runs `cargo xtask digits-npy` (the same Rust function) to get the model
+input. What it computes:
   * input: the 64 raw pixels of one image, row-major, integers v in 0..16 (u8);
   * nearest-neighbour upsampling x4 to 32x32: out[y][x] = pix[(y // 4) * 8 + (x // 4)];
-  * normalisation x = v / 8 - 1  (== (v/16 - 0.5) / 0.5), in [-1, 1]; every value is
-    exactly representable in f32 (and in f16), so the two implementations agree exactly;
+  * normalisation x = v / 8 - 1  (== (v/16 - 0.5) / 0.5), in [-1, 1];
   * one channel, NCHW: (N, 1, 32, 32) float32.
 
 Binary format of digits/test.bin and digits/calib.bin (little-endian):
@@ -36,17 +37,29 @@ CALIB_SEED = 42
 
 
 def preprocess(pixels: np.ndarray) -> np.ndarray:
-    """(N, 64) integer pixels 0..16 (any int dtype, or float holding integers) -> float32 (N, 1, 32, 32).
+    """(N, 64) integer pixels 0..16 -> float32 (N, 1, 32, 32), through the Rust definition.
 
-    Mirrors `vitae_edge::preprocess::digits`: out[n, 0, y, x] = pix[n, (y//4)*8 + x//4] / 8 - 1.
+    Runs `cargo xtask digits-npy` (i.e. `vitae_edge::preprocess::digits::preprocess`, what the
+    device runs) so that training sees exactly the device's numbers; needs cargo (dev-only, like
+    torch).
     """
+    import os
+    import subprocess
+    import tempfile
+
     p = np.asarray(pixels)
     if p.ndim == 1:
         p = p[None]
     assert p.shape[1] == SRC * SRC, p.shape
-    p = p.astype(np.float32).reshape(-1, SRC, SRC)
-    up = np.repeat(np.repeat(p, UPSAMPLE, axis=1), UPSAMPLE, axis=2)      # nearest neighbour
-    return (up / np.float32(8.0) - np.float32(1.0)).astype(np.float32)[:, None, :, :]
+    assert p.min() >= 0 and p.max() <= 16, "pixels must be integers 0..16"
+    repo = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "pixels.bin")
+        out = os.path.join(tmp, "x.npy")
+        write_bin(src, p.astype(np.uint8), np.zeros(len(p), dtype=np.uint8))
+        subprocess.run(["cargo", "xtask", "digits-npy", src, out], cwd=repo, check=True,
+                       stdout=subprocess.DEVNULL)
+        return np.load(out)
 
 
 def load_split():

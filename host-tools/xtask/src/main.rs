@@ -51,6 +51,15 @@ enum Cmd {
     Demo,
     /// Run a blob on an input under QEMU and write the logits (.npy), like `cargo vitae run --model`.
     Qemu(qemu_cmd::QemuArgs),
+    /// Preprocess a VTDIGIT1 file into the model input (.npy, N×1×32×32 f32) with the runtime's
+    /// own function; the training script uses this, so training and device see the same numbers.
+    #[command(hide = true)]
+    DigitsNpy {
+        /// VTDIGIT1 file.
+        input: PathBuf,
+        /// Output .npy.
+        output: PathBuf,
+    },
     /// Build the firmware for a board (QEMU or real) without running it.
     Firmware {
         /// Board name: mps2-an386, mps2-an500, mps3-an547, nucleo-h743zi, nrf52840-dk.
@@ -85,6 +94,7 @@ fn main() -> ExitCode {
         Cmd::Test(args) => test::run(&args),
         Cmd::Demo => demo::run(),
         Cmd::Qemu(args) => qemu_cmd::run(&args),
+        Cmd::DigitsNpy { input, output } => digits_npy(&input, &output),
         Cmd::Firmware { board } => firmware_only(&board).map(|_| ()),
         Cmd::Flash { board } => flash(&board),
         Cmd::Fuzz(args) => fuzz::run(&args),
@@ -165,6 +175,14 @@ pub fn demo_firmware(tc: toolchain::ArmToolchain, board: &boards::Board) -> Resu
         .join("digit0.npy");
     vitae::npy::write_npy_f32(&input, &[1, 1, 32, 32], &first.image())?;
     app::build(tc, board, &blob, &app::AppInput::Npy(input))
+}
+
+fn digits_npy(input: &std::path::Path, output: &std::path::Path) -> Result<()> {
+    let digits = assets::read_digits(input)?;
+    let flat: Vec<f32> = digits.iter().flat_map(assets::Digit::image).collect();
+    let size = vitae_edge::preprocess::digits::SIZE;
+    vitae::npy::write_npy_f32(output, &[digits.len(), 1, size, size], &flat)?;
+    Ok(())
 }
 
 fn flash(board_name: &str) -> Result<()> {
