@@ -8,7 +8,7 @@
 use crate::boards::{self, Board};
 use crate::firmware::arm_target_dir;
 use crate::qemu::{self, RunOptions};
-use crate::{project_root, run_checked, setup, toolchain};
+use crate::{project_root, setup, toolchain};
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -83,17 +83,7 @@ fn kernels(json: bool, only: Option<&str>) -> Result<()> {
     }
     if json {
         for m in &all {
-            println!(
-                "{}",
-                serde_json::json!({
-                    "case": m.case,
-                    "board": m.board,
-                    "impl": m.implementation,
-                    "macs": m.macs,
-                    "instructions": m.instructions,
-                    "scratch_bytes": m.scratch_bytes,
-                })
-            );
+            println!("{}", json_line(m));
         }
     } else {
         print!("{}", table(&all));
@@ -101,7 +91,22 @@ fn kernels(json: bool, only: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-/// Builds `vitae-bench` for `board`; returns `target/firmware/<board>/vitae-bench.elf`.
+/// One measurement as a JSON object, keys in the documented order.
+pub fn json_line(m: &Measurement) -> String {
+    use serde_json::json;
+    format!(
+        "{{\"case\":{},\"board\":{},\"impl\":{},\"macs\":{},\"instructions\":{},\"scratch_bytes\":{}}}",
+        json!(m.case),
+        json!(m.board),
+        json!(m.implementation),
+        m.macs,
+        m.instructions,
+        m.scratch_bytes
+    )
+}
+
+/// Builds `vitae-bench` for `board`; returns `target/firmware/<board>/vitae-bench.elf`. The
+/// command is echoed to stderr, so `--json` output stays clean.
 fn build(tc: toolchain::ArmToolchain, board: &Board) -> Result<PathBuf> {
     let package = "vitae-bench";
     let mut cmd = tc.cargo("build", board.target, board.cpu, &arm_target_dir());
@@ -109,7 +114,18 @@ fn build(tc: toolchain::ArmToolchain, board: &Board) -> Result<PathBuf> {
         .args(["--release", "--package", package, "--bin", package])
         .args(["--features", board.name])
         .env("DEFMT_LOG", "info");
-    run_checked(cmd, &format!("building {package} for {}", board.name))?;
+    let shown: Vec<String> = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    eprintln!("  $ {}", shown.join(" "));
+    let status = cmd
+        .stdout(std::process::Stdio::null())
+        .status()
+        .with_context(|| format!("starting cargo to build {package}"))?;
+    if !status.success() {
+        bail!("building {package} for {} failed ({status})", board.name);
+    }
     let built = arm_target_dir()
         .join(board.target)
         .join("release")
@@ -343,6 +359,10 @@ mod tests {
             "{t}"
         );
         assert!(parse("mps2-an386", &lines[..2], &regions).is_err());
+        assert_eq!(
+            json_line(&m[0]),
+            r#"{"case":"a","board":"mps2-an386","impl":"optimized","macs":100,"instructions":150,"scratch_bytes":64}"#
+        );
     }
 
     #[test]
