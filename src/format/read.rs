@@ -1264,10 +1264,18 @@ impl<'a> Model<'a> {
     /// Bytes of data (weights, tables) op `i` references.
     pub fn op_data_bytes(&self, i: usize) -> usize {
         match self.decode_at(i) {
-            Ok(Op::PrmS8(p)) | Ok(Op::PrmF16(p)) => p
+            // Only the tables the kernel uses were validated (an fp16 branch has no requant or
+            // table: those fields are ignored, whatever they hold), each within DATA.
+            Ok(Op::PrmS8(p)) => p
                 .branches
                 .iter()
-                .map(|b| (b.weights.len + b.bias.len + b.requant.len + b.lut.len) as usize)
+                .map(|b| [b.weights, b.bias, b.requant, b.lut])
+                .map(|refs| refs.iter().map(|r| r.len as usize).sum::<usize>())
+                .sum(),
+            Ok(Op::PrmF16(p)) => p
+                .branches
+                .iter()
+                .map(|b| b.weights.len as usize + b.bias.len as usize)
                 .sum(),
             Ok(_) => {
                 let desc = &self.ops[i];
