@@ -97,9 +97,10 @@ impl<'a> PerformerS8<'a> {
         self.features
     }
 
-    /// Multiply-accumulates of one run (feature maps, kptv, output).
+    /// Multiply-accumulates of one run: the two feature maps, kptv and the output (4·N·e·m) plus
+    /// the normalizer D (N·m), as the model's reference MAC counts have them.
     pub fn macs(&self) -> u64 {
-        4 * (self.tokens * self.emb * self.features) as u64
+        (self.tokens * self.features * (4 * self.emb + 1)) as u64
     }
 
     /// `φ(z)` of one token into `phi`.

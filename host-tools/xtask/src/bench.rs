@@ -31,14 +31,15 @@ pub enum BenchWhat {
         #[arg(long)]
         board: Option<String>,
     },
-    /// End-to-end model benchmark (not yet).
-    E2e,
+    /// End-to-end benchmark: whole models (mcu_a int8, the demo's digits model) on the QEMU
+    /// boards: instructions per inference and per MAC, arena, stack, flash.
+    E2e(crate::bench_e2e::E2eArgs),
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
     match &args.what {
         BenchWhat::Kernels { json, board } => kernels(*json, board.as_deref()),
-        BenchWhat::E2e => bail!("`cargo xtask bench e2e` is not implemented yet"),
+        BenchWhat::E2e(a) => crate::bench_e2e::run(a),
     }
 }
 

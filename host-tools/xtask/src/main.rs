@@ -5,6 +5,7 @@
 mod app;
 mod assets;
 mod bench;
+mod bench_e2e;
 mod boards;
 mod defmt_log;
 mod demo;

@@ -138,8 +138,10 @@ impl Node {
                 (self.tokens() * linear.in_features * linear.out_features) as u64
             }
             NodeKind::Attention { .. } => 2 * (self.tokens() * self.tokens() * self.c) as u64,
+            // Feature maps of k and q, kptv, output (4·N·e·m) and the normalizer D (N·m), as the
+            // reference MAC counts (fixtures' config.json) have them.
             NodeKind::Performer { features, .. } => {
-                4 * (input(0).tokens() * self.c * features) as u64
+                (input(0).tokens() * features * (4 * self.c + 1)) as u64
             }
             _ => 0,
         }
