@@ -182,6 +182,419 @@ pub fn mac_1x4(w: &[i8], cols: &[u32], acc: [i32; 4]) -> [i32; 4] {
     }
 }
 
+/// A panel of [`mac_1x4`] calls in one, tail included: for each row `r < nrows` of `w` (row `r` is
+/// `w[r·stride..][..k]`), `tile[4r + c] = bias[r] + Σ_{i<k} w_r[i] · x_c[i]` for the four packed
+/// columns. Returns false (nothing written) when `k < 4` (the tail trick below needs a whole
+/// word) or a slice is too short.
+///
+/// The last `k % 4` weights of a row are the top bytes of the (unaligned) word ending at the row's
+/// end, shifted down: one more block of SMLADs against the zero-padded columns. With the channel
+/// loop inside the assembly, a row costs about 25 instructions besides its blocks (and 17 for the
+/// tail), against about 100 for a Rust loop around [`mac_1x4`].
+#[inline]
+pub fn panel_1x4(
+    w: &[i8],
+    k: usize,
+    stride: usize,
+    cols: &[u32],
+    bias: &[i32],
+    tile: &mut [i32],
+    nrows: usize,
+) -> bool {
+    let blocks = k.div_ceil(4);
+    let rows_in_w = if w.len() < k || stride == 0 {
+        0
+    } else {
+        (w.len() - k) / stride + 1
+    };
+    if k < 4
+        || nrows > rows_in_w
+        || nrows > bias.len()
+        || 4 * nrows > tile.len()
+        || cols.len() < blocks * BLOCK_WORDS
+        || stride < k
+    {
+        return false;
+    }
+    if nrows == 0 {
+        return true;
+    }
+    #[cfg(all(target_arch = "arm", vitae_dsp))]
+    {
+        let tail = k % 4;
+        // Loop state in memory (r7 points here): bias, columns, full blocks, tail shift, tail
+        // offset, row advance, tile, rows left.
+        let mut frame: [usize; 8] = [
+            bias.as_ptr() as usize,
+            cols.as_ptr() as usize,
+            k / 4,
+            if tail == 0 { 0 } else { 8 * (4 - tail) },
+            tail.wrapping_sub(4),
+            stride - k,
+            tile.as_mut_ptr() as usize,
+            nrows,
+        ];
+        macro_rules! block {
+            () => {
+                concat!(
+                    "ldr r6, [r4], #4\n",
+                    "ldm r5!, {{r8, r11, r12, lr}}\n",
+                    "sxtb16 r10, r6\n",
+                    "smlad r0, r10, r8, r0\n",
+                    "smlad r1, r10, r11, r1\n",
+                    "smlad r2, r10, r12, r2\n",
+                    "smlad r3, r10, lr, r3\n",
+                    "ldm r5!, {{r8, r11, r12, lr}}\n",
+                    "sxtb16 r10, r6, ror #8\n",
+                    "smlad r0, r10, r8, r0\n",
+                    "smlad r1, r10, r11, r1\n",
+                    "smlad r2, r10, r12, r2\n",
+                    "smlad r3, r10, lr, r3\n",
+                )
+            };
+        }
+        // SAFETY: row r reads w[r·stride..][..k] (4·(k/4) bytes by the blocks, then the word at
+        // k − 4, inside the row since k ≥ 4), all inside `w` since nrows ≤ rows_in_w; per row it
+        // reads ceil(k/4)·8 words of `cols` (checked) and one bias (nrows ≤ bias.len()), and
+        // writes tile[4r..4r+4] (4·nrows ≤ tile.len()). Single-register LDR allows unaligned
+        // weights; `cols`, `bias`, `tile` and `frame` are word-aligned. `tile` and `frame` are
+        // unique borrows. r6 and r7 are saved on the stack and restored; every other register
+        // written is declared. The Q flag SMLAD may set is never read.
+        unsafe {
+            core::arch::asm!(
+                "push {{r6, r7}}",
+                "mov r7, r1",
+                "1:",
+                "ldr r6, [r7]",
+                "ldr r0, [r6], #4",
+                "str r6, [r7]",
+                "mov r1, r0",
+                "mov r2, r0",
+                "mov r3, r0",
+                "ldrd r5, r9, [r7, #4]",
+                // An odd block count runs one block first, then pairs; the flags of LSRS
+                // survive the block (LDR, LDM, SXTB16 and SMLAD leave N, Z, C and V alone).
+                "lsrs r9, r9, #1",
+                "bcc 2f",
+                block!(),
+                "2:",
+                "beq 4f",
+                "3:",
+                block!(),
+                block!(),
+                "subs r9, r9, #1",
+                "bne 3b",
+                "4:",
+                "ldr r6, [r7, #12]",
+                "cbz r6, 5f",
+                "ldr r10, [r7, #16]",
+                "ldr r8, [r4, r10]",
+                "add r4, r10",
+                "adds r4, #4",
+                "lsr.w r6, r8, r6",
+                "ldm r5!, {{r8, r11, r12, lr}}",
+                "sxtb16 r10, r6",
+                "smlad r0, r10, r8, r0",
+                "smlad r1, r10, r11, r1",
+                "smlad r2, r10, r12, r2",
+                "smlad r3, r10, lr, r3",
+                "ldm r5!, {{r8, r11, r12, lr}}",
+                "sxtb16 r10, r6, ror #8",
+                "smlad r0, r10, r8, r0",
+                "smlad r1, r10, r11, r1",
+                "smlad r2, r10, r12, r2",
+                "smlad r3, r10, lr, r3",
+                "5:",
+                "ldr r6, [r7, #20]",
+                "add r4, r6",
+                "ldr r6, [r7, #24]",
+                "stm r6!, {{r0, r1, r2, r3}}",
+                "str r6, [r7, #24]",
+                "ldr r6, [r7, #28]",
+                "subs r6, #1",
+                "str r6, [r7, #28]",
+                "bne 1b",
+                "pop {{r6, r7}}",
+                inout("r1") frame.as_mut_ptr() => _,
+                inout("r4") w.as_ptr() => _,
+                out("r0") _,
+                out("r2") _,
+                out("r3") _,
+                out("r5") _,
+                out("r8") _,
+                out("r9") _,
+                out("r10") _,
+                out("r11") _,
+                out("r12") _,
+                out("lr") _,
+            );
+        }
+    }
+    #[cfg(not(all(target_arch = "arm", vitae_dsp)))]
+    for r in 0..nrows {
+        let row = &w[r * stride..][..k];
+        let mut acc = [bias[r]; 4];
+        acc = mac_1x4(row, cols, acc);
+        let k4 = k / 4 * 4;
+        if k4 < k {
+            // The same zero-padded word the assembly builds.
+            let word = u32::from_le_bytes([
+                row[k - 4] as u8,
+                row[k - 3] as u8,
+                row[k - 2] as u8,
+                row[k - 1] as u8,
+            ]) >> (8 * (4 - k % 4));
+            let (e, o) = (sxtb16(word), sxtb16_ror8(word));
+            let blk = &cols[k4 / 4 * BLOCK_WORDS..][..BLOCK_WORDS];
+            for (c, a) in acc.iter_mut().enumerate() {
+                *a = smlad(o, blk[4 + c], smlad(e, blk[c], *a));
+            }
+        }
+        tile[4 * r..4 * r + 4].copy_from_slice(&acc);
+    }
+    true
+}
+
+/// Copies `min(dst.len(), src.len())` bytes: words, then the last bytes, with no call (the
+/// library `memcpy` costs about 40 instructions for the short runs of an im2col).
+#[inline]
+pub fn copy(dst: &mut [i8], src: &[i8]) {
+    let n = dst.len().min(src.len());
+    #[cfg(all(target_arch = "arm", vitae_dsp))]
+    {
+        if n == 0 {
+            return;
+        }
+        // SAFETY: reads the first n bytes of `src` and writes the first n bytes of `dst` (n/4
+        // words, then n%4 bytes), both in bounds; `dst` is a unique borrow. Single-register
+        // LDR/STR allow unaligned addresses on Armv7E-M.
+        unsafe {
+            core::arch::asm!(
+                "lsrs r3, r2, #2",
+                "beq 2f",
+                "1:",
+                "ldr r12, [r1], #4",
+                "str r12, [r0], #4",
+                "subs r3, #1",
+                "bne 1b",
+                "2:",
+                "ands r2, #3",
+                "beq 4f",
+                "3:",
+                "ldrb r12, [r1], #1",
+                "strb r12, [r0], #1",
+                "subs r2, #1",
+                "bne 3b",
+                "4:",
+                inout("r0") dst.as_mut_ptr() => _,
+                inout("r1") src.as_ptr() => _,
+                inout("r2") n => _,
+                out("r3") _,
+                out("r12") _,
+                options(nostack),
+            );
+        }
+    }
+    #[cfg(not(all(target_arch = "arm", vitae_dsp)))]
+    dst[..n].copy_from_slice(&src[..n]);
+}
+
+/// Widens `src` (int8, whole words of four values) into column `col` (0..4) of a packed buffer:
+/// for each word, `sxtb16` → `packed[8b + col]`, `sxtb16 ror 8` → `packed[8b + 4 + col]`, for
+/// `b < min(src.len() / 4, packed.len() / 8)`.
+///
+/// An LDM of four words and two SXTB16 and two STR per word: under 5 instructions per four
+/// values.
+#[inline]
+pub fn widen(src: &[i8], col: usize, packed: &mut [u32]) {
+    let col = col % 4;
+    let n = (src.len() / 4).min(packed.len() / BLOCK_WORDS);
+    #[cfg(all(target_arch = "arm", vitae_dsp))]
+    {
+        if n == 0 {
+            return;
+        }
+        let quads = n / 4;
+        let rest = n % 4;
+        // LDM needs a word-aligned source; the staging rows are (`i8` slices from the scratch
+        // carver, aligned by the caller), but check rather than trust.
+        if src.as_ptr() as usize % 4 != 0 {
+            for (b4, blk) in src
+                .chunks_exact(4)
+                .zip(packed.chunks_exact_mut(BLOCK_WORDS))
+            {
+                let raw = u32::from_le_bytes([b4[0] as u8, b4[1] as u8, b4[2] as u8, b4[3] as u8]);
+                blk[col] = sxtb16(raw);
+                blk[4 + col] = sxtb16_ror8(raw);
+            }
+            return;
+        }
+        // SAFETY: reads 4·n bytes of `src` (word-aligned, checked above) and writes words
+        // 8b + col and 8b + 4 + col of `packed` for b < n, all in bounds by the choice of n;
+        // `packed` is a unique, word-aligned borrow. Clobbers only declared registers.
+        unsafe {
+            core::arch::asm!(
+                "cmp r2, #0",
+                "beq 2f",
+                "1:",
+                "ldm r0!, {{r4, r5, r8, r9}}",
+                "sxtb16 r12, r4",
+                "str r12, [r1], #16",
+                "sxtb16 r12, r4, ror #8",
+                "str r12, [r1], #16",
+                "sxtb16 r12, r5",
+                "str r12, [r1], #16",
+                "sxtb16 r12, r5, ror #8",
+                "str r12, [r1], #16",
+                "sxtb16 r12, r8",
+                "str r12, [r1], #16",
+                "sxtb16 r12, r8, ror #8",
+                "str r12, [r1], #16",
+                "sxtb16 r12, r9",
+                "str r12, [r1], #16",
+                "sxtb16 r12, r9, ror #8",
+                "str r12, [r1], #16",
+                "subs r2, #1",
+                "bne 1b",
+                "2:",
+                "cmp r3, #0",
+                "beq 4f",
+                "3:",
+                "ldr r4, [r0], #4",
+                "sxtb16 r12, r4",
+                "str r12, [r1], #16",
+                "sxtb16 r12, r4, ror #8",
+                "str r12, [r1], #16",
+                "subs r3, #1",
+                "bne 3b",
+                "4:",
+                inout("r0") src.as_ptr() => _,
+                inout("r1") packed.as_mut_ptr().wrapping_add(col) => _,
+                inout("r2") quads => _,
+                inout("r3") rest => _,
+                out("r4") _,
+                out("r5") _,
+                out("r8") _,
+                out("r9") _,
+                out("r12") _,
+                options(nostack),
+            );
+        }
+    }
+    #[cfg(not(all(target_arch = "arm", vitae_dsp)))]
+    for (b4, blk) in src
+        .chunks_exact(4)
+        .zip(packed.chunks_exact_mut(BLOCK_WORDS))
+        .take(n)
+    {
+        let raw = u32::from_le_bytes([b4[0] as u8, b4[1] as u8, b4[2] as u8, b4[3] as u8]);
+        blk[col] = sxtb16(raw);
+        blk[4 + col] = sxtb16_ror8(raw);
+    }
+}
+
+/// The output stage for one column of a `[row][column]` accumulator tile (four words per row):
+/// `out[i] = act(saturate((((acc[4i]·M_i) >> 32) >> sh_i) + 1 >> 1) + zp))` with
+/// `sh_i = −2 − shift_i`, for `i < min(out.len(), requant.len(), ceil(acc.len() / 4))`.
+///
+/// Equal to `crate::quant::requantize` + zero point + saturation only when every channel has
+/// `shift ≤ −2` or a zero multiplier (see `kernels::gemm::OutQuant::apply`); the caller checks
+/// that. `requant` is read as `[multiplier, shift]` pairs, `lut` is the activation table or
+/// `None`. Per output: SMMUL (the product's high word), the shift, `(x + 1) >> 1` folded into the
+/// zero-point add, SSAT, one LDRSB from the table (indexed by the signed value from its middle),
+/// STRB: about 13 instructions.
+#[inline]
+pub fn requant_col(
+    acc: &[i32],
+    requant: &[[i32; 2]],
+    zp: i32,
+    lut: Option<&[i8; 256]>,
+    out: &mut [i8],
+) {
+    let n = out.len().min(requant.len()).min(acc.len().div_ceil(4));
+    #[cfg(all(target_arch = "arm", vitae_dsp))]
+    {
+        if n == 0 {
+            return;
+        }
+        macro_rules! body {
+            ($lut:literal) => {
+                concat!(
+                    "1:\n",
+                    "ldr r12, [r0], #16\n",
+                    "ldrd r8, r9, [r1], #8\n",
+                    "smmul r12, r12, r8\n",
+                    "mvn r9, r9\n",
+                    "subs r9, #1\n",
+                    "asr.w r12, r12, r9\n",
+                    "adds r12, #1\n",
+                    "add.w r12, r4, r12, asr #1\n",
+                    "ssat r12, #8, r12\n",
+                    $lut,
+                    "strb r12, [r2], #1\n",
+                    "subs r3, #1\n",
+                    "bne 1b\n",
+                )
+            };
+        }
+        match lut {
+            Some(t) => {
+                // SAFETY: reads acc[4i] (4i < acc.len() since i < ceil(acc.len() / 4)) and
+                // requant[i], writes out[i], for i < n, all in bounds; table reads are at
+                // `t + 128 + q` with q ∈ [−128, 127] after SSAT, inside the 256-byte table.
+                // `out` is a unique borrow; word loads are aligned (`i32` slices). Clobbers only
+                // declared registers.
+                unsafe {
+                    core::arch::asm!(
+                        body!("ldrsb r12, [r5, r12]\n"),
+                        inout("r0") acc.as_ptr() => _,
+                        inout("r1") requant.as_ptr() => _,
+                        inout("r2") out.as_mut_ptr() => _,
+                        inout("r3") n => _,
+                        in("r4") zp,
+                        in("r5") t.as_ptr().wrapping_add(128),
+                        out("r8") _,
+                        out("r9") _,
+                        out("r12") _,
+                        options(nostack),
+                    );
+                }
+            }
+            None => {
+                // SAFETY: as above, without the table.
+                unsafe {
+                    core::arch::asm!(
+                        body!(""),
+                        inout("r0") acc.as_ptr() => _,
+                        inout("r1") requant.as_ptr() => _,
+                        inout("r2") out.as_mut_ptr() => _,
+                        inout("r3") n => _,
+                        in("r4") zp,
+                        out("r8") _,
+                        out("r9") _,
+                        out("r12") _,
+                        options(nostack),
+                    );
+                }
+            }
+        }
+    }
+    #[cfg(not(all(target_arch = "arm", vitae_dsp)))]
+    for (i, o) in out[..n].iter_mut().enumerate() {
+        let [m, shift] = requant[i];
+        let hi = ((i64::from(acc[4 * i]) * i64::from(m)) >> 32) as i32;
+        // ASR by a register uses its low byte; 32 and more give the sign (0 for the zero
+        // multipliers that are the only channels with such shifts here).
+        let sh = ((-2 - shift) as u32) & 0xff;
+        let v = if sh >= 32 { hi >> 31 } else { hi >> sh };
+        let q = (((v + 1) >> 1) + zp).clamp(-128, 127);
+        *o = match lut {
+            Some(t) => t[(q + 128) as usize],
+            None => q as i8,
+        };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

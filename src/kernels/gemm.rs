@@ -133,8 +133,8 @@ impl DspCols<'_> {
 
 /// Scratch bytes [`Dsp::carve`] takes for `k` values per column.
 pub(crate) fn dsp_cols_bytes(k: usize) -> usize {
-    let k4 = k.div_ceil(4) * 4;
-    bytes_for::<i8>(k4) + bytes_for::<u32>(k4 * 2)
+    let blocks = k.div_ceil(4);
+    bytes_for::<u32>(blocks) + bytes_for::<u32>(blocks * 8)
 }
 
 /// Scratch bytes [`Mve::carve`] takes for `k` values per column.
@@ -150,7 +150,8 @@ impl Micro for Dsp {
     fn carve<'a>(s: &mut Scratch<'a>, k: usize) -> Result<DspCols<'a>, KernelError> {
         let blocks = k.div_ceil(4);
         Ok(DspCols {
-            stage: s.take::<i8>(blocks * 4, "scratch (im2col row)")?,
+            // Word-aligned, for the LDM of the widening.
+            stage: bytemuck::cast_slice_mut(s.take::<u32>(blocks, "scratch (im2col row)")?),
             packed: s.take::<u32>(blocks * crate::arch::dsp::BLOCK_WORDS, "scratch (columns)")?,
         })
     }
@@ -161,20 +162,10 @@ impl Micro for Dsp {
     /// weights in [`Micro::run`] anyway.
     #[inline]
     fn pack(cols: &mut DspCols<'_>, col: usize, k: usize, fill: impl FnOnce(&mut [i8])) {
-        use crate::arch::dsp::{BLOCK_WORDS, sxtb16, sxtb16_ror8};
         if let Some(row) = cols.stage.get_mut(..k) {
             fill(row);
         }
-        let col = col % 4;
-        for (b4, blk) in cols
-            .stage
-            .chunks_exact(4)
-            .zip(cols.packed.chunks_exact_mut(BLOCK_WORDS))
-        {
-            let raw = u32::from_le_bytes([b4[0] as u8, b4[1] as u8, b4[2] as u8, b4[3] as u8]);
-            blk[col] = sxtb16(raw);
-            blk[4 + col] = sxtb16_ror8(raw);
-        }
+        crate::arch::dsp::widen(cols.stage, col, cols.packed);
     }
 
     #[inline(always)]
@@ -202,10 +193,17 @@ impl Micro for Dsp {
         }
     }
 
-    /// Tile layout `[row][column]`: four words per row.
+    /// Tile layout `[row][column]`: four words per row. The row loop runs in one assembly
+    /// panel (for `k ≥ 4`).
     #[inline]
     fn panel(rows: &Rows, cols: &DspCols<'_>, o: Range<usize>, tile: &mut [i32]) {
         let k = rows.k;
+        let w = rows.w.get(o.start * rows.stride..).unwrap_or_default();
+        let bias = rows.bias.get(o.start..).unwrap_or_default();
+        let n = o.len();
+        if crate::arch::dsp::panel_1x4(w, k, rows.stride, cols.packed, bias, tile, n) {
+            return;
+        }
         for (t, oc) in tile.chunks_exact_mut(4).zip(o) {
             let w = &rows.w[oc * rows.stride..][..k];
             let mut acc = [[rows.bias[oc]; 4]; 2];
@@ -223,13 +221,19 @@ impl Micro for Dsp {
         fast: bool,
         out: &mut [i8],
     ) {
-        let acc = tile.iter().skip(c).step_by(4).copied();
-        requant_scalar(acc, requant, q, fast, out);
+        if fast {
+            let pairs: &[[i32; 2]] = bytemuck::cast_slice(requant);
+            let acc = tile.get(c..).unwrap_or_default();
+            crate::arch::dsp::requant_col(acc, pairs, q.zp, q.act.map(|l| &l.0), out);
+        } else {
+            let acc = tile.iter().skip(c).step_by(4).copied();
+            requant_scalar(acc, requant, q, false, out);
+        }
     }
 
     #[inline(always)]
     fn copy(dst: &mut [i8], src: &[i8]) {
-        dst.copy_from_slice(src);
+        crate::arch::dsp::copy(dst, src);
     }
 
     #[inline(always)]
