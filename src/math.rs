@@ -6,34 +6,32 @@
 
 /// `e^x` for f32, within 2 ulp for results in the normal range. Results below the smallest
 /// normal (x < −87.33) are 0, above f32::MAX (x > 88.72) +∞; NaN stays NaN.
-#[inline]
+///
+/// Branch-free (the out-of-range cases are selects), so loops that call it vectorize (Helium).
+#[inline(always)]
 pub fn exp(x: f32) -> f32 {
     const LOG2E: f32 = core::f32::consts::LOG2_E;
     // ln 2 split so that n·LN2_HI is exact for |n| < 2^11 (Cody–Waite).
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
-    if x.is_nan() {
-        return x;
-    }
-    if x > 88.72 {
-        return f32::INFINITY;
-    }
-    if x < -87.33 {
-        return 0.0;
-    }
-    let n = crate::quant::round_half_up(x * LOG2E);
+    const LO: f32 = -87.33;
+    const HI: f32 = 88.72;
+    let xc = x.clamp(LO, HI); // NaN stays NaN
+    // n = floor(xc·log2e + 0.5): the +128.5 keeps the truncating conversion on positive values.
+    let n = (xc * LOG2E + 128.5) as i32 - 128;
     let nf = n as f32;
-    let r = (x - nf * LN2_HI) - nf * LN2_LO; // |r| ≤ ~0.35
+    let r = (xc - nf * LN2_HI) - nf * LN2_LO; // |r| ≤ ~0.35
     // Taylor to degree 7 (remainder < 2e-9 relative over |r| ≤ 0.35), Horner form.
     let p = 1.0
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0
-                    + r * (1.0 / 24.0
-                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
-    // 2^n, then two steps so that 2^n itself never leaves the normal range.
-    let half = n / 2;
-    p * pow2i(half) * pow2i(n - half)
+                    + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+    // 2^n in two factors so that neither leaves the normal range (n ∈ [−126, 128]).
+    let half = n >> 1;
+    let y = p * pow2i(half) * pow2i(n - half);
+    let y = if x < LO { 0.0 } else { y };
+    if x > HI { f32::INFINITY } else { y }
 }
 
 /// 2^n for n in [−126, 127] built from the exponent bits.

@@ -13,6 +13,7 @@
 //!   `kptv` is kept transposed (`m × emb`) so its update and the output are element-wise over the
 //!   channels (vectorizable without reordering any sum), and the sums over tokens and over
 //!   features run in index order.
+//! * The output is `round(y_num · (1/s_out) / (D + ε))`, the division done once per token.
 //! * Two streaming passes over the tokens; scratch is O(m · emb), never O(N · m). q, k, v are
 //!   symmetric (zero point 0).
 
@@ -109,9 +110,21 @@ impl<'a> PerformerS8<'a> {
         let half_norm = norm as f32 * (scale * scale * 0.5);
         let dot_scale = scale * self.w_scale;
         let inv_sqrt_m = 1.0 / sqrt(self.features as f32);
-        for (ph, w_row) in phi.iter_mut().zip(self.w.chunks_exact(self.emb)) {
-            let dot = dot_s16_s8(w_row, z);
-            *ph = exp(dot as f32 * dot_scale - half_norm) * inv_sqrt_m;
+        let rows = phi.iter_mut().zip(self.w.chunks_exact(self.emb));
+        if cfg!(vitae_mve) {
+            // Exponents first (exact integer dots), then the exponentials in their own
+            // element-wise loop, which Helium runs four lanes at a time.
+            for (ph, w_row) in rows {
+                *ph = dot_s16_s8(w_row, z) as f32 * dot_scale - half_norm;
+            }
+            for ph in phi.iter_mut() {
+                *ph = exp(*ph) * inv_sqrt_m;
+            }
+        } else {
+            // Same operations per element, in one pass (no SIMD to feed).
+            for (ph, w_row) in rows {
+                *ph = exp(dot_s16_s8(w_row, z) as f32 * dot_scale - half_norm) * inv_sqrt_m;
+            }
         }
     }
 }
@@ -210,8 +223,10 @@ pub fn performer_s8(
                 *acc += f * r;
             }
         }
+        // One division per token; the element-wise rest vectorizes.
+        let scale = p.out_inv_scale / denom;
         for (o, &num) in yt.iter_mut().zip(y.iter()) {
-            *o = quantize_f32(num / denom, p.out_inv_scale, p.out_zp);
+            *o = quantize_f32(num, scale, p.out_zp);
         }
     }
     Ok(())
