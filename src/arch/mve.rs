@@ -424,10 +424,12 @@ pub fn transpose_widen(
 /// `Σ p[j]`. `m` must be at least every `s[j]·scale` (the running maximum), so every exponent is
 /// at most 0.
 ///
-/// Four lanes at a time with MVE floating point: the same IEEE operations in the same order
-/// (correctly rounded, never fused), and `VCVTM` (floor) for `round_half_up`, which is
-/// `floor(y + 0.5)`. Helium arithmetic flushes subnormals to zero, so the vector path is taken
-/// only when none can occur: for `2^−88 ≤ scale ≤ 2^96`, every nonzero exponent is at least
+/// Four lanes at a time with MVE floating point, following `math::exp` step by step: the same
+/// IEEE operations in the same order (correctly rounded, never fused), the clamp at −87.33 and
+/// the select to 0 below it (the comparison kept in VPR.P0 from the clamp to the select),
+/// `n = trunc(x·log2e + 128.5) − 128`, `half = n >> 1`, and `VCVTM` (floor) for `round_half_up`,
+/// which is `floor(y + 0.5)`. Helium arithmetic flushes subnormals to zero, so the vector path is
+/// taken only when none can occur: for `2^−88 ≤ scale ≤ 2^96`, every nonzero exponent is at least
 /// `scale·2^−24` in magnitude and every intermediate (down to `r/5040` in the polynomial) stays
 /// normal; otherwise the scalar reference code runs.
 #[inline]
@@ -437,34 +439,33 @@ pub fn softmax_row(s: &[i32], scale: f32, m: f32, p: &mut [i16]) -> i32 {
         && m.is_finite();
     #[cfg(all(target_arch = "arm", vitae_mve))]
     if vector_ok && n > 0 {
-        // Constants in the order the assembly loads them (r3, r4, r5, r6, r7, r8 … r12), then
-        // the four Horner coefficients that go to q4–q7 and the element count.
-        let c: [f32; 14] = [
+        // Constants in the order the assembly loads them into r3–r12, then the four Horner
+        // coefficients that go to q4–q7 and the element count.
+        let c: [f32; 10] = [
             scale,
             m,
             core::f32::consts::LOG2_E,
             32767.0,
             -87.33,
-            0.5,
+            128.5,
             0.693_145_75,
             1.428_606_8e-6,
             1.0 / 5040.0,
-            1.0,
-            1.0 / 720.0,
-            1.0 / 120.0,
-            1.0 / 24.0,
-            1.0 / 6.0,
+            0.0, // replaced by the integer 128 below
         ];
+        let horner: [f32; 4] = [1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0];
         let mut frame = [0u32; 15];
-        for (f, v) in frame.iter_mut().zip(c) {
+        for (f, v) in frame.iter_mut().zip(c.iter().chain(&horner)) {
             *f = v.to_bits();
         }
+        frame[9] = 128;
         frame[14] = n as u32;
         let psum: i32;
         // SAFETY: reads `n` words of `s` and writes `n` halfwords of `p` (tail predication on n
         // lanes; inactive lanes are not accessed), both in bounds; reads `frame`. `p` is a
-        // unique borrow. The narrowing store needs its base in r0–r7. r6, r7 and d8–d15 (q4–q7,
-        // callee-saved) are saved on the stack and restored; the rest written is declared.
+        // unique borrow, 2-aligned. The narrowing store needs its base in r0–r7. r6, r7 and
+        // d8–d15 (q4–q7, callee-saved) are saved on the stack and restored; the rest written is
+        // declared.
         unsafe {
             asm!(
                 "vpush {{d8-d15}}",
@@ -485,9 +486,13 @@ pub fn softmax_row(s: &[i32], scale: f32, m: f32, p: &mut [i16]) -> i32 {
                 "vcvt.f32.s32 q0, q0",
                 "vmul.f32 q0, q0, r3",
                 "vsub.f32 q0, q0, r4",
+                // x < −87.33: clamp now, select 0 at the end (P0 holds the comparison).
+                "vpt.f32 lt, q0, r7",
+                "vdupt.32 q0, r7",
                 "vmul.f32 q1, q0, r5",
                 "vadd.f32 q1, q1, r8",
-                "vcvtm.s32.f32 q1, q1",
+                "vcvt.s32.f32 q1, q1",
+                "vsub.i32 q1, q1, r12",
                 "vcvt.f32.s32 q2, q1",
                 "vmul.f32 q3, q2, r9",
                 "vsub.f32 q3, q0, q3",
@@ -502,25 +507,27 @@ pub fn softmax_row(s: &[i32], scale: f32, m: f32, p: &mut [i16]) -> i32 {
                 "vmul.f32 q2, q2, q3",
                 "vadd.f32 q2, q2, q7",
                 "vmul.f32 q2, q2, q3",
-                "vadd.f32 q2, q2, r8",
+                "vmov.f32 q0, #0.5",
+                "vadd.f32 q2, q2, q0",
                 "vmul.f32 q2, q2, q3",
-                "vadd.f32 q2, q2, r12",
+                "vmov.f32 q0, #1.0",
+                "vadd.f32 q2, q2, q0",
                 "vmul.f32 q2, q2, q3",
-                "vadd.f32 q2, q2, r12",
-                "vshr.u32 q3, q1, #31",
-                "vadd.i32 q3, q3, q1",
-                "vshr.s32 q3, q3, #1",
+                "vadd.f32 q2, q2, q0",
+                "vshr.s32 q3, q1, #1",
                 "vsub.i32 q1, q1, q3",
+                "vmov.i32 q0, #127",
+                "vadd.i32 q3, q3, q0",
                 "vshl.i32 q3, q3, #23",
-                "vadd.i32 q3, q3, r12",
+                "vadd.i32 q1, q1, q0",
                 "vshl.i32 q1, q1, #23",
-                "vadd.i32 q1, q1, r12",
                 "vmul.f32 q2, q2, q3",
                 "vmul.f32 q2, q2, q1",
-                "vpt.f32 lt, q0, r7",
+                "vpst",
                 "veort q2, q2, q2",
                 "vmul.f32 q2, q2, r6",
-                "vadd.f32 q2, q2, r8",
+                "vmov.f32 q0, #0.5",
+                "vadd.f32 q2, q2, q0",
                 "vcvtm.s32.f32 q2, q2",
                 "vaddva.u32 r0, q2",
                 "vstrh.32 q2, [r2], #8",

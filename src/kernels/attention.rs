@@ -195,6 +195,30 @@ pub fn attention_s8(
     }
 }
 
+/// The probabilities of one key tile for one query with this build's implementation (four lanes
+/// at a time with Helium floating point on Cortex-M55): `p[j] = round_half_up(exp(s[j]·scale −
+/// m) · 32767)` for `j < min(s.len(), p.len())`, returning `Σ p[j]`. `m` must be at least every
+/// `s[j]·scale` (the running maximum, as in [`attention_s8`]).
+///
+/// Public so that the on-target tests can check it value by value against [`crate::math::exp`]
+/// on inputs chosen at the exponential's rounding boundaries.
+pub fn tile_probabilities(s: &[i32], scale: f32, m: f32, p: &mut [i16]) -> i32 {
+    #[cfg(vitae_mve)]
+    {
+        crate::arch::mve::softmax_row(s, scale, m, p)
+    }
+    #[cfg(not(vitae_mve))]
+    {
+        let mut psum = 0i32;
+        for (pj, &sj) in p.iter_mut().zip(s) {
+            let v = round_half_up(exp(sj as f32 * scale - m) * P_ONE);
+            *pj = v as i16;
+            psum += v;
+        }
+        psum
+    }
+}
+
 /// Checks the tensor lengths (as the reference does).
 #[cfg(any(test, vitae_dsp, vitae_mve))]
 fn check_tensors(

@@ -309,7 +309,18 @@ pub(crate) fn conv_gemm<M: Micro>(
     }
     let contiguous = g.groups == 1 && g.dil_w == 1;
     let gather = !contiguous && cin_g < M::GATHER_BELOW && reach <= usize::from(u16::MAX);
-    let table = gather.then(|| M::table(offsets));
+    let plan = Im2col::<M> {
+        p,
+        input,
+        table: gather.then(|| M::table(offsets)),
+        contiguous,
+        cin_g,
+        kx_len: g.kw * cin_g,
+        row_len: g.in_w * g.in_c,
+        src_stride: g.dil_h * g.in_w * g.in_c,
+        y_last: (g.kh - 1) * g.dil_h,
+        x_last: (g.kw - 1) * g.dil_w,
+    };
     let rows = Rows {
         w: p.weights,
         k,
@@ -330,9 +341,7 @@ pub(crate) fn conv_gemm<M: Micro>(
         while p0 < npix {
             let n = (npix - p0).min(M::COLS);
             for c in 0..n {
-                M::pack(&mut cols, c, k, |row| {
-                    im2col::<M>(p, input, p0 + c, grp, table.as_ref(), row)
-                });
+                M::pack(&mut cols, c, k, |row| plan.pixel(p0 + c, grp, row));
             }
             let base = core::array::from_fn(|c| (p0 + c) * stride + p.out.offset + oc);
             block::<M>(&rows, &cols, n, oc..oc + cout_g, tile, output, base);
@@ -361,82 +370,102 @@ fn inside(start: isize, dil: usize, n: usize, len: usize) -> (usize, usize) {
     (lo.min(n as isize) as usize, hi.max(0) as usize)
 }
 
-/// Writes the receptive field of output pixel `pix` for group `grp` into `row`: values in
-/// (ky, kx, channel) order, the input zero point where the kernel reaches into the padding.
-///
-/// The taps inside the input form a rectangle (kernel rows `ky_lo..ky_hi` × taps
-/// `kx_lo..kx_hi`); it is moved in one call: a strided copy when each kernel row is a contiguous
-/// run of the input (dense, ungrouped, no horizontal dilation), else a gather through `table`
-/// (each kernel row's offsets, relative to its first tap; a prefix of the table serves any run
-/// of taps). Everything else is the zero point. Not inlined: on its own it needs no spills, and
-/// one call per pixel costs less than the register pressure it adds to the kernel loop.
+/// What the im2col of one convolution call needs, computed once.
 #[cfg(any(test, vitae_dsp, vitae_mve))]
-#[inline(never)]
-fn im2col<M: Micro>(
-    p: &ConvS8,
-    input: &[i8],
-    pix: usize,
-    grp: usize,
-    table: Option<&M::Table<'_>>,
-    row: &mut [i8],
-) {
-    let g = &p.geom;
-    let cin_g = g.in_c_per_group();
-    let (oy, ox) = (pix / g.out_w, pix % g.out_w);
-    let iy0 = (oy * g.stride_h) as isize - g.pad_h as isize;
-    let ix0 = (ox * g.stride_w) as isize - g.pad_w as isize;
-    let kx_len = g.kw * cin_g;
-    let src_stride = g.dil_h * g.in_w * g.in_c;
-    let contiguous = g.groups == 1 && g.dil_w == 1;
-    // The common case: the whole kernel inside the input.
-    if iy0 >= 0
-        && ix0 >= 0
-        && iy0 as usize + (g.kh - 1) * g.dil_h < g.in_h
-        && ix0 as usize + (g.kw - 1) * g.dil_w < g.in_w
-    {
-        let src = &input[(iy0 as usize * g.in_w + ix0 as usize) * g.in_c + grp * cin_g..];
-        let done = match table {
-            None if contiguous => M::copy_rows(row, kx_len, src, src_stride, g.kh, kx_len),
-            Some(t) => M::gather_rows(row, kx_len, src, src_stride, g.kh, kx_len, t),
-            None => false,
-        };
-        if done {
+struct Im2col<'a, 't, M: Micro> {
+    p: &'a ConvS8<'a>,
+    input: &'a [i8],
+    /// Offsets of one kernel row's values, relative to its first tap (strided or grouped
+    /// convolutions with short channel runs).
+    table: Option<M::Table<'t>>,
+    /// Each kernel row is one contiguous run of the input (dense, ungrouped, no horizontal
+    /// dilation).
+    contiguous: bool,
+    cin_g: usize,
+    kx_len: usize,
+    row_len: usize,
+    src_stride: usize,
+    y_last: usize,
+    x_last: usize,
+}
+
+#[cfg(any(test, vitae_dsp, vitae_mve))]
+impl<M: Micro> Im2col<'_, '_, M> {
+    /// Writes the receptive field of output pixel `pix` for group `grp` into `row`: values in
+    /// (ky, kx, channel) order, the input zero point where the kernel reaches into the padding.
+    ///
+    /// Usually the whole kernel lies inside the input: one strided copy, or one gather through
+    /// the table, moves it. Not inlined: on its own it needs no spills, and one call per pixel
+    /// costs less than the register pressure it would add to the caller.
+    #[inline(never)]
+    fn pixel(&self, pix: usize, grp: usize, row: &mut [i8]) {
+        let g = &self.p.geom;
+        let (oy, ox) = (pix / g.out_w, pix % g.out_w);
+        let iy0 = (oy * g.stride_h) as isize - g.pad_h as isize;
+        let ix0 = (ox * g.stride_w) as isize - g.pad_w as isize;
+        if iy0 >= 0
+            && ix0 >= 0
+            && iy0 as usize + self.y_last < g.in_h
+            && ix0 as usize + self.x_last < g.in_w
+        {
+            let at = iy0 as usize * self.row_len + ix0 as usize * g.in_c + grp * self.cin_g;
+            let src = self.input.get(at..).unwrap_or_default();
+            let (kx, st) = (self.kx_len, self.src_stride);
+            let done = match &self.table {
+                None if self.contiguous => M::copy_rows(row, kx, src, st, g.kh, kx),
+                Some(t) => M::gather_rows(row, kx, src, st, g.kh, kx, t),
+                None => false,
+            };
+            if done {
+                return;
+            }
+        }
+        self.edge(iy0, ix0, grp, row);
+    }
+
+    /// A pixel whose kernel reaches into the padding (or that the fast path declined): the taps
+    /// inside the input form a rectangle (kernel rows `ky_lo..ky_hi` × taps `kx_lo..kx_hi`),
+    /// moved in one call (a prefix of the gather table serves any run of taps); everything else
+    /// is the zero point.
+    #[inline(never)]
+    fn edge(&self, iy0: isize, ix0: isize, grp: usize, row: &mut [i8]) {
+        let g = &self.p.geom;
+        let (cin_g, kx_len) = (self.cin_g, self.kx_len);
+        let zp = self.p.in_zp as i8;
+        let (ky_lo, ky_hi) = inside(iy0, g.dil_h, g.kh, g.in_h);
+        let (kx_lo, kx_hi) = inside(ix0, g.dil_w, g.kw, g.in_w);
+        if ky_lo >= ky_hi || kx_lo >= kx_hi {
+            M::fill(row, zp);
             return;
         }
-    }
-    let zp = p.in_zp as i8;
-    let (ky_lo, ky_hi) = inside(iy0, g.dil_h, g.kh, g.in_h);
-    let (kx_lo, kx_hi) = inside(ix0, g.dil_w, g.kw, g.in_w);
-    if ky_lo >= ky_hi || kx_lo >= kx_hi {
-        M::fill(row, zp);
-        return;
-    }
-    let (top, rest) = row.split_at_mut(ky_lo * kx_len);
-    let (mid, bottom) = rest.split_at_mut((ky_hi - ky_lo) * kx_len);
-    M::fill(top, zp);
-    M::fill(bottom, zp);
-    let (left, len) = (kx_lo * cin_g, (kx_hi - kx_lo) * cin_g);
-    if left > 0 || kx_hi < g.kw {
-        for r in mid.chunks_exact_mut(kx_len) {
-            M::fill(&mut r[..left], zp);
-            M::fill(&mut r[left + len..], zp);
+        let (top, rest) = row.split_at_mut(ky_lo * kx_len);
+        let (mid, bottom) = rest.split_at_mut((ky_hi - ky_lo) * kx_len);
+        M::fill(top, zp);
+        M::fill(bottom, zp);
+        let (left, len) = (kx_lo * cin_g, (kx_hi - kx_lo) * cin_g);
+        if left > 0 || kx_hi < g.kw {
+            for r in mid.chunks_exact_mut(kx_len) {
+                M::fill(&mut r[..left], zp);
+                M::fill(&mut r[left + len..], zp);
+            }
         }
-    }
-    let iy = (iy0 + (ky_lo * g.dil_h) as isize) as usize;
-    let ix = (ix0 + (kx_lo * g.dil_w) as isize) as usize;
-    let src = &input[(iy * g.in_w + ix) * g.in_c + grp * cin_g..];
-    let (dst, rows) = (&mut mid[left..], ky_hi - ky_lo);
-    let done = match table {
-        None if contiguous => M::copy_rows(dst, kx_len, src, src_stride, rows, len),
-        Some(t) => M::gather_rows(dst, kx_len, src, src_stride, rows, len, t),
-        None => false,
-    };
-    if !done {
-        // Tap by tap (a table that reaches past the end of the input near its last rows).
-        for (r, d) in mid.chunks_exact_mut(kx_len).enumerate() {
-            let src_row = &input[((iy + r * g.dil_h) * g.in_w + ix) * g.in_c + grp * cin_g..];
-            for (t, dt) in d[left..left + len].chunks_exact_mut(cin_g).enumerate() {
-                M::copy(dt, &src_row[t * g.dil_w * g.in_c..][..cin_g]);
+        let iy = (iy0 + (ky_lo * g.dil_h) as isize) as usize;
+        let ix = (ix0 + (kx_lo * g.dil_w) as isize) as usize;
+        let src = &self.input[(iy * g.in_w + ix) * g.in_c + grp * cin_g..];
+        let (dst, rows, st) = (&mut mid[left..], ky_hi - ky_lo, self.src_stride);
+        let done = match &self.table {
+            None if self.contiguous => M::copy_rows(dst, kx_len, src, st, rows, len),
+            Some(t) => M::gather_rows(dst, kx_len, src, st, rows, len, t),
+            None => false,
+        };
+        if !done {
+            // Tap by tap (a table that reaches past the end of the input near its last rows).
+            for (r, d) in mid.chunks_exact_mut(kx_len).enumerate() {
+                let src_row =
+                    &self.input[((iy + r * g.dil_h) * g.in_w + ix) * g.in_c + grp * cin_g..];
+                for (t, dt) in d[left..left + len].chunks_exact_mut(cin_g).enumerate() {
+                    M::copy(dt, &src_row[t * g.dil_w * g.in_c..][..cin_g]);
+                }
             }
         }
     }

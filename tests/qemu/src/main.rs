@@ -41,6 +41,7 @@ const ALL: &[vitae_board::testing::Test] = if cfg!(feature = "demo-failure") {
         linear_random_shapes_match_reference,
         attention_shapes_match_reference,
         attention_random_shapes_match_reference,
+        tile_probabilities_match_exp,
     ]
 };
 
@@ -545,6 +546,81 @@ fn attention_random_shapes_match_reference() -> TestResult {
         let scale = [1e-4f32, 2e-3, 0.02, 0.3][rng.range(0, 3)];
         attention_case(&mut rng, tokens, heads, head_dim, scale)?;
         done += 1;
+    }
+    Ok(())
+}
+
+/// The probabilities of one key tile (vectorized exponentials on Helium) against the scalar
+/// `math::exp`, value by value, on exponents chosen where its rounding decisions flip: both sides
+/// of every boundary of `n = trunc(x·log2e + 128.5) − 128` (x·log2e = j − ½), of the clamp at
+/// −87.33, near 0, at the ends of the scale range the vector path accepts, and random ones.
+fn tile_probabilities_match_exp() -> TestResult {
+    use vitae_edge::math::exp;
+    use vitae_edge::quant::round_half_up;
+    let check_tile = |s: &[i32], scale: f32, m: f32| -> TestResult {
+        let mut p = [0i16; 64];
+        let psum = attention::tile_probabilities(s, scale, m, &mut p[..s.len()]);
+        let mut want_sum = 0i32;
+        for (j, &sj) in s.iter().enumerate() {
+            let want = round_half_up(exp(sj as f32 * scale - m) * 32767.0);
+            want_sum += want;
+            if i32::from(p[j]) != want {
+                defmt::println!(
+                    "s={=i32} scale={=f32} m={=f32}: {=i16} != {=i32}",
+                    sj,
+                    scale,
+                    m,
+                    p[j],
+                    want
+                );
+            }
+            check_eq!(i32::from(p[j]), want);
+        }
+        check_eq!(psum, want_sum);
+        Ok(())
+    };
+    // x = s·2^−16 exactly (|s| < 2^24): 16 values around each boundary, four boundaries a tile.
+    let scale = 1.0 / 65536.0;
+    let mut s = [0i32; 64];
+    let mut fill = 0;
+    for j in (-126i32..=0).chain([-127]) {
+        let x = if j == -127 {
+            -87.33f32
+        } else {
+            (j as f32 - 0.5) / core::f32::consts::LOG2_E
+        };
+        let centre = (x * 65536.0) as i32;
+        for d in -8..8 {
+            s[fill] = (centre + d).min(0);
+            fill += 1;
+            if fill == s.len() {
+                check_tile(&s, scale, 0.0)?;
+                fill = 0;
+            }
+        }
+    }
+    check_tile(&s[..fill], scale, 0.0)?;
+    // Random scores under a running maximum, across scales (both ends of the vector range, and
+    // beyond it, where the scalar code runs).
+    let mut rng = Rng(0x50f7_0001);
+    for scale in [
+        1e-4f32,
+        2.5e-3,
+        0.3,
+        f32::from_bits(0x1380_0000),
+        f32::from_bits(0x6f80_0000),
+        1e-35,
+    ] {
+        for _ in 0..4 {
+            let len = rng.range(1, 64);
+            let mut s = [0i32; 64];
+            for v in &mut s[..len] {
+                *v = (rng.next() as i32) >> (rng.next() % 24);
+            }
+            let smax = s[..len].iter().copied().max().unwrap_or(0);
+            let m = smax as f32 * scale + [0.0f32, 1.5, 40.0][rng.range(0, 2)];
+            check_tile(&s[..len], scale, m)?;
+        }
     }
     Ok(())
 }
