@@ -922,6 +922,52 @@ pub fn requant_row(
 mod tests {
     use super::*;
 
+    /// The exponential exactly as the `softmax_row` assembly computes it, lane by lane (the
+    /// same operations in the same order; `x ≤ 0`).
+    fn exp_as_the_assembly_does(x: f32) -> f32 {
+        const LO: f32 = -87.33;
+        let xc = if x < LO { LO } else { x };
+        let n = (xc * core::f32::consts::LOG2_E + 128.5) as i32 - 128;
+        let nf = n as f32;
+        let r = (xc - nf * 0.693_145_75) - nf * 1.428_606_8e-6;
+        let mut p = r * (1.0 / 5040.0);
+        for c in [1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0] {
+            p = (p + c) * r;
+        }
+        p += 1.0;
+        let half = n >> 1;
+        let bits = |e: i32| f32::from_bits(((e + 127) as u32) << 23);
+        let y = p * bits(half) * bits(n - half);
+        if x < LO { 0.0 } else { y }
+    }
+
+    /// Pins `math::exp` to the sequence the Helium assembly reproduces: if the reference
+    /// exponential changes, this fails and `softmax_row` must change with it.
+    #[test]
+    fn the_assembly_exponential_is_math_exp() {
+        let mut x = 0.0f32;
+        let mut checked = 0;
+        while x > -90.0 {
+            for d in [x, f32::from_bits(x.to_bits() + 1), f32::from_bits(x.to_bits() + 7)] {
+                let (a, b) = (exp_as_the_assembly_does(d), crate::math::exp(d));
+                assert_eq!(a.to_bits(), b.to_bits(), "x = {d}");
+                checked += 1;
+            }
+            x -= 0.000_37;
+        }
+        // Both sides of every range-reduction boundary x·log2e = j − ½.
+        for j in -126..=0 {
+            let b = (j as f32 - 0.5) / core::f32::consts::LOG2_E;
+            for k in 0..64u32 {
+                for d in [f32::from_bits(b.to_bits() + k), f32::from_bits(b.to_bits() - k)] {
+                    let (a, e) = (exp_as_the_assembly_does(d), crate::math::exp(d));
+                    assert_eq!(a.to_bits(), e.to_bits(), "x = {d}");
+                }
+            }
+        }
+        assert!(checked > 500_000);
+    }
+
     #[test]
     fn mac_2x3_is_six_dot_products() {
         for k in [1usize, 15, 16, 17, 40] {
