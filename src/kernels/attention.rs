@@ -313,7 +313,7 @@ const DSP_QUERIES: usize = 4;
 /// Queries per block on Cortex-M55 (the micro-kernel's three columns).
 const MVE_QUERIES: usize = 3;
 
-/// Scratch of [`attention_dsp`]: packed queries, packed probabilities, scores and products tiles,
+/// Scratch of `attention_dsp`: packed queries, packed probabilities, scores and products tiles,
 /// the transposed value tile (int8), accumulators, zero biases.
 fn dsp_scratch_bytes(hd: usize) -> usize {
     use super::gemm::{TILE_WORDS, dsp_cols_bytes};
@@ -325,7 +325,7 @@ fn dsp_scratch_bytes(hd: usize) -> usize {
         + bytes_for::<i32>(KEY_TILE.max(hd))
 }
 
-/// Scratch of [`attention_mve`]: packed queries, scores and products tiles, probabilities
+/// Scratch of `attention_mve`: packed queries, scores and products tiles, probabilities
 /// (int16), the transposed value tile (int16, one spare zero row), accumulators, zero biases.
 fn mve_scratch_bytes(hd: usize) -> usize {
     use super::gemm::{TILE_WORDS, mve_cols_bytes};

@@ -1,16 +1,21 @@
 //! The int8 matrix-product machinery the optimized convolution, linear and attention kernels
 //! share: packing of columns (im2col pixels, tokens, queries) into the layout a micro-kernel
-//! reads, the micro-kernels themselves (in `crate::arch`), and a requantization equal to
-//! [`crate::quant::requantize`] that is cheaper for the usual multipliers.
+//! reads, panels of micro-kernel calls (in `crate::arch`, assembly on the cores), and a
+//! requantization equal to [`crate::quant::requantize`] that is cheaper for the usual
+//! multipliers.
+//!
+//! A kernel packs a block of columns once, then [`block`] runs the rows (output channels) over it
+//! a tile of [`TILE`] rows at a time: the flavour's panel leaves one accumulator per row and column
+//! in the tile, and each column's accumulators are requantized together.
 //!
 //! Two flavours, selected at compile time by the kernels' entry points and both compiled for host
-//! tests:
+//! tests (on the host, `crate::arch` is plain Rust with the instructions' semantics):
 //!
-//! * [`Dsp`] (Cortex-M4/M7): one output channel × four columns per call. Columns are widened to
+//! * `Dsp` (Cortex-M4/M7): one output channel × four columns per step. Columns are widened to
 //!   int16 once, when packed; weights stay int8 in the model and are widened in registers
-//!   (SXTB16), then SMLAD does two MACs per instruction.
-//! * [`Mve`] (Cortex-M55): two output channels × three columns per call, int8 throughout, 16 MACs
-//!   per VMLADAVA.
+//!   (SXTB16), then SMLAD does two MACs per instruction: 13 instructions per 16 MACs.
+//! * `Mve` (Cortex-M55): two output channels × three columns per step, int8 throughout, 16 MACs
+//!   per VMLADAVA: 12 instructions per 96 MACs.
 //!
 //! The weights are always the model's plain `out × K` rows: no re-layout is needed.
 
@@ -41,8 +46,8 @@ pub(crate) trait Micro {
     fn carve<'a>(s: &mut Scratch<'a>, k: usize) -> Result<Self::Cols<'a>, KernelError>;
     /// Makes column `col` the `k` int8 values that `fill` writes into the row it is given.
     fn pack(cols: &mut Self::Cols<'_>, col: usize, k: usize, fill: impl FnOnce(&mut [i8]));
-    /// `acc[r][c] += Σ_{i<k} w[r][i] · x_c[i]` for the flavour's rows (one on DSP, two on Helium) and `c < COLS`; each `w[r]` holds at
-    /// least `k` values.
+    /// `acc[r][c] += Σ_{i<k} w[r][i] · x_c[i]` for the flavour's rows (one on DSP, two on
+    /// Helium) and `c < COLS`; each `w[r]` holds at least `k` values.
     fn run(w: [&[i8]; 2], cols: &Self::Cols<'_>, k: usize, acc: &mut Acc);
     /// Accumulators of rows `o` (at most [`TILE`]) for every column, into the tile (flavour's
     /// layout), each starting from the row's bias.
@@ -131,13 +136,13 @@ impl DspCols<'_> {
     }
 }
 
-/// Scratch bytes [`Dsp::carve`] takes for `k` values per column.
+/// Scratch bytes `Dsp::carve` takes for `k` values per column.
 pub(crate) fn dsp_cols_bytes(k: usize) -> usize {
     let blocks = k.div_ceil(4);
     bytes_for::<u32>(blocks) + bytes_for::<u32>(blocks * 8)
 }
 
-/// Scratch bytes [`Mve::carve`] takes for `k` values per column.
+/// Scratch bytes `Mve::carve` takes for `k` values per column.
 pub(crate) fn mve_cols_bytes(k: usize) -> usize {
     bytes_for::<i8>(3 * k)
 }
