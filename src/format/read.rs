@@ -1261,6 +1261,46 @@ impl<'a> Model<'a> {
         self.decode_at(i)
     }
 
+    /// First and last op that use tensor `t` (its writer to its last reader; the output tensor
+    /// lives to the end), or `None` for a tensor no op uses.
+    pub fn tensor_lifetime(&self, t: u16) -> Option<(usize, usize)> {
+        let mut span: Option<(usize, usize)> = None;
+        for (i, op) in self.ops.iter().enumerate() {
+            if op.output == t || op.inputs.contains(&t) {
+                span = Some(span.map_or((i, i), |(f, _)| (f, i)));
+            }
+        }
+        if t == self.meta.output_tensor {
+            span = span.map(|(f, _)| (f, self.ops.len().saturating_sub(1)));
+        }
+        span
+    }
+
+    /// Arena bytes live while op `i` runs: every tensor whose lifetime covers it (tensors that
+    /// share storage, as an in-place add's operand and sum do, count once) plus its scratch.
+    /// `lifetimes[t]` is [`tensor_lifetime`](Self::tensor_lifetime) of tensor `t`.
+    pub fn live_arena_bytes(&self, i: usize, lifetimes: &[Option<(usize, usize)>]) -> usize {
+        let live = |t: usize| {
+            lifetimes
+                .get(t)
+                .copied()
+                .flatten()
+                .is_some_and(|(f, l)| f <= i && i <= l)
+        };
+        let mut total = self.ops.get(i).map_or(0, |o| o.scratch_len as usize);
+        for t in 0..self.tensors.len() {
+            if !live(t) {
+                continue;
+            }
+            let r = self.tensor(t as u16).arena_range();
+            let shared = (0..t).any(|u| live(u) && self.tensor(u as u16).arena_range() == r);
+            if !shared {
+                total += r.len();
+            }
+        }
+        total
+    }
+
     /// Bytes of data (weights, tables) op `i` references.
     pub fn op_data_bytes(&self, i: usize) -> usize {
         match self.decode_at(i) {

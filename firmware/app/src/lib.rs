@@ -69,6 +69,8 @@ mod arena {
 
 /// Most ops a per-op profile holds.
 const MAX_OPS: usize = 512;
+/// Most tensors whose lifetimes the memory report tracks.
+const MAX_TENSORS: usize = 512;
 
 /// Per-op regions: instruction-count markers under QEMU, DWT cycles on real boards.
 struct OpTimer {
@@ -233,22 +235,30 @@ fn main() -> ! {
             );
         }
     }
+    // The stack high-water mark of the inferences, read before the report below adds its own.
+    let stack_used = vitae_board::stack::used_bytes();
+    // Arena bytes in use per op, from the plan (outside the measured regions).
+    let mut lifetimes: heapless::Vec<Option<(usize, usize)>, MAX_TENSORS> = heapless::Vec::new();
+    for t in 0..model.tensor_count().min(MAX_TENSORS) {
+        let _ = lifetimes.push(model.tensor_lifetime(t as u16));
+    }
     for i in 0..model.op_count() {
         let op = model.op(i);
         defmt::println!(
-            "OP {=usize} {=str} {=str} macs={=u32} cycles={=u32}",
+            "OP {=usize} {=str} {=str} macs={=u32} cycles={=u32} live_bytes={=usize}",
             i,
             op.kind.name(),
             op.name,
             op.desc.macs,
-            timer.cycles.get(i).copied().unwrap_or(0)
+            timer.cycles.get(i).copied().unwrap_or(0),
+            model.live_arena_bytes(i, &lifetimes)
         );
     }
     defmt::println!(
         "MEMORY arena={=usize} lower_bound={=u32} stack_used={=usize} stack_size={=usize}",
         model.arena_len(),
         model.header().arena_lower_bound,
-        vitae_board::stack::used_bytes(),
+        stack_used,
         vitae_board::stack::size_bytes()
     );
     defmt::println!("DONE images={=usize}", count);

@@ -52,20 +52,10 @@ fn dtype(d: DType) -> &'static str {
 /// Every op of `m` as a row.
 pub fn layer_rows(m: &Model) -> Vec<LayerRow> {
     let meta = m.meta();
-    // Lifetimes of every tensor: first writer to last reader (the output lives to the end).
     let n_ops = m.op_count();
-    let mut first = vec![usize::MAX; m.tensor_count()];
-    let mut last = vec![0usize; m.tensor_count()];
-    for i in 0..n_ops {
-        let op = m.op(i);
-        let o = op.desc.output as usize;
-        first[o] = first[o].min(i);
-        last[o] = last[o].max(i);
-        for t in op.inputs() {
-            last[t as usize] = last[t as usize].max(i);
-        }
-    }
-    last[meta.output_tensor as usize] = n_ops.saturating_sub(1);
+    let lifetimes: Vec<Option<(usize, usize)>> = (0..m.tensor_count())
+        .map(|t| m.tensor_lifetime(t as u16))
+        .collect();
     (0..n_ops)
         .map(|i| {
             let op = m.op(i);
@@ -79,18 +69,7 @@ pub fn layer_rows(m: &Model) -> Vec<LayerRow> {
                 ins.join(", ")
             };
             let out = m.tensor(op.desc.output);
-            // Tensors sharing storage (in-place adds) count once.
-            let mut ranges: Vec<(usize, usize)> = (0..m.tensor_count())
-                .filter(|&t| first[t] <= i && i <= last[t])
-                .map(|t| {
-                    let r = m.tensor(t as u16).arena_range();
-                    (r.start, r.end)
-                })
-                .collect();
-            ranges.sort();
-            ranges.dedup();
-            let live =
-                ranges.iter().map(|(s, e)| e - s).sum::<usize>() + op.desc.scratch_len as usize;
+            let live = m.live_arena_bytes(i, &lifetimes);
             LayerRow {
                 index: i,
                 op: op.kind.name(),

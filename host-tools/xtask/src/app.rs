@@ -26,6 +26,8 @@ pub struct OpCost {
     pub macs: u64,
     /// Instructions under QEMU (icount plugin).
     pub instructions: u64,
+    /// Arena bytes in use while the op runs (from the plan).
+    pub live_bytes: u64,
 }
 
 /// Memory figures the firmware reported.
@@ -159,6 +161,9 @@ pub fn run(
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(0),
                 instructions: 0,
+                live_bytes: field(line, "live_bytes")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0),
             });
         } else if line.starts_with("MEMORY ") {
             let g = |k| field(line, k).and_then(|v| v.parse().ok()).unwrap_or(0);

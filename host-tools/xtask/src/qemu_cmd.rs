@@ -69,8 +69,8 @@ pub fn report(r: &AppRun) {
     let total: u64 = r.ops.iter().map(|o| o.instructions).sum();
     let macs: u64 = r.ops.iter().map(|o| o.macs).sum();
     println!(
-        "    {:>3} {:10} {:40} {:>12} {:>12} {:>9}",
-        "#", "op", "name", "MACs", "instructions", "instr/MAC"
+        "    {:>3} {:10} {:40} {:>12} {:>12} {:>9} {:>10}",
+        "#", "op", "name", "MACs", "instructions", "instr/MAC", "arena live"
     );
     for (i, o) in r.ops.iter().enumerate() {
         let per = if o.macs > 0 {
@@ -79,8 +79,8 @@ pub fn report(r: &AppRun) {
             "-".into()
         };
         println!(
-            "    {i:>3} {:10} {:40} {:>12} {:>12} {per:>9}",
-            o.kind, o.name, o.macs, o.instructions
+            "    {i:>3} {:10} {:40} {:>12} {:>12} {per:>9} {:>10}",
+            o.kind, o.name, o.macs, o.instructions, o.live_bytes
         );
     }
     if let Some(&whole) = r.instructions.last() {
