@@ -236,7 +236,15 @@ mod tests {
             assert_eq!(round_half_up(y), want, "{y}");
         }
         assert_eq!(round_half_up(f32::NAN), 0);
-        for &(y, want) in &[(0.5f32, 1i8), (-0.5, 0), (-0.51, -1), (126.5, 127), (-128.5, -128), (1e30, 127), (-1e30, -128)] {
+        for &(y, want) in &[
+            (0.5f32, 1i8),
+            (-0.5, 0),
+            (-0.51, -1),
+            (126.5, 127),
+            (-128.5, -128),
+            (1e30, 127),
+            (-1e30, -128),
+        ] {
             assert_eq!(round_to_i8(y), want, "{y}");
         }
         assert_eq!(round_to_i8(f32::NAN), -128);
