@@ -610,6 +610,11 @@ impl TestRng {
                         multiplier: 0,
                         shift: 0,
                     },
+                    // A channel that needs the general (64-bit shift) requantization.
+                    1 => Requant {
+                        multiplier: m,
+                        shift: (self.next() % 3) as i32 - 1,
+                    },
                     _ => Requant {
                         multiplier: m,
                         shift: shift.clamp(crate::quant::MIN_SHIFT, crate::quant::MAX_SHIFT),

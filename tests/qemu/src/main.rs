@@ -89,16 +89,20 @@ impl Rng {
     /// or with a zero multiplier.
     fn requant(&mut self, out: &mut [Requant], centre: i32) {
         for r in out {
-            *r = if self.next() % 16 == 0 {
-                Requant {
+            *r = match self.next() % 32 {
+                0 | 1 => Requant {
                     multiplier: 0,
                     shift: 0,
-                }
-            } else {
-                Requant {
+                },
+                // Needs the general (64-bit shift) requantization: the whole layer takes it.
+                2 => Requant {
+                    multiplier: (1 << 30) | (self.next() >> 2) as i32,
+                    shift: (self.next() % 3) as i32 - 1,
+                },
+                _ => Requant {
                     multiplier: (1 << 30) | (self.next() >> 2) as i32,
                     shift: (centre - 3 + (self.next() % 7) as i32).clamp(-31, 30),
-                }
+                },
             };
         }
     }
