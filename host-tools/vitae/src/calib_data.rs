@@ -8,8 +8,11 @@ use crate::npy::read_npy_f32;
 /// How to turn image files into model inputs.
 #[derive(Clone, Debug)]
 pub struct ImagePrep {
-    /// Side length to resize to (the model's input size).
+    /// The model's input side length (images end up `size × size`).
     pub size: usize,
+    /// Resize the shorter side to this many pixels first, then center-crop `size × size`
+    /// (ImageNet-style evaluation: 256 then 224). `None`: resize straight to `size × size`.
+    pub resize: Option<usize>,
     /// Channels the model takes (1: grayscale, 3: RGB).
     pub channels: usize,
     /// Per-channel mean subtracted after scaling pixels to [0, 1].
@@ -136,7 +139,20 @@ fn load_folder(dir: &Path, prep: &ImagePrep) -> Result<Vec<Vec<f32>>, CalibDataE
                 reason: e.to_string(),
             })?;
             let s = prep.size as u32;
-            let img = img.resize_exact(s, s, image::imageops::FilterType::Triangle);
+            let img = match prep.resize {
+                Some(r) => {
+                    let (w, h) = (img.width().max(1), img.height().max(1));
+                    let r = r.max(prep.size) as u32;
+                    let (nw, nh) = if w <= h {
+                        (r, (h as u64 * r as u64 / w as u64) as u32)
+                    } else {
+                        ((w as u64 * r as u64 / h as u64) as u32, r)
+                    };
+                    let img = img.resize_exact(nw, nh, image::imageops::FilterType::Triangle);
+                    img.crop_imm((nw - s) / 2, (nh - s) / 2, s, s)
+                }
+                None => img.resize_exact(s, s, image::imageops::FilterType::Triangle),
+            };
             let plane = prep.size * prep.size;
             let mut out = vec![0.0f32; prep.channels * plane];
             if prep.channels == 1 {

@@ -19,8 +19,8 @@ like the training data, or a folder of PNG/JPEG images that are resized to the m
 size and normalized with --mean/--std (per channel, after scaling pixels to [0, 1]).\n\n\
 The blob is written atomically: a failed run leaves no file and does not touch an existing one.\n\n\
 Examples:\n  vitae quantize --checkpoint model.pth --config kwargs.json --calib calib.npy --precision int8 --out model.vblob\n  \
-vitae quantize --checkpoint vitae_t.pth --arch vitae-t --calib images/ --mean 0.485,0.456,0.406 \\\n      \
---std 0.229,0.224,0.225 --precision mixed --flash-budget 3000000 --out vitae_t.vblob"
+vitae quantize --checkpoint vitae_t.pth --arch vitae-t --calib images/ --resize 256 \\\n      \
+--mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 --precision mixed --flash-budget 6000000 --out vitae_t.vblob"
 )]
 pub struct QuantizeArgs {
     /// Checkpoint and architecture.
@@ -41,6 +41,10 @@ pub struct QuantizeArgs {
     /// Use at most this many calibration images.
     #[arg(long, value_name = "N")]
     pub max_calib: Option<usize>,
+    /// Image folders: resize the shorter side to this many pixels, then center-crop to the
+    /// model's input size (e.g. 256 for a 224 model); default: resize straight to the input size.
+    #[arg(long, value_name = "PIXELS")]
+    pub resize: Option<usize>,
     /// Image folders: per-channel mean, comma-separated (default 0.5 per channel).
     #[arg(long, value_delimiter = ',', value_name = "M,M,M")]
     pub mean: Option<Vec<f32>>,
@@ -71,6 +75,7 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     let channels = config.in_chans();
     let prep = ImagePrep {
         size: config.img_size(),
+        resize: args.resize,
         channels,
         mean: args.mean.clone().unwrap_or_else(|| vec![0.5; channels]),
         std: args.std.clone().unwrap_or_else(|| vec![0.5; channels]),

@@ -1,0 +1,178 @@
+//! Quantized models against the official f32 logits (issue: fidelity goals), and the host engine
+//! against itself (the blob is a function of the checkpoint and calibration data alone).
+
+#[path = "common.rs"]
+mod common;
+
+use common::fixtures;
+use vitae::engine::Engine;
+use vitae::quantize::{CalibMethod, NoProgress, Options, Precision, quantize};
+use vitae::reference::ReferenceModel;
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+fn argmax(v: &[f32]) -> usize {
+    v.iter()
+        .enumerate()
+        .fold(0, |best, (i, x)| if *x > v[best] { i } else { best })
+}
+
+/// mcu_a quantized with `precision`, calibrated on its own input; returns (cosine, same top-1).
+fn mcu_a(precision: Precision) -> (f64, bool, Vec<u8>) {
+    let dir = fixtures().join("mcu_a");
+    let config = vitae::config::ModelConfig::from_kwargs_file(&dir.join("kwargs.json")).unwrap();
+    let checkpoint = vitae::checkpoint::load_checkpoint(&dir.join("model.pth")).unwrap();
+    let model = ReferenceModel::new(config, &checkpoint).unwrap();
+    let input = vitae::npy::read_npy_f32(&dir.join("input.npy")).unwrap();
+    let official = vitae::npy::read_npy_f32(&dir.join("logits.npy")).unwrap();
+    let options = Options {
+        precision,
+        method: CalibMethod::Auto,
+        flash_budget: None,
+        name: "mcu_a".into(),
+    };
+    let q = quantize(
+        &model,
+        std::slice::from_ref(&input.data),
+        &options,
+        &mut NoProgress,
+    )
+    .unwrap();
+    let logits = Engine::new(&q.lowered.blob)
+        .unwrap()
+        .run_batch(&input.data)
+        .unwrap();
+    (
+        cosine(&logits, &official.data),
+        argmax(&logits) == argmax(&official.data),
+        q.lowered.blob,
+    )
+}
+
+#[test]
+#[cfg_attr(
+    not(vitae_fixtures),
+    ignore = "needs ../shared/fixtures (beside the checkout)"
+)]
+fn mcu_a_int8_logits_cosine_at_least_0_99_and_same_top1() {
+    let (cos, top1, _) = mcu_a(Precision::Int8);
+    assert!(cos >= 0.99, "int8 cosine {cos}");
+    assert!(top1, "int8 top-1 differs from the official f32 model");
+}
+
+#[test]
+#[cfg_attr(
+    not(vitae_fixtures),
+    ignore = "needs ../shared/fixtures (beside the checkout)"
+)]
+fn mcu_a_fp16_logits_cosine_at_least_0_9999() {
+    let (cos, top1, _) = mcu_a(Precision::Fp16);
+    assert!(cos >= 0.9999, "fp16 cosine {cos}");
+    assert!(top1);
+}
+
+#[test]
+#[cfg_attr(
+    not(vitae_fixtures),
+    ignore = "needs ../shared/fixtures (beside the checkout)"
+)]
+fn mcu_a_mixed_is_at_least_as_close_as_int8_and_quantizing_is_deterministic() {
+    let (int8, _, blob_a) = mcu_a(Precision::Int8);
+    let (mixed, top1, _) = mcu_a(Precision::Mixed);
+    assert!(
+        mixed >= int8 - 1e-6,
+        "mixed cosine {mixed} below int8 {int8}"
+    );
+    assert!(top1);
+    let (_, _, blob_b) = mcu_a(Precision::Int8);
+    assert_eq!(
+        blob_a, blob_b,
+        "the same checkpoint and calibration data must give the same blob"
+    );
+}
+
+#[test]
+#[cfg_attr(
+    not(vitae_fixtures),
+    ignore = "needs ../shared/fixtures (beside the checkout)"
+)]
+fn vitae_t_int8_logits_cosine_at_least_0_99_and_same_top1() {
+    let dir = fixtures().join("vitae_t");
+    let config = vitae::config::ModelConfig::from_kwargs_file(&dir.join("kwargs.json")).unwrap();
+    let checkpoint = vitae::checkpoint::load_checkpoint(&dir.join("model.pth")).unwrap();
+    let model = ReferenceModel::new(config, &checkpoint).unwrap();
+    let input = vitae::npy::read_npy_f32(&dir.join("input.npy")).unwrap();
+    let official = vitae::npy::read_npy_f32(&dir.join("logits.npy")).unwrap();
+    let options = Options {
+        precision: Precision::Int8,
+        method: CalibMethod::Auto,
+        flash_budget: None,
+        name: "vitae_t".into(),
+    };
+    let q = quantize(
+        &model,
+        std::slice::from_ref(&input.data),
+        &options,
+        &mut NoProgress,
+    )
+    .unwrap();
+    let logits = Engine::new(&q.lowered.blob)
+        .unwrap()
+        .run_batch(&input.data)
+        .unwrap();
+    let cos = cosine(&logits, &official.data);
+    assert!(cos >= 0.99, "ViTAE-T int8 cosine {cos}");
+    assert_eq!(argmax(&logits), argmax(&official.data));
+    assert!(q.lowered.arena_len as f64 <= 1.05 * q.lowered.lower_bound as f64);
+}
+
+/// Calibration from an image folder: decoded, resized (shorter side, then center crop) and
+/// normalized per channel; other files are ignored; wrong mean/std counts are refused.
+#[test]
+fn image_folder_calibration_is_resized_cropped_and_normalized() {
+    use vitae::calib_data::{ImagePrep, load};
+    let dir = tempfile::tempdir().unwrap();
+    // 40×30 gray images: left half 0, right half 255; plus a file that is not an image.
+    for i in 0..3 {
+        let mut px = vec![0u8; 40 * 30];
+        for (k, p) in px.iter_mut().enumerate() {
+            if k % 40 >= 20 {
+                *p = 255;
+            }
+        }
+        image::save_buffer(
+            dir.path().join(format!("img{i}.png")),
+            &px,
+            40,
+            30,
+            image::ColorType::L8,
+        )
+        .unwrap();
+    }
+    std::fs::write(dir.path().join("notes.txt"), b"not an image").unwrap();
+    let prep = ImagePrep {
+        size: 16,
+        resize: Some(20),
+        channels: 1,
+        mean: vec![0.5],
+        std: vec![0.5],
+    };
+    let images = load(dir.path(), &prep, None).unwrap();
+    assert_eq!(images.len(), 3);
+    assert!(images.iter().all(|im| im.len() == 16 * 16));
+    // Shorter side 30 -> 20 (40 -> 26), center crop 16: columns 0..16 of 5..21; the split stays
+    // in the middle: far left is -1 (black), far right +1 (white).
+    let row = &images[0][8 * 16..9 * 16];
+    assert!((row[0] + 1.0).abs() < 1e-6, "{row:?}");
+    assert!((row[15] - 1.0).abs() < 1e-6, "{row:?}");
+    let bad = ImagePrep {
+        mean: vec![0.5, 0.5],
+        ..prep
+    };
+    assert!(load(dir.path(), &bad, None).is_err());
+}
