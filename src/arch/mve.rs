@@ -948,7 +948,11 @@ mod tests {
         let mut x = 0.0f32;
         let mut checked = 0;
         while x > -90.0 {
-            for d in [x, f32::from_bits(x.to_bits() + 1), f32::from_bits(x.to_bits() + 7)] {
+            for d in [
+                x,
+                f32::from_bits(x.to_bits() + 1),
+                f32::from_bits(x.to_bits() + 7),
+            ] {
                 let (a, b) = (exp_as_the_assembly_does(d), crate::math::exp(d));
                 assert_eq!(a.to_bits(), b.to_bits(), "x = {d}");
                 checked += 1;
@@ -959,7 +963,10 @@ mod tests {
         for j in -126..=0 {
             let b = (j as f32 - 0.5) / core::f32::consts::LOG2_E;
             for k in 0..64u32 {
-                for d in [f32::from_bits(b.to_bits() + k), f32::from_bits(b.to_bits() - k)] {
+                for d in [
+                    f32::from_bits(b.to_bits() + k),
+                    f32::from_bits(b.to_bits() - k),
+                ] {
                     let (a, e) = (exp_as_the_assembly_does(d), crate::math::exp(d));
                     assert_eq!(a.to_bits(), e.to_bits(), "x = {d}");
                 }
