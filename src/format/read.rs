@@ -571,7 +571,9 @@ impl<'a> Model<'a> {
                 .map(|b| conv_s8_scratch_size(&p.geometry(b)))
                 .max()
                 .unwrap_or(0),
-            Op::LinearS8(_) => linear_s8_scratch_size(0, 0, 0),
+            Op::LinearS8(l) => {
+                linear_s8_scratch_size(l.tokens(), l.in_features(), l.out_features())
+            }
             Op::AttentionS8(a) => attention_s8_scratch_size(a.tokens(), a.head_dim()),
             Op::PerformerS8(p) => performer_s8_scratch_size(p.emb(), p.features()),
             Op::AttentionF16(a) => attention_f16_scratch_size(a.head_dim as usize),
