@@ -564,6 +564,48 @@ pub fn softmax_row(s: &[i32], scale: f32, m: f32, p: &mut [i16]) -> i32 {
     psum
 }
 
+/// `y[i] = y[i] + a · x[i]` over `min(y.len(), x.len())` values, the product and the sum each
+/// rounded (no fused multiply-add), so the result equals the plain Rust loop on every target.
+/// Per four values: two VLDRW, VMUL, VADD, VSTRW and the LETP; the performer's feature updates
+/// spend most of their time here.
+#[inline(always)]
+pub fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
+    let n = y.len().min(x.len());
+    #[cfg(all(target_arch = "arm", vitae_mve))]
+    {
+        if n == 0 {
+            return;
+        }
+        // SAFETY: reads the first `n ≥ 1` floats of `x` and of `y` and writes the first `n` of
+        // `y`, all in bounds (tail predication disables the lanes beyond `n`); `y` is a unique
+        // borrow. VLDRW/VSTRW need only the 4-byte alignment `f32` slices have. Clobbers q0, q1
+        // and LR only.
+        unsafe {
+            asm!(
+                "dlstp.32 lr, lr",
+                "2:",
+                "vldrw.u32 q0, [r1], #16",
+                "vldrw.u32 q1, [r0]",
+                "vmul.f32 q0, q0, r2",
+                "vadd.f32 q1, q1, q0",
+                "vstrw.32 q1, [r0], #16",
+                "letp lr, 2b",
+                inout("r0") y.as_mut_ptr() => _,
+                inout("r1") x.as_ptr() => _,
+                in("r2") a.to_bits(),
+                inout("lr") n => _,
+                out("q0") _,
+                out("q1") _,
+                options(nostack),
+            );
+        }
+    }
+    #[cfg(not(all(target_arch = "arm", vitae_mve)))]
+    for (yi, &xi) in y[..n].iter_mut().zip(&x[..n]) {
+        *yi += a * xi;
+    }
+}
+
 /// Copies `min(dst.len(), src.len())` bytes (a tail-predicated VLDRB/VSTRB loop: 3 instructions
 /// per 16 bytes and no call, which matters for the many short runs of an im2col).
 #[inline(always)]

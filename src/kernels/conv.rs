@@ -214,9 +214,34 @@ impl<'a> ConvS8<'a> {
 /// The same on every target (blobs are planned on the host): the larger of the two layouts, about
 /// 9 bytes per value of `kh·kw·in_c/groups` plus 1 KiB (6.2 KiB for a 3×3 convolution of 64
 /// channels).
+///
+/// Grouped convolutions add one zero-point-padded plane of a single group
+/// (`(in_h + 2·pad_h) × (in_w + 2·pad_w) × in_c/groups` bytes, see [`staged_plane_len`]).
 pub fn conv_s8_scratch_size(geom: &ConvGeometry) -> usize {
     super::gemm::gemm_scratch_bytes(geom.kh * geom.kw * geom.in_c_per_group())
         + super::scratch::bytes_for::<u16>(geom.kw * geom.in_c_per_group())
+        + staged_plane_len(geom).map_or(0, super::scratch::bytes_for::<i8>)
+}
+
+/// Largest padded plane a grouped convolution stages (bytes of scratch).
+const MAX_STAGED_PLANE: usize = 32 * 1024;
+
+/// Bytes of the padded single-group plane a grouped convolution stages, or `None` when it runs
+/// without staging (ungrouped, or a plane above [`MAX_STAGED_PLANE`]).
+///
+/// Why stage: with few channels per group (ViTAE's Normal Cells have 4–8), gathering each
+/// pixel's receptive field straight from the interleaved input costs more than the products,
+/// and most pixels of a small feature map touch the padding. In the staged plane every pixel is
+/// interior and every kernel row is one contiguous run.
+pub fn staged_plane_len(geom: &ConvGeometry) -> Option<usize> {
+    if geom.groups <= 1 {
+        return None;
+    }
+    let h = geom.in_h.checked_add(geom.pad_h.checked_mul(2)?)?;
+    let w = geom.in_w.checked_add(geom.pad_w.checked_mul(2)?)?;
+    h.checked_mul(w)?
+        .checked_mul(geom.in_c_per_group())
+        .filter(|&n| n <= MAX_STAGED_PLANE)
 }
 
 /// The scalar reference convolution.
@@ -293,6 +318,9 @@ pub(crate) fn conv_gemm<M: Micro>(
     scratch: &mut [u8],
 ) -> Result<(), KernelError> {
     p.check_buffers(input, output)?;
+    if let Some(len) = staged_plane_len(&p.geom) {
+        return conv_staged::<M>(p, input, output, scratch, len);
+    }
     let g = &p.geom;
     let cin_g = g.in_c_per_group();
     let cout_g = g.out_c / g.groups;
@@ -347,6 +375,62 @@ pub(crate) fn conv_gemm<M: Micro>(
             block::<M>(&rows, &cols, n, oc..oc + cout_g, tile, output, base);
             p0 += n;
         }
+    }
+    Ok(())
+}
+
+/// A grouped convolution, one group at a time: the group's channels are copied into a plane
+/// padded with the input zero point, and the group runs as an ungrouped, unpadded convolution
+/// of that plane writing its slice of the output channels. Same sums in the same order as the
+/// reference (padding taps contribute `w · in_zp` either way).
+#[cfg(any(test, vitae_dsp, vitae_mve))]
+fn conv_staged<M: Micro>(
+    p: &ConvS8,
+    input: &[i8],
+    output: &mut [i8],
+    scratch: &mut [u8],
+    plane_len: usize,
+) -> Result<(), KernelError> {
+    let g = &p.geom;
+    let (cin_g, cout_g) = (g.in_c_per_group(), g.out_c / g.groups);
+    let (ph, pw) = (g.in_h + 2 * g.pad_h, g.in_w + 2 * g.pad_w);
+    let mut s = super::scratch::Scratch::new(scratch);
+    let plane = s.take::<i8>(plane_len, "conv scratch (padded group)")?;
+    let rest = s.into_rest();
+    let inner_geom = ConvGeometry {
+        in_h: ph,
+        in_w: pw,
+        in_c: cin_g,
+        out_c: cout_g,
+        pad_h: 0,
+        pad_w: 0,
+        groups: 1,
+        ..*g
+    };
+    let kk = g.kh * g.kw * cin_g;
+    let zp = p.in_zp as i8;
+    for grp in 0..g.groups {
+        M::fill(plane, zp);
+        for y in 0..g.in_h {
+            let src = &input[y * g.in_w * g.in_c + grp * cin_g..];
+            let dst = &mut plane[((y + g.pad_h) * pw + g.pad_w) * cin_g..][..g.in_w * cin_g];
+            for (d, s) in dst.chunks_exact_mut(cin_g).zip(src.chunks(g.in_c)) {
+                d.copy_from_slice(&s[..cin_g]);
+            }
+        }
+        let oc = grp * cout_g;
+        let inner = ConvS8 {
+            geom: inner_geom,
+            weights: &p.weights[oc * kk..][..cout_g * kk],
+            bias: &p.bias[oc..][..cout_g],
+            requant: &p.requant[oc..][..cout_g],
+            out: OutputSlice {
+                offset: p.out.offset + oc,
+                pixel_stride: p.out.pixel_stride,
+            },
+            ..*p
+        };
+        conv_gemm::<M>(&inner, plane, output, rest)?;
     }
     Ok(())
 }

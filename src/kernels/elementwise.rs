@@ -110,9 +110,21 @@ pub fn quantize_image_nchw(
         "input quantization",
     )?;
     let plane = height * width;
+    let q = |x: f32| quantize_f32(x, inv_scale, zero_point);
+    if channels == 3 {
+        let (r, gb) = image.split_at(plane);
+        let (g, b) = gb.split_at(plane);
+        // RGB, the usual case: one pass over the pixels with no index arithmetic.
+        for (((o, &x0), &x1), &x2) in out.chunks_exact_mut(3).zip(r).zip(g).zip(b) {
+            o[0] = q(x0);
+            o[1] = q(x1);
+            o[2] = q(x2);
+        }
+        return Ok(());
+    }
     for (ch, src) in image.chunks_exact(plane).enumerate() {
         for (p, &x) in src.iter().enumerate() {
-            out[p * channels + ch] = quantize_f32(x, inv_scale, zero_point);
+            out[p * channels + ch] = q(x);
         }
     }
     Ok(())

@@ -41,6 +41,8 @@ pub struct PerformerS8<'a> {
     v_scale: f32,
     out_inv_scale: f32,
     out_zp: i32,
+    /// `1/√m`, computed once.
+    inv_sqrt_m: f32,
 }
 
 impl<'a> PerformerS8<'a> {
@@ -85,6 +87,7 @@ impl<'a> PerformerS8<'a> {
             v_scale,
             out_inv_scale,
             out_zp,
+            inv_sqrt_m: 1.0 / sqrt(features as f32),
         })
     }
 
@@ -109,7 +112,7 @@ impl<'a> PerformerS8<'a> {
         let norm: i32 = z.iter().map(|&q| q as i32 * q as i32).sum();
         let half_norm = norm as f32 * (scale * scale * 0.5);
         let dot_scale = scale * self.w_scale;
-        let inv_sqrt_m = 1.0 / sqrt(self.features as f32);
+        let inv_sqrt_m = self.inv_sqrt_m;
         let rows = phi.iter_mut().zip(self.w.chunks_exact(self.emb));
         if cfg!(vitae_mve) {
             // Exponents first (exact integer dots), then the exponentials in their own
@@ -126,6 +129,18 @@ impl<'a> PerformerS8<'a> {
                 *ph = exp(dot_s16_s8(w_row, z) as f32 * dot_scale - half_norm) * inv_sqrt_m;
             }
         }
+    }
+}
+
+/// `y[i] += a · x[i]` (product and sum each rounded) over `min(y.len(), x.len())` values:
+/// Helium assembly on the M55, the same loop elsewhere. Public for the on-target tests.
+#[inline(always)]
+pub fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
+    #[cfg(vitae_mve)]
+    crate::arch::mve::axpy_f32(y, a, x);
+    #[cfg(not(vitae_mve))]
+    for (yi, &xi) in y.iter_mut().zip(x) {
+        *yi += a * xi;
     }
 }
 
@@ -204,9 +219,7 @@ pub fn performer_s8(
             .zip(kptv.chunks_exact_mut(e))
         {
             *acc += f;
-            for (r, &x) in row.iter_mut().zip(vf.iter()) {
-                *r += f * x;
-            }
+            axpy_f32(row, f, vf);
         }
     }
     // Pass 2: per token, D = φ(q)·Σφ(k) and y[c] = Σ_i φ(q)[i] · kptvᵀ[i][c] / (D + ε).
@@ -219,9 +232,7 @@ pub fn performer_s8(
         let denom = d + EPSILON;
         y.fill(0.0);
         for (&f, row) in phi.iter().zip(kptv.chunks_exact(e)) {
-            for (acc, &r) in y.iter_mut().zip(row) {
-                *acc += f * r;
-            }
+            axpy_f32(y, f, row);
         }
         // One division per token; the element-wise rest vectorizes.
         let scale = p.out_inv_scale / denom;
