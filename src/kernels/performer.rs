@@ -136,9 +136,9 @@ impl<'a> PerformerS8<'a> {
 /// Helium assembly on the M55, the same loop elsewhere. Public for the on-target tests.
 #[inline(always)]
 pub fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
-    #[cfg(vitae_mve)]
+    #[cfg(any(test, vitae_mve))]
     crate::arch::mve::axpy_f32(y, a, x);
-    #[cfg(not(vitae_mve))]
+    #[cfg(not(any(test, vitae_mve)))]
     for (yi, &xi) in y.iter_mut().zip(x) {
         *yi += a * xi;
     }
