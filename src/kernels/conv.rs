@@ -380,9 +380,10 @@ pub(crate) fn conv_gemm<M: Micro>(
 }
 
 /// A grouped convolution, one group at a time: the group's channels are copied into a plane
-/// padded with the input zero point, and the group runs as an ungrouped, unpadded convolution
-/// of that plane writing its slice of the output channels. Same sums in the same order as the
-/// reference (padding taps contribute `w · in_zp` either way).
+/// padded with the input zero point, so every receptive field lies inside the plane and each of
+/// its kernel rows is one contiguous run (no edge cases, one short copy per kernel row); the
+/// group's output channels then run through the same micro-kernel blocks as [`conv_gemm`]. Same
+/// sums in the same order as the reference (a padding tap contributes `w · in_zp` either way).
 #[cfg(any(test, vitae_dsp, vitae_mve))]
 fn conv_staged<M: Micro>(
     p: &ConvS8,
@@ -393,44 +394,63 @@ fn conv_staged<M: Micro>(
 ) -> Result<(), KernelError> {
     let g = &p.geom;
     let (cin_g, cout_g) = (g.in_c_per_group(), g.out_c / g.groups);
-    let (ph, pw) = (g.in_h + 2 * g.pad_h, g.in_w + 2 * g.pad_w);
+    let pw = g.in_w + 2 * g.pad_w;
+    let k = g.kh * g.kw * cin_g;
     let mut s = super::scratch::Scratch::new(scratch);
     let plane = s.take::<i8>(plane_len, "conv scratch (padded group)")?;
-    let rest = s.into_rest();
-    let inner_geom = ConvGeometry {
-        in_h: ph,
-        in_w: pw,
-        in_c: cin_g,
-        out_c: cout_g,
-        pad_h: 0,
-        pad_w: 0,
-        groups: 1,
-        ..*g
-    };
-    let kk = g.kh * g.kw * cin_g;
+    let mut cols = M::carve(&mut s, k)?;
+    let tile = s.take::<i32>(TILE_WORDS, "conv scratch (accumulators)")?;
+    let (kx_len, row_len) = (g.kw * cin_g, pw * cin_g);
+    let src_stride = g.dil_h * row_len;
     let zp = p.in_zp as i8;
+    let npix = g.out_h * g.out_w;
+    let stride = p.out.pixel_stride;
     for grp in 0..g.groups {
         M::fill(plane, zp);
         for y in 0..g.in_h {
             let src = &input[y * g.in_w * g.in_c + grp * cin_g..];
-            let dst = &mut plane[((y + g.pad_h) * pw + g.pad_w) * cin_g..][..g.in_w * cin_g];
+            let dst = &mut plane[(y + g.pad_h) * row_len + g.pad_w * cin_g..][..g.in_w * cin_g];
             for (d, s) in dst.chunks_exact_mut(cin_g).zip(src.chunks(g.in_c)) {
-                d.copy_from_slice(&s[..cin_g]);
+                M::copy(d, s);
             }
         }
         let oc = grp * cout_g;
-        let inner = ConvS8 {
-            geom: inner_geom,
-            weights: &p.weights[oc * kk..][..cout_g * kk],
+        let requant = &p.requant[oc..][..cout_g];
+        let rows = Rows {
+            w: &p.weights[oc * k..][..cout_g * k],
+            k,
+            stride: k,
             bias: &p.bias[oc..][..cout_g],
-            requant: &p.requant[oc..][..cout_g],
-            out: OutputSlice {
-                offset: p.out.offset + oc,
-                pixel_stride: p.out.pixel_stride,
+            requant,
+            q: OutQuant {
+                zp: p.out_zp,
+                act: p.act,
             },
-            ..*p
+            fast: all_fast(requant),
         };
-        conv_gemm::<M>(&inner, plane, output, rest)?;
+        let mut p0 = 0;
+        while p0 < npix {
+            let n = (npix - p0).min(M::COLS);
+            for c in 0..n {
+                let (oy, ox) = ((p0 + c) / g.out_w, (p0 + c) % g.out_w);
+                let at = oy * g.stride_h * row_len + ox * g.stride_w * cin_g;
+                M::pack(&mut cols, c, k, |row| {
+                    for (ky, dst) in row.chunks_exact_mut(kx_len).enumerate() {
+                        let src = &plane[at + ky * src_stride..];
+                        if g.dil_w == 1 {
+                            M::copy(dst, src);
+                        } else {
+                            for (kx, tap) in dst.chunks_exact_mut(cin_g).enumerate() {
+                                M::copy(tap, &src[kx * g.dil_w * cin_g..]);
+                            }
+                        }
+                    }
+                });
+            }
+            let base = core::array::from_fn(|c| (p0 + c) * stride + p.out.offset + oc);
+            block::<M>(&rows, &cols, n, 0..cout_g, tile, output, base);
+            p0 += n;
+        }
     }
     Ok(())
 }

@@ -43,10 +43,4 @@ impl<'a> Scratch<'a> {
         mine.fill(0);
         bytemuck::try_cast_slice_mut(mine).map_err(|_| KernelError::BadParam { what })
     }
-
-    /// Everything not taken yet, for a nested kernel call.
-    #[cfg(any(test, vitae_dsp, vitae_mve))]
-    pub(crate) fn into_rest(self) -> &'a mut [u8] {
-        self.rest
-    }
 }
