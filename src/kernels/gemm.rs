@@ -62,6 +62,32 @@ pub(crate) trait Micro {
         fast: bool,
         out: &mut [i8],
     );
+    /// The outputs of a whole block: column `c < n` of the tile (rows `requant.len()`) into
+    /// `output[base[c] + off..]`. One [`Micro::requant_col`] per column unless the flavour has
+    /// something better.
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    fn requant_block(
+        tile: &[i32],
+        n: usize,
+        requant: &[Requant],
+        q: &OutQuant,
+        fast: bool,
+        output: &mut [i8],
+        base: [usize; 4],
+        off: usize,
+    ) {
+        for (c, &b) in base.iter().enumerate().take(n) {
+            Self::requant_col(
+                tile,
+                c,
+                requant,
+                q,
+                fast,
+                &mut output[b + off..][..requant.len()],
+            );
+        }
+    }
     /// Copies `src` into `dst` (same length), for im2col runs of any length.
     fn copy(dst: &mut [i8], src: &[i8]);
     /// Fills `dst` with `v`.
@@ -389,6 +415,42 @@ impl Micro for Mve {
         }
     }
 
+    /// Three columns with evenly spaced outputs (every full block of a convolution or a
+    /// linear layer) go through one [`crate::arch::mve::requant_block3`] call.
+    #[inline]
+    fn requant_block(
+        tile: &[i32],
+        n: usize,
+        requant: &[Requant],
+        q: &OutQuant,
+        fast: bool,
+        output: &mut [i8],
+        base: [usize; 4],
+        off: usize,
+    ) {
+        let stride = base[1].wrapping_sub(base[0]);
+        if n == 3 && fast && base[1] > base[0] && base[2].wrapping_sub(base[1]) == stride {
+            if let Some(out) = output.get_mut(base[0] + off..) {
+                let pairs: &[[i32; 2]] = bytemuck::cast_slice(requant);
+                let lut = q.act.map(|l| &l.0);
+                let len = requant.len();
+                if crate::arch::mve::requant_block3(tile, pairs, q.zp, lut, out, stride, len) {
+                    return;
+                }
+            }
+        }
+        for (c, &b) in base.iter().enumerate().take(n) {
+            Self::requant_col(
+                tile,
+                c,
+                requant,
+                q,
+                fast,
+                &mut output[b + off..][..requant.len()],
+            );
+        }
+    }
+
     #[inline(always)]
     fn copy(dst: &mut [i8], src: &[i8]) {
         crate::arch::mve::copy(dst, src);
@@ -491,16 +553,16 @@ pub(crate) fn block<M: Micro>(
     while t0 < range.end {
         let t1 = (t0 + TILE).min(range.end);
         M::panel(rows, cols, t0..t1, tile);
-        for (c, &b) in base.iter().enumerate().take(n) {
-            M::requant_col(
-                tile,
-                c,
-                &rows.requant[t0..t1],
-                &rows.q,
-                rows.fast,
-                &mut output[b + t0 - range.start..][..t1 - t0],
-            );
-        }
+        M::requant_block(
+            tile,
+            n,
+            &rows.requant[t0..t1],
+            &rows.q,
+            rows.fast,
+            output,
+            base,
+            t0 - range.start,
+        );
         t0 = t1;
     }
 }
