@@ -1002,8 +1002,11 @@ pub fn requant_block3(
             core::array::from_fn(|i| rq.wrapping_add(8 * i as u32).wrapping_sub(32));
         let o = out.as_mut_ptr();
         let acc = tile.as_ptr();
+        // The table's middle, or no table (then the gather is not emitted and r8 is unused).
+        let lut_base = lut.map_or(core::ptr::null(), |l| l.as_ptr().wrapping_add(128));
+        // One column: load its accumulators, requantize, optionally look up, store four bytes.
         macro_rules! column {
-            ($load:literal, $store:literal, $lut:literal) => {
+            ($load:literal, $out:literal, $lut:literal, $q:literal) => {
                 concat!(
                     $load,
                     "\n",
@@ -1014,22 +1017,26 @@ pub fn requant_block3(
                     "vshr.s32 q0, q0, #24\n",
                     $lut,
                     "\n",
-                    $store,
-                    "\n",
+                    "vstrb.32 ",
+                    $q,
+                    ", [",
+                    $out,
+                    "], #4\n",
                 )
             };
         }
-        match lut {
-            Some(lut) => {
+        // `$lut`: the table gather (into q4) or nothing; `$q`: the register stored.
+        macro_rules! requant3 {
+            ($lut:literal, $q:literal) => {
                 // SAFETY: tail-predicated on `n` 32-bit lanes. Reads the first `n` words of
                 // tile columns 0, 1, 2 (`r0`, `r0 + 4·TILE_STRIDE`, `r9`; inside `tile` by the
                 // check above), the `n` multipliers and shifts of `requant` (gathers through
                 // the address vector, which starts at pair 0 and steps 4 pairs per iteration;
-                // disabled lanes do not load), `addrs`, and table bytes at `lut + 128 + q` with
-                // q ∈ [−128, 127] (saturated). Writes `n` bytes at each of `out`,
-                // `out + out_stride`, `out + 2·out_stride`, inside `out` (a unique borrow) by
-                // the check above. Clobbers q0–q4 (declared; q4 is saved by the compiler), LR
-                // and the declared registers. The narrowing stores need their bases in r0–r7.
+                // disabled lanes do not load), `addrs`, and with a table the bytes at
+                // `lut + 128 + q` with q ∈ [−128, 127] (saturated). Writes `n` bytes at each of
+                // `out`, `out + out_stride`, `out + 2·out_stride`, inside `out` (a unique borrow)
+                // by the check above. Clobbers q0–q4 (declared; the compiler saves q4), LR and
+                // the declared registers. The narrowing stores need their bases in r0–r7.
                 unsafe {
                     asm!(
                         "vldrw.u32 q3, [r2]",
@@ -1038,9 +1045,9 @@ pub fn requant_block3(
                         "vldrw.u32 q1, [q3, #32]!",
                         "vldrw.u32 q2, [q3, #4]",
                         "vadd.i32 q2, q2, r11",
-                        column!("vldrw.u32 q0, [r0, #{s1}]", "vstrb.32 q4, [r4], #4", "vldrb.u32 q4, [r8, q0]"),
-                        column!("vldrw.u32 q0, [r9], #16", "vstrb.32 q4, [r5], #4", "vldrb.u32 q4, [r8, q0]"),
-                        column!("vldrw.u32 q0, [r0], #16", "vstrb.32 q4, [r3], #4", "vldrb.u32 q4, [r8, q0]"),
+                        column!("vldrw.u32 q0, [r0, #{s1}]", "r4", $lut, $q),
+                        column!("vldrw.u32 q0, [r9], #16", "r5", $lut, $q),
+                        column!("vldrw.u32 q0, [r0], #16", "r3", $lut, $q),
                         "letp lr, 2b",
                         s1 = const TILE_STRIDE * 4,
                         in("r2") addrs.as_ptr(),
@@ -1049,44 +1056,20 @@ pub fn requant_block3(
                         inout("r3") o => _,
                         inout("r4") o.wrapping_add(out_stride) => _,
                         inout("r5") o.wrapping_add(2 * out_stride) => _,
-                        in("r8") lut.as_ptr().wrapping_add(128),
+                        in("r8") lut_base,
                         in("r10") zp,
                         in("r11") 1i32,
                         inout("lr") n => _,
                         out("q0") _, out("q1") _, out("q2") _, out("q3") _, out("q4") _,
                         options(nostack),
-                    );
+                    )
                 }
-            }
-            None => {
-                // SAFETY: as above, without the table.
-                unsafe {
-                    asm!(
-                        "vldrw.u32 q3, [r2]",
-                        "dlstp.32 lr, lr",
-                        "2:",
-                        "vldrw.u32 q1, [q3, #32]!",
-                        "vldrw.u32 q2, [q3, #4]",
-                        "vadd.i32 q2, q2, r11",
-                        column!("vldrw.u32 q0, [r0, #{s1}]", "vstrb.32 q0, [r4], #4", ""),
-                        column!("vldrw.u32 q0, [r9], #16", "vstrb.32 q0, [r5], #4", ""),
-                        column!("vldrw.u32 q0, [r0], #16", "vstrb.32 q0, [r3], #4", ""),
-                        "letp lr, 2b",
-                        s1 = const TILE_STRIDE * 4,
-                        in("r2") addrs.as_ptr(),
-                        inout("r0") acc => _,
-                        inout("r9") acc.wrapping_add(2 * TILE_STRIDE) => _,
-                        inout("r3") o => _,
-                        inout("r4") o.wrapping_add(out_stride) => _,
-                        inout("r5") o.wrapping_add(2 * out_stride) => _,
-                        in("r10") zp,
-                        in("r11") 1i32,
-                        inout("lr") n => _,
-                        out("q0") _, out("q1") _, out("q2") _, out("q3") _,
-                        options(nostack),
-                    );
-                }
-            }
+            };
+        }
+        if lut.is_some() {
+            requant3!("vldrb.u32 q4, [r8, q0]", "q4");
+        } else {
+            requant3!("", "q0");
         }
     }
     #[cfg(not(all(target_arch = "arm", vitae_mve)))]

@@ -77,16 +77,7 @@ pub(crate) trait Micro {
         base: [usize; 4],
         off: usize,
     ) {
-        for (c, &b) in base.iter().enumerate().take(n) {
-            Self::requant_col(
-                tile,
-                c,
-                requant,
-                q,
-                fast,
-                &mut output[b + off..][..requant.len()],
-            );
-        }
+        requant_each_col::<Self>(tile, n, requant, q, fast, output, base, off);
     }
     /// Copies `src` into `dst` (same length), for im2col runs of any length.
     fn copy(dst: &mut [i8], src: &[i8]);
@@ -439,16 +430,7 @@ impl Micro for Mve {
                 }
             }
         }
-        for (c, &b) in base.iter().enumerate().take(n) {
-            Self::requant_col(
-                tile,
-                c,
-                requant,
-                q,
-                fast,
-                &mut output[b + off..][..requant.len()],
-            );
-        }
+        requant_each_col::<Self>(tile, n, requant, q, fast, output, base, off);
     }
 
     #[inline(always)]
@@ -564,6 +546,31 @@ pub(crate) fn block<M: Micro>(
             t0 - range.start,
         );
         t0 = t1;
+    }
+}
+
+/// [`Micro::requant_block`] one column at a time.
+#[inline]
+#[allow(clippy::too_many_arguments)]
+fn requant_each_col<M: Micro + ?Sized>(
+    tile: &[i32],
+    n: usize,
+    requant: &[Requant],
+    q: &OutQuant,
+    fast: bool,
+    output: &mut [i8],
+    base: [usize; 4],
+    off: usize,
+) {
+    for (c, &b) in base.iter().enumerate().take(n) {
+        M::requant_col(
+            tile,
+            c,
+            requant,
+            q,
+            fast,
+            &mut output[b + off..][..requant.len()],
+        );
     }
 }
 
