@@ -105,7 +105,7 @@ fn rows_in(len: usize, k: usize, stride: usize) -> usize {
 ///
 /// `npairs` is limited to what `w`, `bias` and `tile` hold; nothing happens when `k` is 0 or `x`
 /// holds fewer than `3k` values. Moving the pair loop into the assembly keeps the per-pair cost
-/// (bias, pointers, stores) near 25 instructions, against about 100 for a Rust loop around
+/// (bias, pointers, stores) at 19 instructions, against about 100 for a Rust loop around
 /// [`mac_2x3`].
 #[inline]
 pub fn panel_2x3(
@@ -129,44 +129,41 @@ pub fn panel_2x3(
     }
     #[cfg(all(target_arch = "arm", vitae_mve))]
     {
-        // The loop state that does not fit the registers: next weight row, k, bias, tile, pairs
-        // left, columns, row stride.
+        // The loop state that does not fit the registers, in the order one LDM wants it: next
+        // weight row, next bias, columns, row stride, k; then tile and pairs left (LDRD/STRD).
         let mut frame: [usize; 7] = [
             w.as_ptr() as usize,
-            k,
             bias.as_ptr() as usize,
-            tile.as_mut_ptr() as usize,
-            npairs,
             x.as_ptr() as usize,
             stride,
+            k,
+            tile.as_mut_ptr() as usize,
+            npairs,
         ];
         // SAFETY: for pair p the inner loop reads the first k bytes of weight rows 2p and 2p+1
         // (inside `w`, since 2·npairs ≤ rows_in(w.len(), k, stride)), of the three columns
         // (inside `x`, at least 3k long), and two biases (npairs ≤ bias.len() / 2); it writes
         // six words at tile[2p], tile[TILE_STRIDE + 2p], tile[2·TILE_STRIDE + 2p] (+1), inside
-        // `tile` by the bound on npairs, and updates `frame`. `tile` and `frame` are unique
-        // borrows. LDRD/STRD accesses are word-aligned (`i32`/`usize` slices). r6 and r7 are
-        // saved on the stack and restored; every other register written is declared.
+        // `tile` by the bound on npairs, and updates `frame`. The next-row pointer it stores
+        // after the last pair (2·npairs rows on) is never dereferenced. `tile` and `frame` are
+        // unique borrows. LDRD/STRD/LDM accesses are word-aligned (`i32`/`usize` slices). r6
+        // and r7 are saved on the stack and restored; every other register written is declared.
         unsafe {
             asm!(
                 "push {{r6, r7}}",
                 "mov r7, r1",
                 "1:",
-                "ldr r6, [r7, #8]",
-                "ldrd r0, r8, [r6], #8",
-                "str r6, [r7, #8]",
+                "ldm r7, {{r1, r3, r5, r6, lr}}",
+                "ldrd r0, r8, [r3], #8",
+                "add.w r9, r1, r6, lsl #1",
+                "strd r9, r3, [r7]",
+                "add.w r3, r1, r6",
                 "mov r2, r0",
                 "mov r4, r0",
                 "mov r10, r8",
                 "mov r12, r8",
-                "ldrd r1, lr, [r7]",
-                "ldr r6, [r7, #24]",
-                "add r3, r1, r6",
-                "add r6, r3, r6",
-                "str r6, [r7]",
-                "ldr r5, [r7, #20]",
-                "add r9, r5, lr",
-                "add r11, r9, lr",
+                "add.w r9, r5, lr",
+                "add.w r11, r9, lr",
                 "dlstp.8 lr, lr",
                 "2:",
                 "vldrb.u8 q0, [r1], #16",
@@ -181,15 +178,12 @@ pub fn panel_2x3(
                 "vmladava.s8 r4, q0, q2",
                 "vmladava.s8 r12, q1, q2",
                 "letp lr, 2b",
-                "ldr r6, [r7, #12]",
-                "strd r0, r8, [r6]",
+                "ldrd r6, r1, [r7, #20]",
                 "strd r2, r10, [r6, #{s1}]",
                 "strd r4, r12, [r6, #{s2}]",
-                "adds r6, #8",
-                "str r6, [r7, #12]",
-                "ldr r6, [r7, #16]",
-                "subs r6, #1",
-                "str r6, [r7, #16]",
+                "strd r0, r8, [r6], #8",
+                "subs r1, #1",
+                "strd r6, r1, [r7, #20]",
                 "bne 1b",
                 "pop {{r6, r7}}",
                 s1 = const TILE_STRIDE * 4,
