@@ -53,11 +53,18 @@ pub fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + libm::erff(x * core::f32::consts::FRAC_1_SQRT_2))
 }
 
-/// Square root (correctly rounded, as IEEE requires; `libm` uses the FPU instruction where there
-/// is one).
+/// Square root, correctly rounded as IEEE requires: the FPU's VSQRT on the Cortex-M55, `libm`
+/// elsewhere (the same results).
 #[inline]
 pub fn sqrt(x: f32) -> f32 {
-    libm::sqrtf(x)
+    #[cfg(all(target_arch = "arm", vitae_mve))]
+    {
+        crate::arch::fpu::sqrt_f32(x)
+    }
+    #[cfg(not(all(target_arch = "arm", vitae_mve)))]
+    {
+        libm::sqrtf(x)
+    }
 }
 
 #[cfg(test)]

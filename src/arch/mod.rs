@@ -9,3 +9,8 @@
 pub(crate) mod dsp;
 #[cfg(any(test, vitae_mve))]
 pub(crate) mod mve;
+
+// The single-precision register class needs the `vfp2` feature, which the Cortex-M4 target
+// (single-precision FPU) does not enable; Helium cores have it.
+#[cfg(all(target_arch = "arm", vitae_mve))]
+pub(crate) mod fpu;

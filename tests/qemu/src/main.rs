@@ -43,6 +43,7 @@ const ALL: &[vitae_board::testing::Test] = if cfg!(feature = "demo-failure") {
         attention_random_shapes_match_reference,
         tile_probabilities_match_exp,
         performer_axpy_matches_scalar,
+        sqrt_matches_libm,
     ]
 };
 
@@ -672,6 +673,33 @@ fn performer_axpy_matches_scalar() -> TestResult {
                 check_eq!(got[i].to_bits(), want[i].to_bits());
             }
         }
+    }
+    Ok(())
+}
+
+/// `math::sqrt` (VSQRT on the Cortex-M55, `libm` elsewhere) against `libm::sqrtf`, bit for bit:
+/// the host computes LayerNorm and the performer with `libm`. Zeros, subnormals, powers of two,
+/// the largest finite value, infinity, and random values over the whole positive range.
+fn sqrt_matches_libm() -> TestResult {
+    let check = |x: f32| -> TestResult {
+        let (got, want) = (vitae_edge::math::sqrt(x), libm::sqrtf(x));
+        if got.to_bits() != want.to_bits() {
+            defmt::println!(
+                "sqrt({=u32:#x}) = {=u32:#x}, libm {=u32:#x}",
+                x.to_bits(),
+                got.to_bits(),
+                want.to_bits()
+            );
+        }
+        check_eq!(got.to_bits(), want.to_bits());
+        Ok(())
+    };
+    for x in [0.0f32, 1e-45, 1.1e-38, 1.0, 2.0, 4.0, f32::MAX, f32::INFINITY] {
+        check(x)?;
+    }
+    let mut rng = Rng(0x5a17_0005);
+    for _ in 0..2000 {
+        check(f32::from_bits(rng.next() & 0x7f7f_ffff))?;
     }
     Ok(())
 }
