@@ -227,7 +227,7 @@ pub fn conv_s8_scratch_size(geom: &ConvGeometry) -> usize {
 const MAX_STAGED_PLANE: usize = 32 * 1024;
 
 /// Bytes of the padded single-group plane a grouped convolution stages, or `None` when it runs
-/// without staging (ungrouped, or a plane above [`MAX_STAGED_PLANE`]).
+/// without staging (ungrouped, or a plane above 32 KiB).
 ///
 /// Why stage: with few channels per group (ViTAE's Normal Cells have 4–8), gathering each
 /// pixel's receptive field straight from the interleaved input costs more than the products,
