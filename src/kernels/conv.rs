@@ -499,9 +499,9 @@ impl<M: Micro> Im2col<'_, '_, M> {
     /// (ky, kx, channel) order, the input zero point where the kernel reaches into the padding.
     ///
     /// Usually the whole kernel lies inside the input: one strided copy, or one gather through
-    /// the table, moves it. Not inlined: on its own it needs no spills, and one call per pixel
-    /// costs less than the register pressure it would add to the caller.
-    #[inline(never)]
+    /// the table, moves it. Inlined into the packing loop (measured: fewer instructions on both
+    /// the M4 and the M55 than a call per pixel); the rare edge case stays out of line.
+    #[inline(always)]
     fn pixel(&self, pix: usize, grp: usize, row: &mut [i8]) {
         let g = &self.p.geom;
         let (oy, ox) = (pix / g.out_w, pix % g.out_w);
