@@ -62,13 +62,22 @@ pub fn layernorm_s8(p: &LayerNormS8, input: &[i8], output: &mut [i8]) -> Result<
         .chunks_exact(p.channels)
         .zip(output.chunks_exact_mut(p.channels))
     {
-        let (mut sum, mut sum_sq) = (0i32, 0i64);
+        // Both sums fit an i32 (|q| ≤ 128 and fewer than 2^16 channels: Σq² < 2^30), which
+        // lets the loop vectorize; only the variance numerator needs 64 bits.
+        let (mut sum, mut sum_sq) = (0i32, 0i32);
         for &q in x {
-            sum += q as i32;
-            sum_sq += (q as i32 * q as i32) as i64;
+            let q = i32::from(q);
+            sum += q;
+            sum_sq += q * q;
         }
-        let var_num = c as i64 * sum_sq - sum as i64 * sum as i64;
-        let f = 1.0 / crate::math::sqrt(var_num as f32 + p.eps_term);
+        let var_num = i64::from(c) * i64::from(sum_sq) - i64::from(sum) * i64::from(sum);
+        // The same rounding either way; the 32-bit conversion is one instruction on the
+        // Cortex-M FPUs, the 64-bit one a library call.
+        let var = match i32::try_from(var_num) {
+            Ok(v) => v as f32,
+            Err(_) => var_num as f32,
+        };
+        let f = 1.0 / crate::math::sqrt(var + p.eps_term);
         for (((&q, out), &g), &b) in x.iter().zip(y.iter_mut()).zip(p.gain).zip(p.offset) {
             let centered = (c * q as i32 - sum) as f32;
             *out = round_to_i8(centered * f * g + b);
