@@ -600,6 +600,153 @@ pub fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
     }
 }
 
+/// One column chunk of [`rank1_update_rows`]: loads the chunk of `x` (one `vldrw` per
+/// `offset => register`) into q4.., then for each of the `m` rows adds `coef[i] · x` to the row's
+/// chunk. Registers: r0 rows, r1 coefficients, r2 `x`, r3 row stride in bytes, r4 rows left.
+#[cfg(all(target_arch = "arm", vitae_mve))]
+macro_rules! rank1_chunk {
+    ($rows:expr, $coefs:expr, $xs:expr, $stride:expr, $m:expr; $($off:literal => $q:literal),+) => {
+        asm!(
+            $(concat!("vldrw.u32 ", $q, ", [r2, #", $off, "]"),)+
+            "1:",
+            "ldr r12, [r1], #4",
+            $(
+                concat!("vldrw.u32 q0, [r0, #", $off, "]"),
+                concat!("vmul.f32 q1, ", $q, ", r12"),
+                "vadd.f32 q0, q0, q1",
+                concat!("vstrw.32 q0, [r0, #", $off, "]"),
+            )+
+            "add r0, r3",
+            "subs r4, #1",
+            "bne 1b",
+            inout("r0") $rows => _, inout("r1") $coefs => _, in("r2") $xs,
+            in("r3") $stride, inout("r4") $m => _, out("r12") _,
+            out("q0") _, out("q1") _, out("q4") _, out("q5") _, out("q6") _, out("q7") _,
+            options(nostack),
+        )
+    };
+}
+
+/// One column chunk of [`weighted_row_sum`]: q4.. start at +0.0, each row adds `coef[i] ·` its
+/// chunk, then the sums are stored to `y` (r2). Registers as in `rank1_chunk!`.
+#[cfg(all(target_arch = "arm", vitae_mve))]
+macro_rules! weighted_chunk {
+    ($rows:expr, $coefs:expr, $ys:expr, $stride:expr, $m:expr; $($off:literal => $q:literal),+) => {
+        asm!(
+            $(concat!("vmov.i32 ", $q, ", #0"),)+
+            "1:",
+            "ldr r12, [r1], #4",
+            $(
+                concat!("vldrw.u32 q0, [r0, #", $off, "]"),
+                "vmul.f32 q0, q0, r12",
+                concat!("vadd.f32 ", $q, ", ", $q, ", q0"),
+            )+
+            "add r0, r3",
+            "subs r4, #1",
+            "bne 1b",
+            $(concat!("vstrw.32 ", $q, ", [r2, #", $off, "]"),)+
+            inout("r0") $rows => _, inout("r1") $coefs => _, in("r2") $ys,
+            in("r3") $stride, inout("r4") $m => _, out("r12") _,
+            out("q0") _, out("q4") _, out("q5") _, out("q6") _, out("q7") _,
+            options(nostack),
+        )
+    };
+}
+
+/// `mat[i·e + c] += coef[i] · x[c]` for every row `i < min(coef.len(), mat.len() / e)` and
+/// column `c < e` (each product and sum rounded, no fused multiply-add): the performer's
+/// per-token update of its feature × channel matrix. The same operations per element as one
+/// [`axpy_f32`] call per row, so the results are the same bit for bit. Nothing happens when
+/// `x` holds fewer than `e` values.
+///
+/// On Helium, when `e` is a multiple of 4, the columns go in chunks of up to 16 whose `x` values
+/// stay in registers while every row is updated: 4 instructions per 4 values and row plus 4 per
+/// row, against 6 per 4 values and the loop overhead of one [`axpy_f32`] per row.
+#[inline]
+pub fn rank1_update_rows(mat: &mut [f32], e: usize, coef: &[f32], x: &[f32]) {
+    if e == 0 || x.len() < e {
+        return;
+    }
+    let m = coef.len().min(mat.len() / e);
+    #[cfg(all(target_arch = "arm", vitae_mve))]
+    if e % 4 == 0 && m > 0 {
+        let mut c0 = 0;
+        while c0 < e {
+            let vectors = ((e - c0) / 4).min(4);
+            let (rows, xs) = (mat[c0..].as_mut_ptr(), x[c0..].as_ptr());
+            let (coefs, stride) = (coef.as_ptr(), 4 * e);
+            // SAFETY: for rows i < m the asm reads and writes `vectors` four-float vectors at
+            // `mat[i·e + c0..]`: i·e + c0 + 4·vectors ≤ (m − 1)·e + e ≤ mat.len(). It reads
+            // `vectors` vectors of `x[c0..]` (c0 + 4·vectors ≤ e ≤ x.len()) and `m` floats of
+            // `coef` (m ≤ coef.len()). All word-aligned (`f32` slices); `mat` is a unique borrow.
+            // Clobbers q0, q1, q4–q7 (declared: the compiler saves q4–q7), r12 and the inputs.
+            unsafe {
+                match vectors {
+                    4 => rank1_chunk!(rows, coefs, xs, stride, m;
+                        0 => "q4", 16 => "q5", 32 => "q6", 48 => "q7"),
+                    3 => {
+                        rank1_chunk!(rows, coefs, xs, stride, m; 0 => "q4", 16 => "q5", 32 => "q6")
+                    }
+                    2 => rank1_chunk!(rows, coefs, xs, stride, m; 0 => "q4", 16 => "q5"),
+                    _ => rank1_chunk!(rows, coefs, xs, stride, m; 0 => "q4"),
+                }
+            }
+            c0 += 4 * vectors;
+        }
+        return;
+    }
+    for (row, &a) in mat.chunks_exact_mut(e).zip(coef).take(m) {
+        axpy_f32(row, a, x);
+    }
+}
+
+/// `y[c] = Σ_{i<m} coef[i] · mat[i·e + c]` for `c < e`, summed in row order from +0.0 (each
+/// product and sum rounded): the performer's output numerator, equal bit for bit to zeroing `y`
+/// and calling [`axpy_f32`] once per row. `m = min(coef.len(), mat.len() / e)`; nothing happens
+/// when `y` holds fewer than `e` values.
+///
+/// On Helium, when `e` is a multiple of 4, chunks of up to 16 columns accumulate in registers
+/// over all rows (3 instructions per 4 values and row plus 4 per row).
+#[inline]
+pub fn weighted_row_sum(y: &mut [f32], e: usize, coef: &[f32], mat: &[f32]) {
+    if e == 0 || y.len() < e {
+        return;
+    }
+    let m = coef.len().min(mat.len() / e);
+    #[cfg(all(target_arch = "arm", vitae_mve))]
+    if e % 4 == 0 && m > 0 {
+        let mut c0 = 0;
+        while c0 < e {
+            let vectors = ((e - c0) / 4).min(4);
+            let (rows, ys) = (mat[c0..].as_ptr(), y[c0..].as_mut_ptr());
+            let (coefs, stride) = (coef.as_ptr(), 4 * e);
+            // SAFETY: for rows i < m reads `vectors` four-float vectors at `mat[i·e + c0..]`
+            // (i·e + c0 + 4·vectors ≤ m·e ≤ mat.len()) and `m` floats of `coef`; writes
+            // `vectors` vectors at `y[c0..]` (c0 + 4·vectors ≤ e ≤ y.len()), a unique borrow.
+            // Word-aligned (`f32` slices). Clobbers q0, q4–q7 (declared: the compiler saves
+            // q4–q7), r12 and the inputs.
+            unsafe {
+                match vectors {
+                    4 => weighted_chunk!(rows, coefs, ys, stride, m;
+                        0 => "q4", 16 => "q5", 32 => "q6", 48 => "q7"),
+                    3 => {
+                        weighted_chunk!(rows, coefs, ys, stride, m; 0 => "q4", 16 => "q5", 32 => "q6")
+                    }
+                    2 => weighted_chunk!(rows, coefs, ys, stride, m; 0 => "q4", 16 => "q5"),
+                    _ => weighted_chunk!(rows, coefs, ys, stride, m; 0 => "q4"),
+                }
+            }
+            c0 += 4 * vectors;
+        }
+        return;
+    }
+    let y = &mut y[..e];
+    y.fill(0.0);
+    for (row, &a) in mat.chunks_exact(e).zip(coef).take(m) {
+        axpy_f32(y, a, row);
+    }
+}
+
 /// Copies `min(dst.len(), src.len())` bytes (a tail-predicated VLDRB/VSTRB loop: 3 instructions
 /// per 16 bytes and no call, which matters for the many short runs of an im2col).
 #[inline(always)]

@@ -144,6 +144,35 @@ pub fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
     }
 }
 
+/// `kptv[i][c] += phi[i] · x[c]` for every feature row (Helium: registers hold a chunk of `x`
+/// while all rows are updated); the same operations per element as one [`axpy_f32`] per row.
+/// Public for the on-target tests.
+#[inline(always)]
+pub fn rank1_update_rows(kptv: &mut [f32], e: usize, phi: &[f32], x: &[f32]) {
+    #[cfg(any(test, vitae_mve))]
+    crate::arch::mve::rank1_update_rows(kptv, e, phi, x);
+    #[cfg(not(any(test, vitae_mve)))]
+    for (row, &f) in kptv.chunks_exact_mut(e).zip(phi) {
+        axpy_f32(row, f, x);
+    }
+}
+
+/// `y[c] = Σ_i phi[i] · kptv[i][c]`, summed in feature order from +0.0 (Helium: a chunk of `y`
+/// accumulates in registers over all rows); equal to zeroing `y` and one [`axpy_f32`] per row.
+/// Public for the on-target tests.
+#[inline(always)]
+pub fn weighted_row_sum(y: &mut [f32], e: usize, phi: &[f32], kptv: &[f32]) {
+    #[cfg(any(test, vitae_mve))]
+    crate::arch::mve::weighted_row_sum(y, e, phi, kptv);
+    #[cfg(not(any(test, vitae_mve)))]
+    {
+        y.fill(0.0);
+        for (row, &f) in kptv.chunks_exact(e).zip(phi) {
+            axpy_f32(y, f, row);
+        }
+    }
+}
+
 /// `Σ w[i]·z[i]`, exact in i32 for `len ≤ MAX_EMB`.
 #[inline]
 fn dot_s16_s8(w: &[i16], z: &[i8]) -> i32 {
@@ -213,14 +242,10 @@ pub fn performer_s8(
         for (f, &vq) in vf.iter_mut().zip(vt) {
             *f = vq as f32 * p.v_scale;
         }
-        for ((acc, &f), row) in ksum
-            .iter_mut()
-            .zip(phi.iter())
-            .zip(kptv.chunks_exact_mut(e))
-        {
+        for (acc, &f) in ksum.iter_mut().zip(phi.iter()) {
             *acc += f;
-            axpy_f32(row, f, vf);
         }
+        rank1_update_rows(kptv, e, phi, vf);
     }
     // Pass 2: per token, D = φ(q)·Σφ(k) and y[c] = Σ_i φ(q)[i] · kptvᵀ[i][c] / (D + ε).
     for (qt, yt) in q.chunks_exact(e).zip(out.chunks_exact_mut(e)) {
@@ -230,10 +255,7 @@ pub fn performer_s8(
             .zip(ksum.iter())
             .fold(0.0f32, |a, (&x, &s)| a + x * s);
         let denom = d + EPSILON;
-        y.fill(0.0);
-        for (&f, row) in phi.iter().zip(kptv.chunks_exact(e)) {
-            axpy_f32(y, f, row);
-        }
+        weighted_row_sum(y, e, phi, kptv);
         // One division per token; the element-wise rest vectorizes.
         let scale = p.out_inv_scale / denom;
         for (o, &num) in yt.iter_mut().zip(y.iter()) {

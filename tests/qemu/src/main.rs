@@ -43,6 +43,7 @@ const ALL: &[vitae_board::testing::Test] = if cfg!(feature = "demo-failure") {
         attention_random_shapes_match_reference,
         tile_probabilities_match_exp,
         performer_axpy_matches_scalar,
+        performer_row_updates_match_axpy,
         sqrt_matches_libm,
     ]
 };
@@ -671,6 +672,51 @@ fn performer_axpy_matches_scalar() -> TestResult {
                     );
                 }
                 check_eq!(got[i].to_bits(), want[i].to_bits());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The performer's whole-matrix updates (Helium: column chunks held in registers across the
+/// feature rows) against one `axpy_f32` per row, bit for bit, for every width up to 40 (chunks of
+/// one to four vectors, and the widths that are not a multiple of 4) and 1, 5 and 12 rows, on
+/// normal-range values (see `performer_axpy_matches_scalar`).
+fn performer_row_updates_match_axpy() -> TestResult {
+    use vitae_edge::kernels::performer::{axpy_f32, rank1_update_rows, weighted_row_sum};
+    let mut rng = Rng(0x9e37_0007);
+    let value = |rng: &mut Rng| -> f32 {
+        let bits = rng.next();
+        let exp = 127 - 30 + (bits >> 8) % 61;
+        f32::from_bits((bits & 0x8000_0000) | (exp << 23) | (rng.next() & 0x007f_ffff))
+    };
+    const E: usize = 40;
+    const M: usize = 12;
+    for e in 1..=E {
+        for m in [1usize, 5, 12] {
+            let mut mat = [0f32; M * E];
+            let (mut coef, mut x) = ([0f32; M], [0f32; E]);
+            for v in mat[..m * e].iter_mut().chain(&mut coef[..m]).chain(&mut x[..e]) {
+                *v = value(&mut rng);
+            }
+            let mut got = mat;
+            rank1_update_rows(&mut got[..m * e], e, &coef[..m], &x[..e]);
+            let mut want = mat;
+            for (row, &a) in want[..m * e].chunks_exact_mut(e).zip(&coef[..m]) {
+                axpy_f32(row, a, &x[..e]);
+            }
+            for (g, w) in got.iter().zip(&want) {
+                check_eq!(g.to_bits(), w.to_bits());
+            }
+            let mut got_y = [1f32; E];
+            weighted_row_sum(&mut got_y[..e], e, &coef[..m], &mat[..m * e]);
+            let mut want_y = [1f32; E];
+            want_y[..e].fill(0.0);
+            for (row, &a) in mat[..m * e].chunks_exact(e).zip(&coef[..m]) {
+                axpy_f32(&mut want_y[..e], a, row);
+            }
+            for (g, w) in got_y.iter().zip(&want_y) {
+                check_eq!(g.to_bits(), w.to_bits());
             }
         }
     }
