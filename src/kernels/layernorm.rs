@@ -75,7 +75,7 @@ pub fn layernorm_s8(p: &LayerNormS8, input: &[i8], output: &mut [i8]) -> Result<
         // Cortex-M FPUs, the 64-bit one a library call.
         let var = match i32::try_from(var_num) {
             Ok(v) => v as f32,
-            Err(_) => var_num as f32,
+            Err(_) => wide_to_f32(var_num),
         };
         let f = 1.0 / crate::math::sqrt(var + p.eps_term);
         for (((&q, out), &g), &b) in x.iter().zip(y.iter_mut()).zip(p.gain).zip(p.offset) {
@@ -84,4 +84,49 @@ pub fn layernorm_s8(p: &LayerNormS8, input: &[i8], output: &mut [i8]) -> Result<
         }
     }
     Ok(())
+}
+
+/// `v as f32` out of line: otherwise the compiler evaluates the library conversion for every
+/// token and discards it.
+#[cold]
+#[inline(never)]
+fn wide_to_f32(v: i64) -> f32 {
+    v as f32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernel against the formula with a 64-bit variance conversion, on tokens whose
+    /// variance numerator fits 32 bits and on wide ones (1024 channels of ±127) where it does not.
+    #[test]
+    fn matches_the_formula_narrow_and_wide() {
+        for channels in [24usize, 1024] {
+            let x: Vec<i8> = (0..channels)
+                .map(|i| {
+                    if i % 3 == 0 {
+                        -127
+                    } else {
+                        127 - (i % 7) as i8
+                    }
+                })
+                .collect();
+            let gain: Vec<f32> = (0..channels).map(|i| 0.5 + i as f32 * 1e-3).collect();
+            let offset: Vec<f32> = (0..channels).map(|i| (i % 5) as f32 - 2.0).collect();
+            let p = LayerNormS8::new(1, channels, 3.0, &gain, &offset).unwrap();
+            let mut got = vec![0i8; channels];
+            layernorm_s8(&p, &x, &mut got).unwrap();
+            let c = channels as i64;
+            let sum: i64 = x.iter().map(|&q| i64::from(q)).sum();
+            let sum_sq: i64 = x.iter().map(|&q| i64::from(q) * i64::from(q)).sum();
+            let var_num = c * sum_sq - sum * sum;
+            assert_eq!(var_num > i64::from(i32::MAX), channels == 1024);
+            let f = 1.0 / crate::math::sqrt(var_num as f32 + 3.0);
+            for (i, &q) in x.iter().enumerate() {
+                let centered = (c * i64::from(q) - sum) as f32;
+                assert_eq!(got[i], round_to_i8(centered * f * gain[i] + offset[i]));
+            }
+        }
+    }
 }
