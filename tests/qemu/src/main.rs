@@ -696,7 +696,11 @@ fn performer_row_updates_match_axpy() -> TestResult {
         for m in [1usize, 5, 12] {
             let mut mat = [0f32; M * E];
             let (mut coef, mut x) = ([0f32; M], [0f32; E]);
-            for v in mat[..m * e].iter_mut().chain(&mut coef[..m]).chain(&mut x[..e]) {
+            for v in mat[..m * e]
+                .iter_mut()
+                .chain(&mut coef[..m])
+                .chain(&mut x[..e])
+            {
                 *v = value(&mut rng);
             }
             let mut got = mat;
@@ -740,7 +744,16 @@ fn sqrt_matches_libm() -> TestResult {
         check_eq!(got.to_bits(), want.to_bits());
         Ok(())
     };
-    for x in [0.0f32, 1e-45, 1.1e-38, 1.0, 2.0, 4.0, f32::MAX, f32::INFINITY] {
+    for x in [
+        0.0f32,
+        1e-45,
+        1.1e-38,
+        1.0,
+        2.0,
+        4.0,
+        f32::MAX,
+        f32::INFINITY,
+    ] {
         check(x)?;
     }
     let mut rng = Rng(0x5a17_0005);
