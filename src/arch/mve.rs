@@ -107,7 +107,7 @@ fn rows_in(len: usize, k: usize, stride: usize) -> usize {
 /// holds fewer than `3k` values. Moving the pair loop into the assembly keeps the per-pair cost
 /// (bias, pointers, stores) at 19 instructions, against about 100 for a Rust loop around
 /// [`mac_2x3`].
-#[inline]
+#[inline(always)]
 pub fn panel_2x3(
     w: &[i8],
     k: usize,
@@ -1110,7 +1110,7 @@ pub fn requant_row(
 /// (vector-base gathers that step through the `[multiplier, shift]` pairs), so a group costs
 /// about 28 instructions for 12 outputs against 42 in three [`requant_row`] calls, and there is
 /// one call per block instead of three.
-#[inline]
+#[inline(always)]
 pub fn requant_block3(
     tile: &[i32],
     requant: &[[i32; 2]],

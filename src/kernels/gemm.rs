@@ -343,7 +343,7 @@ impl Micro for Mve {
         })
     }
 
-    #[inline]
+    #[inline(always)]
     fn pack(cols: &mut MveCols<'_>, col: usize, k: usize, fill: impl FnOnce(&mut [i8])) {
         if let Some(row) = cols.x.get_mut(col * k..(col + 1) * k) {
             fill(row);
@@ -368,7 +368,7 @@ impl Micro for Mve {
 
     /// Tile layout `[column][row]`, columns `TILE_STRIDE` words apart: the pair loop runs in
     /// one assembly panel, an odd last row as a pair with itself.
-    #[inline]
+    #[inline(always)]
     fn panel(rows: &Rows, cols: &MveCols<'_>, o: Range<usize>, tile: &mut [i32]) {
         use crate::arch::mve::{TILE_STRIDE, panel_2x3};
         let k = rows.k;
@@ -408,7 +408,7 @@ impl Micro for Mve {
 
     /// Three columns with evenly spaced outputs (every full block of a convolution or a
     /// linear layer) go through one [`crate::arch::mve::requant_block3`] call.
-    #[inline]
+    #[inline(always)]
     fn requant_block(
         tile: &[i32],
         n: usize,
@@ -521,7 +521,7 @@ pub(crate) struct Rows<'a> {
 /// Multiplies the `n` packed columns by rows `range` and writes column `c`'s outputs to
 /// `output[base[c]..][..range.len()]`: per tile of [`TILE`] rows, the flavour's panel fills the
 /// accumulator tile, then each column's accumulators are requantized at once.
-#[inline]
+#[inline(always)]
 pub(crate) fn block<M: Micro>(
     rows: &Rows,
     cols: &M::Cols<'_>,
