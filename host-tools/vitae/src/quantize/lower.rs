@@ -171,6 +171,40 @@ fn quantize_layer(
     })
 }
 
+/// Where one int8 conv/linear output stage landed in the blob's data section.
+struct Int8Refs {
+    weights: DataRef,
+    bias: DataRef,
+    requant: DataRef,
+    lut: DataRef,
+}
+
+/// Quantizes one conv/linear output stage ([`quantize_layer`]: input grid `x`, requantized onto
+/// `pre`) and writes it to the data section, with the table from `pre` through the activation
+/// onto `out` (none for [`Act::None`], where `pre` is the output grid itself).
+#[allow(clippy::too_many_arguments)]
+fn write_int8_layer(
+    data: &mut BlobWriter,
+    (w, b, per): (&[f32], &[f32], usize),
+    x: QParams,
+    pre: QParams,
+    out: QParams,
+    a: Act,
+    node: &Node,
+) -> Result<Int8Refs, LowerError> {
+    let l = quantize_layer(w, b, per, x.scale, x.zero_point, pre.scale, node)?;
+    Ok(Int8Refs {
+        weights: data.data(&l.weights),
+        bias: data.data(&l.bias),
+        requant: data.data(&l.requant),
+        lut: if a == Act::None {
+            DataRef::default()
+        } else {
+            data.data(&lut(pre, out, act_fn(a)).0)
+        },
+    })
+}
+
 impl<'g> Emitter<'g> {
     fn qp(&self, id: NodeId) -> QParams {
         let n = &self.graph.nodes[id];
@@ -397,28 +431,23 @@ impl<'g> Emitter<'g> {
                     } else {
                         self.pre_qp(id, 0)
                     };
-                    let l = quantize_layer(
-                        &w,
-                        conv.bias(),
-                        per,
-                        qx.scale,
-                        qx.zero_point,
-                        target.scale,
+                    let r = write_int8_layer(
+                        &mut self.w,
+                        (&w, conv.bias(), per),
+                        qx,
+                        target,
+                        qo,
+                        *a,
                         node,
                     )?;
-                    let lut_ref = if *a == Act::None {
-                        DataRef::default()
-                    } else {
-                        self.w.data(&lut(target, qo, act_fn(*a)).0)
-                    };
                     let p = fmt::ConvParams {
                         geom,
                         in_zp: qx.zero_point,
                         out_zp: target.zero_point,
-                        weights: self.w.data(&l.weights),
-                        bias: self.w.data(&l.bias),
-                        requant: self.w.data(&l.requant),
-                        lut: lut_ref,
+                        weights: r.weights,
+                        bias: r.bias,
+                        requant: r.requant,
+                        lut: r.lut,
                     };
                     let scratch = kconv::conv_s8_scratch_size(&geom.geometry());
                     self.op(
@@ -488,13 +517,13 @@ impl<'g> Emitter<'g> {
                     let per = s.in_per_group() * s.kernel[0] * s.kernel[1];
                     let branch = if prec == NodePrecision::Int8 {
                         let (qx, qo, pre) = (self.tq(inputs[0]), self.tq(out), self.pre_qp(id, b));
-                        let l = quantize_layer(
-                            &w,
-                            conv.bias(),
-                            per,
-                            qx.scale,
-                            qx.zero_point,
-                            pre.scale,
+                        let r = write_int8_layer(
+                            &mut self.w,
+                            (&w, conv.bias(), per),
+                            qx,
+                            pre,
+                            qo,
+                            Act::Gelu,
                             node,
                         )?;
                         let geom = Self::conv_geom(conv, input, node)?;
@@ -503,10 +532,10 @@ impl<'g> Emitter<'g> {
                             dilation: u16_of(s.dilation[0], node, "dilation")?,
                             padding: u16_of(s.padding[0], node, "padding")?,
                             out_zp: pre.zero_point,
-                            weights: self.w.data(&l.weights),
-                            bias: self.w.data(&l.bias),
-                            requant: self.w.data(&l.requant),
-                            lut: self.w.data(&lut(pre, qo, act_fn(Act::Gelu)).0),
+                            weights: r.weights,
+                            bias: r.bias,
+                            requant: r.requant,
+                            lut: r.lut,
                         }
                     } else {
                         fmt::PrmBranch {
@@ -554,29 +583,24 @@ impl<'g> Emitter<'g> {
                     } else {
                         self.pre_qp(id, 0)
                     };
-                    let l = quantize_layer(
-                        &lin.weight,
-                        bias,
-                        lin.in_features,
-                        qx.scale,
-                        qx.zero_point,
-                        target.scale,
+                    let r = write_int8_layer(
+                        &mut self.w,
+                        (&lin.weight, bias, lin.in_features),
+                        qx,
+                        target,
+                        qo,
+                        *a,
                         node,
                     )?;
-                    let lut_ref = if *a == Act::None {
-                        DataRef::default()
-                    } else {
-                        self.w.data(&lut(target, qo, act_fn(*a)).0)
-                    };
                     let p = fmt::LinearParams {
                         tokens,
                         in_features: fi,
                         out_features: fo,
                         out_zp: target.zero_point,
-                        weights: self.w.data(&l.weights),
-                        bias: self.w.data(&l.bias),
-                        requant: self.w.data(&l.requant),
-                        lut: lut_ref,
+                        weights: r.weights,
+                        bias: r.bias,
+                        requant: r.requant,
+                        lut: r.lut,
                     };
                     let scratch =
                         linear::linear_s8_scratch_size(n, lin.in_features, lin.out_features);
