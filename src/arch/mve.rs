@@ -653,6 +653,15 @@ macro_rules! weighted_chunk {
     };
 }
 
+/// The column chunks of [`rank1_update_rows`] and [`weighted_row_sum`]: `(first column,
+/// vectors)` with up to four four-float vectors each, covering `0..e` (a multiple of 4).
+#[cfg(all(target_arch = "arm", vitae_mve))]
+fn column_chunks(e: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..e)
+        .step_by(16)
+        .map(move |c0| (c0, ((e - c0) / 4).min(4)))
+}
+
 /// `mat[i·e + c] += coef[i] · x[c]` for every row `i < min(coef.len(), mat.len() / e)` and
 /// column `c < e` (each product and sum rounded, no fused multiply-add): the performer's
 /// per-token update of its feature × channel matrix. The same operations per element as one
@@ -670,9 +679,7 @@ pub fn rank1_update_rows(mat: &mut [f32], e: usize, coef: &[f32], x: &[f32]) {
     let m = coef.len().min(mat.len() / e);
     #[cfg(all(target_arch = "arm", vitae_mve))]
     if e % 4 == 0 && m > 0 {
-        let mut c0 = 0;
-        while c0 < e {
-            let vectors = ((e - c0) / 4).min(4);
+        for (c0, vectors) in column_chunks(e) {
             let (rows, xs) = (mat[c0..].as_mut_ptr(), x[c0..].as_ptr());
             let (coefs, stride) = (coef.as_ptr(), 4 * e);
             // SAFETY: for rows i < m the asm reads and writes `vectors` four-float vectors at
@@ -691,7 +698,6 @@ pub fn rank1_update_rows(mat: &mut [f32], e: usize, coef: &[f32], x: &[f32]) {
                     _ => rank1_chunk!(rows, coefs, xs, stride, m; 0 => "q4"),
                 }
             }
-            c0 += 4 * vectors;
         }
         return;
     }
@@ -715,9 +721,7 @@ pub fn weighted_row_sum(y: &mut [f32], e: usize, coef: &[f32], mat: &[f32]) {
     let m = coef.len().min(mat.len() / e);
     #[cfg(all(target_arch = "arm", vitae_mve))]
     if e % 4 == 0 && m > 0 {
-        let mut c0 = 0;
-        while c0 < e {
-            let vectors = ((e - c0) / 4).min(4);
+        for (c0, vectors) in column_chunks(e) {
             let (rows, ys) = (mat[c0..].as_ptr(), y[c0..].as_mut_ptr());
             let (coefs, stride) = (coef.as_ptr(), 4 * e);
             // SAFETY: for rows i < m reads `vectors` four-float vectors at `mat[i·e + c0..]`
@@ -736,7 +740,6 @@ pub fn weighted_row_sum(y: &mut [f32], e: usize, coef: &[f32], mat: &[f32]) {
                     _ => weighted_chunk!(rows, coefs, ys, stride, m; 0 => "q4"),
                 }
             }
-            c0 += 4 * vectors;
         }
         return;
     }
