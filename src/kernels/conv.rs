@@ -368,7 +368,21 @@ pub(crate) fn conv_gemm<M: Micro>(
         let mut p0 = 0;
         while p0 < npix {
             let n = (npix - p0).min(M::COLS);
-            for c in 0..n {
+            // A block of pixels whose kernels lie inside the input, each kernel row one run:
+            // the flavour may pack the whole block in one go.
+            let runs_fit = plan.contiguous && plan.kx_len <= M::RUNS_UP_TO;
+            let packed = runs_fit
+                && plan.interior_block(p0, n).is_some_and(|runs| {
+                    M::pack_runs(
+                        &mut cols,
+                        input,
+                        &runs[..n],
+                        plan.src_stride,
+                        g.kh,
+                        plan.kx_len,
+                    )
+                });
+            for c in (0..n).filter(|_| !packed) {
                 M::pack(&mut cols, c, k, |row| plan.pixel(p0 + c, grp, row));
             }
             let base = core::array::from_fn(|c| (p0 + c) * stride + p.out.offset + oc);
@@ -431,9 +445,13 @@ fn conv_staged<M: Micro>(
         let mut p0 = 0;
         while p0 < npix {
             let n = (npix - p0).min(M::COLS);
-            for c in 0..n {
+            let at: [usize; 4] = core::array::from_fn(|c| {
                 let (oy, ox) = ((p0 + c) / g.out_w, (p0 + c) % g.out_w);
-                let at = oy * g.stride_h * row_len + ox * g.stride_w * cin_g;
+                oy * g.stride_h * row_len + ox * g.stride_w * cin_g
+            });
+            let packed =
+                g.dil_w == 1 && M::pack_runs(&mut cols, plane, &at[..n], src_stride, g.kh, kx_len);
+            for (c, &at) in at.iter().enumerate().take(if packed { 0 } else { n }) {
                 M::pack(&mut cols, c, k, |row| {
                     for (ky, dst) in row.chunks_exact_mut(kx_len).enumerate() {
                         let src = &plane[at + ky * src_stride..];
@@ -525,6 +543,21 @@ impl<M: Micro> Im2col<'_, '_, M> {
             }
         }
         self.edge(iy0, ix0, grp, row);
+    }
+
+    /// Where the receptive fields of the `n ≤ 4` pixels from `p0` on start in the input (group
+    /// 0) when they lie in one output row and wholly inside the input; `None` otherwise.
+    #[inline(always)]
+    fn interior_block(&self, p0: usize, n: usize) -> Option<[usize; 4]> {
+        let g = &self.p.geom;
+        let (oy, ox) = (p0 / g.out_w, p0 % g.out_w);
+        let iy0 = (oy * g.stride_h).checked_sub(g.pad_h)?;
+        let ix0 = (ox * g.stride_w).checked_sub(g.pad_w)?;
+        let ix_last = ix0 + n.checked_sub(1)? * g.stride_w;
+        let inside =
+            ox + n <= g.out_w && iy0 + self.y_last < g.in_h && ix_last + self.x_last < g.in_w;
+        let (first, step) = (iy0 * self.row_len + ix0 * g.in_c, g.stride_w * g.in_c);
+        inside.then(|| core::array::from_fn(|c| first + c * step))
     }
 
     /// A pixel whose kernel reaches into the padding (or that the fast path declined): the taps

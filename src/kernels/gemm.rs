@@ -46,6 +46,30 @@ pub(crate) trait Micro {
     fn carve<'a>(s: &mut Scratch<'a>, k: usize) -> Result<Self::Cols<'a>, KernelError>;
     /// Makes column `col` the `k` int8 values that `fill` writes into the row it is given.
     fn pack(cols: &mut Self::Cols<'_>, col: usize, k: usize, fill: impl FnOnce(&mut [i8]));
+    /// Longest run [`Micro::pack_runs`] takes (0: it has no such path).
+    const RUNS_UP_TO: usize = 0;
+    /// Packs all `at.len()` columns in one go when each is `rows` runs of `len` values,
+    /// `src[at[c] + r·src_stride..][..len]`, making up all `k = rows·len` values of the column;
+    /// false (nothing written) when the flavour has no such path or the shapes do not suit it,
+    /// and the caller packs column by column.
+    fn pack_runs(
+        cols: &mut Self::Cols<'_>,
+        src: &[i8],
+        at: &[usize],
+        src_stride: usize,
+        rows: usize,
+        len: usize,
+    ) -> bool {
+        let _ = (cols, src, at, src_stride, rows, len);
+        false
+    }
+    /// Columns read where they lie, without packing: `n` columns of `k` values back to back at
+    /// the start of `x` (a linear layer's consecutive tokens); `None` when the flavour needs its
+    /// own layout or the block is partial, and the caller packs.
+    fn in_place(x: &[i8], n: usize, k: usize) -> Option<Self::Cols<'_>> {
+        let _ = (x, n, k);
+        None
+    }
     /// `acc[r][c] += Σ_{i<k} w[r][i] · x_c[i]` for the flavour's rows (one on DSP, two on
     /// Helium) and `c < COLS`; each `w[r]` holds at least `k` values.
     fn run(w: [&[i8]; 2], cols: &Self::Cols<'_>, k: usize, acc: &mut Acc);
@@ -329,7 +353,19 @@ pub(crate) struct Mve;
 #[cfg(any(test, vitae_mve))]
 #[derive(Debug)]
 pub(crate) struct MveCols<'a> {
-    x: &'a mut [i8],
+    /// The packing buffer.
+    buf: &'a mut [i8],
+    /// Columns read in place instead ([`Micro::in_place`]).
+    ext: Option<&'a [i8]>,
+}
+
+#[cfg(any(test, vitae_mve))]
+impl MveCols<'_> {
+    /// The three columns the micro-kernel reads.
+    #[inline(always)]
+    fn x(&self) -> &[i8] {
+        self.ext.unwrap_or(self.buf)
+    }
 }
 
 #[cfg(any(test, vitae_mve))]
@@ -339,20 +375,55 @@ impl Micro for Mve {
 
     fn carve<'a>(s: &mut Scratch<'a>, k: usize) -> Result<MveCols<'a>, KernelError> {
         Ok(MveCols {
-            x: s.take::<i8>(3 * k, "scratch (columns)")?,
+            buf: s.take::<i8>(3 * k, "scratch (columns)")?,
+            ext: None,
         })
     }
 
     #[inline(always)]
     fn pack(cols: &mut MveCols<'_>, col: usize, k: usize, fill: impl FnOnce(&mut [i8])) {
-        if let Some(row) = cols.x.get_mut(col * k..(col + 1) * k) {
+        cols.ext = None;
+        if let Some(row) = cols.buf.get_mut(col * k..(col + 1) * k) {
             fill(row);
         }
     }
 
+    const RUNS_UP_TO: usize = 32;
+
+    /// Three columns of runs of at most 32 values: one assembly call
+    /// ([`crate::arch::mve::pack3_short`]).
+    #[inline(always)]
+    fn pack_runs(
+        cols: &mut MveCols<'_>,
+        src: &[i8],
+        at: &[usize],
+        src_stride: usize,
+        rows: usize,
+        len: usize,
+    ) -> bool {
+        match *at {
+            [a0, a1, a2] if 3 * rows * len == cols.buf.len() => {
+                cols.ext = None;
+                crate::arch::mve::pack3_short(cols.buf, src, [a0, a1, a2], src_stride, rows, len)
+            }
+            _ => false,
+        }
+    }
+
+    /// Three whole columns: the panel reads them from `x` directly.
+    #[inline(always)]
+    fn in_place(x: &[i8], n: usize, k: usize) -> Option<MveCols<'_>> {
+        let x = x.get(..3 * k).filter(|_| n == 3)?;
+        Some(MveCols {
+            buf: &mut [],
+            ext: Some(x),
+        })
+    }
+
     #[inline(always)]
     fn run(w: [&[i8]; 2], cols: &MveCols<'_>, k: usize, acc: &mut Acc) {
-        let (x0, rest) = cols.x.split_at(k.min(cols.x.len()));
+        let x = cols.x();
+        let (x0, rest) = x.split_at(k.min(x.len()));
         let (x1, x2) = rest.split_at(k.min(rest.len()));
         let a = crate::arch::mve::mac_2x3(
             w,
@@ -375,7 +446,7 @@ impl Micro for Mve {
         let pairs = o.len() / 2;
         let bias = rows.bias.get(o.start..).unwrap_or_default();
         let w = rows.w.get(o.start * rows.stride..).unwrap_or_default();
-        panel_2x3(w, k, rows.stride, cols.x, bias, tile, pairs);
+        panel_2x3(w, k, rows.stride, cols.x(), bias, tile, pairs);
         if o.len() % 2 == 1 {
             let last = o.end - 1;
             let w = &rows.w[last * rows.stride..][..k];

@@ -191,11 +191,17 @@ pub(crate) fn linear_gemm<M: Micro>(
     let mut t0 = 0;
     while t0 < p.tokens {
         let n = (p.tokens - t0).min(M::COLS);
+        let base = core::array::from_fn(|c| (t0 + c) * n_out);
+        // Consecutive tokens already lie back to back: the flavour may read them in place.
+        if let Some(view) = M::in_place(&input[t0 * k..], n, k) {
+            block::<M>(&rows, &view, n, 0..n_out, tile, output, base);
+            t0 += n;
+            continue;
+        }
         for c in 0..n {
             let x = &input[(t0 + c) * k..][..k];
             M::pack(&mut cols, c, k, |row| M::copy(row, x));
         }
-        let base = core::array::from_fn(|c| (t0 + c) * n_out);
         block::<M>(&rows, &cols, n, 0..n_out, tile, output, base);
         t0 += n;
     }

@@ -113,21 +113,36 @@ impl<'a> PerformerS8<'a> {
         let half_norm = norm as f32 * (scale * scale * 0.5);
         let dot_scale = scale * self.w_scale;
         let inv_sqrt_m = self.inv_sqrt_m;
-        let rows = phi.iter_mut().zip(self.w.chunks_exact(self.emb));
         if cfg!(vitae_mve) {
-            // Exponents first (exact integer dots), then the exponentials in their own
-            // element-wise loop, which Helium runs four lanes at a time.
-            for (ph, w_row) in rows {
-                *ph = dot_s16_s8(w_row, z) as f32 * dot_scale - half_norm;
-            }
+            // The exact integer dots of all rows first (Helium: the token stays in registers),
+            // their bits parked in `phi`; then exponents and exponentials in one element-wise
+            // loop, which Helium runs four lanes at a time.
+            feature_dots(self.w, self.emb, z, bytemuck::cast_slice_mut(phi));
             for ph in phi.iter_mut() {
-                *ph = exp(*ph) * inv_sqrt_m;
+                let dot = ph.to_bits() as i32;
+                *ph = exp(dot as f32 * dot_scale - half_norm) * inv_sqrt_m;
             }
         } else {
             // Same operations per element, in one pass (no SIMD to feed).
+            let rows = phi.iter_mut().zip(self.w.chunks_exact(self.emb));
             for (ph, w_row) in rows {
                 *ph = exp(dot_s16_s8(w_row, z) as f32 * dot_scale - half_norm) * inv_sqrt_m;
             }
+        }
+    }
+}
+
+/// `out[i] = Σ_c w[i·e + c] · z[c]` for the rows `i < min(out.len(), w.len() / e)` of the
+/// int16 feature matrix `w` (`e` columns) against the int8 token `z`: exact integer dot products
+/// (Helium assembly with the token held in registers on the M55, SMLAD on the M4/M7). Public for
+/// the on-target tests.
+pub fn feature_dots(w: &[i16], e: usize, z: &[i8], out: &mut [i32]) {
+    #[cfg(any(test, vitae_mve))]
+    crate::arch::mve::dot_rows_s16_s8(w, e, z, out);
+    #[cfg(not(any(test, vitae_mve)))]
+    if e > 0 && z.len() >= e {
+        for (o, row) in out.iter_mut().zip(w.chunks_exact(e)) {
+            *o = dot_s16_s8(row, &z[..e]);
         }
     }
 }

@@ -44,6 +44,7 @@ const ALL: &[vitae_board::testing::Test] = if cfg!(feature = "demo-failure") {
         tile_probabilities_match_exp,
         performer_axpy_matches_scalar,
         performer_row_updates_match_axpy,
+        performer_feature_dots_match_scalar,
         sqrt_matches_libm,
     ]
 };
@@ -722,6 +723,46 @@ fn performer_row_updates_match_axpy() -> TestResult {
             for (g, w) in got_y.iter().zip(&want_y) {
                 check_eq!(g.to_bits(), w.to_bits());
             }
+        }
+    }
+    Ok(())
+}
+
+/// The performer's int16 × int8 feature dots (Helium: the token held in registers for widths that
+/// are multiples of 8 up to 48) against a scalar sum, for every width up to 64 (both paths) and
+/// 1, 7 and 16 rows, with extreme values (−32768 × −128) included; an output word past the rows
+/// must stay untouched.
+fn performer_feature_dots_match_scalar() -> TestResult {
+    use vitae_edge::kernels::performer::feature_dots;
+    const E: usize = 64;
+    const M: usize = 16;
+    let mut rng = Rng(0xd07e_0011);
+    for e in 1..=E {
+        for m in [1usize, 7, 16] {
+            let mut w = [0i16; M * E];
+            let mut z = [0i8; E];
+            for v in w[..m * e].iter_mut() {
+                *v = match rng.next() % 8 {
+                    0 => i16::MIN,
+                    1 => i16::MAX,
+                    _ => rng.next() as i16,
+                };
+            }
+            for v in z[..e].iter_mut() {
+                *v = if rng.next() % 8 == 0 { i8::MIN } else { rng.next() as i8 };
+            }
+            let mut got = [0x5a5a_5a5ai32; M + 1];
+            feature_dots(&w[..m * e], e, &z[..e], &mut got[..m]);
+            for i in 0..m {
+                let want: i32 = (0..e)
+                    .map(|c| i32::from(w[i * e + c]) * i32::from(z[c]))
+                    .sum();
+                if got[i] != want {
+                    defmt::println!("e {=usize} m {=usize} row {=usize}", e, m, i);
+                }
+                check_eq!(got[i], want);
+            }
+            check_eq!(got[m], 0x5a5a_5a5a);
         }
     }
     Ok(())
