@@ -127,32 +127,197 @@ pub fn panel_2x3(
     if npairs == 0 {
         return;
     }
+    // SAFETY: the checks above are `panel_2x3_unchecked`'s contract: k ≥ 1, npairs ≥ 1, the
+    // first 2·npairs rows (k bytes, `stride` apart) inside `w` (2·npairs ≤ rows_in(..)), 3k
+    // bytes of `x`, 2·npairs biases, and the tile words up to 2·TILE_STRIDE + 2·npairs inside
+    // `tile`, a unique borrow; `i32` slices are word-aligned.
     #[cfg(all(target_arch = "arm", vitae_mve))]
-    if k <= 32 {
-        panel_2x3_short(w, k, stride, x, bias, tile, npairs);
-        return;
+    unsafe {
+        panel_2x3_unchecked(
+            w.as_ptr(),
+            k,
+            stride,
+            x.as_ptr(),
+            bias.as_ptr(),
+            tile.as_mut_ptr(),
+            npairs,
+        );
     }
-    #[cfg(all(target_arch = "arm", vitae_mve))]
+    #[cfg(not(all(target_arch = "arm", vitae_mve)))]
     {
+        for p in 0..npairs {
+            for r in 0..2 {
+                let row = &w[(2 * p + r) * stride..][..k];
+                for c in 0..3 {
+                    let xc = &x[c * k..][..k];
+                    let dot = row.iter().zip(xc).fold(bias[2 * p + r], |a, (&wi, &xi)| {
+                        a.wrapping_add(i32::from(wi) * i32::from(xi))
+                    });
+                    tile[c * TILE_STRIDE + 2 * p + r] = dot;
+                }
+            }
+        }
+    }
+}
+
+/// The assembly behind [`panel_2x3`] and [`Block3`]: for `k ≤ 32` the three columns stay in
+/// registers (one or two vectors each, zero past `k`) for the whole panel and there is no inner
+/// loop, so a pair costs 21 instructions (k ≤ 16) or 29 (k ≤ 32); longer rows run a
+/// tail-predicated loop of 12 instructions per 16 values plus 19 per pair.
+///
+/// # Safety
+///
+/// `k ≥ 1` and `npairs ≥ 1`; for every pair `p < npairs` the `k` bytes at `w + (2p + r)·stride`
+/// (`r` = 0, 1) are readable, as are `3k` bytes at `x` and `2·npairs` words at `bias`; the words
+/// `tile[c·TILE_STRIDE + j]` for `c < 3`, `j < 2·npairs` are writable and nothing else accesses
+/// them meanwhile; `bias` and `tile` are 4-byte aligned.
+#[cfg(all(target_arch = "arm", vitae_mve))]
+#[inline(always)]
+unsafe fn panel_2x3_unchecked(
+    w: *const i8,
+    k: usize,
+    stride: usize,
+    x: *const i8,
+    bias: *const i32,
+    tile: *mut i32,
+    npairs: usize,
+) {
+    if k <= 32 {
+        let w0 = w;
+        if k <= 16 {
+            // SAFETY: (the caller's contract: rows 2p and 2p + 1, 3k column bytes, two biases and
+            // six tile words per pair.) For 1 ≤ k ≤ 16 the columns are read with predication on
+            // their first k lanes (the rest zeroed), the weight rows likewise, so no byte past a row
+            // or column is touched. LDRD/STRD are word-aligned. Clobbers q0–q4 (declared; the
+            // compiler saves q4), VPR and the declared registers.
+            unsafe {
+                asm!(
+                    "add r0, r2, r4",
+                    "add r8, r0, r4",
+                    "vctp.8 r4",
+                    "vpsttt",
+                    "vldrbt.u8 q2, [r2]",
+                    "vldrbt.u8 q3, [r0]",
+                    "vldrbt.u8 q4, [r8]",
+                    "1:",
+                    "ldrd r0, r8, [r5], #8",
+                    "vpstt",
+                    "vldrbt.u8 q0, [r1]",
+                    "vldrbt.u8 q1, [r3]",
+                    "mov r2, r0",
+                    "mov r4, r0",
+                    "mov r10, r8",
+                    "mov r12, r8",
+                    "vmladava.s8 r0, q0, q2",
+                    "vmladava.s8 r2, q0, q3",
+                    "vmladava.s8 r4, q0, q4",
+                    "vmladava.s8 r8, q1, q2",
+                    "vmladava.s8 r10, q1, q3",
+                    "vmladava.s8 r12, q1, q4",
+                    "strd r2, r10, [r9, #{s1}]",
+                    "strd r4, r12, [r9, #{s2}]",
+                    "strd r0, r8, [r9], #8",
+                    "add r1, lr",
+                    "add r3, lr",
+                    "subs r11, #1",
+                    "bne 1b",
+                    s1 = const TILE_STRIDE * 4,
+                    s2 = const TILE_STRIDE * 8,
+                    inout("r1") w0 => _,
+                    inout("r3") w0.wrapping_add(stride) => _,
+                    inout("r2") x => _,
+                    inout("r4") k => _,
+                    inout("r5") bias => _,
+                    inout("r9") tile => _,
+                    inout("r11") npairs => _,
+                    in("lr") 2 * stride,
+                    out("r0") _, out("r8") _, out("r10") _, out("r12") _,
+                    out("q0") _, out("q1") _, out("q2") _, out("q3") _, out("q4") _,
+                    options(nostack),
+                );
+            }
+        } else {
+            // SAFETY: as above for 16 < k ≤ 32: each row's and column's first 16 bytes are read
+            // unpredicated (inside it, since k > 16), the remaining k − 16 under predication.
+            // Clobbers q0–q7 (declared; the compiler saves q4–q7), VPR and the declared registers.
+            unsafe {
+                asm!(
+                    "add r0, r2, r4",
+                    "add r8, r0, r4",
+                    "vldrb.u8 q2, [r2]",
+                    "vldrb.u8 q4, [r0]",
+                    "vldrb.u8 q6, [r8]",
+                    "sub r4, #16",
+                    "vctp.8 r4",
+                    "vpsttt",
+                    "vldrbt.u8 q3, [r2, #16]",
+                    "vldrbt.u8 q5, [r0, #16]",
+                    "vldrbt.u8 q7, [r8, #16]",
+                    "1:",
+                    "ldrd r0, r8, [r5], #8",
+                    "vldrb.u8 q0, [r1]",
+                    "vldrb.u8 q1, [r3]",
+                    "mov r2, r0",
+                    "mov r4, r0",
+                    "mov r10, r8",
+                    "mov r12, r8",
+                    "vmladava.s8 r0, q0, q2",
+                    "vmladava.s8 r2, q0, q4",
+                    "vmladava.s8 r4, q0, q6",
+                    "vmladava.s8 r8, q1, q2",
+                    "vmladava.s8 r10, q1, q4",
+                    "vmladava.s8 r12, q1, q6",
+                    "vpstt",
+                    "vldrbt.u8 q0, [r1, #16]",
+                    "vldrbt.u8 q1, [r3, #16]",
+                    "vmladava.s8 r0, q0, q3",
+                    "vmladava.s8 r2, q0, q5",
+                    "vmladava.s8 r4, q0, q7",
+                    "vmladava.s8 r8, q1, q3",
+                    "vmladava.s8 r10, q1, q5",
+                    "vmladava.s8 r12, q1, q7",
+                    "strd r2, r10, [r9, #{s1}]",
+                    "strd r4, r12, [r9, #{s2}]",
+                    "strd r0, r8, [r9], #8",
+                    "add r1, lr",
+                    "add r3, lr",
+                    "subs r11, #1",
+                    "bne 1b",
+                    s1 = const TILE_STRIDE * 4,
+                    s2 = const TILE_STRIDE * 8,
+                    inout("r1") w0 => _,
+                    inout("r3") w0.wrapping_add(stride) => _,
+                    inout("r2") x => _,
+                    inout("r4") k => _,
+                    inout("r5") bias => _,
+                    inout("r9") tile => _,
+                    inout("r11") npairs => _,
+                    in("lr") 2 * stride,
+                    out("r0") _, out("r8") _, out("r10") _, out("r12") _,
+                    out("q0") _, out("q1") _, out("q2") _, out("q3") _, out("q4") _,
+                    out("q5") _, out("q6") _, out("q7") _,
+                    options(nostack),
+                );
+            }
+        }
+    } else {
         // The loop state that does not fit the registers, in the order one LDM wants it: next
         // weight row, next bias, columns, row stride, k; then tile and pairs left (LDRD/STRD).
         let mut frame: [usize; 7] = [
-            w.as_ptr() as usize,
-            bias.as_ptr() as usize,
-            x.as_ptr() as usize,
+            w as usize,
+            bias as usize,
+            x as usize,
             stride,
             k,
-            tile.as_mut_ptr() as usize,
+            tile as usize,
             npairs,
         ];
-        // SAFETY: for pair p the inner loop reads the first k bytes of weight rows 2p and 2p+1
-        // (inside `w`, since 2·npairs ≤ rows_in(w.len(), k, stride)), of the three columns
-        // (inside `x`, at least 3k long), and two biases (npairs ≤ bias.len() / 2); it writes
-        // six words at tile[2p], tile[TILE_STRIDE + 2p], tile[2·TILE_STRIDE + 2p] (+1), inside
-        // `tile` by the bound on npairs, and updates `frame`. The next-row pointer it stores
-        // after the last pair (2·npairs rows on) is never dereferenced. `tile` and `frame` are
-        // unique borrows. LDRD/STRD/LDM accesses are word-aligned (`i32`/`usize` slices). r6
-        // and r7 are saved on the stack and restored; every other register written is declared.
+        // SAFETY: for pair p the inner loop reads the first k bytes of weight rows 2p and 2p+1,
+        // of the three columns and two biases, and writes six words at tile[2p],
+        // tile[TILE_STRIDE + 2p], tile[2·TILE_STRIDE + 2p] (+1): all inside what the caller
+        // guarantees. It updates `frame` (a unique local); the next-row pointer it stores after
+        // the last pair is never dereferenced. LDRD/STRD/LDM accesses are word-aligned. r6 and
+        // r7 are saved on the stack and restored; every other register written is declared.
         unsafe {
             asm!(
                 "push {{r6, r7}}",
@@ -201,157 +366,6 @@ pub fn panel_2x3(
                 out("r10") _,
                 out("r11") _,
                 clobber_abi("C"),
-            );
-        }
-    }
-    #[cfg(not(all(target_arch = "arm", vitae_mve)))]
-    {
-        for p in 0..npairs {
-            for r in 0..2 {
-                let row = &w[(2 * p + r) * stride..][..k];
-                for c in 0..3 {
-                    let xc = &x[c * k..][..k];
-                    let dot = row.iter().zip(xc).fold(bias[2 * p + r], |a, (&wi, &xi)| {
-                        a.wrapping_add(i32::from(wi) * i32::from(xi))
-                    });
-                    tile[c * TILE_STRIDE + 2 * p + r] = dot;
-                }
-            }
-        }
-    }
-}
-
-/// [`panel_2x3`] for `1 ≤ k ≤ 32`, with the arguments it has already checked: the three
-/// columns stay in registers (one or two vectors each, zero past `k`) for the whole panel and
-/// there is no inner loop, so a pair costs 21 instructions (k ≤ 16) or 29 (k ≤ 32) against
-/// 31 and 43 with the general loop: the stem convolution (k = 27) and the 24- and 32-wide
-/// linear layers of the first cells.
-#[cfg(all(target_arch = "arm", vitae_mve))]
-#[inline(always)]
-fn panel_2x3_short(
-    w: &[i8],
-    k: usize,
-    stride: usize,
-    x: &[i8],
-    bias: &[i32],
-    tile: &mut [i32],
-    npairs: usize,
-) {
-    let w0 = w.as_ptr();
-    if k <= 16 {
-        // SAFETY: (the caller's checks, see `panel_2x3`: 1 ≤ k ≤ 16, 3k ≤ x.len(), rows 2p and
-        // 2p + 1 inside `w`, two biases and six tile words per pair inside `bias` and `tile`.)
-        // The columns are read with predication on their first k lanes (the rest zeroed), the
-        // weight rows likewise, so no byte past a row or column is touched. LDRD/STRD are
-        // word-aligned (`i32` slices); `tile` is a unique borrow. Clobbers q0–q4 (declared; the
-        // compiler saves q4), VPR and the declared registers.
-        unsafe {
-            asm!(
-                "add r0, r2, r4",
-                "add r8, r0, r4",
-                "vctp.8 r4",
-                "vpsttt",
-                "vldrbt.u8 q2, [r2]",
-                "vldrbt.u8 q3, [r0]",
-                "vldrbt.u8 q4, [r8]",
-                "1:",
-                "ldrd r0, r8, [r5], #8",
-                "vpstt",
-                "vldrbt.u8 q0, [r1]",
-                "vldrbt.u8 q1, [r3]",
-                "mov r2, r0",
-                "mov r4, r0",
-                "mov r10, r8",
-                "mov r12, r8",
-                "vmladava.s8 r0, q0, q2",
-                "vmladava.s8 r2, q0, q3",
-                "vmladava.s8 r4, q0, q4",
-                "vmladava.s8 r8, q1, q2",
-                "vmladava.s8 r10, q1, q3",
-                "vmladava.s8 r12, q1, q4",
-                "strd r2, r10, [r9, #{s1}]",
-                "strd r4, r12, [r9, #{s2}]",
-                "strd r0, r8, [r9], #8",
-                "add r1, lr",
-                "add r3, lr",
-                "subs r11, #1",
-                "bne 1b",
-                s1 = const TILE_STRIDE * 4,
-                s2 = const TILE_STRIDE * 8,
-                inout("r1") w0 => _,
-                inout("r3") w0.wrapping_add(stride) => _,
-                inout("r2") x.as_ptr() => _,
-                inout("r4") k => _,
-                inout("r5") bias.as_ptr() => _,
-                inout("r9") tile.as_mut_ptr() => _,
-                inout("r11") npairs => _,
-                in("lr") 2 * stride,
-                out("r0") _, out("r8") _, out("r10") _, out("r12") _,
-                out("q0") _, out("q1") _, out("q2") _, out("q3") _, out("q4") _,
-                options(nostack),
-            );
-        }
-    } else {
-        // SAFETY: as above for 16 < k ≤ 32: each row's and column's first 16 bytes are read
-        // unpredicated (inside it, since k > 16), the remaining k − 16 under predication.
-        // Clobbers q0–q7 (declared; the compiler saves q4–q7), VPR and the declared registers.
-        unsafe {
-            asm!(
-                "add r0, r2, r4",
-                "add r8, r0, r4",
-                "vldrb.u8 q2, [r2]",
-                "vldrb.u8 q4, [r0]",
-                "vldrb.u8 q6, [r8]",
-                "sub r4, #16",
-                "vctp.8 r4",
-                "vpsttt",
-                "vldrbt.u8 q3, [r2, #16]",
-                "vldrbt.u8 q5, [r0, #16]",
-                "vldrbt.u8 q7, [r8, #16]",
-                "1:",
-                "ldrd r0, r8, [r5], #8",
-                "vldrb.u8 q0, [r1]",
-                "vldrb.u8 q1, [r3]",
-                "mov r2, r0",
-                "mov r4, r0",
-                "mov r10, r8",
-                "mov r12, r8",
-                "vmladava.s8 r0, q0, q2",
-                "vmladava.s8 r2, q0, q4",
-                "vmladava.s8 r4, q0, q6",
-                "vmladava.s8 r8, q1, q2",
-                "vmladava.s8 r10, q1, q4",
-                "vmladava.s8 r12, q1, q6",
-                "vpstt",
-                "vldrbt.u8 q0, [r1, #16]",
-                "vldrbt.u8 q1, [r3, #16]",
-                "vmladava.s8 r0, q0, q3",
-                "vmladava.s8 r2, q0, q5",
-                "vmladava.s8 r4, q0, q7",
-                "vmladava.s8 r8, q1, q3",
-                "vmladava.s8 r10, q1, q5",
-                "vmladava.s8 r12, q1, q7",
-                "strd r2, r10, [r9, #{s1}]",
-                "strd r4, r12, [r9, #{s2}]",
-                "strd r0, r8, [r9], #8",
-                "add r1, lr",
-                "add r3, lr",
-                "subs r11, #1",
-                "bne 1b",
-                s1 = const TILE_STRIDE * 4,
-                s2 = const TILE_STRIDE * 8,
-                inout("r1") w0 => _,
-                inout("r3") w0.wrapping_add(stride) => _,
-                inout("r2") x.as_ptr() => _,
-                inout("r4") k => _,
-                inout("r5") bias.as_ptr() => _,
-                inout("r9") tile.as_mut_ptr() => _,
-                inout("r11") npairs => _,
-                in("lr") 2 * stride,
-                out("r0") _, out("r8") _, out("r10") _, out("r12") _,
-                out("q0") _, out("q1") _, out("q2") _, out("q3") _, out("q4") _,
-                out("q5") _, out("q6") _, out("q7") _,
-                options(nostack),
             );
         }
     }
@@ -1502,49 +1516,204 @@ pub fn requant_block3(
     if n == 0 {
         return true;
     }
+    // SAFETY: the checks above are `requant3_unchecked`'s contract (three tile columns of n
+    // words, n multiplier/shift pairs, three non-overlapping output runs inside `out`, a unique
+    // borrow; `i32` slices are word-aligned).
     #[cfg(all(target_arch = "arm", vitae_mve))]
-    {
-        // Addresses of the first four multipliers, less the 32-byte step the pre-indexed
-        // gather adds before its first load.
-        let rq = requant.as_ptr() as usize as u32;
-        let addrs: [u32; 4] =
-            core::array::from_fn(|i| rq.wrapping_add(8 * i as u32).wrapping_sub(32));
-        let o = out.as_mut_ptr();
-        let acc = tile.as_ptr();
-        // The table's middle, or no table (then the gather is not emitted and r8 is unused).
-        let lut_base = lut.map_or(core::ptr::null(), |l| l.as_ptr().wrapping_add(128));
-        // One column: load its accumulators, requantize, optionally look up, store four bytes.
-        macro_rules! column {
-            ($load:literal, $out:literal, $lut:literal, $q:literal) => {
-                concat!(
-                    $load,
-                    "\n",
-                    "vmulh.s32 q0, q0, q1\n",
-                    "vrshl.s32 q0, q0, q2\n",
-                    "vadd.i32 q0, q0, r10\n",
-                    "vqshl.s32 q0, q0, #24\n",
-                    "vshr.s32 q0, q0, #24\n",
-                    $lut,
-                    "\n",
-                    "vstrb.32 ",
-                    $q,
-                    ", [",
-                    $out,
-                    "], #4\n",
-                )
-            };
+    unsafe {
+        requant3_unchecked(
+            tile.as_ptr(),
+            requant.as_ptr(),
+            zp,
+            lut,
+            out.as_mut_ptr(),
+            out_stride,
+            n,
+        );
+    }
+    #[cfg(not(all(target_arch = "arm", vitae_mve)))]
+    for c in 0..3 {
+        requant_row(
+            &tile[c * TILE_STRIDE..][..n],
+            requant,
+            zp,
+            lut,
+            &mut out[c * out_stride..][..n],
+        );
+    }
+    true
+}
+
+/// Channels per [`Block3`] tile: the accumulator tile holds 64 rows per column.
+const BLOCK3_TILE_ROWS: usize = 64;
+
+/// A layer's weights side, checked once so that each block of three columns costs one
+/// [`panel_2x3`] and one [`requant_block3`] in assembly per 64 channels and a few comparisons,
+/// instead of re-deriving and re-checking every bound per block (about 200 instructions of a
+/// small layer's block went there).
+#[derive(Clone, Copy, Debug)]
+pub struct Block3<'a> {
+    w: &'a [i8],
+    k: usize,
+    stride: usize,
+    bias: &'a [i32],
+    requant: &'a [[i32; 2]],
+    zp: i32,
+    lut: Option<&'a [i8; 256]>,
+    rows: usize,
+}
+
+impl<'a> Block3<'a> {
+    /// `rows` channels: channel `r` is the weight row `w[r·stride..][..k]`, `bias[r]` and the
+    /// fast-path multiplier/shift pair `requant[r]` (see [`requant_row`]), then `zp` and the
+    /// optional table. `None` unless `k ≥ 1`, `rows` is even and ≥ 2 and the slices hold them.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        w: &'a [i8],
+        k: usize,
+        stride: usize,
+        bias: &'a [i32],
+        requant: &'a [[i32; 2]],
+        zp: i32,
+        lut: Option<&'a [i8; 256]>,
+        rows: usize,
+    ) -> Option<Self> {
+        let fits = k >= 1
+            && rows >= 2
+            && rows % 2 == 0
+            && bias.len() >= rows
+            && requant.len() >= rows
+            && rows_in(w.len(), k, stride) >= rows;
+        fits.then_some(Block3 {
+            w,
+            k,
+            stride,
+            bias,
+            requant,
+            zp,
+            lut,
+            rows,
+        })
+    }
+
+    /// For the three columns `x[c·k..][..k]`: `out[c·out_stride + r]` = channel `r`'s
+    /// requantized `bias[r] + Σ_i w_r[i] · x_c[i]`, the same as [`panel_2x3`] then
+    /// [`requant_block3`]. Returns false, writing nothing, unless `x` holds `3k` values, `tile`
+    /// `2·TILE_STRIDE + 64` words, `out_stride ≥ rows` and `out` the three output runs.
+    #[inline(always)]
+    pub fn run(&self, x: &[i8], tile: &mut [i32], out: &mut [i8], out_stride: usize) -> bool {
+        let fits = x.len() >= 3 * self.k
+            && tile.len() >= 2 * TILE_STRIDE + BLOCK3_TILE_ROWS
+            && out_stride >= self.rows
+            && out_stride
+                .checked_mul(2)
+                .and_then(|e| e.checked_add(self.rows))
+                .is_some_and(|e| e <= out.len());
+        if !fits {
+            return false;
         }
-        // `$lut`: the table gather (into q4) or nothing; `$q`: the register stored.
-        macro_rules! requant3 {
+        let mut t0 = 0;
+        while t0 < self.rows {
+            // Even: `rows` and the tile height are.
+            let n = (self.rows - t0).min(BLOCK3_TILE_ROWS);
+            // SAFETY: by `new`, rows t0..t0 + n (k bytes, `stride` apart) lie inside `w` and
+            // their biases and pairs inside `bias` and `requant`; by the checks above the 3k
+            // column bytes lie inside `x`, the tile words c·TILE_STRIDE + j (c < 3, j < n ≤ 64)
+            // inside `tile`, and the outputs t0 + c·out_stride + j (j < n, t0 + n ≤ rows ≤
+            // out_stride) inside `out`, three disjoint runs. `tile` and `out` are unique borrows
+            // used only by these calls; `i32` and pair slices are word-aligned.
+            #[cfg(all(target_arch = "arm", vitae_mve))]
+            unsafe {
+                panel_2x3_unchecked(
+                    self.w.as_ptr().wrapping_add(t0 * self.stride),
+                    self.k,
+                    self.stride,
+                    x.as_ptr(),
+                    self.bias.as_ptr().wrapping_add(t0),
+                    tile.as_mut_ptr(),
+                    n / 2,
+                );
+                requant3_unchecked(
+                    tile.as_ptr(),
+                    self.requant.as_ptr().wrapping_add(t0),
+                    self.zp,
+                    self.lut,
+                    out.as_mut_ptr().wrapping_add(t0),
+                    out_stride,
+                    n,
+                );
+            }
+            #[cfg(not(all(target_arch = "arm", vitae_mve)))]
+            {
+                let w = &self.w[t0 * self.stride..];
+                panel_2x3(w, self.k, self.stride, x, &self.bias[t0..], tile, n / 2);
+                let (rq, o) = (&self.requant[t0..], &mut out[t0..]);
+                requant_block3(tile, rq, self.zp, self.lut, o, out_stride, n);
+            }
+            t0 += n;
+        }
+        true
+    }
+}
+
+/// The assembly behind [`requant_block3`] and [`Block3`].
+///
+/// # Safety
+///
+/// `n ≥ 1`; the words `tile[c·TILE_STRIDE + j]` (`c < 3`, `j < n`) and the pairs `requant[j]`
+/// (`j < n`) are readable; the bytes `out[c·out_stride + j]` are writable, not overlapping one
+/// another, and nothing else accesses them meanwhile; `tile` and `requant` are 4-byte aligned.
+#[cfg(all(target_arch = "arm", vitae_mve))]
+#[inline(always)]
+unsafe fn requant3_unchecked(
+    tile: *const i32,
+    requant: *const [i32; 2],
+    zp: i32,
+    lut: Option<&[i8; 256]>,
+    out: *mut i8,
+    out_stride: usize,
+    n: usize,
+) {
+    // Addresses of the first four multipliers, less the 32-byte step the pre-indexed
+    // gather adds before its first load.
+    let rq = requant as usize as u32;
+    let addrs: [u32; 4] = core::array::from_fn(|i| rq.wrapping_add(8 * i as u32).wrapping_sub(32));
+    let o = out;
+    let acc = tile;
+    // The table's middle, or no table (then the gather is not emitted and r8 is unused).
+    let lut_base = lut.map_or(core::ptr::null(), |l| l.as_ptr().wrapping_add(128));
+    // One column: load its accumulators, requantize, optionally look up, store four bytes.
+    macro_rules! column {
+        ($load:literal, $out:literal, $lut:literal, $q:literal) => {
+            concat!(
+                $load,
+                "\n",
+                "vmulh.s32 q0, q0, q1\n",
+                "vrshl.s32 q0, q0, q2\n",
+                "vadd.i32 q0, q0, r10\n",
+                "vqshl.s32 q0, q0, #24\n",
+                "vshr.s32 q0, q0, #24\n",
+                $lut,
+                "\n",
+                "vstrb.32 ",
+                $q,
+                ", [",
+                $out,
+                "], #4\n",
+            )
+        };
+    }
+    // `$lut`: the table gather (into q4) or nothing; `$q`: the register stored.
+    macro_rules! requant3 {
             ($lut:literal, $q:literal) => {
                 // SAFETY: tail-predicated on `n` 32-bit lanes. Reads the first `n` words of
-                // tile columns 0, 1, 2 (`r0`, `r0 + 4·TILE_STRIDE`, `r9`; inside `tile` by the
-                // check above), the `n` multipliers and shifts of `requant` (gathers through
+                // tile columns 0, 1, 2 (`r0`, `r0 + 4·TILE_STRIDE`, `r9`; readable by the
+                // caller's contract), the `n` multipliers and shifts of `requant` (gathers through
                 // the address vector, which starts at pair 0 and steps 4 pairs per iteration;
                 // disabled lanes do not load), `addrs`, and with a table the bytes at
                 // `lut + 128 + q` with q ∈ [−128, 127] (saturated). Writes `n` bytes at each of
-                // `out`, `out + out_stride`, `out + 2·out_stride`, inside `out` (a unique borrow)
-                // by the check above. Clobbers q0–q4 (declared; the compiler saves q4), LR and
+                // `out`, `out + out_stride`, `out + 2·out_stride`, writable and exclusive by the
+                // caller's contract. Clobbers q0–q4 (declared; the compiler saves q4), LR and
                 // the declared registers. The narrowing stores need their bases in r0–r7.
                 unsafe {
                     asm!(
@@ -1575,23 +1744,11 @@ pub fn requant_block3(
                 }
             };
         }
-        if lut.is_some() {
-            requant3!("vldrb.u32 q4, [r8, q0]", "q4");
-        } else {
-            requant3!("", "q0");
-        }
+    if lut.is_some() {
+        requant3!("vldrb.u32 q4, [r8, q0]", "q4");
+    } else {
+        requant3!("", "q0");
     }
-    #[cfg(not(all(target_arch = "arm", vitae_mve)))]
-    for c in 0..3 {
-        requant_row(
-            &tile[c * TILE_STRIDE..][..n],
-            requant,
-            zp,
-            lut,
-            &mut out[c * out_stride..][..n],
-        );
-    }
-    true
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //! dilation branches straight into the concatenated token buffer.
 
 #[cfg(any(test, vitae_dsp, vitae_mve))]
-use super::gemm::{Micro, OutQuant, Rows, TILE_WORDS, all_fast, block};
+use super::gemm::{Micro, OutQuant, Rows, TILE_WORDS, all_fast, block_prepared};
 use super::{KernelError, check_len, ensure, mul};
 use crate::quant::{Lut256, Requant, requantize, saturate_i8};
 
@@ -365,6 +365,7 @@ pub(crate) fn conv_gemm<M: Micro>(
     let stride = p.out.pixel_stride;
     for grp in 0..g.groups {
         let oc = grp * cout_g;
+        let prepared = M::prepare(&rows, oc..oc + cout_g);
         let mut p0 = 0;
         while p0 < npix {
             let n = (npix - p0).min(M::COLS);
@@ -386,7 +387,17 @@ pub(crate) fn conv_gemm<M: Micro>(
                 M::pack(&mut cols, c, k, |row| plan.pixel(p0 + c, grp, row));
             }
             let base = core::array::from_fn(|c| (p0 + c) * stride + p.out.offset + oc);
-            block::<M>(&rows, &cols, n, oc..oc + cout_g, tile, output, base);
+            let range = oc..oc + cout_g;
+            block_prepared::<M>(
+                prepared.as_ref(),
+                &rows,
+                &cols,
+                n,
+                range,
+                tile,
+                output,
+                base,
+            );
             p0 += n;
         }
     }
@@ -442,6 +453,7 @@ fn conv_staged<M: Micro>(
             },
             fast: all_fast(requant),
         };
+        let prepared = M::prepare(&rows, 0..cout_g);
         let mut p0 = 0;
         while p0 < npix {
             let n = (npix - p0).min(M::COLS);
@@ -466,7 +478,17 @@ fn conv_staged<M: Micro>(
                 });
             }
             let base = core::array::from_fn(|c| (p0 + c) * stride + p.out.offset + oc);
-            block::<M>(&rows, &cols, n, 0..cout_g, tile, output, base);
+            let range = 0..cout_g;
+            block_prepared::<M>(
+                prepared.as_ref(),
+                &rows,
+                &cols,
+                n,
+                range,
+                tile,
+                output,
+                base,
+            );
             p0 += n;
         }
     }

@@ -46,6 +46,21 @@ pub(crate) trait Micro {
     fn carve<'a>(s: &mut Scratch<'a>, k: usize) -> Result<Self::Cols<'a>, KernelError>;
     /// Makes column `col` the `k` int8 values that `fill` writes into the row it is given.
     fn pack(cols: &mut Self::Cols<'_>, col: usize, k: usize, fill: impl FnOnce(&mut [i8]));
+    /// A layer's rows checked once for [`Micro::run_prepared`].
+    type Prepared<'a>;
+    /// Prepares rows `range` of `rows` for whole blocks of `COLS` columns; `None` when the
+    /// flavour has no such path or the rows do not suit it (then [`block`] runs every block).
+    fn prepare<'a>(rows: &Rows<'a>, range: Range<usize>) -> Option<Self::Prepared<'a>>;
+    /// A whole block of `COLS` columns with prepared rows: column `c`'s outputs go to
+    /// `output[base0 + c·out_stride..]`; false (nothing written) when the flavour declines.
+    fn run_prepared(
+        p: &Self::Prepared<'_>,
+        cols: &Self::Cols<'_>,
+        tile: &mut [i32],
+        output: &mut [i8],
+        base0: usize,
+        out_stride: usize,
+    ) -> bool;
     /// Longest run [`Micro::pack_runs`] takes (0: it has no such path).
     const RUNS_UP_TO: usize = 0;
     /// Packs all `at.len()` columns in one go when each is `rows` runs of `len` values,
@@ -192,6 +207,22 @@ pub(crate) fn mve_cols_bytes(k: usize) -> usize {
 impl Micro for Dsp {
     const COLS: usize = 4;
     type Cols<'a> = DspCols<'a>;
+    type Prepared<'a> = ();
+
+    fn prepare<'a>(_rows: &Rows<'a>, _range: Range<usize>) -> Option<()> {
+        None
+    }
+
+    fn run_prepared(
+        _p: &(),
+        _cols: &DspCols<'_>,
+        _tile: &mut [i32],
+        _output: &mut [i8],
+        _base0: usize,
+        _out_stride: usize,
+    ) -> bool {
+        false
+    }
 
     fn carve<'a>(s: &mut Scratch<'a>, k: usize) -> Result<DspCols<'a>, KernelError> {
         let blocks = k.div_ceil(4);
@@ -372,6 +403,39 @@ impl MveCols<'_> {
 impl Micro for Mve {
     const COLS: usize = 3;
     type Cols<'a> = MveCols<'a>;
+    type Prepared<'a> = crate::arch::mve::Block3<'a>;
+
+    /// Rows with the fast requantization and an even count.
+    fn prepare<'a>(rows: &Rows<'a>, range: Range<usize>) -> Option<crate::arch::mve::Block3<'a>> {
+        if !rows.fast {
+            return None;
+        }
+        let pairs: &[[i32; 2]] = bytemuck::cast_slice(rows.requant);
+        crate::arch::mve::Block3::new(
+            rows.w.get(range.start * rows.stride..)?,
+            rows.k,
+            rows.stride,
+            rows.bias.get(range.start..)?,
+            pairs.get(range.start..)?,
+            rows.q.zp,
+            rows.q.act.map(|l| &l.0),
+            range.len(),
+        )
+    }
+
+    #[inline(always)]
+    fn run_prepared(
+        p: &crate::arch::mve::Block3<'_>,
+        cols: &MveCols<'_>,
+        tile: &mut [i32],
+        output: &mut [i8],
+        base0: usize,
+        out_stride: usize,
+    ) -> bool {
+        output
+            .get_mut(base0..)
+            .is_some_and(|out| p.run(cols.x(), tile, out, out_stride))
+    }
 
     fn carve<'a>(s: &mut Scratch<'a>, k: usize) -> Result<MveCols<'a>, KernelError> {
         Ok(MveCols {
@@ -618,6 +682,31 @@ pub(crate) fn block<M: Micro>(
         );
         t0 = t1;
     }
+}
+
+/// [`block`], or one [`Micro::run_prepared`] call when the flavour prepared the rows and the
+/// block is whole with evenly spaced outputs (every full block of a convolution or a linear
+/// layer).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn block_prepared<M: Micro>(
+    prepared: Option<&M::Prepared<'_>>,
+    rows: &Rows,
+    cols: &M::Cols<'_>,
+    n: usize,
+    range: Range<usize>,
+    tile: &mut [i32],
+    output: &mut [i8],
+    base: [usize; 4],
+) {
+    if let Some(p) = prepared {
+        let step = base[1].wrapping_sub(base[0]);
+        let even = base[1] > base[0] && base[2].wrapping_sub(base[1]) == step;
+        if n == M::COLS && even && M::run_prepared(p, cols, tile, output, base[0], step) {
+            return;
+        }
+    }
+    block::<M>(rows, cols, n, range, tile, output, base);
 }
 
 /// [`Micro::requant_block`] one column at a time.

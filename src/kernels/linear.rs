@@ -2,7 +2,7 @@
 //! in[t][i] · w[o][i]))` for every token `t`. Used for qkv, proj, the MLPs and the head.
 
 #[cfg(any(test, vitae_dsp, vitae_mve))]
-use super::gemm::{Micro, OutQuant, Rows, TILE_WORDS, all_fast, block};
+use super::gemm::{Micro, OutQuant, Rows, TILE_WORDS, all_fast, block_prepared};
 use super::{KernelError, check_len, ensure, mul};
 use crate::quant::{Lut256, Requant, requantize, saturate_i8};
 
@@ -188,13 +188,23 @@ pub(crate) fn linear_gemm<M: Micro>(
         },
         fast: all_fast(p.requant),
     };
+    let prepared = M::prepare(&rows, 0..n_out);
     let mut t0 = 0;
     while t0 < p.tokens {
         let n = (p.tokens - t0).min(M::COLS);
         let base = core::array::from_fn(|c| (t0 + c) * n_out);
         // Consecutive tokens already lie back to back: the flavour may read them in place.
         if let Some(view) = M::in_place(&input[t0 * k..], n, k) {
-            block::<M>(&rows, &view, n, 0..n_out, tile, output, base);
+            block_prepared::<M>(
+                prepared.as_ref(),
+                &rows,
+                &view,
+                n,
+                0..n_out,
+                tile,
+                output,
+                base,
+            );
             t0 += n;
             continue;
         }
@@ -202,7 +212,16 @@ pub(crate) fn linear_gemm<M: Micro>(
             let x = &input[(t0 + c) * k..][..k];
             M::pack(&mut cols, c, k, |row| M::copy(row, x));
         }
-        block::<M>(&rows, &cols, n, 0..n_out, tile, output, base);
+        block_prepared::<M>(
+            prepared.as_ref(),
+            &rows,
+            &cols,
+            n,
+            0..n_out,
+            tile,
+            output,
+            base,
+        );
         t0 += n;
     }
     Ok(())
