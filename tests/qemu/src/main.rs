@@ -45,6 +45,7 @@ const ALL: &[vitae_board::testing::Test] = if cfg!(feature = "demo-failure") {
         performer_axpy_matches_scalar,
         performer_row_updates_match_axpy,
         performer_feature_dots_match_scalar,
+        quantize_image_matches_scalar,
         sqrt_matches_libm,
     ]
 };
@@ -763,6 +764,57 @@ fn performer_feature_dots_match_scalar() -> TestResult {
                 check_eq!(got[i], want);
             }
             check_eq!(got[m], 0x5a5a_5a5a);
+        }
+    }
+    Ok(())
+}
+
+/// The input image quantization (Helium: four RGB pixels per step with a byte scatter) against
+/// `quant::quantize_f32` per value, for 1 to 40 pixels, 3 channels (the fast path) and 2 (the
+/// general loop), with NaN, infinities, huge values, subnormals, rounding ties and random
+/// values, and zero points −128, 0, 127; bytes past the image must stay untouched.
+fn quantize_image_matches_scalar() -> TestResult {
+    use kernels::elementwise::quantize_image_nchw;
+    use vitae_edge::quant::quantize_f32;
+    const MAX: usize = 40;
+    let specials = [
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        1e30,
+        -1e30,
+        1e-40,
+        -1e-40,
+        0.5,
+        -0.5,
+        1.5,
+        127.5,
+        -128.5,
+        254.5,
+    ];
+    let mut rng = Rng(0x9a17_0013);
+    for pixels in 1..=MAX {
+        for channels in [3usize, 2] {
+            for (zp, inv) in [(0i32, 1.0f32), (-128, 0.37), (127, 41.0)] {
+                let n = pixels * channels;
+                let mut image = [0f32; 3 * MAX];
+                for v in image[..n].iter_mut() {
+                    *v = match rng.next() % 4 {
+                        0 => specials[rng.next() as usize % specials.len()],
+                        _ => (rng.next() as i32 as f32) * 1e-7,
+                    };
+                }
+                let mut got = [0x55i8; 3 * MAX + 1];
+                let r = quantize_image_nchw(&image[..n], channels, 1, pixels, inv, zp, &mut got[..n]);
+                check!(r.is_ok());
+                for p in 0..pixels {
+                    for ch in 0..channels {
+                        let want = quantize_f32(image[ch * pixels + p], inv, zp);
+                        check_eq!(got[p * channels + ch], want);
+                    }
+                }
+                check_eq!(got[n], 0x55);
+            }
         }
     }
     Ok(())
