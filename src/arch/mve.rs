@@ -1113,110 +1113,10 @@ pub fn pack3_short(
     if 3 * rows * len > dst.len() || !at.iter().all(|&a| inside(a)) {
         return false;
     }
+    // SAFETY: the checks above are `pack3_unchecked`'s contract; `dst` is a unique borrow.
     #[cfg(all(target_arch = "arm", vitae_mve))]
-    {
-        let base = src.as_ptr();
-        if len <= 16 {
-            // SAFETY: column c reads rows runs of len ≤ 16 bytes at src[at[c] + r·src_stride..],
-            // inside `src` by the checks above (predication on the first `len` lanes: no byte
-            // past a run is read or written); the 3·rows runs written go to dst[..3·rows·len],
-            // inside `dst` (checked), a unique borrow. Byte accesses, no alignment needed.
-            // Clobbers q0, VPR, r12 and the inputs.
-            unsafe {
-                asm!(
-                    "vctp.8 r5",
-                    "mov r12, r8",
-                    "1:",
-                    "vpstt",
-                    "vldrbt.u8 q0, [r1]",
-                    "vstrbt.8 q0, [r0]",
-                    "add r1, r4",
-                    "add r0, r5",
-                    "subs r12, #1",
-                    "bne 1b",
-                    "mov r12, r8",
-                    "2:",
-                    "vpstt",
-                    "vldrbt.u8 q0, [r2]",
-                    "vstrbt.8 q0, [r0]",
-                    "add r2, r4",
-                    "add r0, r5",
-                    "subs r12, #1",
-                    "bne 2b",
-                    "mov r12, r8",
-                    "3:",
-                    "vpstt",
-                    "vldrbt.u8 q0, [r3]",
-                    "vstrbt.8 q0, [r0]",
-                    "add r3, r4",
-                    "add r0, r5",
-                    "subs r12, #1",
-                    "bne 3b",
-                    inout("r0") dst.as_mut_ptr() => _,
-                    inout("r1") base.wrapping_add(at[0]) => _,
-                    inout("r2") base.wrapping_add(at[1]) => _,
-                    inout("r3") base.wrapping_add(at[2]) => _,
-                    in("r4") src_stride,
-                    in("r5") len,
-                    in("r8") rows,
-                    out("r12") _,
-                    out("q0") _,
-                    options(nostack),
-                );
-            }
-        } else {
-            // SAFETY: as above for runs of 16 < len ≤ 32 bytes: each run's first 16 bytes move
-            // unpredicated (inside the run), the remaining `len − 16` under predication.
-            unsafe {
-                asm!(
-                    "sub r12, r5, #16",
-                    "vctp.8 r12",
-                    "mov r12, r8",
-                    "1:",
-                    "vldrb.u8 q0, [r1]",
-                    "vstrb.8 q0, [r0]",
-                    "vpstt",
-                    "vldrbt.u8 q0, [r1, #16]",
-                    "vstrbt.8 q0, [r0, #16]",
-                    "add r1, r4",
-                    "add r0, r5",
-                    "subs r12, #1",
-                    "bne 1b",
-                    "mov r12, r8",
-                    "2:",
-                    "vldrb.u8 q0, [r2]",
-                    "vstrb.8 q0, [r0]",
-                    "vpstt",
-                    "vldrbt.u8 q0, [r2, #16]",
-                    "vstrbt.8 q0, [r0, #16]",
-                    "add r2, r4",
-                    "add r0, r5",
-                    "subs r12, #1",
-                    "bne 2b",
-                    "mov r12, r8",
-                    "3:",
-                    "vldrb.u8 q0, [r3]",
-                    "vstrb.8 q0, [r0]",
-                    "vpstt",
-                    "vldrbt.u8 q0, [r3, #16]",
-                    "vstrbt.8 q0, [r0, #16]",
-                    "add r3, r4",
-                    "add r0, r5",
-                    "subs r12, #1",
-                    "bne 3b",
-                    inout("r0") dst.as_mut_ptr() => _,
-                    inout("r1") base.wrapping_add(at[0]) => _,
-                    inout("r2") base.wrapping_add(at[1]) => _,
-                    inout("r3") base.wrapping_add(at[2]) => _,
-                    in("r4") src_stride,
-                    in("r5") len,
-                    in("r8") rows,
-                    out("r12") _,
-                    out("q0") _,
-                    options(nostack),
-                );
-            }
-        }
+    unsafe {
+        pack3_unchecked(dst.as_mut_ptr(), src.as_ptr(), at, src_stride, rows, len);
     }
     #[cfg(not(all(target_arch = "arm", vitae_mve)))]
     {
@@ -1227,6 +1127,125 @@ pub fn pack3_short(
         }
     }
     true
+}
+
+/// The assembly behind [`pack3_short`] and [`Block3::run_planes`].
+///
+/// # Safety
+///
+/// `1 ≤ len ≤ 32`, `rows ≥ 1`; for `c < 3`, `r < rows` the `len` bytes at
+/// `base + at[c] + r·src_stride` are readable, and the `3·rows·len` bytes at `dst` writable and
+/// not accessed otherwise meanwhile.
+#[cfg(all(target_arch = "arm", vitae_mve))]
+#[inline(always)]
+unsafe fn pack3_unchecked(
+    dst: *mut i8,
+    base: *const i8,
+    at: [usize; 3],
+    src_stride: usize,
+    rows: usize,
+    len: usize,
+) {
+    if len <= 16 {
+        // SAFETY: column c reads rows runs of len ≤ 16 bytes at base + at[c] + r·src_stride
+        // and the 3·rows runs go to dst..dst + 3·rows·len, all accessible by the caller's
+        // contract; predication on the first `len` lanes: no byte past a run is read or
+        // written. Byte accesses, no alignment needed. Clobbers q0, VPR, r12 and the inputs.
+        unsafe {
+            asm!(
+                "vctp.8 r5",
+                "mov r12, r8",
+                "1:",
+                "vpstt",
+                "vldrbt.u8 q0, [r1]",
+                "vstrbt.8 q0, [r0]",
+                "add r1, r4",
+                "add r0, r5",
+                "subs r12, #1",
+                "bne 1b",
+                "mov r12, r8",
+                "2:",
+                "vpstt",
+                "vldrbt.u8 q0, [r2]",
+                "vstrbt.8 q0, [r0]",
+                "add r2, r4",
+                "add r0, r5",
+                "subs r12, #1",
+                "bne 2b",
+                "mov r12, r8",
+                "3:",
+                "vpstt",
+                "vldrbt.u8 q0, [r3]",
+                "vstrbt.8 q0, [r0]",
+                "add r3, r4",
+                "add r0, r5",
+                "subs r12, #1",
+                "bne 3b",
+                inout("r0") dst => _,
+                inout("r1") base.wrapping_add(at[0]) => _,
+                inout("r2") base.wrapping_add(at[1]) => _,
+                inout("r3") base.wrapping_add(at[2]) => _,
+                in("r4") src_stride,
+                in("r5") len,
+                in("r8") rows,
+                out("r12") _,
+                out("q0") _,
+                options(nostack),
+            );
+        }
+    } else {
+        // SAFETY: as above for runs of 16 < len ≤ 32 bytes: each run's first 16 bytes move
+        // unpredicated (inside the run), the remaining `len − 16` under predication.
+        unsafe {
+            asm!(
+                "sub r12, r5, #16",
+                "vctp.8 r12",
+                "mov r12, r8",
+                "1:",
+                "vldrb.u8 q0, [r1]",
+                "vstrb.8 q0, [r0]",
+                "vpstt",
+                "vldrbt.u8 q0, [r1, #16]",
+                "vstrbt.8 q0, [r0, #16]",
+                "add r1, r4",
+                "add r0, r5",
+                "subs r12, #1",
+                "bne 1b",
+                "mov r12, r8",
+                "2:",
+                "vldrb.u8 q0, [r2]",
+                "vstrb.8 q0, [r0]",
+                "vpstt",
+                "vldrbt.u8 q0, [r2, #16]",
+                "vstrbt.8 q0, [r0, #16]",
+                "add r2, r4",
+                "add r0, r5",
+                "subs r12, #1",
+                "bne 2b",
+                "mov r12, r8",
+                "3:",
+                "vldrb.u8 q0, [r3]",
+                "vstrb.8 q0, [r0]",
+                "vpstt",
+                "vldrbt.u8 q0, [r3, #16]",
+                "vstrbt.8 q0, [r0, #16]",
+                "add r3, r4",
+                "add r0, r5",
+                "subs r12, #1",
+                "bne 3b",
+                inout("r0") dst => _,
+                inout("r1") base.wrapping_add(at[0]) => _,
+                inout("r2") base.wrapping_add(at[1]) => _,
+                inout("r3") base.wrapping_add(at[2]) => _,
+                in("r4") src_stride,
+                in("r5") len,
+                in("r8") rows,
+                out("r12") _,
+                out("q0") _,
+                options(nostack),
+            );
+        }
+    }
 }
 
 /// A table of byte offsets for [`gather_rows`], with its largest entry (computed here, so the
@@ -1699,23 +1718,199 @@ impl<'a> Block3<'a> {
         if !fits {
             return false;
         }
+        // SAFETY: `x` holds 3k bytes, `tile` the words and `out` the three runs (checked above;
+        // `out` is a unique borrow).
+        #[cfg(all(target_arch = "arm", vitae_mve))]
+        unsafe {
+            self.tiles_unchecked(x.as_ptr(), tile, out.as_mut_ptr(), out_stride);
+        }
+        #[cfg(not(all(target_arch = "arm", vitae_mve)))]
+        {
+            let mut t0 = 0;
+            while t0 < self.rows {
+                // Even: `rows` and the tile height are.
+                let n = (self.rows - t0).min(BLOCK3_TILE_ROWS);
+                let w = &self.w[t0 * self.stride..];
+                panel_2x3(w, self.k, self.stride, x, &self.bias[t0..], tile, n / 2);
+                let (rq, o) = (&self.requant[t0..], &mut out[t0..]);
+                requant_block3(tile, rq, self.zp, self.lut, o, out_stride, n);
+                t0 += n;
+            }
+        }
+        true
+    }
+}
+
+pub(crate) use crate::kernels::gemm::PlaneWalk;
+
+impl Block3<'_> {
+    /// Every pixel of `walk` (whose receptive fields lie in `plane`, the `k` values of a column
+    /// being its runs back to back) through [`Block3::run`], packing three pixels at a time
+    /// into `cols`: pixel `p`'s outputs go to `out[p·out_stride..][..rows]`. All bounds are
+    /// checked once, so a block costs the packing, panel and requantization assembly and a few
+    /// instructions (a grouped convolution's group). Returns false, writing nothing, when the
+    /// walk does not suit (`pixels` not a positive multiple of 3, runs not `k` values of at most
+    /// 32 bytes) or a slice is too short.
+    pub fn run_planes(
+        &self,
+        plane: &[i8],
+        walk: &PlaneWalk,
+        cols: &mut [i8],
+        tile: &mut [i32],
+        out: &mut [i8],
+        out_stride: usize,
+    ) -> bool {
+        let w = walk;
+        let shape = w.pixels >= 3
+            && w.pixels % 3 == 0
+            && w.out_w >= 1
+            && (1..=32).contains(&w.run_len)
+            && w.runs.checked_mul(w.run_len) == Some(self.k);
+        if !shape {
+            return false;
+        }
+        let last = w.pixels - 1;
+        // The furthest receptive field: last row, and the last column any row reaches.
+        let field = extent(w.runs, w.run_stride, w.run_len);
+        let reach = (last / w.out_w)
+            .checked_mul(w.row_step)
+            .zip(last.min(w.out_w - 1).checked_mul(w.col_step))
+            .and_then(|(a, b)| a.checked_add(b)?.checked_add(field?));
+        let out_end = last
+            .checked_mul(out_stride)
+            .and_then(|e| e.checked_add(self.rows));
+        let fits = reach.is_some_and(|e| e <= plane.len())
+            && cols.len() >= 3 * self.k
+            && tile.len() >= 2 * TILE_STRIDE + BLOCK3_TILE_ROWS
+            && out_stride >= self.rows
+            && out_end.is_some_and(|e| e <= out.len());
+        if !fits {
+            return false;
+        }
+        let (mut oy, mut ox) = (0usize, 0usize);
+        let mut p0 = 0;
+        while p0 < w.pixels {
+            let at: [usize; 3] = core::array::from_fn(|_| {
+                let a = oy * w.row_step + ox * w.col_step;
+                ox += 1;
+                if ox == w.out_w {
+                    (oy, ox) = (oy + 1, 0);
+                }
+                a
+            });
+            #[cfg(all(target_arch = "arm", vitae_mve))]
+            {
+                // SAFETY: every pixel's runs lie inside `plane` (the furthest checked above) and
+                // `cols` holds the 3k packed bytes (checked), a unique borrow.
+                unsafe {
+                    pack3_unchecked(
+                        cols.as_mut_ptr(),
+                        plane.as_ptr(),
+                        at,
+                        w.run_stride,
+                        w.runs,
+                        w.run_len,
+                    );
+                }
+                // SAFETY: as in `run`: pixels p0..p0 + 3 have their outputs at
+                // p·out_stride + j (j < rows ≤ out_stride), inside `out` since the last pixel's
+                // end was checked.
+                unsafe {
+                    self.tiles_unchecked(
+                        cols.as_ptr(),
+                        tile,
+                        out.as_mut_ptr().wrapping_add(p0 * out_stride),
+                        out_stride,
+                    )
+                };
+            }
+            #[cfg(not(all(target_arch = "arm", vitae_mve)))]
+            {
+                pack3_short(cols, plane, at, w.run_stride, w.runs, w.run_len);
+                self.run(cols, tile, &mut out[p0 * out_stride..], out_stride);
+            }
+            p0 += 3;
+        }
+        true
+    }
+
+    /// The first `3·⌊tokens/3⌋` columns of `x` (`k` values each, back to back: a linear
+    /// layer's tokens) through [`Block3::run`], token `t`'s outputs at
+    /// `out[t·out_stride..][..rows]`, with all bounds checked once. Returns the tokens done
+    /// (0, writing nothing, when a slice is too short).
+    pub fn run_tokens(
+        &self,
+        x: &[i8],
+        tokens: usize,
+        tile: &mut [i32],
+        out: &mut [i8],
+        out_stride: usize,
+    ) -> usize {
+        let whole = tokens - tokens % 3;
+        if whole == 0 {
+            return 0;
+        }
+        let out_end = (whole - 1)
+            .checked_mul(out_stride)
+            .and_then(|e| e.checked_add(self.rows));
+        let fits = whole.checked_mul(self.k).is_some_and(|e| e <= x.len())
+            && tile.len() >= 2 * TILE_STRIDE + BLOCK3_TILE_ROWS
+            && out_stride >= self.rows
+            && out_end.is_some_and(|e| e <= out.len());
+        if !fits {
+            return 0;
+        }
+        for t0 in (0..whole).step_by(3) {
+            // SAFETY: tokens t0..t0 + 3 (3k bytes from t0·k) lie inside `x` and their outputs
+            // (t·out_stride + j, j < rows ≤ out_stride) inside `out`, both checked above for
+            // the last whole block; `out` is a unique borrow.
+            #[cfg(all(target_arch = "arm", vitae_mve))]
+            unsafe {
+                self.tiles_unchecked(
+                    x.as_ptr().wrapping_add(t0 * self.k),
+                    tile,
+                    out.as_mut_ptr().wrapping_add(t0 * out_stride),
+                    out_stride,
+                );
+            }
+            #[cfg(not(all(target_arch = "arm", vitae_mve)))]
+            self.run(
+                &x[t0 * self.k..],
+                tile,
+                &mut out[t0 * out_stride..],
+                out_stride,
+            );
+        }
+        whole
+    }
+
+    /// The tile loop of [`Block3::run`] without its checks.
+    ///
+    /// # Safety
+    ///
+    /// `3k` bytes at `x` are readable; `tile` holds `2·TILE_STRIDE + 64` words; the bytes
+    /// `out[c·out_stride + j]` (`c < 3`, `j < rows`) are writable and not accessed otherwise
+    /// meanwhile; `out_stride ≥ rows`.
+    #[cfg(all(target_arch = "arm", vitae_mve))]
+    #[inline(always)]
+    unsafe fn tiles_unchecked(
+        &self,
+        x: *const i8,
+        tile: &mut [i32],
+        out: *mut i8,
+        out_stride: usize,
+    ) {
         let mut t0 = 0;
         while t0 < self.rows {
-            // Even: `rows` and the tile height are.
             let n = (self.rows - t0).min(BLOCK3_TILE_ROWS);
-            // SAFETY: by `new`, rows t0..t0 + n (k bytes, `stride` apart) lie inside `w` and
-            // their biases and pairs inside `bias` and `requant`; by the checks above the 3k
-            // column bytes lie inside `x`, the tile words c·TILE_STRIDE + j (c < 3, j < n ≤ 64)
-            // inside `tile`, and the outputs t0 + c·out_stride + j (j < n, t0 + n ≤ rows ≤
-            // out_stride) inside `out`, three disjoint runs. `tile` and `out` are unique borrows
-            // used only by these calls; `i32` and pair slices are word-aligned.
-            #[cfg(all(target_arch = "arm", vitae_mve))]
+            // SAFETY: rows t0..t0 + n lie inside `w`, `bias` and `requant` by `new`; the rest is
+            // the caller's contract.
             unsafe {
                 panel_2x3_unchecked(
                     self.w.as_ptr().wrapping_add(t0 * self.stride),
                     self.k,
                     self.stride,
-                    x.as_ptr(),
+                    x,
                     self.bias.as_ptr().wrapping_add(t0),
                     tile.as_mut_ptr(),
                     n / 2,
@@ -1725,21 +1920,13 @@ impl<'a> Block3<'a> {
                     self.requant.as_ptr().wrapping_add(t0),
                     self.zp,
                     self.lut,
-                    out.as_mut_ptr().wrapping_add(t0),
+                    out.wrapping_add(t0),
                     out_stride,
                     n,
                 );
             }
-            #[cfg(not(all(target_arch = "arm", vitae_mve)))]
-            {
-                let w = &self.w[t0 * self.stride..];
-                panel_2x3(w, self.k, self.stride, x, &self.bias[t0..], tile, n / 2);
-                let (rq, o) = (&self.requant[t0..], &mut out[t0..]);
-                requant_block3(tile, rq, self.zp, self.lut, o, out_stride, n);
-            }
             t0 += n;
         }
-        true
     }
 }
 

@@ -6,7 +6,7 @@
 //! dilation branches straight into the concatenated token buffer.
 
 #[cfg(any(test, vitae_dsp, vitae_mve))]
-use super::gemm::{Micro, OutQuant, Rows, TILE_WORDS, all_fast, block_prepared};
+use super::gemm::{Micro, OutQuant, PlaneWalk, Rows, TILE_WORDS, all_fast, block_prepared};
 use super::{KernelError, check_len, ensure, mul};
 use crate::quant::{Lut256, Requant, requantize, saturate_i8};
 
@@ -454,6 +454,25 @@ fn conv_staged<M: Micro>(
             fast: all_fast(requant),
         };
         let prepared = M::prepare(&rows, 0..cout_g);
+        // The whole group in one call when the flavour has it: every receptive field is
+        // kernel-row runs of the padded plane.
+        let walk = PlaneWalk {
+            pixels: npix,
+            out_w: g.out_w,
+            row_step: g.stride_h * row_len,
+            col_step: g.stride_w * cin_g,
+            runs: g.kh,
+            run_len: kx_len,
+            run_stride: src_stride,
+        };
+        let base0 = p.out.offset + oc;
+        if g.dil_w == 1
+            && prepared.as_ref().is_some_and(|pr| {
+                M::run_walk(pr, plane, &walk, &mut cols, tile, output, base0, stride)
+            })
+        {
+            continue;
+        }
         let mut p0 = 0;
         while p0 < npix {
             let n = (npix - p0).min(M::COLS);

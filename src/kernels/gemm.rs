@@ -35,6 +35,27 @@ pub(crate) type Acc = [[i32; 4]; 2];
 /// requantized together, a row of channels at a time.
 pub(crate) const TILE: usize = 64;
 
+/// The im2col walk of a whole convolution group (Helium: `Block3::run_planes`): output pixel `p` (row `p / out_w`, column
+/// `p % out_w`) reads `runs` runs of `run_len` bytes, `run_stride` apart, from
+/// `(p / out_w)·row_step + (p % out_w)·col_step` on.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PlaneWalk {
+    /// Output pixels in all (a multiple of 3).
+    pub(crate) pixels: usize,
+    /// Output pixels per row.
+    pub(crate) out_w: usize,
+    /// Bytes from one output row's first receptive field to the next row's.
+    pub(crate) row_step: usize,
+    /// Bytes from one output pixel's receptive field to its right neighbour's.
+    pub(crate) col_step: usize,
+    /// Runs per receptive field (kernel rows).
+    pub(crate) runs: usize,
+    /// Bytes per run (at most 32).
+    pub(crate) run_len: usize,
+    /// Bytes from one run to the next.
+    pub(crate) run_stride: usize,
+}
+
 /// A micro-kernel flavour: how columns are packed, how a block is multiplied and how a row of
 /// accumulators is requantized.
 pub(crate) trait Micro {
@@ -61,6 +82,37 @@ pub(crate) trait Micro {
         base0: usize,
         out_stride: usize,
     ) -> bool;
+    /// Every pixel of one convolution group (`walk`, receptive fields in `plane`) with prepared
+    /// rows, pixel `p`'s outputs at `output[base0 + p·out_stride..]`; false (nothing written)
+    /// when the flavour declines.
+    #[allow(clippy::too_many_arguments)]
+    fn run_walk(
+        p: &Self::Prepared<'_>,
+        plane: &[i8],
+        walk: &PlaneWalk,
+        cols: &mut Self::Cols<'_>,
+        tile: &mut [i32],
+        output: &mut [i8],
+        base0: usize,
+        out_stride: usize,
+    ) -> bool {
+        let _ = (p, plane, walk, cols, tile, output, base0, out_stride);
+        false
+    }
+    /// The leading whole blocks of `tokens` back-to-back columns of `x` with prepared rows,
+    /// token `t`'s outputs at `output[t·out_stride..]`; returns the tokens done (0 when the
+    /// flavour declines).
+    fn run_tokens(
+        p: &Self::Prepared<'_>,
+        x: &[i8],
+        tokens: usize,
+        tile: &mut [i32],
+        output: &mut [i8],
+        out_stride: usize,
+    ) -> usize {
+        let _ = (p, x, tokens, tile, output, out_stride);
+        0
+    }
     /// Longest run [`Micro::pack_runs`] takes (0: it has no such path).
     const RUNS_UP_TO: usize = 0;
     /// Packs all `at.len()` columns in one go when each is `rows` runs of `len` values,
@@ -421,6 +473,33 @@ impl Micro for Mve {
             rows.q.act.map(|l| &l.0),
             range.len(),
         )
+    }
+
+    fn run_walk(
+        p: &crate::arch::mve::Block3<'_>,
+        plane: &[i8],
+        walk: &PlaneWalk,
+        cols: &mut MveCols<'_>,
+        tile: &mut [i32],
+        output: &mut [i8],
+        base0: usize,
+        out_stride: usize,
+    ) -> bool {
+        cols.ext = None;
+        output
+            .get_mut(base0..)
+            .is_some_and(|out| p.run_planes(plane, walk, cols.buf, tile, out, out_stride))
+    }
+
+    fn run_tokens(
+        p: &crate::arch::mve::Block3<'_>,
+        x: &[i8],
+        tokens: usize,
+        tile: &mut [i32],
+        output: &mut [i8],
+        out_stride: usize,
+    ) -> usize {
+        p.run_tokens(x, tokens, tile, output, out_stride)
     }
 
     #[inline(always)]

@@ -189,7 +189,10 @@ pub(crate) fn linear_gemm<M: Micro>(
         fast: all_fast(p.requant),
     };
     let prepared = M::prepare(&rows, 0..n_out);
-    let mut t0 = 0;
+    // Whole blocks of tokens in one call when the flavour has it; the rest below.
+    let mut t0 = prepared.as_ref().map_or(0, |pr| {
+        M::run_tokens(pr, input, p.tokens, tile, output, n_out)
+    });
     while t0 < p.tokens {
         let n = (p.tokens - t0).min(M::COLS);
         let base = core::array::from_fn(|c| (t0 + c) * n_out);

@@ -11,7 +11,7 @@ pub mod conv;
 pub mod dot;
 pub mod elementwise;
 pub mod f16;
-mod gemm;
+pub(crate) mod gemm;
 pub mod layernorm;
 pub mod linear;
 pub mod performer;
