@@ -449,7 +449,7 @@ pub(crate) fn attention_mve(
     scratch: &mut [u8],
 ) -> Result<(), KernelError> {
     use super::gemm::{Micro, Mve, TILE, TILE_WORDS};
-    use crate::arch::mve::{TILE_STRIDE, panel16_2x3, softmax_row, transpose_widen};
+    use crate::arch::mve::{TILE_STRIDE, panel16_2x3, softmax_row};
     check_tensors(p, q, k, v, out)?;
     let (n, c, hd) = (p.tokens, p.channels(), p.head_dim);
     let mut s = Scratch::new(scratch);
@@ -462,6 +462,10 @@ pub(crate) fn attention_mve(
     let zeros = s.take::<i32>(KEY_TILE, "attention scratch (zeros)")?;
     for h in 0..p.heads {
         let (q_h, k_h, v_h) = (&q[h * hd..], &k[h * hd..], &v[h * hd..]);
+        let single_tile = n <= KEY_TILE;
+        if single_tile {
+            values_transposed(v_h, c, n, hd, vt);
+        }
         let mut i0 = 0;
         while i0 < n {
             let nq = (n - i0).min(MVE_QUERIES);
@@ -481,13 +485,10 @@ pub(crate) fn attention_mve(
                     0..t,
                     scores,
                 );
-                // Values transposed: vt[d·KEY_TILE + j] (row `hd` stays zero for odd pairs).
-                if !transpose_widen(&v_h[j0 * c..], c, t, hd, vt, KEY_TILE) {
-                    for (j, row) in v_h[j0 * c..].chunks(c).take(t).enumerate() {
-                        for (d, &x) in row[..hd].iter().enumerate() {
-                            vt[d * KEY_TILE + j] = i16::from(x);
-                        }
-                    }
+                // Values transposed: vt[d·KEY_TILE + j] (row `hd` stays zero for odd pairs);
+                // with a single key tile, once per head (above).
+                if !single_tile {
+                    values_transposed(&v_h[j0 * c..], c, t, hd, vt);
                 }
                 let mut tile_state = [(0.0f32, 0.0f32, 0i32); MVE_QUERIES];
                 for (col, (o, ts)) in st.iter().zip(tile_state.iter_mut()).enumerate().take(nq) {
@@ -532,6 +533,19 @@ pub(crate) fn attention_mve(
         }
     }
     Ok(())
+}
+
+/// `vt[d·KEY_TILE + j] = v[j·c + d]` for `j < t`, `d < hd`, widened to int16 (Helium gathers;
+/// a plain loop when the gather offsets would not fit).
+#[cfg(any(test, vitae_mve))]
+fn values_transposed(v: &[i8], c: usize, t: usize, hd: usize, vt: &mut [i16]) {
+    if !crate::arch::mve::transpose_widen(v, c, t, hd, vt, KEY_TILE) {
+        for (j, row) in v.chunks(c).take(t).enumerate() {
+            for (d, &x) in row[..hd].iter().enumerate() {
+                vt[d * KEY_TILE + j] = i16::from(x);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
