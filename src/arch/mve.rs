@@ -1248,6 +1248,59 @@ unsafe fn pack3_unchecked(
     }
 }
 
+/// Copies `runs` runs of `len` bytes, `src_stride` apart in `src`, back to back into `dst`
+/// (`dst[r·len..][..len] = src[r·src_stride..][..len]`); returns false, writing nothing, unless
+/// `1 ≤ len ≤ 16`, `runs ≥ 1` and both slices hold the runs. One predicated VLDRB/VSTRB pair and
+/// four scalar instructions per run: the channels of one group, pixel by pixel, into a
+/// convolution's staged plane.
+#[inline]
+pub fn copy_short_runs(
+    dst: &mut [i8],
+    src: &[i8],
+    src_stride: usize,
+    runs: usize,
+    len: usize,
+) -> bool {
+    let fits = (1..=16).contains(&len)
+        && runs.checked_mul(len).is_some_and(|e| e <= dst.len())
+        && extent(runs, src_stride, len).is_some_and(|e| e <= src.len());
+    if !fits {
+        return false;
+    }
+    #[cfg(all(target_arch = "arm", vitae_mve))]
+    {
+        // SAFETY: run r reads src[r·src_stride..][..len] and writes dst[r·len..][..len], inside
+        // both slices by the checks above (runs ≥ 1, 1 ≤ len ≤ 16); predication on the first
+        // `len` lanes touches no other byte. `dst` is a unique borrow. Byte accesses. Clobbers
+        // q0, VPR and the inputs.
+        unsafe {
+            asm!(
+                "vctp.8 r3",
+                "1:",
+                "vpstt",
+                "vldrbt.u8 q0, [r1]",
+                "vstrbt.8 q0, [r0]",
+                "add r0, r3",
+                "add r1, r4",
+                "subs r2, #1",
+                "bne 1b",
+                inout("r0") dst.as_mut_ptr() => _,
+                inout("r1") src.as_ptr() => _,
+                inout("r2") runs => _,
+                in("r3") len,
+                in("r4") src_stride,
+                out("q0") _,
+                options(nostack),
+            );
+        }
+    }
+    #[cfg(not(all(target_arch = "arm", vitae_mve)))]
+    for (r, d) in dst.chunks_exact_mut(len).take(runs).enumerate() {
+        d.copy_from_slice(&src[r * src_stride..][..len]);
+    }
+    true
+}
+
 /// A table of byte offsets for [`gather_rows`], with its largest entry (computed here, so the
 /// bound [`gather_rows`] checks cannot disagree with the table).
 #[derive(Clone, Copy, Debug)]

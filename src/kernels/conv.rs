@@ -435,8 +435,10 @@ fn conv_staged<M: Micro>(
         for y in 0..g.in_h {
             let src = &input[y * g.in_w * g.in_c + grp * cin_g..];
             let dst = &mut plane[(y + g.pad_h) * row_len + g.pad_w * cin_g..][..g.in_w * cin_g];
-            for (d, s) in dst.chunks_exact_mut(cin_g).zip(src.chunks(g.in_c)) {
-                M::copy(d, s);
+            if !M::copy_runs(dst, src, g.in_c, g.in_w, cin_g) {
+                for (d, s) in dst.chunks_exact_mut(cin_g).zip(src.chunks(g.in_c)) {
+                    M::copy(d, s);
+                }
             }
         }
         let oc = grp * cout_g;

@@ -113,6 +113,12 @@ pub(crate) trait Micro {
         let _ = (p, x, tokens, tile, output, out_stride);
         0
     }
+    /// `dst[r·len..][..len] = src[r·src_stride..][..len]` for `r < runs` in one call; false
+    /// (nothing written) when the flavour has no such path or the shapes do not suit it.
+    fn copy_runs(dst: &mut [i8], src: &[i8], src_stride: usize, runs: usize, len: usize) -> bool {
+        let _ = (dst, src, src_stride, runs, len);
+        false
+    }
     /// Longest run [`Micro::pack_runs`] takes (0: it has no such path).
     const RUNS_UP_TO: usize = 0;
     /// Packs all `at.len()` columns in one go when each is `rows` runs of `len` values,
@@ -489,6 +495,10 @@ impl Micro for Mve {
         output
             .get_mut(base0..)
             .is_some_and(|out| p.run_planes(plane, walk, cols.buf, tile, out, out_stride))
+    }
+
+    fn copy_runs(dst: &mut [i8], src: &[i8], src_stride: usize, runs: usize, len: usize) -> bool {
+        crate::arch::mve::copy_short_runs(dst, src, src_stride, runs, len)
     }
 
     fn run_tokens(
