@@ -1087,11 +1087,11 @@ pub fn copy_rows(
 /// Packs three im2col columns whose kernel rows are short runs: column `c` is the `rows` runs
 /// `src[at[c] + r·src_stride..][..len]` (`r < rows`), and the `3·rows` runs go back to back into
 /// `dst` (column 0's rows, then column 1's, then column 2's). Returns false, writing nothing,
-/// unless `1 ≤ len ≤ 32`, `rows ≥ 1` and every run lies inside its slice.
+/// unless `len ≥ 1`, `rows ≥ 1` and every run lies inside its slice.
 ///
-/// Per run one predicated VLDRB/VSTRB pair (two pairs above 16 bytes) and four scalar
-/// instructions: a grouped convolution's three-pixel block costs about 70 instructions here
-/// against about 300 through per-row copies.
+/// Per run one predicated VLDRB/VSTRB pair (two pairs up to 32 bytes, a tail-predicated loop
+/// beyond) and four scalar instructions: a grouped convolution's three-pixel block costs about
+/// 70 instructions here against about 300 through per-row copies.
 #[inline(always)]
 pub fn pack3_short(
     dst: &mut [i8],
@@ -1101,7 +1101,7 @@ pub fn pack3_short(
     rows: usize,
     len: usize,
 ) -> bool {
-    if !(1..=32).contains(&len) || rows == 0 {
+    if len == 0 || rows == 0 {
         return false;
     }
     let column = extent(rows, src_stride, len);
@@ -1133,7 +1133,7 @@ pub fn pack3_short(
 ///
 /// # Safety
 ///
-/// `1 ≤ len ≤ 32`, `rows ≥ 1`; for `c < 3`, `r < rows` the `len` bytes at
+/// `len ≥ 1`, `rows ≥ 1`; for `c < 3`, `r < rows` the `len` bytes at
 /// `base + at[c] + r·src_stride` are readable, and the `3·rows·len` bytes at `dst` writable and
 /// not accessed otherwise meanwhile.
 #[cfg(all(target_arch = "arm", vitae_mve))]
@@ -1193,7 +1193,7 @@ unsafe fn pack3_unchecked(
                 options(nostack),
             );
         }
-    } else {
+    } else if len <= 32 {
         // SAFETY: as above for runs of 16 < len ≤ 32 bytes: each run's first 16 bytes move
         // unpredicated (inside the run), the remaining `len − 16` under predication.
         unsafe {
@@ -1241,6 +1241,69 @@ unsafe fn pack3_unchecked(
                 in("r5") len,
                 in("r8") rows,
                 out("r12") _,
+                out("q0") _,
+                options(nostack),
+            );
+        }
+    } else {
+        // SAFETY: as above for runs longer than 32 bytes: per run, a tail-predicated loop over
+        // exactly `len` bytes (the copy pointers r9/r10 start at the run and stop with it).
+        // Clobbers q0, LR, r9, r10, r12 and the inputs.
+        unsafe {
+            asm!(
+                "mov r12, r8",
+                "1:",
+                "mov r9, r1",
+                "mov r10, r0",
+                "mov lr, r5",
+                "dlstp.8 lr, lr",
+                "2:",
+                "vldrb.u8 q0, [r9], #16",
+                "vstrb.8 q0, [r10], #16",
+                "letp lr, 2b",
+                "add r1, r4",
+                "add r0, r5",
+                "subs r12, #1",
+                "bne 1b",
+                "mov r12, r8",
+                "3:",
+                "mov r9, r2",
+                "mov r10, r0",
+                "mov lr, r5",
+                "dlstp.8 lr, lr",
+                "4:",
+                "vldrb.u8 q0, [r9], #16",
+                "vstrb.8 q0, [r10], #16",
+                "letp lr, 4b",
+                "add r2, r4",
+                "add r0, r5",
+                "subs r12, #1",
+                "bne 3b",
+                "mov r12, r8",
+                "5:",
+                "mov r9, r3",
+                "mov r10, r0",
+                "mov lr, r5",
+                "dlstp.8 lr, lr",
+                "6:",
+                "vldrb.u8 q0, [r9], #16",
+                "vstrb.8 q0, [r10], #16",
+                "letp lr, 6b",
+                "add r3, r4",
+                "add r0, r5",
+                "subs r12, #1",
+                "bne 5b",
+                inout("r0") dst => _,
+                inout("r1") base.wrapping_add(at[0]) => _,
+                inout("r2") base.wrapping_add(at[1]) => _,
+                inout("r3") base.wrapping_add(at[2]) => _,
+                in("r4") src_stride,
+                in("r5") len,
+                in("r8") rows,
+                out("r9") _,
+                out("r10") _,
+                out("r12") _,
+                out("lr") _,
                 out("q0") _,
                 options(nostack),
             );
@@ -1801,9 +1864,9 @@ impl Block3<'_> {
     /// being its runs back to back) through [`Block3::run`], packing three pixels at a time
     /// into `cols`: pixel `p`'s outputs go to `out[p·out_stride..][..rows]`. All bounds are
     /// checked once, so a block costs the packing, panel and requantization assembly and a few
-    /// instructions (a grouped convolution's group). Returns false, writing nothing, when the
-    /// walk does not suit (`pixels` not a positive multiple of 3, runs not `k` values of at most
-    /// 32 bytes) or a slice is too short.
+    /// instructions (a grouped convolution's group, the interior of a convolution's output
+    /// row). Returns false, writing nothing, when the walk does not suit (`pixels` not a
+    /// positive multiple of 3, the runs not `k` values) or a slice is too short.
     pub fn run_planes(
         &self,
         plane: &[i8],
@@ -1817,7 +1880,7 @@ impl Block3<'_> {
         let shape = w.pixels >= 3
             && w.pixels % 3 == 0
             && w.out_w >= 1
-            && (1..=32).contains(&w.run_len)
+            && w.run_len >= 1
             && w.runs.checked_mul(w.run_len) == Some(self.k);
         if !shape {
             return false;

@@ -366,24 +366,19 @@ pub(crate) fn conv_gemm<M: Micro>(
     for grp in 0..g.groups {
         let oc = grp * cout_g;
         let prepared = M::prepare(&rows, oc..oc + cout_g);
+        let runs_fit = plan.contiguous && plan.kx_len <= M::RUNS_UP_TO;
         let mut p0 = 0;
         while p0 < npix {
+            if runs_fit {
+                let out = (&mut cols, &mut *tile, &mut *output);
+                let done = walk_row::<M>(&plan, prepared.as_ref(), p0, oc, out);
+                if done > 0 {
+                    p0 += done;
+                    continue;
+                }
+            }
             let n = (npix - p0).min(M::COLS);
-            // A block of pixels whose kernels lie inside the input, each kernel row one run:
-            // the flavour may pack the whole block in one go.
-            let runs_fit = plan.contiguous && plan.kx_len <= M::RUNS_UP_TO;
-            let packed = runs_fit
-                && plan.interior_block(p0, n).is_some_and(|runs| {
-                    M::pack_runs(
-                        &mut cols,
-                        input,
-                        &runs[..n],
-                        plan.src_stride,
-                        g.kh,
-                        plan.kx_len,
-                    )
-                });
-            for c in (0..n).filter(|_| !packed) {
+            for c in 0..n {
                 M::pack(&mut cols, c, k, |row| plan.pixel(p0 + c, grp, row));
             }
             let base = core::array::from_fn(|c| (p0 + c) * stride + p.out.offset + oc);
@@ -402,6 +397,38 @@ pub(crate) fn conv_gemm<M: Micro>(
         }
     }
     Ok(())
+}
+
+/// The whole blocks of pixel `p0`'s output row, from `p0` on, whose kernels lie inside the input
+/// (each kernel row one run), in one walk when the flavour has it: the pixels done (0 when
+/// none). Out of line, so that [`conv_gemm`]'s per-block loop keeps its registers.
+#[cfg(any(test, vitae_dsp, vitae_mve))]
+#[inline(never)]
+fn walk_row<M: Micro>(
+    plan: &Im2col<'_, '_, M>,
+    prepared: Option<&M::Prepared<'_>>,
+    p0: usize,
+    oc: usize,
+    (cols, tile, output): (&mut M::Cols<'_>, &mut [i32], &mut [i8]),
+) -> usize {
+    let g = &plan.p.geom;
+    let (Some(pr), Some((count, at))) = (prepared, plan.interior_row_from(p0)) else {
+        return 0;
+    };
+    let walk = PlaneWalk {
+        pixels: count - count % M::COLS,
+        out_w: count,
+        row_step: 0,
+        col_step: g.stride_w * g.in_c,
+        runs: g.kh,
+        run_len: plan.kx_len,
+        run_stride: plan.src_stride,
+    };
+    let stride = plan.p.out.pixel_stride;
+    let base0 = p0 * stride + plan.p.out.offset + oc;
+    let plane = plan.input.get(at..).unwrap_or_default();
+    let done = walk.pixels > 0 && M::run_walk(pr, plane, &walk, cols, tile, output, base0, stride);
+    if done { walk.pixels } else { 0 }
 }
 
 /// A grouped convolution, one group at a time: the group's channels are copied into a plane
@@ -586,6 +613,23 @@ impl<M: Micro> Im2col<'_, '_, M> {
             }
         }
         self.edge(iy0, ix0, grp, row);
+    }
+
+    /// From pixel `p0` on, how many pixels of its output row have their kernel wholly inside
+    /// the input, and where the first one's receptive field starts (group 0); `None` when
+    /// `p0`'s does not.
+    #[inline]
+    fn interior_row_from(&self, p0: usize) -> Option<(usize, usize)> {
+        let g = &self.p.geom;
+        let (oy, ox) = (p0 / g.out_w, p0 % g.out_w);
+        let iy0 = (oy * g.stride_h).checked_sub(g.pad_h)?;
+        let ix0 = (ox * g.stride_w).checked_sub(g.pad_w)?;
+        if iy0 + self.y_last >= g.in_h || ix0 + self.x_last >= g.in_w {
+            return None;
+        }
+        // Last output column whose kernel ends inside the input.
+        let ox_last = ((g.in_w - 1 - self.x_last + g.pad_w) / g.stride_w).min(g.out_w - 1);
+        Some((ox_last + 1 - ox, iy0 * self.row_len + ix0 * g.in_c))
     }
 
     /// Where the receptive fields of the `n ≤ 4` pixels from `p0` on start in the input (group

@@ -50,7 +50,7 @@ pub(crate) struct PlaneWalk {
     pub(crate) col_step: usize,
     /// Runs per receptive field (kernel rows).
     pub(crate) runs: usize,
-    /// Bytes per run (at most 32).
+    /// Bytes per run.
     pub(crate) run_len: usize,
     /// Bytes from one run to the next.
     pub(crate) run_stride: usize,
@@ -541,9 +541,9 @@ impl Micro for Mve {
         }
     }
 
-    const RUNS_UP_TO: usize = 32;
+    const RUNS_UP_TO: usize = usize::MAX;
 
-    /// Three columns of runs of at most 32 values: one assembly call
+    /// Three columns of runs: one assembly call
     /// ([`crate::arch::mve::pack3_short`]).
     #[inline(always)]
     fn pack_runs(
