@@ -756,8 +756,8 @@ pub fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
 }
 
 /// One column chunk of [`rank1_update_rows`]: loads the chunk of `x` (one `vldrw` per
-/// `offset => register`) into q4.., then for each of the `m` rows adds `coef[i] · x` to the row's
-/// chunk. Registers: r0 rows, r1 coefficients, r2 `x`, r3 row stride in bytes, r4 rows left.
+/// `offset => register`, up to six registers ending at q7), then for each of the `m` rows adds
+/// `coef[i] · x` to the row's chunk. Registers: r0 rows, r1 coefficients, r2 `x`, r3 row stride in bytes, r4 rows left.
 #[cfg(all(target_arch = "arm", vitae_mve))]
 macro_rules! rank1_chunk {
     ($rows:expr, $coefs:expr, $xs:expr, $stride:expr, $m:expr; $($off:literal => $q:literal),+) => {
@@ -776,14 +776,15 @@ macro_rules! rank1_chunk {
             "bne 1b",
             inout("r0") $rows => _, inout("r1") $coefs => _, in("r2") $xs,
             in("r3") $stride, inout("r4") $m => _, out("r12") _,
-            out("q0") _, out("q1") _, out("q4") _, out("q5") _, out("q6") _, out("q7") _,
+            out("q0") _, out("q1") _, out("q2") _, out("q3") _, out("q4") _, out("q5") _,
+            out("q6") _, out("q7") _,
             options(nostack),
         )
     };
 }
 
-/// One column chunk of [`weighted_row_sum`]: q4.. start at +0.0, each row adds `coef[i] ·` its
-/// chunk, then the sums are stored to `y` (r2). Registers as in `rank1_chunk!`.
+/// One column chunk of [`weighted_row_sum`]: the chunk's registers (up to six, ending at q7)
+/// start at +0.0, each row adds `coef[i] ·` its chunk, then the sums are stored to `y` (r2). Registers as in `rank1_chunk!`.
 #[cfg(all(target_arch = "arm", vitae_mve))]
 macro_rules! weighted_chunk {
     ($rows:expr, $coefs:expr, $ys:expr, $stride:expr, $m:expr; $($off:literal => $q:literal),+) => {
@@ -802,19 +803,22 @@ macro_rules! weighted_chunk {
             $(concat!("vstrw.32 ", $q, ", [r2, #", $off, "]"),)+
             inout("r0") $rows => _, inout("r1") $coefs => _, in("r2") $ys,
             in("r3") $stride, inout("r4") $m => _, out("r12") _,
-            out("q0") _, out("q4") _, out("q5") _, out("q6") _, out("q7") _,
+            out("q0") _, out("q2") _, out("q3") _, out("q4") _, out("q5") _, out("q6") _,
+            out("q7") _,
             options(nostack),
         )
     };
 }
 
 /// The column chunks of [`rank1_update_rows`] and [`weighted_row_sum`]: `(first column,
-/// vectors)` with up to four four-float vectors each, covering `0..e` (a multiple of 4).
+/// vectors)` covering `0..e` (a multiple of 4): one chunk of up to six four-float vectors when
+/// `e ≤ 24` (one pass over the rows), else chunks of up to four.
 #[cfg(all(target_arch = "arm", vitae_mve))]
 fn column_chunks(e: usize) -> impl Iterator<Item = (usize, usize)> {
+    let step = if e <= 24 { 24 } else { 16 };
     (0..e)
-        .step_by(16)
-        .map(move |c0| (c0, ((e - c0) / 4).min(4)))
+        .step_by(step)
+        .map(move |c0| (c0, ((e - c0) / 4).min(step / 4)))
 }
 
 /// `mat[i·e + c] += coef[i] · x[c]` for every row `i < min(coef.len(), mat.len() / e)` and
@@ -823,7 +827,7 @@ fn column_chunks(e: usize) -> impl Iterator<Item = (usize, usize)> {
 /// [`axpy_f32`] call per row, so the results are the same bit for bit. Nothing happens when
 /// `x` holds fewer than `e` values.
 ///
-/// On Helium, when `e` is a multiple of 4, the columns go in chunks of up to 16 whose `x` values
+/// On Helium, when `e` is a multiple of 4, the columns go in chunks (see `column_chunks`) whose `x` values
 /// stay in registers while every row is updated: 4 instructions per 4 values and row plus 4 per
 /// row, against 6 per 4 values and the loop overhead of one [`axpy_f32`] per row.
 #[inline]
@@ -841,9 +845,13 @@ pub fn rank1_update_rows(mat: &mut [f32], e: usize, coef: &[f32], x: &[f32]) {
             // `mat[i·e + c0..]`: i·e + c0 + 4·vectors ≤ (m − 1)·e + e ≤ mat.len(). It reads
             // `vectors` vectors of `x[c0..]` (c0 + 4·vectors ≤ e ≤ x.len()) and `m` floats of
             // `coef` (m ≤ coef.len()). All word-aligned (`f32` slices); `mat` is a unique borrow.
-            // Clobbers q0, q1, q4–q7 (declared: the compiler saves q4–q7), r12 and the inputs.
+            // Clobbers q0–q7 (declared: the compiler saves q4–q7), r12 and the inputs.
             unsafe {
                 match vectors {
+                    6 => rank1_chunk!(rows, coefs, xs, stride, m;
+                        0 => "q2", 16 => "q3", 32 => "q4", 48 => "q5", 64 => "q6", 80 => "q7"),
+                    5 => rank1_chunk!(rows, coefs, xs, stride, m;
+                        0 => "q3", 16 => "q4", 32 => "q5", 48 => "q6", 64 => "q7"),
                     4 => rank1_chunk!(rows, coefs, xs, stride, m;
                         0 => "q4", 16 => "q5", 32 => "q6", 48 => "q7"),
                     3 => {
@@ -866,7 +874,7 @@ pub fn rank1_update_rows(mat: &mut [f32], e: usize, coef: &[f32], x: &[f32]) {
 /// and calling [`axpy_f32`] once per row. `m = min(coef.len(), mat.len() / e)`; nothing happens
 /// when `y` holds fewer than `e` values.
 ///
-/// On Helium, when `e` is a multiple of 4, chunks of up to 16 columns accumulate in registers
+/// On Helium, when `e` is a multiple of 4, chunks of up to 16 (24) columns accumulate in registers
 /// over all rows (3 instructions per 4 values and row plus 4 per row).
 #[inline]
 pub fn weighted_row_sum(y: &mut [f32], e: usize, coef: &[f32], mat: &[f32]) {
@@ -882,10 +890,14 @@ pub fn weighted_row_sum(y: &mut [f32], e: usize, coef: &[f32], mat: &[f32]) {
             // SAFETY: for rows i < m reads `vectors` four-float vectors at `mat[i·e + c0..]`
             // (i·e + c0 + 4·vectors ≤ m·e ≤ mat.len()) and `m` floats of `coef`; writes
             // `vectors` vectors at `y[c0..]` (c0 + 4·vectors ≤ e ≤ y.len()), a unique borrow.
-            // Word-aligned (`f32` slices). Clobbers q0, q4–q7 (declared: the compiler saves
+            // Word-aligned (`f32` slices). Clobbers q0, q2–q7 (declared: the compiler saves
             // q4–q7), r12 and the inputs.
             unsafe {
                 match vectors {
+                    6 => weighted_chunk!(rows, coefs, ys, stride, m;
+                        0 => "q2", 16 => "q3", 32 => "q4", 48 => "q5", 64 => "q6", 80 => "q7"),
+                    5 => weighted_chunk!(rows, coefs, ys, stride, m;
+                        0 => "q3", 16 => "q4", 32 => "q5", 48 => "q6", 64 => "q7"),
                     4 => weighted_chunk!(rows, coefs, ys, stride, m;
                         0 => "q4", 16 => "q5", 32 => "q6", 48 => "q7"),
                     3 => {
