@@ -29,6 +29,13 @@ impl Requant {
             && (MIN_SHIFT..=MAX_SHIFT).contains(&self.shift)
     }
 
+    /// True when every entry [`is_valid`](Self::is_valid). Counts the bad ones instead of
+    /// stopping at the first, so the loop has no early exit and vectorizes: kernels are built
+    /// from the blob before every inference, and this is most of that work.
+    pub fn all_valid(requant: &[Requant]) -> bool {
+        requant.iter().filter(|r| !r.is_valid()).count() == 0
+    }
+
     /// The multiplier closest to `real` (which must be finite and ≥ 0), with the mantissa
     /// rounded to nearest (TFLite's `QuantizeMultiplier`). Multipliers too small to represent
     /// become zero; too large ones are an error.

@@ -29,7 +29,8 @@ pub struct Model<'a> {
     params: &'a [u8],
     params_at: usize,
     data: &'a [u8],
-    strings: &'a [u8],
+    /// The string table, checked to be UTF-8 once in `parse` (names are then O(1) slices).
+    strings: &'a str,
 }
 
 /// A tensor record with its decoded fields.
@@ -362,7 +363,9 @@ impl<'a> Model<'a> {
         };
         let (params, params_at) = bytes_of(SectionKind::Params);
         let (data, _) = bytes_of(SectionKind::Data);
-        let (strings, _) = bytes_of(SectionKind::Strings);
+        let (string_bytes, strings_at) = bytes_of(SectionKind::Strings);
+        let strings = core::str::from_utf8(string_bytes)
+            .map_err(|e| FormatError::new(K::BadString, strings_at + e.valid_up_to()))?;
         let cast_err = |at| FormatError::new(K::Misaligned, at);
         let model = Model {
             bytes,
@@ -621,11 +624,11 @@ impl<'a> Model<'a> {
 
     fn string(&self, r: StrRef) -> Result<&'a str, ()> {
         let start = r.offset as usize;
-        let bytes = start
+        // `get` also refuses a range that splits a character.
+        start
             .checked_add(r.len as usize)
             .and_then(|end| self.strings.get(start..end))
-            .ok_or(())?;
-        core::str::from_utf8(bytes).map_err(|_| ())
+            .ok_or(())
     }
 
     /// Decodes op `i`, checking its tensors, parameter record and data against each other.

@@ -142,7 +142,7 @@ impl<'a> ConvS8<'a> {
         check_len("conv bias", bias.len(), geom.out_c)?;
         check_len("conv requant", requant.len(), geom.out_c)?;
         ensure(
-            requant.iter().all(Requant::is_valid),
+            Requant::all_valid(requant),
             "conv requant multiplier/shift out of range",
         )?;
         ensure(

@@ -48,7 +48,7 @@ impl<'a> LinearS8<'a> {
         check_len("linear bias", bias.len(), out_features)?;
         check_len("linear requant", requant.len(), out_features)?;
         ensure(
-            requant.iter().all(Requant::is_valid),
+            Requant::all_valid(requant),
             "linear requant multiplier/shift out of range",
         )?;
         ensure((-128..=127).contains(&out_zp), "zero point outside int8")?;
