@@ -191,7 +191,11 @@ pub fn run<'r>(
     check(model, arena, &input)?;
     for i in 0..model.op_count() {
         let view = model.op(i);
-        let op = model.decode(i).map_err(RunError::Format)?;
+        // A plain match: `map_err` and `?` each moved the decoded op (three 80-byte copies).
+        let op = match model.decode(i) {
+            Ok(op) => op,
+            Err(e) => return Err(RunError::Format(e)),
+        };
         profiler.op_start(&view);
         run_op(model, &view, &op, arena, &input)?;
         let out = arena
