@@ -1376,19 +1376,149 @@ pub fn copy_short_runs(
     true
 }
 
-/// A table of byte offsets for [`gather_rows`], with its largest entry (computed here, so the
-/// bound [`gather_rows`] checks cannot disagree with the table).
+/// [`pack3_unchecked`] with gathered runs: run `r` of column `c` is the `len` bytes
+/// `base[at[c] + r·src_stride + table[j]]`, `j < len`.
+///
+/// # Safety
+///
+/// `len ≥ 1`, `rows ≥ 1`; `len` bytes are readable at `table`; for `c < 3`, `r < rows` and
+/// `j < len` the byte at `base + at[c] + r·src_stride + table[j]` is readable, and the
+/// `3·rows·len` bytes at `dst` writable and not accessed otherwise meanwhile.
+#[cfg(all(target_arch = "arm", vitae_mve))]
+#[inline(always)]
+unsafe fn gather3_unchecked(
+    dst: *mut i8,
+    base: *const i8,
+    at: [usize; 3],
+    src_stride: usize,
+    rows: usize,
+    len: usize,
+    table: *const u8,
+) {
+    // SAFETY: per run a tail-predicated loop over exactly `len` lanes: the offsets (r9 from the
+    // table's start), the byte gather from the run's start (r1–r3, low registers as the gather
+    // needs) and the store (r10 from the run's place in `dst`) touch only what the caller's
+    // contract allows. Clobbers q0, q1, LR, r9, r10, r12 and the inputs.
+    unsafe {
+        asm!(
+            "mov r12, r8",
+            "1:",
+            "mov r9, r11",
+            "mov r10, r0",
+            "mov lr, r5",
+            "dlstp.8 lr, lr",
+            "2:",
+            "vldrb.u8 q1, [r9], #16",
+            "vldrb.u8 q0, [r1, q1]",
+            "vstrb.8 q0, [r10], #16",
+            "letp lr, 2b",
+            "add r1, r4",
+            "add r0, r5",
+            "subs r12, #1",
+            "bne 1b",
+            "mov r12, r8",
+            "3:",
+            "mov r9, r11",
+            "mov r10, r0",
+            "mov lr, r5",
+            "dlstp.8 lr, lr",
+            "4:",
+            "vldrb.u8 q1, [r9], #16",
+            "vldrb.u8 q0, [r2, q1]",
+            "vstrb.8 q0, [r10], #16",
+            "letp lr, 4b",
+            "add r2, r4",
+            "add r0, r5",
+            "subs r12, #1",
+            "bne 3b",
+            "mov r12, r8",
+            "5:",
+            "mov r9, r11",
+            "mov r10, r0",
+            "mov lr, r5",
+            "dlstp.8 lr, lr",
+            "6:",
+            "vldrb.u8 q1, [r9], #16",
+            "vldrb.u8 q0, [r3, q1]",
+            "vstrb.8 q0, [r10], #16",
+            "letp lr, 6b",
+            "add r3, r4",
+            "add r0, r5",
+            "subs r12, #1",
+            "bne 5b",
+            inout("r0") dst => _,
+            inout("r1") base.wrapping_add(at[0]) => _,
+            inout("r2") base.wrapping_add(at[1]) => _,
+            inout("r3") base.wrapping_add(at[2]) => _,
+            in("r4") src_stride,
+            in("r5") len,
+            in("r8") rows,
+            in("r11") table,
+            out("r9") _,
+            out("r10") _,
+            out("r12") _,
+            out("lr") _,
+            out("q0") _,
+            out("q1") _,
+            options(nostack),
+        );
+    }
+}
+
+/// A table of offsets for [`gather_rows`] and walks: bytes when every offset fits one (then a
+/// gather moves sixteen values instead of eight), else halfwords; with its largest entry
+/// (computed here, so the bound [`gather_rows`] checks cannot disagree with the table).
 #[derive(Clone, Copy, Debug)]
 pub struct GatherTable<'a> {
-    offsets: &'a [u16],
+    offsets: Offsets<'a>,
     max: usize,
 }
 
+/// The two widths of a [`GatherTable`].
+#[derive(Clone, Copy, Debug)]
+enum Offsets<'a> {
+    Narrow(&'a [u8]),
+    Wide(&'a [u16]),
+}
+
 impl<'a> GatherTable<'a> {
-    /// Wraps `offsets`, scanning them once for the largest.
-    pub fn new(offsets: &'a [u16]) -> Self {
+    /// Takes `offsets`, scanning them once for the largest; when that fits a byte, the table is
+    /// narrowed in place (into the first half of the same memory).
+    pub fn new(offsets: &'a mut [u16]) -> Self {
         let max = offsets.iter().copied().max().map_or(0, usize::from);
-        GatherTable { offsets, max }
+        if max > usize::from(u8::MAX) {
+            return GatherTable {
+                offsets: Offsets::Wide(offsets),
+                max,
+            };
+        }
+        let n = offsets.len();
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(offsets);
+        // Byte i overwrites halfword i / 2 ≤ i, already read.
+        for i in 0..n {
+            let v = u16::from_ne_bytes([bytes[2 * i], bytes[2 * i + 1]]);
+            bytes[i] = v as u8;
+        }
+        GatherTable {
+            offsets: Offsets::Narrow(&bytes[..n]),
+            max,
+        }
+    }
+
+    /// Entries in the table.
+    fn len(&self) -> usize {
+        match self.offsets {
+            Offsets::Narrow(t) => t.len(),
+            Offsets::Wide(t) => t.len(),
+        }
+    }
+
+    /// The byte offsets, when the table is narrow.
+    pub fn narrow(&self) -> Option<&'a [u8]> {
+        match self.offsets {
+            Offsets::Narrow(t) => Some(t),
+            Offsets::Wide(_) => None,
+        }
     }
 }
 
@@ -1396,9 +1526,9 @@ impl<'a> GatherTable<'a> {
 /// returns false, writing nothing, when the table is shorter than `len` or a row would leave
 /// either slice (judged by the table's largest entry).
 ///
-/// Per row five instructions and a tail-predicated loop over eight lanes: VLDRH of the offsets,
-/// a VLDRB.U16 gather and a narrowing VSTRB.16, 4 instructions per 8 bytes. The im2col of a
-/// strided or grouped convolution in one call per column instead of one call per tap.
+/// Per row five instructions and a tail-predicated loop: VLDRB (VLDRH) of the offsets, a byte
+/// gather and a store, 4 instructions per 16 (8) bytes with a narrow (wide) table. The im2col
+/// of a strided, dilated or grouped convolution in one call per column instead of one per tap.
 #[inline(always)]
 pub fn gather_rows(
     dst: &mut [i8],
@@ -1410,7 +1540,7 @@ pub fn gather_rows(
     table: &GatherTable,
 ) -> bool {
     let fits = |n: usize, stride, have| extent(rows, stride, n).is_some_and(|e| e <= have);
-    if len > table.offsets.len()
+    if len > table.len()
         || !fits(len, dst_stride, dst.len())
         || !fits(table.max + 1, src_stride, src.len())
     {
@@ -1420,14 +1550,14 @@ pub fn gather_rows(
         return true;
     }
     #[cfg(all(target_arch = "arm", vitae_mve))]
-    {
+    match table.offsets {
         // SAFETY: row r writes dst[r·dst_stride..][..len] (in bounds by the first extent check)
         // and reads src[r·src_stride + o] for the first `len` table entries o ≤ table.max (in
         // bounds by the second); `len ≤ table length`. rows ≥ 1 since the extents exist, len ≥
         // 1. `dst` is a unique borrow. Tail predication leaves lanes past `len` untouched. The
         // gather and the narrowing store need their bases in r0–r7. Clobbers q0, q1, LR and the
         // declared registers.
-        unsafe {
+        Offsets::Wide(t) => unsafe {
             asm!(
                 "1:",
                 "mov r0, r3",
@@ -1449,7 +1579,7 @@ pub fn gather_rows(
                 inout("r3") dst.as_mut_ptr() => _,
                 inout("r4") rows => _,
                 in("r5") len,
-                in("r8") table.offsets.as_ptr(),
+                in("r8") t.as_ptr(),
                 in("r9") dst_stride,
                 in("r10") src_stride,
                 out("lr") _,
@@ -1457,12 +1587,48 @@ pub fn gather_rows(
                 out("q1") _,
                 options(nostack),
             );
-        }
+        },
+        // SAFETY: as above with byte offsets, sixteen lanes per step.
+        Offsets::Narrow(t) => unsafe {
+            asm!(
+                "1:",
+                "mov r0, r3",
+                "mov r2, r8",
+                "mov lr, r5",
+                "dlstp.8 lr, lr",
+                "2:",
+                "vldrb.u8 q1, [r2], #16",
+                "vldrb.u8 q0, [r1, q1]",
+                "vstrb.8 q0, [r0], #16",
+                "letp lr, 2b",
+                "add r3, r9",
+                "add r1, r10",
+                "subs r4, #1",
+                "bne 1b",
+                out("r0") _,
+                inout("r1") src.as_ptr() => _,
+                out("r2") _,
+                inout("r3") dst.as_mut_ptr() => _,
+                inout("r4") rows => _,
+                in("r5") len,
+                in("r8") t.as_ptr(),
+                in("r9") dst_stride,
+                in("r10") src_stride,
+                out("lr") _,
+                out("q0") _,
+                out("q1") _,
+                options(nostack),
+            );
+        },
     }
     #[cfg(not(all(target_arch = "arm", vitae_mve)))]
     for r in 0..rows {
-        for (j, &o) in table.offsets[..len].iter().enumerate() {
-            dst[r * dst_stride + j] = src[r * src_stride + usize::from(o)];
+        for j in 0..len {
+            let o = match table.offsets {
+                Offsets::Narrow(t) => usize::from(t[j]),
+                Offsets::Wide(t) => usize::from(t[j]),
+            };
+            dst[r * dst_stride + j] = src[r * src_stride + o];
         }
     }
     true
@@ -1882,7 +2048,7 @@ impl Block3<'_> {
     pub fn run_planes(
         &self,
         plane: &[i8],
-        walk: &PlaneWalk,
+        walk: &PlaneWalk<'_>,
         cols: &mut [i8],
         tile: &mut [i32],
         out: &mut [i8],
@@ -1897,9 +2063,19 @@ impl Block3<'_> {
         if !shape {
             return false;
         }
+        // Bytes a run spans: its length, or one past its largest gather offset.
+        let span = match w.gather {
+            None => Some(w.run_len),
+            Some(t) => t
+                .get(..w.run_len)
+                .map(|t| t.iter().copied().max().map_or(0, usize::from) + 1),
+        };
+        let Some(span) = span else {
+            return false;
+        };
         let last = w.pixels - 1;
         // The furthest receptive field: last row, and the last column any row reaches.
-        let field = extent(w.runs, w.run_stride, w.run_len);
+        let field = extent(w.runs, w.run_stride, span);
         let reach = (last / w.out_w)
             .checked_mul(w.row_step)
             .zip(last.min(w.out_w - 1).checked_mul(w.col_step))
@@ -1928,17 +2104,29 @@ impl Block3<'_> {
             });
             #[cfg(all(target_arch = "arm", vitae_mve))]
             {
-                // SAFETY: every pixel's runs lie inside `plane` (the furthest checked above) and
-                // `cols` holds the 3k packed bytes (checked), a unique borrow.
+                // SAFETY: every pixel's runs (their `span` bytes, gathered or copied) lie inside
+                // `plane` (the furthest checked above), the table holds run_len offsets (checked),
+                // and `cols` holds the 3k packed bytes (checked), a unique borrow.
                 unsafe {
-                    pack3_unchecked(
-                        cols.as_mut_ptr(),
-                        plane.as_ptr(),
-                        at,
-                        w.run_stride,
-                        w.runs,
-                        w.run_len,
-                    );
+                    match w.gather {
+                        None => pack3_unchecked(
+                            cols.as_mut_ptr(),
+                            plane.as_ptr(),
+                            at,
+                            w.run_stride,
+                            w.runs,
+                            w.run_len,
+                        ),
+                        Some(t) => gather3_unchecked(
+                            cols.as_mut_ptr(),
+                            plane.as_ptr(),
+                            at,
+                            w.run_stride,
+                            w.runs,
+                            w.run_len,
+                            t.as_ptr(),
+                        ),
+                    }
                 }
                 // SAFETY: as in `run`: pixels p0..p0 + 3 have their outputs at
                 // p·out_stride + j (j < rows ≤ out_stride), inside `out` since the last pixel's
@@ -1954,7 +2142,20 @@ impl Block3<'_> {
             }
             #[cfg(not(all(target_arch = "arm", vitae_mve)))]
             {
-                pack3_short(cols, plane, at, w.run_stride, w.runs, w.run_len);
+                match w.gather {
+                    None => {
+                        pack3_short(cols, plane, at, w.run_stride, w.runs, w.run_len);
+                    }
+                    Some(t) => {
+                        let runs = cols.chunks_exact_mut(w.run_len).take(3 * w.runs);
+                        for (i, d) in runs.enumerate() {
+                            let start = at[i / w.runs] + (i % w.runs) * w.run_stride;
+                            for (v, &o) in d.iter_mut().zip(t) {
+                                *v = plane[start + usize::from(o)];
+                            }
+                        }
+                    }
+                }
                 self.run(cols, tile, &mut out[p0 * out_stride..], out_stride);
             }
             p0 += 3;

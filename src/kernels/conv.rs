@@ -366,7 +366,11 @@ pub(crate) fn conv_gemm<M: Micro>(
     for grp in 0..g.groups {
         let oc = grp * cout_g;
         let prepared = M::prepare(&rows, oc..oc + cout_g);
-        let runs_fit = plan.contiguous && plan.kx_len <= M::RUNS_UP_TO;
+        // Kernel rows that are contiguous runs, or gathers through a byte table, of an
+        // ungrouped convolution.
+        let runs_fit = g.groups == 1
+            && plan.kx_len <= M::RUNS_UP_TO
+            && (plan.contiguous || plan.table.as_ref().and_then(M::narrow).is_some());
         let mut p0 = 0;
         while p0 < npix {
             if runs_fit {
@@ -423,7 +427,15 @@ fn walk_row<M: Micro>(
         runs: g.kh,
         run_len: plan.kx_len,
         run_stride: plan.src_stride,
+        gather: if plan.contiguous {
+            None
+        } else {
+            plan.table.as_ref().and_then(M::narrow)
+        },
     };
+    if !plan.contiguous && walk.gather.is_none() {
+        return 0;
+    }
     let stride = plan.p.out.pixel_stride;
     let base0 = p0 * stride + plan.p.out.offset + oc;
     let plane = plan.input.get(at..).unwrap_or_default();
@@ -493,6 +505,7 @@ fn conv_staged<M: Micro>(
             runs: g.kh,
             run_len: kx_len,
             run_stride: src_stride,
+            gather: None,
         };
         let base0 = p.out.offset + oc;
         if g.dil_w == 1
@@ -630,21 +643,6 @@ impl<M: Micro> Im2col<'_, '_, M> {
         // Last output column whose kernel ends inside the input.
         let ox_last = ((g.in_w - 1 - self.x_last + g.pad_w) / g.stride_w).min(g.out_w - 1);
         Some((ox_last + 1 - ox, iy0 * self.row_len + ix0 * g.in_c))
-    }
-
-    /// Where the receptive fields of the `n ≤ 4` pixels from `p0` on start in the input (group
-    /// 0) when they lie in one output row and wholly inside the input; `None` otherwise.
-    #[inline(always)]
-    fn interior_block(&self, p0: usize, n: usize) -> Option<[usize; 4]> {
-        let g = &self.p.geom;
-        let (oy, ox) = (p0 / g.out_w, p0 % g.out_w);
-        let iy0 = (oy * g.stride_h).checked_sub(g.pad_h)?;
-        let ix0 = (ox * g.stride_w).checked_sub(g.pad_w)?;
-        let ix_last = ix0 + n.checked_sub(1)? * g.stride_w;
-        let inside =
-            ox + n <= g.out_w && iy0 + self.y_last < g.in_h && ix_last + self.x_last < g.in_w;
-        let (first, step) = (iy0 * self.row_len + ix0 * g.in_c, g.stride_w * g.in_c);
-        inside.then(|| core::array::from_fn(|c| first + c * step))
     }
 
     /// A pixel whose kernel reaches into the padding (or that the fast path declined): the taps

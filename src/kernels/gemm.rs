@@ -39,7 +39,9 @@ pub(crate) const TILE: usize = 64;
 /// `p % out_w`) reads `runs` runs of `run_len` bytes, `run_stride` apart, from
 /// `(p / out_w)·row_step + (p % out_w)·col_step` on.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct PlaneWalk {
+// Read only by the Helium walk; the DSP flavour declines walks.
+#[cfg_attr(not(any(test, vitae_mve)), allow(dead_code))]
+pub(crate) struct PlaneWalk<'t> {
     /// Output pixels in all (a multiple of 3).
     pub(crate) pixels: usize,
     /// Output pixels per row.
@@ -54,6 +56,9 @@ pub(crate) struct PlaneWalk {
     pub(crate) run_len: usize,
     /// Bytes from one run to the next.
     pub(crate) run_stride: usize,
+    /// When set, a run's values are `start[gather[j]]` (`j < run_len`) instead of `run_len`
+    /// consecutive bytes (dilated taps).
+    pub(crate) gather: Option<&'t [u8]>,
 }
 
 /// A micro-kernel flavour: how columns are packed, how a block is multiplied and how a row of
@@ -89,7 +94,7 @@ pub(crate) trait Micro {
     fn run_walk(
         p: &Self::Prepared<'_>,
         plane: &[i8],
-        walk: &PlaneWalk,
+        walk: &PlaneWalk<'_>,
         cols: &mut Self::Cols<'_>,
         tile: &mut [i32],
         output: &mut [i8],
@@ -195,8 +200,14 @@ pub(crate) trait Micro {
     const GATHER_BELOW: usize;
     /// A table of byte offsets for [`Micro::gather_rows`].
     type Table<'a>;
-    /// Prepares `offsets` (once per kernel call) for [`Micro::gather_rows`].
-    fn table(offsets: &[u16]) -> Self::Table<'_>;
+    /// Prepares `offsets` (once per kernel call) for [`Micro::gather_rows`]; may rewrite them in
+    /// place.
+    fn table(offsets: &mut [u16]) -> Self::Table<'_>;
+    /// The table as byte offsets, when the flavour's walks can gather with it.
+    fn narrow<'t>(table: &Self::Table<'t>) -> Option<&'t [u8]> {
+        let _ = table;
+        None
+    }
     /// `dst[r·dst_stride + j] = src[r·src_stride + offsets[j]]` for `r < rows`, `j < len`;
     /// false (and nothing written) when an access would leave a slice.
     fn gather_rows(
@@ -400,7 +411,8 @@ impl Micro for Dsp {
     /// The table and its largest entry.
     type Table<'a> = (&'a [u16], usize);
 
-    fn table(offsets: &[u16]) -> (&[u16], usize) {
+    fn table(offsets: &mut [u16]) -> (&[u16], usize) {
+        let offsets: &[u16] = offsets;
         (
             offsets,
             offsets.iter().copied().max().map_or(0, usize::from),
@@ -484,7 +496,7 @@ impl Micro for Mve {
     fn run_walk(
         p: &crate::arch::mve::Block3<'_>,
         plane: &[i8],
-        walk: &PlaneWalk,
+        walk: &PlaneWalk<'_>,
         cols: &mut MveCols<'_>,
         tile: &mut [i32],
         output: &mut [i8],
@@ -683,8 +695,16 @@ impl Micro for Mve {
 
     type Table<'a> = crate::arch::mve::GatherTable<'a>;
 
-    fn table(offsets: &[u16]) -> crate::arch::mve::GatherTable<'_> {
+    fn table(offsets: &mut [u16]) -> crate::arch::mve::GatherTable<'_> {
         crate::arch::mve::GatherTable::new(offsets)
+    }
+
+    // The bound makes `'t` early-bound, as the trait's projection makes it there.
+    fn narrow<'t>(table: &crate::arch::mve::GatherTable<'t>) -> Option<&'t [u8]>
+    where
+        't: 't,
+    {
+        table.narrow()
     }
 
     #[inline(always)]
