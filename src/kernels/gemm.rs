@@ -76,7 +76,10 @@ pub(crate) trait Micro {
     type Prepared<'a>;
     /// Prepares rows `range` of `rows` for whole blocks of `COLS` columns; `None` when the
     /// flavour has no such path or the rows do not suit it (then [`block`] runs every block).
-    fn prepare<'a>(rows: &Rows<'a>, range: Range<usize>) -> Option<Self::Prepared<'a>>;
+    fn prepare<'a>(rows: &Rows<'a>, range: Range<usize>) -> Option<Self::Prepared<'a>> {
+        let _ = (rows, range);
+        None
+    }
     /// A whole block of `COLS` columns with prepared rows: column `c`'s outputs go to
     /// `output[base0 + c·out_stride..]`; false (nothing written) when the flavour declines.
     fn run_prepared(
@@ -86,7 +89,10 @@ pub(crate) trait Micro {
         output: &mut [i8],
         base0: usize,
         out_stride: usize,
-    ) -> bool;
+    ) -> bool {
+        let _ = (p, cols, tile, output, base0, out_stride);
+        false
+    }
     /// Every pixel of one convolution group (`walk`, receptive fields in `plane`) with prepared
     /// rows, pixel `p`'s outputs at `output[base0 + p·out_stride..]`; false (nothing written)
     /// when the flavour declines.
@@ -276,22 +282,8 @@ pub(crate) fn mve_cols_bytes(k: usize) -> usize {
 impl Micro for Dsp {
     const COLS: usize = 4;
     type Cols<'a> = DspCols<'a>;
+    /// No prepared path: every block goes through [`block`].
     type Prepared<'a> = ();
-
-    fn prepare<'a>(_rows: &Rows<'a>, _range: Range<usize>) -> Option<()> {
-        None
-    }
-
-    fn run_prepared(
-        _p: &(),
-        _cols: &DspCols<'_>,
-        _tile: &mut [i32],
-        _output: &mut [i8],
-        _base0: usize,
-        _out_stride: usize,
-    ) -> bool {
-        false
-    }
 
     fn carve<'a>(s: &mut Scratch<'a>, k: usize) -> Result<DspCols<'a>, KernelError> {
         let blocks = k.div_ceil(4);
