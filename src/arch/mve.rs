@@ -1574,12 +1574,13 @@ pub fn quantize_rgb(planes: [&[f32]; 3], inv_scale: f32, zero_point: i32, out: &
         .min(planes[1].len())
         .min(planes[2].len())
         .min(out.len() / 3);
-    let c = zero_point as f32 + 128.5;
     #[cfg(all(target_arch = "arm", vitae_mve))]
     {
         if n == 0 {
             return;
         }
+        // `quantize_f32`'s constant: the zero point plus the rounding and range offset.
+        let c = zero_point as f32 + 128.5;
         let offsets: [u32; 4] = [0, 3, 6, 9];
         // SAFETY: tail-predicated on n 32-bit lanes: reads the first n floats of each plane and
         // writes the bytes out[3i + c] (i < n, c < 3), inside `out` (3n ≤ out.len()), a unique

@@ -147,3 +147,47 @@ pub fn dequantize_s8(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The Helium RGB path's semantics (`arch::mve::quantize_rgb`, here its plain-Rust twin)
+    /// against `quantize_f32` per value, on special values and ties; the assembly itself is
+    /// compared on the M55 by the on-target test `quantize_image_matches_scalar`.
+    #[test]
+    fn rgb_fast_path_matches_per_value_quantization() {
+        let values = [
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            1e30,
+            -1e30,
+            1e-40,
+            0.5,
+            -0.5,
+            1.5,
+            127.5,
+            -128.5,
+            3.25,
+            -7.75,
+        ];
+        for pixels in 1..=values.len() {
+            let planes: Vec<f32> = (0..3 * pixels)
+                .map(|i| values[(i * 7) % values.len()])
+                .collect();
+            let (r, gb) = planes.split_at(pixels);
+            let (g, b) = gb.split_at(pixels);
+            for (zp, inv) in [(0, 1.0f32), (-128, 0.37), (127, 41.0)] {
+                let mut got = vec![0x55i8; 3 * pixels + 1];
+                crate::arch::mve::quantize_rgb([r, g, b], inv, zp, &mut got[..3 * pixels]);
+                for p in 0..pixels {
+                    for (ch, plane) in [r, g, b].iter().enumerate() {
+                        assert_eq!(got[3 * p + ch], quantize_f32(plane[p], inv, zp));
+                    }
+                }
+                assert_eq!(got[3 * pixels], 0x55);
+            }
+        }
+    }
+}

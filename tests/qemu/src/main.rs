@@ -750,7 +750,11 @@ fn performer_feature_dots_match_scalar() -> TestResult {
                 };
             }
             for v in z[..e].iter_mut() {
-                *v = if rng.next() % 8 == 0 { i8::MIN } else { rng.next() as i8 };
+                *v = if rng.next() % 8 == 0 {
+                    i8::MIN
+                } else {
+                    rng.next() as i8
+                };
             }
             let mut got = [0x5a5a_5a5ai32; M + 1];
             feature_dots(&w[..m * e], e, &z[..e], &mut got[..m]);
@@ -805,7 +809,8 @@ fn quantize_image_matches_scalar() -> TestResult {
                     };
                 }
                 let mut got = [0x55i8; 3 * MAX + 1];
-                let r = quantize_image_nchw(&image[..n], channels, 1, pixels, inv, zp, &mut got[..n]);
+                let r =
+                    quantize_image_nchw(&image[..n], channels, 1, pixels, inv, zp, &mut got[..n]);
                 check!(r.is_ok());
                 for p in 0..pixels {
                     for ch in 0..channels {
