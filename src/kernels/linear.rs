@@ -197,30 +197,24 @@ pub(crate) fn linear_gemm<M: Micro>(
         let n = (p.tokens - t0).min(M::COLS);
         let base = core::array::from_fn(|c| (t0 + c) * n_out);
         // Consecutive tokens already lie back to back: the flavour may read them in place.
-        if let Some(view) = M::in_place(&input[t0 * k..], n, k) {
-            block_prepared::<M>(
-                prepared.as_ref(),
-                &rows,
-                &view,
-                n,
-                0..n_out,
-                tile,
-                output,
-                base,
-            );
-            t0 += n;
-            continue;
-        }
-        for c in 0..n {
-            let x = &input[(t0 + c) * k..][..k];
-            M::pack(&mut cols, c, k, |row| M::copy(row, x));
-        }
+        let view = M::in_place(&input[t0 * k..], n, k);
+        let block_cols = match &view {
+            Some(view) => view,
+            None => {
+                for c in 0..n {
+                    let x = &input[(t0 + c) * k..][..k];
+                    M::pack(&mut cols, c, k, |row| M::copy(row, x));
+                }
+                &cols
+            }
+        };
+        let range = 0..n_out;
         block_prepared::<M>(
             prepared.as_ref(),
             &rows,
-            &cols,
+            block_cols,
             n,
-            0..n_out,
+            range,
             tile,
             output,
             base,
