@@ -35,10 +35,7 @@ impl Build<'_> {
     }
 }
 
-/// Shared target dir for every ARM build, so `core` is built once per target+CPU.
-pub fn arm_target_dir() -> PathBuf {
-    project_root().join("target").join("arm")
-}
+pub use crate::setup::arm_target_dir;
 
 /// Builds the binary and copies it to `target/firmware/<board>/<package>.elf` (M4 and M7 share a
 /// Rust target, so cargo's own output path is not per board). Returns that path.
@@ -90,22 +87,16 @@ pub struct Sizes {
     pub ram: u64,
 }
 
-/// Reads section sizes with `arm-none-eabi-size -A` (from gcc-arm-none-eabi).
+/// Reads the section sizes from the ELF's section headers.
 pub fn sizes(elf: &std::path::Path) -> Result<Sizes> {
-    let out = std::process::Command::new("arm-none-eabi-size")
-        .arg("-A")
-        .arg(elf)
-        .output()
-        .context("running arm-none-eabi-size (run `cargo xtask setup`)")?;
-    let text = String::from_utf8_lossy(&out.stdout);
+    use object::{Object, ObjectSection};
+    let bytes = std::fs::read(elf).with_context(|| format!("reading {}", elf.display()))?;
+    let file = object::File::parse(&*bytes)
+        .with_context(|| format!("{} is not an ELF file", elf.display()))?;
     let mut s = Sizes::default();
-    for line in text.lines() {
-        let mut it = line.split_whitespace();
-        let (Some(name), Some(size)) = (it.next(), it.next().and_then(|v| v.parse::<u64>().ok()))
-        else {
-            continue;
-        };
-        match name {
+    for section in file.sections() {
+        let size = section.size();
+        match section.name().unwrap_or("") {
             ".vector_table" | ".text" | ".rodata" | ".vitae_blob" => s.flash += size,
             ".data" => {
                 s.flash += size;

@@ -1,12 +1,13 @@
 //! `cargo xtask`: the project's build, test, QEMU, demo and benchmark driver.
 //!
-//! Every command that needs ARM tools runs `setup` first, which installs what is missing once.
+//! `cargo xtask` runs the bootstrap crate (`host-tools/xtask/bootstrap`) first: it checks the
+//! toolchain and QEMU (`setup`) before this crate's long first build, then runs this binary. Every
+//! command here that needs ARM tools still calls `setup`, which is instant once its stamp matches.
 
 mod app;
 mod assets;
 mod bench;
 mod bench_e2e;
-mod boards;
 mod defmt_log;
 mod demo;
 mod e2e;
@@ -15,14 +16,13 @@ mod fuzz;
 mod hardening;
 mod qemu;
 mod qemu_cmd;
-mod setup;
 mod test;
-mod toolchain;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
+pub use xtask_bootstrap::{boards, host_cargo, project_root, run_checked, setup, toolchain};
 
 #[derive(Parser)]
 #[command(
@@ -116,36 +116,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// The repository root (xtask lives in host-tools/xtask).
-pub fn project_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("..")
-        .canonicalize()
-        .expect("project root exists")
-}
-
-/// The cargo that runs this xtask (rustup's on a normal machine), for host builds.
-pub fn host_cargo() -> Command {
-    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    c.current_dir(project_root());
-    c
-}
-
-/// Runs a command, echoing it; fails with `what` when it exits non-zero.
-pub fn run_checked(mut cmd: Command, what: &str) -> Result<()> {
-    let shown: Vec<String> = std::iter::once(cmd.get_program())
-        .chain(cmd.get_args())
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
-    println!("  $ {}", shown.join(" "));
-    let status = cmd.status().with_context(|| format!("starting {what}"))?;
-    if !status.success() {
-        bail!("{what} failed ({status})");
-    }
-    Ok(())
 }
 
 /// Builds the firmware for a board with the demo model (int8) and one demo digit embedded.

@@ -6,13 +6,19 @@
 //! `VITAE_ARM_TOOLCHAIN=rustup|debian` overrides the detection.
 
 use anyhow::{Result, bail};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const THUMB_TARGETS: &[&str] = &["thumbv7em-none-eabihf", "thumbv8m.main-none-eabihf"];
-const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
-const DEBIAN_CARGO: &str = "/usr/bin/cargo";
-const DEBIAN_LIBRARY_SRC: &str = "/usr/lib/rustlib/src/rust/library/core";
+/// The Rust targets of the boards, one per Cortex-M family we build for.
+pub const THUMB_TARGETS: &[&str] = &["thumbv7em-none-eabihf", "thumbv8m.main-none-eabihf"];
+pub const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
+pub const DEBIAN_CARGO: &str = "/usr/bin/cargo";
+pub const DEBIAN_CLIPPY: &str = "/usr/bin/clippy-driver";
+/// What `-Zbuild-std` compiles.
+pub const DEBIAN_LIBRARY_SRC: &str = "/usr/lib/rustlib/src/rust/library/core/src/lib.rs";
+/// The linker the thumb targets name by default (rustc's `gnu-lld` flavour).
+pub const DEFAULT_LINKER: &str = "rust-lld";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ArmToolchain {
@@ -61,13 +67,7 @@ impl ArmToolchain {
                 c.arg(subcommand).arg("-Zbuild-std=core,alloc");
                 c.env("RUSTC", DEBIAN_RUSTC).env("RUSTC_BOOTSTRAP", "1");
                 // Debian's cargo must find Debian's clippy-driver/rustdoc, not rustup's proxies.
-                let path = std::env::var_os("PATH").unwrap_or_default();
-                let mut dirs = vec![PathBuf::from("/usr/bin")];
-                dirs.extend(std::env::split_paths(&path));
-                c.env(
-                    "PATH",
-                    std::env::join_paths(dirs).expect("PATH entries are valid"),
-                );
+                c.env("PATH", self.search_path());
                 c.env_remove("RUSTUP_TOOLCHAIN").env_remove("RUSTC_WRAPPER");
                 c
             }
@@ -86,6 +86,88 @@ impl ArmToolchain {
         cmd.env("CARGO_TARGET_DIR", target_dir);
         cmd
     }
+
+    /// The `PATH` the ARM builds run with (Debian's tools first for the Debian toolchain).
+    pub fn search_path(self) -> OsString {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        if self == ArmToolchain::Debian {
+            dirs.push(PathBuf::from("/usr/bin"));
+        }
+        dirs.extend(std::env::split_paths(&path));
+        std::env::join_paths(dirs).unwrap_or(path)
+    }
+
+    /// The `rustc` that compiles for ARM, as a command.
+    pub fn rustc(self) -> Command {
+        match self {
+            ArmToolchain::Rustup => {
+                Command::new(std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into()))
+            }
+            ArmToolchain::Debian => Command::new(DEBIAN_RUSTC),
+        }
+    }
+
+    /// The linker cargo will give rustc for `target`, and where that choice comes from: cargo's
+    /// `CARGO_TARGET_<TRIPLE>_LINKER` override, else the target's own default (`rust-lld`).
+    pub fn linker(self, target: &str) -> Linker {
+        let var = format!(
+            "CARGO_TARGET_{}_LINKER",
+            target.to_uppercase().replace(['-', '.'], "_")
+        );
+        match std::env::var_os(&var) {
+            Some(v) => Linker {
+                program: PathBuf::from(v),
+                origin: format!("set by {var}"),
+            },
+            None => Linker {
+                program: PathBuf::from(DEFAULT_LINKER),
+                origin: format!("{target}'s default linker"),
+            },
+        }
+    }
+
+    /// Where rustc itself looks for `rust-lld`, besides `PATH`: its sysroot's tool directory.
+    pub fn sysroot_tool_dir(self) -> Option<PathBuf> {
+        let out = self.rustc().arg("-vV").output().ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let host = text.lines().find_map(|l| l.strip_prefix("host: "))?.trim();
+        let out = self.rustc().args(["--print", "sysroot"]).output().ok()?;
+        let sysroot = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        Some(
+            Path::new(&sysroot)
+                .join("lib/rustlib")
+                .join(host)
+                .join("bin"),
+        )
+    }
+}
+
+/// A linker choice for one target.
+#[derive(Debug, Clone)]
+pub struct Linker {
+    pub program: PathBuf,
+    /// For messages: which setting chose it.
+    pub origin: String,
+}
+
+impl Linker {
+    /// The executable the name resolves to, the way the build will resolve it: a path as given,
+    /// a bare name on `search_path` or in rustc's sysroot tool directory.
+    pub fn resolve(&self, search_path: &OsString, sysroot_tools: Option<&Path>) -> Option<PathBuf> {
+        if self.program.components().count() > 1 {
+            return is_executable(&self.program).then(|| self.program.clone());
+        }
+        std::env::split_paths(search_path)
+            .chain(sysroot_tools.map(Path::to_path_buf))
+            .map(|d| d.join(&self.program))
+            .find(|p| is_executable(p))
+    }
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// True when rustup has every thumb target we build for.
@@ -110,22 +192,26 @@ pub fn debian_toolchain_present() -> bool {
         && Path::new(DEBIAN_LIBRARY_SRC).exists()
 }
 
-/// Picks the toolchain for ARM builds.
-pub fn detect() -> Result<ArmToolchain> {
+/// The toolchain ARM builds will use once setup has installed what it needs: the override, else
+/// rustup when it has the thumb targets, else Debian's.
+pub fn planned() -> Result<ArmToolchain> {
     match std::env::var("VITAE_ARM_TOOLCHAIN").as_deref() {
-        Ok("rustup") => return Ok(ArmToolchain::Rustup),
-        Ok("debian") => return Ok(ArmToolchain::Debian),
+        Ok("rustup") => Ok(ArmToolchain::Rustup),
+        Ok("debian") => Ok(ArmToolchain::Debian),
         Ok(other) => bail!("VITAE_ARM_TOOLCHAIN={other}: expected `rustup` or `debian`"),
-        Err(_) => {}
+        Err(_) if rustup_has_thumb_targets() => Ok(ArmToolchain::Rustup),
+        Err(_) => Ok(ArmToolchain::Debian),
     }
-    if rustup_has_thumb_targets() {
-        Ok(ArmToolchain::Rustup)
-    } else if debian_toolchain_present() {
-        Ok(ArmToolchain::Debian)
-    } else {
+}
+
+/// Picks the toolchain for ARM builds; fails when it is not installed.
+pub fn detect() -> Result<ArmToolchain> {
+    let tc = planned()?;
+    if tc == ArmToolchain::Debian && !debian_toolchain_present() {
         bail!(
             "no Rust toolchain here can build for Cortex-M: run `cargo xtask setup` (or `rustup target add {}`)",
             THUMB_TARGETS.join(" ")
         )
     }
+    Ok(tc)
 }
