@@ -310,8 +310,9 @@ pub fn run() -> Result<()> {
     )?;
     println!("    report: {}", report.display());
     println!(
-        "\ndemo finished in {:.0} s",
-        started.elapsed().as_secs_f64()
+        "\ndemo finished in {:.0} s{}",
+        started.elapsed().as_secs_f64(),
+        xtask_bootstrap::since_start_note()
     );
     if identical != total {
         bail!(

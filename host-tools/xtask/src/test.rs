@@ -192,7 +192,11 @@ pub fn run(args: &TestArgs) -> Result<()> {
         }
     }
     println!("\n{} passed, {} failed", on_target.0, on_target.1);
-    println!("total time {:.0} s", started.elapsed().as_secs_f64());
+    println!(
+        "total time {:.0} s{}",
+        started.elapsed().as_secs_f64(),
+        xtask_bootstrap::since_start_note()
+    );
     if !steps.failed.is_empty() {
         bail!("failed steps: {}", steps.failed.join("; "));
     }

@@ -47,6 +47,27 @@ pub fn run_checked(mut cmd: Command, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// Set by the first stage to the Unix time (ms) `cargo xtask` started, so the task runner can say
+/// how long the whole command took, first build included.
+pub const STARTED_ENV: &str = "VITAE_XTASK_STARTED_MS";
+
+/// Seconds since `cargo xtask` started (the first stage's clock), when known.
+pub fn since_start() -> Option<f64> {
+    let started: u128 = std::env::var(STARTED_ENV).ok()?.parse().ok()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_millis();
+    Some(now.saturating_sub(started) as f64 / 1000.0)
+}
+
+/// `" (N s since `cargo xtask` started, …)"` when the first stage's clock is known.
+pub fn since_start_note() -> String {
+    since_start()
+        .map(|s| format!(" ({s:.0} s since `cargo xtask` started, setup and builds included)"))
+        .unwrap_or_default()
+}
+
 /// A command line as a person would type it.
 pub fn shown(cmd: &Command) -> String {
     std::iter::once(cmd.get_program())

@@ -7,7 +7,7 @@
 
 use std::ffi::OsString;
 use std::process::{Command, ExitCode};
-use xtask_bootstrap::{host_cargo, host_target_dir, setup, shown};
+use xtask_bootstrap::{STARTED_ENV, host_cargo, host_target_dir, setup, shown};
 
 /// Subcommands that need the ARM toolchain or QEMU (all of them unless `--host-only`).
 const NEEDS_ARM_TOOLS: &[&str] = &[
@@ -22,6 +22,13 @@ const NEEDS_ARM_TOOLS: &[&str] = &[
 ];
 
 fn main() -> ExitCode {
+    let started = std::env::var(STARTED_ENV).unwrap_or_else(|_| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0)
+            .to_string()
+    });
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let words: Vec<&str> = args.iter().filter_map(|a| a.to_str()).collect();
     let command = words.first().copied().unwrap_or("");
@@ -64,7 +71,7 @@ fn main() -> ExitCode {
         }
     }
     let mut run = Command::new(&runner);
-    run.args(&args);
+    run.args(&args).env(STARTED_ENV, started);
     exec(run)
 }
 
