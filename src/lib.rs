@@ -46,6 +46,7 @@ mod arch;
 pub mod format;
 pub mod kernels;
 pub mod math;
+pub mod ops;
 pub mod preprocess;
 pub mod quant;
 pub mod runtime;

@@ -10,7 +10,8 @@
 //!            TENSORS  TensorDesc × n: dtype, shape (h, w, c), arena offset and length, scale, zp
 //!            OPS      OpDesc × n, in execution order: kind, input/output tensors, parameter
 //!                     record, scratch range in the arena, MACs, name
-//!            PARAMS   the op parameter records (#[repr(C)] structs below), 4-aligned
+//!            PARAMS   the op parameter records (one `#[repr(C)]` struct per kind, defined with
+//!                     the op in `crate::ops`), 4-aligned
 //!            DATA     weights, biases, requantization and LUT tables, each 16-aligned so they are
 //!                     used in place from flash (zero-copy)
 //!            STRINGS  UTF-8 names
@@ -23,15 +24,14 @@
 
 mod crc;
 mod error;
-mod ops;
 mod read;
 #[cfg(feature = "std")]
 mod write;
 
+pub use crate::ops::{Op, OpKind};
 pub use crc::{Crc32, crc32};
 pub use error::{FormatError, FormatErrorKind};
-pub use ops::*;
-pub use read::{ConvF16, LayerNormF16, LinearF16, Model, Op, OpView, Prm, TensorView};
+pub use read::{Model, OpView, TensorView};
 #[cfg(feature = "std")]
 pub use write::{AlignedBytes, BlobWriter};
 

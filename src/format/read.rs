@@ -2,26 +2,17 @@
 //! accessors cannot fail on anything but a bug.
 
 use super::error::{FormatError, FormatErrorKind as K};
-use super::ops::*;
 use super::*;
-use crate::kernels::attention::{AttentionS8, attention_s8_scratch_size};
-use crate::kernels::conv::{ConvGeometry, ConvS8, OutputSlice, conv_s8_scratch_size};
-use crate::kernels::elementwise::{AddS8, MeanPoolS8};
-use crate::kernels::f16::{Activation, attention_f16_scratch_size, performer_f16_scratch_size};
-use crate::kernels::layernorm::LayerNormS8;
-use crate::kernels::linear::{LinearS8, linear_s8_scratch_size};
-use crate::kernels::performer::{PerformerS8, performer_s8_scratch_size};
-use crate::quant::{Lut256, Requant};
+use crate::ops::{DecodeCx, Op, OpKind, Tables};
 use bytemuck::Pod;
 use core::ops::Range;
-use half::f16;
 
 /// A validated blob, borrowed (the weights are used in place).
 #[derive(Clone, Copy, Debug)]
 pub struct Model<'a> {
     bytes: &'a [u8],
     header: Header,
-    meta: ModelMeta,
+    meta: &'a ModelMeta,
     tensors: &'a [TensorDesc],
     tensors_at: usize,
     ops: &'a [OpDesc],
@@ -77,211 +68,6 @@ impl OpView<'_> {
     pub fn scratch_range(&self) -> Range<usize> {
         let start = self.desc.scratch_offset as usize;
         start..start + self.desc.scratch_len as usize
-    }
-}
-
-/// A PRM op: the shared shape plus its branches, each a convolution into a channel slice.
-#[derive(Clone, Copy, Debug)]
-pub struct Prm<'a> {
-    /// Shared parameters.
-    pub header: PrmParams,
-    branches: &'a [PrmBranch],
-    data: &'a [u8],
-    op: u16,
-    at: usize,
-}
-
-impl<'a> Prm<'a> {
-    /// Number of branches.
-    pub fn len(&self) -> usize {
-        self.branches.len()
-    }
-
-    /// True when there are no branches (never, after validation).
-    pub fn is_empty(&self) -> bool {
-        self.branches.is_empty()
-    }
-
-    /// Geometry of branch `b` (its own output channels only).
-    pub fn geometry(&self, b: usize) -> ConvGeometry {
-        let h = &self.header;
-        let br = &self.branches[b];
-        ConvGeometry {
-            in_h: h.in_h as usize,
-            in_w: h.in_w as usize,
-            in_c: h.in_c as usize,
-            out_h: h.out_h as usize,
-            out_w: h.out_w as usize,
-            out_c: h.branch_channels as usize,
-            kh: h.kernel as usize,
-            kw: h.kernel as usize,
-            stride_h: h.stride as usize,
-            stride_w: h.stride as usize,
-            pad_h: br.padding as usize,
-            pad_w: br.padding as usize,
-            dil_h: br.dilation as usize,
-            dil_w: br.dilation as usize,
-            groups: 1,
-        }
-    }
-
-    /// Where branch `b` writes in each output token.
-    pub fn output_slice(&self, b: usize) -> OutputSlice {
-        let e = self.header.branch_channels as usize;
-        OutputSlice {
-            offset: b * e,
-            pixel_stride: e * self.branches.len(),
-        }
-    }
-
-    /// Branch `b` as an int8 convolution.
-    pub fn branch_s8(&self, b: usize) -> Result<ConvS8<'a>, FormatError> {
-        let br = &self.branches[b];
-        let d = DataSlices {
-            data: self.data,
-            op: self.op,
-            at: self.at,
-        };
-        ConvS8::new(
-            self.geometry(b),
-            d.get::<i8>(br.weights, "prm weights")?,
-            d.get::<i32>(br.bias, "prm bias")?,
-            d.get::<Requant>(br.requant, "prm requant")?,
-            self.header.in_zp,
-            br.out_zp,
-            d.lut(br.lut)?,
-            self.output_slice(b),
-        )
-        .map_err(|error| FormatError::new(K::BadKernelParams { op: self.op, error }, self.at))
-    }
-
-    /// Branch `b` as fp16 weights and f32 bias.
-    pub fn branch_f16(&self, b: usize) -> Result<(&'a [f16], &'a [f32]), FormatError> {
-        let br = &self.branches[b];
-        let d = DataSlices {
-            data: self.data,
-            op: self.op,
-            at: self.at,
-        };
-        Ok((
-            d.get::<f16>(br.weights, "prm weights")?,
-            d.get::<f32>(br.bias, "prm bias")?,
-        ))
-    }
-}
-
-/// fp16 convolution parameters, decoded.
-#[derive(Clone, Copy, Debug)]
-#[allow(missing_docs)]
-pub struct ConvF16<'a> {
-    pub geom: ConvGeometry,
-    pub weights: &'a [f16],
-    pub bias: &'a [f32],
-    pub act: Activation,
-}
-
-/// fp16 linear parameters, decoded.
-#[derive(Clone, Copy, Debug)]
-#[allow(missing_docs)]
-pub struct LinearF16<'a> {
-    pub tokens: usize,
-    pub in_features: usize,
-    pub out_features: usize,
-    pub weights: &'a [f16],
-    pub bias: &'a [f32],
-    pub act: Activation,
-}
-
-/// fp16 LayerNorm parameters, decoded.
-#[derive(Clone, Copy, Debug)]
-#[allow(missing_docs)]
-pub struct LayerNormF16<'a> {
-    pub channels: usize,
-    pub eps: f32,
-    pub gamma: &'a [f32],
-    pub beta: &'a [f32],
-}
-
-/// An op, decoded into the parameters its kernel takes.
-#[derive(Clone, Copy, Debug)]
-#[allow(missing_docs)]
-pub enum Op<'a> {
-    QuantizeImage(QuantizeParams),
-    ConvS8(ConvS8<'a>),
-    PrmS8(Prm<'a>),
-    LinearS8(LinearS8<'a>),
-    LayerNormS8(LayerNormS8<'a>),
-    AttentionS8(AttentionS8),
-    PerformerS8(PerformerS8<'a>),
-    AddS8(AddS8),
-    MeanPoolS8(MeanPoolS8),
-    ImageToF16,
-    ConvF16(ConvF16<'a>),
-    PrmF16(Prm<'a>),
-    LinearF16(LinearF16<'a>),
-    LayerNormF16(LayerNormF16<'a>),
-    AttentionF16(AttentionF16Params),
-    PerformerF16 {
-        params: PerformerF16Params,
-        w: &'a [f32],
-    },
-    AddF16,
-    MeanPoolF16(MeanPoolF16Params),
-    DequantizeS8(ConvertParams),
-    QuantizeF16(ConvertParams),
-}
-
-/// Typed views of DATA references for one op.
-struct DataSlices<'a> {
-    data: &'a [u8],
-    op: u16,
-    at: usize,
-}
-
-impl<'a> DataSlices<'a> {
-    fn get<T: Pod>(&self, r: DataRef, what: &'static str) -> Result<&'a [T], FormatError> {
-        let bad = || FormatError::new(K::BadData { op: self.op, what }, self.at);
-        let start = r.offset as usize;
-        if start % ALIGN != 0 || r.len as usize % core::mem::size_of::<T>() != 0 {
-            return Err(bad());
-        }
-        let bytes = start
-            .checked_add(r.len as usize)
-            .and_then(|end| self.data.get(start..end))
-            .ok_or_else(bad)?;
-        bytemuck::try_cast_slice(bytes).map_err(|_| bad())
-    }
-
-    fn lut(&self, r: DataRef) -> Result<Option<&'a Lut256>, FormatError> {
-        if r.is_none() {
-            return Ok(None);
-        }
-        let t = self.get::<i8>(r, "activation table")?;
-        let arr: &[i8; 256] = t.try_into().map_err(|_| {
-            FormatError::new(
-                K::BadData {
-                    op: self.op,
-                    what: "activation table",
-                },
-                self.at,
-            )
-        })?;
-        Ok(Some(bytemuck::cast_ref(arr)))
-    }
-}
-
-fn act_of(code: u32, op: u16, at: usize) -> Result<Activation, FormatError> {
-    match code {
-        c if c == act::NONE as u32 => Ok(Activation::None),
-        c if c == act::GELU as u32 => Ok(Activation::Gelu),
-        c if c == act::SILU as u32 => Ok(Activation::Silu),
-        _ => Err(FormatError::new(
-            K::BadOp {
-                index: op,
-                what: "unknown activation code",
-            },
-            at,
-        )),
     }
 }
 
@@ -345,8 +131,10 @@ impl<'a> Model<'a> {
         if meta_len != core::mem::size_of::<ModelMeta>() {
             return Err(FormatError::new(K::BadSectionSize, meta_at));
         }
-        let meta: ModelMeta =
-            read_pod(bytes, meta_at, FormatError::new(K::BadSectionSize, meta_at))?;
+        // In place (the blob is 16-byte aligned, so is every section): ops borrow it as they
+        // decode.
+        let meta: &'a ModelMeta = bytemuck::try_from_bytes(&bytes[meta_at..meta_at + meta_len])
+            .map_err(|_| FormatError::new(K::Misaligned, meta_at))?;
         let records = |k: SectionKind, size: usize| -> Result<(&'a [u8], usize), FormatError> {
             let (at, len, count) = section(k);
             if count.checked_mul(size) != Some(len) {
@@ -491,13 +279,17 @@ impl<'a> Model<'a> {
             if scratch_end > arena as u64 || (scratch.start % ALIGN != 0 && !scratch.is_empty()) {
                 return Err(bad("scratch range misaligned or outside the arena"));
             }
-            if (op.desc.scratch_len as usize) < Self::scratch_needed(&decoded) {
+            let needed = self
+                .record(op.desc)
+                .and_then(|r| decoded.kind().scratch_bytes(r))
+                .unwrap_or(usize::MAX);
+            if (op.desc.scratch_len as usize) < needed {
                 return Err(bad("scratch smaller than the kernel needs"));
             }
             // Outputs may not overlap inputs (except the in-place add) or scratch; scratch may not
             // overlap inputs. Each op gets disjoint views of the arena.
             let out = self.tensor_view_unchecked(op.desc.output).arena_range();
-            let in_place = matches!(op.kind, OpKind::AddS8 | OpKind::AddF16)
+            let in_place = op.kind.in_place()
                 && self.tensor_view_unchecked(op.desc.inputs[0]).arena_range() == out;
             for (k, t) in op.inputs().enumerate() {
                 let r = self.tensor_view_unchecked(t).arena_range();
@@ -517,17 +309,16 @@ impl<'a> Model<'a> {
     }
 
     fn validate_meta(&self, at: usize) -> Result<(), FormatError> {
-        let m = &self.meta;
+        let m = self.meta;
         let bad = |what| FormatError::new(K::BadMeta(what), at);
         if Precision::from_u8(m.precision).is_none() {
             return Err(bad("unknown precision"));
         }
         self.string(m.name).map_err(|_| bad("name"))?;
         let first = self.ops.first().ok_or(bad("no ops"))?;
-        let first_kind = OpKind::from_u16(first.kind);
-        if !matches!(first_kind, Some(OpKind::QuantizeImage | OpKind::ImageToF16))
-            || first.output != m.input_tensor
-        {
+        // The ops that read the caller's image are the ones without tensor inputs.
+        let reads_image = OpKind::from_u16(first.kind).is_some_and(|k| k.inputs() == 0);
+        if !reads_image || first.output != m.input_tensor {
             return Err(bad(
                 "the first op must convert the image into the input tensor",
             ));
@@ -564,27 +355,6 @@ impl<'a> Model<'a> {
             return Err(bad("no op writes the output tensor"));
         }
         Ok(())
-    }
-
-    /// Scratch bytes the decoded op's kernel needs.
-    fn scratch_needed(op: &Op) -> usize {
-        match op {
-            Op::ConvS8(c) => conv_s8_scratch_size(c.geometry()),
-            Op::PrmS8(p) => (0..p.len())
-                .map(|b| conv_s8_scratch_size(&p.geometry(b)))
-                .max()
-                .unwrap_or(0),
-            Op::LinearS8(l) => {
-                linear_s8_scratch_size(l.tokens(), l.in_features(), l.out_features())
-            }
-            Op::AttentionS8(a) => attention_s8_scratch_size(a.tokens(), a.head_dim()),
-            Op::PerformerS8(p) => performer_s8_scratch_size(p.emb(), p.features()),
-            Op::AttentionF16(a) => attention_f16_scratch_size(a.head_dim as usize),
-            Op::PerformerF16 { params, .. } => {
-                performer_f16_scratch_size(params.emb as usize, params.features as usize)
-            }
-            _ => 0,
-        }
     }
 
     fn op_at(&self, i: usize) -> usize {
@@ -631,24 +401,16 @@ impl<'a> Model<'a> {
             .ok_or(())
     }
 
-    /// Decodes op `i`, checking its tensors, parameter record and data against each other.
+    /// Decodes op `i`, checking its tensors, parameter record and data against each other: the
+    /// checks every op shares here (tensor ids, arity, the record's bounds), the rest in the op's
+    /// own module ([`crate::ops`]).
     fn decode_at(&self, i: usize) -> Result<Op<'a>, FormatError> {
         let view = self.op_view_unchecked(i)?;
         let desc = view.desc;
         let at = self.op_at(i);
         let op = i as u16;
         let bad = |what| FormatError::new(K::BadOp { index: op, what }, at);
-        // Tensor arity and ids.
-        let (n_in, external_input) = match view.kind {
-            OpKind::QuantizeImage | OpKind::ImageToF16 => (0, true),
-            OpKind::AttentionS8
-            | OpKind::PerformerS8
-            | OpKind::AttentionF16
-            | OpKind::PerformerF16 => (3, false),
-            OpKind::AddS8 | OpKind::AddF16 => (2, false),
-            _ => (1, false),
-        };
-        let _ = external_input;
+        let n_in = view.kind.inputs();
         for (k, &t) in desc.inputs.iter().enumerate() {
             let used = k < n_in;
             if used && (t as usize) >= self.tensors.len() {
@@ -661,535 +423,31 @@ impl<'a> Model<'a> {
         if desc.output as usize >= self.tensors.len() {
             return Err(bad("output tensor id out of range"));
         }
-        let tensor = |k: usize| self.tensor_view_unchecked(desc.inputs[k]);
-        let out = self.tensor_view_unchecked(desc.output);
-        // The parameter record.
-        let p_at = desc.params_offset as usize;
-        let p_len = desc.params_len as usize;
-        let rec_at = self.params_at + p_at;
-        let record = p_at
-            .checked_add(p_len)
-            .and_then(|end| self.params.get(p_at..end))
-            .filter(|_| p_at % 4 == 0)
+        let record = self
+            .record(desc)
             .ok_or(bad("parameter record out of bounds or misaligned"))?;
-        let fixed = |size: usize| -> Result<&'a [u8], FormatError> {
-            if record.len() == size {
-                Ok(record)
-            } else {
-                Err(FormatError::new(
-                    K::BadOp {
-                        index: op,
-                        what: "parameter record has the wrong length",
-                    },
-                    rec_at,
-                ))
-            }
+        let cx = DecodeCx {
+            tensors: self.tensors,
+            inputs: desc.inputs,
+            output: desc.output,
+            meta: self.meta,
+            tables: Tables {
+                data: self.data,
+                op,
+                at: self.params_at + desc.params_offset as usize,
+            },
         };
-        let d = DataSlices {
-            data: self.data,
-            op,
-            at: rec_at,
-        };
-        let kerr = |error| FormatError::new(K::BadKernelParams { op, error }, rec_at);
-        let want = |ok: bool, what: &'static str| {
-            if ok {
-                Ok(())
-            } else {
-                Err(FormatError::new(K::BadOp { index: op, what }, rec_at))
-            }
-        };
-        let is = |t: &TensorView, dt: DType, h: usize, w: usize, c: usize| {
-            t.dtype == dt && (t.desc.h as usize, t.desc.w as usize, t.desc.c as usize) == (h, w, c)
-        };
-        let tokens_of = |t: &TensorView| t.desc.h as usize * t.desc.w as usize;
-        let meta = &self.meta;
-        let (ih, iw, ic) = (
-            meta.input_height as usize,
-            meta.input_width as usize,
-            meta.input_channels as usize,
-        );
+        view.kind.decode(record, &cx)
+    }
 
-        let decoded = match view.kind {
-            OpKind::QuantizeImage => {
-                let p: QuantizeParams =
-                    bytemuck::pod_read_unaligned(fixed(core::mem::size_of::<QuantizeParams>())?);
-                want(
-                    is(&out, DType::I8, ih, iw, ic),
-                    "output must be the int8 input image",
-                )?;
-                want(
-                    p.inv_scale.is_finite()
-                        && p.inv_scale > 0.0
-                        && p.zero_point == out.desc.zero_point,
-                    "input quantization",
-                )?;
-                Op::QuantizeImage(p)
-            }
-            OpKind::ImageToF16 => {
-                fixed(0)?;
-                want(
-                    is(&out, DType::F16, ih, iw, ic),
-                    "output must be the fp16 input image",
-                )?;
-                Op::ImageToF16
-            }
-            OpKind::ConvS8 => {
-                let p: ConvParams =
-                    bytemuck::pod_read_unaligned(fixed(core::mem::size_of::<ConvParams>())?);
-                let g = p.geom.geometry();
-                let x = tensor(0);
-                want(
-                    is(&x, DType::I8, g.in_h, g.in_w, g.in_c),
-                    "input tensor shape/dtype differs from the conv",
-                )?;
-                want(
-                    is(&out, DType::I8, g.out_h, g.out_w, g.out_c),
-                    "output tensor shape/dtype differs from the conv",
-                )?;
-                want(
-                    p.in_zp == x.desc.zero_point,
-                    "conv input zero point differs from its tensor",
-                )?;
-                let lut = d.lut(p.lut)?;
-                want(
-                    lut.is_some() || p.out_zp == out.desc.zero_point,
-                    "conv output zero point differs from its tensor",
-                )?;
-                let k = ConvS8::new(
-                    g,
-                    d.get(p.weights, "conv weights")?,
-                    d.get(p.bias, "conv bias")?,
-                    d.get(p.requant, "conv requant")?,
-                    p.in_zp,
-                    p.out_zp,
-                    lut,
-                    OutputSlice {
-                        offset: 0,
-                        pixel_stride: g.out_c,
-                    },
-                )
-                .map_err(kerr)?;
-                Op::ConvS8(k)
-            }
-            OpKind::PrmS8 | OpKind::PrmF16 => {
-                let hsize = core::mem::size_of::<PrmParams>();
-                let head_bytes = record
-                    .get(..hsize)
-                    .ok_or(bad("parameter record too short"))?;
-                let h: PrmParams = bytemuck::pod_read_unaligned(head_bytes);
-                let nb = h.branches as usize;
-                want(nb > 0 && nb <= MAX_PRM_BRANCHES, "PRM branch count")?;
-                let rest = fixed(hsize + nb * core::mem::size_of::<PrmBranch>())?;
-                let branches: &[PrmBranch] = bytemuck::try_cast_slice(&rest[hsize..])
-                    .map_err(|_| bad("PRM branches misaligned"))?;
-                let prm = Prm {
-                    header: h,
-                    branches,
-                    data: self.data,
-                    op,
-                    at: rec_at,
-                };
-                let s8 = view.kind == OpKind::PrmS8;
-                let dt = if s8 { DType::I8 } else { DType::F16 };
-                let x = tensor(0);
-                let e = h.branch_channels as usize;
-                want(
-                    is(&x, dt, h.in_h as usize, h.in_w as usize, h.in_c as usize),
-                    "PRM input tensor shape/dtype",
-                )?;
-                want(
-                    is(&out, dt, h.out_h as usize, h.out_w as usize, e * nb),
-                    "PRM output tensor shape/dtype",
-                )?;
-                for (b, branch) in branches.iter().enumerate() {
-                    prm.geometry(b).validate().map_err(kerr)?;
-                    if s8 {
-                        want(
-                            h.in_zp == x.desc.zero_point,
-                            "PRM input zero point differs from its tensor",
-                        )?;
-                        prm.branch_s8(b)?;
-                        want(
-                            !branch.lut.is_none(),
-                            "an int8 PRM branch needs its GELU table",
-                        )?;
-                    } else {
-                        let g = prm.geometry(b);
-                        let (w, bias) = prm.branch_f16(b)?;
-                        want(
-                            w.len() == g.weight_len() && bias.len() == e,
-                            "PRM fp16 weight/bias length",
-                        )?;
-                        act_of(h.act as u32, op, rec_at)?;
-                    }
-                }
-                if s8 { Op::PrmS8(prm) } else { Op::PrmF16(prm) }
-            }
-            OpKind::LinearS8 => {
-                let p: LinearParams =
-                    bytemuck::pod_read_unaligned(fixed(core::mem::size_of::<LinearParams>())?);
-                let (n, fi, fo) = (
-                    p.tokens as usize,
-                    p.in_features as usize,
-                    p.out_features as usize,
-                );
-                let x = tensor(0);
-                want(
-                    x.dtype == DType::I8 && tokens_of(&x) == n && x.desc.c as usize == fi,
-                    "linear input tensor shape/dtype",
-                )?;
-                want(
-                    out.dtype == DType::I8 && tokens_of(&out) == n && out.desc.c as usize == fo,
-                    "linear output tensor shape/dtype",
-                )?;
-                let lut = d.lut(p.lut)?;
-                want(
-                    lut.is_some() || p.out_zp == out.desc.zero_point,
-                    "linear output zero point differs from its tensor",
-                )?;
-                Op::LinearS8(
-                    LinearS8::new(
-                        n,
-                        fi,
-                        fo,
-                        d.get(p.weights, "linear weights")?,
-                        d.get(p.bias, "linear bias")?,
-                        d.get(p.requant, "linear requant")?,
-                        p.out_zp,
-                        lut,
-                    )
-                    .map_err(kerr)?,
-                )
-            }
-            OpKind::LayerNormS8 => {
-                let p: LayerNormParams =
-                    bytemuck::pod_read_unaligned(fixed(core::mem::size_of::<LayerNormParams>())?);
-                let (n, c) = (p.tokens as usize, p.channels as usize);
-                let x = tensor(0);
-                want(
-                    x.dtype == DType::I8 && tokens_of(&x) == n && x.desc.c as usize == c,
-                    "layernorm input tensor shape/dtype",
-                )?;
-                want(
-                    out.dtype == DType::I8 && tokens_of(&out) == n && out.desc.c as usize == c,
-                    "layernorm output tensor shape/dtype",
-                )?;
-                Op::LayerNormS8(
-                    LayerNormS8::new(
-                        n,
-                        c,
-                        p.eps_term,
-                        d.get(p.gain, "layernorm gain")?,
-                        d.get(p.offset, "layernorm offset")?,
-                    )
-                    .map_err(kerr)?,
-                )
-            }
-            OpKind::AttentionS8 => {
-                let p: AttentionParams =
-                    bytemuck::pod_read_unaligned(fixed(core::mem::size_of::<AttentionParams>())?);
-                let (n, c) = (p.tokens as usize, p.heads as usize * p.head_dim as usize);
-                for k in 0..3 {
-                    let t = tensor(k);
-                    want(
-                        t.dtype == DType::I8
-                            && tokens_of(&t) == n
-                            && t.desc.c as usize == c
-                            && t.desc.zero_point == 0,
-                        "attention q/k/v must be symmetric int8 of tokens × heads·head_dim",
-                    )?;
-                }
-                want(
-                    out.dtype == DType::I8
-                        && tokens_of(&out) == n
-                        && out.desc.c as usize == c
-                        && out.desc.zero_point == p.out_zp,
-                    "attention output tensor",
-                )?;
-                Op::AttentionS8(
-                    AttentionS8::new(
-                        n,
-                        p.heads as usize,
-                        p.head_dim as usize,
-                        p.logit_scale,
-                        p.out_scale,
-                        p.out_zp,
-                    )
-                    .map_err(kerr)?,
-                )
-            }
-            OpKind::PerformerS8 => {
-                let p: PerformerParams =
-                    bytemuck::pod_read_unaligned(fixed(core::mem::size_of::<PerformerParams>())?);
-                let (n, e) = (p.tokens as usize, p.emb as usize);
-                for k in 0..3 {
-                    let t = tensor(k);
-                    want(
-                        t.dtype == DType::I8
-                            && tokens_of(&t) == n
-                            && t.desc.c as usize == e
-                            && t.desc.zero_point == 0,
-                        "performer k/q/v must be symmetric int8 of tokens × emb",
-                    )?;
-                }
-                want(
-                    out.dtype == DType::I8
-                        && tokens_of(&out) == n
-                        && out.desc.c as usize == e
-                        && out.desc.zero_point == p.out_zp,
-                    "performer output tensor",
-                )?;
-                Op::PerformerS8(
-                    PerformerS8::new(
-                        n,
-                        e,
-                        p.features as usize,
-                        d.get(p.w, "performer w")?,
-                        p.w_scale,
-                        p.k_scale,
-                        p.q_scale,
-                        p.v_scale,
-                        p.out_inv_scale,
-                        p.out_zp,
-                    )
-                    .map_err(kerr)?,
-                )
-            }
-            OpKind::AddS8 | OpKind::AddF16 => {
-                let dt = if view.kind == OpKind::AddS8 {
-                    DType::I8
-                } else {
-                    DType::F16
-                };
-                let (a, b) = (tensor(0), tensor(1));
-                let same = |t: &TensorView| {
-                    t.dtype == dt
-                        && t.desc.elements() == out.desc.elements()
-                        && (t.desc.h, t.desc.w, t.desc.c) == (out.desc.h, out.desc.w, out.desc.c)
-                };
-                want(
-                    same(&a) && same(&b) && out.dtype == dt,
-                    "add operands and output must have the same shape and dtype",
-                )?;
-                if dt == DType::I8 {
-                    let p: AddParams =
-                        bytemuck::pod_read_unaligned(fixed(core::mem::size_of::<AddParams>())?);
-                    let k = AddS8 {
-                        ra: p.ra,
-                        rb: p.rb,
-                        c: p.c,
-                    };
-                    k.validate().map_err(kerr)?;
-                    Op::AddS8(k)
-                } else {
-                    fixed(0)?;
-                    Op::AddF16
-                }
-            }
-            OpKind::MeanPoolS8 => {
-                let p: MeanPoolParams =
-                    bytemuck::pod_read_unaligned(fixed(core::mem::size_of::<MeanPoolParams>())?);
-                let x = tensor(0);
-                let (n, c) = (p.tokens as usize, p.channels as usize);
-                want(
-                    x.dtype == DType::I8 && tokens_of(&x) == n && x.desc.c as usize == c,
-                    "mean-pool input tensor",
-                )?;
-                want(
-                    out.dtype == DType::I8 && out.desc.elements() == c && out.desc.c as usize == c,
-                    "mean-pool output tensor",
-                )?;
-                let k = MeanPoolS8 {
-                    tokens: n,
-                    channels: c,
-                    scale: p.scale,
-                    offset: p.offset,
-                };
-                want(
-                    k.scale.is_finite() && k.offset.is_finite(),
-                    "mean-pool factors must be finite",
-                )?;
-                Op::MeanPoolS8(k)
-            }
-            OpKind::ConvF16 => {
-                let p: ConvF16Params =
-                    bytemuck::pod_read_unaligned(fixed(core::mem::size_of::<ConvF16Params>())?);
-                let g = p.geom.geometry();
-                g.validate().map_err(kerr)?;
-                want(
-                    is(&tensor(0), DType::F16, g.in_h, g.in_w, g.in_c),
-                    "conv input tensor shape/dtype",
-                )?;
-                want(
-                    is(&out, DType::F16, g.out_h, g.out_w, g.out_c),
-                    "conv output tensor shape/dtype",
-                )?;
-                let weights = d.get::<f16>(p.weights, "conv weights")?;
-                let bias = d.get::<f32>(p.bias, "conv bias")?;
-                want(
-                    weights.len() == g.weight_len() && bias.len() == g.out_c,
-                    "conv fp16 weight/bias length",
-                )?;
-                Op::ConvF16(ConvF16 {
-                    geom: g,
-                    weights,
-                    bias,
-                    act: act_of(p.act, op, rec_at)?,
-                })
-            }
-            OpKind::LinearF16 => {
-                let p: LinearF16Params =
-                    bytemuck::pod_read_unaligned(fixed(core::mem::size_of::<LinearF16Params>())?);
-                let (n, fi, fo) = (
-                    p.tokens as usize,
-                    p.in_features as usize,
-                    p.out_features as usize,
-                );
-                let x = tensor(0);
-                want(n > 0 && fi > 0 && fo > 0, "linear dimensions must be > 0")?;
-                want(
-                    x.dtype == DType::F16 && tokens_of(&x) == n && x.desc.c as usize == fi,
-                    "linear input tensor shape/dtype",
-                )?;
-                want(
-                    out.dtype == DType::F16 && tokens_of(&out) == n && out.desc.c as usize == fo,
-                    "linear output tensor shape/dtype",
-                )?;
-                let weights = d.get::<f16>(p.weights, "linear weights")?;
-                let bias = d.get::<f32>(p.bias, "linear bias")?;
-                want(
-                    weights.len() == fi * fo && bias.len() == fo,
-                    "linear fp16 weight/bias length",
-                )?;
-                Op::LinearF16(LinearF16 {
-                    tokens: n,
-                    in_features: fi,
-                    out_features: fo,
-                    weights,
-                    bias,
-                    act: act_of(p.act, op, rec_at)?,
-                })
-            }
-            OpKind::LayerNormF16 => {
-                let p: LayerNormF16Params = bytemuck::pod_read_unaligned(fixed(
-                    core::mem::size_of::<LayerNormF16Params>(),
-                )?);
-                let (n, c) = (p.tokens as usize, p.channels as usize);
-                let x = tensor(0);
-                want(
-                    x.dtype == DType::F16 && tokens_of(&x) == n && x.desc.c as usize == c,
-                    "layernorm input tensor",
-                )?;
-                want(
-                    out.dtype == DType::F16 && tokens_of(&out) == n && out.desc.c as usize == c,
-                    "layernorm output tensor",
-                )?;
-                want(p.eps.is_finite() && p.eps > 0.0, "layernorm eps")?;
-                let gamma = d.get::<f32>(p.gamma, "layernorm gamma")?;
-                let beta = d.get::<f32>(p.beta, "layernorm beta")?;
-                want(
-                    gamma.len() == c && beta.len() == c,
-                    "layernorm gamma/beta length",
-                )?;
-                Op::LayerNormF16(LayerNormF16 {
-                    channels: c,
-                    eps: p.eps,
-                    gamma,
-                    beta,
-                })
-            }
-            OpKind::AttentionF16 => {
-                let p: AttentionF16Params = bytemuck::pod_read_unaligned(fixed(
-                    core::mem::size_of::<AttentionF16Params>(),
-                )?);
-                let (n, c) = (p.tokens as usize, p.heads as usize * p.head_dim as usize);
-                want(
-                    n > 0 && c > 0 && p.qk_scale.is_finite(),
-                    "attention parameters",
-                )?;
-                for k in 0..3 {
-                    let t = tensor(k);
-                    want(
-                        t.dtype == DType::F16 && tokens_of(&t) == n && t.desc.c as usize == c,
-                        "attention q/k/v tensors",
-                    )?;
-                }
-                want(
-                    out.dtype == DType::F16 && tokens_of(&out) == n && out.desc.c as usize == c,
-                    "attention output tensor",
-                )?;
-                Op::AttentionF16(p)
-            }
-            OpKind::PerformerF16 => {
-                let p: PerformerF16Params = bytemuck::pod_read_unaligned(fixed(
-                    core::mem::size_of::<PerformerF16Params>(),
-                )?);
-                let (n, e, m) = (p.tokens as usize, p.emb as usize, p.features as usize);
-                want(n > 0 && e > 0 && m > 0, "performer dimensions")?;
-                for k in 0..3 {
-                    let t = tensor(k);
-                    want(
-                        t.dtype == DType::F16 && tokens_of(&t) == n && t.desc.c as usize == e,
-                        "performer k/q/v tensors",
-                    )?;
-                }
-                want(
-                    out.dtype == DType::F16 && tokens_of(&out) == n && out.desc.c as usize == e,
-                    "performer output tensor",
-                )?;
-                let w = d.get::<f32>(p.w, "performer w")?;
-                want(
-                    w.len() == e * m && w.iter().all(|x| x.is_finite()),
-                    "performer w length/values",
-                )?;
-                Op::PerformerF16 { params: p, w }
-            }
-            OpKind::MeanPoolF16 => {
-                let p: MeanPoolF16Params =
-                    bytemuck::pod_read_unaligned(fixed(core::mem::size_of::<MeanPoolF16Params>())?);
-                let x = tensor(0);
-                let (n, c) = (p.tokens as usize, p.channels as usize);
-                want(n > 0 && c > 0, "mean-pool dimensions")?;
-                want(
-                    x.dtype == DType::F16 && tokens_of(&x) == n && x.desc.c as usize == c,
-                    "mean-pool input tensor",
-                )?;
-                want(
-                    out.dtype == DType::F16 && out.desc.elements() == c && out.desc.c as usize == c,
-                    "mean-pool output tensor",
-                )?;
-                Op::MeanPoolF16(p)
-            }
-            OpKind::DequantizeS8 | OpKind::QuantizeF16 => {
-                let p: ConvertParams =
-                    bytemuck::pod_read_unaligned(fixed(core::mem::size_of::<ConvertParams>())?);
-                let x = tensor(0);
-                let deq = view.kind == OpKind::DequantizeS8;
-                let (from, to) = if deq {
-                    (DType::I8, DType::F16)
-                } else {
-                    (DType::F16, DType::I8)
-                };
-                want(
-                    x.dtype == from
-                        && out.dtype == to
-                        && (x.desc.h, x.desc.w, x.desc.c) == (out.desc.h, out.desc.w, out.desc.c),
-                    "conversion tensors",
-                )?;
-                want(p.scale.is_finite() && p.scale > 0.0, "conversion scale")?;
-                let int8 = if deq { &x } else { &out };
-                want(
-                    p.zero_point == int8.desc.zero_point,
-                    "conversion zero point differs from the int8 tensor",
-                )?;
-                if deq {
-                    Op::DequantizeS8(p)
-                } else {
-                    Op::QuantizeF16(p)
-                }
-            }
-        };
-        Ok(decoded)
+    /// The parameter record of an op: in PARAMS and 4-aligned, or `None`.
+    fn record(&self, desc: &OpDesc) -> Option<&'a [u8]> {
+        let start = desc.params_offset as usize;
+        if start % 4 != 0 {
+            return None;
+        }
+        self.params
+            .get(start..start.checked_add(desc.params_len as usize)?)
     }
 
     // ---- accessors (the blob is valid past this point) ----
@@ -1200,8 +458,8 @@ impl<'a> Model<'a> {
     }
 
     /// Model-wide facts.
-    pub fn meta(&self) -> &ModelMeta {
-        &self.meta
+    pub fn meta(&self) -> &'a ModelMeta {
+        self.meta
     }
 
     /// The stored precision.
@@ -1306,71 +564,14 @@ impl<'a> Model<'a> {
         total
     }
 
-    /// Bytes of data (weights, tables) op `i` references.
+    /// Bytes of data (weights, tables) op `i` references and its kernel uses (0 for an op that
+    /// does not decode).
     pub fn op_data_bytes(&self, i: usize) -> usize {
-        match self.decode_at(i) {
-            // Only the tables the kernel uses were validated (an fp16 branch has no requant or
-            // table: those fields are ignored, whatever they hold), each within DATA.
-            Ok(Op::PrmS8(p)) => p
-                .branches
-                .iter()
-                .map(|b| [b.weights, b.bias, b.requant, b.lut])
-                .map(|refs| refs.iter().map(|r| r.len as usize).sum::<usize>())
-                .sum(),
-            Ok(Op::PrmF16(p)) => p
-                .branches
-                .iter()
-                .map(|b| b.weights.len as usize + b.bias.len as usize)
-                .sum(),
-            Ok(_) => {
-                let desc = &self.ops[i];
-                let start = desc.params_offset as usize;
-                let rec = &self.params[start..start + desc.params_len as usize];
-                // Every DataRef-bearing record lists its refs after its fixed fields; summing the
-                // refs through each kind keeps this exact.
-                data_refs_len(OpKind::from_u16(desc.kind), rec)
-            }
-            Err(_) => 0,
+        let desc = &self.ops[i];
+        match (self.decode_at(i), self.record(desc)) {
+            (Ok(op), Some(record)) => op.kind().data_bytes(record).unwrap_or(0),
+            _ => 0,
         }
-    }
-}
-
-fn data_refs_len(kind: Option<OpKind>, rec: &[u8]) -> usize {
-    let sum = |refs: &[DataRef]| refs.iter().map(|r| r.len as usize).sum();
-    match kind {
-        Some(OpKind::ConvS8) => {
-            let p: ConvParams = bytemuck::pod_read_unaligned(rec);
-            sum(&[p.weights, p.bias, p.requant, p.lut])
-        }
-        Some(OpKind::LinearS8) => {
-            let p: LinearParams = bytemuck::pod_read_unaligned(rec);
-            sum(&[p.weights, p.bias, p.requant, p.lut])
-        }
-        Some(OpKind::LayerNormS8) => {
-            let p: LayerNormParams = bytemuck::pod_read_unaligned(rec);
-            sum(&[p.gain, p.offset])
-        }
-        Some(OpKind::PerformerS8) => {
-            let p: PerformerParams = bytemuck::pod_read_unaligned(rec);
-            p.w.len as usize
-        }
-        Some(OpKind::ConvF16) => {
-            let p: ConvF16Params = bytemuck::pod_read_unaligned(rec);
-            sum(&[p.weights, p.bias])
-        }
-        Some(OpKind::LinearF16) => {
-            let p: LinearF16Params = bytemuck::pod_read_unaligned(rec);
-            sum(&[p.weights, p.bias])
-        }
-        Some(OpKind::LayerNormF16) => {
-            let p: LayerNormF16Params = bytemuck::pod_read_unaligned(rec);
-            sum(&[p.gamma, p.beta])
-        }
-        Some(OpKind::PerformerF16) => {
-            let p: PerformerF16Params = bytemuck::pod_read_unaligned(rec);
-            p.w.len as usize
-        }
-        _ => 0,
     }
 }
 

@@ -2,6 +2,7 @@
 //! describe; [`BlobWriter::finish`] fills in offsets, padding and the checksum.
 
 use super::*;
+use crate::ops::{HasKind, Record};
 use bytemuck::Pod;
 
 /// Builds a blob.
@@ -11,7 +12,8 @@ pub struct BlobWriter {
     pub meta: Option<ModelMeta>,
     /// Tensor records; `arena_offset` is filled by the planner.
     pub tensors: Vec<TensorDesc>,
-    /// Op records in execution order; scratch ranges are filled by the planner.
+    /// Op records in execution order; each op's scratch length comes from its kind, the
+    /// planner fills in the scratch offsets.
     pub ops: Vec<OpDesc>,
     params: Vec<u8>,
     data: Vec<u8>,
@@ -92,18 +94,67 @@ impl BlobWriter {
         (self.tensors.len() - 1) as u16
     }
 
-    /// Appends an op with its parameter record (a `#[repr(C)]` struct, or a PRM header followed
-    /// by its branches); returns its index.
-    pub fn op(
+    /// Appends an op of kind `S` with its typed parameter record; returns its index. `inputs`
+    /// must hold exactly the op's tensor inputs (a wrong count is a bug in the caller: it
+    /// panics).
+    pub fn op<S: HasKind>(
+        &mut self,
+        inputs: &[u16],
+        output: u16,
+        params: &S::Params<'_>,
+        macs: u64,
+        name: &str,
+    ) -> usize {
+        let start = self.start_record();
+        params.write(&mut self.params);
+        let scratch = S::scratch_bytes(params);
+        self.push_op(S::KIND, inputs, output, start, scratch, macs, name)
+    }
+
+    /// Appends an op of `kind` whose record is given as stored bytes (copying an op from another
+    /// blob): the bytes are read as the kind's record type first, so only a well-formed record of
+    /// that kind is written. Returns the op's index, or what is wrong with the record.
+    pub fn op_record(
         &mut self,
         kind: OpKind,
         inputs: &[u16],
         output: u16,
-        params: &[u8],
+        record: &[u8],
+        macs: u64,
+        name: &str,
+    ) -> Result<usize, &'static str> {
+        let start = self.start_record();
+        let scratch = kind
+            .copy_record(record, &mut self.params)
+            .inspect_err(|_| {
+                self.params.truncate(start);
+            })?;
+        Ok(self.push_op(kind, inputs, output, start, scratch, macs, name))
+    }
+
+    /// Pads PARAMS to the next record's alignment; returns where the record starts.
+    fn start_record(&mut self) -> usize {
+        pad_to(&mut self.params, 4);
+        self.params.len()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn push_op(
+        &mut self,
+        kind: OpKind,
+        inputs: &[u16],
+        output: u16,
+        params_start: usize,
+        scratch: usize,
         macs: u64,
         name: &str,
     ) -> usize {
-        pad_to(&mut self.params, 4);
+        assert_eq!(
+            inputs.len(),
+            kind.inputs(),
+            "{kind:?} takes {} input tensors",
+            kind.inputs()
+        );
         let mut ins = [NO_TENSOR; 3];
         ins[..inputs.len()].copy_from_slice(inputs);
         let desc = OpDesc {
@@ -111,28 +162,31 @@ impl BlobWriter {
             flags: 0,
             inputs: ins,
             output,
-            params_offset: self.params.len() as u32,
-            params_len: params.len() as u32,
+            params_offset: params_start as u32,
+            params_len: (self.params.len() - params_start) as u32,
+            // The planner gives the scratch its place in the arena.
             scratch_offset: 0,
-            scratch_len: 0,
+            scratch_len: scratch as u32,
             macs: macs.min(u32::MAX as u64) as u32,
             name: self.string(name),
         };
-        self.params.extend_from_slice(params);
         self.ops.push(desc);
         self.ops.len() - 1
     }
 
-    /// Replaces op `op`'s parameter record with one of the same length.
-    pub fn replace_params(&mut self, op: usize, params: &[u8]) {
+    /// Replaces op `op`'s parameter record (of kind `S`) with another of the same length.
+    pub fn replace_params<S: HasKind>(&mut self, op: usize, params: &S::Params<'_>) {
         let d = self.ops[op];
+        assert_eq!(d.kind, S::KIND as u16, "op {op} is not a {:?}", S::KIND);
+        let mut bytes = Vec::new();
+        params.write(&mut bytes);
         assert_eq!(
             d.params_len as usize,
-            params.len(),
+            bytes.len(),
             "replace_params needs a record of the same length"
         );
         let start = d.params_offset as usize;
-        self.params[start..start + params.len()].copy_from_slice(params);
+        self.params[start..start + bytes.len()].copy_from_slice(&bytes);
     }
 
     /// Lays the blob out and checksums it.

@@ -5,8 +5,9 @@
 //! bounds, and the executor checks again as it splits, so a bad plan is an error, never
 //! undefined behaviour.
 
-use crate::format::{DType, FormatError, Model, Op, OpKind, OpView, Precision};
-use crate::kernels::{self, KernelError, conv::OutputSlice, f16 as kf16};
+use crate::format::{DType, FormatError, Model, Op, OpView, Precision};
+use crate::kernels::KernelError;
+use crate::ops::OpIo;
 use core::ops::Range;
 use half::f16;
 
@@ -245,22 +246,7 @@ fn carve<'b, const N: usize>(
     Some(out.map(Option::unwrap_or_default))
 }
 
-fn i8s(b: &[u8]) -> &[i8] {
-    bytemuck::cast_slice(b)
-}
-
-fn i8s_mut(b: &mut [u8]) -> &mut [i8] {
-    bytemuck::cast_slice_mut(b)
-}
-
-fn f16s(b: &[u8], op: u16) -> Result<&[f16], RunError> {
-    bytemuck::try_cast_slice(b).map_err(|_| RunError::BadPlan { op })
-}
-
-fn f16s_mut(b: &mut [u8], op: u16) -> Result<&mut [f16], RunError> {
-    bytemuck::try_cast_slice_mut(b).map_err(|_| RunError::BadPlan { op })
-}
-
+/// Gives op `view` its disjoint views of the arena and runs it.
 fn run_op(
     model: &Model,
     view: &OpView,
@@ -268,30 +254,21 @@ fn run_op(
     arena: &mut [u8],
     input: &Input,
 ) -> Result<(), RunError> {
-    let idx = view.index;
     let d = view.desc;
     let tensor_range = |t: u16| model.tensor(t).arena_range();
     let out_range = tensor_range(d.output);
-    let scratch_range = view.scratch_range();
-    let kerr = |error| RunError::Kernel { op: idx, error };
-    let bad_plan = RunError::BadPlan { op: idx };
-
-    // In-place add: the output is the first operand's storage.
-    if matches!(view.kind, OpKind::AddS8 | OpKind::AddF16) && tensor_range(d.inputs[0]) == out_range
-    {
-        let [b, out] = carve(arena, &[tensor_range(d.inputs[1]), out_range]).ok_or(bad_plan)?;
-        return match op {
-            Op::AddS8(p) => kernels::elementwise::add_s8_in_place(p, i8s_mut(out), i8s(b)),
-            _ => kf16::add_f16_in_place(f16s_mut(out, idx)?, f16s(b, idx)?),
-        }
-        .map_err(kerr);
-    }
+    let bad_plan = RunError::BadPlan { op: view.index };
+    // An in-place op (the residual add) writes over its first input: the output view holds it.
+    let in_place = view.kind.in_place() && tensor_range(d.inputs[0]) == out_range;
 
     // Inputs may repeat a tensor (x + x); carve each distinct range once.
     let mut ranges: [Range<usize>; 5] = core::array::from_fn(|_| 0..0);
-    let mut slot = [0usize; 3];
+    let mut slot = [usize::MAX; 3];
     let mut distinct = 0;
     for (k, t) in view.inputs().enumerate() {
+        if in_place && k == 0 {
+            continue;
+        }
         let r = tensor_range(t);
         slot[k] = match ranges[..distinct].iter().position(|x| *x == r) {
             Some(j) => j,
@@ -303,154 +280,19 @@ fn run_op(
         };
     }
     ranges[3] = out_range;
-    ranges[4] = scratch_range;
-    let [r0, r1, r2, out, scratch] = carve(arena, &ranges).ok_or(bad_plan)?;
+    ranges[4] = view.scratch_range();
+    let [r0, r1, r2, output, scratch] = carve(arena, &ranges).ok_or(bad_plan)?;
     let pieces: [&[u8]; 3] = [r0, r1, r2];
-    let x = |k: usize| pieces[slot[k]];
-
-    match op {
-        Op::QuantizeImage(p) => {
-            let Input::F32Nchw(img) = input;
-            let m = model.meta();
-            kernels::elementwise::quantize_image_nchw(
-                img,
-                m.input_channels as usize,
-                m.input_height as usize,
-                m.input_width as usize,
-                p.inv_scale,
-                p.zero_point,
-                i8s_mut(out),
-            )
-        }
-        Op::ImageToF16 => {
-            let Input::F32Nchw(img) = input;
-            let m = model.meta();
-            kf16::image_nchw_to_f16(
-                img,
-                m.input_channels as usize,
-                m.input_height as usize,
-                m.input_width as usize,
-                f16s_mut(out, idx)?,
-            )
-        }
-        Op::ConvS8(k) => kernels::conv::conv_s8(k, i8s(x(0)), i8s_mut(out), scratch),
-        Op::PrmS8(prm) => {
-            let out = i8s_mut(out);
-            for b in 0..prm.len() {
-                let k = prm.branch_s8(b).map_err(RunError::Format)?;
-                kernels::conv::conv_s8(&k, i8s(x(0)), out, scratch).map_err(kerr)?;
-            }
-            Ok(())
-        }
-        Op::LinearS8(k) => kernels::linear::linear_s8(k, i8s(x(0)), i8s_mut(out), scratch),
-        Op::LayerNormS8(k) => kernels::layernorm::layernorm_s8(k, i8s(x(0)), i8s_mut(out)),
-        Op::AttentionS8(k) => kernels::attention::attention_s8(
-            k,
-            i8s(x(0)),
-            i8s(x(1)),
-            i8s(x(2)),
-            i8s_mut(out),
-            scratch,
-        ),
-        Op::PerformerS8(k) => kernels::performer::performer_s8(
-            k,
-            i8s(x(0)),
-            i8s(x(1)),
-            i8s(x(2)),
-            i8s_mut(out),
-            scratch,
-        ),
-        Op::AddS8(p) => kernels::elementwise::add_s8(p, i8s(x(0)), i8s(x(1)), i8s_mut(out)),
-        Op::MeanPoolS8(p) => kernels::elementwise::mean_pool_s8(p, i8s(x(0)), i8s_mut(out)),
-        Op::ConvF16(c) => kf16::conv_f16(
-            &c.geom,
-            c.weights,
-            c.bias,
-            c.act,
-            OutputSlice {
-                offset: 0,
-                pixel_stride: c.geom.out_c,
-            },
-            f16s(x(0), idx)?,
-            f16s_mut(out, idx)?,
-        ),
-        Op::PrmF16(prm) => {
-            let out = f16s_mut(out, idx)?;
-            let act = match prm.header.act {
-                crate::format::act::GELU => kf16::Activation::Gelu,
-                crate::format::act::SILU => kf16::Activation::Silu,
-                _ => kf16::Activation::None,
-            };
-            for b in 0..prm.len() {
-                let (w, bias) = prm.branch_f16(b).map_err(RunError::Format)?;
-                kf16::conv_f16(
-                    &prm.geometry(b),
-                    w,
-                    bias,
-                    act,
-                    prm.output_slice(b),
-                    f16s(x(0), idx)?,
-                    out,
-                )
-                .map_err(kerr)?;
-            }
-            Ok(())
-        }
-        Op::LinearF16(l) => kf16::linear_f16(
-            l.tokens,
-            l.in_features,
-            l.out_features,
-            l.weights,
-            l.bias,
-            l.act,
-            f16s(x(0), idx)?,
-            f16s_mut(out, idx)?,
-        ),
-        Op::LayerNormF16(l) => kf16::layernorm_f16(
-            l.channels,
-            l.eps,
-            l.gamma,
-            l.beta,
-            f16s(x(0), idx)?,
-            f16s_mut(out, idx)?,
-        ),
-        Op::AttentionF16(p) => kf16::attention_f16(
-            p.tokens as usize,
-            p.heads as usize,
-            p.head_dim as usize,
-            p.qk_scale,
-            f16s(x(0), idx)?,
-            f16s(x(1), idx)?,
-            f16s(x(2), idx)?,
-            f16s_mut(out, idx)?,
-            scratch,
-        ),
-        Op::PerformerF16 { params: p, w } => kf16::performer_f16(
-            p.tokens as usize,
-            p.emb as usize,
-            p.features as usize,
-            w,
-            f16s(x(0), idx)?,
-            f16s(x(1), idx)?,
-            f16s(x(2), idx)?,
-            f16s_mut(out, idx)?,
-            scratch,
-        ),
-        Op::AddF16 => kf16::add_f16(f16s(x(0), idx)?, f16s(x(1), idx)?, f16s_mut(out, idx)?),
-        Op::MeanPoolF16(p) => kf16::mean_pool_f16(
-            p.tokens as usize,
-            p.channels as usize,
-            f16s(x(0), idx)?,
-            f16s_mut(out, idx)?,
-        ),
-        Op::DequantizeS8(p) => {
-            kf16::dequantize_to_f16(i8s(x(0)), p.scale, p.zero_point, f16s_mut(out, idx)?)
-        }
-        Op::QuantizeF16(p) => {
-            kf16::quantize_from_f16(f16s(x(0), idx)?, p.scale, p.zero_point, i8s_mut(out))
-        }
-    }
-    .map_err(kerr)
+    let mut io = OpIo {
+        op: view.index,
+        inputs: slot.map(|s| pieces.get(s).copied().unwrap_or(&[])),
+        output,
+        scratch,
+        image: input,
+        meta: model.meta(),
+        in_place,
+    };
+    op.run(&mut io)
 }
 
 /// The precision the blob reports, for logs.

@@ -20,9 +20,11 @@ use proptest::strategy::ValueTree;
 use vitae::quantize::{self, CalibMethod, NoProgress, Options, Precision};
 use vitae::reference::ReferenceModel;
 use vitae_edge::format::{
-    AddParams, AlignedBytes, BlobWriter, CRC_FIELD_OFFSET, DType, DataRef, FormatError,
-    FormatErrorKind, Header, LayerNormParams, MeanPoolParams, Model, ModelMeta, OpKind,
-    QuantizeParams, SectionEntry, SectionKind, StrRef, TensorDesc, crc32,
+    AlignedBytes, BlobWriter, CRC_FIELD_OFFSET, DType, DataRef, FormatError, FormatErrorKind,
+    Header, Model, ModelMeta, OpKind, SectionEntry, SectionKind, StrRef, TensorDesc, crc32,
+};
+use vitae_edge::ops::{
+    add::AddParams, image::QuantizeParams, layernorm::LayerNormParams, mean_pool::MeanPoolParams,
 };
 use vitae_edge::runtime::{self, Input, NoProfiler};
 
@@ -230,14 +232,16 @@ fn reserialize(m: &Model) -> Vec<u8> {
         replay_names_before(&mut w, d.name.offset);
         let record = &params[d.params_offset as usize..(d.params_offset + d.params_len) as usize];
         let inputs: Vec<u16> = op.inputs().collect();
-        let index = w.op(
-            op.kind,
-            &inputs,
-            d.output,
-            record,
-            d.macs as u64,
-            text(d.name),
-        );
+        let index = w
+            .op_record(
+                op.kind,
+                &inputs,
+                d.output,
+                record,
+                d.macs as u64,
+                text(d.name),
+            )
+            .expect("a parsed blob's records are well formed");
         let written = &mut w.ops[index];
         written.scratch_offset = d.scratch_offset;
         written.scratch_len = d.scratch_len;
@@ -512,9 +516,10 @@ impl Graph {
             }
         }
         for op in &params {
-            w.op(
+            w.op_record(
                 op.kind, &op.inputs, op.output, &op.params, op.macs, &op.name,
-            );
+            )
+            .expect("generated records are well formed");
         }
         w.meta = Some(meta);
         w.arena_len = self.arena_len;

@@ -7,8 +7,9 @@ use super::graph::{Act, Graph, Node, NodeId, NodeKind, Role};
 use super::plan::{self, Buffer};
 use half::f16;
 use std::collections::HashMap;
-use vitae_edge::format::{self as fmt, BlobWriter, DType, DataRef, OpKind, act};
-use vitae_edge::kernels::{attention, conv as kconv, f16 as kf16, linear, performer};
+use vitae_edge::format::{self as fmt, BlobWriter, DType, DataRef, OpKind};
+use vitae_edge::kernels::performer::MAX_EMB;
+use vitae_edge::ops::{self, HasKind, act};
 use vitae_edge::quant::{Lut256, Requant};
 
 /// Precision of one node.
@@ -61,8 +62,6 @@ struct Emitter<'g> {
     w: BlobWriter,
     /// Tensor id of a node's output in a dtype.
     produced: HashMap<(NodeId, DType), u16>,
-    /// Per op: scratch bytes.
-    scratch: Vec<usize>,
 }
 
 fn u16_of(v: usize, node: &Node, what: &'static str) -> Result<u16, LowerError> {
@@ -124,6 +123,16 @@ fn act_code(a: Act) -> u16 {
         Act::None => act::NONE,
         Act::Gelu => act::GELU,
         Act::Silu => act::SILU,
+    }
+}
+
+/// The factors of an int8 add `a + b` onto the grid `out` (see [`ops::add::AddParams`]).
+fn add_params(a: QParams, b: QParams, out: QParams) -> ops::add::AddParams {
+    let (ra, rb) = (a.scale / out.scale, b.scale / out.scale);
+    ops::add::AddParams {
+        ra,
+        rb,
+        c: out.zero_point as f32 - a.zero_point as f32 * ra - b.zero_point as f32 * rb,
     }
 }
 
@@ -272,19 +281,16 @@ impl<'g> Emitter<'g> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn op(
+    /// Appends an op of kind `S` (its scratch length comes from the kind).
+    fn op<S: HasKind>(
         &mut self,
-        kind: OpKind,
         inputs: &[u16],
         output: u16,
-        params: &[u8],
+        params: &S::Params<'_>,
         macs: u64,
         name: &str,
-        scratch: usize,
     ) {
-        self.w.op(kind, inputs, output, params, macs, name);
-        self.scratch.push(scratch);
+        self.w.op::<S>(inputs, output, params, macs, name);
     }
 
     /// The tensor of node `id`'s output in `dtype`, converting (once) if it was produced in the
@@ -299,18 +305,16 @@ impl<'g> Emitter<'g> {
                 let src = self.produced[&(id, DType::I8)];
                 let d = self.w.tensors[src as usize];
                 let t = self.new_tensor(id, DType::F16, None, ".f16")?;
-                let p = fmt::ConvertParams {
+                let p = ops::convert::DequantizeParams {
                     scale: d.scale,
                     zero_point: d.zero_point,
                 };
-                self.op(
-                    OpKind::DequantizeS8,
+                self.op::<ops::convert::DequantizeS8Op>(
                     &[src],
                     t,
-                    bytemuck::bytes_of(&p),
+                    &p,
                     0,
                     &format!("{name}.to_f16"),
-                    0,
                 );
                 Ok(t)
             }
@@ -318,19 +322,11 @@ impl<'g> Emitter<'g> {
                 let src = self.produced[&(id, DType::F16)];
                 let q = self.qp(id);
                 let t = self.new_tensor(id, DType::I8, Some(q), ".i8")?;
-                let p = fmt::ConvertParams {
-                    scale: 1.0 / q.scale,
+                let p = ops::convert::QuantizeF16Params {
+                    inv_scale: 1.0 / q.scale,
                     zero_point: q.zero_point,
                 };
-                self.op(
-                    OpKind::QuantizeF16,
-                    &[src],
-                    t,
-                    bytemuck::bytes_of(&p),
-                    0,
-                    &format!("{name}.to_i8"),
-                    0,
-                );
+                self.op::<ops::convert::QuantizeF16Op>(&[src], t, &p, 0, &format!("{name}.to_i8"));
                 Ok(t)
             }
         }
@@ -352,10 +348,10 @@ impl<'g> Emitter<'g> {
         conv: &crate::reference::ops::Conv2d,
         input: &Node,
         out: &Node,
-    ) -> Result<fmt::ConvGeomRecord, LowerError> {
+    ) -> Result<ops::conv::ConvGeomRecord, LowerError> {
         let s = conv.spec();
         let f = |v: usize, what| u16_of(v, out, what);
-        Ok(fmt::ConvGeomRecord {
+        Ok(ops::conv::ConvGeomRecord {
             in_h: f(input.h, "height")?,
             in_w: f(input.w, "width")?,
             in_c: f(input.c, "channels")?,
@@ -393,23 +389,15 @@ impl<'g> Emitter<'g> {
             (NodeKind::Image, NodePrecision::Int8) => {
                 let out = self.output(id, prec)?;
                 let q = self.tq(out);
-                let p = fmt::QuantizeParams {
+                let p = ops::image::QuantizeParams {
                     inv_scale: 1.0 / q.scale,
                     zero_point: q.zero_point,
                 };
-                self.op(
-                    OpKind::QuantizeImage,
-                    &[],
-                    out,
-                    bytemuck::bytes_of(&p),
-                    0,
-                    name,
-                    0,
-                );
+                self.op::<ops::image::QuantizeImageOp>(&[], out, &p, 0, name);
             }
             (NodeKind::Image, NodePrecision::Fp16) => {
                 let out = self.output(id, prec)?;
-                self.op(OpKind::ImageToF16, &[], out, &[], 0, name, 0);
+                self.op::<ops::image::ImageToF16Op>(&[], out, &(), 0, name);
             }
             (NodeKind::Conv { conv, act: a }, _) => {
                 let input = &graph.nodes[node.inputs[0]];
@@ -440,7 +428,7 @@ impl<'g> Emitter<'g> {
                         *a,
                         node,
                     )?;
-                    let p = fmt::ConvParams {
+                    let p = ops::conv::ConvParams {
                         geom,
                         in_zp: qx.zero_point,
                         out_zp: target.zero_point,
@@ -449,32 +437,15 @@ impl<'g> Emitter<'g> {
                         requant: r.requant,
                         lut: r.lut,
                     };
-                    let scratch = kconv::conv_s8_scratch_size(&geom.geometry());
-                    self.op(
-                        OpKind::ConvS8,
-                        &inputs,
-                        out,
-                        bytemuck::bytes_of(&p),
-                        macs,
-                        name,
-                        scratch,
-                    );
+                    self.op::<ops::conv::ConvS8Op>(&inputs, out, &p, macs, name);
                 } else {
-                    let p = fmt::ConvF16Params {
+                    let p = ops::conv::ConvF16Params {
                         geom,
                         act: act_code(*a) as u32,
                         weights: self.w.data(&Self::f16s(&w)),
                         bias: self.w.data(conv.bias()),
                     };
-                    self.op(
-                        OpKind::ConvF16,
-                        &inputs,
-                        out,
-                        bytemuck::bytes_of(&p),
-                        macs,
-                        name,
-                        0,
-                    );
+                    self.op::<ops::conv::ConvF16Op>(&inputs, out, &p, macs, name);
                 }
             }
             (NodeKind::Prm { branches }, _) => {
@@ -482,7 +453,7 @@ impl<'g> Emitter<'g> {
                 let first = branches[0].spec();
                 let e = first.out_channels;
                 let out = self.output(id, prec)?;
-                let header = fmt::PrmParams {
+                let header = ops::prm::PrmParams {
                     in_h: u16_of(input.h, node, "height")?,
                     in_w: u16_of(input.w, node, "width")?,
                     in_c: u16_of(input.c, node, "channels")?,
@@ -503,8 +474,7 @@ impl<'g> Emitter<'g> {
                         0
                     },
                 };
-                let mut record = bytemuck::bytes_of(&header).to_vec();
-                let mut scratch = 0;
+                let mut record = Vec::with_capacity(branches.len());
                 for (b, conv) in branches.iter().enumerate() {
                     let s = conv.spec();
                     let w = oihw_to_ohwi(
@@ -526,9 +496,7 @@ impl<'g> Emitter<'g> {
                             Act::Gelu,
                             node,
                         )?;
-                        let geom = Self::conv_geom(conv, input, node)?;
-                        scratch = scratch.max(kconv::conv_s8_scratch_size(&geom.geometry()));
-                        fmt::PrmBranch {
+                        ops::prm::PrmBranch {
                             dilation: u16_of(s.dilation[0], node, "dilation")?,
                             padding: u16_of(s.padding[0], node, "padding")?,
                             out_zp: pre.zero_point,
@@ -538,7 +506,7 @@ impl<'g> Emitter<'g> {
                             lut: r.lut,
                         }
                     } else {
-                        fmt::PrmBranch {
+                        ops::prm::PrmBranch {
                             dilation: u16_of(s.dilation[0], node, "dilation")?,
                             padding: u16_of(s.padding[0], node, "padding")?,
                             out_zp: 0,
@@ -548,14 +516,17 @@ impl<'g> Emitter<'g> {
                             lut: DataRef::default(),
                         }
                     };
-                    record.extend_from_slice(bytemuck::bytes_of(&branch));
+                    record.push(branch);
                 }
-                let kind = if prec == NodePrecision::Int8 {
-                    OpKind::PrmS8
-                } else {
-                    OpKind::PrmF16
+                let record = ops::prm::PrmRecord {
+                    header,
+                    branches: &record,
                 };
-                self.op(kind, &inputs, out, &record, macs, name, scratch);
+                if prec == NodePrecision::Int8 {
+                    self.op::<ops::prm::PrmS8Op>(&inputs, out, &record, macs, name);
+                } else {
+                    self.op::<ops::prm::PrmF16Op>(&inputs, out, &record, macs, name);
+                }
             }
             (
                 NodeKind::Linear {
@@ -592,7 +563,7 @@ impl<'g> Emitter<'g> {
                         *a,
                         node,
                     )?;
-                    let p = fmt::LinearParams {
+                    let p = ops::linear::LinearParams {
                         tokens,
                         in_features: fi,
                         out_features: fo,
@@ -602,19 +573,9 @@ impl<'g> Emitter<'g> {
                         requant: r.requant,
                         lut: r.lut,
                     };
-                    let scratch =
-                        linear::linear_s8_scratch_size(n, lin.in_features, lin.out_features);
-                    self.op(
-                        OpKind::LinearS8,
-                        &inputs,
-                        out,
-                        bytemuck::bytes_of(&p),
-                        macs,
-                        name,
-                        scratch,
-                    );
+                    self.op::<ops::linear::LinearS8Op>(&inputs, out, &p, macs, name);
                 } else {
-                    let p = fmt::LinearF16Params {
+                    let p = ops::linear::LinearF16Params {
                         tokens,
                         in_features: fi,
                         out_features: fo,
@@ -622,15 +583,7 @@ impl<'g> Emitter<'g> {
                         weights: self.w.data(&Self::f16s(&lin.weight)),
                         bias: self.w.data(bias),
                     };
-                    self.op(
-                        OpKind::LinearF16,
-                        &inputs,
-                        out,
-                        bytemuck::bytes_of(&p),
-                        macs,
-                        name,
-                        0,
-                    );
+                    self.op::<ops::linear::LinearF16Op>(&inputs, out, &p, macs, name);
                 }
             }
             (NodeKind::LayerNorm(ln), _) => {
@@ -648,7 +601,7 @@ impl<'g> Emitter<'g> {
                     let eps_term = (ln.eps as f64 * (c * c) as f64
                         / (qx.scale as f64 * qx.scale as f64))
                         as f32;
-                    let p = fmt::LayerNormParams {
+                    let p = ops::layernorm::LayerNormParams {
                         tokens,
                         channels: u16_of(c, node, "channels")?,
                         reserved: 0,
@@ -656,32 +609,16 @@ impl<'g> Emitter<'g> {
                         gain: self.w.data(&gain),
                         offset: self.w.data(&offset),
                     };
-                    self.op(
-                        OpKind::LayerNormS8,
-                        &inputs,
-                        out,
-                        bytemuck::bytes_of(&p),
-                        0,
-                        name,
-                        0,
-                    );
+                    self.op::<ops::layernorm::LayerNormS8Op>(&inputs, out, &p, 0, name);
                 } else {
-                    let p = fmt::LayerNormF16Params {
+                    let p = ops::layernorm::LayerNormF16Params {
                         tokens,
                         channels: c as u32,
                         eps: ln.eps,
                         gamma: self.w.data(&ln.gamma),
                         beta: self.w.data(&ln.beta),
                     };
-                    self.op(
-                        OpKind::LayerNormF16,
-                        &inputs,
-                        out,
-                        bytemuck::bytes_of(&p),
-                        0,
-                        name,
-                        0,
-                    );
+                    self.op::<ops::layernorm::LayerNormF16Op>(&inputs, out, &p, 0, name);
                 }
             }
             (
@@ -705,7 +642,7 @@ impl<'g> Emitter<'g> {
                         self.tq(inputs[2]),
                         self.tq(out),
                     );
-                    let p = fmt::AttentionParams {
+                    let p = ops::attention::AttentionParams {
                         tokens,
                         heads: h,
                         head_dim: hd,
@@ -713,32 +650,15 @@ impl<'g> Emitter<'g> {
                         out_scale: qv.scale / qo.scale,
                         out_zp: qo.zero_point,
                     };
-                    let scratch = attention::attention_s8_scratch_size(node.tokens(), *head_dim);
-                    self.op(
-                        OpKind::AttentionS8,
-                        &inputs,
-                        out,
-                        bytemuck::bytes_of(&p),
-                        macs,
-                        name,
-                        scratch,
-                    );
+                    self.op::<ops::attention::AttentionS8Op>(&inputs, out, &p, macs, name);
                 } else {
-                    let p = fmt::AttentionF16Params {
+                    let p = ops::attention::AttentionF16Params {
                         tokens,
                         heads: h,
                         head_dim: hd,
                         qk_scale: *scale,
                     };
-                    self.op(
-                        OpKind::AttentionF16,
-                        &inputs,
-                        out,
-                        bytemuck::bytes_of(&p),
-                        macs,
-                        name,
-                        kf16::attention_f16_scratch_size(*head_dim),
-                    );
+                    self.op::<ops::attention::AttentionF16Op>(&inputs, out, &p, macs, name);
                 }
             }
             (NodeKind::Performer { w: wr, features }, _) => {
@@ -759,7 +679,7 @@ impl<'g> Emitter<'g> {
                         .iter()
                         .map(|x| (x / w_scale).round().clamp(-32767.0, 32767.0) as i16)
                         .collect();
-                    if node.c > performer::MAX_EMB {
+                    if node.c > MAX_EMB {
                         return Err(LowerError::TooLarge {
                             node: node.name.clone(),
                             what: "performer width (at most 511)",
@@ -772,7 +692,7 @@ impl<'g> Emitter<'g> {
                         self.tq(inputs[2]),
                         self.tq(out),
                     );
-                    let p = fmt::PerformerParams {
+                    let p = ops::performer::PerformerParams {
                         tokens,
                         emb: e,
                         features: m,
@@ -784,58 +704,27 @@ impl<'g> Emitter<'g> {
                         w_scale,
                         w: w_ref,
                     };
-                    let scratch = performer::performer_s8_scratch_size(node.c, *features);
-                    self.op(
-                        OpKind::PerformerS8,
-                        &inputs,
-                        out,
-                        bytemuck::bytes_of(&p),
-                        macs,
-                        name,
-                        scratch,
-                    );
+                    self.op::<ops::performer::PerformerS8Op>(&inputs, out, &p, macs, name);
                 } else {
                     let w_ref = self.w.data(wr);
-                    let p = fmt::PerformerF16Params {
+                    let p = ops::performer::PerformerF16Params {
                         tokens,
                         emb: e,
                         features: m,
                         w: w_ref,
                     };
-                    let scratch = kf16::performer_f16_scratch_size(node.c, *features);
-                    self.op(
-                        OpKind::PerformerF16,
-                        &inputs,
-                        out,
-                        bytemuck::bytes_of(&p),
-                        macs,
-                        name,
-                        scratch,
-                    );
+                    self.op::<ops::performer::PerformerF16Op>(&inputs, out, &p, macs, name);
                 }
             }
             (NodeKind::Add, NodePrecision::Int8) => {
                 let out = self.output(id, prec)?;
                 let (qa, qb, qo) = (self.tq(inputs[0]), self.tq(inputs[1]), self.tq(out));
-                let (ra, rb) = (qa.scale / qo.scale, qb.scale / qo.scale);
-                let p = fmt::AddParams {
-                    ra,
-                    rb,
-                    c: qo.zero_point as f32 - qa.zero_point as f32 * ra - qb.zero_point as f32 * rb,
-                };
-                self.op(
-                    OpKind::AddS8,
-                    &inputs,
-                    out,
-                    bytemuck::bytes_of(&p),
-                    0,
-                    name,
-                    0,
-                );
+                let p = add_params(qa, qb, qo);
+                self.op::<ops::add::AddS8Op>(&inputs, out, &p, 0, name);
             }
             (NodeKind::Add, NodePrecision::Fp16) => {
                 let out = self.output(id, prec)?;
-                self.op(OpKind::AddF16, &inputs, out, &[], 0, name, 0);
+                self.op::<ops::add::AddF16Op>(&inputs, out, &(), 0, name);
             }
             (NodeKind::MeanPool, _) => {
                 let out = self.output(id, prec)?;
@@ -844,35 +733,19 @@ impl<'g> Emitter<'g> {
                 if prec == NodePrecision::Int8 {
                     let (qx, qo) = (self.tq(inputs[0]), self.tq(out));
                     let r = qx.scale / qo.scale;
-                    let p = fmt::MeanPoolParams {
+                    let p = ops::mean_pool::MeanPoolParams {
                         tokens: n,
                         channels: c,
                         scale: r / n as f32,
                         offset: qo.zero_point as f32 - qx.zero_point as f32 * r,
                     };
-                    self.op(
-                        OpKind::MeanPoolS8,
-                        &inputs,
-                        out,
-                        bytemuck::bytes_of(&p),
-                        0,
-                        name,
-                        0,
-                    );
+                    self.op::<ops::mean_pool::MeanPoolS8Op>(&inputs, out, &p, 0, name);
                 } else {
-                    let p = fmt::MeanPoolF16Params {
+                    let p = ops::mean_pool::MeanPoolF16Params {
                         tokens: n,
                         channels: c,
                     };
-                    self.op(
-                        OpKind::MeanPoolF16,
-                        &inputs,
-                        out,
-                        bytemuck::bytes_of(&p),
-                        0,
-                        name,
-                        0,
-                    );
+                    self.op::<ops::mean_pool::MeanPoolF16Op>(&inputs, out, &p, 0, name);
                 }
             }
         }
@@ -898,10 +771,7 @@ impl<'g> Emitter<'g> {
         let mut owner: Vec<usize> = (0..n_tensors).collect();
         for i in 0..n_ops {
             let op = self.w.ops[i];
-            if !matches!(
-                OpKind::from_u16(op.kind),
-                Some(OpKind::AddS8 | OpKind::AddF16)
-            ) {
+            if !OpKind::from_u16(op.kind).is_some_and(OpKind::in_place) {
                 continue;
             }
             let (a, b, o) = (
@@ -951,9 +821,9 @@ impl<'g> Emitter<'g> {
             buf_of[t] = buf_of[root];
         }
         let tensor_buffers = buffers.len();
-        for (i, &s) in self.scratch.iter().enumerate() {
+        for (i, op) in self.w.ops.iter().enumerate() {
             buffers.push(Buffer {
-                size: s,
+                size: op.scratch_len as usize,
                 first: i,
                 last: i,
             });
@@ -962,13 +832,12 @@ impl<'g> Emitter<'g> {
         for (t, &b) in buf_of.iter().enumerate() {
             self.w.tensors[t].arena_offset = p.offsets[b] as u32;
         }
-        for (i, &s) in self.scratch.iter().enumerate() {
-            self.w.ops[i].scratch_offset = if s == 0 {
+        for (i, op) in self.w.ops.iter_mut().enumerate() {
+            op.scratch_offset = if op.scratch_len == 0 {
                 0
             } else {
                 p.offsets[tensor_buffers + i] as u32
             };
-            self.w.ops[i].scratch_len = s as u32;
         }
         (p.arena_len, p.lower_bound)
     }
@@ -986,13 +855,8 @@ impl<'g> Emitter<'g> {
                 self.tq(op.inputs[1]),
                 self.tq(op.output),
             );
-            let (ra, rb) = (qa.scale / qo.scale, qb.scale / qo.scale);
-            let p = fmt::AddParams {
-                ra,
-                rb,
-                c: qo.zero_point as f32 - qa.zero_point as f32 * ra - qb.zero_point as f32 * rb,
-            };
-            self.w.replace_params(i, bytemuck::bytes_of(&p));
+            let p = add_params(qa, qb, qo);
+            self.w.replace_params::<ops::add::AddS8Op>(i, &p);
         }
     }
 }
@@ -1010,7 +874,6 @@ pub fn lower(
         method,
         w: BlobWriter::new(),
         produced: HashMap::new(),
-        scratch: Vec::new(),
     };
     for (id, &p) in precision.iter().enumerate().take(graph.nodes.len()) {
         e.node(id, p)?;

@@ -1,0 +1,141 @@
+//! Conversions between the int8 and fp16 forms of a tensor, where a mixed-precision blob changes
+//! precision between layers.
+
+use super::{DecodeCx, OpIo, OpSpec, Tensor};
+use crate::format::{DType, FormatError};
+use crate::kernels::f16 as kf16;
+use crate::runtime::RunError;
+use bytemuck::{Pod, Zeroable};
+
+/// [`DequantizeS8Op`]: `scale` and `zero_point` of the int8 input.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct DequantizeParams {
+    /// Scale of the int8 input.
+    pub scale: f32,
+    /// Zero point of the int8 input.
+    pub zero_point: i32,
+}
+const _: () = assert!(core::mem::size_of::<DequantizeParams>() == 8);
+
+/// [`QuantizeF16Op`]: `1/scale` and `zero_point` of the int8 output.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct QuantizeF16Params {
+    /// Inverse scale of the int8 output.
+    pub inv_scale: f32,
+    /// Zero point of the int8 output.
+    pub zero_point: i32,
+}
+const _: () = assert!(core::mem::size_of::<QuantizeF16Params>() == 8);
+
+/// The checks both conversions share: same shape, the dtypes given, a finite positive factor and
+/// the int8 side's zero point.
+fn check(
+    cx: &DecodeCx,
+    (from, to): (DType, DType),
+    factor: f32,
+    zero_point: i32,
+    int8: &Tensor,
+) -> Result<(), FormatError> {
+    let (x, out) = (cx.input(0), cx.output());
+    cx.ensure(
+        x.dtype == from
+            && out.dtype == to
+            && (x.desc.h, x.desc.w, x.desc.c) == (out.desc.h, out.desc.w, out.desc.c),
+        "conversion tensors",
+    )?;
+    cx.ensure(factor.is_finite() && factor > 0.0, "conversion scale")?;
+    cx.ensure(
+        zero_point == int8.desc.zero_point,
+        "conversion zero point differs from the int8 tensor",
+    )
+}
+
+/// int8 → fp16: `scale · (q − zp)`.
+#[derive(Debug)]
+pub struct DequantizeS8Op;
+
+impl OpSpec for DequantizeS8Op {
+    const NAME: &'static str = "dequantize";
+    const INPUTS: usize = 1;
+    const IN_PLACE: bool = false;
+    type Params<'a> = DequantizeParams;
+    type Decoded<'a> = DequantizeParams;
+
+    fn decode<'a>(
+        p: &DequantizeParams,
+        cx: &DecodeCx<'a>,
+    ) -> Result<DequantizeParams, FormatError> {
+        check(
+            cx,
+            (DType::I8, DType::F16),
+            p.scale,
+            p.zero_point,
+            &cx.input(0),
+        )?;
+        Ok(*p)
+    }
+
+    fn scratch_bytes(_: &DequantizeParams) -> usize {
+        0
+    }
+
+    fn data_bytes(_: &DequantizeParams) -> usize {
+        0
+    }
+
+    fn macs(_: &DequantizeParams) -> u64 {
+        0
+    }
+
+    fn run(p: &DequantizeParams, io: &mut OpIo<'_>) -> Result<(), RunError> {
+        let x = io.i8_in(0);
+        let out = io.f16_out()?;
+        kf16::dequantize_to_f16(x, p.scale, p.zero_point, out).map_err(|e| io.kernel(e))
+    }
+}
+
+/// fp16 → int8: `saturate(round(x · inv_scale) + zp)`.
+#[derive(Debug)]
+pub struct QuantizeF16Op;
+
+impl OpSpec for QuantizeF16Op {
+    const NAME: &'static str = "quantize";
+    const INPUTS: usize = 1;
+    const IN_PLACE: bool = false;
+    type Params<'a> = QuantizeF16Params;
+    type Decoded<'a> = QuantizeF16Params;
+
+    fn decode<'a>(
+        p: &QuantizeF16Params,
+        cx: &DecodeCx<'a>,
+    ) -> Result<QuantizeF16Params, FormatError> {
+        check(
+            cx,
+            (DType::F16, DType::I8),
+            p.inv_scale,
+            p.zero_point,
+            &cx.output(),
+        )?;
+        Ok(*p)
+    }
+
+    fn scratch_bytes(_: &QuantizeF16Params) -> usize {
+        0
+    }
+
+    fn data_bytes(_: &QuantizeF16Params) -> usize {
+        0
+    }
+
+    fn macs(_: &QuantizeF16Params) -> u64 {
+        0
+    }
+
+    fn run(p: &QuantizeF16Params, io: &mut OpIo<'_>) -> Result<(), RunError> {
+        let x = io.f16_in(0)?;
+        let out = io.i8_out();
+        kf16::quantize_from_f16(x, p.inv_scale, p.zero_point, out).map_err(|e| io.kernel(e))
+    }
+}

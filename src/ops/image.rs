@@ -1,0 +1,123 @@
+//! The first op of every blob: the caller's f32 NCHW image into the input tensor, quantized to
+//! int8 ([`QuantizeImageOp`]) or converted to fp16 ([`ImageToF16Op`]).
+
+use super::{DecodeCx, OpIo, OpSpec, is};
+use crate::format::{DType, FormatError};
+use crate::kernels::{elementwise, f16 as kf16};
+use crate::runtime::{Input, RunError};
+use bytemuck::{Pod, Zeroable};
+
+/// [`QuantizeImageOp`]: `q = saturate(round(x · inv_scale) + zero_point)`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct QuantizeParams {
+    /// `1 / scale` of the output tensor.
+    pub inv_scale: f32,
+    /// Zero point of the output tensor.
+    pub zero_point: i32,
+}
+const _: () = assert!(core::mem::size_of::<QuantizeParams>() == 8);
+
+/// The image's shape `(c, h, w)` from the metadata.
+fn image_shape(cx: &DecodeCx) -> (usize, usize, usize) {
+    let m = cx.meta();
+    (
+        m.input_channels as usize,
+        m.input_height as usize,
+        m.input_width as usize,
+    )
+}
+
+/// f32 NCHW image → int8 NHWC input tensor.
+#[derive(Debug)]
+pub struct QuantizeImageOp;
+
+impl OpSpec for QuantizeImageOp {
+    const NAME: &'static str = "quantize";
+    const INPUTS: usize = 0;
+    const IN_PLACE: bool = false;
+    type Params<'a> = QuantizeParams;
+    type Decoded<'a> = QuantizeParams;
+
+    fn decode<'a>(p: &QuantizeParams, cx: &DecodeCx<'a>) -> Result<QuantizeParams, FormatError> {
+        let (c, h, w) = image_shape(cx);
+        let out = cx.output();
+        cx.ensure(
+            is(&out, DType::I8, h, w, c),
+            "output must be the int8 input image",
+        )?;
+        cx.ensure(
+            p.inv_scale.is_finite() && p.inv_scale > 0.0 && p.zero_point == out.desc.zero_point,
+            "input quantization",
+        )?;
+        Ok(*p)
+    }
+
+    fn scratch_bytes(_: &QuantizeParams) -> usize {
+        0
+    }
+
+    fn data_bytes(_: &QuantizeParams) -> usize {
+        0
+    }
+
+    fn macs(_: &QuantizeParams) -> u64 {
+        0
+    }
+
+    fn run(p: &QuantizeParams, io: &mut OpIo<'_>) -> Result<(), RunError> {
+        let (Input::F32Nchw(img), m) = io.image();
+        let (img, c, h, w) = (
+            *img,
+            m.input_channels as usize,
+            m.input_height as usize,
+            m.input_width as usize,
+        );
+        elementwise::quantize_image_nchw(img, c, h, w, p.inv_scale, p.zero_point, io.i8_out())
+            .map_err(|e| io.kernel(e))
+    }
+}
+
+/// f32 NCHW image → fp16 NHWC input tensor.
+#[derive(Debug)]
+pub struct ImageToF16Op;
+
+impl OpSpec for ImageToF16Op {
+    const NAME: &'static str = "image-to-f16";
+    const INPUTS: usize = 0;
+    const IN_PLACE: bool = false;
+    type Params<'a> = ();
+    type Decoded<'a> = ();
+
+    fn decode<'a>(_: &(), cx: &DecodeCx<'a>) -> Result<(), FormatError> {
+        let (c, h, w) = image_shape(cx);
+        cx.ensure(
+            is(&cx.output(), DType::F16, h, w, c),
+            "output must be the fp16 input image",
+        )
+    }
+
+    fn scratch_bytes(_: &()) -> usize {
+        0
+    }
+
+    fn data_bytes(_: &()) -> usize {
+        0
+    }
+
+    fn macs(_: &()) -> u64 {
+        0
+    }
+
+    fn run(_: &(), io: &mut OpIo<'_>) -> Result<(), RunError> {
+        let (Input::F32Nchw(img), m) = io.image();
+        let (img, c, h, w) = (
+            *img,
+            m.input_channels as usize,
+            m.input_height as usize,
+            m.input_width as usize,
+        );
+        let out = io.f16_out()?;
+        kf16::image_nchw_to_f16(img, c, h, w, out).map_err(|e| io.kernel(e))
+    }
+}

@@ -1,0 +1,349 @@
+//! The Pyramid Reduction Module of a Reduction Cell: parallel dilated convolutions of one input,
+//! each followed by GELU, written side by side into one token tensor. int8 ([`PrmS8Op`]) and fp16
+//! ([`PrmF16Op`]) share the record layout: a [`PrmParams`] header and one [`PrmBranch`] per
+//! dilation.
+
+use super::conv::activation;
+use super::{DecodeCx, OpIo, OpSpec, Record, Tables, is, refs_len};
+use crate::format::{DType, DataRef, FormatError};
+use crate::kernels::conv::{ConvGeometry, ConvS8, OutputSlice, conv_s8, conv_s8_scratch_size};
+use crate::kernels::f16 as kf16;
+use crate::quant::Requant;
+use crate::runtime::RunError;
+use bytemuck::{Pod, Zeroable};
+use half::f16;
+
+/// The record header; `branches` [`PrmBranch`] records follow it.
+///
+/// One input, `branches` dilated convolutions with the same kernel size and stride, each
+/// followed by GELU, written dilation-major into one token tensor: branch `b` fills channels
+/// `b·branch_channels .. (b+1)·branch_channels` of every output token.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct PrmParams {
+    /// Input height.
+    pub in_h: u16,
+    /// Input width.
+    pub in_w: u16,
+    /// Input channels.
+    pub in_c: u16,
+    /// Output height (= width of the token grid).
+    pub out_h: u16,
+    /// Output width.
+    pub out_w: u16,
+    /// Output channels of each branch.
+    pub branch_channels: u16,
+    /// Kernel size (square).
+    pub kernel: u16,
+    /// Stride.
+    pub stride: u16,
+    /// Number of branches.
+    pub branches: u16,
+    /// fp16 only: activation code ([`super::act`]).
+    pub act: u16,
+    /// int8 only: input zero point.
+    pub in_zp: i32,
+}
+const _: () = assert!(core::mem::size_of::<PrmParams>() == 24);
+
+/// One PRM branch.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct PrmBranch {
+    /// Dilation.
+    pub dilation: u16,
+    /// Symmetric zero padding.
+    pub padding: u16,
+    /// int8: zero point of the pre-activation grid.
+    pub out_zp: i32,
+    /// Weights (int8 or fp16), OHWI.
+    pub weights: DataRef,
+    /// Bias (int32 or f32).
+    pub bias: DataRef,
+    /// int8: requantization per output channel.
+    pub requant: DataRef,
+    /// int8: activation table into the shared output grid.
+    pub lut: DataRef,
+}
+const _: () = assert!(core::mem::size_of::<PrmBranch>() == 40);
+
+/// Most branches a PRM may have.
+pub const MAX_PRM_BRANCHES: usize = 8;
+
+/// The whole record: the header and its branches.
+#[derive(Clone, Copy, Debug)]
+pub struct PrmRecord<'a> {
+    /// Shared parameters.
+    pub header: PrmParams,
+    /// One per dilation (`header.branches` of them).
+    pub branches: &'a [PrmBranch],
+}
+
+impl<'a> Record<'a> for PrmRecord<'a> {
+    fn read(bytes: &'a [u8]) -> Result<Self, &'static str> {
+        let hsize = core::mem::size_of::<PrmParams>();
+        let header: PrmParams =
+            bytemuck::pod_read_unaligned(bytes.get(..hsize).ok_or("parameter record too short")?);
+        let n = header.branches as usize;
+        if n == 0 || n > MAX_PRM_BRANCHES {
+            return Err("PRM branch count");
+        }
+        if bytes.len() != hsize + n * core::mem::size_of::<PrmBranch>() {
+            return Err("parameter record has the wrong length");
+        }
+        let branches =
+            bytemuck::try_cast_slice(&bytes[hsize..]).map_err(|_| "PRM branches misaligned")?;
+        Ok(PrmRecord { header, branches })
+    }
+
+    #[cfg(feature = "std")]
+    fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(bytemuck::bytes_of(&self.header));
+        out.extend_from_slice(bytemuck::cast_slice(self.branches));
+    }
+}
+
+impl PrmRecord<'_> {
+    /// Geometry of branch `b` (its own output channels only).
+    pub fn geometry(&self, b: usize) -> ConvGeometry {
+        let h = &self.header;
+        let br = &self.branches[b];
+        ConvGeometry {
+            in_h: h.in_h as usize,
+            in_w: h.in_w as usize,
+            in_c: h.in_c as usize,
+            out_h: h.out_h as usize,
+            out_w: h.out_w as usize,
+            out_c: h.branch_channels as usize,
+            kh: h.kernel as usize,
+            kw: h.kernel as usize,
+            stride_h: h.stride as usize,
+            stride_w: h.stride as usize,
+            pad_h: br.padding as usize,
+            pad_w: br.padding as usize,
+            dil_h: br.dilation as usize,
+            dil_w: br.dilation as usize,
+            groups: 1,
+        }
+    }
+}
+
+/// A decoded PRM: the shared shape plus its branches, each a convolution into a channel slice.
+#[derive(Clone, Copy, Debug)]
+pub struct Prm<'a> {
+    /// Shared parameters.
+    pub header: PrmParams,
+    branches: &'a [PrmBranch],
+    tables: Tables<'a>,
+}
+
+impl<'a> Prm<'a> {
+    /// Number of branches.
+    pub fn len(&self) -> usize {
+        self.branches.len()
+    }
+
+    /// True when there are no branches (never, after validation).
+    pub fn is_empty(&self) -> bool {
+        self.branches.is_empty()
+    }
+
+    /// Geometry of branch `b` (its own output channels only).
+    pub fn geometry(&self, b: usize) -> ConvGeometry {
+        PrmRecord {
+            header: self.header,
+            branches: self.branches,
+        }
+        .geometry(b)
+    }
+
+    /// Where branch `b` writes in each output token.
+    pub fn output_slice(&self, b: usize) -> OutputSlice {
+        let e = self.header.branch_channels as usize;
+        OutputSlice {
+            offset: b * e,
+            pixel_stride: e * self.branches.len(),
+        }
+    }
+
+    /// Branch `b` as an int8 convolution.
+    pub fn branch_s8(&self, b: usize) -> Result<ConvS8<'a>, FormatError> {
+        let br = &self.branches[b];
+        let t = &self.tables;
+        ConvS8::new(
+            self.geometry(b),
+            t.data::<i8>(br.weights, "prm weights")?,
+            t.data::<i32>(br.bias, "prm bias")?,
+            t.data::<Requant>(br.requant, "prm requant")?,
+            self.header.in_zp,
+            br.out_zp,
+            t.lut(br.lut)?,
+            self.output_slice(b),
+        )
+        .map_err(|e| t.kernel(e))
+    }
+
+    /// Branch `b` as fp16 weights and f32 bias.
+    pub fn branch_f16(&self, b: usize) -> Result<(&'a [f16], &'a [f32]), FormatError> {
+        let br = &self.branches[b];
+        Ok((
+            self.tables.data::<f16>(br.weights, "prm weights")?,
+            self.tables.data::<f32>(br.bias, "prm bias")?,
+        ))
+    }
+
+    fn macs(&self) -> u64 {
+        (0..self.len()).map(|b| self.geometry(b).macs()).sum()
+    }
+}
+
+/// The checks both precisions share, then the decoded view.
+fn decode<'a>(r: &PrmRecord<'a>, cx: &DecodeCx<'a>, dtype: DType) -> Result<Prm<'a>, FormatError> {
+    let h = r.header;
+    let prm = Prm {
+        header: h,
+        branches: r.branches,
+        tables: cx.tables(),
+    };
+    let e = h.branch_channels as usize;
+    cx.ensure(
+        is(
+            &cx.input(0),
+            dtype,
+            h.in_h as usize,
+            h.in_w as usize,
+            h.in_c as usize,
+        ),
+        "PRM input tensor shape/dtype",
+    )?;
+    cx.ensure(
+        is(
+            &cx.output(),
+            dtype,
+            h.out_h as usize,
+            h.out_w as usize,
+            e * r.branches.len(),
+        ),
+        "PRM output tensor shape/dtype",
+    )?;
+    Ok(prm)
+}
+
+/// int8 PRM: each branch an int8 convolution requantized onto its own grid, then its GELU table
+/// onto the shared output grid.
+#[derive(Debug)]
+pub struct PrmS8Op;
+
+impl OpSpec for PrmS8Op {
+    const NAME: &'static str = "prm";
+    const INPUTS: usize = 1;
+    const IN_PLACE: bool = false;
+    type Params<'a> = PrmRecord<'a>;
+    type Decoded<'a> = Prm<'a>;
+
+    fn decode<'a>(r: &PrmRecord<'a>, cx: &DecodeCx<'a>) -> Result<Prm<'a>, FormatError> {
+        let prm = decode(r, cx, DType::I8)?;
+        for (b, branch) in r.branches.iter().enumerate() {
+            prm.geometry(b).validate().map_err(|e| cx.kernel(e))?;
+            cx.ensure(
+                prm.header.in_zp == cx.input(0).desc.zero_point,
+                "PRM input zero point differs from its tensor",
+            )?;
+            prm.branch_s8(b)?;
+            cx.ensure(
+                !branch.lut.is_none(),
+                "an int8 PRM branch needs its GELU table",
+            )?;
+        }
+        Ok(prm)
+    }
+
+    fn scratch_bytes(r: &PrmRecord) -> usize {
+        (0..r.branches.len())
+            .map(|b| conv_s8_scratch_size(&r.geometry(b)))
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn data_bytes(r: &PrmRecord) -> usize {
+        r.branches
+            .iter()
+            .map(|b| refs_len(&[b.weights, b.bias, b.requant, b.lut]))
+            .sum()
+    }
+
+    fn macs(p: &Prm) -> u64 {
+        p.macs()
+    }
+
+    fn run(prm: &Prm, io: &mut OpIo<'_>) -> Result<(), RunError> {
+        let x = io.i8_in(0);
+        for b in 0..prm.len() {
+            let k = prm.branch_s8(b).map_err(RunError::Format)?;
+            let (out, scratch) = io.i8_out_scratch();
+            conv_s8(&k, x, out, scratch).map_err(|e| io.kernel(e))?;
+        }
+        Ok(())
+    }
+}
+
+/// fp16 PRM: each branch an fp16 convolution with the record's activation.
+#[derive(Debug)]
+pub struct PrmF16Op;
+
+impl OpSpec for PrmF16Op {
+    const NAME: &'static str = "prm";
+    const INPUTS: usize = 1;
+    const IN_PLACE: bool = false;
+    type Params<'a> = PrmRecord<'a>;
+    type Decoded<'a> = Prm<'a>;
+
+    fn decode<'a>(r: &PrmRecord<'a>, cx: &DecodeCx<'a>) -> Result<Prm<'a>, FormatError> {
+        let prm = decode(r, cx, DType::F16)?;
+        let e = prm.header.branch_channels as usize;
+        for b in 0..prm.len() {
+            let g = prm.geometry(b);
+            g.validate().map_err(|e| cx.kernel(e))?;
+            let (w, bias) = prm.branch_f16(b)?;
+            cx.ensure(
+                w.len() == g.weight_len() && bias.len() == e,
+                "PRM fp16 weight/bias length",
+            )?;
+            activation(prm.header.act as u32, cx)?;
+        }
+        Ok(prm)
+    }
+
+    fn scratch_bytes(_: &PrmRecord) -> usize {
+        0
+    }
+
+    // Only the tables the fp16 kernel uses were validated: a branch's requant and lut fields are
+    // ignored, whatever they hold.
+    fn data_bytes(r: &PrmRecord) -> usize {
+        r.branches
+            .iter()
+            .map(|b| refs_len(&[b.weights, b.bias]))
+            .sum()
+    }
+
+    fn macs(p: &Prm) -> u64 {
+        p.macs()
+    }
+
+    fn run(prm: &Prm, io: &mut OpIo<'_>) -> Result<(), RunError> {
+        let x = io.f16_in(0)?;
+        let act = match prm.header.act {
+            super::act::GELU => kf16::Activation::Gelu,
+            super::act::SILU => kf16::Activation::Silu,
+            _ => kf16::Activation::None,
+        };
+        for b in 0..prm.len() {
+            let (w, bias) = prm.branch_f16(b).map_err(RunError::Format)?;
+            let out = io.f16_out()?;
+            kf16::conv_f16(&prm.geometry(b), w, bias, act, prm.output_slice(b), x, out)
+                .map_err(|e| io.kernel(e))?;
+        }
+        Ok(())
+    }
+}
