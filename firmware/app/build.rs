@@ -18,27 +18,10 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-/// Per board: (name, bytes available for the blob, bytes available for the arena). The blob
-/// shares its region with code/rodata on flash-resident boards, the arena with `.data/.bss`.
-const BOARDS: &[(&str, u64, u64)] = &[
-    (
-        "mps2-an386",
-        4 * 1024 * 1024 - 256 * 1024,
-        4 * 1024 * 1024 - 64 * 1024 - 64 * 1024,
-    ),
-    (
-        "mps2-an500",
-        4 * 1024 * 1024 - 256 * 1024,
-        4 * 1024 * 1024 - 64 * 1024 - 64 * 1024,
-    ),
-    ("mps3-an547", 256 * 1024 * 1024, 4 * 1024 * 1024),
-    ("nucleo-h743zi", 2 * 1024 * 1024 - 256 * 1024, 512 * 1024),
-    (
-        "nrf52840-dk",
-        1024 * 1024 - 128 * 1024,
-        224 * 1024 - 16 * 1024,
-    ),
-];
+#[allow(dead_code)]
+mod table {
+    include!("../boards.rs");
+}
 
 fn fail(msg: &str) -> ! {
     eprintln!("\nvitae-app build: {msg}\n");
@@ -100,16 +83,17 @@ fn npy_f32(bytes: &[u8], path: &Path) -> (Vec<usize>, Vec<u8>) {
 
 fn main() {
     let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
-    let board = BOARDS.iter().find(|(b, _, _)| {
-        env::var_os(format!(
-            "CARGO_FEATURE_{}",
-            b.to_uppercase().replace('-', "_")
-        ))
-        .is_some()
-    });
-    let Some(&(board, blob_room, arena_room)) = board else {
-        fail("select a board feature (the board packages in firmware/boards do)");
+    println!("cargo::rerun-if-env-changed=VITAE_BOARD");
+    println!("cargo::rerun-if-changed=../boards.rs");
+    let Some(b) = env::var("VITAE_BOARD")
+        .ok()
+        .and_then(|n| table::Board::named(&n))
+    else {
+        fail(
+            "set VITAE_BOARD to a board of firmware/boards.rs (the board folders and cargo xtask do)",
+        );
     };
+    let (board, blob_room, arena_room) = (b.name, b.blob_room(), b.arena_room());
     let Some(blob_path) = path_var("VITAE_BLOB") else {
         fail(
             "set VITAE_BLOB to the .vblob to embed (`cargo xtask qemu`/`demo`/`firmware` do this for you)",

@@ -1,6 +1,7 @@
 //! Board support shared by the ViTAE-Edge firmware and the on-target tests.
 //!
-//! One board feature selects the memory layout (`boards/<board>/memory.x`), the log transport
+//! `VITAE_BOARD` selects the board of `firmware/boards.rs` (its memory layout, generated into
+//! `memory.x` by the build script); the `qemu` or `probe` feature selects the log transport
 //! (defmt over semihosting under QEMU, defmt over RTT on real boards through probe-rs) and how
 //! work is measured (instruction-count markers under QEMU, the DWT cycle counter on real boards).
 //! Panics and HardFaults are logged and end the program with a failure exit code, so a run under
@@ -20,19 +21,13 @@ use defmt_rtt as _;
 use defmt_semihosting as _;
 
 #[cfg(not(any(feature = "qemu", feature = "probe")))]
-compile_error!("select a board feature of vitae-board (e.g. mps2-an386 or nucleo-h743zi)");
+compile_error!("select vitae-board's `qemu` or `probe` feature (the board's kind)");
 
 /// The board this firmware was built for, e.g. `"mps2-an386"`.
 pub const BOARD: &str = env!("VITAE_BOARD");
 
-/// The core's name as the board runs it.
-pub const CORE: &str = if cfg!(feature = "mps3-an547") {
-    "Cortex-M55"
-} else if cfg!(any(feature = "mps2-an500", feature = "nucleo-h743zi")) {
-    "Cortex-M7"
-} else {
-    "Cortex-M4"
-};
+/// The core's name as the board runs it, e.g. `"Cortex-M4"` (from `firmware/boards.rs`).
+pub const CORE: &str = env!("VITAE_CORE");
 
 /// Call first thing in `main`: starts the cycle counter on real boards.
 pub fn init() {

@@ -110,10 +110,9 @@ pub fn json_line(m: &Measurement) -> String {
 /// command is echoed to stderr, so `--json` output stays clean.
 fn build(tc: toolchain::ArmToolchain, board: &Board) -> Result<PathBuf> {
     let package = "vitae-bench";
-    let mut cmd = tc.cargo("build", board.target, board.cpu, &arm_target_dir());
+    let mut cmd = tc.cargo_for_board("build", board, &arm_target_dir());
     cmd.current_dir(project_root().join("firmware"))
         .args(["--release", "--package", package, "--bin", package])
-        .args(["--features", board.name])
         .env("DEFMT_LOG", "info");
     let shown: Vec<String> = std::iter::once(cmd.get_program())
         .chain(cmd.get_args())

@@ -43,14 +43,15 @@ pub fn build(tc: ArmToolchain, b: &Build) -> Result<PathBuf> {
     let (package, features) = match b.what {
         Binary::App => (format!("vitae-fw-{}", b.board.name), vec![]),
         Binary::Tests { demo_failure } => {
-            let mut f = vec![b.board.name.to_string()];
-            if demo_failure {
-                f.push("demo-failure".into());
-            }
+            let f = if demo_failure {
+                vec!["demo-failure"]
+            } else {
+                vec![]
+            };
             ("vitae-qemu-tests".to_string(), f)
         }
     };
-    let mut cmd = tc.cargo("build", b.board.target, b.board.cpu, &arm_target_dir());
+    let mut cmd = tc.cargo_for_board("build", b.board, &arm_target_dir());
     cmd.current_dir(project_root().join("firmware")).args([
         "--release",
         "--package",

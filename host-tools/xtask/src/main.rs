@@ -63,13 +63,13 @@ enum Cmd {
     },
     /// Build the firmware for a board (QEMU or real) without running it.
     Firmware {
-        /// Board name: mps2-an386, mps2-an500, mps3-an547, nucleo-h743zi, nrf52840-dk.
+        /// Board name (a board of firmware/boards.rs, e.g. mps2-an386 or nucleo-h743zi).
         #[arg(long)]
         board: String,
     },
     /// Build the firmware for a real board and run it there with `probe-rs run`.
     Flash {
-        /// nucleo-h743zi or nrf52840-dk.
+        /// A real board of firmware/boards.rs (e.g. nucleo-h743zi or nrf52840-dk).
         #[arg(long)]
         board: String,
     },

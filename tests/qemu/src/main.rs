@@ -51,7 +51,7 @@ const ALL: &[vitae_board::testing::Test] = if cfg!(feature = "demo-failure") {
 };
 
 /// Randomized cases per comparison test: fewer on the Helium board, whose emulation is slow.
-const RANDOM_CASES: usize = if cfg!(feature = "mps3-an547") {
+const RANDOM_CASES: usize = if matches!(kernels::selected_impl(), kernels::Impl::Mve) {
     40
 } else {
     120

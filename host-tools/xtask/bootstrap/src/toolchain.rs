@@ -47,6 +47,19 @@ impl ArmToolchain {
         )
     }
 
+    /// A `cargo` command that builds firmware for `board`: its target and CPU, and
+    /// `VITAE_BOARD`, which the firmware build scripts read (memory map, limits, log transport).
+    pub fn cargo_for_board(
+        self,
+        subcommand: &str,
+        board: &crate::boards::Board,
+        target_dir: &Path,
+    ) -> Command {
+        let mut cmd = self.cargo(subcommand, board.target, board.cpu, target_dir);
+        cmd.env("VITAE_BOARD", board.name);
+        cmd
+    }
+
     /// As [`cargo`](Self::cargo), with explicit rustflags instead of a CPU.
     pub fn cargo_with_rustflags(
         self,
