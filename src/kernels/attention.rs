@@ -550,15 +550,15 @@ fn values_transposed(v: &[i8], c: usize, t: usize, hd: usize, vt: &mut [i16]) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::gemm::TestRng;
+    use super::super::cases::{self, Rng};
     use super::*;
     use proptest::prelude::*;
 
     fn check(tokens: usize, heads: usize, hd: usize, scale: f32, seed: u32) {
-        let mut rng = TestRng(seed);
+        let mut rng = Rng(seed);
         let n = tokens * heads * hd;
         let (q, k, v) = (rng.i8s(n), rng.i8s(n), rng.i8s(n));
-        let zp = rng.next() as i8 as i32;
+        let zp = rng.next_u32() as i8 as i32;
         let p = AttentionS8::new(tokens, heads, hd, scale, 0.7, zp).unwrap();
         let mut want = vec![0i8; n];
         let mut scratch = vec![0u8; attention_s8_scratch_size(tokens, hd) + 1];
@@ -583,38 +583,22 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(60))]
+        /// The suite's random shapes (the ones the on-target tests draw), and proptest's scales
+        /// besides (including ones outside Helium's subnormal-free range).
         #[test]
         fn optimized_equals_reference(
-            tokens in prop_oneof![1usize..70, 70usize..300],
-            heads in 1usize..4,
-            hd in prop_oneof![Just(40usize), Just(64), 1usize..80],
-            scale in prop_oneof![Just(1e-4f32), 1e-6f32..0.5, Just(1e-30), Just(3.0e30)],
             seed in any::<u32>(),
+            scale in prop_oneof![Just(None), Just(Some(1e-30f32)), Just(Some(3.0e30)), (1e-6f32..0.5).prop_map(Some)],
         ) {
-            check(tokens, heads, hd, scale, seed);
+            let (t, h, d, s) = cases::attention::random(&mut Rng(seed), 1 << 16);
+            check(t, h, d, scale.unwrap_or(s), seed);
         }
     }
 
     #[test]
     fn vitae_shapes() {
-        // ViTAE token counts (one tile, a partial tile, several), head dims 40/64/odd, and
-        // head dims above one product tile.
-        for (i, &(t, h, d)) in [
-            (1, 1, 64),
-            (49, 2, 40),
-            (65, 1, 64),
-            (197, 1, 64),
-            (50, 3, 33),
-            (20, 1, 130),
-            (1, 1, 65),
-        ]
-        .iter()
-        .enumerate()
-        {
-            check(t, h, d, 2e-3 / (1 + i) as f32, 100 + i as u32);
+        for (i, &(t, h, d, s)) in cases::attention::VITAE.iter().enumerate() {
+            check(t, h, d, s, 100 + i as u32);
         }
-        // Scales outside Helium's subnormal-free range take the scalar path.
-        check(70, 1, 16, 1e-35, 7);
-        check(70, 1, 16, 1e35, 8);
     }
 }

@@ -695,7 +695,8 @@ impl<M: Micro> Im2col<'_, '_, M> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::gemm::{Dsp, Mve, TestRng};
+    use super::super::cases::{self, Rng, shift_for};
+    use super::super::gemm::{Dsp, Mve};
     use super::*;
     use proptest::prelude::*;
 
@@ -715,23 +716,17 @@ mod tests {
     impl Case {
         fn new(
             geom: ConvGeometry,
-            seed: u32,
+            rng: &mut Rng,
             zps: (i32, i32),
             act: bool,
             slice: (usize, usize),
         ) -> Self {
-            let mut rng = TestRng(seed);
             let k = geom.kh * geom.kw * geom.in_c_per_group();
-            // Bias scale and shift centre chosen so outputs span the int8 range and saturate.
-            let bias = (0..geom.out_c)
-                .map(|_| (rng.next() as i32) >> (12 + rng.next() % 19))
-                .collect();
-            let shift = -(((k * 128 * 128) as f64).log2() as i32) + 9;
             Case {
                 input: rng.i8s(geom.in_h * geom.in_w * geom.in_c),
                 weights: rng.i8s(geom.weight_len()),
-                bias,
-                requant: rng.requants(geom.out_c, shift),
+                bias: rng.biases(geom.out_c),
+                requant: rng.requants(geom.out_c, shift_for(k)),
                 in_zp: zps.0,
                 out_zp: zps.1,
                 lut: act.then(|| rng.lut()),
@@ -787,89 +782,41 @@ mod tests {
         }
     }
 
-    prop_compose! {
-        fn geometry()(
-            in_h in 1usize..12, in_w in 1usize..12, cin_g in 1usize..10, cout_g in 1usize..8,
-            groups in prop_oneof![3 => Just(1usize), 1 => 2usize..5],
-            kh in prop_oneof![3 => 1usize..4, 1 => 4usize..8],
-            kw in prop_oneof![3 => 1usize..4, 1 => 4usize..8],
-            stride_h in 1usize..5, stride_w in 1usize..5,
-            dil_h in 1usize..4, dil_w in 1usize..4,
-            pad_h in 0usize..7, pad_w in 0usize..7,
-        ) -> Option<ConvGeometry> {
-            let out_h = conv_out_len(in_h, kh, stride_h, pad_h, dil_h)?;
-            let out_w = conv_out_len(in_w, kw, stride_w, pad_w, dil_w)?;
-            Some(ConvGeometry {
-                in_h, in_w, in_c: cin_g * groups, out_h, out_w, out_c: cout_g * groups,
-                kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups,
-            })
-        }
-    }
-
     fn zero_point() -> impl Strategy<Value = i32> {
         prop_oneof![Just(-128), Just(127), Just(0), -128i32..=127]
     }
 
+    /// Room for the suite's random shapes on the host (larger than a board's test buffers).
+    const HOST: cases::conv::Limits = cases::conv::Limits {
+        input: 1 << 16,
+        weights: 1 << 16,
+        output: 1 << 16,
+    };
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(400))]
+        /// The suite's random shapes (the ones the on-target tests draw), with proptest's zero
+        /// points.
         #[test]
         fn optimized_equals_reference(
-            geom in geometry().prop_filter("kernel must fit", Option::is_some),
             seed in any::<u32>(),
             in_zp in zero_point(),
             out_zp in zero_point(),
-            act in any::<bool>(),
-            offset in prop_oneof![Just(0usize), 0usize..4],
-            extra in prop_oneof![Just(0usize), 0usize..4],
         ) {
-            Case::new(geom.unwrap(), seed, (in_zp, out_zp), act, (offset, extra)).check()?;
+            let mut rng = Rng(seed);
+            let r = cases::conv::random(&mut rng, HOST);
+            Case::new(r.geom, &mut rng, (in_zp, out_zp), r.act, (r.offset, r.extra)).check()?;
         }
     }
 
-    fn geom(
-        (in_h, in_w, in_c): (usize, usize, usize),
-        out_c: usize,
-        (kh, kw): (usize, usize),
-        stride: usize,
-        pad: usize,
-        dil: usize,
-        groups: usize,
-    ) -> ConvGeometry {
-        ConvGeometry {
-            in_h,
-            in_w,
-            in_c,
-            out_h: conv_out_len(in_h, kh, stride, pad, dil).unwrap(),
-            out_w: conv_out_len(in_w, kw, stride, pad, dil).unwrap(),
-            out_c,
-            kh,
-            kw,
-            stride_h: stride,
-            stride_w: stride,
-            pad_h: pad,
-            pad_w: pad,
-            dil_h: dil,
-            dil_w: dil,
-            groups,
-        }
-    }
-
-    /// The ViTAE shapes (at reduced sizes): PCM stride-2 3×3 convs, the PRM's stride-4 7×7
-    /// dilated convs, grouped 3×3 convs, a 1×1 conv, with extreme zero points.
+    /// The suite's ViTAE shapes, with extreme zero points.
     #[test]
     fn vitae_shapes() {
-        let shapes = [
-            geom((16, 16, 3), 8, (3, 3), 2, 1, 1, 1),
-            geom((17, 13, 3), 16, (7, 7), 4, 5, 2, 1),
-            geom((20, 20, 3), 12, (7, 7), 4, 9, 3, 1),
-            geom((9, 9, 32), 32, (3, 3), 1, 1, 1, 8),
-            geom((8, 8, 64), 64, (3, 3), 1, 1, 1, 64),
-            geom((6, 7, 24), 20, (1, 1), 1, 0, 1, 1),
-            geom((5, 5, 8), 8, (3, 3), 1, 6, 1, 1), // padding far beyond the kernel's reach
-        ];
-        for (i, g) in shapes.into_iter().enumerate() {
+        for (i, g) in cases::conv::vitae().into_iter().enumerate() {
+            let g = g.expect("the suite's shapes are valid");
+            let mut rng = Rng(1 + i as u32);
             for zps in [(-128, 127), (127, -128), (7, -5)] {
-                Case::new(g, 1 + i as u32, zps, i % 2 == 0, (i % 3, i % 2))
+                Case::new(g, &mut rng, zps, i % 2 == 0, (i % 3, i % 2))
                     .check()
                     .unwrap();
             }

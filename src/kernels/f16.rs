@@ -433,3 +433,306 @@ pub fn quantize_from_f16(
     }
     Ok(())
 }
+
+/// Every fp16 kernel against an f64 oracle computed from the same fp16 inputs: the kernels round
+/// in f32 and once more to fp16, so they must land within an fp16 rounding step (plus the f32
+/// accumulation error, bounded by the sum of the magnitudes that were added) of the exact value.
+#[cfg(test)]
+mod tests {
+    use super::super::cases::{self, Rng};
+    use super::*;
+
+    /// A half in [−1, 1].
+    fn half(rng: &mut Rng) -> f16 {
+        f16::from_f32(rng.next_u32() as i32 as f32 / 2_147_483_648.0)
+    }
+
+    fn halves(rng: &mut Rng, n: usize) -> Vec<f16> {
+        (0..n).map(|_| half(rng)).collect()
+    }
+
+    fn floats(rng: &mut Rng, n: usize, scale: f32) -> Vec<f32> {
+        (0..n)
+            .map(|_| rng.next_u32() as i32 as f32 / 2_147_483_648.0 * scale)
+            .collect()
+    }
+
+    /// Fails unless `got` is within one fp16 rounding of `want` (relative 2^-10, or 2^-24 near 0)
+    /// plus the f32 error of summing terms of total magnitude `mag`.
+    #[track_caller]
+    fn close(got: f16, want: f64, mag: f64, what: &str) {
+        let tol = want.abs() * 2f64.powi(-10) + mag * 2f64.powi(-20) + 2f64.powi(-24);
+        let err = (got.to_f64() - want).abs();
+        assert!(
+            err <= tol,
+            "{what}: got {got} want {want} (error {err:e} > {tol:e})"
+        );
+    }
+
+    fn act64(a: Activation, x: f64) -> f64 {
+        match a {
+            Activation::None => x,
+            Activation::Gelu => 0.5 * x * (1.0 + libm::erf(x / core::f64::consts::SQRT_2)),
+            Activation::Silu => x / (1.0 + (-x).exp()),
+        }
+    }
+
+    const ACTS: [Activation; 3] = [Activation::None, Activation::Gelu, Activation::Silu];
+
+    #[test]
+    fn conv_matches_f64() {
+        let mut rng = Rng(0xf16c0);
+        let limits = cases::conv::Limits {
+            input: 2048,
+            weights: 4096,
+            output: 4096,
+        };
+        for i in 0..60 {
+            let r = cases::conv::random(&mut rng, limits);
+            let g = r.geom;
+            let (x, w) = (
+                halves(&mut rng, g.in_h * g.in_w * g.in_c),
+                halves(&mut rng, g.weight_len()),
+            );
+            let bias = floats(&mut rng, g.out_c, 0.5);
+            let act = ACTS[i % 3];
+            let slice = OutputSlice {
+                offset: r.offset,
+                pixel_stride: r.offset + g.out_c + r.extra,
+            };
+            let mut out = vec![f16::from_f32(7.0); g.out_h * g.out_w * slice.pixel_stride];
+            conv_f16(&g, &w, &bias, act, slice, &x, &mut out).unwrap();
+            let (cin_g, cout_g) = (g.in_c_per_group(), g.out_c / g.groups);
+            for oy in 0..g.out_h {
+                for ox in 0..g.out_w {
+                    let pixel = (oy * g.out_w + ox) * slice.pixel_stride;
+                    for oc in 0..g.out_c {
+                        let (mut acc, mut mag) = (bias[oc] as f64, bias[oc].abs() as f64);
+                        for ky in 0..g.kh {
+                            for kx in 0..g.kw {
+                                let iy =
+                                    (oy * g.stride_h + ky * g.dil_h) as isize - g.pad_h as isize;
+                                let ix =
+                                    (ox * g.stride_w + kx * g.dil_w) as isize - g.pad_w as isize;
+                                if iy < 0
+                                    || ix < 0
+                                    || iy as usize >= g.in_h
+                                    || ix as usize >= g.in_w
+                                {
+                                    continue;
+                                }
+                                for ci in 0..cin_g {
+                                    let xv = x[(iy as usize * g.in_w + ix as usize) * g.in_c
+                                        + (oc / cout_g) * cin_g
+                                        + ci]
+                                        .to_f64();
+                                    let wv =
+                                        w[((oc * g.kh + ky) * g.kw + kx) * cin_g + ci].to_f64();
+                                    acc += xv * wv;
+                                    mag += (xv * wv).abs();
+                                }
+                            }
+                        }
+                        close(out[pixel + r.offset + oc], act64(act, acc), mag, "conv");
+                    }
+                    // The channels around the slice are untouched.
+                    for c in (0..r.offset).chain(r.offset + g.out_c..slice.pixel_stride) {
+                        assert_eq!(out[pixel + c], f16::from_f32(7.0));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn linear_matches_f64() {
+        let mut rng = Rng(0xf1611);
+        for (i, &(t, k, n)) in cases::linear::VITAE.iter().enumerate() {
+            let (x, w) = (halves(&mut rng, t * k), halves(&mut rng, k * n));
+            let bias = floats(&mut rng, n, 0.5);
+            let act = ACTS[i % 3];
+            let mut out = vec![f16::ZERO; t * n];
+            linear_f16(t, k, n, &w, &bias, act, &x, &mut out).unwrap();
+            for r in 0..t {
+                for o in 0..n {
+                    let terms = (0..k).map(|j| x[r * k + j].to_f64() * w[o * k + j].to_f64());
+                    let acc = bias[o] as f64 + terms.clone().sum::<f64>();
+                    let mag = bias[o].abs() as f64 + terms.map(f64::abs).sum::<f64>();
+                    close(out[r * n + o], act64(act, acc), mag, "linear");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn layernorm_matches_f64() {
+        let mut rng = Rng(0xf161a);
+        for &c in &[1usize, 7, 64, 192] {
+            let tokens = 5;
+            let x = halves(&mut rng, tokens * c);
+            let (gamma, beta) = (floats(&mut rng, c, 2.0), floats(&mut rng, c, 1.0));
+            let mut out = vec![f16::ZERO; tokens * c];
+            layernorm_f16(c, 1e-6, &gamma, &beta, &x, &mut out).unwrap();
+            for t in 0..tokens {
+                let row: Vec<f64> = x[t * c..][..c].iter().map(|v| v.to_f64()).collect();
+                let mean = row.iter().sum::<f64>() / c as f64;
+                let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / c as f64;
+                let inv = 1.0 / (var + 1e-6).sqrt();
+                for ch in 0..c {
+                    let want = (row[ch] - mean) * inv * gamma[ch] as f64 + beta[ch] as f64;
+                    // The normalized value has relative error ~ c·2^-24 from the f32 statistics.
+                    let mag = ((row[ch] - mean).abs() * inv * gamma[ch].abs() as f64) * c as f64;
+                    close(out[t * c + ch], want, mag, "layernorm");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn attention_matches_f64() {
+        let mut rng = Rng(0xf16a7);
+        for &(t, heads, d, _) in cases::attention::VITAE.iter().take(12) {
+            let c = heads * d;
+            let (q, k, v) = (
+                halves(&mut rng, t * c),
+                halves(&mut rng, t * c),
+                halves(&mut rng, t * c),
+            );
+            let scale = 1.0 / (d as f32).sqrt();
+            let mut out = vec![f16::ZERO; t * c];
+            let mut scratch = vec![0u8; attention_f16_scratch_size(d)];
+            attention_f16(t, heads, d, scale, &q, &k, &v, &mut out, &mut scratch).unwrap();
+            for h in 0..heads {
+                for i in 0..t {
+                    let s: Vec<f64> = (0..t)
+                        .map(|j| {
+                            (0..d)
+                                .map(|e| {
+                                    q[i * c + h * d + e].to_f64() * k[j * c + h * d + e].to_f64()
+                                })
+                                .sum::<f64>()
+                                * scale as f64
+                        })
+                        .collect();
+                    let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let p: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
+                    let l: f64 = p.iter().sum();
+                    for e in 0..d {
+                        let want = (0..t)
+                            .map(|j| p[j] * v[j * c + h * d + e].to_f64())
+                            .sum::<f64>()
+                            / l;
+                        // exp is accurate to a few f32 ulps; the weighted mean of |v| ≤ 1.
+                        close(out[i * c + h * d + e], want, 1.0 + d as f64, "attention");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn performer_matches_f64() {
+        let mut rng = Rng(0xf169e);
+        for &(t, e, m) in &[(1usize, 8usize, 4usize), (17, 24, 12), (49, 64, 32)] {
+            let (k, q, v) = (
+                halves(&mut rng, t * e),
+                halves(&mut rng, t * e),
+                halves(&mut rng, t * e),
+            );
+            let w = floats(&mut rng, m * e, 1.0);
+            let mut out = vec![f16::ZERO; t * e];
+            let mut scratch = vec![0u8; performer_f16_scratch_size(e, m)];
+            performer_f16(t, e, m, &w, &k, &q, &v, &mut out, &mut scratch).unwrap();
+            let phi = |z: &[f16]| -> Vec<f64> {
+                let half_norm = z.iter().map(|x| x.to_f64().powi(2)).sum::<f64>() / 2.0;
+                w.chunks_exact(e)
+                    .map(|row| {
+                        let dot: f64 = row.iter().zip(z).map(|(a, b)| *a as f64 * b.to_f64()).sum();
+                        (dot - half_norm).exp() / (m as f64).sqrt()
+                    })
+                    .collect()
+            };
+            let mut ksum = vec![0.0f64; m];
+            let mut kptv = vec![0.0f64; e * m];
+            for tt in 0..t {
+                let kp = phi(&k[tt * e..][..e]);
+                for i in 0..m {
+                    ksum[i] += kp[i];
+                    for c in 0..e {
+                        kptv[c * m + i] += v[tt * e + c].to_f64() * kp[i];
+                    }
+                }
+            }
+            for tt in 0..t {
+                let qp = phi(&q[tt * e..][..e]);
+                let d: f64 = qp.iter().zip(&ksum).map(|(a, b)| a * b).sum::<f64>() + 1e-8;
+                for c in 0..e {
+                    let num: f64 = (0..m).map(|i| qp[i] * kptv[c * m + i]).sum();
+                    // A ratio of sums of positive terms: relative error ~ (t + m)·2^-24.
+                    close(
+                        out[tt * e + c],
+                        num / d,
+                        (t + m) as f64 * (num / d).abs().max(1.0),
+                        "performer",
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn elementwise_match_f64() {
+        let mut rng = Rng(0xf16e1);
+        let (a, b) = (halves(&mut rng, 300), halves(&mut rng, 300));
+        let mut out = vec![f16::ZERO; 300];
+        add_f16(&a, &b, &mut out).unwrap();
+        let mut in_place = a.clone();
+        add_f16_in_place(&mut in_place, &b).unwrap();
+        for i in 0..300 {
+            let want = a[i].to_f64() + b[i].to_f64();
+            close(out[i], want, 0.0, "add");
+            assert_eq!(in_place[i], out[i], "add in place");
+        }
+        // Mean over 50 tokens of 6 channels.
+        let x = halves(&mut rng, 300);
+        let mut pooled = vec![f16::ZERO; 6];
+        mean_pool_f16(50, 6, &x, &mut pooled).unwrap();
+        for c in 0..6 {
+            let col = (0..50).map(|t| x[t * 6 + c].to_f64());
+            let want = col.clone().sum::<f64>() / 50.0;
+            close(pooled[c], want, col.map(f64::abs).sum::<f64>(), "mean-pool");
+        }
+        // The image: NCHW f32 → NHWC fp16, each value rounded once (exactly what f64 → f16 does).
+        let (ch, hh, ww) = (3, 4, 5);
+        let img = floats(&mut rng, ch * hh * ww, 3.0);
+        let mut nhwc = vec![f16::ZERO; img.len()];
+        image_nchw_to_f16(&img, ch, hh, ww, &mut nhwc).unwrap();
+        for c in 0..ch {
+            for p in 0..hh * ww {
+                assert_eq!(nhwc[p * ch + c], f16::from_f64(img[c * hh * ww + p] as f64));
+            }
+        }
+        // int8 ↔ fp16.
+        let q: Vec<i8> = (0..=255u8).map(|v| v as i8).collect();
+        let mut deq = vec![f16::ZERO; 256];
+        dequantize_to_f16(&q, 0.037, -3, &mut deq).unwrap();
+        for (i, &v) in q.iter().enumerate() {
+            close(
+                deq[i],
+                0.037f32 as f64 * (v as f64 + 3.0),
+                0.0,
+                "dequantize",
+            );
+        }
+        let mut back = vec![0i8; 256];
+        quantize_from_f16(&deq, 1.0 / 0.037, -3, &mut back).unwrap();
+        for (i, &v) in back.iter().enumerate() {
+            let want = (deq[i].to_f64() / 0.037 - 3.0).round().clamp(-128.0, 127.0);
+            assert!(
+                (v as f64 - want).abs() <= 1.0,
+                "quantize {i}: {v} vs {want}"
+            );
+            assert!((v as i32 - q[i] as i32).abs() <= 1, "round trip {i}");
+        }
+    }
+}

@@ -908,57 +908,6 @@ impl OutQuant<'_> {
     }
 }
 
-/// A small deterministic generator for the kernels' randomized tests (the data, while proptest
-/// picks shapes and seeds).
-#[cfg(test)]
-pub(crate) struct TestRng(pub(crate) u32);
-
-#[cfg(test)]
-impl TestRng {
-    pub(crate) fn next(&mut self) -> u32 {
-        let mut s = self.0.max(1);
-        s ^= s << 13;
-        s ^= s >> 17;
-        s ^= s << 5;
-        self.0 = s;
-        s
-    }
-
-    pub(crate) fn i8s(&mut self, n: usize) -> Vec<i8> {
-        (0..n).map(|_| self.next() as i8).collect()
-    }
-
-    /// Valid per-channel requantization around `2^shift_center`, sometimes with `shift > −2`
-    /// (the slow path) and sometimes a zero multiplier.
-    pub(crate) fn requants(&mut self, n: usize, shift_center: i32) -> Vec<Requant> {
-        (0..n)
-            .map(|_| {
-                let m = (1 << 30) | (self.next() >> 2) as i32;
-                let shift = shift_center - 3 + (self.next() % 7) as i32;
-                match self.next() % 16 {
-                    0 => Requant {
-                        multiplier: 0,
-                        shift: 0,
-                    },
-                    // A channel that needs the general (64-bit shift) requantization.
-                    1 => Requant {
-                        multiplier: m,
-                        shift: (self.next() % 3) as i32 - 1,
-                    },
-                    _ => Requant {
-                        multiplier: m,
-                        shift: shift.clamp(crate::quant::MIN_SHIFT, crate::quant::MAX_SHIFT),
-                    },
-                }
-            })
-            .collect()
-    }
-
-    pub(crate) fn lut(&mut self) -> Lut256 {
-        Lut256(core::array::from_fn(|_| self.next() as i8))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -997,7 +946,7 @@ mod tests {
     }
 
     fn check_micro<M: Micro>(k: usize, seed: u32) {
-        let mut rng = TestRng(seed);
+        let mut rng = crate::kernels::cases::Rng(seed);
         let mut mem = vec![0u8; gemm_scratch_bytes(k) + 7];
         let mut s = Scratch::new(&mut mem[1..]);
         let mut cols = M::carve(&mut s, k).unwrap();
@@ -1062,16 +1011,16 @@ mod tests {
     }
 
     fn check_requant_row<M: Micro>(seed: u32) {
-        let mut rng = TestRng(seed);
+        let mut rng = crate::kernels::cases::Rng(seed);
         for n in [1, 3, 4, 5, 63, 64] {
             let acc: Vec<i32> = (0..n)
-                .map(|_| (rng.next() as i32) >> (rng.next() % 24))
+                .map(|_| (rng.next_u32() as i32) >> (rng.next_u32() % 24))
                 .collect();
             let requant = rng.requants(n, if seed % 2 == 0 { -8 } else { 0 });
             let lut = rng.lut();
             for act in [None, Some(&lut)] {
                 let q = OutQuant {
-                    zp: rng.next() as i8 as i32,
+                    zp: rng.next_u32() as i8 as i32,
                     act,
                 };
                 let want: Vec<i8> = acc

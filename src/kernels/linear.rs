@@ -226,19 +226,17 @@ pub(crate) fn linear_gemm<M: Micro>(
 
 #[cfg(test)]
 mod tests {
-    use super::super::gemm::{Dsp, Mve, TestRng};
+    use super::super::cases::{self, Rng, shift_for};
+    use super::super::gemm::{Dsp, Mve};
     use super::*;
     use proptest::prelude::*;
 
     fn check(tokens: usize, k: usize, n_out: usize, seed: u32, out_zp: i32, act: bool) {
-        let mut rng = TestRng(seed);
+        let mut rng = Rng(seed);
         let input = rng.i8s(tokens * k);
         let weights = rng.i8s(k * n_out);
-        let bias: Vec<i32> = (0..n_out)
-            .map(|_| (rng.next() as i32) >> (12 + rng.next() % 19))
-            .collect();
-        let shift = -(((k * 128 * 128) as f64).log2() as i32) + 9;
-        let requant = rng.requants(n_out, shift);
+        let bias = rng.biases(n_out);
+        let requant = rng.requants(n_out, shift_for(k));
         let lut = act.then(|| rng.lut());
         let p = LinearS8::new(
             tokens,
@@ -274,32 +272,21 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(300))]
+        /// The suite's random shapes (the ones the on-target tests draw).
         #[test]
         fn optimized_equals_reference(
-            tokens in prop_oneof![1usize..14, 14usize..40],
-            k in prop_oneof![1usize..70, 70usize..300],
-            n_out in 1usize..12,
             seed in any::<u32>(),
             out_zp in prop_oneof![Just(-128), Just(127), -128i32..=127],
             act in any::<bool>(),
         ) {
-            check(tokens, k, n_out, seed, out_zp, act);
+            let (t, k, n) = cases::linear::random(&mut Rng(seed), (1 << 16, 1 << 16, 1 << 16));
+            check(t, k, n, seed, out_zp, act);
         }
     }
 
     #[test]
     fn vitae_shapes() {
-        // qkv, proj, MLP and head shapes at reduced token counts; tokens not a multiple of 3 or 4.
-        for (i, &(t, k, n)) in [
-            (50, 64, 192),
-            (49, 64, 64),
-            (13, 64, 256),
-            (1, 256, 10),
-            (7, 40, 120),
-        ]
-        .iter()
-        .enumerate()
-        {
+        for (i, &(t, k, n)) in cases::linear::VITAE.iter().enumerate() {
             check(t, k, n, 10 + i as u32, [-128, 127, -5][i % 3], i % 2 == 1);
         }
     }

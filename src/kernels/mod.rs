@@ -7,6 +7,8 @@
 //! Helium) where there is one. Optimized paths equal the reference bit for bit.
 
 pub mod attention;
+#[cfg(any(test, feature = "test-cases"))]
+pub mod cases;
 pub mod conv;
 pub mod dot;
 pub mod elementwise;

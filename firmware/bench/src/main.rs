@@ -12,9 +12,10 @@
 
 use vitae_board::profile;
 use vitae_edge::kernels::attention::{self, AttentionS8};
-use vitae_edge::kernels::conv::{self, ConvGeometry, ConvS8, OutputSlice, conv_out_len};
+use vitae_edge::kernels::cases::{self, bench::Case, bench::Kernel};
+use vitae_edge::kernels::conv::{self, ConvGeometry, ConvS8, OutputSlice};
 use vitae_edge::kernels::linear::{self, LinearS8};
-use vitae_edge::quant::{Lut256, Requant};
+use vitae_edge::quant::Requant;
 
 mod arena {
     //! The one place that hands out the static buffers the cases carve their tensors from.
@@ -67,109 +68,19 @@ fn main() -> ! {
     };
     let (mem, scratch) = (&mut buffers.tensors[..], &mut buffers.scratch[..]);
     let mut ok = true;
-    ok &= conv_case(
-        mem,
-        "a",
-        "conv 3x3 s1 p1 32x32x64->32x32x64",
-        geom((32, 32, 64), 64, 3, 1, 1, 1, 1),
-        scratch,
-    );
-    ok &= conv_case(
-        mem,
-        "b",
-        "conv 3x3 s2 p1 64x64x3->32x32x32",
-        geom((64, 64, 3), 32, 3, 2, 1, 1, 1),
-        scratch,
-    );
-    ok &= conv_case(
-        mem,
-        "c",
-        "conv 7x7 s4 d2 p5 64x64x3->16x16x32",
-        geom((64, 64, 3), 32, 7, 4, 5, 2, 1),
-        scratch,
-    );
-    ok &= conv_case(
-        mem,
-        "d",
-        "grouped conv 3x3 s1 p1 16x16x128->128, 8 groups",
-        geom((16, 16, 128), 128, 3, 1, 1, 1, 8),
-        scratch,
-    );
-    ok &= linear_case(mem, scratch);
-    ok &= attention_case(mem, scratch);
+    for case in &cases::bench::CASES {
+        ok &= match case.kernel {
+            Kernel::Conv(g) => conv_case(mem, case, g, scratch),
+            Kernel::Linear(t, k, n) => linear_case(mem, case, (t, k, n), scratch),
+            Kernel::Attention(t, h, d) => attention_case(mem, case, (t, h, d), scratch),
+        };
+    }
     defmt::println!("DONE {=str}", if ok { "ok" } else { "failed" });
     vitae_board::exit(ok)
 }
 
-/// xorshift32, fixed seed: the same data on every board and run.
-struct Rng(u32);
-
-impl Rng {
-    fn next(&mut self) -> u32 {
-        let mut s = self.0;
-        s ^= s << 13;
-        s ^= s >> 17;
-        s ^= s << 5;
-        self.0 = s;
-        s
-    }
-
-    fn fill(&mut self, buf: &mut [i8]) {
-        for b in buf {
-            *b = self.next() as i8;
-        }
-    }
-
-    /// Random int32 biases (±2^19) and valid per-channel requantization: multipliers in
-    /// [2^30, 2^31), shifts −9..=−7.
-    fn channels(&mut self, bias: &mut [i32], requant: &mut [Requant]) {
-        for (b, r) in bias.iter_mut().zip(requant) {
-            *b = (self.next() as i32) >> 12;
-            *r = Requant {
-                multiplier: (1 << 30) | (self.next() >> 2) as i32,
-                shift: -9 + (self.next() % 3) as i32,
-            };
-        }
-    }
-
-    fn lut(&mut self) -> Lut256 {
-        let mut t = [0i8; 256];
-        self.fill(&mut t);
-        Lut256(t)
-    }
-}
-
-const IN_ZP: i32 = 7;
-const OUT_ZP: i32 = -5;
-
-fn geom(
-    (in_h, in_w, in_c): (usize, usize, usize),
-    out_c: usize,
-    k: usize,
-    stride: usize,
-    pad: usize,
-    dil: usize,
-    groups: usize,
-) -> ConvGeometry {
-    let out = |n| conv_out_len(n, k, stride, pad, dil).unwrap_or(0);
-    ConvGeometry {
-        in_h,
-        in_w,
-        in_c,
-        out_h: out(in_h),
-        out_w: out(in_w),
-        out_c,
-        kh: k,
-        kw: k,
-        stride_h: stride,
-        stride_w: stride,
-        pad_h: pad,
-        pad_w: pad,
-        dil_h: dil,
-        dil_w: dil,
-        groups,
-    }
-}
+const IN_ZP: i32 = cases::bench::ZERO_POINTS.0;
+const OUT_ZP: i32 = cases::bench::ZERO_POINTS.1;
 
 /// Splits `n` elements off the front of `*mem` (an empty slice when the arena is too small,
 /// which then fails the kernel's length check and the case).
@@ -180,14 +91,9 @@ fn carve<'a>(mem: &mut &'a mut [i8], n: usize) -> &'a mut [i8] {
     head
 }
 
-fn conv_case(
-    mem: &mut [i8],
-    case: &'static str,
-    shape: &'static str,
-    g: ConvGeometry,
-    scratch: &mut [u8],
-) -> bool {
-    let mut rng = Rng(0x2545_f491 ^ case.as_bytes()[0] as u32);
+fn conv_case(mem: &mut [i8], c: &Case, g: ConvGeometry, scratch: &mut [u8]) -> bool {
+    let (case, shape) = (c.name, c.shape);
+    let mut rng = c.rng();
     let mut mem = mem;
     let input = carve(&mut mem, g.in_h * g.in_w * g.in_c);
     let weights = carve(&mut mem, g.weight_len());
@@ -199,7 +105,7 @@ fn conv_case(
     let mut bias = [0i32; 128];
     let mut requant = [Requant::default(); 128];
     let (bias, requant) = (&mut bias[..g.out_c], &mut requant[..g.out_c]);
-    rng.channels(bias, requant);
+    rng.bench_channels(bias, requant);
     let lut = rng.lut();
     let slice = OutputSlice {
         offset: 0,
@@ -220,10 +126,14 @@ fn conv_case(
     check(case, opt.is_ok(), refr.is_ok(), got, want)
 }
 
-fn linear_case(mem: &mut [i8], scratch: &mut [u8]) -> bool {
-    let (case, shape) = ("e", "linear 256 tokens x 128 -> 384");
-    let (tokens, k, n_out) = (256, 128, 384);
-    let mut rng = Rng(0x2545_f491 ^ b'e' as u32);
+fn linear_case(
+    mem: &mut [i8],
+    c: &Case,
+    (tokens, k, n_out): (usize, usize, usize),
+    scratch: &mut [u8],
+) -> bool {
+    let (case, shape) = (c.name, c.shape);
+    let mut rng = c.rng();
     let mut mem = mem;
     let input = carve(&mut mem, tokens * k);
     let weights = carve(&mut mem, k * n_out);
@@ -231,20 +141,12 @@ fn linear_case(mem: &mut [i8], scratch: &mut [u8]) -> bool {
     let want = carve(&mut mem, tokens * n_out);
     rng.fill(input);
     rng.fill(weights);
-    let mut bias = [0i32; 384];
-    let mut requant = [Requant::default(); 384];
-    rng.channels(&mut bias, &mut requant);
+    let mut bias = [0i32; 512];
+    let mut requant = [Requant::default(); 512];
+    let (bias, requant) = (&mut bias[..n_out], &mut requant[..n_out]);
+    rng.bench_channels(bias, requant);
     let lut = rng.lut();
-    let p = LinearS8::new(
-        tokens,
-        k,
-        n_out,
-        weights,
-        &bias,
-        &requant,
-        OUT_ZP,
-        Some(&lut),
-    );
+    let p = LinearS8::new(tokens, k, n_out, weights, bias, requant, OUT_ZP, Some(&lut));
     let Ok(p) = p else {
         defmt::println!("CHECK {=str} MISMATCH (invalid parameters)", case);
         return false;
@@ -260,10 +162,14 @@ fn linear_case(mem: &mut [i8], scratch: &mut [u8]) -> bool {
     check(case, opt.is_ok(), refr.is_ok(), got, want)
 }
 
-fn attention_case(mem: &mut [i8], scratch: &mut [u8]) -> bool {
-    let (case, shape) = ("f", "attention 256 tokens, 1 head, dim 64");
-    let (tokens, heads, dim) = (256, 1, 64);
-    let mut rng = Rng(0x2545_f491 ^ b'f' as u32);
+fn attention_case(
+    mem: &mut [i8],
+    c: &Case,
+    (tokens, heads, dim): (usize, usize, usize),
+    scratch: &mut [u8],
+) -> bool {
+    let (case, shape) = (c.name, c.shape);
+    let mut rng = c.rng();
     let mut mem = mem;
     let n = tokens * heads * dim;
     let q = carve(&mut mem, n);
@@ -274,8 +180,8 @@ fn attention_case(mem: &mut [i8], scratch: &mut [u8]) -> bool {
     rng.fill(q);
     rng.fill(k);
     rng.fill(v);
-    // s_q·s_k/√d for activation scales around 0.03: logits of a few units, a realistic softmax.
-    let Ok(p) = AttentionS8::new(tokens, heads, dim, 1.1e-4, 0.8, OUT_ZP) else {
+    let scale = cases::bench::LOGIT_SCALE;
+    let Ok(p) = AttentionS8::new(tokens, heads, dim, scale, 0.8, OUT_ZP) else {
         defmt::println!("CHECK {=str} MISMATCH (invalid parameters)", case);
         return false;
     };

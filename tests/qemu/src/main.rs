@@ -9,10 +9,11 @@
 use vitae_board::testing::TestResult;
 use vitae_board::{check, check_eq, tests};
 use vitae_edge::kernels::attention::{self, AttentionS8};
-use vitae_edge::kernels::conv::{self, ConvGeometry, ConvS8, OutputSlice, conv_out_len};
+use vitae_edge::kernels::cases::{self, Rng, shift_for};
+use vitae_edge::kernels::conv::{self, ConvGeometry, ConvS8, OutputSlice};
 use vitae_edge::kernels::linear::{self, LinearS8};
 use vitae_edge::kernels::{self, dot};
-use vitae_edge::quant::{Lut256, Requant};
+use vitae_edge::quant::Requant;
 
 #[cortex_m_rt::entry]
 fn main() -> ! {
@@ -56,79 +57,6 @@ const RANDOM_CASES: usize = if matches!(kernels::selected_impl(), kernels::Impl:
 } else {
     120
 };
-
-/// xorshift32: deterministic shapes and data.
-struct Rng(u32);
-
-impl Rng {
-    fn next(&mut self) -> u32 {
-        let mut s = self.0;
-        s ^= s << 13;
-        s ^= s >> 17;
-        s ^= s << 5;
-        self.0 = s;
-        s
-    }
-
-    /// Uniform-ish in `lo..=hi`.
-    fn range(&mut self, lo: usize, hi: usize) -> usize {
-        lo + self.next() as usize % (hi - lo + 1)
-    }
-
-    fn fill(&mut self, buf: &mut [i8]) {
-        for b in buf {
-            *b = self.next() as i8;
-        }
-    }
-
-    /// A zero point, often at the int8 extremes.
-    fn zero_point(&mut self) -> i32 {
-        match self.next() % 4 {
-            0 => -128,
-            1 => 127,
-            _ => self.next() as i8 as i32,
-        }
-    }
-
-    /// Per-channel requantization around `2^centre`, sometimes in the slow path (`shift > −2`)
-    /// or with a zero multiplier.
-    fn requant(&mut self, out: &mut [Requant], centre: i32) {
-        for r in out {
-            *r = match self.next() % 32 {
-                0 | 1 => Requant {
-                    multiplier: 0,
-                    shift: 0,
-                },
-                // Needs the general (64-bit shift) requantization: the whole layer takes it.
-                2 => Requant {
-                    multiplier: (1 << 30) | (self.next() >> 2) as i32,
-                    shift: (self.next() % 3) as i32 - 1,
-                },
-                _ => Requant {
-                    multiplier: (1 << 30) | (self.next() >> 2) as i32,
-                    shift: (centre - 3 + (self.next() % 7) as i32).clamp(-31, 30),
-                },
-            };
-        }
-    }
-
-    fn bias(&mut self, out: &mut [i32]) {
-        for b in out {
-            *b = (self.next() as i32) >> (12 + self.next() % 19);
-        }
-    }
-
-    fn lut(&mut self) -> Lut256 {
-        let mut t = [0i8; 256];
-        self.fill(&mut t);
-        Lut256(t)
-    }
-}
-
-/// Right shift that brings a sum of `k` int8 products into the int8 range, give or take.
-fn shift_for(k: usize) -> i32 {
-    9 - (usize::BITS - (k * 128 * 128).leading_zeros()) as i32
-}
 
 /// Fails (and logs where) unless the slices are equal.
 fn same(what: &str, got: &[i8], want: &[i8]) -> TestResult {
@@ -243,38 +171,10 @@ fn conv_case(
     same("conv", &got[..n], &want[..n])
 }
 
-#[allow(clippy::too_many_arguments)]
-fn conv_geom(
-    (in_h, in_w, in_c): (usize, usize, usize),
-    out_c: usize,
-    (kh, kw): (usize, usize),
-    (stride_h, stride_w): (usize, usize),
-    (pad_h, pad_w): (usize, usize),
-    (dil_h, dil_w): (usize, usize),
-    groups: usize,
-) -> Option<ConvGeometry> {
-    Some(ConvGeometry {
-        in_h,
-        in_w,
-        in_c,
-        out_h: conv_out_len(in_h, kh, stride_h, pad_h, dil_h)?,
-        out_w: conv_out_len(in_w, kw, stride_w, pad_w, dil_w)?,
-        out_c,
-        kh,
-        kw,
-        stride_h,
-        stride_w,
-        pad_h,
-        pad_w,
-        dil_h,
-        dil_w,
-        groups,
-    })
-}
-
 /// A hand-computed 1×1 convolution: identity-ish weights, multiplier 0.5 (exact rounding).
 fn conv_known_value() -> TestResult {
-    let geom = conv_geom((1, 2, 4), 2, (1, 1), (1, 1), (0, 0), (1, 1), 1).unwrap_or_default();
+    let geom =
+        cases::conv::geometry((1, 2, 4), 2, (1, 1), (1, 1), (0, 0), (1, 1), 1).unwrap_or_default();
     let input = [10i8, 20, 30, 40, -1, -2, -3, -4];
     let weights = [1i8, 0, 0, 1, 0, 1, 1, 0];
     let half = Requant {
@@ -308,22 +208,10 @@ fn conv_known_value() -> TestResult {
     Ok(())
 }
 
-/// Scaled-down ViTAE convolutions: PCM stride-2 3×3 on RGB, PRM 7×7 stride 4 dilated, grouped
-/// 3×3 (8 and 64 groups), 1×1, padding beyond the kernel's reach, odd channel counts.
+/// The suite's ViTAE convolutions (`kernels::cases::conv::vitae`).
 fn conv_vitae_shapes_match_reference() -> TestResult {
     let mut rng = Rng(0xc0ffee);
-    let shapes = [
-        conv_geom((16, 16, 3), 8, (3, 3), (2, 2), (1, 1), (1, 1), 1),
-        conv_geom((17, 13, 3), 16, (7, 7), (4, 4), (5, 5), (2, 2), 1),
-        conv_geom((20, 20, 3), 12, (7, 7), (4, 4), (9, 9), (3, 3), 1),
-        conv_geom((8, 8, 32), 32, (3, 3), (1, 1), (1, 1), (1, 1), 8),
-        conv_geom((6, 6, 64), 64, (3, 3), (1, 1), (1, 1), (1, 1), 64),
-        conv_geom((6, 7, 24), 20, (1, 1), (1, 1), (0, 0), (1, 1), 1),
-        conv_geom((5, 5, 8), 8, (3, 3), (1, 1), (6, 6), (1, 1), 1),
-        conv_geom((7, 9, 5), 7, (3, 2), (2, 1), (1, 0), (1, 2), 1),
-        conv_geom((8, 8, 16), 16, (3, 3), (1, 1), (1, 1), (1, 1), 1),
-    ];
-    for (i, g) in shapes.into_iter().enumerate() {
+    for (i, g) in cases::conv::vitae().into_iter().enumerate() {
         let Some(g) = g else {
             check!(false);
             continue;
@@ -333,46 +221,17 @@ fn conv_vitae_shapes_match_reference() -> TestResult {
     Ok(())
 }
 
+/// The suite's random convolutions that fit this binary's buffers.
 fn conv_random_shapes_match_reference() -> TestResult {
     let mut rng = Rng(0x5eed_0001);
-    let mut done = 0;
-    while done < RANDOM_CASES {
-        let groups = if rng.next() % 4 == 0 {
-            rng.range(2, 4)
-        } else {
-            1
-        };
-        let cin_g = rng.range(1, 9);
-        let cout_g = rng.range(1, 7);
-        let big = rng.next() % 4 == 0;
-        let kh = if big {
-            rng.range(4, 7)
-        } else {
-            rng.range(1, 3)
-        };
-        let kw = if big {
-            rng.range(4, 7)
-        } else {
-            rng.range(1, 3)
-        };
-        let g = conv_geom(
-            (rng.range(1, 11), rng.range(1, 11), cin_g * groups),
-            cout_g * groups,
-            (kh, kw),
-            (rng.range(1, 4), rng.range(1, 4)),
-            (rng.range(0, 6), rng.range(0, 6)),
-            (rng.range(1, 3), rng.range(1, 3)),
-            groups,
-        );
-        let Some(g) = g else { continue };
-        let out_len = g.out_h * g.out_w * (g.out_c + 6);
-        if g.in_h * g.in_w * g.in_c > CONV_IN || g.weight_len() > CONV_W || out_len > CONV_OUT {
-            continue;
-        }
-        let (offset, extra) = (rng.range(0, 3), rng.range(0, 3));
-        let act = rng.next() % 2 == 0;
-        conv_case(&mut rng, g, offset, extra, act)?;
-        done += 1;
+    let limits = cases::conv::Limits {
+        input: CONV_IN,
+        weights: CONV_W,
+        output: CONV_OUT,
+    };
+    for _ in 0..RANDOM_CASES {
+        let r = cases::conv::random(&mut rng, limits);
+        conv_case(&mut rng, r.geom, r.offset, r.extra, r.act)?;
     }
     Ok(())
 }
@@ -423,40 +282,22 @@ fn linear_case(rng: &mut Rng, tokens: usize, k: usize, n_out: usize, act: bool) 
     same("linear", &got[..n], &want[..n])
 }
 
+/// The suite's ViTAE linear shapes.
 fn linear_vitae_shapes_match_reference() -> TestResult {
     let mut rng = Rng(0x11ea_0001);
-    for (i, &(t, k, n)) in [
-        (50, 64, 64),
-        (13, 64, 192),
-        (1, 256, 10),
-        (7, 40, 120),
-        (9, 128, 96),
-    ]
-    .iter()
-    .enumerate()
-    {
+    for (i, &(t, k, n)) in cases::linear::VITAE.iter().enumerate() {
         linear_case(&mut rng, t, k, n, i % 2 == 1)?;
     }
     Ok(())
 }
 
+/// The suite's random linear shapes that fit this binary's buffers.
 fn linear_random_shapes_match_reference() -> TestResult {
     let mut rng = Rng(0x11ea_0002);
-    let mut done = 0;
-    while done < RANDOM_CASES {
-        let tokens = rng.range(1, 30);
-        let k = if rng.next() % 3 == 0 {
-            rng.range(60, 300)
-        } else {
-            rng.range(1, 70)
-        };
-        let n_out = rng.range(1, 40);
-        if tokens * k > LIN_IN || k * n_out > LIN_W || tokens * n_out > LIN_OUT {
-            continue;
-        }
-        let act = rng.next() % 2 == 0;
+    for _ in 0..RANDOM_CASES {
+        let (tokens, k, n_out) = cases::linear::random(&mut rng, (LIN_IN, LIN_W, LIN_OUT));
+        let act = rng.one_in(2);
         linear_case(&mut rng, tokens, k, n_out, act)?;
-        done += 1;
     }
     Ok(())
 }
@@ -519,42 +360,31 @@ fn attention_case(
     same("attention", &got[..n], &want[..n])
 }
 
-/// ViTAE attention shapes (head dims 40, 64 and odd; several tiles; one token) with logit scales
-/// from flat to sharp softmaxes.
+/// The suite's ViTAE attention shapes that fit this binary's buffers (the host runs all).
 fn attention_shapes_match_reference() -> TestResult {
     let mut rng = Rng(0xa77e_0001);
-    for &(t, h, d, s) in &[
-        (1usize, 1usize, 64usize, 0.01f32),
-        (65, 1, 40, 0.002),
-        (70, 2, 24, 0.05),
-        (130, 1, 40, 0.0005),
-        (96, 1, 64, 0.004),
-        (33, 3, 7, 0.3),
-        (17, 1, 64, 1e-7),
-        // Outside Helium's subnormal-free range: the scalar exponential.
-        (40, 1, 16, 1e-30),
-        (40, 1, 16, 3e30),
-        (20, 1, 80, 0.003),
-    ] {
-        attention_case(&mut rng, t, h, d, s)?;
+    let mut ran = 0;
+    for &(t, h, d, s) in &cases::attention::VITAE {
+        if t * h * d <= ATT_QKV {
+            attention_case(&mut rng, t, h, d, s)?;
+            ran += 1;
+        }
     }
+    defmt::println!(
+        "  {=usize} of {=usize} ViTAE attention shapes fit the test buffers",
+        ran,
+        cases::attention::VITAE.len()
+    );
+    check!(ran + 1 >= cases::attention::VITAE.len());
     Ok(())
 }
 
+/// The suite's random attention shapes that fit this binary's buffers.
 fn attention_random_shapes_match_reference() -> TestResult {
     let mut rng = Rng(0xa77e_0002);
-    let cases = RANDOM_CASES / 8;
-    let mut done = 0;
-    while done < cases {
-        let tokens = rng.range(1, 140);
-        let heads = rng.range(1, 3);
-        let head_dim = rng.range(1, 48);
-        if tokens * heads * head_dim > ATT_QKV {
-            continue;
-        }
-        let scale = [1e-4f32, 2e-3, 0.02, 0.3][rng.range(0, 3)];
+    for _ in 0..RANDOM_CASES / 8 {
+        let (tokens, heads, head_dim, scale) = cases::attention::random(&mut rng, ATT_QKV);
         attention_case(&mut rng, tokens, heads, head_dim, scale)?;
-        done += 1;
     }
     Ok(())
 }
@@ -624,7 +454,7 @@ fn tile_probabilities_match_exp() -> TestResult {
             let len = rng.range(1, 64);
             let mut s = [0i32; 64];
             for v in &mut s[..len] {
-                *v = (rng.next() as i32) >> (rng.next() % 24);
+                *v = (rng.next_u32() as i32) >> (rng.next_u32() % 24);
             }
             let smax = s[..len].iter().copied().max().unwrap_or(0);
             let m = smax as f32 * scale + [0.0f32, 1.5, 40.0][rng.range(0, 2)];
@@ -644,9 +474,9 @@ fn performer_axpy_matches_scalar() -> TestResult {
     use vitae_edge::kernels::performer::axpy_f32;
     let mut rng = Rng(0xa8b1_0003);
     let value = |rng: &mut Rng| -> f32 {
-        let bits = rng.next();
+        let bits = rng.next_u32();
         let exp = 127 - 40 + (bits >> 8) % 81;
-        f32::from_bits((bits & 0x8000_0000) | (exp << 23) | (rng.next() & 0x007f_ffff))
+        f32::from_bits((bits & 0x8000_0000) | (exp << 23) | (rng.next_u32() & 0x007f_ffff))
     };
     for len in 0..=40usize {
         let mut x = [0f32; 40];
@@ -688,9 +518,9 @@ fn performer_row_updates_match_axpy() -> TestResult {
     use vitae_edge::kernels::performer::{axpy_f32, rank1_update_rows, weighted_row_sum};
     let mut rng = Rng(0x9e37_0007);
     let value = |rng: &mut Rng| -> f32 {
-        let bits = rng.next();
+        let bits = rng.next_u32();
         let exp = 127 - 30 + (bits >> 8) % 61;
-        f32::from_bits((bits & 0x8000_0000) | (exp << 23) | (rng.next() & 0x007f_ffff))
+        f32::from_bits((bits & 0x8000_0000) | (exp << 23) | (rng.next_u32() & 0x007f_ffff))
     };
     const E: usize = 40;
     const M: usize = 12;
@@ -743,17 +573,17 @@ fn performer_feature_dots_match_scalar() -> TestResult {
             let mut w = [0i16; M * E];
             let mut z = [0i8; E];
             for v in w[..m * e].iter_mut() {
-                *v = match rng.next() % 8 {
+                *v = match rng.next_u32() % 8 {
                     0 => i16::MIN,
                     1 => i16::MAX,
-                    _ => rng.next() as i16,
+                    _ => rng.next_u32() as i16,
                 };
             }
             for v in z[..e].iter_mut() {
-                *v = if rng.next() % 8 == 0 {
+                *v = if rng.next_u32() % 8 == 0 {
                     i8::MIN
                 } else {
-                    rng.next() as i8
+                    rng.next_u32() as i8
                 };
             }
             let mut got = [0x5a5a_5a5ai32; M + 1];
@@ -803,9 +633,9 @@ fn quantize_image_matches_scalar() -> TestResult {
                 let n = pixels * channels;
                 let mut image = [0f32; 3 * MAX];
                 for v in image[..n].iter_mut() {
-                    *v = match rng.next() % 4 {
-                        0 => specials[rng.next() as usize % specials.len()],
-                        _ => (rng.next() as i32 as f32) * 1e-7,
+                    *v = match rng.next_u32() % 4 {
+                        0 => specials[rng.next_u32() as usize % specials.len()],
+                        _ => (rng.next_u32() as i32 as f32) * 1e-7,
                     };
                 }
                 let mut got = [0x55i8; 3 * MAX + 1];
@@ -856,7 +686,7 @@ fn sqrt_matches_libm() -> TestResult {
     }
     let mut rng = Rng(0x5a17_0005);
     for _ in 0..2000 {
-        check(f32::from_bits(rng.next() & 0x7f7f_ffff))?;
+        check(f32::from_bits(rng.next_u32() & 0x7f7f_ffff))?;
     }
     Ok(())
 }

@@ -1,0 +1,491 @@
+//! The kernel test cases: one generator of data, the ViTAE shapes and the random shape spaces of
+//! each kernel, and the benchmark's cases a–f.
+//!
+//! The host property tests (this crate's unit tests), the on-target tests under QEMU
+//! (`tests/qemu`) and the kernel benchmark (`firmware/bench`) all draw their shapes and data from
+//! here, so a shape added here is checked on the host, on every board and measured alike. No
+//! allocation: callers own the buffers, and the random generators take the sizes the caller can
+//! hold. Built with the `test-cases` feature (and for this crate's tests).
+
+use super::conv::{ConvGeometry, conv_out_len};
+use crate::quant::{Lut256, MAX_SHIFT, MIN_SHIFT, Requant};
+
+/// xorshift32: deterministic data, the same on the host and every board.
+#[derive(Clone, Debug)]
+pub struct Rng(pub u32);
+
+impl Rng {
+    /// The next value (a zero state is treated as 1, which xorshift would never leave).
+    pub fn next_u32(&mut self) -> u32 {
+        let mut s = self.0.max(1);
+        s ^= s << 13;
+        s ^= s >> 17;
+        s ^= s << 5;
+        self.0 = s;
+        s
+    }
+
+    /// Uniform-ish in `lo..=hi`.
+    pub fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + self.next_u32() as usize % (hi - lo + 1)
+    }
+
+    /// True with probability about 1/`n`.
+    pub fn one_in(&mut self, n: u32) -> bool {
+        self.next_u32() % n == 0
+    }
+
+    /// Random int8 values.
+    pub fn fill(&mut self, buf: &mut [i8]) {
+        for b in buf {
+            *b = self.next_u32() as i8;
+        }
+    }
+
+    /// A zero point, often at the int8 extremes.
+    pub fn zero_point(&mut self) -> i32 {
+        match self.next_u32() % 4 {
+            0 => -128,
+            1 => 127,
+            _ => self.next_u32() as i8 as i32,
+        }
+    }
+
+    /// Per-channel requantization around `2^centre` (see [`shift_for`]); some channels take the
+    /// general path (`shift > −2`) and some have a zero multiplier, so every requantization
+    /// branch of the optimized kernels runs.
+    pub fn requant(&mut self, out: &mut [Requant], centre: i32) {
+        for r in out {
+            *r = match self.next_u32() % 32 {
+                0 | 1 => Requant {
+                    multiplier: 0,
+                    shift: 0,
+                },
+                2 => Requant {
+                    multiplier: (1 << 30) | (self.next_u32() >> 2) as i32,
+                    shift: (self.next_u32() % 3) as i32 - 1,
+                },
+                _ => Requant {
+                    multiplier: (1 << 30) | (self.next_u32() >> 2) as i32,
+                    shift: (centre - 3 + (self.next_u32() % 7) as i32).clamp(MIN_SHIFT, MAX_SHIFT),
+                },
+            };
+        }
+    }
+
+    /// Random int32 biases of every magnitude (±2^0 .. ±2^19).
+    pub fn bias(&mut self, out: &mut [i32]) {
+        for b in out {
+            *b = (self.next_u32() as i32) >> (12 + self.next_u32() % 19);
+        }
+    }
+
+    /// A random activation table.
+    pub fn lut(&mut self) -> Lut256 {
+        let mut t = [0i8; 256];
+        self.fill(&mut t);
+        Lut256(t)
+    }
+
+    /// The benchmark's channel parameters: biases of ±2^19 and requantization as a trained model
+    /// has it (multipliers in [2^30, 2^31), shifts −9..=−7), so the fast path is what is timed.
+    pub fn bench_channels(&mut self, bias: &mut [i32], requant: &mut [Requant]) {
+        for (b, r) in bias.iter_mut().zip(requant) {
+            *b = (self.next_u32() as i32) >> 12;
+            *r = Requant {
+                multiplier: (1 << 30) | (self.next_u32() >> 2) as i32,
+                shift: -9 + (self.next_u32() % 3) as i32,
+            };
+        }
+    }
+}
+
+/// Vectors of random data, for host tests.
+#[cfg(test)]
+impl Rng {
+    pub(crate) fn i8s(&mut self, n: usize) -> Vec<i8> {
+        let mut v = vec![0; n];
+        self.fill(&mut v);
+        v
+    }
+
+    pub(crate) fn requants(&mut self, n: usize, centre: i32) -> Vec<Requant> {
+        let mut v = vec![Requant::default(); n];
+        self.requant(&mut v, centre);
+        v
+    }
+
+    pub(crate) fn biases(&mut self, n: usize) -> Vec<i32> {
+        let mut v = vec![0; n];
+        self.bias(&mut v);
+        v
+    }
+}
+
+/// A requantization shift that brings a sum of `k` int8 products into the int8 range, give or
+/// take (the centre for [`Rng::requant`]).
+pub fn shift_for(k: usize) -> i32 {
+    9 - (usize::BITS - (k.max(1) * 128 * 128).leading_zeros()) as i32
+}
+
+/// Convolution shapes.
+pub mod conv {
+    use super::*;
+
+    /// A geometry from its parts, or `None` when the kernel does not fit the padded input.
+    #[allow(clippy::too_many_arguments)]
+    pub fn geometry(
+        (in_h, in_w, in_c): (usize, usize, usize),
+        out_c: usize,
+        (kh, kw): (usize, usize),
+        (stride_h, stride_w): (usize, usize),
+        (pad_h, pad_w): (usize, usize),
+        (dil_h, dil_w): (usize, usize),
+        groups: usize,
+    ) -> Option<ConvGeometry> {
+        Some(ConvGeometry {
+            in_h,
+            in_w,
+            in_c,
+            out_h: conv_out_len(in_h, kh, stride_h, pad_h, dil_h)?,
+            out_w: conv_out_len(in_w, kw, stride_w, pad_w, dil_w)?,
+            out_c,
+            kh,
+            kw,
+            stride_h,
+            stride_w,
+            pad_h,
+            pad_w,
+            dil_h,
+            dil_w,
+            groups,
+        })
+    }
+
+    /// A square geometry (same kernel, stride, padding and dilation on both axes).
+    pub fn square(
+        input: (usize, usize, usize),
+        out_c: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        dil: usize,
+        groups: usize,
+    ) -> Option<ConvGeometry> {
+        geometry(
+            input,
+            out_c,
+            (k, k),
+            (stride, stride),
+            (pad, pad),
+            (dil, dil),
+            groups,
+        )
+    }
+
+    /// The ViTAE convolutions at reduced sizes: PCM stride-2 3×3 on RGB, the PRM's stride-4 7×7
+    /// dilated convs, grouped 3×3 (8 and 64 groups), 1×1, padding beyond the kernel's reach, odd
+    /// and non-square shapes. `None` entries would be a mistake in this list (callers fail).
+    pub fn vitae() -> [Option<ConvGeometry>; 11] {
+        [
+            square((16, 16, 3), 8, 3, 2, 1, 1, 1),
+            square((17, 13, 3), 16, 7, 4, 5, 2, 1),
+            square((20, 20, 3), 12, 7, 4, 9, 3, 1),
+            square((8, 8, 32), 32, 3, 1, 1, 1, 8),
+            square((9, 9, 32), 32, 3, 1, 1, 1, 8),
+            square((6, 6, 64), 64, 3, 1, 1, 1, 64),
+            square((8, 8, 64), 64, 3, 1, 1, 1, 64),
+            square((6, 7, 24), 20, 1, 1, 0, 1, 1),
+            square((5, 5, 8), 8, 3, 1, 6, 1, 1),
+            geometry((7, 9, 5), 7, (3, 2), (2, 1), (1, 0), (1, 2), 1),
+            square((8, 8, 16), 16, 3, 1, 1, 1, 1),
+        ]
+    }
+
+    /// What a caller's buffers hold, in elements.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Limits {
+        /// Input elements.
+        pub input: usize,
+        /// Weights.
+        pub weights: usize,
+        /// Output elements of the widest output slice a case may ask for.
+        pub output: usize,
+    }
+
+    /// A random case: any kernel size (mostly small), stride, padding, dilation and group count,
+    /// an output slice `offset`/`extra` channels inside a wider tensor, and whether an activation
+    /// table applies.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Random {
+        /// The shape.
+        pub geom: ConvGeometry,
+        /// Channels before this kernel's slice in each output pixel.
+        pub offset: usize,
+        /// Channels after it.
+        pub extra: usize,
+        /// With an activation table.
+        pub act: bool,
+    }
+
+    /// Draws random cases until one fits `limits` (and the kernel fits its input).
+    pub fn random(rng: &mut Rng, limits: Limits) -> Random {
+        loop {
+            let groups = if rng.one_in(4) { rng.range(2, 4) } else { 1 };
+            let (cin_g, cout_g) = (rng.range(1, 9), rng.range(1, 7));
+            let big = rng.one_in(4);
+            let mut k = || {
+                if big {
+                    rng.range(4, 7)
+                } else {
+                    rng.range(1, 3)
+                }
+            };
+            let (kh, kw) = (k(), k());
+            let g = geometry(
+                (rng.range(1, 11), rng.range(1, 11), cin_g * groups),
+                cout_g * groups,
+                (kh, kw),
+                (rng.range(1, 4), rng.range(1, 4)),
+                (rng.range(0, 6), rng.range(0, 6)),
+                (rng.range(1, 3), rng.range(1, 3)),
+                groups,
+            );
+            let Some(geom) = g else { continue };
+            let (offset, extra) = (rng.range(0, 3), rng.range(0, 3));
+            let out = geom.out_h * geom.out_w * (offset + geom.out_c + extra);
+            if geom.in_h * geom.in_w * geom.in_c > limits.input
+                || geom.weight_len() > limits.weights
+                || out > limits.output
+            {
+                continue;
+            }
+            let act = rng.one_in(2);
+            return Random {
+                geom,
+                offset,
+                extra,
+                act,
+            };
+        }
+    }
+}
+
+/// Linear-layer shapes `(tokens, in_features, out_features)`.
+pub mod linear {
+    use super::*;
+
+    /// qkv, proj, MLP and head shapes at reduced token counts; token counts not a multiple of 3
+    /// or 4 (the optimized kernels' block sizes).
+    pub const VITAE: [(usize, usize, usize); 7] = [
+        (50, 64, 192),
+        (50, 64, 64),
+        (49, 64, 64),
+        (13, 64, 256),
+        (1, 256, 10),
+        (7, 40, 120),
+        (9, 128, 96),
+    ];
+
+    /// A random shape whose input, weights and output fit `(input, weights, output)` elements:
+    /// short and long rows (`in_features` 1..70 or 60..300), 1..30 tokens, 1..40 outputs.
+    pub fn random(
+        rng: &mut Rng,
+        (input, weights, output): (usize, usize, usize),
+    ) -> (usize, usize, usize) {
+        loop {
+            let tokens = rng.range(1, 30);
+            let k = if rng.one_in(3) {
+                rng.range(60, 300)
+            } else {
+                rng.range(1, 70)
+            };
+            let n = rng.range(1, 40);
+            if tokens * k <= input && k * n <= weights && tokens * n <= output {
+                return (tokens, k, n);
+            }
+        }
+    }
+}
+
+/// Attention shapes `(tokens, heads, head_dim, logit_scale)`.
+pub mod attention {
+    use super::*;
+
+    /// ViTAE token counts (one token, one key tile, a partial tile, several), head dims 40, 64,
+    /// odd and above one product tile; logit scales from flat to sharp softmaxes, and some outside
+    /// Helium's subnormal-free range (the scalar exponential runs).
+    pub const VITAE: [(usize, usize, usize, f32); 18] = [
+        (1, 1, 64, 0.01),
+        (65, 1, 40, 0.002),
+        (70, 2, 24, 0.05),
+        (130, 1, 40, 0.0005),
+        (96, 1, 64, 0.004),
+        (33, 3, 7, 0.3),
+        (17, 1, 64, 1e-7),
+        (40, 1, 16, 1e-30),
+        (40, 1, 16, 3e30),
+        (20, 1, 80, 0.003),
+        (49, 2, 40, 1e-3),
+        (65, 1, 64, 6.7e-4),
+        (197, 1, 64, 5e-4),
+        (50, 3, 33, 4e-4),
+        (20, 1, 130, 3.3e-4),
+        (1, 1, 65, 2.9e-4),
+        (70, 1, 16, 1e-35),
+        (70, 1, 16, 1e35),
+    ];
+
+    /// A random shape of at most `max_elements` per tensor (1..140 tokens, 1..3 heads,
+    /// head_dim 1..48) and a scale from a realistic set.
+    pub fn random(rng: &mut Rng, max_elements: usize) -> (usize, usize, usize, f32) {
+        loop {
+            let tokens = rng.range(1, 140);
+            let heads = rng.range(1, 3);
+            let head_dim = rng.range(1, 48);
+            let scale = [1e-4f32, 2e-3, 0.02, 0.3][rng.range(0, 3)];
+            if tokens * heads * head_dim <= max_elements {
+                return (tokens, heads, head_dim, scale);
+            }
+        }
+    }
+}
+
+/// The kernel benchmark's cases (`cargo xtask bench kernels`), the shapes CMSIS-NN was measured on.
+pub mod bench {
+    use super::*;
+
+    /// What one case runs.
+    #[derive(Clone, Copy, Debug)]
+    pub enum Kernel {
+        /// A convolution.
+        Conv(ConvGeometry),
+        /// A linear layer `(tokens, in_features, out_features)`.
+        Linear(usize, usize, usize),
+        /// Attention `(tokens, heads, head_dim)` with logit scale 1.1e-4 (activation scales around
+        /// 0.03: logits of a few units, a realistic softmax).
+        Attention(usize, usize, usize),
+    }
+
+    /// One case.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Case {
+        /// Its letter.
+        pub name: &'static str,
+        /// The shape, for people.
+        pub shape: &'static str,
+        /// What it runs.
+        pub kernel: Kernel,
+    }
+
+    impl Case {
+        /// The case's data generator (seeded by its letter).
+        pub fn rng(&self) -> Rng {
+            Rng(0x2545_f491 ^ self.name.as_bytes()[0] as u32)
+        }
+    }
+
+    /// Input and output zero points of every case.
+    pub const ZERO_POINTS: (i32, i32) = (7, -5);
+
+    /// Attention's logit scale.
+    pub const LOGIT_SCALE: f32 = 1.1e-4;
+
+    const fn conv(
+        (in_h, in_w, in_c): (usize, usize, usize),
+        out_c: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        dil: usize,
+        groups: usize,
+    ) -> ConvGeometry {
+        let (out_h, out_w) = (
+            (in_h + 2 * pad - dil * (k - 1) - 1) / stride + 1,
+            (in_w + 2 * pad - dil * (k - 1) - 1) / stride + 1,
+        );
+        ConvGeometry {
+            in_h,
+            in_w,
+            in_c,
+            out_h,
+            out_w,
+            out_c,
+            kh: k,
+            kw: k,
+            stride_h: stride,
+            stride_w: stride,
+            pad_h: pad,
+            pad_w: pad,
+            dil_h: dil,
+            dil_w: dil,
+            groups,
+        }
+    }
+
+    /// Cases a–f.
+    pub const CASES: [Case; 6] = [
+        Case {
+            name: "a",
+            shape: "conv 3x3 s1 p1 32x32x64->32x32x64",
+            kernel: Kernel::Conv(conv((32, 32, 64), 64, 3, 1, 1, 1, 1)),
+        },
+        Case {
+            name: "b",
+            shape: "conv 3x3 s2 p1 64x64x3->32x32x32",
+            kernel: Kernel::Conv(conv((64, 64, 3), 32, 3, 2, 1, 1, 1)),
+        },
+        Case {
+            name: "c",
+            shape: "conv 7x7 s4 d2 p5 64x64x3->16x16x32",
+            kernel: Kernel::Conv(conv((64, 64, 3), 32, 7, 4, 5, 2, 1)),
+        },
+        Case {
+            name: "d",
+            shape: "grouped conv 3x3 s1 p1 16x16x128->128, 8 groups",
+            kernel: Kernel::Conv(conv((16, 16, 128), 128, 3, 1, 1, 1, 8)),
+        },
+        Case {
+            name: "e",
+            shape: "linear 256 tokens x 128 -> 384",
+            kernel: Kernel::Linear(256, 128, 384),
+        },
+        Case {
+            name: "f",
+            shape: "attention 256 tokens, 1 head, dim 64",
+            kernel: Kernel::Attention(256, 1, 64),
+        },
+    ];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_listed_shapes_are_valid() {
+        for g in conv::vitae() {
+            assert!(g.is_some_and(|g| g.validate().is_ok()), "{g:?}");
+        }
+        for c in bench::CASES {
+            if let bench::Kernel::Conv(g) = c.kernel {
+                assert!(g.validate().is_ok(), "{}", c.name);
+            }
+        }
+    }
+
+    #[test]
+    fn random_shapes_respect_the_limits() {
+        let mut rng = Rng(9);
+        let limits = conv::Limits {
+            input: 300,
+            weights: 500,
+            output: 400,
+        };
+        for _ in 0..500 {
+            let r = conv::random(&mut rng, limits);
+            assert!(r.geom.validate().is_ok());
+            assert!(r.geom.weight_len() <= 500);
+        }
+    }
+}
