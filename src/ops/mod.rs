@@ -28,6 +28,7 @@ pub mod convert;
 pub mod image;
 pub mod layernorm;
 pub mod linear;
+pub mod max_pool;
 pub mod mean_pool;
 pub mod performer;
 pub mod prm;
@@ -508,4 +509,8 @@ op_table! {
     DequantizeS8 = 40 => convert::DequantizeS8Op,
     /// (fp16 → int8) [`convert::QuantizeF16Params`].
     QuantizeF16 = 41 => convert::QuantizeF16Op,
+    /// (int8 → int8, same quantization) [`max_pool::MaxPoolParams`].
+    MaxPoolS8 = 10 => max_pool::MaxPoolS8Op,
+    /// (fp16 → fp16) [`max_pool::MaxPoolParams`].
+    MaxPoolF16 = 29 => max_pool::MaxPoolF16Op,
 }

@@ -176,3 +176,72 @@ fn image_folder_calibration_is_resized_cropped_and_normalized() {
     };
     assert!(load(dir.path(), &bad, None).is_err());
 }
+
+/// A graph with a max-pool (the `'pooling'` Reduction Cell's first op) lowered to int8 and fp16
+/// and run on the host engine: int8 max-pooling is exact on the quantized grid, so the pooled
+/// values are the quantized image's maxima and the int8 logits (their means) match the f32 graph
+/// within the quantization step; fp16 matches within fp16 rounding.
+#[test]
+fn max_pool_lowers_and_runs_in_int8_and_fp16() {
+    use vitae::quantize::graph::{Graph, Node, NodeKind, Role};
+    use vitae::quantize::lower::{NodePrecision, lower};
+    use vitae::quantize::{Calibration, graph::NoObserver};
+    let node = |name: &str, kind, inputs: Vec<usize>, (h, w, c), role| Node {
+        name: name.into(),
+        kind,
+        inputs,
+        h,
+        w,
+        c,
+        role,
+    };
+    let graph = Graph {
+        nodes: vec![
+            node("image", NodeKind::Image, vec![], (9, 9, 3), Role::Image),
+            node(
+                "pool",
+                NodeKind::MaxPool {
+                    kernel: (3, 2),
+                    stride: (2, 2),
+                    padding: (1, 0),
+                },
+                vec![0],
+                (5, 4, 3),
+                Role::Image,
+            ),
+            node("head", NodeKind::MeanPool, vec![1], (1, 1, 3), Role::Logits),
+        ],
+        output: 2,
+        name: "pooling".into(),
+    };
+    let images: Vec<Vec<f32>> = (0..4)
+        .map(|k| {
+            (0..9 * 9 * 3)
+                .map(|i| ((i * 37 + k * 11) % 23) as f32 / 5.0 - 2.0)
+                .collect()
+        })
+        .collect();
+    let calib = Calibration::collect(&graph, &images, &mut |_, _| {}).unwrap();
+    for precision in [NodePrecision::Int8, NodePrecision::Fp16] {
+        let lowered = lower(&graph, &calib, &[precision; 3], CalibMethod::Auto).unwrap();
+        let mut engine = Engine::new(&lowered.blob).unwrap();
+        for img in &images {
+            let want = graph.eval(img, &mut NoObserver).unwrap()[2].clone();
+            let got = engine.run_batch(img).unwrap();
+            // One input quantization step, the pooled-mean requantization and fp16's 2^-10.
+            let tol = if precision == NodePrecision::Int8 {
+                0.05
+            } else {
+                4e-3
+            };
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() <= tol, "{precision:?}: {got:?} vs {want:?}");
+            }
+        }
+        let model = engine.model();
+        let kinds: Vec<&str> = (0..model.op_count())
+            .map(|i| model.op(i).kind.name())
+            .collect();
+        assert!(kinds.contains(&"max-pool"), "{kinds:?}");
+    }
+}

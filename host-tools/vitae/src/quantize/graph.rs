@@ -67,6 +67,16 @@ pub enum NodeKind {
     Add,
     /// Mean over tokens.
     MeanPool,
+    /// Max over `kernel` windows, `stride` apart, `padding` (never the maximum) around the map
+    /// (PyTorch's `MaxPool2d`; the `'pooling'` Reduction Cell). `(rows, columns)` each.
+    MaxPool {
+        /// Window.
+        kernel: (usize, usize),
+        /// Step between windows.
+        stride: (usize, usize),
+        /// Implicit −∞ padding.
+        padding: (usize, usize),
+    },
 }
 
 /// How a tensor is used, which decides how its range is calibrated.
@@ -266,12 +276,46 @@ impl Graph {
                     .map(|(a, b)| a + b)
                     .collect(),
                 NodeKind::MeanPool => mean_pool(&outs[node.inputs[0]], node.c)?,
+                NodeKind::MaxPool {
+                    kernel,
+                    stride,
+                    padding,
+                } => max_pool(&fmap(0)?, node, *kernel, *stride, *padding),
             };
             observer.node(id, node, &pre, &out);
             outs.push(out);
         }
         Ok(outs)
     }
+}
+
+/// Max pooling of `x` into `out`'s shape (windows clipped to the map: padding never wins).
+fn max_pool(
+    x: &FeatureMap,
+    out: &Node,
+    (kh, kw): (usize, usize),
+    (sh, sw): (usize, usize),
+    (ph, pw): (usize, usize),
+) -> Vec<f32> {
+    let c = out.c;
+    let mut y = vec![f32::NEG_INFINITY; out.elements()];
+    for oy in 0..out.h {
+        for ox in 0..out.w {
+            let rows =
+                (oy * sh).saturating_sub(ph)..(oy * sh + kh).saturating_sub(ph).min(x.height);
+            let cols = (ox * sw).saturating_sub(pw)..(ox * sw + kw).saturating_sub(pw).min(x.width);
+            let o = &mut y[(oy * out.w + ox) * c..][..c];
+            for iy in rows {
+                for ix in cols.clone() {
+                    let v = &x.data[(iy * x.width + ix) * c..][..c];
+                    for (m, &v) in o.iter_mut().zip(v) {
+                        *m = m.max(v);
+                    }
+                }
+            }
+        }
+    }
+    y
 }
 
 fn activate(mut y: Vec<f32>, act: Act, pre: &mut Vec<Vec<f32>>) -> Vec<f32> {

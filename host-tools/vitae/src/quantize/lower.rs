@@ -726,6 +726,40 @@ impl<'g> Emitter<'g> {
                 let out = self.output(id, prec)?;
                 self.op::<ops::add::AddF16Op>(&inputs, out, &(), 0, name);
             }
+            (
+                NodeKind::MaxPool {
+                    kernel,
+                    stride,
+                    padding,
+                },
+                _,
+            ) => {
+                let input = &graph.nodes[node.inputs[0]];
+                let f = |v: usize, what| u16_of(v, node, what);
+                let p = ops::max_pool::MaxPoolParams {
+                    in_h: f(input.h, "height")?,
+                    in_w: f(input.w, "width")?,
+                    channels: f(node.c, "channels")?,
+                    out_h: f(node.h, "height")?,
+                    out_w: f(node.w, "width")?,
+                    kernel_h: f(kernel.0, "kernel")?,
+                    kernel_w: f(kernel.1, "kernel")?,
+                    stride_h: f(stride.0, "stride")?,
+                    stride_w: f(stride.1, "stride")?,
+                    pad_h: f(padding.0, "padding")?,
+                    pad_w: f(padding.1, "padding")?,
+                    reserved: 0,
+                };
+                if prec == NodePrecision::Int8 {
+                    // The maximum of quantized values is exact on the input's own grid.
+                    let q = self.tq(inputs[0]);
+                    let out = self.new_tensor(id, DType::I8, Some(q), "")?;
+                    self.op::<ops::max_pool::MaxPoolS8Op>(&inputs, out, &p, 0, name);
+                } else {
+                    let out = self.output(id, prec)?;
+                    self.op::<ops::max_pool::MaxPoolF16Op>(&inputs, out, &p, 0, name);
+                }
+            }
             (NodeKind::MeanPool, _) => {
                 let out = self.output(id, prec)?;
                 let input = &graph.nodes[node.inputs[0]];
