@@ -78,6 +78,22 @@ pub enum MemoryKind {
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * 1024;
 
+/// The memory of both QEMU MPS2 boards: 4 MiB of code SRAM at 0 stands in for flash, 4 MiB SRAM.
+const MPS2_REGIONS: &[Region] = &[
+    Region {
+        name: "FLASH",
+        origin: 0x0000_0000,
+        length: 4 * MIB,
+        kind: MemoryKind::Flash,
+    },
+    Region {
+        name: "RAM",
+        origin: 0x2000_0000,
+        length: 4 * MIB,
+        kind: MemoryKind::Sram,
+    },
+];
+
 pub const BOARDS: &[Board] = &[
     Board {
         name: "mps2-an386",
@@ -88,21 +104,7 @@ pub const BOARDS: &[Board] = &[
             machine: "mps2-an386",
             cpu: "cortex-m4",
         },
-        // 4 MiB of code SRAM at 0 stands in for flash.
-        regions: &[
-            Region {
-                name: "FLASH",
-                origin: 0x0000_0000,
-                length: 4 * MIB,
-                kind: MemoryKind::Flash,
-            },
-            Region {
-                name: "RAM",
-                origin: 0x2000_0000,
-                length: 4 * MIB,
-                kind: MemoryKind::Sram,
-            },
-        ],
+        regions: MPS2_REGIONS,
         stack: 64 * KIB,
         blob: "FLASH",
         arena: "RAM",
@@ -118,20 +120,7 @@ pub const BOARDS: &[Board] = &[
             machine: "mps2-an500",
             cpu: "cortex-m7",
         },
-        regions: &[
-            Region {
-                name: "FLASH",
-                origin: 0x0000_0000,
-                length: 4 * MIB,
-                kind: MemoryKind::Flash,
-            },
-            Region {
-                name: "RAM",
-                origin: 0x2000_0000,
-                length: 4 * MIB,
-                kind: MemoryKind::Sram,
-            },
-        ],
+        regions: MPS2_REGIONS,
         stack: 64 * KIB,
         blob: "FLASH",
         arena: "RAM",

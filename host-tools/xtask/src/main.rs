@@ -106,16 +106,7 @@ fn main() -> ExitCode {
             .and_then(hardening::firmware_bad_blobs),
         Cmd::Bench(args) => bench::run(&args),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            for cause in e.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
-            }
-            ExitCode::FAILURE
-        }
-    }
+    xtask_bootstrap::exit_code(result)
 }
 
 /// Builds the firmware for a board with the demo model (int8) and one demo digit embedded.

@@ -68,6 +68,20 @@ pub fn since_start_note() -> String {
         .unwrap_or_default()
 }
 
+/// The exit status of a command's result, its error (and causes) printed as `error: …` lines.
+pub fn exit_code(result: Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// A command line as a person would type it.
 pub fn shown(cmd: &Command) -> String {
     std::iter::once(cmd.get_program())

@@ -7,7 +7,7 @@
 
 use std::ffi::OsString;
 use std::process::{Command, ExitCode};
-use xtask_bootstrap::{STARTED_ENV, host_cargo, host_target_dir, setup, shown};
+use xtask_bootstrap::{STARTED_ENV, exit_code, host_cargo, host_target_dir, setup, shown};
 
 /// Subcommands that need the ARM toolchain or QEMU (all of them unless `--host-only`).
 const NEEDS_ARM_TOOLS: &[&str] = &[
@@ -35,11 +35,11 @@ fn main() -> ExitCode {
     let asks_help = words.iter().any(|w| matches!(*w, "-h" | "--help"));
 
     if command == "setup" && !asks_help {
-        return finish(setup::setup(false));
+        return exit_code(setup::setup(false));
     }
     if NEEDS_ARM_TOOLS.contains(&command) && !asks_help && !words.contains(&"--host-only") {
         if let Err(e) = setup::setup(true) {
-            return finish(Err(e));
+            return exit_code(Err(e));
         }
     }
 
@@ -81,17 +81,4 @@ fn exec(mut cmd: Command) -> ExitCode {
     let e = cmd.exec();
     eprintln!("error: cannot run {}: {e}", shown(&cmd));
     ExitCode::FAILURE
-}
-
-fn finish(result: anyhow::Result<()>) -> ExitCode {
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            for cause in e.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
-            }
-            ExitCode::FAILURE
-        }
-    }
 }
