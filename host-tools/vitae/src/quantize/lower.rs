@@ -5,6 +5,7 @@
 use super::calib::{CalibMethod, Calibration, QParams, Slot};
 use super::graph::{Act, Graph, Node, NodeId, NodeKind, Role};
 use super::plan::{self, Buffer};
+use crate::reference::ops::{Conv2d, LayerNorm, Linear};
 use half::f16;
 use std::collections::HashMap;
 use vitae_edge::format::{self as fmt, BlobWriter, DType, DataRef, OpKind};
@@ -53,6 +54,17 @@ pub struct Lowered {
     pub arena_len: usize,
     /// Liveness lower bound.
     pub lower_bound: usize,
+}
+
+/// The node being lowered: its id, record, precision, input tensors (in that precision), MACs
+/// and name.
+struct At<'g> {
+    id: NodeId,
+    node: &'g Node,
+    prec: NodePrecision,
+    inputs: Vec<u16>,
+    macs: u64,
+    name: &'g str,
 }
 
 struct Emitter<'g> {
@@ -371,11 +383,11 @@ impl<'g> Emitter<'g> {
         })
     }
 
+    /// Lowers node `id` in `prec`: its inputs converted to that precision where they were produced
+    /// in the other one, then the node's own op(s).
     fn node(&mut self, id: NodeId, prec: NodePrecision) -> Result<(), LowerError> {
         let graph = self.graph;
         let node = &graph.nodes[id];
-        let macs = node.macs(graph);
-        let name = node.name.as_str();
         let dt = match prec {
             NodePrecision::Int8 => DType::I8,
             NodePrecision::Fp16 => DType::F16,
@@ -385,8 +397,41 @@ impl<'g> Emitter<'g> {
             .iter()
             .map(|&i| self.input_as(i, dt))
             .collect::<Result<_, _>>()?;
-        match (&node.kind, prec) {
-            (NodeKind::Image, NodePrecision::Int8) => {
+        let at = At {
+            id,
+            node,
+            prec,
+            inputs,
+            macs: node.macs(graph),
+            name: node.name.as_str(),
+        };
+        match &node.kind {
+            NodeKind::Image => self.image(&at),
+            NodeKind::Conv { conv, act } => self.conv(&at, conv, act),
+            NodeKind::Prm { branches } => self.prm(&at, branches),
+            NodeKind::Linear { linear, act } => self.linear(&at, linear, act),
+            NodeKind::LayerNorm(ln) => self.layernorm(&at, ln),
+            NodeKind::Attention {
+                heads,
+                head_dim,
+                scale,
+            } => self.attention(&at, heads, head_dim, scale),
+            NodeKind::Performer { w, features } => self.performer(&at, w, features),
+            NodeKind::Add => self.add(&at),
+            NodeKind::MeanPool => self.mean_pool(&at),
+            NodeKind::MaxPool {
+                kernel,
+                stride,
+                padding,
+            } => self.max_pool(&at, kernel, stride, padding),
+        }
+    }
+
+    /// The image: quantized onto its calibrated grid (int8) or converted to fp16.
+    fn image(&mut self, at: &At) -> Result<(), LowerError> {
+        let (id, prec, name) = (at.id, at.prec, at.name);
+        match at.prec {
+            NodePrecision::Int8 => {
                 let out = self.output(id, prec)?;
                 let q = self.tq(out);
                 let p = ops::image::QuantizeParams {
@@ -395,393 +440,440 @@ impl<'g> Emitter<'g> {
                 };
                 self.op::<ops::image::QuantizeImageOp>(&[], out, &p, 0, name);
             }
-            (NodeKind::Image, NodePrecision::Fp16) => {
+            NodePrecision::Fp16 => {
                 let out = self.output(id, prec)?;
                 self.op::<ops::image::ImageToF16Op>(&[], out, &(), 0, name);
             }
-            (NodeKind::Conv { conv, act: a }, _) => {
-                let input = &graph.nodes[node.inputs[0]];
-                let geom = Self::conv_geom(conv, input, node)?;
-                let s = conv.spec();
-                let w = oihw_to_ohwi(
-                    conv.weight_oihw(),
-                    s.out_channels,
-                    s.in_per_group(),
-                    s.kernel[0],
-                    s.kernel[1],
-                );
-                let per = s.in_per_group() * s.kernel[0] * s.kernel[1];
-                let out = self.output(id, prec)?;
-                if prec == NodePrecision::Int8 {
-                    let (qx, qo) = (self.tq(inputs[0]), self.tq(out));
-                    let target = if *a == Act::None {
-                        qo
-                    } else {
-                        self.pre_qp(id, 0)
-                    };
-                    let r = write_int8_layer(
-                        &mut self.w,
-                        (&w, conv.bias(), per),
-                        qx,
-                        target,
-                        qo,
-                        *a,
-                        node,
-                    )?;
-                    let p = ops::conv::ConvParams {
-                        geom,
-                        in_zp: qx.zero_point,
-                        out_zp: target.zero_point,
-                        weights: r.weights,
-                        bias: r.bias,
-                        requant: r.requant,
-                        lut: r.lut,
-                    };
-                    self.op::<ops::conv::ConvS8Op>(&inputs, out, &p, macs, name);
-                } else {
-                    let p = ops::conv::ConvF16Params {
-                        geom,
-                        act: act_code(*a) as u32,
-                        weights: self.w.data(&Self::f16s(&w)),
-                        bias: self.w.data(conv.bias()),
-                    };
-                    self.op::<ops::conv::ConvF16Op>(&inputs, out, &p, macs, name);
+        }
+        Ok(())
+    }
+
+    /// A convolution with a fused activation. int8: weights per output channel, the input zero
+    /// point folded into the bias, requantized onto the activation's input grid and looked up
+    /// through its table (or straight onto the output grid without an activation).
+    fn conv(&mut self, at: &At, conv: &Conv2d, a: &Act) -> Result<(), LowerError> {
+        let (graph, id, node, prec, macs, name, inputs) = (
+            self.graph, at.id, at.node, at.prec, at.macs, at.name, &at.inputs,
+        );
+        let input = &graph.nodes[node.inputs[0]];
+        let geom = Self::conv_geom(conv, input, node)?;
+        let s = conv.spec();
+        let w = oihw_to_ohwi(
+            conv.weight_oihw(),
+            s.out_channels,
+            s.in_per_group(),
+            s.kernel[0],
+            s.kernel[1],
+        );
+        let per = s.in_per_group() * s.kernel[0] * s.kernel[1];
+        let out = self.output(id, prec)?;
+        if prec == NodePrecision::Int8 {
+            let (qx, qo) = (self.tq(inputs[0]), self.tq(out));
+            let target = if *a == Act::None {
+                qo
+            } else {
+                self.pre_qp(id, 0)
+            };
+            let r = write_int8_layer(
+                &mut self.w,
+                (&w, conv.bias(), per),
+                qx,
+                target,
+                qo,
+                *a,
+                node,
+            )?;
+            let p = ops::conv::ConvParams {
+                geom,
+                in_zp: qx.zero_point,
+                out_zp: target.zero_point,
+                weights: r.weights,
+                bias: r.bias,
+                requant: r.requant,
+                lut: r.lut,
+            };
+            self.op::<ops::conv::ConvS8Op>(inputs, out, &p, macs, name);
+        } else {
+            let p = ops::conv::ConvF16Params {
+                geom,
+                act: act_code(*a) as u32,
+                weights: self.w.data(&Self::f16s(&w)),
+                bias: self.w.data(conv.bias()),
+            };
+            self.op::<ops::conv::ConvF16Op>(inputs, out, &p, macs, name);
+        }
+        Ok(())
+    }
+
+    /// The PRM: one record with a branch per dilation. int8: each branch requantized onto its
+    /// own pre-GELU grid, its GELU table mapping onto the shared output grid.
+    fn prm(&mut self, at: &At, branches: &[Conv2d]) -> Result<(), LowerError> {
+        let (graph, id, node, prec, macs, name, inputs) = (
+            self.graph, at.id, at.node, at.prec, at.macs, at.name, &at.inputs,
+        );
+        let input = &graph.nodes[node.inputs[0]];
+        let first = branches[0].spec();
+        let e = first.out_channels;
+        let out = self.output(id, prec)?;
+        let header = ops::prm::PrmParams {
+            in_h: u16_of(input.h, node, "height")?,
+            in_w: u16_of(input.w, node, "width")?,
+            in_c: u16_of(input.c, node, "channels")?,
+            out_h: u16_of(node.h, node, "height")?,
+            out_w: u16_of(node.w, node, "width")?,
+            branch_channels: u16_of(e, node, "channels")?,
+            kernel: u16_of(first.kernel[0], node, "kernel")?,
+            stride: u16_of(first.stride[0], node, "stride")?,
+            branches: u16_of(branches.len(), node, "branches")?,
+            act: if prec == NodePrecision::Fp16 {
+                act::GELU
+            } else {
+                act::NONE
+            },
+            in_zp: if prec == NodePrecision::Int8 {
+                self.tq(inputs[0]).zero_point
+            } else {
+                0
+            },
+        };
+        let mut record = Vec::with_capacity(branches.len());
+        for (b, conv) in branches.iter().enumerate() {
+            let s = conv.spec();
+            let w = oihw_to_ohwi(
+                conv.weight_oihw(),
+                s.out_channels,
+                s.in_per_group(),
+                s.kernel[0],
+                s.kernel[1],
+            );
+            let per = s.in_per_group() * s.kernel[0] * s.kernel[1];
+            let branch = if prec == NodePrecision::Int8 {
+                let (qx, qo, pre) = (self.tq(inputs[0]), self.tq(out), self.pre_qp(id, b));
+                let r = write_int8_layer(
+                    &mut self.w,
+                    (&w, conv.bias(), per),
+                    qx,
+                    pre,
+                    qo,
+                    Act::Gelu,
+                    node,
+                )?;
+                ops::prm::PrmBranch {
+                    dilation: u16_of(s.dilation[0], node, "dilation")?,
+                    padding: u16_of(s.padding[0], node, "padding")?,
+                    out_zp: pre.zero_point,
+                    weights: r.weights,
+                    bias: r.bias,
+                    requant: r.requant,
+                    lut: r.lut,
                 }
-            }
-            (NodeKind::Prm { branches }, _) => {
-                let input = &graph.nodes[node.inputs[0]];
-                let first = branches[0].spec();
-                let e = first.out_channels;
-                let out = self.output(id, prec)?;
-                let header = ops::prm::PrmParams {
-                    in_h: u16_of(input.h, node, "height")?,
-                    in_w: u16_of(input.w, node, "width")?,
-                    in_c: u16_of(input.c, node, "channels")?,
-                    out_h: u16_of(node.h, node, "height")?,
-                    out_w: u16_of(node.w, node, "width")?,
-                    branch_channels: u16_of(e, node, "channels")?,
-                    kernel: u16_of(first.kernel[0], node, "kernel")?,
-                    stride: u16_of(first.stride[0], node, "stride")?,
-                    branches: u16_of(branches.len(), node, "branches")?,
-                    act: if prec == NodePrecision::Fp16 {
-                        act::GELU
-                    } else {
-                        act::NONE
-                    },
-                    in_zp: if prec == NodePrecision::Int8 {
-                        self.tq(inputs[0]).zero_point
-                    } else {
-                        0
-                    },
-                };
-                let mut record = Vec::with_capacity(branches.len());
-                for (b, conv) in branches.iter().enumerate() {
-                    let s = conv.spec();
-                    let w = oihw_to_ohwi(
-                        conv.weight_oihw(),
-                        s.out_channels,
-                        s.in_per_group(),
-                        s.kernel[0],
-                        s.kernel[1],
-                    );
-                    let per = s.in_per_group() * s.kernel[0] * s.kernel[1];
-                    let branch = if prec == NodePrecision::Int8 {
-                        let (qx, qo, pre) = (self.tq(inputs[0]), self.tq(out), self.pre_qp(id, b));
-                        let r = write_int8_layer(
-                            &mut self.w,
-                            (&w, conv.bias(), per),
-                            qx,
-                            pre,
-                            qo,
-                            Act::Gelu,
-                            node,
-                        )?;
-                        ops::prm::PrmBranch {
-                            dilation: u16_of(s.dilation[0], node, "dilation")?,
-                            padding: u16_of(s.padding[0], node, "padding")?,
-                            out_zp: pre.zero_point,
-                            weights: r.weights,
-                            bias: r.bias,
-                            requant: r.requant,
-                            lut: r.lut,
-                        }
-                    } else {
-                        ops::prm::PrmBranch {
-                            dilation: u16_of(s.dilation[0], node, "dilation")?,
-                            padding: u16_of(s.padding[0], node, "padding")?,
-                            out_zp: 0,
-                            weights: self.w.data(&Self::f16s(&w)),
-                            bias: self.w.data(conv.bias()),
-                            requant: DataRef::default(),
-                            lut: DataRef::default(),
-                        }
-                    };
-                    record.push(branch);
+            } else {
+                ops::prm::PrmBranch {
+                    dilation: u16_of(s.dilation[0], node, "dilation")?,
+                    padding: u16_of(s.padding[0], node, "padding")?,
+                    out_zp: 0,
+                    weights: self.w.data(&Self::f16s(&w)),
+                    bias: self.w.data(conv.bias()),
+                    requant: DataRef::default(),
+                    lut: DataRef::default(),
                 }
-                let record = ops::prm::PrmRecord {
-                    header,
-                    branches: &record,
-                };
-                if prec == NodePrecision::Int8 {
-                    self.op::<ops::prm::PrmS8Op>(&inputs, out, &record, macs, name);
-                } else {
-                    self.op::<ops::prm::PrmF16Op>(&inputs, out, &record, macs, name);
-                }
-            }
-            (
-                NodeKind::Linear {
-                    linear: lin,
-                    act: a,
-                },
-                _,
-            ) => {
-                let out = self.output(id, prec)?;
-                let n = node.tokens();
-                let zero_bias = vec![0.0; lin.out_features];
-                let bias = lin.bias.as_deref().unwrap_or(&zero_bias);
-                let (fi, fo) = (
-                    u16_of(lin.in_features, node, "features")?,
-                    u16_of(lin.out_features, node, "features")?,
-                );
-                let tokens = u32::try_from(n).map_err(|_| LowerError::TooLarge {
+            };
+            record.push(branch);
+        }
+        let record = ops::prm::PrmRecord {
+            header,
+            branches: &record,
+        };
+        if prec == NodePrecision::Int8 {
+            self.op::<ops::prm::PrmS8Op>(inputs, out, &record, macs, name);
+        } else {
+            self.op::<ops::prm::PrmF16Op>(inputs, out, &record, macs, name);
+        }
+        Ok(())
+    }
+
+    /// A linear layer with a fused activation (int8 as for a convolution).
+    fn linear(&mut self, at: &At, lin: &Linear, a: &Act) -> Result<(), LowerError> {
+        let (id, node, prec, macs, name, inputs) =
+            (at.id, at.node, at.prec, at.macs, at.name, &at.inputs);
+        let out = self.output(id, prec)?;
+        let n = node.tokens();
+        let zero_bias = vec![0.0; lin.out_features];
+        let bias = lin.bias.as_deref().unwrap_or(&zero_bias);
+        let (fi, fo) = (
+            u16_of(lin.in_features, node, "features")?,
+            u16_of(lin.out_features, node, "features")?,
+        );
+        let tokens = u32::try_from(n).map_err(|_| LowerError::TooLarge {
+            node: node.name.clone(),
+            what: "tokens",
+        })?;
+        if prec == NodePrecision::Int8 {
+            let (qx, qo) = (self.tq(inputs[0]), self.tq(out));
+            let target = if *a == Act::None {
+                qo
+            } else {
+                self.pre_qp(id, 0)
+            };
+            let r = write_int8_layer(
+                &mut self.w,
+                (&lin.weight, bias, lin.in_features),
+                qx,
+                target,
+                qo,
+                *a,
+                node,
+            )?;
+            let p = ops::linear::LinearParams {
+                tokens,
+                in_features: fi,
+                out_features: fo,
+                out_zp: target.zero_point,
+                weights: r.weights,
+                bias: r.bias,
+                requant: r.requant,
+                lut: r.lut,
+            };
+            self.op::<ops::linear::LinearS8Op>(inputs, out, &p, macs, name);
+        } else {
+            let p = ops::linear::LinearF16Params {
+                tokens,
+                in_features: fi,
+                out_features: fo,
+                act: act_code(*a) as u32,
+                weights: self.w.data(&Self::f16s(&lin.weight)),
+                bias: self.w.data(bias),
+            };
+            self.op::<ops::linear::LinearF16Op>(inputs, out, &p, macs, name);
+        }
+        Ok(())
+    }
+
+    /// LayerNorm. int8: the statistics stay exact integer sums on the device, so the host stores
+    /// the affine part pre-scaled onto the output grid and the epsilon in input units squared.
+    fn layernorm(&mut self, at: &At, ln: &LayerNorm) -> Result<(), LowerError> {
+        let (id, node, prec, name, inputs) = (at.id, at.node, at.prec, at.name, &at.inputs);
+        let out = self.output(id, prec)?;
+        let c = node.c;
+        let tokens = node.tokens() as u32;
+        if prec == NodePrecision::Int8 {
+            let (qx, qo) = (self.tq(inputs[0]), self.tq(out));
+            let gain: Vec<f32> = ln.gamma.iter().map(|g| g / qo.scale).collect();
+            let offset: Vec<f32> = ln
+                .beta
+                .iter()
+                .map(|b| b / qo.scale + qo.zero_point as f32)
+                .collect();
+            let eps_term =
+                (ln.eps as f64 * (c * c) as f64 / (qx.scale as f64 * qx.scale as f64)) as f32;
+            let p = ops::layernorm::LayerNormParams {
+                tokens,
+                channels: u16_of(c, node, "channels")?,
+                reserved: 0,
+                eps_term,
+                gain: self.w.data(&gain),
+                offset: self.w.data(&offset),
+            };
+            self.op::<ops::layernorm::LayerNormS8Op>(inputs, out, &p, 0, name);
+        } else {
+            let p = ops::layernorm::LayerNormF16Params {
+                tokens,
+                channels: c as u32,
+                eps: ln.eps,
+                gamma: self.w.data(&ln.gamma),
+                beta: self.w.data(&ln.beta),
+            };
+            self.op::<ops::layernorm::LayerNormF16Op>(inputs, out, &p, 0, name);
+        }
+        Ok(())
+    }
+
+    /// Softmax attention. int8: the logit scale folds in both input scales, the output scale
+    /// maps `v`'s grid onto the output's.
+    fn attention(
+        &mut self,
+        at: &At,
+        heads: &usize,
+        head_dim: &usize,
+        scale: &f32,
+    ) -> Result<(), LowerError> {
+        let (id, node, prec, macs, name, inputs) =
+            (at.id, at.node, at.prec, at.macs, at.name, &at.inputs);
+        let out = self.output(id, prec)?;
+        let tokens = node.tokens() as u32;
+        let (h, hd) = (
+            u16_of(*heads, node, "heads")?,
+            u16_of(*head_dim, node, "head dim")?,
+        );
+        if prec == NodePrecision::Int8 {
+            let (qq, qk, qv, qo) = (
+                self.tq(inputs[0]),
+                self.tq(inputs[1]),
+                self.tq(inputs[2]),
+                self.tq(out),
+            );
+            let p = ops::attention::AttentionParams {
+                tokens,
+                heads: h,
+                head_dim: hd,
+                logit_scale: qq.scale * qk.scale * scale,
+                out_scale: qv.scale / qo.scale,
+                out_zp: qo.zero_point,
+            };
+            self.op::<ops::attention::AttentionS8Op>(inputs, out, &p, macs, name);
+        } else {
+            let p = ops::attention::AttentionF16Params {
+                tokens,
+                heads: h,
+                head_dim: hd,
+                qk_scale: *scale,
+            };
+            self.op::<ops::attention::AttentionF16Op>(inputs, out, &p, macs, name);
+        }
+        Ok(())
+    }
+
+    /// The performer. int8: the random features become int16 with one scale, so `w·z` is an
+    /// exact integer dot product on the device.
+    fn performer(&mut self, at: &At, wr: &[f32], features: &usize) -> Result<(), LowerError> {
+        let (id, node, prec, macs, name, inputs) =
+            (at.id, at.node, at.prec, at.macs, at.name, &at.inputs);
+        let out = self.output(id, prec)?;
+        let tokens = node.tokens() as u32;
+        let (e, m) = (
+            u16_of(node.c, node, "channels")?,
+            u16_of(*features, node, "features")?,
+        );
+        if prec == NodePrecision::Int8 {
+            // int16 random features with one scale: w·z becomes an exact integer dot.
+            let max = wr
+                .iter()
+                .fold(0.0f32, |a, x| a.max(x.abs()))
+                .max(f32::MIN_POSITIVE);
+            let w_scale = max / 32767.0;
+            let wq: Vec<i16> = wr
+                .iter()
+                .map(|x| (x / w_scale).round().clamp(-32767.0, 32767.0) as i16)
+                .collect();
+            if node.c > MAX_EMB {
+                return Err(LowerError::TooLarge {
                     node: node.name.clone(),
-                    what: "tokens",
-                })?;
-                if prec == NodePrecision::Int8 {
-                    let (qx, qo) = (self.tq(inputs[0]), self.tq(out));
-                    let target = if *a == Act::None {
-                        qo
-                    } else {
-                        self.pre_qp(id, 0)
-                    };
-                    let r = write_int8_layer(
-                        &mut self.w,
-                        (&lin.weight, bias, lin.in_features),
-                        qx,
-                        target,
-                        qo,
-                        *a,
-                        node,
-                    )?;
-                    let p = ops::linear::LinearParams {
-                        tokens,
-                        in_features: fi,
-                        out_features: fo,
-                        out_zp: target.zero_point,
-                        weights: r.weights,
-                        bias: r.bias,
-                        requant: r.requant,
-                        lut: r.lut,
-                    };
-                    self.op::<ops::linear::LinearS8Op>(&inputs, out, &p, macs, name);
-                } else {
-                    let p = ops::linear::LinearF16Params {
-                        tokens,
-                        in_features: fi,
-                        out_features: fo,
-                        act: act_code(*a) as u32,
-                        weights: self.w.data(&Self::f16s(&lin.weight)),
-                        bias: self.w.data(bias),
-                    };
-                    self.op::<ops::linear::LinearF16Op>(&inputs, out, &p, macs, name);
-                }
+                    what: "performer width (at most 511)",
+                });
             }
-            (NodeKind::LayerNorm(ln), _) => {
-                let out = self.output(id, prec)?;
-                let c = node.c;
-                let tokens = node.tokens() as u32;
-                if prec == NodePrecision::Int8 {
-                    let (qx, qo) = (self.tq(inputs[0]), self.tq(out));
-                    let gain: Vec<f32> = ln.gamma.iter().map(|g| g / qo.scale).collect();
-                    let offset: Vec<f32> = ln
-                        .beta
-                        .iter()
-                        .map(|b| b / qo.scale + qo.zero_point as f32)
-                        .collect();
-                    let eps_term = (ln.eps as f64 * (c * c) as f64
-                        / (qx.scale as f64 * qx.scale as f64))
-                        as f32;
-                    let p = ops::layernorm::LayerNormParams {
-                        tokens,
-                        channels: u16_of(c, node, "channels")?,
-                        reserved: 0,
-                        eps_term,
-                        gain: self.w.data(&gain),
-                        offset: self.w.data(&offset),
-                    };
-                    self.op::<ops::layernorm::LayerNormS8Op>(&inputs, out, &p, 0, name);
-                } else {
-                    let p = ops::layernorm::LayerNormF16Params {
-                        tokens,
-                        channels: c as u32,
-                        eps: ln.eps,
-                        gamma: self.w.data(&ln.gamma),
-                        beta: self.w.data(&ln.beta),
-                    };
-                    self.op::<ops::layernorm::LayerNormF16Op>(&inputs, out, &p, 0, name);
-                }
-            }
-            (
-                NodeKind::Attention {
-                    heads,
-                    head_dim,
-                    scale,
-                },
-                _,
-            ) => {
-                let out = self.output(id, prec)?;
-                let tokens = node.tokens() as u32;
-                let (h, hd) = (
-                    u16_of(*heads, node, "heads")?,
-                    u16_of(*head_dim, node, "head dim")?,
-                );
-                if prec == NodePrecision::Int8 {
-                    let (qq, qk, qv, qo) = (
-                        self.tq(inputs[0]),
-                        self.tq(inputs[1]),
-                        self.tq(inputs[2]),
-                        self.tq(out),
-                    );
-                    let p = ops::attention::AttentionParams {
-                        tokens,
-                        heads: h,
-                        head_dim: hd,
-                        logit_scale: qq.scale * qk.scale * scale,
-                        out_scale: qv.scale / qo.scale,
-                        out_zp: qo.zero_point,
-                    };
-                    self.op::<ops::attention::AttentionS8Op>(&inputs, out, &p, macs, name);
-                } else {
-                    let p = ops::attention::AttentionF16Params {
-                        tokens,
-                        heads: h,
-                        head_dim: hd,
-                        qk_scale: *scale,
-                    };
-                    self.op::<ops::attention::AttentionF16Op>(&inputs, out, &p, macs, name);
-                }
-            }
-            (NodeKind::Performer { w: wr, features }, _) => {
-                let out = self.output(id, prec)?;
-                let tokens = node.tokens() as u32;
-                let (e, m) = (
-                    u16_of(node.c, node, "channels")?,
-                    u16_of(*features, node, "features")?,
-                );
-                if prec == NodePrecision::Int8 {
-                    // int16 random features with one scale: w·z becomes an exact integer dot.
-                    let max = wr
-                        .iter()
-                        .fold(0.0f32, |a, x| a.max(x.abs()))
-                        .max(f32::MIN_POSITIVE);
-                    let w_scale = max / 32767.0;
-                    let wq: Vec<i16> = wr
-                        .iter()
-                        .map(|x| (x / w_scale).round().clamp(-32767.0, 32767.0) as i16)
-                        .collect();
-                    if node.c > MAX_EMB {
-                        return Err(LowerError::TooLarge {
-                            node: node.name.clone(),
-                            what: "performer width (at most 511)",
-                        });
-                    }
-                    let w_ref = self.w.data(&wq);
-                    let (qk, qq, qv, qo) = (
-                        self.tq(inputs[0]),
-                        self.tq(inputs[1]),
-                        self.tq(inputs[2]),
-                        self.tq(out),
-                    );
-                    let p = ops::performer::PerformerParams {
-                        tokens,
-                        emb: e,
-                        features: m,
-                        k_scale: qk.scale,
-                        q_scale: qq.scale,
-                        v_scale: qv.scale,
-                        out_inv_scale: 1.0 / qo.scale,
-                        out_zp: qo.zero_point,
-                        w_scale,
-                        w: w_ref,
-                    };
-                    self.op::<ops::performer::PerformerS8Op>(&inputs, out, &p, macs, name);
-                } else {
-                    let w_ref = self.w.data(wr);
-                    let p = ops::performer::PerformerF16Params {
-                        tokens,
-                        emb: e,
-                        features: m,
-                        w: w_ref,
-                    };
-                    self.op::<ops::performer::PerformerF16Op>(&inputs, out, &p, macs, name);
-                }
-            }
-            (NodeKind::Add, NodePrecision::Int8) => {
+            let w_ref = self.w.data(&wq);
+            let (qk, qq, qv, qo) = (
+                self.tq(inputs[0]),
+                self.tq(inputs[1]),
+                self.tq(inputs[2]),
+                self.tq(out),
+            );
+            let p = ops::performer::PerformerParams {
+                tokens,
+                emb: e,
+                features: m,
+                k_scale: qk.scale,
+                q_scale: qq.scale,
+                v_scale: qv.scale,
+                out_inv_scale: 1.0 / qo.scale,
+                out_zp: qo.zero_point,
+                w_scale,
+                w: w_ref,
+            };
+            self.op::<ops::performer::PerformerS8Op>(inputs, out, &p, macs, name);
+        } else {
+            let w_ref = self.w.data(wr);
+            let p = ops::performer::PerformerF16Params {
+                tokens,
+                emb: e,
+                features: m,
+                w: w_ref,
+            };
+            self.op::<ops::performer::PerformerF16Op>(inputs, out, &p, macs, name);
+        }
+        Ok(())
+    }
+
+    /// A residual add (see [`add_params`]; the planner may run it in place).
+    fn add(&mut self, at: &At) -> Result<(), LowerError> {
+        let (id, prec, name, inputs) = (at.id, at.prec, at.name, &at.inputs);
+        match at.prec {
+            NodePrecision::Int8 => {
                 let out = self.output(id, prec)?;
                 let (qa, qb, qo) = (self.tq(inputs[0]), self.tq(inputs[1]), self.tq(out));
                 let p = add_params(qa, qb, qo);
-                self.op::<ops::add::AddS8Op>(&inputs, out, &p, 0, name);
+                self.op::<ops::add::AddS8Op>(inputs, out, &p, 0, name);
             }
-            (NodeKind::Add, NodePrecision::Fp16) => {
+            NodePrecision::Fp16 => {
                 let out = self.output(id, prec)?;
-                self.op::<ops::add::AddF16Op>(&inputs, out, &(), 0, name);
+                self.op::<ops::add::AddF16Op>(inputs, out, &(), 0, name);
             }
-            (
-                NodeKind::MaxPool {
-                    kernel,
-                    stride,
-                    padding,
-                },
-                _,
-            ) => {
-                let input = &graph.nodes[node.inputs[0]];
-                let f = |v: usize, what| u16_of(v, node, what);
-                let p = ops::max_pool::MaxPoolParams {
-                    in_h: f(input.h, "height")?,
-                    in_w: f(input.w, "width")?,
-                    channels: f(node.c, "channels")?,
-                    out_h: f(node.h, "height")?,
-                    out_w: f(node.w, "width")?,
-                    kernel_h: f(kernel.0, "kernel")?,
-                    kernel_w: f(kernel.1, "kernel")?,
-                    stride_h: f(stride.0, "stride")?,
-                    stride_w: f(stride.1, "stride")?,
-                    pad_h: f(padding.0, "padding")?,
-                    pad_w: f(padding.1, "padding")?,
-                    reserved: 0,
-                };
-                if prec == NodePrecision::Int8 {
-                    // The maximum of quantized values is exact on the input's own grid.
-                    let q = self.tq(inputs[0]);
-                    let out = self.new_tensor(id, DType::I8, Some(q), "")?;
-                    self.op::<ops::max_pool::MaxPoolS8Op>(&inputs, out, &p, 0, name);
-                } else {
-                    let out = self.output(id, prec)?;
-                    self.op::<ops::max_pool::MaxPoolF16Op>(&inputs, out, &p, 0, name);
-                }
-            }
-            (NodeKind::MeanPool, _) => {
-                let out = self.output(id, prec)?;
-                let input = &graph.nodes[node.inputs[0]];
-                let (n, c) = (input.tokens() as u32, node.c as u32);
-                if prec == NodePrecision::Int8 {
-                    let (qx, qo) = (self.tq(inputs[0]), self.tq(out));
-                    let r = qx.scale / qo.scale;
-                    let p = ops::mean_pool::MeanPoolParams {
-                        tokens: n,
-                        channels: c,
-                        scale: r / n as f32,
-                        offset: qo.zero_point as f32 - qx.zero_point as f32 * r,
-                    };
-                    self.op::<ops::mean_pool::MeanPoolS8Op>(&inputs, out, &p, 0, name);
-                } else {
-                    let p = ops::mean_pool::MeanPoolF16Params {
-                        tokens: n,
-                        channels: c,
-                    };
-                    self.op::<ops::mean_pool::MeanPoolF16Op>(&inputs, out, &p, 0, name);
-                }
-            }
+        }
+        Ok(())
+    }
+
+    /// Max pooling: on the input's own grid in int8 (exact).
+    fn max_pool(
+        &mut self,
+        at: &At,
+        kernel: &(usize, usize),
+        stride: &(usize, usize),
+        padding: &(usize, usize),
+    ) -> Result<(), LowerError> {
+        let (graph, id, node, prec, name, inputs) =
+            (self.graph, at.id, at.node, at.prec, at.name, &at.inputs);
+        let input = &graph.nodes[node.inputs[0]];
+        let f = |v: usize, what| u16_of(v, node, what);
+        let p = ops::max_pool::MaxPoolParams {
+            in_h: f(input.h, "height")?,
+            in_w: f(input.w, "width")?,
+            channels: f(node.c, "channels")?,
+            out_h: f(node.h, "height")?,
+            out_w: f(node.w, "width")?,
+            kernel_h: f(kernel.0, "kernel")?,
+            kernel_w: f(kernel.1, "kernel")?,
+            stride_h: f(stride.0, "stride")?,
+            stride_w: f(stride.1, "stride")?,
+            pad_h: f(padding.0, "padding")?,
+            pad_w: f(padding.1, "padding")?,
+            reserved: 0,
+        };
+        if prec == NodePrecision::Int8 {
+            // The maximum of quantized values is exact on the input's own grid.
+            let q = self.tq(inputs[0]);
+            let out = self.new_tensor(id, DType::I8, Some(q), "")?;
+            self.op::<ops::max_pool::MaxPoolS8Op>(inputs, out, &p, 0, name);
+        } else {
+            let out = self.output(id, prec)?;
+            self.op::<ops::max_pool::MaxPoolF16Op>(inputs, out, &p, 0, name);
+        }
+        Ok(())
+    }
+
+    /// The mean over tokens before the head. int8: one scale and offset map the sum of the
+    /// inputs onto the output grid.
+    fn mean_pool(&mut self, at: &At) -> Result<(), LowerError> {
+        let (graph, id, node, prec, name, inputs) =
+            (self.graph, at.id, at.node, at.prec, at.name, &at.inputs);
+        let out = self.output(id, prec)?;
+        let input = &graph.nodes[node.inputs[0]];
+        let (n, c) = (input.tokens() as u32, node.c as u32);
+        if prec == NodePrecision::Int8 {
+            let (qx, qo) = (self.tq(inputs[0]), self.tq(out));
+            let r = qx.scale / qo.scale;
+            let p = ops::mean_pool::MeanPoolParams {
+                tokens: n,
+                channels: c,
+                scale: r / n as f32,
+                offset: qo.zero_point as f32 - qx.zero_point as f32 * r,
+            };
+            self.op::<ops::mean_pool::MeanPoolS8Op>(inputs, out, &p, 0, name);
+        } else {
+            let p = ops::mean_pool::MeanPoolF16Params {
+                tokens: n,
+                channels: c,
+            };
+            self.op::<ops::mean_pool::MeanPoolF16Op>(inputs, out, &p, 0, name);
         }
         Ok(())
     }
