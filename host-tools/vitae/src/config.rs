@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::io::{ReadFileError, read_file};
+use crate::io::{InputKind, ReadFileError, read_file};
 
 /// Preset names accepted by [`ModelConfig::preset`] (current official code, ImageNet head).
 pub const PRESETS: [&str; 4] = ["vitae-t", "vitae-6m", "vitae-13m", "vitae-s"];
@@ -166,7 +166,7 @@ pub struct ModelConfig {
 impl ModelConfig {
     /// Loads a flat kwargs JSON file (like the fixtures' `kwargs.json`).
     pub fn from_kwargs_file(path: &Path) -> Result<Self, ConfigError> {
-        let bytes = read_file(path)?;
+        let bytes = read_file(path, InputKind::Config)?;
         let value: Value = serde_json::from_slice(&bytes).map_err(|e| ConfigError::Json {
             path: path.to_path_buf(),
             reason: e.to_string(),

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use vitae::io::read_file;
+use vitae::io::{InputKind, read_file};
 use vitae::npy::read_npy_f32;
 use vitae::quantize::build::build_graph;
 use vitae::quantize::graph::NoObserver;
@@ -89,7 +89,7 @@ pub fn compare(q: &[f32], f: &[f32]) -> (f64, f64, f64) {
 
 /// Runs `vitae diff`.
 pub fn run(args: DiffArgs) -> anyhow::Result<()> {
-    let bytes = read_file(&args.model)?;
+    let bytes = read_file(&args.model, InputKind::Blob)?;
     let aligned = AlignedBytes::new(&bytes);
     let m = Model::parse(aligned.as_bytes())
         .map_err(|e| InputError(format!("{}: {e}", args.model.display())))?;

@@ -8,7 +8,7 @@ use clap::Args;
 
 use vitae::config::{ModelConfig, PRESETS};
 use vitae::engine::Engine;
-use vitae::io::read_file;
+use vitae::io::{InputKind, read_file};
 use vitae::npy::{ArrayF32, read_npy_f32, write_npy_f32};
 use vitae::reference::{NoObserver, ReferenceModel};
 
@@ -81,7 +81,7 @@ fn batch_of(input: &ArrayF32, path: &Path, c: usize, h: usize, w: usize) -> anyh
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     check_output_path(&args.out)?;
     let (logits, batch, classes) = if let Some(blob_path) = &args.model {
-        let bytes = read_file(blob_path)?;
+        let bytes = read_file(blob_path, InputKind::Blob)?;
         let mut engine =
             Engine::new(&bytes).map_err(|e| InputError(format!("{}: {e}", blob_path.display())))?;
         let meta = *engine.model().meta();
