@@ -93,6 +93,8 @@ pub fn run(args: DiffArgs) -> anyhow::Result<()> {
     let aligned = AlignedBytes::new(&bytes);
     let m = Model::parse(aligned.as_bytes())
         .map_err(|e| InputError(format!("{}: {e}", args.model.display())))?;
+    vitae::engine::check_host_limits(&m)
+        .map_err(|e| InputError(format!("{}: {e}", args.model.display())))?;
     let (config, checkpoint) = args.reference.load()?;
     // Checkpoint against architecture first: with the wrong --arch that is the problem.
     let reference = ReferenceModel::new(config, &checkpoint)?;
@@ -138,6 +140,7 @@ pub fn run(args: DiffArgs) -> anyhow::Result<()> {
             continue;
         };
         let (cos, maxd, sqnr) = compare(q, &float_outs[node]);
+        let name = vitae::text::escape(name);
         println!("{i:>3}  {name:40} {cos:>10.6} {maxd:>12.5} {sqnr:>9.2}");
     }
     Ok(())

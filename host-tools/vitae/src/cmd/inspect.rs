@@ -34,10 +34,12 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
     let aligned = AlignedBytes::new(&bytes);
     let m = Model::parse(aligned.as_bytes())
         .map_err(|e| InputError(format!("{}: {e}", args.blob.display())))?;
+    vitae::engine::check_host_limits(&m)
+        .map_err(|e| InputError(format!("{}: {e}", args.blob.display())))?;
     let mut out = std::io::stdout().lock();
     if args.json {
         for line in report::inspect_json(&m) {
-            writeln!(out, "{line}")?;
+            writeln!(out, "{}", vitae::text::json_for_terminal(&line.to_string()))?;
         }
     } else {
         write!(
