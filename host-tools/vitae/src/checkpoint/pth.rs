@@ -33,13 +33,14 @@ const MAX_DEFLATE_RATIO: u64 = 1032;
 /// All entries of an archive together inflate to at most this many times the archive's own size
 /// (plus [`INFLATE_SLACK`]): torch stores its entries uncompressed, and float weights barely
 /// compress, so a real checkpoint is far below this; a zip bomb is far above.
-pub const MAX_INFLATE_FACTOR: u64 = 16;
+pub const MAX_INFLATE_FACTOR: u64 = 8;
 /// See [`MAX_INFLATE_FACTOR`].
 const INFLATE_SLACK: u64 = 1 << 20;
-/// The tensors of a state_dict may materialize at most this many times the bytes of the distinct
-/// storages the file holds (plus [`MATERIALIZE_SLACK`]): tied weights view one storage twice,
-/// small expanded (stride-0) views fit in the slack; 300 keys viewing one storage do not.
-pub const MAX_MATERIALIZE_FACTOR: u64 = 2;
+/// The tensors of a state_dict may materialize, as loaded (f32 or i64), at most this many times
+/// the bytes of the distinct storages the file holds (plus [`MATERIALIZE_SLACK`]): f16 weights
+/// double, tied weights view one storage twice, small expanded (stride-0) views fit in the
+/// slack; 300 keys viewing one storage do not.
+pub const MAX_MATERIALIZE_FACTOR: u64 = 4;
 /// See [`MAX_MATERIALIZE_FACTOR`].
 const MATERIALIZE_SLACK: u64 = 1 << 20;
 /// Most opcodes one pickle may execute.
@@ -148,6 +149,7 @@ pub enum PthError {
 /// bytes its values take; and the tensors may not materialize more than
 /// [`MAX_MATERIALIZE_FACTOR`] × the distinct storage bytes read (shared storages counted once).
 pub fn parse_pth(bytes: &[u8], path: &Path) -> Result<Checkpoint, PthError> {
+    check_directory_claim(bytes)?;
     let mut archive =
         zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| PthError::Zip(e.to_string()))?;
     let mut reader = EntryReader {
@@ -240,13 +242,14 @@ pub fn parse_pth(bytes: &[u8], path: &Path) -> Result<Checkpoint, PthError> {
         let budget = held
             .saturating_mul(MAX_MATERIALIZE_FACTOR)
             .saturating_add(MATERIALIZE_SLACK);
-        materialized =
-            materialized.saturating_add((numel as u64).saturating_mul(dtype.size() as u64));
+        // Counted as loaded: f32 for floats, i64 for integers.
+        let loaded_size = if dtype.is_float() { 4 } else { 8 };
+        materialized = materialized.saturating_add((numel as u64).saturating_mul(loaded_size));
         if materialized > budget {
             return Err(PthError::BadTensor {
                 key,
                 reason: format!(
-                    "the tensors so far describe {materialized} bytes, more than {MAX_MATERIALIZE_FACTOR} times \
+                    "the tensors so far describe {materialized} bytes once loaded, more than {MAX_MATERIALIZE_FACTOR} times \
                      the {held} bytes of distinct storages the file holds (views repeating the same data)"
                 ),
             });
@@ -275,6 +278,44 @@ pub fn parse_pth(bytes: &[u8], path: &Path) -> Result<Checkpoint, PthError> {
         }
     }
     Ok(checkpoint)
+}
+
+/// Refuses an end-of-central-directory record (or its zip64 form) claiming more entries than
+/// the archive could hold (each takes at least 46 bytes): the zip reader reserves room for the
+/// claimed count before it reads a single entry.
+fn check_directory_claim(bytes: &[u8]) -> Result<(), PthError> {
+    const EOCD: &[u8] = b"PK\x05\x06";
+    const ZIP64_LOCATOR: &[u8] = b"PK\x06\x07";
+    const ZIP64_EOCD: &[u8] = b"PK\x06\x06";
+    let u64_at = |at: usize| -> Option<u64> {
+        Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+    };
+    let tail_start = bytes.len().saturating_sub(22 + 65535);
+    let Some(eocd) = bytes[tail_start..]
+        .windows(4)
+        .rposition(|w| w == EOCD)
+        .map(|i| tail_start + i)
+    else {
+        return Ok(()); // the zip reader reports a missing directory itself
+    };
+    let mut claimed = bytes
+        .get(eocd + 10..eocd + 12)
+        .map_or(0, |b| u64::from(u16::from_le_bytes([b[0], b[1]])));
+    if let Some(locator) = eocd.checked_sub(20)
+        && bytes.get(locator..locator + 4) == Some(ZIP64_LOCATOR)
+        && let Some(record) = u64_at(locator + 8).and_then(|r| usize::try_from(r).ok())
+        && bytes.get(record..record.saturating_add(4)) == Some(ZIP64_EOCD)
+        && let Some(entries) = u64_at(record + 32)
+    {
+        claimed = claimed.max(entries);
+    }
+    if claimed.saturating_mul(46) > bytes.len() as u64 {
+        return Err(PthError::Zip(format!(
+            "the central directory claims {claimed} entries, more than a {}-byte archive can hold",
+            bytes.len()
+        )));
+    }
+    Ok(())
 }
 
 /// Reads archive entries within the archive's real sizes.
@@ -1417,6 +1458,21 @@ mod tests {
             decode_float(DType::F32, &bytes, false),
             vec![0.0, 1.0, 0.0, 1.0, 0.0, 1.0]
         );
+    }
+
+    #[test]
+    fn a_directory_claiming_more_entries_than_the_file_holds_is_refused() {
+        use std::io::Write;
+        let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        zip.start_file("archive/data.pkl", zip::write::SimpleFileOptions::default())
+            .unwrap();
+        zip.write_all(b"\x80\x02}.").unwrap();
+        let mut bytes = zip.finish().unwrap().into_inner();
+        assert!(check_directory_claim(&bytes).is_ok());
+        let eocd = bytes.windows(4).rposition(|w| w == b"PK\x05\x06").unwrap();
+        bytes[eocd + 8..eocd + 12].copy_from_slice(&[0xff; 4]);
+        let err = parse_pth(&bytes, Path::new("x.pth")).unwrap_err();
+        assert!(err.to_string().contains("claims 65535 entries"), "{err}");
     }
 
     #[test]
