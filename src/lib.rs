@@ -16,8 +16,9 @@
 //!   (`bias − zp_in · Σ w`); a convolution's zero padding is the input zero point.
 //! * **Requantization** ([`quant::requantize`]): `acc · M · 2^(shift−31)` with a Q31 multiplier
 //!   `M ∈ [2^30, 2^31)` and `shift ∈ [−31, 30]`, one rounding step, half toward +∞
-//!   (CMSIS-NN's single-rounding `arm_nn_requantize`, TFLite's single-rounding mode); then
-//!   `+ zero_point` and saturation to int8.
+//!   (CMSIS-NN's single-rounding `arm_nn_requantize`, TFLite's single-rounding mode), exact for
+//!   every accepted multiplier and shift (64-bit intermediate, the rounded value saturated to
+//!   i32; checked against a 128-bit oracle); then `+ zero_point` and saturation to int8.
 //! * **Nonlinear functions on int8** (GELU with exact erf, SiLU) are 256-entry tables
 //!   ([`quant::Lut256`]) the host builds from the float function on the quantized grid: a layer
 //!   with an activation requantizes to the activation's input grid, then looks the result up.

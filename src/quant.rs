@@ -89,17 +89,28 @@ fn pow2(e: i32) -> f64 {
     libm::exp2(e as f64)
 }
 
-/// `acc · multiplier · 2^(shift − 31)`, rounded half toward +∞ (one rounding step).
+/// `acc · multiplier · 2^(shift − 31)`, rounded half toward +∞ (one rounding step), saturated
+/// to the i32 range.
 ///
 /// This is CMSIS-NN's `arm_nn_requantize` with `CMSIS_NN_USE_SINGLE_ROUNDING` and TFLite's
 /// single-rounding `MultiplyByQuantizedMultiplier`: `((acc·M) >> (30 − shift)) + 1) >> 1` with an
 /// arithmetic shift on the 64-bit product. The only rounding rule of the int8 kernels.
+///
+/// Exact for every multiplier and shift [`Requant::is_valid`] accepts: the shifted product and the
+/// final rounding step stay in 64 bits (`|acc · M| < 2^62`), and only the rounded value is
+/// saturated to i32 (the callers add a zero point and saturate to int8, so a saturated value
+/// keeps its sign). Kept in 32 bits, the step `(p >> (30 − shift))` wraps when the result is at
+/// least 2^30 in magnitude, which needs `shift ≥ −1` (a multiplier of 0.25 or more): no model
+/// from PyTorch gets there, a crafted blob can. For `shift ≤ −2` the optimized kernels' fast
+/// path (high word of the product, see `kernels::gemm::OutQuant::apply`) computes the same
+/// value; they call this function for every other channel.
 #[inline(always)]
 pub fn requantize(acc: i32, r: Requant) -> i32 {
     let total_shift = 31 - r.shift; // in [1, 62]
     let prod = acc as i64 * r.multiplier as i64;
-    let result = (prod >> (total_shift - 1)) as i32;
-    (result >> 1) + (result & 1)
+    let result = prod >> (total_shift - 1);
+    let rounded = (result >> 1) + (result & 1);
+    rounded.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32
 }
 
 /// Saturates to the int8 range.
@@ -187,6 +198,90 @@ mod tests {
         assert_eq!(requantize(5, half), 3); // 2.5 -> 3
         assert_eq!(requantize(4, half), 2);
         assert_eq!(requantize(i32::MIN, half), -(1 << 30));
+    }
+
+    /// The exact value `requantize` stands for, in 128 bits: `floor(acc·M / 2^(31−shift) + 1/2)`
+    /// saturated to i32.
+    fn requantize_oracle(acc: i32, r: Requant) -> i32 {
+        let prod = i128::from(acc) * i128::from(r.multiplier);
+        let total = 31 - r.shift;
+        let half = 1i128 << (total - 1);
+        let rounded = (prod + half) >> total; // floor division by 2^total
+        rounded.clamp(i128::from(i32::MIN), i128::from(i32::MAX)) as i32
+    }
+
+    #[test]
+    fn requantize_is_exact_at_the_extremes_of_every_valid_shift() {
+        // Failed before the 64-bit final step: acc = 2^31 − 1, M = 2^31 − 1, shift 0 gave −2
+        // (the 32-bit `prod >> 30` wrapped) instead of 2^31 − 2.
+        let worst = Requant {
+            multiplier: i32::MAX,
+            shift: 0,
+        };
+        assert_eq!(requantize(i32::MAX, worst), 2_147_483_646);
+        assert_eq!(requantize(i32::MIN, worst), -2_147_483_647);
+        let accs = [
+            i32::MIN,
+            i32::MIN + 1,
+            -(1 << 30) - 1,
+            -(1 << 30),
+            -65536,
+            -3,
+            -2,
+            -1,
+            0,
+            1,
+            2,
+            3,
+            65535,
+            1 << 30,
+            (1 << 30) + 1,
+            i32::MAX - 1,
+            i32::MAX,
+        ];
+        let multipliers = [
+            0,
+            1 << 30,
+            (1 << 30) + 1,
+            0x5555_5555,
+            i32::MAX - 1,
+            i32::MAX,
+        ];
+        let mut checked = 0;
+        for shift in MIN_SHIFT..=MAX_SHIFT {
+            for &multiplier in &multipliers {
+                let r = Requant { multiplier, shift };
+                assert!(r.is_valid());
+                for &acc in &accs {
+                    assert_eq!(
+                        requantize(acc, r),
+                        requantize_oracle(acc, r),
+                        "acc {acc}, {r:?}"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 62 * 6 * 17);
+        // And a deterministic spread of random valid pairs.
+        let mut s = 0x9E37_79B9u32;
+        let mut next = || {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            s
+        };
+        for _ in 0..200_000 {
+            let acc = next() as i32;
+            let multiplier = (1 << 30) | (next() >> 2) as i32;
+            let shift = MIN_SHIFT + (next() % 62) as i32;
+            let r = Requant { multiplier, shift };
+            assert_eq!(
+                requantize(acc, r),
+                requantize_oracle(acc, r),
+                "acc {acc}, {r:?}"
+            );
+        }
     }
 
     #[test]

@@ -35,13 +35,34 @@ fn path_var(name: &str) -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
+/// Largest input file embedded (a blob or an .npy for the device's flash).
+const MAX_INPUT_BYTES: u64 = 256 << 20;
+
 fn read(path: &Path, what: &str) -> Vec<u8> {
     println!("cargo::rerun-if-changed={}", path.display());
+    let meta = fs::metadata(path)
+        .unwrap_or_else(|e| fail(&format!("cannot read the {what} {}: {e}", path.display())));
+    if !meta.is_file() {
+        fail(&format!(
+            "the {what} {} is not a regular file",
+            path.display()
+        ));
+    }
+    if meta.len() > MAX_INPUT_BYTES {
+        fail(&format!(
+            "the {what} {} has {} bytes, more than any device's flash ({MAX_INPUT_BYTES})",
+            path.display(),
+            meta.len()
+        ));
+    }
     fs::read(path)
         .unwrap_or_else(|e| fail(&format!("cannot read the {what} {}: {e}", path.display())))
 }
 
-/// Minimal float32 .npy reader (C order, little-endian).
+/// Minimal float32 .npy reader (C order, little-endian). Kept by hand rather than the `npyz`
+/// crate the host tool uses: this build script reads the developer's own input for the image,
+/// and `npyz` would bring its Python-literal parser (pest, num-bigint) into the Cortex-M
+/// workspace's build dependencies and lock file for every firmware build.
 fn npy_f32(bytes: &[u8], path: &Path) -> (Vec<usize>, Vec<u8>) {
     let bad = |why: &str| -> ! { fail(&format!("{}: not a float32 .npy ({why})", path.display())) };
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
@@ -72,10 +93,19 @@ fn npy_f32(bytes: &[u8], path: &Path) -> (Vec<usize>, Vec<u8>) {
     let shape: Vec<usize> = shape_text
         .trim_start_matches([' ', '('])
         .split(',')
-        .filter_map(|d| d.trim().parse().ok())
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(|d| {
+            d.parse()
+                .unwrap_or_else(|_| bad("a shape entry is not a dimension"))
+        })
         .collect();
     let data = bytes[start + hlen..].to_vec();
-    if data.len() != shape.iter().product::<usize>() * 4 {
+    let expected = shape
+        .iter()
+        .try_fold(4usize, |acc, &d| acc.checked_mul(d))
+        .unwrap_or_else(|| bad("shape too large"));
+    if data.len() != expected {
         bad("data length does not match the shape");
     }
     (shape, data)

@@ -940,6 +940,12 @@ mod tests {
                     let q = OutQuant { zp: -5, act: None };
                     let want = saturate_i8(requantize(acc, r).saturating_add(-5));
                     assert_eq!(q.apply(Channel::new(r), acc), want, "{m} {shift} {acc}");
+                    // Both paths against the exact value in 128 bits (round half up of
+                    // acc·M / 2^(31 − shift), plus the zero point, saturated to int8).
+                    let total = 31 - shift;
+                    let exact = (i128::from(acc) * i128::from(m) + (1i128 << (total - 1))) >> total;
+                    let exact = (exact - 5).clamp(-128, 127) as i8;
+                    assert_eq!(want, exact, "{m} {shift} {acc}");
                 }
             }
         }

@@ -3,7 +3,16 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::io::{InputKind, ReadFileError, check_input_file};
 use crate::npy::read_npy_f32;
+
+/// Widest and tallest image decoded (larger ones are refused from their header).
+pub const MAX_IMAGE_SIDE: u32 = 16_384;
+/// Most pixels a resize may touch: the larger of source and target in each direction,
+/// multiplied (the resampler's intermediate image is that large, in f32).
+pub const MAX_RESIZE_PIXELS: u64 = 1 << 24;
+/// Most bytes of calibration images held in memory as f32 (use `--max-calib` for more files).
+pub const MAX_CALIB_BYTES: u64 = 512 << 20;
 
 /// How to turn image files into model inputs.
 #[derive(Clone, Debug)]
@@ -64,6 +73,33 @@ pub enum CalibDataError {
     /// Reading the .npy failed.
     #[error(transparent)]
     Npy(#[from] crate::npy::NpyError),
+    /// An image file is not a regular file or too large.
+    #[error(transparent)]
+    Read(#[from] ReadFileError),
+    /// An image whose resize would need more memory than any real calibration image.
+    #[error("{}: {width}x{height} pixels resized to {target_width}x{target_height} is more than {MAX_RESIZE_PIXELS} pixels to resample", path.display())]
+    TooLarge {
+        /// File.
+        path: PathBuf,
+        /// Source width.
+        width: u32,
+        /// Source height.
+        height: u32,
+        /// Width after the resize.
+        target_width: u64,
+        /// Height after the resize.
+        target_height: u64,
+    },
+    /// More images than fit in memory.
+    #[error("{}: {count} images of {per_image} bytes each are more than {MAX_CALIB_BYTES} bytes; use --max-calib", path.display())]
+    TooMany {
+        /// The folder.
+        path: PathBuf,
+        /// Images found.
+        count: usize,
+        /// Bytes each takes as f32.
+        per_image: u64,
+    },
 }
 
 /// Loads calibration images as CHW vectors.
@@ -76,7 +112,7 @@ pub fn load(
         return Err(CalibDataError::Missing(path.to_path_buf()));
     }
     let images = if path.is_dir() {
-        load_folder(path, prep)?
+        load_folder(path, prep, limit)?
     } else {
         load_npy(path, prep)?
     };
@@ -113,7 +149,11 @@ fn load_npy(path: &Path, prep: &ImagePrep) -> Result<Vec<Vec<f32>>, CalibDataErr
         .collect())
 }
 
-fn load_folder(dir: &Path, prep: &ImagePrep) -> Result<Vec<Vec<f32>>, CalibDataError> {
+fn load_folder(
+    dir: &Path,
+    prep: &ImagePrep,
+    limit: Option<usize>,
+) -> Result<Vec<Vec<f32>>, CalibDataError> {
     if prep.mean.len() != prep.channels || prep.std.len() != prep.channels {
         return Err(CalibDataError::Normalization(prep.channels));
     }
@@ -131,23 +171,61 @@ fn load_folder(dir: &Path, prep: &ImagePrep) -> Result<Vec<Vec<f32>>, CalibDataE
         })
         .collect();
     files.sort();
+    if let Some(n) = limit {
+        files.truncate(n.max(1));
+    }
+    let per_image = (prep.channels * prep.size * prep.size * 4) as u64;
+    if (files.len() as u64).saturating_mul(per_image) > MAX_CALIB_BYTES {
+        return Err(CalibDataError::TooMany {
+            path: dir.to_path_buf(),
+            count: files.len(),
+            per_image,
+        });
+    }
     files
         .iter()
         .map(|f| {
-            let img = image::open(f).map_err(|e| CalibDataError::Decode {
+            check_input_file(f, InputKind::Image)?;
+            let decode_error = |e: image::ImageError| CalibDataError::Decode {
                 path: f.clone(),
                 reason: e.to_string(),
-            })?;
+            };
+            let mut reader = image::ImageReader::open(f)
+                .map_err(|e| decode_error(e.into()))?
+                .with_guessed_format()
+                .map_err(|e| decode_error(e.into()))?;
+            let mut limits = image::Limits::default();
+            limits.max_image_width = Some(MAX_IMAGE_SIDE);
+            limits.max_image_height = Some(MAX_IMAGE_SIDE);
+            limits.max_alloc = Some(256 << 20);
+            reader.limits(limits);
+            let img = reader.decode().map_err(decode_error)?;
             let s = prep.size as u32;
-            let img = match prep.resize {
+            let (w, h) = (img.width().max(1), img.height().max(1));
+            let (nw, nh) = match prep.resize {
                 Some(r) => {
-                    let (w, h) = (img.width().max(1), img.height().max(1));
-                    let r = r.max(prep.size) as u32;
-                    let (nw, nh) = if w <= h {
-                        (r, (h as u64 * r as u64 / w as u64) as u32)
+                    let r = r.max(prep.size) as u64;
+                    if w <= h {
+                        (r, h as u64 * r / w as u64)
                     } else {
-                        ((w as u64 * r as u64 / h as u64) as u32, r)
-                    };
+                        (w as u64 * r / h as u64, r)
+                    }
+                }
+                None => (u64::from(s), u64::from(s)),
+            };
+            let touched = nw.max(u64::from(w)).saturating_mul(nh.max(u64::from(h)));
+            if touched > MAX_RESIZE_PIXELS || nw > u64::from(u32::MAX) || nh > u64::from(u32::MAX) {
+                return Err(CalibDataError::TooLarge {
+                    path: f.clone(),
+                    width: w,
+                    height: h,
+                    target_width: nw,
+                    target_height: nh,
+                });
+            }
+            let (nw, nh) = (nw as u32, nh as u32);
+            let img = match prep.resize {
+                Some(_) => {
                     let img = img.resize_exact(nw, nh, image::imageops::FilterType::Triangle);
                     img.crop_imm((nw - s) / 2, (nh - s) / 2, s, s)
                 }

@@ -107,14 +107,24 @@ impl ModelArgs {
     }
 }
 
+/// Fails early, before any long computation, unless every output can be written without
+/// touching anything else: none is an input or another output (same device and inode, through
+/// links too), none that exists is a directory, device, FIFO or socket, and each one's directory
+/// exists and takes new files.
+pub fn check_outputs(
+    outputs: &[&std::path::Path],
+    inputs: &[&std::path::Path],
+) -> anyhow::Result<()> {
+    vitae::io::check_outputs(outputs, inputs)?;
+    for output in outputs {
+        check_output_path(output)?;
+    }
+    Ok(())
+}
+
 /// Fails early, before any long computation, if `path` cannot be an output file.
 pub fn check_output_path(path: &std::path::Path) -> anyhow::Result<()> {
-    if path.is_dir() {
-        return Err(vitae::io::WriteFileError::IsDirectory {
-            path: path.to_path_buf(),
-        }
-        .into());
-    }
+    vitae::io::check_existing_output(path)?;
     let dir = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => std::path::Path::new("."),

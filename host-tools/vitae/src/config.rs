@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::io::{ReadFileError, read_file};
+use crate::io::{InputKind, ReadFileError, read_file};
 
 /// Preset names accepted by [`ModelConfig::preset`] (current official code, ImageNet head).
 pub const PRESETS: [&str; 4] = ["vitae-t", "vitae-6m", "vitae-13m", "vitae-s"];
@@ -150,6 +150,31 @@ pub struct StageInfo {
     pub nc: NormalCellInfo,
 }
 
+/// Ceilings on the sizes a config may ask for, checked before anything is allocated from them
+/// (the official models are far below: 3 stages, 224-448 pixels, dims up to 1280, depth up to 32).
+pub mod limits {
+    /// Most stages.
+    pub const MAX_STAGES: usize = 8;
+    /// Largest `img_size`.
+    pub const MAX_IMG_SIZE: usize = 1024;
+    /// Most input channels.
+    pub const MAX_IN_CHANS: usize = 64;
+    /// Most classes.
+    pub const MAX_CLASSES: usize = 100_000;
+    /// Largest embedding, token and hidden (MLP) width.
+    pub const MAX_DIM: usize = 16_384;
+    /// Most normal cells in one stage (`NC_depth`).
+    pub const MAX_DEPTH: usize = 256;
+    /// Most attention heads.
+    pub const MAX_HEADS: usize = 1024;
+    /// Largest `kernel_size`.
+    pub const MAX_KERNEL: usize = 31;
+    /// Most PRM dilations per stage, and the largest dilation.
+    pub const MAX_DILATIONS: usize = 16;
+    /// See [`MAX_DILATIONS`].
+    pub const MAX_DILATION: usize = 64;
+}
+
 /// A validated ViTAE architecture (official `ViTAE_ViT_basic` arguments, resolved per stage).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelConfig {
@@ -166,7 +191,7 @@ pub struct ModelConfig {
 impl ModelConfig {
     /// Loads a flat kwargs JSON file (like the fixtures' `kwargs.json`).
     pub fn from_kwargs_file(path: &Path) -> Result<Self, ConfigError> {
-        let bytes = read_file(path)?;
+        let bytes = read_file(path, InputKind::Config)?;
         let value: Value = serde_json::from_slice(&bytes).map_err(|e| ConfigError::Json {
             path: path.to_path_buf(),
             reason: e.to_string(),
@@ -403,6 +428,19 @@ fn resolve(mut kwargs: BTreeMap<String, Value>, source_name: &str) -> Result<Mod
     if stages == 0 {
         return Err("stages must be at least 1".into());
     }
+    use limits::*;
+    for (key, value, max) in [
+        ("stages", stages, MAX_STAGES),
+        ("img_size", img_size, MAX_IMG_SIZE),
+        ("in_chans", in_chans, MAX_IN_CHANS),
+        ("num_classes", num_classes, MAX_CLASSES),
+    ] {
+        if value > max {
+            return Err(format!(
+                "{key} = {value} is above the supported maximum {max}"
+            ));
+        }
+    }
     if in_chans == 0 {
         return Err("in_chans must be at least 1".into());
     }
@@ -432,7 +470,13 @@ fn resolve(mut kwargs: BTreeMap<String, Value>, source_name: &str) -> Result<Mod
         Value::Array(_) => per_stage(&kwargs, "token_dims", stages, int, as_usize)?,
         scalar => {
             let t = as_usize(scalar)
-                .ok_or_else(|| format!("token_dims must be {int}, found {scalar}"))?;
+                .filter(|&t| t <= limits::MAX_DIM)
+                .ok_or_else(|| {
+                    format!(
+                        "token_dims must be {int} of at most {}, found {scalar}",
+                        limits::MAX_DIM
+                    )
+                })?;
             (0..stages).map(|i| t << i).collect()
         }
     };
@@ -485,6 +529,29 @@ fn resolve(mut kwargs: BTreeMap<String, Value>, source_name: &str) -> Result<Mod
     let mut size = img_size;
     let mut channels = in_chans;
     for i in 0..stages {
+        for (key, value, max) in [
+            ("embed_dims", embed_dims[i], MAX_DIM),
+            ("token_dims", token_dims[i], MAX_DIM),
+            ("downsample_ratios", ratios[i], 64),
+            ("kernel_size", kernel_size[i], MAX_KERNEL),
+            ("RC_heads", rc_heads[i], MAX_HEADS),
+            ("NC_heads", nc_heads[i], MAX_HEADS),
+            ("RC_group", rc_group[i], MAX_DIM),
+            ("NC_group", nc_group[i], MAX_DIM),
+            ("NC_depth", nc_depth[i], MAX_DEPTH),
+            ("len(dilations)", dilations[i].len(), MAX_DILATIONS),
+        ] {
+            if value > max {
+                return Err(format!(
+                    "{key}[{i}] = {value} is above the supported maximum {max}"
+                ));
+            }
+        }
+        if let Some(&d) = dilations[i].iter().find(|&&d| d > MAX_DILATION) {
+            return Err(format!(
+                "dilations[{i}] has {d}, above the supported maximum {MAX_DILATION}"
+            ));
+        }
         let (embed, token, ratio, k) = (embed_dims[i], token_dims[i], ratios[i], kernel_size[i]);
         if embed == 0 || token == 0 {
             return Err(format!(
@@ -600,7 +667,7 @@ fn resolve(mut kwargs: BTreeMap<String, Value>, source_name: &str) -> Result<Mod
             }
         }
         let mlp_hidden = (token as f64 * mlp_ratio[i]).floor();
-        if !(1.0..=1e7).contains(&mlp_hidden) {
+        if !(1.0..=MAX_DIM as f64).contains(&mlp_hidden) {
             return Err(format!(
                 "mlp_ratio[{i}] = {} gives an invalid hidden width",
                 mlp_ratio[i]

@@ -9,6 +9,7 @@
 //!   lowering to a device blob with its arena plan.
 //! * [`engine`]: the device runtime on the host (bit-identical to the firmware).
 //! * [`calib_data`]: calibration images from `.npy` or image folders.
+//! * [`text`]: untrusted names escaped before they reach a terminal.
 
 #![forbid(unsafe_code)]
 
@@ -21,4 +22,5 @@ pub mod npy;
 pub mod quantize;
 pub mod reference;
 pub mod report;
+pub mod text;
 pub mod validate;

@@ -8,6 +8,7 @@
 
 mod cli;
 mod cmd;
+mod numbers;
 mod progress;
 
 use std::io::Write;
@@ -67,13 +68,50 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
     })
 }
 
+/// The lines of one error, every piece that can hold input text escaped (a key or name with a
+/// newline or an escape sequence cannot fake a line or drive the terminal).
+fn error_lines(cause: &(dyn std::error::Error + 'static)) -> Vec<String> {
+    use vitae::text::escape;
+    let report = cause.downcast_ref::<CheckpointReport>().or_else(|| {
+        match cause.downcast_ref::<ModelError>() {
+            Some(ModelError::Checkpoint(report)) => Some(report),
+            _ => None,
+        }
+    });
+    match report {
+        // The one multi-line message: its lines are ours, the keys in them are escaped.
+        Some(report) => {
+            let mut lines = vec![format!(
+                "checkpoint {} does not match architecture {}: {}",
+                escape(&report.checkpoint),
+                escape(&report.config),
+                escape(&report.summary())
+            )];
+            lines.extend(
+                report
+                    .problems
+                    .iter()
+                    .map(|p| format!("  {}", escape(&p.to_string()))),
+            );
+            lines
+        }
+        None => vec![escape(&cause.to_string()).into_owned()],
+    }
+}
+
 /// Prints `error: <outermost message>` then one `  cause: ...` line per underlying error
 /// (the ruff convention), never panicking on a closed stderr.
 fn report(error: &anyhow::Error) {
     let mut stderr = std::io::stderr().lock();
-    let _ = writeln!(stderr, "error: {error}");
-    for cause in error.chain().skip(1) {
-        let _ = writeln!(stderr, "  cause: {cause}");
+    for (i, cause) in error.chain().enumerate() {
+        let lead = if i == 0 { "error: " } else { "  cause: " };
+        for (j, line) in error_lines(cause).iter().enumerate() {
+            let _ = if j == 0 {
+                writeln!(stderr, "{lead}{line}")
+            } else {
+                writeln!(stderr, "{line}")
+            };
+        }
     }
 }
 
@@ -127,7 +165,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|| "unknown panic".into());
             let _ = writeln!(
                 std::io::stderr(),
-                "error: internal error (a bug in vitae, please report it): {message}"
+                "error: internal error (a bug in vitae, please report it): {}",
+                vitae::text::escape(&message)
             );
             ExitCode::from(1)
         }

@@ -1,15 +1,21 @@
 //! NumPy `.npy` files: the exchange format for inputs, logits and intermediates between this
 //! tool, the PyTorch scripts and the fixtures.
 //!
-//! Reads format versions 1.0, 2.0 and 3.0 (the header dict is the same; only its length field
-//! and encoding differ) in C order, for `float32`, `float64`, `uint8` and `int64` in either byte
-//! order (Fortran-order files, which numpy writes for non-contiguous arrays, are transposed to
-//! C order on read). Writes `float32`, little-endian, C order, version 1.0 (2.0 only for huge headers),
-//! always through [`crate::io::write_atomic`]. Every error names the file.
+//! Reading goes through the `npyz` crate, streaming: the file is never held in memory next to
+//! its decoded elements. Format versions 1.0, 2.0 and 3.0, C order, `float32`, `float64`,
+//! `uint8` and `int64` in either byte order (Fortran-order files, which numpy writes for
+//! non-contiguous arrays, are transposed to C order on read). Before `npyz` sees the header,
+//! the preamble, the header length (at most 1 MiB), the nesting depth of the header literal and
+//! the shape's element count are checked here, and the data length is checked against the
+//! file's real size before any element is allocated: a header cannot make the reader allocate
+//! more than the file holds, nor recurse deeply. Writes `float32`, little-endian, C order,
+//! version 1.0 (2.0 only for huge headers), always through [`crate::io::write_atomic`]. Every
+//! error names the file.
 
+use std::io::{Cursor, Read};
 use std::path::{Path, PathBuf};
 
-use crate::io::{ReadFileError, WriteFileError, read_file, write_atomic};
+use crate::io::{InputKind, ReadFileError, WriteFileError, open_input_file, write_atomic};
 
 const MAGIC: &[u8; 6] = b"\x93NUMPY";
 /// numpy pads the header so the data starts on a 64-byte boundary; we do the same on write.
@@ -17,6 +23,9 @@ const HEADER_ALIGN: usize = 64;
 /// numpy itself refuses headers above 10 kB unless told otherwise; anything this large is not
 /// a real array header but a corrupt or hostile file.
 const MAX_HEADER_LEN: usize = 1 << 20;
+/// numpy's header is a flat dict holding one tuple; deeper nesting is not a real header (and
+/// the literal parser behind `npyz` recurses once per level).
+const MAX_HEADER_NESTING: usize = 4;
 
 /// Element types this reader understands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,6 +159,9 @@ pub enum NpyFormatError {
         /// What the file holds.
         found: &'static str,
     },
+    /// The bytes could not be read (an I/O error on a file that passed the size checks).
+    #[error("cannot read: {0}")]
+    Io(String),
     /// The caller's data length does not match the shape it gave for writing.
     #[error("cannot write: shape {shape:?} needs {expected} elements, got {found}")]
     DataLengthMismatch {
@@ -181,12 +193,14 @@ pub enum NpyError {
     },
 }
 
-/// Reads an `.npy` file of any supported dtype.
+/// Reads an `.npy` file of any supported dtype (a regular file of at most
+/// [`InputKind::Array`]'s ceiling; the elements are streamed from the file).
 pub fn read_npy(path: &Path) -> Result<NpyArray, NpyError> {
-    let bytes = read_file(path)?;
-    parse_npy(&bytes).map_err(|kind| NpyError::Format {
-        path: path.to_path_buf(),
-        kind,
+    let (mut reader, layout) = open_npy(path)?;
+    let data = read_data(&mut reader, &layout, false).map_err(|e| e.at(path))?;
+    Ok(NpyArray {
+        shape: layout.shape,
+        data,
     })
 }
 
@@ -194,41 +208,91 @@ pub fn read_npy(path: &Path) -> Result<NpyArray, NpyError> {
 /// `torch.from_numpy(x).float()` would; integer arrays are refused because they are almost
 /// certainly un-normalised images or labels passed by mistake).
 pub fn read_npy_f32(path: &Path) -> Result<ArrayF32, NpyError> {
-    let array = read_npy(path)?;
-    let found = array.dtype().name();
-    let data = match array.data {
+    let (mut reader, layout) = open_npy(path)?;
+    if matches!(layout.dtype, NpyDtype::U8 | NpyDtype::I64) {
+        return Err(NpyError::Format {
+            path: path.to_path_buf(),
+            kind: NpyFormatError::WrongDtype {
+                expected: "float32",
+                found: layout.dtype.name(),
+            },
+        });
+    }
+    let data = match read_data(&mut reader, &layout, true).map_err(|e| e.at(path))? {
         NpyData::F32(values) => values,
-        NpyData::F64(values) => values.into_iter().map(|v| v as f32).collect(),
-        NpyData::U8(_) | NpyData::I64(_) => {
-            return Err(NpyError::Format {
-                path: path.to_path_buf(),
-                kind: NpyFormatError::WrongDtype {
-                    expected: "float32",
-                    found,
-                },
-            });
-        }
+        _ => unreachable!("read_data narrows float64 when asked to"),
     };
     Ok(ArrayF32 {
-        shape: array.shape,
+        shape: layout.shape,
         data,
     })
 }
 
 /// Parses `.npy` bytes.
 pub fn parse_npy(bytes: &[u8]) -> Result<NpyArray, NpyFormatError> {
+    let mut reader = Cursor::new(bytes);
+    let layout = read_layout(&mut reader, bytes.len() as u64)?;
+    let data = read_data(&mut reader, &layout, false).map_err(|e| match e {
+        DataError::Format(kind) => kind,
+        // Cannot happen on bytes whose length was checked; reported as a truncation anyway.
+        DataError::Io(_) => NpyFormatError::Truncated {
+            part: "data",
+            needed: layout.data_start + layout.data_bytes,
+            available: bytes.len(),
+        },
+    })?;
+    Ok(NpyArray {
+        shape: layout.shape,
+        data,
+    })
+}
+
+fn open_npy(path: &Path) -> Result<(std::io::BufReader<std::fs::File>, Layout), NpyError> {
+    let (file, size) = open_input_file(path, InputKind::Array)?;
+    let mut reader = std::io::BufReader::new(file);
+    let layout = read_layout(&mut reader, size).map_err(|e| match e {
+        NpyFormatError::Io(source) => NpyError::Read(ReadFileError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(source),
+        }),
+        kind => NpyError::Format {
+            path: path.to_path_buf(),
+            kind,
+        },
+    })?;
+    Ok((reader, layout))
+}
+
+/// What the header says, checked against the size of the file.
+struct Layout {
+    header: npyz::NpyHeader,
+    dtype: NpyDtype,
+    shape: Vec<usize>,
+    count: usize,
+    data_start: usize,
+    data_bytes: usize,
+}
+
+/// Reads and checks the preamble and header, leaving `reader` at the first data byte.
+fn read_layout(reader: &mut impl Read, total: u64) -> Result<Layout, NpyFormatError> {
+    let available = usize::try_from(total).unwrap_or(usize::MAX);
     let truncated = |part, needed| NpyFormatError::Truncated {
         part,
         needed,
-        available: bytes.len(),
+        available,
     };
-    let preamble = bytes.get(..8).ok_or_else(|| {
-        if bytes.len() >= MAGIC.len() || !MAGIC.starts_with(bytes) {
+    let io = |e: std::io::Error| NpyFormatError::Io(e.to_string());
+    let mut preamble = [0u8; 12];
+    let head = available.min(8);
+    reader.read_exact(&mut preamble[..head]).map_err(io)?;
+    if head < 8 {
+        let start = &preamble[..head];
+        return Err(if start.len() >= MAGIC.len() || !MAGIC.starts_with(start) {
             NpyFormatError::BadMagic
         } else {
             truncated("preamble", 8)
-        }
-    })?;
+        });
+    }
     if &preamble[..6] != MAGIC {
         return Err(NpyFormatError::BadMagic);
     }
@@ -240,10 +304,13 @@ pub fn parse_npy(bytes: &[u8]) -> Result<NpyArray, NpyFormatError> {
         _ => return Err(NpyFormatError::UnsupportedVersion { major, minor }),
     };
     let header_start = 8 + len_field_size;
-    let len_bytes = bytes
-        .get(8..header_start)
-        .ok_or_else(|| truncated("preamble", header_start))?;
-    let header_len = len_bytes
+    if available < header_start {
+        return Err(truncated("preamble", header_start));
+    }
+    reader
+        .read_exact(&mut preamble[8..header_start])
+        .map_err(io)?;
+    let header_len = preamble[8..header_start]
         .iter()
         .rev()
         .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
@@ -253,82 +320,202 @@ pub fn parse_npy(bytes: &[u8]) -> Result<NpyArray, NpyFormatError> {
         )));
     }
     let data_start = header_start + header_len;
-    let header_bytes = bytes
-        .get(header_start..data_start)
-        .ok_or_else(|| truncated("header", data_start))?;
-    let header = if utf8 {
-        std::str::from_utf8(header_bytes)
+    if available < data_start {
+        return Err(truncated("header", data_start));
+    }
+    let mut header_bytes = vec![0u8; header_len];
+    reader.read_exact(&mut header_bytes).map_err(io)?;
+    let text = if utf8 {
+        std::str::from_utf8(&header_bytes)
             .map_err(|_| NpyFormatError::BadHeader("header is not UTF-8".into()))?
     } else {
         if !header_bytes.is_ascii() {
             return Err(NpyFormatError::BadHeader("header is not ASCII".into()));
         }
-        std::str::from_utf8(header_bytes)
+        std::str::from_utf8(&header_bytes)
             .map_err(|_| NpyFormatError::BadHeader("header is not ASCII".into()))?
     };
-    let parsed = parse_header(header)?;
-    let count = checked_product(&parsed.shape)
-        .ok_or_else(|| NpyFormatError::ShapeOverflow(parsed.shape.clone()))?;
-    let expected = count
-        .checked_mul(parsed.dtype.size())
-        .ok_or_else(|| NpyFormatError::ShapeOverflow(parsed.shape.clone()))?;
-    let data = &bytes[data_start..];
-    if data.len() < expected {
+    check_nesting(text)?;
+    let shape = scan_shape(text)?;
+    // npyz parses the literal (dict keys, descr, fortran_order) from the same bytes.
+    let mut full = preamble[..header_start].to_vec();
+    full.extend_from_slice(&header_bytes);
+    let header = npyz::NpyHeader::from_reader(&full[..])
+        .map_err(|e| NpyFormatError::BadHeader(e.to_string()))?;
+    if header
+        .shape()
+        .iter()
+        .map(|&d| d as usize)
+        .ne(shape.iter().copied())
+    {
+        return Err(NpyFormatError::BadHeader(format!(
+            "shape {:?} could not be read consistently",
+            header.shape()
+        )));
+    }
+    let dtype = match header.dtype() {
+        npyz::DType::Plain(ts) => {
+            use npyz::TypeChar;
+            match (ts.type_char(), ts.size_field()) {
+                (TypeChar::Float, 4) => NpyDtype::F32,
+                (TypeChar::Float, 8) => NpyDtype::F64,
+                (TypeChar::Uint, 1) => NpyDtype::U8,
+                (TypeChar::Int, 8) => NpyDtype::I64,
+                _ => return Err(NpyFormatError::UnsupportedDtype(ts.to_string())),
+            }
+        }
+        other => return Err(NpyFormatError::UnsupportedDtype(other.descr())),
+    };
+    let count =
+        checked_product(&shape).ok_or_else(|| NpyFormatError::ShapeOverflow(shape.clone()))?;
+    let data_bytes = count
+        .checked_mul(dtype.size())
+        .ok_or_else(|| NpyFormatError::ShapeOverflow(shape.clone()))?;
+    let found = available - data_start;
+    if found < data_bytes {
         return Err(NpyFormatError::Truncated {
             part: "data",
-            needed: data_start + expected,
-            available: bytes.len(),
+            needed: data_start.saturating_add(data_bytes),
+            available,
         });
     }
-    if data.len() > expected {
+    if found > data_bytes {
         return Err(NpyFormatError::SizeMismatch {
-            shape: parsed.shape,
-            dtype: parsed.dtype.name(),
-            expected,
-            found: data.len(),
+            shape,
+            dtype: dtype.name(),
+            expected: data_bytes,
+            found,
         });
     }
-    let big = parsed.big_endian;
-    let data = match parsed.dtype {
-        NpyDtype::F32 => NpyData::F32(
-            data.chunks_exact(4)
-                .map(|c| {
-                    let b = [c[0], c[1], c[2], c[3]];
-                    if big {
-                        f32::from_be_bytes(b)
-                    } else {
-                        f32::from_le_bytes(b)
-                    }
-                })
-                .collect(),
-        ),
-        NpyDtype::F64 => NpyData::F64(
-            data.chunks_exact(8)
-                .map(|c| decode_u64(c, big))
-                .map(f64::from_bits)
-                .collect(),
-        ),
-        NpyDtype::I64 => NpyData::I64(
-            data.chunks_exact(8)
-                .map(|c| decode_u64(c, big) as i64)
-                .collect(),
-        ),
-        NpyDtype::U8 => NpyData::U8(data.to_vec()),
-    };
-    // numpy saves non-C-contiguous arrays (e.g. a permuted torch tensor) in Fortran order.
-    let data = if parsed.fortran_order {
-        match data {
-            NpyData::F32(v) => NpyData::F32(fortran_to_c(&v, &parsed.shape)),
-            NpyData::F64(v) => NpyData::F64(fortran_to_c(&v, &parsed.shape)),
-            NpyData::U8(v) => NpyData::U8(fortran_to_c(&v, &parsed.shape)),
-            NpyData::I64(v) => NpyData::I64(fortran_to_c(&v, &parsed.shape)),
+    Ok(Layout {
+        header,
+        dtype,
+        shape,
+        count,
+        data_start,
+        data_bytes,
+    })
+}
+
+/// Refuses header literals nested deeper than [`MAX_HEADER_NESTING`] (outside quotes).
+fn check_nesting(text: &str) -> Result<(), NpyFormatError> {
+    let (mut depth, mut quote) = (0usize, None::<char>);
+    for c in text.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '(' | '[' | '{') => {
+                depth += 1;
+                if depth > MAX_HEADER_NESTING {
+                    return Err(NpyFormatError::BadHeader(format!(
+                        "the header literal is nested more than {MAX_HEADER_NESTING} levels deep"
+                    )));
+                }
+            }
+            (None, ')' | ']' | '}') => depth = depth.saturating_sub(1),
+            _ => {}
         }
-    } else {
-        data
-    };
-    Ok(NpyArray {
-        shape: parsed.shape,
-        data,
+    }
+    Ok(())
+}
+
+/// The `'shape': (..)` tuple of the header, read before `npyz` is given the header so that an
+/// element count that overflows is an error here rather than an overflow there.
+fn scan_shape(text: &str) -> Result<Vec<usize>, NpyFormatError> {
+    let bad = |m: &str| NpyFormatError::BadHeader(m.to_string());
+    let key = ["'shape'", "\"shape\""]
+        .iter()
+        .find_map(|k| text.find(k).map(|i| i + k.len()))
+        .ok_or_else(|| bad("missing key 'shape'"))?;
+    let rest = text[key..].trim_start();
+    let rest = rest
+        .strip_prefix(':')
+        .map(str::trim_start)
+        .and_then(|r| r.strip_prefix('('))
+        .ok_or_else(|| bad("'shape' must be a tuple of dimensions"))?;
+    let end = rest
+        .find(')')
+        .ok_or_else(|| bad("unterminated 'shape' tuple"))?;
+    let mut shape = Vec::new();
+    let items: Vec<&str> = rest[..end].split(',').map(str::trim).collect();
+    for (i, item) in items.iter().enumerate() {
+        if item.is_empty() && i + 1 == items.len() && i > 0 {
+            break; // the trailing comma of `(5,)`
+        }
+        if item.is_empty() && items.len() == 1 {
+            break; // `()`: a scalar
+        }
+        if !item.bytes().all(|b| b.is_ascii_digit()) || item.is_empty() {
+            return Err(bad(&format!(
+                "shape entry '{item}' is not a non-negative dimension"
+            )));
+        }
+        match item.parse::<usize>() {
+            Ok(d) => shape.push(d),
+            Err(_) => return Err(NpyFormatError::ShapeOverflow(shape)),
+        }
+    }
+    if checked_product(&shape).is_none() {
+        return Err(NpyFormatError::ShapeOverflow(shape));
+    }
+    Ok(shape)
+}
+
+/// A failure while streaming the elements.
+enum DataError {
+    Format(NpyFormatError),
+    Io(std::io::Error),
+}
+
+impl DataError {
+    fn at(self, path: &Path) -> NpyError {
+        match self {
+            DataError::Format(kind) => NpyError::Format {
+                path: path.to_path_buf(),
+                kind,
+            },
+            DataError::Io(source) => NpyError::Read(ReadFileError::Io {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+}
+
+/// Streams the `layout.count` elements into memory (reserved up front, fallibly), transposing
+/// Fortran order; float64 becomes float32 on the fly when `narrow` is set.
+fn read_data(reader: &mut impl Read, layout: &Layout, narrow: bool) -> Result<NpyData, DataError> {
+    fn collect<T: npyz::Deserialize, U: Copy>(
+        reader: &mut impl Read,
+        layout: &Layout,
+        convert: impl Fn(T) -> U,
+    ) -> Result<Vec<U>, DataError> {
+        let mut out = Vec::new();
+        out.try_reserve_exact(layout.count).map_err(|_| {
+            DataError::Io(std::io::Error::new(
+                std::io::ErrorKind::OutOfMemory,
+                format!("cannot allocate {} elements", layout.count),
+            ))
+        })?;
+        let file = npyz::NpyFile::with_header(layout.header.clone(), reader);
+        let elements = file
+            .data::<T>()
+            .map_err(|e| DataError::Format(NpyFormatError::UnsupportedDtype(e.to_string())))?;
+        for element in elements.take(layout.count) {
+            out.push(convert(element.map_err(DataError::Io)?));
+        }
+        if layout.header.order() == npyz::Order::Fortran {
+            out = fortran_to_c(&out, &layout.shape);
+        }
+        Ok(out)
+    }
+    Ok(match layout.dtype {
+        NpyDtype::F32 => NpyData::F32(collect::<f32, f32>(reader, layout, |v| v)?),
+        NpyDtype::F64 if narrow => NpyData::F32(collect::<f64, f32>(reader, layout, |v| v as f32)?),
+        NpyDtype::F64 => NpyData::F64(collect::<f64, f64>(reader, layout, |v| v)?),
+        NpyDtype::U8 => NpyData::U8(collect::<u8, u8>(reader, layout, |v| v)?),
+        NpyDtype::I64 => NpyData::I64(collect::<i64, i64>(reader, layout, |v| v)?),
     })
 }
 
@@ -354,16 +541,6 @@ fn fortran_to_c<T: Copy>(column_major: &[T], shape: &[usize]) -> Vec<T> {
         }
     }
     out
-}
-
-fn decode_u64(chunk: &[u8], big_endian: bool) -> u64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(chunk);
-    if big_endian {
-        u64::from_be_bytes(b)
-    } else {
-        u64::from_le_bytes(b)
-    }
 }
 
 /// `shape.iter().product()` without overflow.
@@ -430,194 +607,6 @@ pub fn write_npy_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<(), N
     })?;
     write_atomic(path, &bytes)?;
     Ok(())
-}
-
-struct Header {
-    dtype: NpyDtype,
-    big_endian: bool,
-    fortran_order: bool,
-    shape: Vec<usize>,
-}
-
-/// The values a numpy header dict can hold.
-enum HeaderValue {
-    Str(String),
-    Bool(bool),
-    Tuple(Vec<usize>),
-}
-
-/// Parses the Python dict literal numpy writes, e.g.
-/// `{'descr': '<f4', 'fortran_order': False, 'shape': (1, 3), }`.
-/// Only the three keys numpy defines are accepted, each exactly once.
-fn parse_header(text: &str) -> Result<Header, NpyFormatError> {
-    let bad = |msg: String| NpyFormatError::BadHeader(msg);
-    let mut cursor = HeaderCursor {
-        text: text.as_bytes(),
-        pos: 0,
-    };
-    cursor.expect(b'{').map_err(bad)?;
-    let (mut descr, mut fortran, mut shape) = (None, None, None);
-    loop {
-        cursor.skip_whitespace();
-        if cursor.eat(b'}') {
-            break;
-        }
-        let key = cursor.string().map_err(bad)?;
-        cursor.expect(b':').map_err(bad)?;
-        let value = cursor.value().map_err(bad)?;
-        let slot_was_empty = match (key.as_str(), value) {
-            ("descr", HeaderValue::Str(s)) => descr.replace(s).is_none(),
-            ("fortran_order", HeaderValue::Bool(b)) => fortran.replace(b).is_none(),
-            ("shape", HeaderValue::Tuple(t)) => shape.replace(t).is_none(),
-            ("descr" | "fortran_order" | "shape", _) => {
-                return Err(bad(format!("key '{key}' has the wrong type")));
-            }
-            _ => return Err(bad(format!("unexpected key '{key}'"))),
-        };
-        if !slot_was_empty {
-            return Err(bad(format!("duplicate key '{key}'")));
-        }
-        cursor.skip_whitespace();
-        if cursor.eat(b',') {
-            continue;
-        }
-        cursor.expect(b'}').map_err(bad)?;
-        break;
-    }
-    cursor.skip_whitespace();
-    if cursor.pos != cursor.text.len() {
-        return Err(bad("trailing characters after the header dict".into()));
-    }
-    let descr = descr.ok_or_else(|| bad("missing key 'descr'".into()))?;
-    let fortran_order = fortran.ok_or_else(|| bad("missing key 'fortran_order'".into()))?;
-    let shape = shape.ok_or_else(|| bad("missing key 'shape'".into()))?;
-    let (big_endian, dtype) = match descr.as_str() {
-        "<f4" | "=f4" => (false, NpyDtype::F32),
-        ">f4" => (true, NpyDtype::F32),
-        "<f8" | "=f8" => (false, NpyDtype::F64),
-        ">f8" => (true, NpyDtype::F64),
-        "<i8" | "=i8" => (false, NpyDtype::I64),
-        ">i8" => (true, NpyDtype::I64),
-        "|u1" | "<u1" | ">u1" | "=u1" => (false, NpyDtype::U8),
-        _ => return Err(NpyFormatError::UnsupportedDtype(descr)),
-    };
-    Ok(Header {
-        dtype,
-        big_endian,
-        fortran_order,
-        shape,
-    })
-}
-
-struct HeaderCursor<'a> {
-    text: &'a [u8],
-    pos: usize,
-}
-
-impl HeaderCursor<'_> {
-    fn peek(&self) -> Option<u8> {
-        self.text.get(self.pos).copied()
-    }
-
-    fn skip_whitespace(&mut self) {
-        while self.peek().is_some_and(|c| c.is_ascii_whitespace()) {
-            self.pos += 1;
-        }
-    }
-
-    fn eat(&mut self, c: u8) -> bool {
-        self.skip_whitespace();
-        if self.peek() == Some(c) {
-            self.pos += 1;
-            true
-        } else {
-            false
-        }
-    }
-
-    fn expect(&mut self, c: u8) -> Result<(), String> {
-        if self.eat(c) {
-            Ok(())
-        } else {
-            Err(format!(
-                "expected '{}' at header offset {}",
-                char::from(c),
-                self.pos
-            ))
-        }
-    }
-
-    fn string(&mut self) -> Result<String, String> {
-        self.skip_whitespace();
-        let quote = match self.peek() {
-            Some(q @ (b'\'' | b'"')) => q,
-            _ => {
-                return Err(format!(
-                    "expected a quoted string at header offset {}",
-                    self.pos
-                ));
-            }
-        };
-        let start = self.pos + 1;
-        let end = self.text[start..]
-            .iter()
-            .position(|&c| c == quote)
-            .map(|i| start + i)
-            .ok_or_else(|| "unterminated string".to_string())?;
-        self.pos = end + 1;
-        Ok(String::from_utf8_lossy(&self.text[start..end]).into_owned())
-    }
-
-    fn value(&mut self) -> Result<HeaderValue, String> {
-        self.skip_whitespace();
-        match self.peek() {
-            Some(b'\'' | b'"') => self.string().map(HeaderValue::Str),
-            Some(b'(') => self.tuple().map(HeaderValue::Tuple),
-            _ => {
-                let rest = &self.text[self.pos..];
-                if rest.starts_with(b"True") {
-                    self.pos += 4;
-                    Ok(HeaderValue::Bool(true))
-                } else if rest.starts_with(b"False") {
-                    self.pos += 5;
-                    Ok(HeaderValue::Bool(false))
-                } else {
-                    Err(format!("unexpected value at header offset {}", self.pos))
-                }
-            }
-        }
-    }
-
-    fn tuple(&mut self) -> Result<Vec<usize>, String> {
-        self.expect(b'(')?;
-        let mut dims = Vec::new();
-        loop {
-            if self.eat(b')') {
-                return Ok(dims);
-            }
-            self.skip_whitespace();
-            let start = self.pos;
-            while self.peek().is_some_and(|c| c.is_ascii_digit()) {
-                self.pos += 1;
-            }
-            // Python 2 era files may write `3L`.
-            let digits = &self.text[start..self.pos];
-            if self.peek() == Some(b'L') {
-                self.pos += 1;
-            }
-            let dim = std::str::from_utf8(digits)
-                .ok()
-                .and_then(|s| s.parse::<usize>().ok())
-                .ok_or_else(|| {
-                    format!("expected a non-negative dimension at header offset {start}")
-                })?;
-            dims.push(dim);
-            if !self.eat(b',') {
-                self.expect(b')')?;
-                return Ok(dims);
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,8 @@ use std::fmt::Write as _;
 use vitae_edge::format::{DType, Model};
 use vitae_edge::runtime::precision_name;
 
+use crate::text::escape;
+
 /// One op of a blob, for tables and reports.
 #[derive(Clone, Debug)]
 pub struct LayerRow {
@@ -95,8 +97,9 @@ pub fn inspect_text(m: &Model, label: &str) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{label}: model \"{}\", {}, blob format v{}, {} bytes, checksum ok",
-        m.name(),
+        "{}: model \"{}\", {}, blob format v{}, {} bytes, checksum ok",
+        escape(label),
+        escape(m.name()),
         precision_name(m.precision()),
         h.version,
         m.bytes().len()
@@ -122,7 +125,7 @@ pub fn inspect_text(m: &Model, label: &str) -> String {
             "{:>3}  {:10} {:34} {:5} {:>22} → {:<10} {:>9} {:>11} {:>8} {:>8}",
             r.index,
             r.op,
-            r.name,
+            escape(&r.name),
             r.dtype,
             r.input,
             r.output,

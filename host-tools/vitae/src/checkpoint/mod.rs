@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::io::{ReadFileError, read_file};
+use crate::io::{InputKind, ReadFileError, read_file};
 
 pub use pth::PthError;
 pub use safetensors::SafetensorsError;
@@ -274,7 +274,7 @@ pub enum CheckpointError {
 /// Loads a checkpoint from a `torch.save` zip archive or a `.safetensors` file (detected from
 /// the content), converting float tensors to f32 and stripping a DataParallel `module.` prefix.
 pub fn load_checkpoint(path: &Path) -> Result<Checkpoint, CheckpointError> {
-    let bytes = read_file(path)?;
+    let bytes = read_file(path, InputKind::Checkpoint)?;
     parse_checkpoint(&bytes, path)
 }
 

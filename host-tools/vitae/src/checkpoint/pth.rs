@@ -13,7 +13,7 @@
 //! checkpoint) becomes an inert placeholder, so a full training checkpoint still loads as long
 //! as its state_dict is plain tensors.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{Cursor, Read};
 use std::path::Path;
 
@@ -27,7 +27,38 @@ use super::{
 pub const STATE_DICT_ENTRIES: [&str; 3] = ["state_dict", "model", "state_dict_ema"];
 
 /// A pickle larger than this is not a state_dict index (ViTAE-S's is ~60 kB).
-const MAX_PICKLE_BYTES: u64 = 256 << 20;
+pub const MAX_PICKLE_BYTES: u64 = 64 << 20;
+/// Deflate cannot expand data more than about 1032:1; an entry that claims more is lying.
+const MAX_DEFLATE_RATIO: u64 = 1032;
+/// All entries of an archive together inflate to at most this many times the archive's own size
+/// (plus [`INFLATE_SLACK`]): torch stores its entries uncompressed, and float weights barely
+/// compress, so a real checkpoint is far below this; a zip bomb is far above.
+pub const MAX_INFLATE_FACTOR: u64 = 8;
+/// See [`MAX_INFLATE_FACTOR`].
+const INFLATE_SLACK: u64 = 1 << 20;
+/// The tensors of a state_dict may materialize, as loaded (f32 or i64), at most this many times
+/// the bytes of the distinct storages the file holds (plus [`MATERIALIZE_SLACK`]): f16 weights
+/// double, tied weights view one storage twice, small expanded (stride-0) views fit in the
+/// slack; 300 keys viewing one storage do not.
+pub const MAX_MATERIALIZE_FACTOR: u64 = 4;
+/// See [`MAX_MATERIALIZE_FACTOR`].
+const MATERIALIZE_SLACK: u64 = 1 << 20;
+/// Most opcodes one pickle may execute.
+pub const MAX_PICKLE_OPS: u64 = 16 << 20;
+/// Most bytes the unpickler's values may take (objects, container slots, strings, the stack and
+/// the memo together): 64 times the pickle plus 16 MiB, at most 256 MiB. A real state_dict
+/// pickle needs a few times its own size.
+const MAX_UNPICKLE_BYTES: u64 = 256 << 20;
+/// Deepest nesting of MARKs (a real pickle nests a handful) and of tensor rebuild calls
+/// (`_rebuild_from_type_v2` wrapping `_rebuild_tensor_v2`: one level in real files).
+pub const MAX_PICKLE_DEPTH: usize = 64;
+/// Highest tensor rank accepted (PyTorch's own limit is 64 dimensions).
+const MAX_RANK: usize = 64;
+/// Most values on the unpickler's stack at once (torch pushes at most 1000 dict items between
+/// a MARK and its SETITEMS).
+const MAX_STACK: usize = 1 << 20;
+/// Most memo entries.
+const MAX_MEMO: usize = 1 << 20;
 
 /// What is wrong with a torch zip archive.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -110,10 +141,24 @@ pub enum PthError {
 }
 
 /// Parses a `torch.save` zip archive held in memory.
+///
+/// Every resource is bounded by what the file really holds: entries are read only up to the
+/// size the archive declares for them (checked first against what the reader expects, and for
+/// deflated entries against deflate's ratio and [`MAX_INFLATE_FACTOR`] × the archive's size);
+/// the unpickler has an explicit stack, a depth limit and caps on opcodes, memo entries and the
+/// bytes its values take; and the tensors may not materialize more than
+/// [`MAX_MATERIALIZE_FACTOR`] × the distinct storage bytes read (shared storages counted once).
 pub fn parse_pth(bytes: &[u8], path: &Path) -> Result<Checkpoint, PthError> {
+    check_directory_claim(bytes)?;
     let mut archive =
         zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| PthError::Zip(e.to_string()))?;
+    let mut reader = EntryReader {
+        inflate_budget: (bytes.len() as u64)
+            .saturating_mul(MAX_INFLATE_FACTOR)
+            .saturating_add(INFLATE_SLACK),
+    };
     let names: Vec<String> = archive.file_names().map(str::to_string).collect();
+    let name_set: HashSet<&str> = names.iter().map(String::as_str).collect();
     let pickle_name = names
         .iter()
         .find(|n| n.ends_with("/data.pkl") && n.matches('/').count() == 1)
@@ -126,20 +171,20 @@ pub fn parse_pth(bytes: &[u8], path: &Path) -> Result<Checkpoint, PthError> {
             PthError::NoPickle(listed.join(", "))
         })?;
     let prefix = pickle_name.trim_end_matches("data.pkl").to_string();
-    if names
-        .iter()
-        .any(|n| n.starts_with(&format!("{prefix}code/")))
-    {
+    let code_prefix = format!("{prefix}code/");
+    if names.iter().any(|n| n.starts_with(&code_prefix)) {
         return Err(PthError::TorchScript);
     }
-    let big_endian = match names.iter().any(|n| *n == format!("{prefix}byteorder")) {
-        true => read_entry(&mut archive, &format!("{prefix}byteorder"), 16)? == b"big",
+    let byteorder = format!("{prefix}byteorder");
+    let big_endian = match name_set.contains(byteorder.as_str()) {
+        true => reader.read(&mut archive, &byteorder, 16)? == b"big",
         false => false,
     };
-    let pickle = read_entry(&mut archive, &pickle_name, MAX_PICKLE_BYTES)?;
+    let pickle = reader.read(&mut archive, &pickle_name, MAX_PICKLE_BYTES)?;
     let mut unpickler = Unpickler::new(&pickle);
     let root = unpickler.run()?;
     let (entry, state_dict) = unpickler.select_state_dict(root)?;
+    drop(unpickler);
 
     let mut checkpoint = Checkpoint::empty(CheckpointOrigin {
         path: path.to_path_buf(),
@@ -148,6 +193,8 @@ pub fn parse_pth(bytes: &[u8], path: &Path) -> Result<Checkpoint, PthError> {
         stripped_prefix: None,
     });
     let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
+    // Distinct storage bytes read, and bytes the tensors materialize (in their stored dtype).
+    let (mut held, mut materialized) = (0u64, 0u64);
     for (key, tensor) in state_dict {
         let dtype = storage_dtype(&tensor.storage.type_name).ok_or_else(|| {
             PthError::UnsupportedStorage {
@@ -155,39 +202,58 @@ pub fn parse_pth(bytes: &[u8], path: &Path) -> Result<Checkpoint, PthError> {
                 storage_type: tensor.storage.type_name.clone(),
             }
         })?;
-        let storage_bytes = match storages.get(&tensor.storage.key) {
-            Some(bytes) => bytes,
-            None => {
-                let entry = format!("{prefix}data/{}", tensor.storage.key);
-                let expected = tensor
-                    .storage
-                    .numel
-                    .checked_mul(dtype.size() as u64)
-                    .ok_or_else(|| PthError::BadTensor {
-                        key: key.clone(),
-                        reason: "storage size overflows".into(),
-                    })?;
-                if !names.contains(&entry) {
-                    return Err(PthError::Entry {
-                        entry,
-                        reason: format!("missing (storage of key '{key}')"),
-                    });
-                }
-                let bytes = read_entry(&mut archive, &entry, expected)?;
-                if bytes.len() as u64 != expected {
-                    return Err(PthError::Entry {
-                        entry,
-                        reason: format!(
-                            "storage of key '{key}' should hold {} {} elements ({expected} bytes), found {} bytes",
-                            tensor.storage.numel,
-                            dtype,
-                            bytes.len()
-                        ),
-                    });
-                }
-                storages.entry(tensor.storage.key.clone()).or_insert(bytes)
+        if !storages.contains_key(&tensor.storage.key) {
+            let entry = format!("{prefix}data/{}", tensor.storage.key);
+            let expected = tensor
+                .storage
+                .numel
+                .checked_mul(dtype.size() as u64)
+                .ok_or_else(|| PthError::BadTensor {
+                    key: key.clone(),
+                    reason: "storage size overflows".into(),
+                })?;
+            if !name_set.contains(entry.as_str()) {
+                return Err(PthError::Entry {
+                    entry,
+                    reason: format!("missing (storage of key '{key}')"),
+                });
             }
-        };
+            let bytes = reader.read(&mut archive, &entry, expected)?;
+            if bytes.len() as u64 != expected {
+                return Err(PthError::Entry {
+                    entry,
+                    reason: format!(
+                        "storage of key '{key}' should hold {} {} elements ({expected} bytes), found {} bytes",
+                        tensor.storage.numel,
+                        dtype,
+                        bytes.len()
+                    ),
+                });
+            }
+            held += expected;
+            storages.insert(tensor.storage.key.clone(), bytes);
+        }
+        let storage_bytes = &storages[&tensor.storage.key];
+        let numel =
+            crate::npy::checked_product(&tensor.size).ok_or_else(|| PthError::BadTensor {
+                key: key.clone(),
+                reason: format!("size {:?} overflows", tensor.size),
+            })?;
+        let budget = held
+            .saturating_mul(MAX_MATERIALIZE_FACTOR)
+            .saturating_add(MATERIALIZE_SLACK);
+        // Counted as loaded: f32 for floats, i64 for integers.
+        let loaded_size = if dtype.is_float() { 4 } else { 8 };
+        materialized = materialized.saturating_add((numel as u64).saturating_mul(loaded_size));
+        if materialized > budget {
+            return Err(PthError::BadTensor {
+                key,
+                reason: format!(
+                    "the tensors so far describe {materialized} bytes once loaded, more than {MAX_MATERIALIZE_FACTOR} times \
+                     the {held} bytes of distinct storages the file holds (views repeating the same data)"
+                ),
+            });
+        }
         let elements = gather(&key, &tensor, dtype, storage_bytes)?;
         if dtype.is_float() {
             let data = decode_float(dtype, &elements, big_endian);
@@ -214,30 +280,102 @@ pub fn parse_pth(bytes: &[u8], path: &Path) -> Result<Checkpoint, PthError> {
     Ok(checkpoint)
 }
 
-/// Reads one archive entry, refusing more than `limit` bytes (plus one, to detect overlong
-/// entries without reading a zip bomb to the end).
-fn read_entry(
-    archive: &mut zip::ZipArchive<Cursor<&[u8]>>,
-    name: &str,
-    limit: u64,
-) -> Result<Vec<u8>, PthError> {
-    let entry_error = |reason: String| PthError::Entry {
-        entry: name.to_string(),
-        reason,
+/// Refuses an end-of-central-directory record (or its zip64 form) claiming more entries than
+/// the archive could hold (each takes at least 46 bytes): the zip reader reserves room for the
+/// claimed count before it reads a single entry.
+fn check_directory_claim(bytes: &[u8]) -> Result<(), PthError> {
+    const EOCD: &[u8] = b"PK\x05\x06";
+    const ZIP64_LOCATOR: &[u8] = b"PK\x06\x07";
+    const ZIP64_EOCD: &[u8] = b"PK\x06\x06";
+    let u64_at = |at: usize| -> Option<u64> {
+        Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
     };
-    let file = archive
-        .by_name(name)
-        .map_err(|e| entry_error(e.to_string()))?;
-    let mut out = Vec::new();
-    file.take(limit.saturating_add(1))
-        .read_to_end(&mut out)
-        .map_err(|e| entry_error(e.to_string()))?;
-    if out.len() as u64 > limit {
-        return Err(entry_error(format!(
-            "larger than the expected {limit} bytes"
+    let tail_start = bytes.len().saturating_sub(22 + 65535);
+    let Some(eocd) = bytes[tail_start..]
+        .windows(4)
+        .rposition(|w| w == EOCD)
+        .map(|i| tail_start + i)
+    else {
+        return Ok(()); // the zip reader reports a missing directory itself
+    };
+    let mut claimed = bytes
+        .get(eocd + 10..eocd + 12)
+        .map_or(0, |b| u64::from(u16::from_le_bytes([b[0], b[1]])));
+    if let Some(locator) = eocd.checked_sub(20)
+        && bytes.get(locator..locator + 4) == Some(ZIP64_LOCATOR)
+        && let Some(record) = u64_at(locator + 8).and_then(|r| usize::try_from(r).ok())
+        && bytes.get(record..record.saturating_add(4)) == Some(ZIP64_EOCD)
+        && let Some(entries) = u64_at(record + 32)
+    {
+        claimed = claimed.max(entries);
+    }
+    if claimed.saturating_mul(46) > bytes.len() as u64 {
+        return Err(PthError::Zip(format!(
+            "the central directory claims {claimed} entries, more than a {}-byte archive can hold",
+            bytes.len()
         )));
     }
-    Ok(out)
+    Ok(())
+}
+
+/// Reads archive entries within the archive's real sizes.
+struct EntryReader {
+    /// Bytes that deflated entries may still inflate to.
+    inflate_budget: u64,
+}
+
+impl EntryReader {
+    /// Reads entry `name`. Its declared uncompressed size must be at most `limit`, a deflated entry may not claim more than deflate can produce from
+    /// its compressed bytes nor more than the archive's inflate budget, and at most the declared
+    /// size is read (one byte more is asked for, to catch an entry longer than it says).
+    fn read(
+        &mut self,
+        archive: &mut zip::ZipArchive<Cursor<&[u8]>>,
+        name: &str,
+        limit: u64,
+    ) -> Result<Vec<u8>, PthError> {
+        let entry_error = |reason: String| PthError::Entry {
+            entry: name.to_string(),
+            reason,
+        };
+        let file = archive
+            .by_name(name)
+            .map_err(|e| entry_error(e.to_string()))?;
+        let size = file.size();
+        if size > limit {
+            return Err(entry_error(format!(
+                "declares {size} bytes, more than the expected {limit} bytes"
+            )));
+        }
+        if file.compression() != zip::CompressionMethod::Stored {
+            let most = file.compressed_size().saturating_mul(MAX_DEFLATE_RATIO);
+            if size > most {
+                return Err(entry_error(format!(
+                    "declares {size} bytes from {} compressed bytes, more than deflate can produce",
+                    file.compressed_size()
+                )));
+            }
+            if size > self.inflate_budget {
+                return Err(entry_error(format!(
+                    "declares {size} bytes: the archive's entries would inflate to more than {MAX_INFLATE_FACTOR} \
+                     times its own size"
+                )));
+            }
+            self.inflate_budget -= size;
+        }
+        let mut out = Vec::new();
+        out.try_reserve_exact(usize::try_from(size).unwrap_or(usize::MAX))
+            .map_err(|_| entry_error(format!("cannot allocate {size} bytes")))?;
+        file.take(size.saturating_add(1))
+            .read_to_end(&mut out)
+            .map_err(|e| entry_error(e.to_string()))?;
+        if out.len() as u64 > size {
+            return Err(entry_error(format!(
+                "holds more than the {size} bytes it declares"
+            )));
+        }
+        Ok(out)
+    }
 }
 
 fn storage_dtype(type_name: &str) -> Option<DType> {
@@ -385,9 +523,51 @@ struct Unpickler<'a> {
     marks: Vec<usize>,
     memo: HashMap<u64, Value>,
     heap: Vec<Object>,
+    /// Bytes the values may still take (see [`MAX_UNPICKLE_BYTES`]).
+    budget: u64,
+    /// Opcodes executed.
+    ops: u64,
 }
 
 type PResult<T> = Result<T, PthError>;
+
+/// The unpickler's value budget for a pickle of `len` bytes.
+fn unpickle_budget(len: usize) -> u64 {
+    (len as u64)
+        .saturating_mul(64)
+        .saturating_add(16 << 20)
+        .min(MAX_UNPICKLE_BYTES)
+}
+
+/// The first `MAX` characters of an untrusted name, for descriptions kept in the heap.
+fn short(text: &str) -> String {
+    const MAX: usize = 80;
+    if text.chars().count() <= MAX {
+        text.to_string()
+    } else {
+        let mut cut: String = text.chars().take(MAX).collect();
+        cut.push('…');
+        cut
+    }
+}
+
+/// What an object costs against the unpickler's budget.
+fn object_cost(object: &Object) -> u64 {
+    let slot = std::mem::size_of::<Value>() as u64;
+    let inline = match object {
+        Object::Str(s) | Object::Opaque(s) => s.len() as u64,
+        Object::Bytes(_) => 0,
+        Object::Tuple(items) | Object::List(items) => items.len() as u64 * slot,
+        Object::Dict(entries) => entries.len() as u64 * 2 * slot,
+        Object::Global { module, name } => (module.len() + name.len()) as u64,
+        Object::Storage(storage) => (storage.type_name.len() + storage.key.len()) as u64,
+        Object::Tensor(tensor) => {
+            (tensor.storage.type_name.len() + tensor.storage.key.len()) as u64
+                + (tensor.size.len() + tensor.stride.len()) as u64 * 8
+        }
+    };
+    std::mem::size_of::<Object>() as u64 + inline
+}
 
 /// State_dict entries in file order: key and tensor reference.
 type StateDict = Vec<(String, TensorRef)>;
@@ -402,6 +582,23 @@ impl<'a> Unpickler<'a> {
             marks: Vec::new(),
             memo: HashMap::new(),
             heap: Vec::new(),
+            budget: unpickle_budget(data.len()),
+            ops: 0,
+        }
+    }
+
+    /// Takes `bytes` from the budget, or fails naming the limit.
+    fn charge(&mut self, bytes: u64) -> PResult<()> {
+        match self.budget.checked_sub(bytes) {
+            Some(rest) => {
+                self.budget = rest;
+                Ok(())
+            }
+            None => self.error(format!(
+                "the pickle builds more than {} MiB of values, more than a state_dict index of {} bytes can need",
+                unpickle_budget(self.data.len()) >> 20,
+                self.data.len()
+            )),
         }
     }
 
@@ -454,13 +651,19 @@ impl<'a> Unpickler<'a> {
         }
     }
 
-    fn alloc(&mut self, object: Object) -> Value {
+    fn alloc(&mut self, object: Object) -> PResult<Value> {
+        self.charge(object_cost(&object))?;
         self.heap.push(object);
-        Value::Obj(self.heap.len() - 1)
+        Ok(Value::Obj(self.heap.len() - 1))
     }
 
-    fn push(&mut self, value: Value) {
+    fn push(&mut self, value: Value) -> PResult<()> {
+        if self.stack.len() >= MAX_STACK {
+            return self.error(format!("more than {MAX_STACK} values on the stack"));
+        }
+        self.charge(std::mem::size_of::<Value>() as u64)?;
         self.stack.push(value);
+        Ok(())
     }
 
     fn pop(&mut self) -> PResult<Value> {
@@ -505,16 +708,17 @@ impl<'a> Unpickler<'a> {
 
     fn memo_put(&mut self, index: u64) -> PResult<()> {
         let value = self.top()?;
+        if self.memo.len() >= MAX_MEMO && !self.memo.contains_key(&index) {
+            return self.error(format!("more than {MAX_MEMO} memo entries"));
+        }
+        self.charge(32)?;
         self.memo.insert(index, value);
         Ok(())
     }
 
     fn memo_get(&mut self, index: u64) -> PResult<()> {
         match self.memo.get(&index) {
-            Some(&value) => {
-                self.push(value);
-                Ok(())
-            }
+            Some(&value) => self.push(value),
             None => self.error(format!("memo entry {index} was never stored")),
         }
     }
@@ -523,6 +727,10 @@ impl<'a> Unpickler<'a> {
     fn run(&mut self) -> PResult<Value> {
         loop {
             self.op_start = self.pos;
+            self.ops += 1;
+            if self.ops > MAX_PICKLE_OPS {
+                return self.error(format!("more than {MAX_PICKLE_OPS} opcodes"));
+            }
             let [op] = match self.take_array::<1>() {
                 Ok(op) => op,
                 Err(_) => return self.error("truncated: no STOP opcode"),
@@ -541,7 +749,13 @@ impl<'a> Unpickler<'a> {
                     let result = self.pop()?;
                     return Ok(result);
                 }
-                b'(' => self.marks.push(self.stack.len()),
+                b'(' => {
+                    if self.marks.len() >= MAX_PICKLE_DEPTH {
+                        return self
+                            .error(format!("MARKs nested more than {MAX_PICKLE_DEPTH} deep"));
+                    }
+                    self.marks.push(self.stack.len());
+                }
                 b'0' => {
                     self.pop()?;
                 }
@@ -550,22 +764,22 @@ impl<'a> Unpickler<'a> {
                 }
                 b'2' => {
                     let v = self.top()?;
-                    self.push(v);
+                    self.push(v)?;
                 }
-                b'N' => self.push(Value::None),
-                0x88 => self.push(Value::Bool(true)),
-                0x89 => self.push(Value::Bool(false)),
+                b'N' => self.push(Value::None)?,
+                0x88 => self.push(Value::Bool(true))?,
+                0x89 => self.push(Value::Bool(false))?,
                 b'J' => {
                     let v = i32::from_le_bytes(self.take_array()?);
-                    self.push(Value::Int(i64::from(v)));
+                    self.push(Value::Int(i64::from(v)))?;
                 }
                 b'K' => {
                     let [v] = self.take_array::<1>()?;
-                    self.push(Value::Int(i64::from(v)));
+                    self.push(Value::Int(i64::from(v)))?;
                 }
                 b'M' => {
                     let v = u16::from_le_bytes(self.take_array()?);
-                    self.push(Value::Int(i64::from(v)));
+                    self.push(Value::Int(i64::from(v)))?;
                 }
                 0x8a | 0x8b => {
                     let n = if op == 0x8a {
@@ -585,7 +799,7 @@ impl<'a> Unpickler<'a> {
                         wide[..n].copy_from_slice(bytes);
                         i64::from_le_bytes(wide)
                     };
-                    self.push(Value::Int(value));
+                    self.push(Value::Int(value))?;
                 }
                 b'I' => {
                     let line = self.take_line()?;
@@ -597,11 +811,11 @@ impl<'a> Unpickler<'a> {
                             Err(_) => return self.error(format!("bad INT operand '{line}'")),
                         },
                     };
-                    self.push(value);
+                    self.push(value)?;
                 }
                 b'G' => {
                     let v = f64::from_be_bytes(self.take_array()?);
-                    self.push(Value::Float(v));
+                    self.push(Value::Float(v))?;
                 }
                 b'X' | 0x8c | 0x8d => {
                     let n = match op {
@@ -613,8 +827,8 @@ impl<'a> Unpickler<'a> {
                     let Ok(text) = std::str::from_utf8(bytes) else {
                         return self.error("string is not UTF-8");
                     };
-                    let value = self.alloc(Object::Str(text.to_string()));
-                    self.push(value);
+                    let value = self.alloc(Object::Str(text.to_string()))?;
+                    self.push(value)?;
                 }
                 b'T' | b'U' => {
                     let n = if op == b'U' {
@@ -624,8 +838,8 @@ impl<'a> Unpickler<'a> {
                     };
                     let bytes = self.take(n)?;
                     let text: String = bytes.iter().map(|&b| char::from(b)).collect();
-                    let value = self.alloc(Object::Str(text));
-                    self.push(value);
+                    let value = self.alloc(Object::Str(text))?;
+                    self.push(value)?;
                 }
                 b'B' | b'C' | 0x8e => {
                     let n = match op {
@@ -634,17 +848,17 @@ impl<'a> Unpickler<'a> {
                         _ => self.take_len::<8>()?,
                     };
                     self.take(n)?;
-                    let value = self.alloc(Object::Bytes(n));
-                    self.push(value);
+                    let value = self.alloc(Object::Bytes(n))?;
+                    self.push(value)?;
                 }
                 b')' => {
-                    let value = self.alloc(Object::Tuple(Vec::new()));
-                    self.push(value);
+                    let value = self.alloc(Object::Tuple(Vec::new()))?;
+                    self.push(value)?;
                 }
                 b't' => {
                     let items = self.pop_mark()?;
-                    let value = self.alloc(Object::Tuple(items));
-                    self.push(value);
+                    let value = self.alloc(Object::Tuple(items))?;
+                    self.push(value)?;
                 }
                 0x85..=0x87 => {
                     let n = usize::from(op - 0x84);
@@ -653,17 +867,17 @@ impl<'a> Unpickler<'a> {
                         items.push(self.pop()?);
                     }
                     items.reverse();
-                    let value = self.alloc(Object::Tuple(items));
-                    self.push(value);
+                    let value = self.alloc(Object::Tuple(items))?;
+                    self.push(value)?;
                 }
                 b']' => {
-                    let value = self.alloc(Object::List(Vec::new()));
-                    self.push(value);
+                    let value = self.alloc(Object::List(Vec::new()))?;
+                    self.push(value)?;
                 }
                 b'l' => {
                     let items = self.pop_mark()?;
-                    let value = self.alloc(Object::List(items));
-                    self.push(value);
+                    let value = self.alloc(Object::List(items))?;
+                    self.push(value)?;
                 }
                 b'a' => {
                     let item = self.pop()?;
@@ -676,14 +890,14 @@ impl<'a> Unpickler<'a> {
                     self.extend_list(list, items)?;
                 }
                 b'}' => {
-                    let value = self.alloc(Object::Dict(Vec::new()));
-                    self.push(value);
+                    let value = self.alloc(Object::Dict(Vec::new()))?;
+                    self.push(value)?;
                 }
                 b'd' => {
                     let items = self.pop_mark()?;
-                    let value = self.alloc(Object::Dict(Vec::new()));
+                    let value = self.alloc(Object::Dict(Vec::new()))?;
                     self.set_items(value, items)?;
-                    self.push(value);
+                    self.push(value)?;
                 }
                 b's' => {
                     let value = self.pop()?;
@@ -697,8 +911,8 @@ impl<'a> Unpickler<'a> {
                     self.set_items(dict, items)?;
                 }
                 0x8f => {
-                    let value = self.alloc(Object::Opaque("a set".into()));
-                    self.push(value);
+                    let value = self.alloc(Object::Opaque("a set".into()))?;
+                    self.push(value)?;
                 }
                 0x90 => {
                     self.pop_mark()?;
@@ -706,14 +920,14 @@ impl<'a> Unpickler<'a> {
                 }
                 0x91 => {
                     self.pop_mark()?;
-                    let value = self.alloc(Object::Opaque("a frozenset".into()));
-                    self.push(value);
+                    let value = self.alloc(Object::Opaque("a frozenset".into()))?;
+                    self.push(value)?;
                 }
                 b'c' => {
                     let module = self.take_line()?.to_string();
                     let name = self.take_line()?.to_string();
-                    let value = self.alloc(Object::Global { module, name });
-                    self.push(value);
+                    let value = self.alloc(Object::Global { module, name })?;
+                    self.push(value)?;
                 }
                 0x93 => {
                     let name = self.pop()?;
@@ -726,27 +940,27 @@ impl<'a> Unpickler<'a> {
                         module: module.to_string(),
                         name: name.to_string(),
                     };
-                    let value = self.alloc(global);
-                    self.push(value);
+                    let value = self.alloc(global)?;
+                    self.push(value)?;
                 }
                 b'R' => {
                     let args = self.pop()?;
                     let callable = self.pop()?;
                     let value = self.reduce(callable, args)?;
-                    self.push(value);
+                    self.push(value)?;
                 }
                 0x81 => {
                     let _args = self.pop()?;
                     let class = self.pop()?;
-                    let value = self.instantiate(class);
-                    self.push(value);
+                    let value = self.instantiate(class)?;
+                    self.push(value)?;
                 }
                 0x92 => {
                     let _kwargs = self.pop()?;
                     let _args = self.pop()?;
                     let class = self.pop()?;
-                    let value = self.instantiate(class);
-                    self.push(value);
+                    let value = self.instantiate(class)?;
+                    self.push(value)?;
                 }
                 b'b' => {
                     // Object state (e.g. the state_dict's `_metadata` attribute): not needed.
@@ -790,7 +1004,7 @@ impl<'a> Unpickler<'a> {
                 b'Q' => {
                     let pid = self.pop()?;
                     let value = self.persistent_load(pid)?;
-                    self.push(value);
+                    self.push(value)?;
                 }
                 _ => return self.error(format!("unsupported opcode 0x{op:02x}")),
             }
@@ -799,9 +1013,12 @@ impl<'a> Unpickler<'a> {
 
     fn extend_list(&mut self, list: Value, items: Vec<Value>) -> PResult<()> {
         match list {
-            Value::Obj(i) => match self.heap.get_mut(i) {
-                Some(Object::List(existing)) => {
-                    existing.extend(items);
+            Value::Obj(i) => match self.heap.get(i) {
+                Some(Object::List(_)) => {
+                    self.charge(items.len() as u64 * std::mem::size_of::<Value>() as u64)?;
+                    if let Some(Object::List(existing)) = self.heap.get_mut(i) {
+                        existing.extend(items);
+                    }
                     Ok(())
                 }
                 // Appending to an opaque object (e.g. a custom container) is harmless.
@@ -817,11 +1034,14 @@ impl<'a> Unpickler<'a> {
             return self.error("odd number of items for a dict");
         }
         match dict {
-            Value::Obj(i) => match self.heap.get_mut(i) {
-                Some(Object::Dict(entries)) => {
-                    let mut iter = items.into_iter();
-                    while let (Some(k), Some(v)) = (iter.next(), iter.next()) {
-                        entries.push((k, v));
+            Value::Obj(i) => match self.heap.get(i) {
+                Some(Object::Dict(_)) => {
+                    self.charge(items.len() as u64 * std::mem::size_of::<Value>() as u64)?;
+                    if let Some(Object::Dict(entries)) = self.heap.get_mut(i) {
+                        let mut iter = items.into_iter();
+                        while let (Some(k), Some(v)) = (iter.next(), iter.next()) {
+                            entries.push((k, v));
+                        }
                     }
                     Ok(())
                 }
@@ -839,13 +1059,13 @@ impl<'a> Unpickler<'a> {
         }
     }
 
-    fn instantiate(&mut self, class: Value) -> Value {
+    fn instantiate(&mut self, class: Value) -> PResult<Value> {
         match self.global_name(class) {
             Some(("collections", "OrderedDict")) | Some(("builtins", "dict")) => {
                 self.alloc(Object::Dict(Vec::new()))
             }
             Some((module, name)) => {
-                let what = format!("a pickled {module}.{name} object");
+                let what = format!("a pickled {}.{} object", short(module), short(name));
                 self.alloc(Object::Opaque(what))
             }
             None => self.alloc(Object::Opaque("an object of unknown class".into())),
@@ -853,37 +1073,57 @@ impl<'a> Unpickler<'a> {
     }
 
     /// Interprets `callable(*args)` for the callables torch uses; anything else is opaque.
-    fn reduce(&mut self, callable: Value, args: Value) -> PResult<Value> {
-        let Some((module, name)) = self.global_name(callable) else {
-            return Ok(self.alloc(Object::Opaque("the result of an unknown call".into())));
-        };
-        let (module, name) = (module.to_string(), name.to_string());
-        let args = match self.object(args) {
-            Some(Object::Tuple(items)) => items.clone(),
-            _ => return self.error(format!("arguments of {module}.{name} are not a tuple")),
-        };
-        match (module.as_str(), name.as_str()) {
-            ("collections", "OrderedDict") | ("builtins", "dict") if args.is_empty() => {
-                Ok(self.alloc(Object::Dict(Vec::new())))
-            }
-            ("torch._utils", "_rebuild_tensor_v2" | "_rebuild_tensor") => {
-                self.rebuild_tensor(&args)
-            }
-            ("torch._utils", "_rebuild_parameter" | "_rebuild_parameter_with_state") => {
-                match args.first() {
-                    Some(&data) => Ok(data),
-                    None => self.error("_rebuild_parameter without arguments"),
+    /// Never recursive: a tensor subclass's `_rebuild_from_type_v2(func, type, args, state)`
+    /// loops to `func(*args)`, at most [`MAX_PICKLE_DEPTH`] times. Only the few arguments that
+    /// are interpreted are copied out of the tuple.
+    fn reduce(&mut self, mut callable: Value, mut args: Value) -> PResult<Value> {
+        for _ in 0..MAX_PICKLE_DEPTH {
+            let Some((module, name)) = self.global_name(callable) else {
+                return self.alloc(Object::Opaque("the result of an unknown call".into()));
+            };
+            let (module, name) = (short(module), short(name));
+            let (count, first) = match self.object(args) {
+                Some(Object::Tuple(items)) => (
+                    items.len(),
+                    items.iter().take(4).copied().collect::<Vec<_>>(),
+                ),
+                _ => return self.error(format!("arguments of {module}.{name} are not a tuple")),
+            };
+            return match (module.as_str(), name.as_str()) {
+                ("collections", "OrderedDict") | ("builtins", "dict") if count == 0 => {
+                    self.alloc(Object::Dict(Vec::new()))
                 }
-            }
-            // Tensor subclasses: (func, type, func_args, state) -> func(*func_args).
-            ("torch._tensor", "_rebuild_from_type_v2") => match (args.first(), args.get(2)) {
-                (Some(&func), Some(&func_args)) => self.reduce(func, func_args),
-                _ => self.error("_rebuild_from_type_v2 needs (func, type, args, state)"),
-            },
-            _ => Ok(self.alloc(Object::Opaque(format!(
-                "the result of {module}.{name}(...)"
-            )))),
+                ("torch._utils", "_rebuild_tensor_v2" | "_rebuild_tensor") => {
+                    if count < 4 {
+                        return self.error(format!(
+                            "_rebuild_tensor_v2 needs at least 4 arguments, got {count}"
+                        ));
+                    }
+                    self.rebuild_tensor(&first)
+                }
+                ("torch._utils", "_rebuild_parameter" | "_rebuild_parameter_with_state") => {
+                    match first.first() {
+                        Some(&data) => Ok(data),
+                        None => self.error("_rebuild_parameter without arguments"),
+                    }
+                }
+                // Tensor subclasses: (func, type, func_args, state) -> func(*func_args).
+                ("torch._tensor", "_rebuild_from_type_v2") => match (first.first(), first.get(2)) {
+                    (Some(&func), Some(&func_args)) => {
+                        callable = func;
+                        args = func_args;
+                        continue;
+                    }
+                    _ => self.error("_rebuild_from_type_v2 needs (func, type, args, state)"),
+                },
+                _ => self.alloc(Object::Opaque(format!(
+                    "the result of {module}.{name}(...)"
+                ))),
+            };
         }
+        self.error(format!(
+            "tensor rebuild calls nested more than {MAX_PICKLE_DEPTH} deep"
+        ))
     }
 
     fn int_arg(&self, value: Value, what: &str) -> PResult<usize> {
@@ -901,6 +1141,12 @@ impl<'a> Unpickler<'a> {
     fn int_tuple(&self, value: Value, what: &str) -> PResult<Vec<usize>> {
         match self.object(value) {
             Some(Object::Tuple(items) | Object::List(items)) => {
+                if items.len() > MAX_RANK {
+                    return self.error(format!(
+                        "{what} has {} dimensions, more than {MAX_RANK}",
+                        items.len()
+                    ));
+                }
                 items.iter().map(|&v| self.int_arg(v, what)).collect()
             }
             _ => self.error(format!("{what} is not a tuple")),
@@ -927,25 +1173,28 @@ impl<'a> Unpickler<'a> {
                 "size {size:?} and stride {stride:?} have different ranks"
             ));
         }
-        Ok(self.alloc(Object::Tensor(TensorRef {
+        self.alloc(Object::Tensor(TensorRef {
             storage,
             offset,
             size,
             stride,
-        })))
+        }))
     }
 
     /// Torch's persistent id for storages: `('storage', StorageType, key, location, numel)`.
     fn persistent_load(&mut self, pid: Value) -> PResult<Value> {
-        let items = match self.object(pid) {
-            Some(Object::Tuple(items)) => items.clone(),
+        let items: Vec<Value> = match self.object(pid) {
+            Some(Object::Tuple(items)) if items.len() == 5 => items.clone(),
+            Some(Object::Tuple(_)) => {
+                return self.error("persistent id is not ('storage', type, key, location, numel)");
+            }
             _ => return self.error("persistent id is not a tuple"),
         };
-        if items.len() != 5 || self.string(items[0]) != Some("storage") {
+        if self.string(items[0]) != Some("storage") {
             return self.error("persistent id is not ('storage', type, key, location, numel)");
         }
         let type_name = match self.global_name(items[1]) {
-            Some((module, name)) => format!("{module}.{name}"),
+            Some((module, name)) => format!("{}.{}", short(module), short(name)),
             None => return self.error("storage type is not a class reference"),
         };
         let key = match self.string(items[2]) {
@@ -956,11 +1205,11 @@ impl<'a> Unpickler<'a> {
             Value::Int(n) if n >= 0 => n as u64,
             _ => return self.error("storage numel is not a non-negative integer"),
         };
-        Ok(self.alloc(Object::Storage(StorageRef {
+        self.alloc(Object::Storage(StorageRef {
             type_name,
             key,
             numel,
-        })))
+        }))
     }
 
     fn describe(&self, value: Value) -> String {
@@ -1209,6 +1458,21 @@ mod tests {
             decode_float(DType::F32, &bytes, false),
             vec![0.0, 1.0, 0.0, 1.0, 0.0, 1.0]
         );
+    }
+
+    #[test]
+    fn a_directory_claiming_more_entries_than_the_file_holds_is_refused() {
+        use std::io::Write;
+        let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        zip.start_file("archive/data.pkl", zip::write::SimpleFileOptions::default())
+            .unwrap();
+        zip.write_all(b"\x80\x02}.").unwrap();
+        let mut bytes = zip.finish().unwrap().into_inner();
+        assert!(check_directory_claim(&bytes).is_ok());
+        let eocd = bytes.windows(4).rposition(|w| w == b"PK\x05\x06").unwrap();
+        bytes[eocd + 8..eocd + 12].copy_from_slice(&[0xff; 4]);
+        let err = parse_pth(&bytes, Path::new("x.pth")).unwrap_err();
+        assert!(err.to_string().contains("claims 65535 entries"), "{err}");
     }
 
     #[test]

@@ -1,15 +1,17 @@
-//! `.safetensors` reader (and a small writer), validating the header the way the reference
-//! `safetensors` crate does: bounded header size, known dtypes, byte lengths that match
-//! `numel × dtype size`, offsets that tile the data area exactly (no gaps, overlaps or slack).
-//! Unlike that crate, errors also carry the byte offset involved.
+//! `.safetensors` checkpoints, read with the `safetensors` crate (the format's reference
+//! implementation): it bounds the header, parses it, and checks that every tensor's byte range
+//! matches its shape and dtype and that the ranges tile the data area exactly. When it refuses a
+//! file, [`explain`] re-reads the (already size-checked) header to say which tensor and which
+//! byte offsets are at fault, so every error still names the key and the offsets.
 //!
 //! Layout: `u64` little-endian header length `N`, `N` bytes of JSON
 //! `{"name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, "__metadata__": {..}}`,
 //! then the data area; offsets are relative to the start of the data area.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::path::Path;
 
+use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors, TensorView};
 use serde_json::Value;
 
 use super::{
@@ -118,279 +120,236 @@ pub enum SafetensorsError {
 
 /// Whether `bytes` plausibly starts a safetensors file (a sane length prefix followed by `{`).
 pub fn looks_like_safetensors(bytes: &[u8]) -> bool {
-    match bytes.get(..8) {
-        Some(prefix) => {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(prefix);
-            let n = u64::from_le_bytes(b);
-            n >= 2 && n <= MAX_HEADER_SIZE as u64 && bytes.get(8) == Some(&b'{')
-        }
+    match header_len(bytes) {
+        Some(n) => n >= 2 && n <= MAX_HEADER_SIZE as u64 && bytes.get(8) == Some(&b'{'),
         None => false,
     }
 }
 
-fn parse_dtype(name: &str) -> Option<DType> {
-    Some(match name {
-        "F64" => DType::F64,
-        "F32" => DType::F32,
-        "F16" => DType::F16,
-        "BF16" => DType::BF16,
-        "I64" => DType::I64,
-        "I32" => DType::I32,
-        "I16" => DType::I16,
-        "I8" => DType::I8,
-        "U8" => DType::U8,
-        "BOOL" => DType::Bool,
+fn header_len(bytes: &[u8]) -> Option<u64> {
+    let prefix: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
+    Some(u64::from_le_bytes(prefix))
+}
+
+/// Our dtype for the crate's, `None` for the ones we do not convert (F8 variants, unsigned
+/// above 8 bits, complex, sub-byte floats).
+fn convert_dtype(dtype: Dtype) -> Option<DType> {
+    Some(match dtype {
+        Dtype::F64 => DType::F64,
+        Dtype::F32 => DType::F32,
+        Dtype::F16 => DType::F16,
+        Dtype::BF16 => DType::BF16,
+        Dtype::I64 => DType::I64,
+        Dtype::I32 => DType::I32,
+        Dtype::I16 => DType::I16,
+        Dtype::I8 => DType::I8,
+        Dtype::U8 => DType::U8,
+        Dtype::BOOL => DType::Bool,
         _ => return None,
     })
 }
 
-fn dtype_tag(dtype: DType) -> &'static str {
+fn crate_dtype(dtype: DType) -> Dtype {
     match dtype {
-        DType::F64 => "F64",
-        DType::F32 => "F32",
-        DType::F16 => "F16",
-        DType::BF16 => "BF16",
-        DType::I64 => "I64",
-        DType::I32 => "I32",
-        DType::I16 => "I16",
-        DType::I8 => "I8",
-        DType::U8 => "U8",
-        DType::Bool => "BOOL",
+        DType::F64 => Dtype::F64,
+        DType::F32 => Dtype::F32,
+        DType::F16 => Dtype::F16,
+        DType::BF16 => Dtype::BF16,
+        DType::I64 => Dtype::I64,
+        DType::I32 => Dtype::I32,
+        DType::I16 => Dtype::I16,
+        DType::I8 => Dtype::I8,
+        DType::U8 => Dtype::U8,
+        DType::Bool => Dtype::BOOL,
     }
-}
-
-struct Entry {
-    key: String,
-    dtype: DType,
-    shape: Vec<usize>,
-    begin: usize,
-    end: usize,
 }
 
 /// Parses a safetensors file; `path` is recorded as the origin.
 pub fn parse_safetensors(bytes: &[u8], path: &Path) -> Result<Checkpoint, SafetensorsError> {
-    let prefix = bytes.get(..8).ok_or(SafetensorsError::Truncated {
+    let n = header_len(bytes).ok_or(SafetensorsError::Truncated {
         needed: 8,
         available: bytes.len(),
     })?;
-    let mut b = [0u8; 8];
-    b.copy_from_slice(prefix);
-    let header_len = u64::from_le_bytes(b);
-    if header_len > MAX_HEADER_SIZE as u64 {
-        return Err(SafetensorsError::HeaderTooLarge(header_len));
+    if n > MAX_HEADER_SIZE as u64 {
+        return Err(SafetensorsError::HeaderTooLarge(n));
     }
-    // Fits in usize: bounded by MAX_HEADER_SIZE.
-    let data_start = 8 + header_len as usize;
-    let header_bytes = bytes
-        .get(8..data_start)
-        .ok_or(SafetensorsError::Truncated {
+    let data_start = 8 + n as usize;
+    if bytes.len() < data_start {
+        return Err(SafetensorsError::Truncated {
             needed: data_start as u64,
             available: bytes.len(),
-        })?;
-    let invalid = |reason: String| SafetensorsError::InvalidHeader {
-        end: data_start,
-        reason,
-    };
-    let header: Value = serde_json::from_slice(header_bytes).map_err(|e| invalid(e.to_string()))?;
-    let Value::Object(map) = header else {
-        return Err(invalid("the header is not a JSON object".into()));
-    };
-
-    let mut entries = Vec::with_capacity(map.len());
-    for (key, value) in map {
-        if key == "__metadata__" {
-            let is_string_map = value
-                .as_object()
-                .is_some_and(|m| m.values().all(Value::is_string));
-            if !is_string_map {
-                return Err(invalid("__metadata__ must map strings to strings".into()));
-            }
-            continue;
-        }
-        entries.push(parse_entry(key, &value)?);
-    }
-
-    let data = &bytes[data_start..];
-    // Entries must tile the data area in offset order, as the reference implementation demands.
-    entries.sort_by_key(|e| (e.begin, e.end));
-    let mut expected_begin = 0usize;
-    for entry in &entries {
-        let bad = |problem: String| SafetensorsError::BadOffsets {
-            key: entry.key.clone(),
-            begin: entry.begin,
-            end: entry.end,
-            problem,
-            data_start,
-            data_len: data.len(),
-        };
-        if entry.begin != expected_begin {
-            let what = if entry.begin < expected_begin {
-                "overlap the previous tensor"
-            } else {
-                "leave a gap"
-            };
-            return Err(bad(format!("{what} (expected begin {expected_begin})")));
-        }
-        if entry.end > data.len() {
-            return Err(bad("run past the end of the file".into()));
-        }
-        expected_begin = entry.end;
-    }
-    if expected_begin != data.len() {
-        return Err(SafetensorsError::TrailingBytes {
-            slack: data.len() - expected_begin,
-            data_end: data_start + expected_begin,
         });
     }
-
+    let file = SafeTensors::deserialize(bytes).map_err(|e| explain(bytes, data_start, &e))?;
     let mut checkpoint = Checkpoint::empty(CheckpointOrigin {
         path: path.to_path_buf(),
         format: CheckpointFormat::Safetensors,
         entry: None,
         stripped_prefix: None,
     });
-    for entry in entries {
-        let raw = &data[entry.begin..entry.end];
-        if entry.dtype.is_float() {
-            let values = decode_float(entry.dtype, raw, false);
-            checkpoint.insert_float(
-                entry.key,
-                Tensor {
-                    shape: entry.shape,
-                    data: values,
-                },
-                entry.dtype,
-            );
+    let mut views = file.tensors();
+    views.sort_by(|a, b| a.0.cmp(&b.0));
+    for (key, view) in views {
+        let Some(dtype) = convert_dtype(view.dtype()) else {
+            return Err(SafetensorsError::UnsupportedDtype {
+                key,
+                dtype: view.dtype().to_string(),
+            });
+        };
+        let shape = view.shape().to_vec();
+        if dtype.is_float() {
+            let data = decode_float(dtype, view.data(), false);
+            checkpoint.insert_float(key, Tensor { shape, data }, dtype);
         } else {
-            let values = decode_int(entry.dtype, raw, false);
-            checkpoint.insert_int(
-                entry.key,
-                IntTensor {
-                    shape: entry.shape,
-                    data: values,
-                },
-                entry.dtype,
-            );
+            let data = decode_int(dtype, view.data(), false);
+            checkpoint.insert_int(key, IntTensor { shape, data }, dtype);
         }
     }
     Ok(checkpoint)
 }
 
-fn parse_entry(key: String, value: &Value) -> Result<Entry, SafetensorsError> {
-    let invalid = |reason: &str| SafetensorsError::InvalidEntry {
-        key: key.clone(),
-        reason: reason.into(),
+/// Why the crate refused `bytes` (whose header length and extent were already checked), with
+/// the tensor name and offsets: the header is re-read leniently and its entries walked in
+/// offset order the way the format requires. Falls back to the crate's own message.
+fn explain(bytes: &[u8], data_start: usize, error: &SafeTensorError) -> SafetensorsError {
+    let data_len = bytes.len() - data_start;
+    let invalid = |reason: String| SafetensorsError::InvalidHeader {
+        end: data_start,
+        reason,
     };
-    let object = value
-        .as_object()
-        .ok_or_else(|| invalid("entry is not a JSON object"))?;
-    if let Some(extra) = object
-        .keys()
-        .find(|k| !matches!(k.as_str(), "dtype" | "shape" | "data_offsets"))
-    {
-        return Err(invalid(&format!("unexpected field '{extra}'")));
-    }
-    let dtype_name = object
-        .get("dtype")
-        .and_then(Value::as_str)
-        .ok_or_else(|| invalid("missing string field 'dtype'"))?;
-    let dtype = parse_dtype(dtype_name).ok_or_else(|| SafetensorsError::UnsupportedDtype {
-        key: key.clone(),
-        dtype: dtype_name.to_string(),
-    })?;
-    let shape_u64: Vec<u64> = object
-        .get("shape")
-        .and_then(Value::as_array)
-        .ok_or_else(|| invalid("missing array field 'shape'"))?
-        .iter()
-        .map(Value::as_u64)
-        .collect::<Option<_>>()
-        .ok_or_else(|| invalid("'shape' must hold non-negative integers"))?;
-    let overflow = || SafetensorsError::ShapeOverflow {
-        key: key.clone(),
-        shape: shape_u64.clone(),
+    let header: Value = match serde_json::from_slice(&bytes[8..data_start]) {
+        Ok(value) => value,
+        Err(e) => return invalid(e.to_string()),
     };
-    let shape: Vec<usize> = shape_u64
-        .iter()
-        .map(|&d| usize::try_from(d).ok())
-        .collect::<Option<_>>()
-        .ok_or_else(overflow)?;
-    let offsets = object
-        .get("data_offsets")
-        .and_then(Value::as_array)
-        .filter(|a| a.len() == 2)
-        .ok_or_else(|| invalid("'data_offsets' must be [begin, end]"))?;
-    let (begin, end) = match (offsets[0].as_u64(), offsets[1].as_u64()) {
-        (Some(b), Some(e)) => (
-            usize::try_from(b).map_err(|_| overflow())?,
-            usize::try_from(e).map_err(|_| overflow())?,
-        ),
-        _ => return Err(invalid("'data_offsets' must hold non-negative integers")),
+    let Value::Object(map) = header else {
+        return invalid("the header is not a JSON object".into());
     };
-    if end < begin {
-        return Err(invalid(&format!(
-            "data_offsets [{begin}, {end}] end before they begin"
-        )));
+    let mut entries = Vec::new();
+    for (key, value) in &map {
+        if key == "__metadata__" {
+            if !value
+                .as_object()
+                .is_some_and(|m| m.values().all(Value::is_string))
+            {
+                return invalid("__metadata__ must map strings to strings".into());
+            }
+            continue;
+        }
+        let entry_error = |reason: &str| SafetensorsError::InvalidEntry {
+            key: key.clone(),
+            reason: reason.into(),
+        };
+        let Some(object) = value.as_object() else {
+            return entry_error("entry is not a JSON object");
+        };
+        let Some(dtype_name) = object.get("dtype").and_then(Value::as_str) else {
+            return entry_error("missing string field 'dtype'");
+        };
+        let dtype = serde_json::from_value::<Dtype>(Value::String(dtype_name.into()))
+            .ok()
+            .and_then(convert_dtype);
+        let Some(dtype) = dtype else {
+            return SafetensorsError::UnsupportedDtype {
+                key: key.clone(),
+                dtype: dtype_name.to_string(),
+            };
+        };
+        let shape: Option<Vec<u64>> = object
+            .get("shape")
+            .and_then(Value::as_array)
+            .and_then(|dims| dims.iter().map(Value::as_u64).collect());
+        let Some(shape) = shape else {
+            return entry_error("'shape' must be an array of non-negative integers");
+        };
+        let offsets: Option<Vec<u64>> = object
+            .get("data_offsets")
+            .and_then(Value::as_array)
+            .filter(|a| a.len() == 2)
+            .and_then(|a| a.iter().map(Value::as_u64).collect());
+        let Some([begin, end]) = offsets.as_deref().map(|o| [o[0], o[1]]) else {
+            return entry_error("'data_offsets' must be [begin, end], non-negative integers");
+        };
+        if end < begin {
+            return entry_error(&format!(
+                "data_offsets [{begin}, {end}] end before they begin"
+            ));
+        }
+        let expected = shape
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+            .and_then(|n| n.checked_mul(dtype.size() as u64));
+        let Some(expected) = expected else {
+            return SafetensorsError::ShapeOverflow {
+                key: key.clone(),
+                shape,
+            };
+        };
+        if expected != end - begin {
+            return SafetensorsError::LengthMismatch {
+                key: key.clone(),
+                shape: shape.iter().map(|&d| d as usize).collect(),
+                dtype,
+                expected: expected as usize,
+                found: (end - begin) as usize,
+                begin: begin as usize,
+                end: end as usize,
+            };
+        }
+        entries.push((begin, end, key));
     }
-    let expected = crate::npy::checked_product(&shape)
-        .and_then(|n| n.checked_mul(dtype.size()))
-        .ok_or_else(overflow)?;
-    if expected != end - begin {
-        return Err(SafetensorsError::LengthMismatch {
-            key,
-            shape,
-            dtype,
-            expected,
-            found: end - begin,
-            begin,
-            end,
-        });
+    entries.sort();
+    let mut expected_begin = 0u64;
+    for (begin, end, key) in &entries {
+        let bad = |problem: String| SafetensorsError::BadOffsets {
+            key: key.to_string(),
+            begin: *begin as usize,
+            end: *end as usize,
+            problem,
+            data_start,
+            data_len,
+        };
+        if *begin != expected_begin {
+            let what = if *begin < expected_begin {
+                "overlap the previous tensor"
+            } else {
+                "leave a gap"
+            };
+            return bad(format!("{what} (expected begin {expected_begin})"));
+        }
+        if *end > data_len as u64 {
+            return bad("run past the end of the file".into());
+        }
+        expected_begin = *end;
     }
-    Ok(Entry {
-        key,
-        dtype,
-        shape,
-        begin,
-        end,
-    })
+    if expected_begin < data_len as u64 {
+        return SafetensorsError::TrailingBytes {
+            slack: data_len - expected_begin as usize,
+            data_end: data_start + expected_begin as usize,
+        };
+    }
+    invalid(error.to_string())
 }
 
-/// Serialises a checkpoint as safetensors: float tensors as `F32`, integer tensors as `I64`,
-/// metadata `{"format": "pt"}` (what PyTorch-side loaders expect), tensors in key order.
+/// Serialises a checkpoint as safetensors (with the crate's writer): float tensors as `F32`,
+/// integer tensors as `I64`, metadata `{"format": "pt"}` (what PyTorch-side loaders expect).
 pub fn encode_safetensors(checkpoint: &Checkpoint) -> Vec<u8> {
-    let mut header = serde_json::Map::new();
-    let mut meta = serde_json::Map::new();
-    meta.insert("format".into(), Value::String("pt".into()));
-    header.insert("__metadata__".into(), Value::Object(meta));
-    let mut data: Vec<u8> = Vec::new();
-    let mut all: BTreeMap<&str, (DType, &[usize], Vec<u8>)> = BTreeMap::new();
+    let mut buffers: Vec<(&str, DType, &[usize], Vec<u8>)> = Vec::new();
     for (key, tensor) in &checkpoint.tensors {
         let bytes = tensor.data.iter().flat_map(|v| v.to_le_bytes()).collect();
-        all.insert(key, (DType::F32, &tensor.shape, bytes));
+        buffers.push((key, DType::F32, &tensor.shape, bytes));
     }
     for (key, tensor) in &checkpoint.int_tensors {
         let bytes = tensor.data.iter().flat_map(|v| v.to_le_bytes()).collect();
-        all.insert(key, (DType::I64, &tensor.shape, bytes));
+        buffers.push((key, DType::I64, &tensor.shape, bytes));
     }
-    for (key, (dtype, shape, bytes)) in all {
-        let begin = data.len();
-        data.extend_from_slice(&bytes);
-        header.insert(
-            key.to_string(),
-            serde_json::json!({ "dtype": dtype_tag(dtype), "shape": shape, "data_offsets": [begin, data.len()] }),
-        );
-    }
-    let mut header_text = Value::Object(header).to_string();
-    // Align the data area to 8 bytes, as the reference writer does (spaces are valid JSON padding).
-    while (8 + header_text.len()) % 8 != 0 {
-        header_text.push(' ');
-    }
-    let mut out = Vec::with_capacity(8 + header_text.len() + data.len());
-    out.extend_from_slice(&(header_text.len() as u64).to_le_bytes());
-    out.extend_from_slice(header_text.as_bytes());
-    out.extend_from_slice(&data);
-    out
+    let views = buffers.iter().map(|(key, dtype, shape, bytes)| {
+        let view = TensorView::new(crate_dtype(*dtype), shape.to_vec(), bytes)
+            .expect("the byte length is the element count times the dtype size");
+        (*key, view)
+    });
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    safetensors::tensor::serialize(views, Some(metadata))
+        .expect("tensors built from a checkpoint always serialize")
 }
 
 #[cfg(test)]

@@ -37,10 +37,27 @@ pub struct BenchArgs {
 
 /// Runs `vitae bench-reference`.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    crate::numbers::check_bench_flags(args.iters, args.threads)?;
     let config = args.arch.load()?;
     let checkpoint = match &args.checkpoint {
         Some(path) => load_checkpoint(path)?,
-        None => random_checkpoint(&config, 0),
+        None => {
+            // Random weights are allocated from the config alone: bound them first.
+            const MAX_RANDOM_PARAMETERS: u64 = 1 << 28;
+            let parameters: u64 = vitae::validate::expected_state_dict(&config)
+                .iter()
+                .map(|e| e.shape.iter().map(|&d| d as u64).product::<u64>())
+                .sum();
+            if parameters > MAX_RANDOM_PARAMETERS {
+                return Err(crate::InputError(format!(
+                    "{}: {parameters} parameters, more than the {MAX_RANDOM_PARAMETERS} random weights \
+                     bench-reference makes; give --checkpoint",
+                    config.source_name()
+                ))
+                .into());
+            }
+            random_checkpoint(&config, 0)
+        }
     };
     let mut builder = rayon::ThreadPoolBuilder::new();
     if let Some(threads) = args.threads {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use vitae::io::read_file;
+use vitae::io::{InputKind, read_file};
 use vitae::npy::read_npy_f32;
 use vitae::quantize::build::build_graph;
 use vitae::quantize::graph::NoObserver;
@@ -89,9 +89,11 @@ pub fn compare(q: &[f32], f: &[f32]) -> (f64, f64, f64) {
 
 /// Runs `vitae diff`.
 pub fn run(args: DiffArgs) -> anyhow::Result<()> {
-    let bytes = read_file(&args.model)?;
+    let bytes = read_file(&args.model, InputKind::Blob)?;
     let aligned = AlignedBytes::new(&bytes);
     let m = Model::parse(aligned.as_bytes())
+        .map_err(|e| InputError(format!("{}: {e}", args.model.display())))?;
+    vitae::engine::check_host_limits(&m)
         .map_err(|e| InputError(format!("{}: {e}", args.model.display())))?;
     let (config, checkpoint) = args.reference.load()?;
     // Checkpoint against architecture first: with the wrong --arch that is the problem.
@@ -138,6 +140,7 @@ pub fn run(args: DiffArgs) -> anyhow::Result<()> {
             continue;
         };
         let (cos, maxd, sqnr) = compare(q, &float_outs[node]);
+        let name = vitae::text::escape(name);
         println!("{i:>3}  {name:40} {cos:>10.6} {maxd:>12.5} {sqnr:>9.2}");
     }
     Ok(())

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use vitae::io::read_file;
+use vitae::io::{InputKind, read_file};
 use vitae::report;
 use vitae_edge::format::{AlignedBytes, Model};
 
@@ -30,14 +30,16 @@ pub struct InspectArgs {
 
 /// Runs `vitae inspect`.
 pub fn run(args: InspectArgs) -> anyhow::Result<()> {
-    let bytes = read_file(&args.blob)?;
+    let bytes = read_file(&args.blob, InputKind::Blob)?;
     let aligned = AlignedBytes::new(&bytes);
     let m = Model::parse(aligned.as_bytes())
+        .map_err(|e| InputError(format!("{}: {e}", args.blob.display())))?;
+    vitae::engine::check_host_limits(&m)
         .map_err(|e| InputError(format!("{}: {e}", args.blob.display())))?;
     let mut out = std::io::stdout().lock();
     if args.json {
         for line in report::inspect_json(&m) {
-            writeln!(out, "{line}")?;
+            writeln!(out, "{}", vitae::text::json_for_terminal(&line.to_string()))?;
         }
     } else {
         write!(

@@ -8,7 +8,8 @@ use vitae::calib_data::{self, ImagePrep};
 use vitae::quantize::{self, CalibMethod, Options, Precision};
 use vitae::reference::ReferenceModel;
 
-use crate::cli::{ModelArgs, check_output_path};
+use crate::cli::{ModelArgs, check_outputs};
+use crate::numbers;
 use crate::progress::Bars;
 
 /// Arguments of `vitae quantize`.
@@ -67,10 +68,12 @@ pub struct QuantizeArgs {
 
 /// Runs `vitae quantize`.
 pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
-    check_output_path(&args.out)?;
-    if let Some(r) = &args.report {
-        check_output_path(r)?;
-    }
+    let mut outputs = vec![args.out.as_path()];
+    outputs.extend(args.report.as_deref());
+    let mut inputs = vec![args.model.checkpoint.as_path(), args.calib.as_path()];
+    inputs.extend(args.model.arch.config.as_deref());
+    check_outputs(&outputs, &inputs)?;
+    numbers::check_quantize_flags(&args)?;
     let (config, checkpoint) = args.model.load()?;
     let channels = config.in_chans();
     let prep = ImagePrep {

@@ -8,12 +8,12 @@ use clap::Args;
 
 use vitae::config::{ModelConfig, PRESETS};
 use vitae::engine::Engine;
-use vitae::io::read_file;
+use vitae::io::{InputKind, read_file};
 use vitae::npy::{ArrayF32, read_npy_f32, write_npy_f32};
 use vitae::reference::{NoObserver, ReferenceModel};
 
 use crate::InputError;
-use crate::cli::check_output_path;
+use crate::cli::check_outputs;
 
 /// Arguments of `vitae run`.
 #[derive(Debug, Args)]
@@ -79,9 +79,15 @@ fn batch_of(input: &ArrayF32, path: &Path, c: usize, h: usize, w: usize) -> anyh
 
 /// Runs `vitae run`.
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
-    check_output_path(&args.out)?;
+    let inputs: Vec<&Path> = [&args.model, &args.checkpoint, &args.config]
+        .into_iter()
+        .flatten()
+        .map(PathBuf::as_path)
+        .chain([args.input.as_path()])
+        .collect();
+    check_outputs(&[&args.out], &inputs)?;
     let (logits, batch, classes) = if let Some(blob_path) = &args.model {
-        let bytes = read_file(blob_path)?;
+        let bytes = read_file(blob_path, InputKind::Blob)?;
         let mut engine =
             Engine::new(&bytes).map_err(|e| InputError(format!("{}: {e}", blob_path.display())))?;
         let meta = *engine.model().meta();
