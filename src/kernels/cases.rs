@@ -276,9 +276,10 @@ pub mod linear {
     use super::*;
 
     /// qkv, proj, MLP and head shapes at reduced token counts; token counts not a multiple of 3
-    /// or 4 (the optimized kernels' block sizes).
+    /// or 4 (the optimized kernels' block sizes). Each fits the on-target tests' buffers (4096
+    /// input and output values, 16,384 weights).
     pub const VITAE: [(usize, usize, usize); 7] = [
-        (50, 64, 192),
+        (19, 64, 192),
         (50, 64, 64),
         (49, 64, 64),
         (13, 64, 256),
@@ -313,9 +314,9 @@ pub mod attention {
     use super::*;
 
     /// ViTAE token counts (one token, one key tile, a partial tile, several), head dims 40, 64,
-    /// odd and above one product tile; logit scales from flat to sharp softmaxes, and some outside
+    /// 80 and odd; logit scales from flat to sharp softmaxes, and some outside
     /// Helium's subnormal-free range (the scalar exponential runs).
-    pub const VITAE: [(usize, usize, usize, f32); 18] = [
+    pub const VITAE: [(usize, usize, usize, f32); 17] = [
         (1, 1, 64, 0.01),
         (65, 1, 40, 0.002),
         (70, 2, 24, 0.05),
@@ -330,7 +331,6 @@ pub mod attention {
         (65, 1, 64, 6.7e-4),
         (197, 1, 64, 5e-4),
         (50, 3, 33, 4e-4),
-        (20, 1, 130, 3.3e-4),
         (1, 1, 65, 2.9e-4),
         (70, 1, 16, 1e-35),
         (70, 1, 16, 1e35),

@@ -48,6 +48,8 @@ const ALL: &[vitae_board::testing::Test] = if cfg!(feature = "demo-failure") {
         performer_feature_dots_match_scalar,
         quantize_image_matches_scalar,
         sqrt_matches_libm,
+        requantize_matches_i128_oracle_at_extremes,
+        linear_saturates_with_the_right_sign_at_the_requantization_extremes,
     ]
 };
 
@@ -110,9 +112,10 @@ fn selected_impl_matches_core() -> TestResult {
 // ---------------------------------------------------------------------------------------------
 // Convolution
 
-const CONV_IN: usize = 3072;
+// Room for the suite's largest ViTAE shape (8×8×64 in, 64 groups, a 67-channel output slice).
+const CONV_IN: usize = 4096;
 const CONV_W: usize = 9216;
-const CONV_OUT: usize = 3072;
+const CONV_OUT: usize = 4608;
 const CONV_SCRATCH: usize = 8192;
 
 /// Builds random data for `geom`, runs the optimized and the reference convolution into a wider
@@ -124,11 +127,22 @@ fn conv_case(
     extra: usize,
     act: bool,
 ) -> TestResult {
+    let (n_in, n_out) = (
+        geom.in_h * geom.in_w * geom.in_c,
+        geom.out_h * geom.out_w * (offset + geom.out_c + extra),
+    );
+    if n_in > CONV_IN || geom.weight_len() > CONV_W || n_out > CONV_OUT || geom.out_c > 128 {
+        defmt::println!(
+            "conv case larger than the test buffers: {}",
+            defmt::Debug2Format(&geom)
+        );
+        check!(false);
+    }
     let mut input = [0i8; CONV_IN];
     let mut weights = [0i8; CONV_W];
     let mut bias = [0i32; 128];
     let mut requant = [Requant::default(); 128];
-    let input = &mut input[..geom.in_h * geom.in_w * geom.in_c];
+    let input = &mut input[..n_in];
     let weights = &mut weights[..geom.weight_len()];
     let bias = &mut bias[..geom.out_c];
     let requant = &mut requant[..geom.out_c];
@@ -244,6 +258,15 @@ const LIN_W: usize = 16384;
 const LIN_OUT: usize = 4096;
 
 fn linear_case(rng: &mut Rng, tokens: usize, k: usize, n_out: usize, act: bool) -> TestResult {
+    if tokens * k > LIN_IN || k * n_out > LIN_W || tokens * n_out > LIN_OUT || n_out > 512 {
+        defmt::println!(
+            "linear case {=usize}x{=usize}->{=usize} larger than the test buffers",
+            tokens,
+            k,
+            n_out
+        );
+        check!(false);
+    }
     let mut input = [0i8; LIN_IN];
     let mut weights = [0i8; LIN_W];
     let mut bias = [0i32; 512];
@@ -658,6 +681,103 @@ fn quantize_image_matches_scalar() -> TestResult {
 /// `math::sqrt` (VSQRT on the Cortex-M55, `libm` elsewhere) against `libm::sqrtf`, bit for bit:
 /// the host computes LayerNorm and the performer with `libm`. Zeros, subnormals, powers of two,
 /// the largest finite value, infinity, and random values over the whole positive range.
+/// `quant::requantize` against an i128 oracle at the extremes of every valid shift: its final
+/// step is 64-bit and saturating, so a result of 2^30 or more in magnitude must not wrap on any
+/// core (`round(acc · M / 2^(31 − shift))`, half up, clamped to i32).
+fn requantize_matches_i128_oracle_at_extremes() -> TestResult {
+    use vitae_edge::quant::{MAX_SHIFT, MIN_SHIFT, requantize};
+    let multipliers = [
+        0,
+        1 << 30,
+        (1 << 30) + 1,
+        0x5555_5555,
+        i32::MAX - 1,
+        i32::MAX,
+    ];
+    let accs = [
+        i32::MIN,
+        i32::MIN + 1,
+        -(1 << 30) - 1,
+        -(1 << 30),
+        -65536,
+        -3,
+        -2,
+        -1,
+        0,
+        1,
+        2,
+        3,
+        65535,
+        1 << 30,
+        (1 << 30) + 1,
+        i32::MAX - 1,
+        i32::MAX,
+    ];
+    for shift in MIN_SHIFT..=MAX_SHIFT {
+        for &multiplier in &multipliers {
+            for &acc in &accs {
+                let exact =
+                    (acc as i128 * multiplier as i128 + (1i128 << (30 - shift))) >> (31 - shift);
+                let want = exact.clamp(i32::MIN as i128, i32::MAX as i128) as i32;
+                let got = requantize(acc, Requant { multiplier, shift });
+                if got != want {
+                    defmt::println!(
+                        "acc={=i32} m={=i32} shift={=i32}: {=i32} != {=i32}",
+                        acc,
+                        multiplier,
+                        shift,
+                        got,
+                        want
+                    );
+                }
+                check_eq!(got, want);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A linear layer whose channels take the general requantization path with the largest
+/// multiplier (2^31 − 1, shift 0) and biases near ±2^31: the optimized kernel equals the
+/// reference and saturates with the sign of the accumulator (a wrapping final step gave the
+/// opposite sign).
+fn linear_saturates_with_the_right_sign_at_the_requantization_extremes() -> TestResult {
+    let (tokens, k, n_out) = (5, 16, 4);
+    let mut rng = Rng(0x5a7_0021);
+    let mut input = [0i8; 5 * 16];
+    let mut weights = [0i8; 16 * 4];
+    rng.fill(&mut input);
+    rng.fill(&mut weights);
+    // |Σ w·x| ≤ 16·128·128 = 262,144: the biases keep the accumulators within 2^31 of zero.
+    let bias = [i32::MAX - 300_000, i32::MIN + 300_000, 1000, -1000];
+    let extreme = Requant {
+        multiplier: i32::MAX,
+        shift: 0,
+    };
+    let normal = Requant {
+        multiplier: 1 << 30,
+        shift: -8,
+    };
+    let requant = [extreme, extreme, normal, extreme];
+    let p = LinearS8::new(tokens, k, n_out, &weights, &bias, &requant, 0, None);
+    let Ok(p) = p else {
+        check!(false);
+        return Ok(());
+    };
+    let mut want = [0i8; 20];
+    let mut got = [0i8; 20];
+    let mut scratch = [0u8; 4096];
+    let need = linear::linear_s8_scratch_size(tokens, k, n_out);
+    check!(need <= scratch.len());
+    check!(linear::linear_s8_reference(&p, &input, &mut want).is_ok());
+    check!(linear::linear_s8(&p, &input, &mut got, &mut scratch[..need]).is_ok());
+    for t in 0..tokens {
+        check_eq!(want[t * n_out], 127);
+        check_eq!(want[t * n_out + 1], -128);
+    }
+    same("linear at the requantization extremes", &got, &want)
+}
+
 fn sqrt_matches_libm() -> TestResult {
     let check = |x: f32| -> TestResult {
         let (got, want) = (vitae_edge::math::sqrt(x), libm::sqrtf(x));
