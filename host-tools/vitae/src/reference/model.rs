@@ -331,6 +331,7 @@ fn build_reduction_cell(
                     proj: weights.linear(&format!("{p}.attn.proj"), true)?,
                     w: weights.vec(&format!("{p}.attn.w"))?,
                     features: rc.performer_features,
+                    v_skip: true,
                 });
                 let mlp = Mlp {
                     fc1: weights.linear(&format!("{p}.attn.mlp.0"), true)?,
