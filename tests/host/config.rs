@@ -118,3 +118,39 @@ fn official_defaults_build_the_four_stage_transformer_model() {
             .any(|k| k.key == "layers.1.RC.attn.attn.qkv.bias")
     );
 }
+
+/// `num_classes = 0`: the official head is nn.Identity, so the model outputs the pooled
+/// features and the checkpoint has no `head.*`.
+#[test]
+fn a_model_without_classifier_outputs_its_features() {
+    use vitae::reference::{Observer, ReferenceModel};
+    use vitae::validate::{expected_state_dict, random_checkpoint};
+    let config = ModelConfig::from_kwargs_json(
+        r#"{"img_size": 32, "stages": 2, "embed_dims": [8, 8], "token_dims": [16, 16],
+            "downsample_ratios": [4, 2], "kernel_size": [7, 3], "dilations": [[1, 2], [1, 2]],
+            "RC_tokens_type": ["performer", "performer_less"], "NC_depth": [0, 1], "NC_heads": [1, 2],
+            "NC_group": [1, 4], "mlp_ratio": 2.0, "num_classes": 0}"#,
+        "features.json",
+    )
+    .unwrap();
+    assert!(
+        !expected_state_dict(&config)
+            .iter()
+            .any(|e| e.key.starts_with("head."))
+    );
+    let model = ReferenceModel::new(config.clone(), &random_checkpoint(&config, 2)).unwrap();
+    struct Pooled(Vec<f32>);
+    impl Observer for Pooled {
+        fn observe(&mut self, name: &str, _: &[usize], data: &[f32]) {
+            if name == "pooled" {
+                self.0 = data.to_vec();
+            }
+        }
+    }
+    let mut pooled = Pooled(Vec::new());
+    let out = model
+        .forward_observed(&vec![0.1; 3 * 32 * 32], &mut pooled)
+        .unwrap();
+    assert_eq!(out.len(), 16);
+    assert_eq!(out, pooled.0);
+}

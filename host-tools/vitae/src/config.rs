@@ -459,9 +459,19 @@ impl ModelConfig {
         self.in_chans
     }
 
-    /// Classifier outputs.
+    /// Classifier outputs (0: no classifier, the official head is `nn.Identity`).
     pub fn num_classes(&self) -> usize {
         self.num_classes
+    }
+
+    /// Values per image out of the model: `num_classes`, or the width of the pooled features
+    /// (after `fc_norm`) when `num_classes = 0`.
+    pub fn output_dim(&self) -> usize {
+        if self.num_classes == 0 {
+            self.feature_dim()
+        } else {
+            self.num_classes
+        }
     }
 
     /// Per-stage information, in order.
@@ -701,9 +711,6 @@ fn resolve(
     }
     if in_chans == 0 {
         return Err("in_chans must be at least 1".into());
-    }
-    if num_classes == 0 {
-        return Err("num_classes = 0 (no classifier head) is not supported".into());
     }
     let class_token = kwargs["class_token"].as_bool().ok_or_else(|| {
         format!(
@@ -1546,6 +1553,17 @@ mod tests {
         }
         // No transformer/pooling reduction cells: the same model in both releases.
         assert_eq!(ModelConfig::preset("vitae-t").unwrap().release(), None);
+    }
+
+    #[test]
+    fn no_classifier_outputs_the_features() {
+        let c = parse(
+            r#"{"img_size": 32, "stages": 1, "embed_dims": [8], "token_dims": [16],
+                "downsample_ratios": [4], "kernel_size": [7], "dilations": [[1, 2]],
+                "RC_tokens_type": ["performer_less"], "NC_depth": [0], "num_classes": 0}"#,
+        )
+        .unwrap();
+        assert_eq!((c.num_classes(), c.output_dim()), (0, 16));
     }
 
     #[test]

@@ -157,13 +157,15 @@ pub fn expected_state_dict(config: &ModelConfig) -> Vec<ExpectedTensor> {
             }
         }
     }
-    linear(
-        &mut push,
-        "head",
-        config.num_classes(),
-        config.feature_dim(),
-        true,
-    );
+    if config.num_classes() > 0 {
+        linear(
+            &mut push,
+            "head",
+            config.num_classes(),
+            config.feature_dim(),
+            true,
+        );
+    }
     entries
         .into_iter()
         .map(|(key, shape, kind)| ExpectedTensor { key, shape, kind })

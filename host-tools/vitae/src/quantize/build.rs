@@ -45,6 +45,8 @@ pub enum UnsupportedOption {
         /// Stage.
         stage: usize,
     },
+    /// `num_classes = 0` (no classifier: the features are the output).
+    NoClassifier,
 }
 
 impl fmt::Display for UnsupportedOption {
@@ -77,6 +79,9 @@ impl fmt::Display for UnsupportedOption {
                 f,
                 "a '*_shallow' NC_tokens_type[{stage}] (layers.{stage}.NC.*.PCM: shallow PCM)"
             ),
+            UnsupportedOption::NoClassifier => {
+                write!(f, "num_classes = 0 (no classifier head)")
+            }
         }
     }
 }
@@ -130,6 +135,9 @@ pub fn unsupported_options(model: &ReferenceModel) -> Vec<UnsupportedOption> {
         {
             options.push(UnsupportedOption::ShallowPcm { stage: i });
         }
+    }
+    if model.head().is_none() {
+        options.push(UnsupportedOption::NoClassifier);
     }
     options
 }
@@ -432,6 +440,9 @@ pub fn build_graph(model: &ReferenceModel, name: &str) -> Result<Graph, Unsuppor
             x = b.add(format!("{p}.add_mlp"), x2, mlp);
         }
     }
+    let Some(head) = model.head() else {
+        return Err(refusal(model));
+    };
     let (_, _, c) = b.shape(x);
     let pooled = b.push(
         "pool".into(),
@@ -440,13 +451,7 @@ pub fn build_graph(model: &ReferenceModel, name: &str) -> Result<Graph, Unsuppor
         (1, 1, c),
         Role::Pooled,
     );
-    let logits = b.linear(
-        "head".into(),
-        model.head().clone(),
-        pooled,
-        Act::None,
-        Role::Logits,
-    );
+    let logits = b.linear("head".into(), head.clone(), pooled, Act::None, Role::Logits);
     Ok(Graph {
         nodes: b.nodes,
         output: logits,
@@ -499,6 +504,13 @@ mod tests {
                     U::NormalCellPerformer { stage: 2 },
                     U::ShallowPcm { stage: 2 },
                 ],
+            ),
+            (
+                r#"{"img_size": 32, "stages": 1, "embed_dims": [8], "token_dims": [16],
+                    "downsample_ratios": [4], "kernel_size": [7], "dilations": [[1, 2]],
+                    "RC_tokens_type": ["performer_less"], "NC_depth": [1], "NC_heads": [2],
+                    "NC_group": [4], "mlp_ratio": 2.0, "num_classes": 0}"#,
+                vec![U::NoClassifier],
             ),
         ];
         for (kwargs, expected) in cases {

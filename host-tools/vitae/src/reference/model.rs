@@ -173,7 +173,8 @@ pub struct ReferenceModel {
     stages: Vec<Stage>,
     /// `class_token = true`: `fc_norm` (LayerNorm eps 1e-6) on the pooled features.
     fc_norm: Option<LayerNorm>,
-    head: Linear,
+    /// The classifier; `None` for `num_classes = 0` (`nn.Identity`: the features are the output).
+    head: Option<Linear>,
 }
 
 /// Looks tensors up by key after validation.
@@ -264,7 +265,9 @@ impl ReferenceModel {
             .class_token()
             .then(|| weights.layer_norm("fc_norm", NC_LAYER_NORM_EPS))
             .transpose()?;
-        let head = weights.linear("head", true)?;
+        let head = (config.num_classes() > 0)
+            .then(|| weights.linear("head", true))
+            .transpose()?;
         Ok(ReferenceModel {
             config,
             stages,
@@ -288,17 +291,19 @@ impl ReferenceModel {
         self.fc_norm.as_ref()
     }
 
-    /// The classifier.
-    pub(crate) fn head(&self) -> &Linear {
-        &self.head
+    /// The classifier (`None`: `num_classes = 0`).
+    pub(crate) fn head(&self) -> Option<&Linear> {
+        self.head.as_ref()
     }
 
-    /// Logits for one CHW image of `in_chans × img_size × img_size` values.
+    /// Logits for one CHW image of `in_chans × img_size × img_size` values
+    /// ([`ModelConfig::output_dim`] of them).
     pub fn forward(&self, image_chw: &[f32]) -> Result<Vec<f32>, ModelError> {
         self.forward_observed(image_chw, &mut NoObserver)
     }
 
-    /// Logits for a batch of `N` CHW images laid out back to back (NCHW); returns `N × classes`.
+    /// Logits for a batch of `N` CHW images laid out back to back (NCHW); returns
+    /// `N × output_dim`.
     /// Images run one after another (each forward already uses all cores).
     pub fn forward_batch(
         &self,
@@ -310,7 +315,7 @@ impl ReferenceModel {
             return Err(self.input_error(images_nchw.len()));
         }
         let mut logits =
-            Vec::with_capacity(images_nchw.len() / per_image * self.config.num_classes());
+            Vec::with_capacity(images_nchw.len() / per_image * self.config.output_dim());
         for image in images_nchw.chunks_exact(per_image) {
             logits.extend(self.forward_observed(image, observer)?);
         }
@@ -366,7 +371,10 @@ impl ReferenceModel {
             }
             None => pooled,
         };
-        let logits = self.head.forward(&features)?;
+        let logits = match &self.head {
+            Some(head) => head.forward(&features)?,
+            None => features,
+        };
         observer.observe("logits", &[1, logits.len()], &logits);
         Ok(logits)
     }
