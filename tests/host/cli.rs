@@ -187,12 +187,15 @@ fn check_names_new_option_keys_and_quantize_names_unsupported_options() {
     for (folder, needle) in [
         (
             "mcu_c",
-            "the quantizer does not support RC_tokens_type[0] = 'pooling'",
+            "the quantizer does not support yet: RC_tokens_type[0] = 'pooling'",
         ),
-        ("mcu_d", "the quantizer does not support class_token = true"),
+        (
+            "mcu_d",
+            "the quantizer does not support yet: class_token = true",
+        ),
         (
             "mcu_g",
-            "the quantizer does not support a 'performer' NC_tokens_type[1]",
+            "yet: NC_tokens_type[1] = 'performer_shallow' (layers.1.NC.*: AttentionPerformer attention, shallow PCM)",
         ),
     ] {
         let fixture = fixtures().join(folder);

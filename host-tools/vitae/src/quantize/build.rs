@@ -5,7 +5,7 @@
 use std::fmt;
 
 use super::graph::{Act, Graph, Node, NodeId, NodeKind, Role};
-use crate::config::PrmOp;
+use crate::config::{NcTokensType, PrmOp};
 use crate::reference::ReferenceModel;
 use crate::reference::model::{NcAttention, NcPcm, RcAttention, ReductionCell};
 use crate::reference::ops::{Conv2d, LayerNorm, Linear};
@@ -17,6 +17,8 @@ pub enum UnsupportedOption {
     IdentityReductionCell {
         /// Stage.
         stage: usize,
+        /// `downsample_ratios[stage]` (1: `nn.Identity`; more: `'none'`).
+        ratio: usize,
     },
     /// `RC_tokens_type 'embedding'` (patch embedding, class token, position embedding).
     Embedding {
@@ -35,15 +37,13 @@ pub enum UnsupportedOption {
     },
     /// `class_token = true` (class token rows, `fc_norm`, pooling without token 0).
     ClassToken,
-    /// `NC_tokens_type` with `'performer'` (AttentionPerformer, no v skip).
-    NormalCellPerformer {
+    /// A normal-cell type other than `'transformer'`: `'performer'` (AttentionPerformer, no v
+    /// skip) and/or `'*_shallow'` (PCM conv, BN, SiLU, conv).
+    NormalCellType {
         /// Stage.
         stage: usize,
-    },
-    /// `NC_tokens_type` with `'shallow'` (conv, BN, SiLU, conv).
-    ShallowPcm {
-        /// Stage.
-        stage: usize,
+        /// The type.
+        tokens_type: NcTokensType,
     },
     /// `num_classes = 0` (no classifier: the features are the output).
     NoClassifier,
@@ -52,9 +52,13 @@ pub enum UnsupportedOption {
 impl fmt::Display for UnsupportedOption {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            UnsupportedOption::IdentityReductionCell { stage } => write!(
+            UnsupportedOption::IdentityReductionCell { stage, ratio: 1 } => write!(
                 f,
-                "identity reduction cell (downsample_ratios[{stage}] = 1 or 'none', layers.{stage}.RC)"
+                "downsample_ratios[{stage}] = 1 (layers.{stage}.RC is nn.Identity)"
+            ),
+            UnsupportedOption::IdentityReductionCell { stage, .. } => write!(
+                f,
+                "RC_tokens_type[{stage}] = 'none' (layers.{stage}.RC passes its input through)"
             ),
             UnsupportedOption::Embedding { stage } => write!(
                 f,
@@ -71,14 +75,23 @@ impl fmt::Display for UnsupportedOption {
             UnsupportedOption::ClassToken => {
                 write!(f, "class_token = true (class token, fc_norm)")
             }
-            UnsupportedOption::NormalCellPerformer { stage } => write!(
-                f,
-                "a 'performer' NC_tokens_type[{stage}] (layers.{stage}.NC.*.attn: AttentionPerformer)"
-            ),
-            UnsupportedOption::ShallowPcm { stage } => write!(
-                f,
-                "a '*_shallow' NC_tokens_type[{stage}] (layers.{stage}.NC.*.PCM: shallow PCM)"
-            ),
+            UnsupportedOption::NormalCellType { stage, tokens_type } => {
+                let parts: Vec<&str> = [
+                    tokens_type
+                        .is_performer()
+                        .then_some("AttentionPerformer attention"),
+                    tokens_type.is_shallow().then_some("shallow PCM"),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                write!(
+                    f,
+                    "NC_tokens_type[{stage}] = '{}' (layers.{stage}.NC.*: {})",
+                    tokens_type.name(),
+                    parts.join(", ")
+                )
+            }
             UnsupportedOption::NoClassifier => {
                 write!(f, "num_classes = 0 (no classifier head)")
             }
@@ -89,7 +102,7 @@ impl fmt::Display for UnsupportedOption {
 /// Why [`build_graph`] refused a model: the options it cannot lower yet, in model order.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "{model}: the quantizer does not support {} yet (`vitae run --checkpoint` and `vitae check` do)",
+    "{model}: the quantizer does not support yet: {}; `vitae run --checkpoint` and `vitae check` do",
     .options.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 )]
 pub struct UnsupportedError {
@@ -109,7 +122,10 @@ pub fn unsupported_options(model: &ReferenceModel) -> Vec<UnsupportedOption> {
         let i = stage.info.index;
         match &stage.rc {
             ReductionCell::Identity => {
-                options.push(UnsupportedOption::IdentityReductionCell { stage: i });
+                options.push(UnsupportedOption::IdentityReductionCell {
+                    stage: i,
+                    ratio: stage.info.rc.ratio,
+                });
             }
             ReductionCell::Embedding(_) => options.push(UnsupportedOption::Embedding { stage: i }),
             ReductionCell::Prm(cell) => {
@@ -121,19 +137,12 @@ pub fn unsupported_options(model: &ReferenceModel) -> Vec<UnsupportedOption> {
                 }
             }
         }
-        if stage
-            .ncs
-            .iter()
-            .any(|nc| matches!(nc.attention, NcAttention::Performer(_)))
-        {
-            options.push(UnsupportedOption::NormalCellPerformer { stage: i });
-        }
-        if stage
-            .ncs
-            .iter()
-            .any(|nc| matches!(nc.pcm, NcPcm::Shallow(_)))
-        {
-            options.push(UnsupportedOption::ShallowPcm { stage: i });
+        let tokens_type = stage.info.nc.tokens_type;
+        if !stage.ncs.is_empty() && tokens_type != NcTokensType::Transformer {
+            options.push(UnsupportedOption::NormalCellType {
+                stage: i,
+                tokens_type,
+            });
         }
     }
     if model.head().is_none() {
@@ -497,12 +506,20 @@ mod tests {
                 vec![
                     U::ClassToken,
                     U::Embedding { stage: 0 },
-                    U::NormalCellPerformer { stage: 0 },
-                    U::IdentityReductionCell { stage: 1 },
-                    U::ShallowPcm { stage: 1 },
-                    U::IdentityReductionCell { stage: 2 },
-                    U::NormalCellPerformer { stage: 2 },
-                    U::ShallowPcm { stage: 2 },
+                    U::NormalCellType {
+                        stage: 0,
+                        tokens_type: NcTokensType::Performer,
+                    },
+                    U::IdentityReductionCell { stage: 1, ratio: 1 },
+                    U::NormalCellType {
+                        stage: 1,
+                        tokens_type: NcTokensType::TransformerShallow,
+                    },
+                    U::IdentityReductionCell { stage: 2, ratio: 1 },
+                    U::NormalCellType {
+                        stage: 2,
+                        tokens_type: NcTokensType::PerformerShallow,
+                    },
                 ],
             ),
             (
@@ -520,7 +537,8 @@ mod tests {
             assert_eq!(error.options, expected);
             let text = error.to_string();
             assert!(
-                text.starts_with("t.json: the quantizer does not support ") && !text.contains('\n'),
+                text.starts_with("t.json: the quantizer does not support yet: ")
+                    && !text.contains('\n'),
                 "{text}"
             );
             assert_eq!(check_supported(&m), Err(error));
