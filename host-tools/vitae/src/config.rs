@@ -548,9 +548,9 @@ impl ModelConfig {
             let mut config = self.clone();
             if has_mixer_keys {
                 config.release_assumed = false;
-                config.release_reason =
-                    "its 'transformer'/'pooling' reduction cells have PCM and attention keys in the checkpoint"
-                        .into();
+                config.release_reason = "the checkpoint has PCM/attention keys for its \
+                                         'transformer'/'pooling' reduction cells"
+                    .into();
             }
             return config;
         }
