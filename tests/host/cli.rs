@@ -99,6 +99,124 @@ fn run_writes_fixture_logits_for_a_batch() {
     );
 }
 
+/// `vitae run --checkpoint` on the fixtures of the options of issue 14 (Dec-2021 'pooling' and
+/// RC_op 'sum'; class token, 'embedding', identity cells, 'performer' normal cells; shallow
+/// PCMs) writes the official logits; `check` accepts them and names the release.
+#[test]
+#[cfg_attr(
+    not(vitae_fixtures),
+    ignore = "needs ../shared/fixtures (beside the checkout)"
+)]
+fn run_and_check_the_new_option_fixtures() {
+    let dir = tempfile::tempdir().unwrap();
+    for (folder, release) in [
+        ("mcu_c", "the Dec-2021 release"),
+        ("mcu_d", "the current release"),
+        ("mcu_g", "the current release"),
+    ] {
+        let file = |name: &str| fixtures().join(folder).join(name).display().to_string();
+        let out = dir.path().join(format!("{folder}.npy"));
+        let output = vitae(&[
+            "run",
+            "--checkpoint",
+            &file("model.pth"),
+            "--config",
+            &file("kwargs.json"),
+            "--input",
+            &file("input.npy"),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(output.status.success(), "{folder}: {}", stderr(&output));
+        let logits = read_npy_f32(&out).unwrap();
+        let expected = read_npy_f32(Path::new(&file("logits.npy"))).unwrap();
+        assert_eq!(logits.shape, expected.shape, "{folder}");
+        let error = relative_error(&logits.data, &expected.data);
+        assert!(error <= 1e-4, "{folder}: logits relative error {error:e}");
+
+        let output = vitae(&[
+            "check",
+            "--checkpoint",
+            &file("model.safetensors"),
+            "--config",
+            &file("kwargs.json"),
+        ]);
+        assert!(output.status.success(), "{folder}: {}", stderr(&output));
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(stdout.starts_with("ok: "), "{stdout}");
+        assert!(
+            stdout.contains(&format!("the model of {release}")),
+            "{folder}: {stdout}"
+        );
+    }
+}
+
+/// A doctored checkpoint of each new option fails `check` with the key named on the first
+/// line; `quantize` refuses the options it cannot lower yet with exit status 2, naming them,
+/// before reading any calibration data.
+#[test]
+#[cfg_attr(
+    not(vitae_fixtures),
+    ignore = "needs ../shared/fixtures (beside the checkout)"
+)]
+fn check_names_new_option_keys_and_quantize_names_unsupported_options() {
+    use vitae::checkpoint::load_checkpoint;
+    use vitae::checkpoint::safetensors::encode_safetensors;
+    let dir = tempfile::tempdir().unwrap();
+    for (folder, key, summary) in [
+        ("mcu_c", "layers.1.RC.attn.attn.qkv.weight", "1 missing"),
+        ("mcu_d", "layers.0.RC.cls_token", "1 missing"),
+        ("mcu_d", "fc_norm.weight", "1 missing"),
+        ("mcu_g", "layers.2.NC.0.PCM.3.weight", "1 missing"),
+    ] {
+        let fixture = fixtures().join(folder);
+        let mut checkpoint = load_checkpoint(&fixture.join("model.safetensors")).unwrap();
+        assert!(checkpoint.remove(key), "{folder}: {key}");
+        let path = dir.path().join(format!("{folder}_no_{key}.safetensors"));
+        std::fs::write(&path, encode_safetensors(&checkpoint)).unwrap();
+        let output = vitae(&[
+            "check",
+            "--checkpoint",
+            path.to_str().unwrap(),
+            "--config",
+            fixture.join("kwargs.json").to_str().unwrap(),
+        ]);
+        assert_input_error(&output, &format!("{summary} (first: {key})"));
+    }
+    let missing_calib = dir.path().join("no-such-calib.npy");
+    for (folder, needle) in [
+        (
+            "mcu_c",
+            "the quantizer does not support yet: RC_tokens_type[0] = 'pooling'",
+        ),
+        (
+            "mcu_d",
+            "the quantizer does not support yet: class_token = true",
+        ),
+        (
+            "mcu_g",
+            "yet: NC_tokens_type[1] = 'performer_shallow' (layers.1.NC.*: AttentionPerformer attention, shallow PCM)",
+        ),
+    ] {
+        let fixture = fixtures().join(folder);
+        let out = dir.path().join(format!("{folder}.vblob"));
+        let output = vitae(&[
+            "quantize",
+            "--checkpoint",
+            fixture.join("model.pth").to_str().unwrap(),
+            "--config",
+            fixture.join("kwargs.json").to_str().unwrap(),
+            "--calib",
+            missing_calib.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--no-progress",
+        ]);
+        assert_input_error(&output, needle);
+        assert!(!out.exists());
+    }
+}
+
 #[test]
 #[cfg_attr(
     not(vitae_fixtures),

@@ -1,6 +1,6 @@
-//! The f32 reference engine against the official PyTorch fixtures: logits of mcu_a (from
-//! .pth and .safetensors) and ViTAE-T, every mcu_a intermediate, and the expected state_dict
-//! against each fixture's config.json.
+//! The f32 reference engine against the official PyTorch fixtures: logits of mcu_a, mcu_c,
+//! mcu_d, mcu_g (from .pth and .safetensors) and ViTAE-T, every intermediate of mcu_a, mcu_c,
+//! mcu_d and mcu_g, and the expected state_dict against each fixture's config.json.
 
 #[path = "common.rs"]
 mod common;
@@ -45,7 +45,14 @@ fn check_logits(folder: &str, checkpoint_file: &str) -> Recorder {
     let mut recorder = Recorder(BTreeMap::new());
     let logits = model.forward_observed(&input.data, &mut recorder).unwrap();
     let error = relative_error(&logits, &expected.data);
-    println!("{folder}/{checkpoint_file}: logits max|Δ|/max|logit| = {error:.3e}");
+    let absolute = logits
+        .iter()
+        .zip(&expected.data)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    println!(
+        "{folder}/{checkpoint_file}: logits max|Δ| = {absolute:.3e}, max|Δ|/max|logit| = {error:.3e}"
+    );
     assert!(
         error <= TOLERANCE,
         "{folder}/{checkpoint_file}: logits relative error {error:e}"
@@ -88,38 +95,111 @@ fn vitae_t_logits() {
     assert_eq!(recorder.0["s2_nc6_out"].0, vec![1, 196, 256]);
 }
 
-#[test]
-#[cfg_attr(
-    not(vitae_fixtures),
-    ignore = "needs ../shared/fixtures (beside the checkout)"
-)]
-fn mcu_a_every_intermediate() {
-    let recorder = check_logits("mcu_a", "model.pth");
-    let dir = fixtures().join("mcu_a/intermediates");
+/// Every intermediate of `folder` (read by name from its `intermediates/`) against ours.
+fn check_every_intermediate(folder: &str, count: usize) {
+    let recorder = check_logits(folder, "model.pth");
+    let dir = fixtures().join(folder).join("intermediates");
     let mut files: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter_map(|n| n.strip_suffix(".npy").map(str::to_string))
         .collect();
     files.sort();
-    assert_eq!(files.len(), 23, "fixture intermediates: {files:?}");
+    assert_eq!(files.len(), count, "{folder} intermediates: {files:?}");
     let mut worst = (0.0f64, String::new());
     for name in &files {
         let expected = read_npy_f32(&dir.join(format!("{name}.npy"))).unwrap();
         let (shape, data) = recorder
             .0
             .get(name)
-            .unwrap_or_else(|| panic!("intermediate {name} was not observed"));
-        assert_eq!(shape, &expected.shape, "{name} shape");
+            .unwrap_or_else(|| panic!("{folder}: intermediate {name} was not observed"));
+        assert_eq!(shape, &expected.shape, "{folder}: {name} shape");
         let error = relative_error(data, &expected.data);
-        println!("{name:14} rel err {error:.3e}");
-        assert!(error <= TOLERANCE, "{name}: relative error {error:e}");
+        println!("{folder}/{name:14} rel err {error:.3e}");
+        assert!(
+            error <= TOLERANCE,
+            "{folder}: {name}: relative error {error:e}"
+        );
         if error > worst.0 {
             worst = (error, name.clone());
         }
     }
-    println!("worst intermediate: {} at {:.3e}", worst.1, worst.0);
+    println!(
+        "{folder}: worst intermediate: {} at {:.3e}",
+        worst.1, worst.0
+    );
     assert!(recorder.0.contains_key("logits"));
+}
+
+#[test]
+#[cfg_attr(
+    not(vitae_fixtures),
+    ignore = "needs ../shared/fixtures (beside the checkout)"
+)]
+fn mcu_a_every_intermediate() {
+    check_every_intermediate("mcu_a", 23);
+}
+
+/// Dec-2021 release: 'pooling' reduction cells (on the image, and on tokens with a 2-head
+/// Token_transformer) and RC_op 'sum' in every stage.
+#[test]
+#[cfg_attr(
+    not(vitae_fixtures),
+    ignore = "needs ../shared/fixtures (beside the checkout)"
+)]
+fn mcu_c_every_intermediate() {
+    check_every_intermediate("mcu_c", 25);
+}
+
+/// class_token with fc_norm, the 'embedding' reduction cell, identity reduction cells and
+/// 'performer' normal cells.
+#[test]
+#[cfg_attr(
+    not(vitae_fixtures),
+    ignore = "needs ../shared/fixtures (beside the checkout)"
+)]
+fn mcu_d_every_intermediate() {
+    check_every_intermediate("mcu_d", 20);
+}
+
+/// 'performer_shallow' and 'transformer_shallow' normal cells.
+#[test]
+#[cfg_attr(
+    not(vitae_fixtures),
+    ignore = "needs ../shared/fixtures (beside the checkout)"
+)]
+fn mcu_g_every_intermediate() {
+    check_every_intermediate("mcu_g", 23);
+}
+
+#[test]
+#[cfg_attr(
+    not(vitae_fixtures),
+    ignore = "needs ../shared/fixtures (beside the checkout)"
+)]
+fn new_option_fixtures_logits_from_safetensors() {
+    for folder in ["mcu_c", "mcu_d", "mcu_g"] {
+        check_logits(folder, "model.safetensors");
+    }
+}
+
+/// Which release each fixture's config resolves to, with its own checkpoint.
+#[test]
+#[cfg_attr(
+    not(vitae_fixtures),
+    ignore = "needs ../shared/fixtures (beside the checkout)"
+)]
+fn fixture_releases() {
+    use vitae::config::Release;
+    for (folder, release) in [
+        ("mcu_a", None),
+        ("mcu_c", Some(Release::Dec2021)),
+        ("mcu_d", Some(Release::Current)),
+        ("mcu_g", Some(Release::Current)),
+    ] {
+        let model = model_for(folder, "model.safetensors");
+        assert_eq!(model.config().release(), release, "{folder}");
+    }
 }
 
 #[test]
@@ -149,14 +229,25 @@ fn pth_and_safetensors_hold_identical_tensors() {
     ignore = "needs ../shared/fixtures (beside the checkout)"
 )]
 fn expected_state_dict_matches_fixture_config_json() {
-    for (folder, preset) in [("mcu_a", None), ("vitae_t", Some("vitae-t"))] {
+    for (folder, preset) in [
+        ("mcu_a", None),
+        ("mcu_c", None),
+        ("mcu_d", None),
+        ("mcu_g", None),
+        ("vitae_t", Some("vitae-t")),
+    ] {
         let dir = fixtures().join(folder);
         let text = std::fs::read_to_string(dir.join("config.json")).unwrap();
         let json: Value = serde_json::from_str(&text).unwrap();
         let reference = json["state_dict"]
             .as_array()
             .expect("config.json state_dict");
-        let mut configs = vec![ModelConfig::from_kwargs_file(&dir.join("kwargs.json")).unwrap()];
+        let checkpoint = load_checkpoint(&dir.join("model.pth")).unwrap();
+        let mut configs = vec![
+            ModelConfig::from_kwargs_file(&dir.join("kwargs.json"))
+                .unwrap()
+                .for_checkpoint(&checkpoint),
+        ];
         if let Some(name) = preset {
             configs.push(ModelConfig::preset(name).unwrap());
         }
@@ -197,31 +288,47 @@ fn expected_state_dict_matches_fixture_config_json() {
     ignore = "needs ../shared/fixtures (beside the checkout)"
 )]
 fn fixture_param_counts_match_config_json() {
-    let dir = fixtures().join("mcu_a");
-    let json: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
-    let config = ModelConfig::from_kwargs_file(&dir.join("kwargs.json")).unwrap();
-    let params: u64 = expected_state_dict(&config)
-        .iter()
-        .filter(|e| e.kind == TensorKind::Parameter)
-        .map(|e| e.shape.iter().product::<usize>() as u64)
-        .sum();
-    assert_eq!(params, json["params"]["params_total"].as_u64().unwrap());
-    // Cell I/O shapes from config.json against our derived geometry.
-    let io = &json["cell_io_shapes"];
-    for stage in config.stages() {
-        let out = &io[format!("layers.{}.RC", stage.index)][1];
+    for folder in ["mcu_a", "mcu_c", "mcu_d", "mcu_g"] {
+        let dir = fixtures().join(folder);
+        let json: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap())
+                .unwrap();
+        let config = ModelConfig::from_kwargs_file(&dir.join("kwargs.json")).unwrap();
+        let params: u64 = expected_state_dict(&config)
+            .iter()
+            .filter(|e| e.kind == TensorKind::Parameter)
+            .map(|e| e.shape.iter().product::<usize>() as u64)
+            .sum();
         assert_eq!(
-            out[1].as_u64().unwrap() as usize,
-            stage.tokens,
-            "stage {}",
-            stage.index
+            params,
+            json["params"]["params_total"].as_u64().unwrap(),
+            "{folder}"
         );
-        assert_eq!(
-            out[2].as_u64().unwrap() as usize,
-            stage.token_dim,
-            "stage {}",
-            stage.index
-        );
+        // Cell I/O shapes from config.json against our derived geometry (identity reduction
+        // cells are nn.Identity and have no entry).
+        let io = &json["cell_io_shapes"];
+        for stage in config.stages() {
+            let Some(out) = io.get(format!("layers.{}.RC", stage.index)).map(|v| &v[1]) else {
+                assert_eq!(
+                    stage.rc.form,
+                    vitae::config::RcForm::Identity,
+                    "{folder} stage {}",
+                    stage.index
+                );
+                continue;
+            };
+            assert_eq!(
+                out[1].as_u64().unwrap() as usize,
+                stage.sequence_len(),
+                "{folder} stage {}",
+                stage.index
+            );
+            assert_eq!(
+                out[2].as_u64().unwrap() as usize,
+                stage.token_dim,
+                "{folder} stage {}",
+                stage.index
+            );
+        }
     }
 }

@@ -4,8 +4,10 @@
 //!
 //! A config comes from a flat `kwargs.json` (official argument names, scalars or per-stage
 //! lists — see [`ModelConfig::from_kwargs_json`]) or from a preset name ([`ModelConfig::preset`]).
-//! Missing keys take the constructor's defaults. Only what the reference engine implements is
-//! accepted; everything else is rejected with an error naming the argument.
+//! Missing keys take the constructor's defaults. What the official code builds and runs is
+//! accepted (in either release: see [`ModelConfig`] for how a config picks one where they
+//! differ); everything else is rejected with an error naming the argument and saying why the
+//! official code fails on it.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -13,20 +15,53 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::checkpoint::Checkpoint;
 use crate::io::{InputKind, ReadFileError, read_file};
 
 /// Preset names accepted by [`ModelConfig::preset`] (current official code, ImageNet head).
 pub const PRESETS: [&str; 4] = ["vitae-t", "vitae-6m", "vitae-13m", "vitae-s"];
 
-/// Token mixer of a reduction cell.
+/// The two releases of the official code, where they build different models from the same
+/// arguments (design doc §0, quirk Q1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Release {
+    /// The first public release, `Annbless/ViTAE` @ a4c31bb (Dec 2021): `'transformer'` and
+    /// `'pooling'` reduction cells have their PCM and `Token_transformer`.
+    Dec2021,
+    /// `ViTAE-Transformer/ViTAE-Transformer` (2022 on): adds `class_token`, the `'embedding'` and
+    /// `'none'` reduction cells and the `*_shallow` normal cells, and builds `'transformer'` and
+    /// `'pooling'` reduction cells without PCM and attention (quirk Q1).
+    Current,
+}
+
+impl Release {
+    /// How messages name the release.
+    pub fn name(self) -> &'static str {
+        match self {
+            Release::Dec2021 => "the Dec-2021 release",
+            Release::Current => "the current release",
+        }
+    }
+}
+
+/// `RC_tokens_type` of a stage: the official string. What the cell computes is
+/// [`ReductionCellInfo::form`], which also depends on the downsample ratio and the release.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RcTokensType {
     /// PRM + PCM + `Token_performer` (positive random features), heads must be 1.
     Performer,
-    /// PRM only: the concatenated dilated-conv tokens are the cell output.
+    /// PRM only: the dilated-conv tokens are the cell output.
     PerformerLess,
-    /// PRM + PCM + `Token_transformer` (Dec-2021 release; the current code silently drops it).
+    /// PRM + PCM + `Token_transformer` (Dec-2021); PRM only in the current release (Q1).
     Transformer,
+    /// `MaxPool2d(ratio)`, then a `'transformer'` cell at stride 1 on the pooled map (Dec-2021);
+    /// max-pool + PRM only in the current release (Q1).
+    Pooling,
+    /// timm `PatchEmbed` (conv with kernel = stride = ratio) + learned `cls_token` and
+    /// `pos_embed` (current release).
+    Embedding,
+    /// No reduction: the input passes through (current release).
+    None,
 }
 
 impl RcTokensType {
@@ -36,20 +71,126 @@ impl RcTokensType {
             RcTokensType::Performer => "performer",
             RcTokensType::PerformerLess => "performer_less",
             RcTokensType::Transformer => "transformer",
+            RcTokensType::Pooling => "pooling",
+            RcTokensType::Embedding => "embedding",
+            RcTokensType::None => "none",
         }
     }
 
-    /// Whether the cell has a PCM and an attention block (everything but `performer_less`).
-    pub fn has_attention(self) -> bool {
-        !matches!(self, RcTokensType::PerformerLess)
+    fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "performer" => RcTokensType::Performer,
+            "performer_less" => RcTokensType::PerformerLess,
+            "transformer" => RcTokensType::Transformer,
+            "pooling" => RcTokensType::Pooling,
+            "embedding" => RcTokensType::Embedding,
+            "none" => RcTokensType::None,
+            _ => return None,
+        })
     }
 }
 
-/// Token mixer of a normal cell. Only plain multi-head self-attention with the 3-conv PCM.
+/// The attention block of a reduction cell with a PCM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RcAttentionKind {
+    /// `Token_performer` (keys `attn.kqv`, `attn.w`, `attn.mlp.0/2`).
+    Performer,
+    /// `Token_transformer` (keys `attn.attn.qkv` without bias, `attn.mlp.fc1/fc2`).
+    Transformer,
+}
+
+/// What a reduction cell computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RcForm {
+    /// `nn.Identity` (`downsample_ratios[i] = 1`, whatever the type) or `'none'`: no weights,
+    /// the input passes through unchanged.
+    Identity,
+    /// `'embedding'`: `PRM.proj` conv (kernel = stride = ratio, no padding, no activation) to
+    /// `token_dim` channels, then `cat(cls_token, tokens) + pos_embed`.
+    Embedding,
+    /// An optional max-pool ([`ReductionCellInfo::pool`]), the PRM, and with `Some` attention the
+    /// PCM, `norm1`, attention (+ v skip), `+ PCM`, `+ MLP(norm2)`.
+    Prm {
+        /// `None`: the PRM output is the cell output (`performer_less`, and `'transformer'` /
+        /// `'pooling'` in the current release).
+        attention: Option<RcAttentionKind>,
+    },
+}
+
+/// How the PRM combines its dilation branches (`RC_op`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrmOp {
+    /// Concatenated, branch-major: channel = branch · embed_dim + c.
+    Cat,
+    /// Summed (each branch after its own GELU): `embed_dim` channels.
+    Sum,
+}
+
+impl PrmOp {
+    /// The official string.
+    pub fn name(self) -> &'static str {
+        match self {
+            PrmOp::Cat => "cat",
+            PrmOp::Sum => "sum",
+        }
+    }
+}
+
+/// `NC_tokens_type` of a stage. The current code selects by substring (`'transformer' in t`,
+/// else `'performer' in t`; `'shallow' in t` for the PCM); the Dec-2021 code knows exactly
+/// `'transformer'` and `'performer'`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NcTokensType {
-    /// `Attention` (MHSA) + non-shallow PCM.
+    /// `Attention` (MHSA) + the 3-conv PCM.
     Transformer,
+    /// `AttentionPerformer` (kqv with bias, no v skip, one head) + the 3-conv PCM.
+    Performer,
+    /// `Attention` + the shallow PCM (conv, BN, SiLU, conv), as ViTAE-B/L/H use.
+    TransformerShallow,
+    /// `AttentionPerformer` + the shallow PCM.
+    PerformerShallow,
+}
+
+impl NcTokensType {
+    /// The canonical official string.
+    pub fn name(self) -> &'static str {
+        match self {
+            NcTokensType::Transformer => "transformer",
+            NcTokensType::Performer => "performer",
+            NcTokensType::TransformerShallow => "transformer_shallow",
+            NcTokensType::PerformerShallow => "performer_shallow",
+        }
+    }
+
+    /// Whether the attention is `AttentionPerformer` (else `Attention`).
+    pub fn is_performer(self) -> bool {
+        matches!(
+            self,
+            NcTokensType::Performer | NcTokensType::PerformerShallow
+        )
+    }
+
+    /// Whether the PCM is the shallow one (`PCM.0`, BN `PCM.1`, SiLU, `PCM.3`).
+    pub fn is_shallow(self) -> bool {
+        matches!(
+            self,
+            NcTokensType::TransformerShallow | NcTokensType::PerformerShallow
+        )
+    }
+
+    /// The current code's substring rule.
+    fn parse(name: &str) -> Option<Self> {
+        let shallow = name.contains("shallow");
+        Some(
+            match (name.contains("transformer"), name.contains("performer")) {
+                (true, _) if shallow => NcTokensType::TransformerShallow,
+                (true, _) => NcTokensType::Transformer,
+                (false, true) if shallow => NcTokensType::PerformerShallow,
+                (false, true) => NcTokensType::Performer,
+                (false, false) => return None,
+            },
+        )
+    }
 }
 
 /// Why a config was rejected. Messages name the official argument.
@@ -82,19 +223,29 @@ pub enum ConfigError {
 /// Per-stage reduction-cell facts.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ReductionCellInfo {
-    /// Token mixer.
+    /// The official token type.
     pub tokens_type: RcTokensType,
-    /// Spatial downsampling (PRM stride).
+    /// What the cell computes.
+    pub form: RcForm,
+    /// `downsample_ratios[i]`: spatial downsampling of the cell (1 for an identity).
     pub ratio: usize,
+    /// `Some(r)` for `'pooling'`: `MaxPool2d(r, stride r, padding 0)` on the cell input; the
+    /// PRM (at stride 1) and the PCM (strides 1, 1, 1) both read the pooled map.
+    pub pool: Option<usize>,
+    /// PRM conv stride: `ratio`, or 1 after the max-pool of `'pooling'`.
+    pub prm_stride: usize,
     /// PRM kernel size.
     pub kernel_size: usize,
-    /// PRM dilations, in branch (= output channel block) order.
+    /// PRM dilations, in branch order.
     pub dilations: Vec<usize>,
-    /// PRM zero padding per dilation: `ceil(((k-1)·d + 1 - s) / 2)`.
+    /// PRM zero padding per dilation: `ceil(((k-1)·d + 1 - prm_stride) / 2)`.
     pub prm_paddings: Vec<usize>,
-    /// PRM output channels `len(dilations) · embed_dim` (branch-major concat).
+    /// How the PRM branches are combined.
+    pub prm_op: PrmOp,
+    /// PRM output channels: `len(dilations) · embed_dim` (cat) or `embed_dim` (sum); for
+    /// `'embedding'` the patch embedding's `token_dim`; 0 for an identity.
     pub prm_channels: usize,
-    /// Strides of the three PCM convs (`ratio` split into powers of two).
+    /// Strides of the three PCM convs (`ratio` split into powers of two; 1, 1, 1 for pooling).
     pub pcm_strides: [usize; 3],
     /// Conv groups of the PCM.
     pub group: usize,
@@ -106,25 +257,37 @@ pub struct ReductionCellInfo {
     pub mlp_hidden: usize,
 }
 
+impl ReductionCellInfo {
+    /// The attention block, for cells with PCM + attention.
+    pub fn attention(&self) -> Option<RcAttentionKind> {
+        match self.form {
+            RcForm::Prm { attention } => attention,
+            RcForm::Identity | RcForm::Embedding => None,
+        }
+    }
+}
+
 /// Per-stage normal-cell facts.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NormalCellInfo {
     /// Number of normal cells.
     pub depth: usize,
-    /// Token mixer.
+    /// Token mixer and PCM depth.
     pub tokens_type: NcTokensType,
-    /// Attention heads.
+    /// Attention heads (1 for the performer).
     pub heads: usize,
     /// `token_dim / heads`.
     pub head_dim: usize,
-    /// Softmax temperature `qk_scale or head_dim^-0.5`.
+    /// Softmax temperature `qk_scale or head_dim^-0.5` (MHSA only).
     pub scale: f32,
-    /// Whether qkv has a bias.
+    /// Whether the MHSA qkv has a bias (the performer's kqv always has one).
     pub qkv_bias: bool,
     /// PCM conv groups.
     pub group: usize,
     /// `int(token_dim · mlp_ratio)`: MLP hidden width and PCM hidden channels.
     pub mlp_hidden: usize,
+    /// Performer random features `m = int(token_dim · 0.5)` (performer only).
+    pub performer_features: usize,
 }
 
 /// Everything about one stage (`layers.{index}`).
@@ -132,14 +295,17 @@ pub struct NormalCellInfo {
 pub struct StageInfo {
     /// Stage index.
     pub index: usize,
-    /// Height = width of the stage's input feature map.
+    /// Height = width of the stage's input feature map (without a class token).
     pub input_size: usize,
     /// Channels of the stage's input (`in_chans` for stage 0, else the previous `token_dims`).
     pub input_channels: usize,
     /// Height = width after the reduction cell.
     pub output_size: usize,
-    /// Tokens after the reduction cell (`output_size²`).
+    /// Spatial tokens after the reduction cell (`output_size²`), the class token not counted.
     pub tokens: usize,
+    /// Whether the stage's activations after its reduction cell start with a class token (from
+    /// an `'embedding'` cell in this or an earlier stage); then they hold `1 + tokens` rows.
+    pub class_token: bool,
     /// `embed_dims[index]` (PRM/PCM width).
     pub embed_dim: usize,
     /// `token_dims[index]` (the stage's token width).
@@ -175,14 +341,48 @@ pub mod limits {
     pub const MAX_DILATION: usize = 64;
 }
 
+impl StageInfo {
+    /// Rows of the activations after the reduction cell: `tokens`, plus the class token.
+    pub fn sequence_len(&self) -> usize {
+        self.tokens + usize::from(self.class_token)
+    }
+}
+
 /// A validated ViTAE architecture (official `ViTAE_ViT_basic` arguments, resolved per stage).
+///
+/// **Which release.** The two releases of the official code build the same model from the same
+/// arguments except for `'transformer'` and `'pooling'` reduction cells (at a downsample ratio
+/// above 1): the Dec-2021 release gives them a PCM and a `Token_transformer`, the current one
+/// silently drops both (quirk Q1: PRM only, after the max-pool for `'pooling'`). The rule:
+///
+/// 1. arguments only the current release accepts or builds — `class_token = true`, an
+///    `'embedding'` or `'none'` reduction cell at a ratio above 1, a normal-cell type other than
+///    exactly `'transformer'` / `'performer'` (e.g. `'transformer_shallow'`), a ratio of 16 or
+///    more (the Dec-2021 cell asserts below 16) — mean the current release;
+/// 2. otherwise a config with `'transformer'` / `'pooling'` reduction cells is the Dec-2021 one
+///    ([`ModelConfig::release`] says so, "assumed"), and [`ModelConfig::for_checkpoint`] turns
+///    it into the current release's model when the checkpoint has none of those cells' PCM or
+///    attention keys (`layers.{i}.RC.PCM.*`, `layers.{i}.RC.attn.*`) and the current release
+///    can build it;
+/// 3. without such cells both releases build the same model ([`ModelConfig::release`] is `None`).
+///
+/// The `class_token` key itself (the Dec-2021 constructor has no such argument) is not taken as
+/// a sign: `class_token: false` is the current default, and hand-written configs add it freely.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelConfig {
     /// The raw resolved arguments, by official name, for display.
     kwargs: BTreeMap<String, Value>,
+    /// The arguments as given (defaults filled in), to resolve again for the other release.
+    given: BTreeMap<String, Value>,
     img_size: usize,
     in_chans: usize,
     num_classes: usize,
+    class_token: bool,
+    release: Option<Release>,
+    /// Why that release (for messages).
+    release_reason: String,
+    /// The release was assumed (rule 2) and a checkpoint may still change it.
+    release_assumed: bool,
     stages: Vec<StageInfo>,
     /// File or preset the config came from.
     source_name: String,
@@ -256,10 +456,13 @@ impl ModelConfig {
         let mut kwargs = defaults();
         for (key, value) in map {
             if !kwargs.contains_key(key) {
-                let hint = if key == "norm_layer" {
-                    " (LayerNorm eps 1e-6 is fixed)"
-                } else {
-                    ""
+                let hint = match key.as_str() {
+                    "norm_layer" => " (LayerNorm eps 1e-6 is fixed)",
+                    "share_weights" => {
+                        " (PRM share_weights=True is not reachable through ViTAE_ViT_basic in either \
+                         release: its ReductionCells are always built with share_weights=False)"
+                    }
+                    _ => "",
                 };
                 return Err(invalid(format!(
                     "unknown argument '{key}'{hint}; known: {}",
@@ -268,7 +471,7 @@ impl ModelConfig {
             }
             kwargs.insert(key.clone(), value.clone());
         }
-        resolve(kwargs, source_name).map_err(invalid)
+        resolve(kwargs, source_name, None).map_err(invalid)
     }
 
     /// Square input size the model is built for.
@@ -281,9 +484,19 @@ impl ModelConfig {
         self.in_chans
     }
 
-    /// Classifier outputs.
+    /// Classifier outputs (0: no classifier, the official head is `nn.Identity`).
     pub fn num_classes(&self) -> usize {
         self.num_classes
+    }
+
+    /// Values per image out of the model: `num_classes`, or the width of the pooled features
+    /// (after `fc_norm`) when `num_classes = 0`.
+    pub fn output_dim(&self) -> usize {
+        if self.num_classes == 0 {
+            self.feature_dim()
+        } else {
+            self.num_classes
+        }
     }
 
     /// Per-stage information, in order.
@@ -310,6 +523,76 @@ impl ModelConfig {
     pub fn source_name(&self) -> &str {
         &self.source_name
     }
+
+    /// `class_token`: the head reads `fc_norm(mean(x[:, 1:]))` instead of `mean(x)`.
+    pub fn class_token(&self) -> bool {
+        self.class_token
+    }
+
+    /// The release whose model this is, where the releases differ (`None`: both build the
+    /// same model). See the rule on [`ModelConfig`].
+    pub fn release(&self) -> Option<Release> {
+        self.release
+    }
+
+    /// Why [`ModelConfig::release`] is what it is, for messages.
+    pub fn release_reason(&self) -> &str {
+        &self.release_reason
+    }
+
+    /// The config for `checkpoint` (rule 2 on [`ModelConfig`]): a config whose Dec-2021 release
+    /// was only assumed becomes the current release's model when the checkpoint has no PCM or
+    /// attention key of its `'transformer'` / `'pooling'` reduction cells and the current
+    /// release can build it; otherwise the config is returned unchanged, and checking the
+    /// checkpoint against it lists the missing keys.
+    pub fn for_checkpoint(&self, checkpoint: &Checkpoint) -> ModelConfig {
+        if !self.release_assumed {
+            return self.clone();
+        }
+        let prefixes: Vec<[String; 2]> = self
+            .stages
+            .iter()
+            .filter(|s| {
+                matches!(
+                    s.rc.tokens_type,
+                    RcTokensType::Transformer | RcTokensType::Pooling
+                ) && s.rc.attention().is_some()
+            })
+            .map(|s| {
+                let p = format!("layers.{}.RC", s.index);
+                [format!("{p}.PCM."), format!("{p}.attn.")]
+            })
+            .collect();
+        let has_mixer_keys = checkpoint.keys().any(|key| {
+            prefixes
+                .iter()
+                .flatten()
+                .any(|p| key.starts_with(p.as_str()))
+        });
+        if has_mixer_keys || prefixes.is_empty() {
+            let mut config = self.clone();
+            if has_mixer_keys {
+                config.release_assumed = false;
+                config.release_reason = "the checkpoint has PCM/attention keys for its \
+                                         'transformer'/'pooling' reduction cells"
+                    .into();
+            }
+            return config;
+        }
+        match resolve(
+            self.given.clone(),
+            &self.source_name,
+            Some(Release::Current),
+        ) {
+            Ok(mut config) => {
+                config.release_reason = "the checkpoint has no PCM or attention key for its \
+                                         'transformer'/'pooling' reduction cells"
+                    .into();
+                config
+            }
+            Err(_) => self.clone(),
+        }
+    }
 }
 
 impl fmt::Display for ModelConfig {
@@ -319,17 +602,23 @@ impl fmt::Display for ModelConfig {
             "{} ({}x{}x{} -> {} classes",
             self.source_name, self.in_chans, self.img_size, self.img_size, self.num_classes
         )?;
+        if let Some(release) = self.release {
+            write!(f, ", {}", release.name())?;
+        }
         for s in &self.stages {
+            let rc = match s.rc.form {
+                RcForm::Identity => "identity".to_string(),
+                _ => s.rc.tokens_type.name().to_string(),
+            };
+            let cls = if s.class_token { "1+" } else { "" };
             write!(
                 f,
-                "; stage {}: RC {} {}->{} tokens x{}, {} NC",
-                s.index,
-                s.rc.tokens_type.name(),
-                s.input_size,
-                s.output_size,
-                s.token_dim,
-                s.nc.depth
+                "; stage {}: RC {rc} {}->{} tokens {cls}{}x{}, {} NC",
+                s.index, s.input_size, s.output_size, s.tokens, s.token_dim, s.nc.depth
             )?;
+            if s.nc.depth > 0 {
+                write!(f, " {}", s.nc.tokens_type.name())?;
+            }
         }
         f.write_str(")")
     }
@@ -412,7 +701,24 @@ fn per_stage<T>(
         .collect()
 }
 
-fn resolve(mut kwargs: BTreeMap<String, Value>, source_name: &str) -> Result<ModelConfig, String> {
+/// The activations between stages, as the official forward has them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flow {
+    /// The 4-D image: no reduction cell has made tokens yet.
+    Image,
+    /// `(B, N, C)` tokens of a square map, after the class token that the `'embedding'` cell of
+    /// stage `class_token_from` put in front.
+    Tokens { class_token_from: Option<usize> },
+}
+
+/// Resolves and validates the arguments; `forced` picks the release instead of the rule on
+/// [`ModelConfig`].
+fn resolve(
+    mut kwargs: BTreeMap<String, Value>,
+    source_name: &str,
+    forced: Option<Release>,
+) -> Result<ModelConfig, String> {
+    let given = kwargs.clone();
     let scalar_usize = |key: &str| -> Result<usize, String> {
         as_usize(&kwargs[key]).ok_or_else(|| {
             format!(
@@ -444,19 +750,12 @@ fn resolve(mut kwargs: BTreeMap<String, Value>, source_name: &str) -> Result<Mod
     if in_chans == 0 {
         return Err("in_chans must be at least 1".into());
     }
-    if num_classes == 0 {
-        return Err("num_classes = 0 (no classifier head) is not supported".into());
-    }
-    match kwargs["class_token"].as_bool() {
-        Some(false) => {}
-        Some(true) => return Err("class_token = true (ViTAE-B/L/H style) is not supported".into()),
-        None => {
-            return Err(format!(
-                "class_token must be true or false, found {}",
-                kwargs["class_token"]
-            ));
-        }
-    }
+    let class_token = kwargs["class_token"].as_bool().ok_or_else(|| {
+        format!(
+            "class_token must be true or false, found {}",
+            kwargs["class_token"]
+        )
+    })?;
     for key in ["drop_rate", "attn_drop_rate", "drop_path_rate"] {
         if !kwargs[key].is_number() {
             return Err(format!("{key} must be a number, found {}", kwargs[key]));
@@ -518,15 +817,93 @@ fn resolve(mut kwargs: BTreeMap<String, Value>, source_name: &str) -> Result<Mod
     let rc_op = per_stage(&kwargs, "RC_op", stages, "a string", |v| {
         v.as_str().map(str::to_string)
     })?;
-    let rc_types = per_stage(&kwargs, "RC_tokens_type", stages, "a string", |v| {
+    let rc_type_names = per_stage(&kwargs, "RC_tokens_type", stages, "a string", |v| {
         v.as_str().map(str::to_string)
     })?;
-    let nc_types = per_stage(&kwargs, "NC_tokens_type", stages, "a string", |v| {
+    let nc_type_names = per_stage(&kwargs, "NC_tokens_type", stages, "a string", |v| {
         v.as_str().map(str::to_string)
     })?;
+    let mut rc_types = Vec::with_capacity(stages);
+    for (i, name) in rc_type_names.iter().enumerate() {
+        rc_types.push(RcTokensType::parse(name).ok_or_else(|| {
+            format!(
+                "RC_tokens_type[{i}] = '{name}' is not a reduction-cell type of the official code \
+                 (performer, performer_less, transformer, pooling, embedding, none); the current \
+                 release would silently build it as a PRM-only cell (quirk Q1), or as nn.Identity at \
+                 a downsample ratio of 1: write 'performer_less' or 'none' for those"
+            )
+        })?);
+    }
+    let mut nc_types = Vec::with_capacity(stages);
+    for (i, name) in nc_type_names.iter().enumerate() {
+        // The type of a stage without normal cells is never looked at.
+        let parsed = match (NcTokensType::parse(name), nc_depth[i]) {
+            (Some(t), _) => t,
+            (None, 0) => NcTokensType::Transformer,
+            (None, _) => {
+                return Err(format!(
+                    "NC_tokens_type[{i}] = '{name}' contains neither 'transformer' nor 'performer': \
+                     the official NormalCell then has no attention and fails"
+                ));
+            }
+        };
+        nc_types.push(parsed);
+    }
+
+    // Which release (the rule on ModelConfig).
+    let mut current_only: Vec<String> = Vec::new();
+    if class_token {
+        current_only.push("class_token = true".into());
+    }
+    for i in 0..stages {
+        if ratios[i] > 1 && matches!(rc_types[i], RcTokensType::Embedding | RcTokensType::None) {
+            current_only.push(format!("RC_tokens_type[{i}] = '{}'", rc_types[i].name()));
+        }
+        if ratios[i] >= 16 {
+            current_only.push(format!(
+                "downsample_ratios[{i}] = {} (the Dec-2021 ReductionCell asserts a ratio below 16)",
+                ratios[i]
+            ));
+        }
+        if nc_depth[i] > 0 && !matches!(nc_type_names[i].as_str(), "transformer" | "performer") {
+            current_only.push(format!("NC_tokens_type[{i}] = '{}'", nc_type_names[i]));
+        }
+    }
+    let ambiguous: Vec<String> = (0..stages)
+        .filter(|&i| {
+            ratios[i] > 1
+                && matches!(
+                    rc_types[i],
+                    RcTokensType::Transformer | RcTokensType::Pooling
+                )
+        })
+        .map(|i| i.to_string())
+        .collect();
+    let (release, release_reason, release_assumed) = match forced {
+        Some(release) => (Some(release), "chosen by the caller".to_string(), false),
+        None if !current_only.is_empty() => (
+            Some(Release::Current),
+            format!("only it has {}", current_only.join(", ")),
+            false,
+        ),
+        None if !ambiguous.is_empty() => (
+            Some(Release::Dec2021),
+            format!(
+                "assumed for the 'transformer'/'pooling' reduction cells of stage(s) {} (a \
+                 checkpoint without their PCM and attention keys selects the current release)",
+                ambiguous.join(", ")
+            ),
+            true,
+        ),
+        None => (None, "both releases build this model".to_string(), false),
+    };
 
     let mut stage_infos = Vec::with_capacity(stages);
+    let mut flow = Flow::Image;
     let mut size = img_size;
+    // The `img_size` the official constructor passes to stage i (divided by every ratio so
+    // far, identities included); only timm's PatchEmbed looks at it.
+    let mut believed_size = img_size;
     let mut channels = in_chans;
     for i in 0..stages {
         for (key, value, max) in [
@@ -552,132 +929,185 @@ fn resolve(mut kwargs: BTreeMap<String, Value>, source_name: &str) -> Result<Mod
                 "dilations[{i}] has {d}, above the supported maximum {MAX_DILATION}"
             ));
         }
-        let (embed, token, ratio, k) = (embed_dims[i], token_dims[i], ratios[i], kernel_size[i]);
-        if embed == 0 || token == 0 {
+        let (embed, token, ratio) = (embed_dims[i], token_dims[i], ratios[i]);
+        if token == 0 {
+            return Err(format!("token_dims[{i}] must be positive"));
+        }
+        if ratio == 0 {
             return Err(format!(
-                "embed_dims[{i}] and token_dims[{i}] must be positive"
+                "downsample_ratios[{i}] = 0: the official constructor divides img_size by it"
             ));
         }
-        if rc_op[i] != "cat" {
-            return Err(format!(
-                "RC_op[{i}] = '{}' is not supported (only 'cat')",
-                rc_op[i]
-            ));
-        }
-        let tokens_type = match rc_types[i].as_str() {
-            "performer" => RcTokensType::Performer,
-            "performer_less" => RcTokensType::PerformerLess,
-            "transformer" => RcTokensType::Transformer,
-            other => {
-                return Err(format!(
-                    "RC_tokens_type[{i}] = '{other}' is not supported (supported: performer, performer_less, transformer)"
-                ));
+        let tokens_type = rc_types[i];
+        let form = if ratio == 1 {
+            RcForm::Identity
+        } else {
+            match tokens_type {
+                RcTokensType::None => RcForm::Identity,
+                RcTokensType::Embedding => RcForm::Embedding,
+                RcTokensType::Performer => RcForm::Prm {
+                    attention: Some(RcAttentionKind::Performer),
+                },
+                RcTokensType::PerformerLess => RcForm::Prm { attention: None },
+                RcTokensType::Transformer | RcTokensType::Pooling => RcForm::Prm {
+                    attention: (release != Some(Release::Current))
+                        .then_some(RcAttentionKind::Transformer),
+                },
             }
         };
-        let nc_type = match nc_types[i].as_str() {
-            "transformer" => NcTokensType::Transformer,
-            other => {
-                return Err(format!(
-                    "NC_tokens_type[{i}] = '{other}' is not supported (supported: transformer)"
-                ));
+        let what = format!("RC_tokens_type[{i}] = '{}'", tokens_type.name());
+        let class_token_from = match flow {
+            Flow::Tokens { class_token_from } => class_token_from,
+            Flow::Image => None,
+        };
+        let mut rc = ReductionCellInfo {
+            tokens_type,
+            form,
+            ratio,
+            pool: None,
+            prm_stride: ratio,
+            kernel_size: kernel_size[i],
+            dilations: dilations[i].clone(),
+            prm_paddings: Vec::new(),
+            prm_op: PrmOp::Cat,
+            prm_channels: 0,
+            pcm_strides: [1; 3],
+            group: rc_group[i],
+            heads: rc_heads[i],
+            performer_features: token / 2,
+            mlp_hidden: token,
+        };
+        let out = match form {
+            RcForm::Identity => {
+                if channels != token {
+                    let why = if ratio == 1 {
+                        format!("downsample_ratios[{i}] = 1 makes its reduction cell nn.Identity")
+                    } else {
+                        format!("{what} passes its input through")
+                    };
+                    return Err(format!(
+                        "stage {i}: {why}, so its output keeps the {channels} input channels, but the \
+                         official code builds the layers after it for token_dims[{i}] = {token}"
+                    ));
+                }
+                rc.kernel_size = 0;
+                rc.dilations.clear();
+                size
+            }
+            RcForm::Embedding => {
+                if let Some(j) = class_token_from {
+                    return Err(format!(
+                        "{what}: the 'embedding' cell of stage {j} already added a class token; the \
+                         official ReductionCell reshapes the 1+N tokens into a square map and fails"
+                    ));
+                }
+                if size != believed_size {
+                    return Err(format!(
+                        "{what}: timm's PatchEmbed asserts a {believed_size}x{believed_size} input \
+                         (img_size divided by the earlier downsample_ratios) but gets {size}x{size}"
+                    ));
+                }
+                if size < ratio {
+                    return Err(format!(
+                        "{what}: the {size}x{size} input is smaller than one {ratio}x{ratio} patch"
+                    ));
+                }
+                rc.kernel_size = ratio;
+                rc.dilations.clear();
+                rc.prm_channels = token;
+                size / ratio
+            }
+            RcForm::Prm { attention } => {
+                if let Some(j) = class_token_from {
+                    return Err(format!(
+                        "{what}: the class token added by the 'embedding' cell of stage {j} is still \
+                         there; the official ReductionCell reshapes the 1+N tokens into a square map \
+                         and fails (only 'none' or a downsample ratio of 1 may follow 'embedding')"
+                    ));
+                }
+                prm_cell(
+                    &mut rc,
+                    PrmArgs {
+                        i,
+                        what: &what,
+                        size,
+                        channels,
+                        embed,
+                        token,
+                        op: &rc_op[i],
+                        attention,
+                        release,
+                        release_reason: &release_reason,
+                    },
+                )?
             }
         };
-        if ratio < 2 {
-            return Err(format!(
-                "downsample_ratios[{i}] = {ratio} is not supported (an identity reduction cell); use 2, 4 or 8"
-            ));
-        }
-        if k == 0 {
-            return Err(format!("kernel_size[{i}] must be positive"));
-        }
-        if dilations[i].is_empty() || dilations[i].contains(&0) {
-            return Err(format!(
-                "dilations[{i}] must be a non-empty list of positive dilations"
-            ));
-        }
-        if size % ratio != 0 {
-            return Err(format!(
-                "input size {size} at stage {i} is not divisible by downsample_ratios[{i}] = {ratio} \
-                 (img_size {img_size} must be divisible by the product of downsample_ratios)"
-            ));
-        }
-        let out = size / ratio;
-        let prm_paddings: Vec<usize> = dilations[i]
-            .iter()
-            .map(|&d| ((k - 1) * d + 1).saturating_sub(ratio).div_ceil(2))
-            .collect();
-        for (&d, &p) in dilations[i].iter().zip(&prm_paddings) {
-            let reach = (k - 1) * d + 1;
-            let produced = (size + 2 * p)
-                .checked_sub(reach)
-                .map(|span| span / ratio + 1);
-            if produced != Some(out) {
+        believed_size /= ratio;
+        let flow_out = match form {
+            RcForm::Identity => flow,
+            RcForm::Embedding => Flow::Tokens {
+                class_token_from: Some(i),
+            },
+            RcForm::Prm { .. } => Flow::Tokens {
+                class_token_from: None,
+            },
+        };
+
+        let depth = nc_depth[i];
+        let nc_type = nc_types[i];
+        let (nc_heads_i, nc_group_i) = (nc_heads[i], nc_group[i]);
+        let mut mlp_hidden = 0;
+        if depth > 0 {
+            let nc = format!("NC_tokens_type[{i}] = '{}'", nc_type_names[i]);
+            match flow_out {
+                Flow::Image => {
+                    return Err(format!(
+                        "stage {i} has {depth} normal cell(s) but no reduction cell so far has made \
+                         tokens of the image: the official NormalCell needs (B, N, C) tokens"
+                    ));
+                }
+                Flow::Tokens {
+                    class_token_from: Some(j),
+                } if !class_token => {
+                    return Err(format!(
+                        "stage {i}: the 'embedding' cell of stage {j} puts a class token in front, \
+                         which needs class_token = true: with false the official NormalCell reshapes \
+                         the 1+N tokens into a square map and fails"
+                    ));
+                }
+                Flow::Tokens {
+                    class_token_from: None,
+                } if class_token => {
+                    return Err(format!(
+                        "class_token = true needs an 'embedding' reduction cell before the first \
+                         normal cell (stage {i}): the official NormalCell treats token 0 as the class \
+                         token and reshapes the other N-1 into a square map"
+                    ));
+                }
+                Flow::Tokens { .. } => {}
+            }
+            let hidden = (token as f64 * mlp_ratio[i]).floor();
+            if !(1.0..=MAX_DIM as f64).contains(&hidden) {
                 return Err(format!(
-                    "stage {i}: PRM branch with kernel {k}, dilation {d}, stride {ratio}, padding {p} maps {size} to \
-                     {produced:?}, not {out}"
+                    "mlp_ratio[{i}] = {} gives an invalid hidden width",
+                    mlp_ratio[i]
                 ));
             }
-        }
-        let prm_channels = dilations[i].len() * embed;
-        let mut pcm_strides = [1usize; 3];
-        let mut residual = ratio / 2;
-        for stride in &mut pcm_strides {
-            *stride = if residual > 0 { 2 } else { 1 };
-            residual /= 2;
-        }
-        let heads = rc_heads[i];
-        let group = rc_group[i];
-        match tokens_type {
-            RcTokensType::Performer | RcTokensType::Transformer => {
-                if residual != 0 || pcm_strides.iter().product::<usize>() != ratio {
+            mlp_hidden = hidden as usize;
+            if nc_type.is_performer() {
+                if nc_heads_i != 1 {
                     return Err(format!(
-                        "downsample_ratios[{i}] = {ratio}: the PCM of a '{}' reduction cell only downsamples by 2, 4 or 8",
-                        tokens_type.name()
+                        "NC_heads[{i}] = {nc_heads_i}: {nc} (AttentionPerformer) works only with \
+                         NC_heads = 1; with h heads it outputs h·token_dims[{i}] channels and the \
+                         official residual add fails"
                     ));
                 }
-                if group == 0 || channels % group != 0 || embed % group != 0 || token % group != 0 {
-                    return Err(format!(
-                        "RC_group[{i}] = {group} must divide the PCM channels {channels}, {embed} and {token}"
-                    ));
-                }
-                if tokens_type == RcTokensType::Performer && heads != 1 {
-                    return Err(format!(
-                        "RC_heads[{i}] = {heads}: a 'performer' reduction cell needs RC_heads = 1"
-                    ));
-                }
-                if tokens_type == RcTokensType::Transformer && (heads == 0 || token % heads != 0) {
-                    return Err(format!(
-                        "RC_heads[{i}] = {heads} must divide token_dims[{i}] = {token}"
-                    ));
-                }
-                if tokens_type == RcTokensType::Performer && token < 2 {
+                if token < 2 {
                     return Err(format!(
                         "token_dims[{i}] = {token} is too small for performer features"
                     ));
                 }
-            }
-            RcTokensType::PerformerLess => {
-                if prm_channels != token {
-                    return Err(format!(
-                        "stage {i} is 'performer_less': len(dilations[{i}]) * embed_dims[{i}] = {} * {embed} = \
-                         {prm_channels} must equal token_dims[{i}] = {token}",
-                        dilations[i].len()
-                    ));
-                }
-            }
-        }
-        let mlp_hidden = (token as f64 * mlp_ratio[i]).floor();
-        if !(1.0..=MAX_DIM as f64).contains(&mlp_hidden) {
-            return Err(format!(
-                "mlp_ratio[{i}] = {} gives an invalid hidden width",
-                mlp_ratio[i]
-            ));
-        }
-        let mlp_hidden = mlp_hidden as usize;
-        let depth = nc_depth[i];
-        let (nc_heads_i, nc_group_i) = (nc_heads[i], nc_group[i]);
-        if depth > 0 {
-            if nc_heads_i == 0 || token % nc_heads_i != 0 {
+            } else if nc_heads_i == 0 || token % nc_heads_i != 0 {
                 return Err(format!(
                     "NC_heads[{i}] = {nc_heads_i} must divide token_dims[{i}] = {token}"
                 ));
@@ -700,21 +1130,15 @@ fn resolve(mut kwargs: BTreeMap<String, Value>, source_name: &str) -> Result<Mod
             input_channels: channels,
             output_size: out,
             tokens: out * out,
+            class_token: matches!(
+                flow_out,
+                Flow::Tokens {
+                    class_token_from: Some(_)
+                }
+            ),
             embed_dim: embed,
             token_dim: token,
-            rc: ReductionCellInfo {
-                tokens_type,
-                ratio,
-                kernel_size: k,
-                dilations: dilations[i].clone(),
-                prm_paddings,
-                prm_channels,
-                pcm_strides,
-                group,
-                heads,
-                performer_features: token / 2,
-                mlp_hidden: token,
-            },
+            rc,
             nc: NormalCellInfo {
                 depth,
                 tokens_type: nc_type,
@@ -724,10 +1148,40 @@ fn resolve(mut kwargs: BTreeMap<String, Value>, source_name: &str) -> Result<Mod
                 qkv_bias: qkv_bias[i],
                 group: nc_group_i,
                 mlp_hidden,
+                performer_features: token / 2,
             },
         });
+        flow = flow_out;
         size = out;
         channels = token;
+    }
+    let Flow::Tokens { class_token_from } = flow else {
+        return Err(
+            "no reduction cell turns the image into tokens (every stage is an identity): the \
+             official head would pool the 4-D image"
+                .into(),
+        );
+    };
+    if let Value::Array(items) = &kwargs["token_dims"] {
+        // The official head (and fc_norm) take the list's last entry, not the last stage's.
+        let last = items.last().and_then(as_usize);
+        if let Some(last) = last.filter(|&last| last != token_dims[stages - 1]) {
+            return Err(format!(
+                "token_dims has {} entries for {stages} stages: the official head is built for its \
+                 last entry {last}, but the last stage has {} channels",
+                items.len(),
+                token_dims[stages - 1]
+            ));
+        }
+    } else if class_token {
+        return Err(
+            "class_token = true needs token_dims as a list: the official constructor builds \
+             fc_norm from token_dims[-1]"
+                .into(),
+        );
+    }
+    if class_token && class_token_from.is_none() && size * size < 2 {
+        return Err("class_token = true pools x[:, 1:], which is empty for a single token".into());
     }
 
     // Record the resolved per-stage values for display and for tools that dump the config.
@@ -741,12 +1195,185 @@ fn resolve(mut kwargs: BTreeMap<String, Value>, source_name: &str) -> Result<Mod
     }
     Ok(ModelConfig {
         kwargs,
+        given,
         img_size,
         in_chans,
         num_classes,
+        class_token,
+        release,
+        release_reason,
+        release_assumed,
         stages: stage_infos,
         source_name: source_name.to_string(),
     })
+}
+
+/// What [`prm_cell`] needs to know about the stage.
+struct PrmArgs<'a> {
+    i: usize,
+    what: &'a str,
+    size: usize,
+    channels: usize,
+    embed: usize,
+    token: usize,
+    op: &'a str,
+    attention: Option<RcAttentionKind>,
+    release: Option<Release>,
+    release_reason: &'a str,
+}
+
+/// Fills in and checks the PRM (after the max-pool of `'pooling'`) and, for cells with
+/// attention, the PCM of a reduction cell; returns the output size.
+fn prm_cell(rc: &mut ReductionCellInfo, a: PrmArgs<'_>) -> Result<usize, String> {
+    let PrmArgs { i, what, .. } = a;
+    let (embed, token, ratio, k) = (a.embed, a.token, rc.ratio, rc.kernel_size);
+    rc.prm_op = match a.op {
+        "cat" => PrmOp::Cat,
+        "sum" => PrmOp::Sum,
+        other => {
+            return Err(format!(
+                "RC_op[{i}] = '{other}': the official PRM knows only 'cat' and 'sum' (it fails on \
+                 anything else)"
+            ));
+        }
+    };
+    if embed == 0 {
+        return Err(format!("embed_dims[{i}] must be positive"));
+    }
+    if k == 0 {
+        return Err(format!("kernel_size[{i}] must be positive"));
+    }
+    if rc.dilations.is_empty() || rc.dilations.contains(&0) {
+        return Err(format!(
+            "dilations[{i}] must be a non-empty list of positive dilations"
+        ));
+    }
+    let mut input = a.size;
+    if rc.tokens_type == RcTokensType::Pooling {
+        if input < ratio {
+            return Err(format!(
+                "{what}: MaxPool2d({ratio}) of the {input}x{input} input is empty"
+            ));
+        }
+        // MaxPool2d(r, stride r, padding 0) drops a partial last window.
+        input /= ratio;
+        rc.pool = Some(ratio);
+        rc.prm_stride = 1;
+    }
+    let stride = rc.prm_stride;
+    let mut produced = Vec::with_capacity(rc.dilations.len());
+    for &d in &rc.dilations {
+        let reach = (k - 1) * d + 1;
+        // math.ceil(((k-1)·d + 1 - stride) / 2), which Python lets go negative.
+        let padding = (reach as i64 - stride as i64 + 1).div_euclid(2);
+        let Ok(padding) = usize::try_from(padding) else {
+            return Err(format!(
+                "stage {i}: the PRM padding ceil(((k-1)·d + 1 - stride) / 2) for kernel {k}, \
+                 dilation {d}, stride {stride} is {padding}: PyTorch refuses negative padding"
+            ));
+        };
+        let Some(span) = (input + 2 * padding).checked_sub(reach) else {
+            return Err(format!(
+                "stage {i}: the PRM branch with kernel {k}, dilation {d} spans {reach} pixels, more \
+                 than the {input}x{input} input padded by {padding}"
+            ));
+        };
+        rc.prm_paddings.push(padding);
+        produced.push(span / stride + 1);
+    }
+    let out = produced[0];
+    if produced.iter().any(|&o| o != out) {
+        return Err(format!(
+            "stage {i}: the PRM branches (kernel {k}, stride {stride}, dilations {:?}, paddings {:?}) \
+             map {input}x{input} to sizes {produced:?}: the official PRM fails stacking them",
+            rc.dilations, rc.prm_paddings
+        ));
+    }
+    rc.prm_channels = match rc.prm_op {
+        PrmOp::Cat => rc.dilations.len() * embed,
+        PrmOp::Sum => embed,
+    };
+    let prm = match rc.prm_op {
+        PrmOp::Cat => format!(
+            "len(dilations[{i}]) * embed_dims[{i}] = {} * {embed} = {}",
+            rc.dilations.len(),
+            rc.prm_channels
+        ),
+        PrmOp::Sum => format!("embed_dims[{i}] = {embed} (RC_op 'sum')"),
+    };
+    let Some(kind) = a.attention else {
+        if rc.prm_channels != token {
+            let built = match rc.tokens_type {
+                RcTokensType::PerformerLess => format!("stage {i} is 'performer_less'"),
+                _ => format!(
+                    "{} builds {what} as {} only (quirk Q1; that release because {})",
+                    a.release.unwrap_or(Release::Current).name(),
+                    if rc.pool.is_some() {
+                        "max-pool + PRM"
+                    } else {
+                        "PRM"
+                    },
+                    a.release_reason
+                ),
+            };
+            return Err(format!(
+                "{built}: its output has {prm} channels, which must equal token_dims[{i}] = {token}"
+            ));
+        }
+        return Ok(out);
+    };
+    rc.pcm_strides = if rc.pool.is_some() {
+        [1; 3]
+    } else {
+        let mut strides = [1usize; 3];
+        let mut residual = ratio / 2;
+        for s in &mut strides {
+            *s = if residual > 0 { 2 } else { 1 };
+            residual /= 2;
+        }
+        strides
+    };
+    // 3x3 convs with padding 1: n -> (n - 1) / s + 1.
+    let pcm_out = rc
+        .pcm_strides
+        .iter()
+        .fold(input, |n, &s| (n.max(1) - 1) / s + 1);
+    if pcm_out != out {
+        let [s0, s1, s2] = rc.pcm_strides;
+        return Err(format!(
+            "stage {i}: the PCM of {what} (3x3 convs with strides {s0}, {s1}, {s2}) maps \
+             {input}x{input} to {pcm_out}x{pcm_out}, the PRM to {out}x{out}: the official cell fails \
+             adding them (downsample_ratios[{i}] = {ratio})"
+        ));
+    }
+    let (channels, group, heads) = (a.channels, rc.group, rc.heads);
+    if group == 0 || channels % group != 0 || embed % group != 0 || token % group != 0 {
+        return Err(format!(
+            "RC_group[{i}] = {group} must divide the PCM channels {channels}, {embed} and {token}"
+        ));
+    }
+    match kind {
+        RcAttentionKind::Performer => {
+            if heads != 1 {
+                return Err(format!(
+                    "RC_heads[{i}] = {heads}: a 'performer' reduction cell needs RC_heads = 1"
+                ));
+            }
+            if token < 2 {
+                return Err(format!(
+                    "token_dims[{i}] = {token} is too small for performer features"
+                ));
+            }
+        }
+        RcAttentionKind::Transformer => {
+            if heads == 0 || token % heads != 0 {
+                return Err(format!(
+                    "RC_heads[{i}] = {heads} must divide token_dims[{i}] = {token}"
+                ));
+            }
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -840,39 +1467,77 @@ mod tests {
         assert!(parse(&format!("{{{base}}}")).is_ok());
         let cases = [
             (r#""bogus_arg": 1"#, "unknown argument 'bogus_arg'"),
-            (r#""class_token": true"#, "class_token"),
             (
-                r#""RC_tokens_type": ["pooling","performer","performer_less"]"#,
-                "RC_tokens_type[0] = 'pooling'",
+                r#""share_weights": true"#,
+                "share_weights=True is not reachable through ViTAE_ViT_basic",
+            ),
+            (
+                r#""class_token": true"#,
+                "class_token = true needs an 'embedding' reduction cell before the first normal cell (stage 2)",
+            ),
+            (
+                r#""RC_tokens_type": ["perfromer","performer","performer_less"]"#,
+                "RC_tokens_type[0] = 'perfromer' is not a reduction-cell type",
             ),
             (
                 r#""RC_tokens_type": ["embedding","none","none"]"#,
-                "RC_tokens_type[0] = 'embedding'",
+                "RC_tokens_type[2] = 'none' passes its input through, so its output keeps the 64 input channels",
             ),
             (
-                r#""NC_tokens_type": "transformer_shallow""#,
-                "NC_tokens_type[0]",
+                r#""RC_tokens_type": ["embedding","performer","performer_less"]"#,
+                "RC_tokens_type[1] = 'performer': the class token added by the 'embedding' cell of stage 0",
+            ),
+            (
+                r#""RC_tokens_type": ["embedding","none","performer_less"], "NC_depth": [1,0,0]"#,
+                "needs class_token = true",
+            ),
+            (
+                r#""NC_tokens_type": "attention""#,
+                "NC_tokens_type[2] = 'attention' contains neither 'transformer' nor 'performer'",
+            ),
+            (
+                r#""NC_tokens_type": "performer""#,
+                "NC_heads[2] = 4: NC_tokens_type[2] = 'performer' (AttentionPerformer) works only with NC_heads = 1",
             ),
             (r#""RC_heads": [2,1,1]"#, "RC_heads[0] = 2"),
             (
                 r#""token_dims": [64,64,200]"#,
                 "must equal token_dims[2] = 200",
             ),
-            (r#""img_size": 200"#, "not divisible"),
+            (
+                r#""img_size": 98"#,
+                "maps 98x98 to 25x25, the PRM to 24x24: the official cell fails adding them",
+            ),
             (
                 r#""embed_dims": [64,64]"#,
                 "embed_dims has 2 entries but stages = 3",
             ),
             (r#""NC_heads": [1,1,3]"#, "NC_heads[2] = 3"),
             (r#""NC_group": [1,1,3]"#, "NC_group[2] = 3"),
-            (r#""RC_op": "sum""#, "RC_op[0] = 'sum'"),
+            (
+                r#""RC_op": "sum""#,
+                "its output has embed_dims[2] = 128 (RC_op 'sum') channels, which must equal token_dims[2] = 256",
+            ),
+            (r#""RC_op": "max""#, "RC_op[0] = 'max'"),
             (
                 r#""dilations": [1,2,3]"#,
                 "dilations must be a list of per-stage lists",
             ),
             (
-                r#""downsample_ratios": [4,1,2]"#,
-                "downsample_ratios[1] = 1",
+                r#""downsample_ratios": [4,2,1]"#,
+                "downsample_ratios[2] = 1 makes its reduction cell nn.Identity",
+            ),
+            (
+                r#""downsample_ratios": [1,4,4], "img_size": 64"#,
+                "stage 0: downsample_ratios[0] = 1 makes its reduction cell nn.Identity, so its output keeps the 3 input channels",
+            ),
+            (
+                r#""downsample_ratios": [4,0,2]"#,
+                "downsample_ratios[1] = 0",
+            ),
+            (
+                r#""RC_tokens_type": ["performer","transformer","performer_less"], "NC_tokens_type": "transformer_shallow", "embed_dims": [64,32,128]"#,
+                "the current release builds RC_tokens_type[1] = 'transformer' as PRM only (quirk Q1; that release because only it has NC_tokens_type[2] = 'transformer_shallow')",
             ),
             (
                 r#""num_classes": "ten""#,
@@ -897,6 +1562,88 @@ mod tests {
                 .contains("JSON object")
         );
         assert!(matches!(parse("{"), Err(ConfigError::Json { .. })));
+    }
+
+    #[test]
+    fn options_of_both_releases_resolve() {
+        // mcu_c-like (Dec-2021): 'pooling' on the image and on tokens, RC_op 'sum'.
+        let c = parse(
+            r#"{"img_size": 64, "stages": 3, "embed_dims": [24,32,64], "token_dims": [24,48,64],
+                "downsample_ratios": [4,2,2], "kernel_size": [7,3,3], "RC_heads": [1,2,1],
+                "NC_heads": [1,2,4], "RC_tokens_type": ["pooling","pooling","performer_less"],
+                "NC_group": [1,8,16], "NC_depth": [0,1,2], "mlp_ratio": 2.0, "RC_op": "sum",
+                "num_classes": 10}"#,
+        )
+        .unwrap();
+        assert_eq!(c.release(), Some(Release::Dec2021));
+        let s = c.stages();
+        assert_eq!(
+            (s[0].rc.pool, s[0].rc.prm_stride, s[0].rc.pcm_strides),
+            (Some(4), 1, [1, 1, 1])
+        );
+        assert_eq!(s[0].rc.prm_paddings, vec![3, 6, 9, 12]);
+        assert_eq!((s[0].output_size, s[1].output_size), (16, 8));
+        assert_eq!(
+            (s[0].rc.prm_channels, s[1].rc.prm_channels, s[2].rc.prm_op),
+            (24, 32, PrmOp::Sum)
+        );
+        assert_eq!(s[1].rc.attention(), Some(RcAttentionKind::Transformer));
+        // mcu_d-like (current): 'embedding' then identities, class token, NC performers.
+        let c = parse(
+            r#"{"img_size": 64, "stages": 3, "embed_dims": 64, "token_dims": [64,64,64],
+                "downsample_ratios": [8,1,1], "RC_tokens_type": ["embedding","none","none"],
+                "NC_tokens_type": ["performer","transformer","performer"], "NC_heads": [1,4,1],
+                "NC_group": [8,16,8], "NC_depth": [1,1,2], "mlp_ratio": 2.0, "class_token": true,
+                "num_classes": 10}"#,
+        )
+        .unwrap();
+        assert_eq!(c.release(), Some(Release::Current));
+        assert!(c.class_token());
+        let s = c.stages();
+        assert_eq!(s[0].rc.form, RcForm::Embedding);
+        assert_eq!(
+            (s[1].rc.form, s[2].rc.form),
+            (RcForm::Identity, RcForm::Identity)
+        );
+        assert_eq!((s[0].tokens, s[0].sequence_len()), (64, 65));
+        assert!(s.iter().all(|s| s.class_token));
+        assert_eq!(s[2].nc.tokens_type, NcTokensType::Performer);
+        assert_eq!(s[0].nc.performer_features, 32);
+        // The current code's substring rule for normal cells.
+        for (name, parsed) in [
+            ("transformer_shallow", NcTokensType::TransformerShallow),
+            ("performer_shallow", NcTokensType::PerformerShallow),
+            ("performer", NcTokensType::Performer),
+            ("shallow_transformer_v2", NcTokensType::TransformerShallow),
+        ] {
+            assert_eq!(NcTokensType::parse(name), Some(parsed), "{name}");
+        }
+        // No transformer/pooling reduction cells: the same model in both releases.
+        assert_eq!(ModelConfig::preset("vitae-t").unwrap().release(), None);
+    }
+
+    #[test]
+    fn no_classifier_outputs_the_features() {
+        let c = parse(
+            r#"{"img_size": 32, "stages": 1, "embed_dims": [8], "token_dims": [16],
+                "downsample_ratios": [4], "kernel_size": [7], "dilations": [[1, 2]],
+                "RC_tokens_type": ["performer_less"], "NC_depth": [0], "num_classes": 0}"#,
+        )
+        .unwrap();
+        assert_eq!((c.num_classes(), c.output_dim()), (0, 16));
+    }
+
+    #[test]
+    fn sizes_need_not_divide_when_the_official_cells_still_agree() {
+        // 200 -> 50 -> 25 -> 13: the PRM and the PCM round the same way at every stage.
+        let c = parse(
+            r#"{"img_size": 200, "stages": 3, "embed_dims": [64,64,128], "token_dims": [64,64,256],
+                "downsample_ratios": [4,2,2], "RC_tokens_type": ["performer","performer","performer_less"],
+                "NC_depth": [0,0,1], "NC_heads": [1,1,4], "mlp_ratio": 2.0, "NC_group": [1,1,64]}"#,
+        )
+        .unwrap();
+        let sizes: Vec<usize> = c.stages().iter().map(|s| s.output_size).collect();
+        assert_eq!(sizes, vec![50, 25, 13]);
     }
 
     #[test]

@@ -133,7 +133,6 @@ pub enum NpyFormatError {
     /// A dtype we do not read.
     #[error("unsupported dtype '{0}' (supported: <f4, <f8, |u1, <i8, either byte order)")]
     UnsupportedDtype(String),
-    /// Fortran (column-major) arrays are not supported.
     /// More data than the shape calls for.
     #[error(
         "size mismatch: shape {shape:?} of {dtype} needs {expected} data bytes, file has {found}"

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 use crate::checkpoint::Checkpoint;
-use crate::config::{ModelConfig, RcTokensType};
+use crate::config::{ModelConfig, RcAttentionKind, RcForm};
 
 /// Whether a state_dict entry is a learnable parameter or a buffer (BatchNorm statistics).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,10 +33,18 @@ pub struct ExpectedTensor {
 }
 
 /// The official state_dict of `config`, in `model.state_dict()` order.
+///
+/// `config` is taken as it is: for a checkpoint, resolve it first with
+/// [`ModelConfig::for_checkpoint`] (as [`check_checkpoint`] does), so that a `'transformer'` or
+/// `'pooling'` reduction cell gets the keys of the right release.
 pub fn expected_state_dict(config: &ModelConfig) -> Vec<ExpectedTensor> {
     let mut entries: Vec<(String, Vec<usize>, TensorKind)> = Vec::new();
     let mut push =
         |key: String, shape: Vec<usize>, kind: TensorKind| entries.push((key, shape, kind));
+    if config.class_token() {
+        // Registered in ViTAE_ViT_basic.__init__ before the layers.
+        layer_norm(&mut push, "fc_norm", config.feature_dim());
+    }
     for stage in config.stages() {
         let rc = &stage.rc;
         let p = format!("layers.{}.RC", stage.index);
@@ -46,82 +54,118 @@ pub fn expected_state_dict(config: &ModelConfig) -> Vec<ExpectedTensor> {
             stage.token_dim,
             rc.group,
         );
-        if rc.tokens_type.has_attention() {
-            conv(&mut push, &format!("{p}.PCM.0"), e, cin / g, 3);
-            conv(&mut push, &format!("{p}.PCM.2"), e, e / g, 3);
-            batch_norm(&mut push, &format!("{p}.PCM.3"), e);
-            conv(&mut push, &format!("{p}.PCM.5"), t, e / g, 3);
-        }
-        for branch in 0..rc.dilations.len() {
-            conv(
-                &mut push,
-                &format!("{p}.PRM.convs.{branch}.0"),
-                e,
-                cin,
-                rc.kernel_size,
-            );
-        }
-        let dim = rc.prm_channels;
-        match rc.tokens_type {
-            RcTokensType::Performer => {
+        match rc.form {
+            RcForm::Identity => {}
+            RcForm::Embedding => {
+                // The cell's own parameters first, then PatchEmbed's conv.
                 push(
-                    format!("{p}.attn.w"),
-                    vec![rc.performer_features, t],
+                    format!("{p}.pos_embed"),
+                    vec![1, stage.tokens + 1, t],
                     TensorKind::Parameter,
                 );
-                linear(&mut push, &format!("{p}.attn.kqv"), 3 * t, dim, true);
-                linear(&mut push, &format!("{p}.attn.proj"), t, t, true);
-                layer_norm(&mut push, &format!("{p}.attn.norm1"), dim);
-                layer_norm(&mut push, &format!("{p}.attn.norm2"), t);
-                linear(&mut push, &format!("{p}.attn.mlp.0"), t, t, true);
-                linear(&mut push, &format!("{p}.attn.mlp.2"), t, t, true);
-            }
-            RcTokensType::Transformer => {
-                layer_norm(&mut push, &format!("{p}.attn.norm1"), dim);
-                linear(&mut push, &format!("{p}.attn.attn.qkv"), 3 * t, dim, false);
-                linear(&mut push, &format!("{p}.attn.attn.proj"), t, t, true);
-                layer_norm(&mut push, &format!("{p}.attn.norm2"), t);
-                linear(
-                    &mut push,
-                    &format!("{p}.attn.mlp.fc1"),
-                    rc.mlp_hidden,
-                    t,
-                    true,
+                push(
+                    format!("{p}.cls_token"),
+                    vec![1, 1, t],
+                    TensorKind::Parameter,
                 );
-                linear(
-                    &mut push,
-                    &format!("{p}.attn.mlp.fc2"),
-                    t,
-                    rc.mlp_hidden,
-                    true,
-                );
+                conv(&mut push, &format!("{p}.PRM.proj"), t, cin, rc.ratio);
             }
-            RcTokensType::PerformerLess => {}
+            RcForm::Prm { attention } => {
+                if attention.is_some() {
+                    conv(&mut push, &format!("{p}.PCM.0"), e, cin / g, 3);
+                    conv(&mut push, &format!("{p}.PCM.2"), e, e / g, 3);
+                    batch_norm(&mut push, &format!("{p}.PCM.3"), e);
+                    conv(&mut push, &format!("{p}.PCM.5"), t, e / g, 3);
+                }
+                for branch in 0..rc.dilations.len() {
+                    conv(
+                        &mut push,
+                        &format!("{p}.PRM.convs.{branch}.0"),
+                        e,
+                        cin,
+                        rc.kernel_size,
+                    );
+                }
+                let dim = rc.prm_channels;
+                match attention {
+                    Some(RcAttentionKind::Performer) => {
+                        push(
+                            format!("{p}.attn.w"),
+                            vec![rc.performer_features, t],
+                            TensorKind::Parameter,
+                        );
+                        linear(&mut push, &format!("{p}.attn.kqv"), 3 * t, dim, true);
+                        linear(&mut push, &format!("{p}.attn.proj"), t, t, true);
+                        layer_norm(&mut push, &format!("{p}.attn.norm1"), dim);
+                        layer_norm(&mut push, &format!("{p}.attn.norm2"), t);
+                        linear(&mut push, &format!("{p}.attn.mlp.0"), t, t, true);
+                        linear(&mut push, &format!("{p}.attn.mlp.2"), t, t, true);
+                    }
+                    Some(RcAttentionKind::Transformer) => {
+                        layer_norm(&mut push, &format!("{p}.attn.norm1"), dim);
+                        linear(&mut push, &format!("{p}.attn.attn.qkv"), 3 * t, dim, false);
+                        linear(&mut push, &format!("{p}.attn.attn.proj"), t, t, true);
+                        layer_norm(&mut push, &format!("{p}.attn.norm2"), t);
+                        linear(
+                            &mut push,
+                            &format!("{p}.attn.mlp.fc1"),
+                            rc.mlp_hidden,
+                            t,
+                            true,
+                        );
+                        linear(
+                            &mut push,
+                            &format!("{p}.attn.mlp.fc2"),
+                            t,
+                            rc.mlp_hidden,
+                            true,
+                        );
+                    }
+                    None => {}
+                }
+            }
         }
         let nc = &stage.nc;
         for j in 0..nc.depth {
             let p = format!("layers.{}.NC.{j}", stage.index);
             let (h, g) = (nc.mlp_hidden, nc.group);
             layer_norm(&mut push, &format!("{p}.norm1"), t);
-            linear(&mut push, &format!("{p}.attn.qkv"), 3 * t, t, nc.qkv_bias);
-            linear(&mut push, &format!("{p}.attn.proj"), t, t, true);
+            if nc.tokens_type.is_performer() {
+                // AttentionPerformer: its own `w` first, then kqv (always with a bias), proj and
+                // a LayerNorm `norm1` that its forward never calls.
+                push(
+                    format!("{p}.attn.w"),
+                    vec![nc.performer_features, t],
+                    TensorKind::Parameter,
+                );
+                linear(&mut push, &format!("{p}.attn.kqv"), 3 * t, t, true);
+                linear(&mut push, &format!("{p}.attn.proj"), t, t, true);
+                layer_norm(&mut push, &format!("{p}.attn.norm1"), t);
+            } else {
+                linear(&mut push, &format!("{p}.attn.qkv"), 3 * t, t, nc.qkv_bias);
+                linear(&mut push, &format!("{p}.attn.proj"), t, t, true);
+            }
             layer_norm(&mut push, &format!("{p}.norm2"), t);
             linear(&mut push, &format!("{p}.mlp.fc1"), h, t, true);
             linear(&mut push, &format!("{p}.mlp.fc2"), t, h, true);
             conv(&mut push, &format!("{p}.PCM.0"), h, t / g, 3);
             batch_norm(&mut push, &format!("{p}.PCM.1"), h);
             conv(&mut push, &format!("{p}.PCM.3"), t, h / g, 3);
-            batch_norm(&mut push, &format!("{p}.PCM.4"), t);
-            conv(&mut push, &format!("{p}.PCM.6"), t, t / g, 3);
+            if !nc.tokens_type.is_shallow() {
+                batch_norm(&mut push, &format!("{p}.PCM.4"), t);
+                conv(&mut push, &format!("{p}.PCM.6"), t, t / g, 3);
+            }
         }
     }
-    linear(
-        &mut push,
-        "head",
-        config.num_classes(),
-        config.feature_dim(),
-        true,
-    );
+    if config.num_classes() > 0 {
+        linear(
+            &mut push,
+            "head",
+            config.num_classes(),
+            config.feature_dim(),
+            true,
+        );
+    }
     entries
         .into_iter()
         .map(|(key, shape, kind)| ExpectedTensor { key, shape, kind })
@@ -344,10 +388,14 @@ impl std::error::Error for CheckpointReport {}
 
 /// Checks `checkpoint` against the official state_dict of `config` and the finiteness of every
 /// float tensor. Returns all problems at once.
+///
+/// A config whose release was only assumed is first resolved for the checkpoint
+/// ([`ModelConfig::for_checkpoint`]).
 pub fn check_checkpoint(
     config: &ModelConfig,
     checkpoint: &Checkpoint,
 ) -> Result<(), CheckpointReport> {
+    let config = &config.for_checkpoint(checkpoint);
     let expected = expected_state_dict(config);
     let mut problems = Vec::new();
     let expected_keys: BTreeSet<&str> = expected.iter().map(|e| e.key.as_str()).collect();

@@ -25,6 +25,8 @@ pub struct CheckArgs {
 /// Runs `vitae check`.
 pub fn run(args: CheckArgs) -> anyhow::Result<()> {
     let (config, checkpoint) = args.model.load()?;
+    // Where the releases differ, the checkpoint's keys decide (see vitae::config::ModelConfig).
+    let config = config.for_checkpoint(&checkpoint);
     check_checkpoint(&config, &checkpoint)?;
     let expected = expected_state_dict(&config);
     let mut stdout = std::io::stdout().lock();
@@ -41,6 +43,14 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
         checkpoint.tensors.len(),
         checkpoint.int_tensors.len()
     )?;
+    if let Some(release) = config.release() {
+        writeln!(
+            stdout,
+            "  the model of {} ({})",
+            release.name(),
+            config.release_reason()
+        )?;
+    }
     let missing_counters = expected
         .iter()
         .filter(|e| checkpoint.shape(&e.key).is_none())

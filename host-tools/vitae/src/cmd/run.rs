@@ -125,7 +125,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         let size = model.config().img_size();
         let batch = batch_of(&input, &args.input, model.config().in_chans(), size, size)?;
         let logits = model.forward_batch(&input.data, &mut NoObserver)?;
-        (logits, batch, model.config().num_classes())
+        (logits, batch, model.config().output_dim())
     };
     write_npy_f32(&args.out, &[batch, classes], &logits)?;
     let top1: Vec<String> = logits

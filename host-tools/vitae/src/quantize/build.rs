@@ -2,10 +2,171 @@
 //! graph, one node per blob op, in an execution order that keeps the arena small: in each cell
 //! the PCM branch runs before the PRM/attention path, so the full-size cell input dies earlier.
 
+use std::fmt;
+
 use super::graph::{Act, Graph, Node, NodeId, NodeKind, Role};
+use crate::config::{NcTokensType, PrmOp};
 use crate::reference::ReferenceModel;
-use crate::reference::model::RcAttention;
+use crate::reference::model::{NcAttention, NcPcm, RcAttention, ReductionCell};
 use crate::reference::ops::{Conv2d, LayerNorm, Linear};
+
+/// A model option the f32 reference runs but the quantizer cannot lower yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UnsupportedOption {
+    /// `downsample_ratios[stage] = 1` or `RC_tokens_type 'none'`: an identity reduction cell.
+    IdentityReductionCell {
+        /// Stage.
+        stage: usize,
+        /// `downsample_ratios[stage]` (1: `nn.Identity`; more: `'none'`).
+        ratio: usize,
+    },
+    /// `RC_tokens_type 'embedding'` (patch embedding, class token, position embedding).
+    Embedding {
+        /// Stage.
+        stage: usize,
+    },
+    /// `RC_tokens_type 'pooling'` (max-pool before the PRM).
+    Pooling {
+        /// Stage.
+        stage: usize,
+    },
+    /// `RC_op 'sum'` (PRM branches summed).
+    PrmSum {
+        /// Stage.
+        stage: usize,
+    },
+    /// `class_token = true` (class token rows, `fc_norm`, pooling without token 0).
+    ClassToken,
+    /// A normal-cell type other than `'transformer'`: `'performer'` (AttentionPerformer, no v
+    /// skip) and/or `'*_shallow'` (PCM conv, BN, SiLU, conv).
+    NormalCellType {
+        /// Stage.
+        stage: usize,
+        /// The type.
+        tokens_type: NcTokensType,
+    },
+    /// `num_classes = 0` (no classifier: the features are the output).
+    NoClassifier,
+}
+
+impl fmt::Display for UnsupportedOption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UnsupportedOption::IdentityReductionCell { stage, ratio: 1 } => write!(
+                f,
+                "downsample_ratios[{stage}] = 1 (layers.{stage}.RC is nn.Identity)"
+            ),
+            UnsupportedOption::IdentityReductionCell { stage, .. } => write!(
+                f,
+                "RC_tokens_type[{stage}] = 'none' (layers.{stage}.RC passes its input through)"
+            ),
+            UnsupportedOption::Embedding { stage } => write!(
+                f,
+                "RC_tokens_type[{stage}] = 'embedding' (layers.{stage}.RC: patch embedding, cls_token, pos_embed)"
+            ),
+            UnsupportedOption::Pooling { stage } => write!(
+                f,
+                "RC_tokens_type[{stage}] = 'pooling' (layers.{stage}.RC: max-pool before the PRM)"
+            ),
+            UnsupportedOption::PrmSum { stage } => write!(
+                f,
+                "RC_op[{stage}] = 'sum' (layers.{stage}.RC.PRM: summed branches)"
+            ),
+            UnsupportedOption::ClassToken => {
+                write!(f, "class_token = true (class token, fc_norm)")
+            }
+            UnsupportedOption::NormalCellType { stage, tokens_type } => {
+                let parts: Vec<&str> = [
+                    tokens_type
+                        .is_performer()
+                        .then_some("AttentionPerformer attention"),
+                    tokens_type.is_shallow().then_some("shallow PCM"),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                write!(
+                    f,
+                    "NC_tokens_type[{stage}] = '{}' (layers.{stage}.NC.*: {})",
+                    tokens_type.name(),
+                    parts.join(", ")
+                )
+            }
+            UnsupportedOption::NoClassifier => {
+                write!(f, "num_classes = 0 (no classifier head)")
+            }
+        }
+    }
+}
+
+/// Why [`build_graph`] refused a model: the options it cannot lower yet, in model order.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{model}: the quantizer does not support yet: {}; `vitae run --checkpoint` and `vitae check` do",
+    .options.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+)]
+pub struct UnsupportedError {
+    /// The config (file or preset) of the model.
+    pub model: String,
+    /// Every unsupported option, each once per stage.
+    pub options: Vec<UnsupportedOption>,
+}
+
+/// Every option of `model` the quantizer cannot lower yet (empty: [`build_graph`] works).
+pub fn unsupported_options(model: &ReferenceModel) -> Vec<UnsupportedOption> {
+    let mut options = Vec::new();
+    if model.config().class_token() || model.fc_norm().is_some() {
+        options.push(UnsupportedOption::ClassToken);
+    }
+    for stage in model.stages() {
+        let i = stage.info.index;
+        match &stage.rc {
+            ReductionCell::Identity => {
+                options.push(UnsupportedOption::IdentityReductionCell {
+                    stage: i,
+                    ratio: stage.info.rc.ratio,
+                });
+            }
+            ReductionCell::Embedding(_) => options.push(UnsupportedOption::Embedding { stage: i }),
+            ReductionCell::Prm(cell) => {
+                if cell.pool.is_some() {
+                    options.push(UnsupportedOption::Pooling { stage: i });
+                }
+                if cell.op == PrmOp::Sum {
+                    options.push(UnsupportedOption::PrmSum { stage: i });
+                }
+            }
+        }
+        let tokens_type = stage.info.nc.tokens_type;
+        if !stage.ncs.is_empty() && tokens_type != NcTokensType::Transformer {
+            options.push(UnsupportedOption::NormalCellType {
+                stage: i,
+                tokens_type,
+            });
+        }
+    }
+    if model.head().is_none() {
+        options.push(UnsupportedOption::NoClassifier);
+    }
+    options
+}
+
+/// Fails with every option of `model` the quantizer cannot lower yet; for commands that want
+/// to refuse before any long work (reading calibration data).
+pub fn check_supported(model: &ReferenceModel) -> Result<(), UnsupportedError> {
+    if unsupported_options(model).is_empty() {
+        Ok(())
+    } else {
+        Err(refusal(model))
+    }
+}
+
+fn refusal(model: &ReferenceModel) -> UnsupportedError {
+    UnsupportedError {
+        model: model.config().source_name().to_string(),
+        options: unsupported_options(model),
+    }
+}
 
 struct Builder {
     nodes: Vec<Node>,
@@ -141,8 +302,10 @@ impl Builder {
     }
 }
 
-/// Builds the graph of `model`.
-pub fn build_graph(model: &ReferenceModel, name: &str) -> Graph {
+/// Builds the graph of `model`; refuses the options it cannot lower yet
+/// ([`unsupported_options`]).
+pub fn build_graph(model: &ReferenceModel, name: &str) -> Result<Graph, UnsupportedError> {
+    check_supported(model)?;
     let cfg = model.config();
     let mut b = Builder { nodes: Vec::new() };
     let size = cfg.img_size();
@@ -156,7 +319,9 @@ pub fn build_graph(model: &ReferenceModel, name: &str) -> Graph {
     for stage in model.stages() {
         let i = stage.info.index;
         let p = format!("layers.{i}.RC");
-        let rc = &stage.rc;
+        let ReductionCell::Prm(rc) = &stage.rc else {
+            return Err(refusal(model));
+        };
         let pcm = rc.mixer.as_ref().map(|m| {
             let c0 = b.conv(format!("{p}.PCM.0"), &m.pcm[0], x, Act::Silu);
             let c1 = b.conv(format!("{p}.PCM.2"), &m.pcm[1], c0, Act::Silu);
@@ -245,11 +410,13 @@ pub fn build_graph(model: &ReferenceModel, name: &str) -> Graph {
         };
         for (j, nc) in stage.ncs.iter().enumerate() {
             let p = format!("layers.{i}.NC.{j}");
-            let c0 = b.conv(format!("{p}.PCM.0"), &nc.pcm[0], x, Act::Silu);
-            let c1 = b.conv(format!("{p}.PCM.3"), &nc.pcm[1], c0, Act::Silu);
-            let pcm = b.conv(format!("{p}.PCM.6"), &nc.pcm[2], c1, Act::Silu);
+            let (NcPcm::Full(convs), NcAttention::Mhsa(a)) = (&nc.pcm, &nc.attention) else {
+                return Err(refusal(model));
+            };
+            let c0 = b.conv(format!("{p}.PCM.0"), &convs[0], x, Act::Silu);
+            let c1 = b.conv(format!("{p}.PCM.3"), &convs[1], c0, Act::Silu);
+            let pcm = b.conv(format!("{p}.PCM.6"), &convs[2], c1, Act::Silu);
             let ln1 = b.layer_norm(format!("{p}.norm1"), &nc.norm1, x);
-            let a = &nc.attention;
             let [q, k, v] = b.split3(&format!("{p}.attn.qkv"), &a.qkv, ["q", "k", "v"], ln1);
             let width = a.proj.in_features;
             let att = b.push(
@@ -282,6 +449,9 @@ pub fn build_graph(model: &ReferenceModel, name: &str) -> Graph {
             x = b.add(format!("{p}.add_mlp"), x2, mlp);
         }
     }
+    let Some(head) = model.head() else {
+        return Err(refusal(model));
+    };
     let (_, _, c) = b.shape(x);
     let pooled = b.push(
         "pool".into(),
@@ -290,16 +460,129 @@ pub fn build_graph(model: &ReferenceModel, name: &str) -> Graph {
         (1, 1, c),
         Role::Pooled,
     );
-    let logits = b.linear(
-        "head".into(),
-        model.head().clone(),
-        pooled,
-        Act::None,
-        Role::Logits,
-    );
-    Graph {
+    let logits = b.linear("head".into(), head.clone(), pooled, Act::None, Role::Logits);
+    Ok(Graph {
         nodes: b.nodes,
         output: logits,
         name: name.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ModelConfig;
+    use crate::validate::random_checkpoint;
+
+    fn model(kwargs: &str) -> ReferenceModel {
+        let config = ModelConfig::from_kwargs_json(kwargs, "t.json").unwrap();
+        let checkpoint = random_checkpoint(&config, 1);
+        ReferenceModel::new(config, &checkpoint).unwrap()
+    }
+
+    #[test]
+    fn every_option_it_cannot_lower_is_refused_by_name() {
+        use UnsupportedOption as U;
+        let cases = [
+            (
+                r#"{"img_size": 32, "stages": 3, "embed_dims": [8, 8, 16], "token_dims": [8, 16, 16],
+                    "downsample_ratios": [4, 2, 2], "kernel_size": [7, 3, 3], "RC_heads": [1, 2, 1],
+                    "dilations": [[1, 2], [1, 2], [1, 2]], "NC_heads": [1, 2, 2], "NC_group": [1, 4, 4],
+                    "RC_tokens_type": ["pooling", "pooling", "performer_less"], "RC_op": ["sum", "cat", "sum"],
+                    "NC_depth": [0, 1, 1], "mlp_ratio": 2.0, "num_classes": 3}"#,
+                vec![
+                    U::Pooling { stage: 0 },
+                    U::PrmSum { stage: 0 },
+                    U::Pooling { stage: 1 },
+                    U::PrmSum { stage: 2 },
+                ],
+            ),
+            (
+                r#"{"img_size": 32, "stages": 3, "embed_dims": 16, "token_dims": [16, 16, 16],
+                    "downsample_ratios": [8, 1, 1], "RC_tokens_type": ["embedding", "none", "none"],
+                    "NC_tokens_type": ["performer", "transformer_shallow", "performer_shallow"],
+                    "NC_depth": [1, 1, 1], "NC_heads": [1, 2, 1], "NC_group": 4, "mlp_ratio": 2.0,
+                    "class_token": true, "num_classes": 3}"#,
+                vec![
+                    U::ClassToken,
+                    U::Embedding { stage: 0 },
+                    U::NormalCellType {
+                        stage: 0,
+                        tokens_type: NcTokensType::Performer,
+                    },
+                    U::IdentityReductionCell { stage: 1, ratio: 1 },
+                    U::NormalCellType {
+                        stage: 1,
+                        tokens_type: NcTokensType::TransformerShallow,
+                    },
+                    U::IdentityReductionCell { stage: 2, ratio: 1 },
+                    U::NormalCellType {
+                        stage: 2,
+                        tokens_type: NcTokensType::PerformerShallow,
+                    },
+                ],
+            ),
+            (
+                r#"{"img_size": 32, "stages": 1, "embed_dims": [8], "token_dims": [16],
+                    "downsample_ratios": [4], "kernel_size": [7], "dilations": [[1, 2]],
+                    "RC_tokens_type": ["performer_less"], "NC_depth": [1], "NC_heads": [2],
+                    "NC_group": [4], "mlp_ratio": 2.0, "num_classes": 0}"#,
+                vec![U::NoClassifier],
+            ),
+        ];
+        for (kwargs, expected) in cases {
+            let m = model(kwargs);
+            assert_eq!(unsupported_options(&m), expected);
+            let error = build_graph(&m, "m").unwrap_err();
+            assert_eq!(error.options, expected);
+            let text = error.to_string();
+            assert!(
+                text.starts_with("t.json: the quantizer does not support yet: ")
+                    && !text.contains('\n'),
+                "{text}"
+            );
+            assert_eq!(check_supported(&m), Err(error));
+        }
+    }
+
+    #[test]
+    fn the_current_release_transformer_cell_is_a_prm_only_cell_it_can_lower() {
+        // A 'transformer' cell whose checkpoint has no PCM or attention keys: the current
+        // release's PRM-only cell, lowered like performer_less.
+        let config = ModelConfig::from_kwargs_json(
+            r#"{"img_size": 32, "stages": 2, "embed_dims": [8, 8], "token_dims": [16, 16],
+                "downsample_ratios": [4, 2], "kernel_size": [7, 3], "dilations": [[1, 2], [1, 2]],
+                "RC_tokens_type": ["performer", "transformer"], "NC_depth": [0, 1],
+                "NC_heads": [1, 2], "NC_group": [1, 4], "mlp_ratio": 2.0, "num_classes": 3}"#,
+            "t.json",
+        )
+        .unwrap();
+        let mut checkpoint = random_checkpoint(&config, 1);
+        let mixer: Vec<String> = checkpoint
+            .keys()
+            .filter(|k| k.starts_with("layers.1.RC.PCM.") || k.starts_with("layers.1.RC.attn."))
+            .map(str::to_string)
+            .collect();
+        for key in mixer {
+            checkpoint.remove(&key);
+        }
+        let m = ReferenceModel::new(config, &checkpoint).unwrap();
+        assert_eq!(m.config().release(), Some(crate::config::Release::Current));
+        let graph = build_graph(&m, "m").unwrap();
+        assert!(
+            !graph
+                .nodes
+                .iter()
+                .any(|n| n.name.starts_with("layers.1.RC.attn"))
+        );
+        let image = vec![0.2; 3 * 32 * 32];
+        let outs = graph
+            .eval(&image, &mut super::super::graph::NoObserver)
+            .unwrap();
+        let logits = &outs[graph.output];
+        let reference = m.forward(&image).unwrap();
+        for (a, b) in logits.iter().zip(&reference) {
+            assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{a} vs {b}");
+        }
     }
 }

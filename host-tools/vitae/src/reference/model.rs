@@ -1,16 +1,18 @@
 //! The f32 reference ViTAE: official forward pass (doc §2-§6) built from [`super::ops`], the
 //! oracle every quantized or device result is compared against.
 
+use std::borrow::Cow;
+
 use rayon::prelude::*;
 
 use crate::checkpoint::{Checkpoint, Tensor};
-use crate::config::{ModelConfig, RcTokensType, StageInfo};
+use crate::config::{ModelConfig, PrmOp, RcAttentionKind, RcForm, StageInfo};
 use crate::validate::{CheckpointReport, check_checkpoint};
 
 use super::ops::{
     BatchNorm, Conv2d, ConvSpec, FeatureMap, LayerNorm, Linear, Mlp, MultiHeadSelfAttention,
     OpError, PerformerAttention, TokenTransformerAttention, add_inplace, fold_batchnorm,
-    gelu_inplace, mean_pool, silu_inplace,
+    gelu_inplace, max_pool2d, mean_pool, silu_inplace,
 };
 
 /// LayerNorm eps of NormalCells (`norm_layer=partial(nn.LayerNorm, eps=1e-6)`).
@@ -23,11 +25,13 @@ const BATCH_NORM_EPS: f32 = 1e-5;
 /// Receives named intermediate activations during [`ReferenceModel::forward_observed`].
 ///
 /// Names and shapes follow the fixtures (`shape` has a leading batch dimension of 1; token
-/// layout `(1, N, C)`, token = row·W + col):
-/// `s{i}_rc_prm`, `s{i}_rc_pcm`, `s{i}_rc_attn` (attention incl. the v skip), `s{i}_rc_out`,
-/// `s{i}_nc{j}_pcm`, `s{i}_nc{j}_attn`, `s{i}_nc{j}_mlp` (branch outputs before their residual
-/// add), `s{i}_nc{j}_out`, `pooled` `(1, C)`, `logits` `(1, classes)`. Cells without a PCM or
-/// attention (performer_less) report only `_prm` and `_out`.
+/// layout `(1, N, C)`, token = row·W + col, a class token first where there is one):
+/// `s{i}_rc_pool` (the max-pool of `'pooling'`), `s{i}_rc_prm` (the PRM, or the patch embedding
+/// of `'embedding'` without the class token), `s{i}_rc_pcm`, `s{i}_rc_attn` (attention incl. the
+/// v skip), `s{i}_rc_out`, `s{i}_nc{j}_pcm` (spatial tokens only), `s{i}_nc{j}_attn`,
+/// `s{i}_nc{j}_mlp` (branch outputs before their residual add), `s{i}_nc{j}_out`, `pooled`
+/// `(1, C)`, `fc_norm` `(1, C)` (`class_token = true`), `logits` `(1, classes)`. Cells without a
+/// PCM or attention (performer_less) report only `_prm` and `_out`; identity cells nothing.
 pub trait Observer {
     /// Called once per named activation, in forward order.
     fn observe(&mut self, name: &str, shape: &[usize], data: &[f32]);
@@ -72,7 +76,9 @@ pub enum ModelError {
 /// Reduction cell attention block.
 #[derive(Clone, Debug)]
 pub(crate) enum RcAttention {
+    /// `Token_performer.attn`, with the v skip (`v_skip = true`).
     Performer(PerformerAttention),
+    /// `Token_transformer.attn` (Dec-2021), with the v skip.
     Transformer(TokenTransformerAttention),
 }
 
@@ -87,19 +93,68 @@ pub(crate) struct RcMixer {
     pub(crate) mlp: Mlp,
 }
 
+/// A reduction cell built on the PRM: `performer`, `performer_less`, `transformer`, `pooling`.
 #[derive(Clone, Debug)]
-pub(crate) struct ReductionCell {
-    /// One conv per dilation; GELU after each; outputs concatenated branch-major.
+pub(crate) struct PrmCell {
+    /// `'pooling'`: `MaxPool2d(r, stride r)` first; the PRM (stride 1) and the PCM read its output.
+    pub(crate) pool: Option<usize>,
+    /// One conv per dilation; GELU after each.
     pub(crate) prm: Vec<Conv2d>,
+    /// Branches concatenated branch-major (channel = branch·E + c) or summed.
+    pub(crate) op: PrmOp,
+    /// PCM + attention + MLP; `None`: the PRM output is the cell output.
     pub(crate) mixer: Option<RcMixer>,
 }
 
+/// The `'embedding'` reduction cell (timm `PatchEmbed` + class token + position embedding).
+#[derive(Clone, Debug)]
+pub(crate) struct PatchEmbedding {
+    /// `PRM.proj`: kernel = stride = ratio, no padding, no activation.
+    pub(crate) proj: Conv2d,
+    /// `cls_token`, `token_dim` values.
+    pub(crate) cls_token: Vec<f32>,
+    /// `pos_embed`, `(1 + tokens) × token_dim` row-major; row 0 goes with the class token.
+    pub(crate) pos_embed: Vec<f32>,
+}
+
+/// What a reduction cell computes (config: [`crate::config::RcForm`]).
+#[derive(Clone, Debug)]
+pub(crate) enum ReductionCell {
+    /// `nn.Identity` / `'none'`: no weights, the activations pass through.
+    Identity,
+    /// `'embedding'`: output `cat(cls_token, proj(x)) + pos_embed`, class token first.
+    Embedding(Box<PatchEmbedding>),
+    /// PRM-based cells.
+    Prm(Box<PrmCell>),
+}
+
+/// Normal cell attention block (on `norm1(x)`, all tokens incl. the class token).
+#[derive(Clone, Debug)]
+pub(crate) enum NcAttention {
+    /// `Attention`: `proj(MHSA(qkv(x)))`.
+    Mhsa(MultiHeadSelfAttention),
+    /// `AttentionPerformer.attn`: `proj(performer(kqv(x)))`, no v skip (`v_skip = false`), one
+    /// head; its own `attn.norm1` is never used and not loaded.
+    Performer(PerformerAttention),
+}
+
+/// Normal cell PCM (on the spatial tokens only); BatchNorms folded into the conv before them.
+#[derive(Clone, Debug)]
+pub(crate) enum NcPcm {
+    /// `PCM.0`(+BN `PCM.1`), SiLU, `PCM.3`(+BN `PCM.4`), SiLU, `PCM.6`, SiLU.
+    Full([Conv2d; 3]),
+    /// `*_shallow`: `PCM.0`(+BN `PCM.1`), SiLU, `PCM.3` — no activation after the last conv.
+    Shallow([Conv2d; 2]),
+}
+
+/// A normal cell. With a class token in front (`StageInfo::class_token`) the attention and the
+/// MLP see all `1 + N` rows, the PCM reads rows `1..` as the map and is added to them only
+/// (`x[:, 1:] += convX`, after the attention residual).
 #[derive(Clone, Debug)]
 pub(crate) struct NormalCell {
-    /// PCM convs; BatchNorms `PCM.1`/`PCM.4` folded into the first two.
-    pub(crate) pcm: [Conv2d; 3],
+    pub(crate) pcm: NcPcm,
     pub(crate) norm1: LayerNorm,
-    pub(crate) attention: MultiHeadSelfAttention,
+    pub(crate) attention: NcAttention,
     pub(crate) norm2: LayerNorm,
     pub(crate) mlp: Mlp,
 }
@@ -116,7 +171,10 @@ pub(crate) struct Stage {
 pub struct ReferenceModel {
     config: ModelConfig,
     stages: Vec<Stage>,
-    head: Linear,
+    /// `class_token = true`: `fc_norm` (LayerNorm eps 1e-6) on the pooled features.
+    fc_norm: Option<LayerNorm>,
+    /// The classifier; `None` for `num_classes = 0` (`nn.Identity`: the features are the output).
+    head: Option<Linear>,
 }
 
 /// Looks tensors up by key after validation.
@@ -184,8 +242,11 @@ impl Weights<'_> {
 
 impl ReferenceModel {
     /// Validates `checkpoint` against `config` (every problem reported at once), then builds
-    /// the model with BatchNorms folded into their convs.
+    /// the model with BatchNorms folded into their convs. A config whose release was only
+    /// assumed is resolved for the checkpoint first ([`ModelConfig::for_checkpoint`]);
+    /// [`ReferenceModel::config`] returns the resolved one.
     pub fn new(config: ModelConfig, checkpoint: &Checkpoint) -> Result<Self, ModelError> {
+        let config = config.for_checkpoint(checkpoint);
         check_checkpoint(&config, checkpoint)?;
         let weights = Weights(checkpoint);
         let mut stages = Vec::with_capacity(config.stages().len());
@@ -200,15 +261,22 @@ impl ReferenceModel {
                 ncs,
             });
         }
-        let head = weights.linear("head", true)?;
+        let fc_norm = config
+            .class_token()
+            .then(|| weights.layer_norm("fc_norm", NC_LAYER_NORM_EPS))
+            .transpose()?;
+        let head = (config.num_classes() > 0)
+            .then(|| weights.linear("head", true))
+            .transpose()?;
         Ok(ReferenceModel {
             config,
             stages,
+            fc_norm,
             head,
         })
     }
 
-    /// The architecture.
+    /// The architecture (resolved for the checkpoint).
     pub fn config(&self) -> &ModelConfig {
         &self.config
     }
@@ -218,17 +286,24 @@ impl ReferenceModel {
         &self.stages
     }
 
-    /// The classifier.
-    pub(crate) fn head(&self) -> &Linear {
-        &self.head
+    /// `fc_norm` (`class_token = true`), applied to the pooled features before the head.
+    pub(crate) fn fc_norm(&self) -> Option<&LayerNorm> {
+        self.fc_norm.as_ref()
     }
 
-    /// Logits for one CHW image of `in_chans × img_size × img_size` values.
+    /// The classifier (`None`: `num_classes = 0`).
+    pub(crate) fn head(&self) -> Option<&Linear> {
+        self.head.as_ref()
+    }
+
+    /// Logits for one CHW image of `in_chans × img_size × img_size` values
+    /// ([`ModelConfig::output_dim`] of them).
     pub fn forward(&self, image_chw: &[f32]) -> Result<Vec<f32>, ModelError> {
         self.forward_observed(image_chw, &mut NoObserver)
     }
 
-    /// Logits for a batch of `N` CHW images laid out back to back (NCHW); returns `N × classes`.
+    /// Logits for a batch of `N` CHW images laid out back to back (NCHW); returns
+    /// `N × output_dim`.
     /// Images run one after another (each forward already uses all cores).
     pub fn forward_batch(
         &self,
@@ -240,7 +315,7 @@ impl ReferenceModel {
             return Err(self.input_error(images_nchw.len()));
         }
         let mut logits =
-            Vec::with_capacity(images_nchw.len() / per_image * self.config.num_classes());
+            Vec::with_capacity(images_nchw.len() / per_image * self.config.output_dim());
         for image in images_nchw.chunks_exact(per_image) {
             logits.extend(self.forward_observed(image, observer)?);
         }
@@ -266,19 +341,84 @@ impl ReferenceModel {
         if image_chw.len() != self.config.input_len() {
             return Err(self.input_error(image_chw.len()));
         }
-        let mut x = FeatureMap::from_chw(self.config.in_chans(), size, size, image_chw)?;
+        let mut x = Tokens {
+            cls: None,
+            map: FeatureMap::from_chw(self.config.in_chans(), size, size, image_chw)?,
+        };
         for stage in &self.stages {
             let i = stage.info.index;
-            x = reduction_cell(stage, &x, observer)?;
+            x = reduction_cell(stage, x, observer)?;
             for (j, nc) in stage.ncs.iter().enumerate() {
                 x = normal_cell(nc, &x, &format!("s{i}_nc{j}"), observer)?;
             }
         }
-        let pooled = mean_pool(&x.data, x.channels)?;
+        let c = x.map.channels;
+        let pooled = if self.config.class_token() {
+            // mean(x[:, 1:]): without a class token in front that leaves out spatial token 0.
+            match x.cls {
+                Some(_) => mean_pool(&x.map.data, c)?,
+                None => mean_pool(x.map.data.get(c..).unwrap_or_default(), c)?,
+            }
+        } else {
+            mean_pool(&x.rows(), c)?
+        };
         observer.observe("pooled", &[1, pooled.len()], &pooled);
-        let logits = self.head.forward(&pooled)?;
+        let features = match &self.fc_norm {
+            Some(norm) => {
+                let normed = norm.forward(&pooled)?;
+                observer.observe("fc_norm", &[1, normed.len()], &normed);
+                normed
+            }
+            None => pooled,
+        };
+        let logits = match &self.head {
+            Some(head) => head.forward(&features)?,
+            None => features,
+        };
         observer.observe("logits", &[1, logits.len()], &logits);
         Ok(logits)
+    }
+}
+
+/// The activations between cells: a square map of tokens, after the class token if an
+/// `'embedding'` cell put one in front.
+struct Tokens {
+    /// The class token (`channels` values), row 0 of the official `(B, 1 + N, C)` tensor.
+    cls: Option<Vec<f32>>,
+    /// The spatial tokens, rows `1..` (or all rows without a class token).
+    map: FeatureMap,
+}
+
+impl Tokens {
+    /// All rows, class token first: the official `(1 + N) × C` (or `N × C`) tensor.
+    fn rows(&self) -> Cow<'_, [f32]> {
+        match &self.cls {
+            None => Cow::Borrowed(&self.map.data),
+            Some(cls) => {
+                let mut rows = Vec::with_capacity(cls.len() + self.map.data.len());
+                rows.extend_from_slice(cls);
+                rows.extend_from_slice(&self.map.data);
+                Cow::Owned(rows)
+            }
+        }
+    }
+
+    /// From rows, splitting off the class token if `with_cls`.
+    fn from_rows(
+        height: usize,
+        width: usize,
+        channels: usize,
+        mut rows: Vec<f32>,
+        with_cls: bool,
+    ) -> Result<Self, ModelError> {
+        let cls = with_cls.then(|| {
+            let spatial = rows.split_off(channels.min(rows.len()));
+            std::mem::replace(&mut rows, spatial)
+        });
+        Ok(Tokens {
+            cls,
+            map: FeatureMap::new(height, width, channels, rows)?,
+        })
     }
 }
 
@@ -294,19 +434,31 @@ fn build_reduction_cell(
         info.token_dim,
         rc.group,
     );
+    let attention = match rc.form {
+        RcForm::Identity => return Ok(ReductionCell::Identity),
+        RcForm::Embedding => {
+            let spec = ConvSpec::square(cin, t, rc.ratio, rc.ratio, 0, 1, 1);
+            return Ok(ReductionCell::Embedding(Box::new(PatchEmbedding {
+                proj: weights.conv(&format!("{p}.PRM.proj"), spec, None)?,
+                cls_token: weights.vec(&format!("{p}.cls_token"))?,
+                pos_embed: weights.vec(&format!("{p}.pos_embed"))?,
+            })));
+        }
+        RcForm::Prm { attention } => attention,
+    };
     let prm = rc
         .dilations
         .iter()
         .zip(&rc.prm_paddings)
         .enumerate()
         .map(|(b, (&d, &pad))| {
-            let spec = ConvSpec::square(cin, e, rc.kernel_size, rc.ratio, pad, d, 1);
+            let spec = ConvSpec::square(cin, e, rc.kernel_size, rc.prm_stride, pad, d, 1);
             weights.conv(&format!("{p}.PRM.convs.{b}.0"), spec, None)
         })
         .collect::<Result<_, _>>()?;
-    let mixer = match rc.tokens_type {
-        RcTokensType::PerformerLess => None,
-        kind => {
+    let mixer = match attention {
+        None => None,
+        Some(kind) => {
             let [s0, s1, s2] = rc.pcm_strides;
             let pcm = [
                 weights.conv(
@@ -325,29 +477,33 @@ fn build_reduction_cell(
                     None,
                 )?,
             ];
-            let (attention, mlp) = if kind == RcTokensType::Performer {
-                let attention = RcAttention::Performer(PerformerAttention {
-                    kqv: weights.linear(&format!("{p}.attn.kqv"), true)?,
-                    proj: weights.linear(&format!("{p}.attn.proj"), true)?,
-                    w: weights.vec(&format!("{p}.attn.w"))?,
-                    features: rc.performer_features,
-                });
-                let mlp = Mlp {
-                    fc1: weights.linear(&format!("{p}.attn.mlp.0"), true)?,
-                    fc2: weights.linear(&format!("{p}.attn.mlp.2"), true)?,
-                };
-                (attention, mlp)
-            } else {
-                let attention = RcAttention::Transformer(TokenTransformerAttention {
-                    qkv: weights.linear(&format!("{p}.attn.attn.qkv"), false)?,
-                    proj: weights.linear(&format!("{p}.attn.attn.proj"), true)?,
-                    heads: rc.heads,
-                });
-                let mlp = Mlp {
-                    fc1: weights.linear(&format!("{p}.attn.mlp.fc1"), true)?,
-                    fc2: weights.linear(&format!("{p}.attn.mlp.fc2"), true)?,
-                };
-                (attention, mlp)
+            let (attention, mlp) = match kind {
+                RcAttentionKind::Performer => {
+                    let attention = RcAttention::Performer(PerformerAttention {
+                        kqv: weights.linear(&format!("{p}.attn.kqv"), true)?,
+                        proj: weights.linear(&format!("{p}.attn.proj"), true)?,
+                        w: weights.vec(&format!("{p}.attn.w"))?,
+                        features: rc.performer_features,
+                        v_skip: true,
+                    });
+                    let mlp = Mlp {
+                        fc1: weights.linear(&format!("{p}.attn.mlp.0"), true)?,
+                        fc2: weights.linear(&format!("{p}.attn.mlp.2"), true)?,
+                    };
+                    (attention, mlp)
+                }
+                RcAttentionKind::Transformer => {
+                    let attention = RcAttention::Transformer(TokenTransformerAttention {
+                        qkv: weights.linear(&format!("{p}.attn.attn.qkv"), false)?,
+                        proj: weights.linear(&format!("{p}.attn.attn.proj"), true)?,
+                        heads: rc.heads,
+                    });
+                    let mlp = Mlp {
+                        fc1: weights.linear(&format!("{p}.attn.mlp.fc1"), true)?,
+                        fc2: weights.linear(&format!("{p}.attn.mlp.fc2"), true)?,
+                    };
+                    (attention, mlp)
+                }
             };
             Some(RcMixer {
                 pcm,
@@ -358,7 +514,12 @@ fn build_reduction_cell(
             })
         }
     };
-    Ok(ReductionCell { prm, mixer })
+    Ok(ReductionCell::Prm(Box::new(PrmCell {
+        pool: rc.pool,
+        prm,
+        op: rc.prm_op,
+        mixer,
+    })))
 }
 
 fn build_normal_cell(
@@ -369,13 +530,23 @@ fn build_normal_cell(
     let nc = &info.nc;
     let p = format!("layers.{}.NC.{j}", info.index);
     let (t, h, g) = (info.token_dim, nc.mlp_hidden, nc.group);
-    Ok(NormalCell {
-        pcm: [
+    let first = weights.conv(
+        &format!("{p}.PCM.0"),
+        ConvSpec::square(t, h, 3, 1, 1, 1, g),
+        Some(&format!("{p}.PCM.1")),
+    )?;
+    let pcm = if nc.tokens_type.is_shallow() {
+        NcPcm::Shallow([
+            first,
             weights.conv(
-                &format!("{p}.PCM.0"),
-                ConvSpec::square(t, h, 3, 1, 1, 1, g),
-                Some(&format!("{p}.PCM.1")),
+                &format!("{p}.PCM.3"),
+                ConvSpec::square(h, t, 3, 1, 1, 1, g),
+                None,
             )?,
+        ])
+    } else {
+        NcPcm::Full([
+            first,
             weights.conv(
                 &format!("{p}.PCM.3"),
                 ConvSpec::square(h, t, 3, 1, 1, 1, g),
@@ -386,14 +557,28 @@ fn build_normal_cell(
                 ConvSpec::square(t, t, 3, 1, 1, 1, g),
                 None,
             )?,
-        ],
-        norm1: weights.layer_norm(&format!("{p}.norm1"), NC_LAYER_NORM_EPS)?,
-        attention: MultiHeadSelfAttention {
+        ])
+    };
+    let attention = if nc.tokens_type.is_performer() {
+        NcAttention::Performer(PerformerAttention {
+            kqv: weights.linear(&format!("{p}.attn.kqv"), true)?,
+            proj: weights.linear(&format!("{p}.attn.proj"), true)?,
+            w: weights.vec(&format!("{p}.attn.w"))?,
+            features: nc.performer_features,
+            v_skip: false,
+        })
+    } else {
+        NcAttention::Mhsa(MultiHeadSelfAttention {
             qkv: weights.linear(&format!("{p}.attn.qkv"), nc.qkv_bias)?,
             proj: weights.linear(&format!("{p}.attn.proj"), true)?,
             heads: nc.heads,
             scale: nc.scale,
-        },
+        })
+    };
+    Ok(NormalCell {
+        pcm,
+        norm1: weights.layer_norm(&format!("{p}.norm1"), NC_LAYER_NORM_EPS)?,
+        attention,
         norm2: weights.layer_norm(&format!("{p}.norm2"), NC_LAYER_NORM_EPS)?,
         mlp: Mlp {
             fc1: weights.linear(&format!("{p}.mlp.fc1"), true)?,
@@ -402,20 +587,25 @@ fn build_normal_cell(
     })
 }
 
-/// Three 3×3 convs, each followed by SiLU (BatchNorms already folded).
-fn pcm(convs: &[Conv2d; 3], x: &FeatureMap) -> Result<FeatureMap, ModelError> {
-    let [first, second, third] = convs;
-    let mut y = first.forward(x)?;
-    silu_inplace(&mut y.data);
-    for conv in [second, third] {
-        y = conv.forward(&y)?;
-        silu_inplace(&mut y.data);
+/// 3×3 convs with BatchNorms folded: SiLU after each, except after the last of a shallow
+/// normal-cell PCM (`silu_last = false`).
+fn pcm(convs: &[Conv2d], x: &FeatureMap, silu_last: bool) -> Result<FeatureMap, ModelError> {
+    let mut y: Option<FeatureMap> = None;
+    for (n, conv) in convs.iter().enumerate() {
+        let mut out = conv.forward(y.as_ref().unwrap_or(x))?;
+        if silu_last || n + 1 < convs.len() {
+            silu_inplace(&mut out.data);
+        }
+        y = Some(out);
     }
-    Ok(y)
+    match y {
+        Some(y) => Ok(y),
+        None => Ok(x.clone()),
+    }
 }
 
-/// PRM: dilated convs + GELU, concatenated branch-major (channel = branch·E + c).
-fn prm(convs: &[Conv2d], x: &FeatureMap) -> Result<FeatureMap, ModelError> {
+/// PRM: dilated convs + GELU, concatenated branch-major (channel = branch·E + c) or summed.
+fn prm(convs: &[Conv2d], op: PrmOp, x: &FeatureMap) -> Result<FeatureMap, ModelError> {
     let branches = convs
         .par_iter()
         .map(|conv| {
@@ -424,13 +614,22 @@ fn prm(convs: &[Conv2d], x: &FeatureMap) -> Result<FeatureMap, ModelError> {
             Ok(y)
         })
         .collect::<Result<Vec<FeatureMap>, ModelError>>()?;
-    let (h, w, e) = match branches.first() {
-        Some(b) => (b.height, b.width, b.channels),
-        None => return Ok(FeatureMap::new(0, 0, 0, Vec::new())?),
+    let mut branches = branches.into_iter();
+    let Some(first) = branches.next() else {
+        return Ok(FeatureMap::new(0, 0, 0, Vec::new())?);
     };
-    let channels = e * branches.len();
+    if op == PrmOp::Sum {
+        let mut sum = first;
+        for branch in branches {
+            add_inplace(&mut sum.data, &branch.data)?;
+        }
+        return Ok(sum);
+    }
+    let (h, w, e) = (first.height, first.width, first.channels);
+    let all: Vec<FeatureMap> = std::iter::once(first).chain(branches).collect();
+    let channels = e * all.len();
     let mut out = vec![0.0; h * w * channels];
-    for (b, branch) in branches.iter().enumerate() {
+    for (b, branch) in all.iter().enumerate() {
         for (dst, src) in out
             .chunks_exact_mut(channels)
             .zip(branch.data.chunks_exact(e))
@@ -454,19 +653,48 @@ fn observe_tokens(
 /// ReductionCell.forward (doc §3.1).
 fn reduction_cell(
     stage: &Stage,
-    x: &FeatureMap,
+    x: Tokens,
     observer: &mut dyn Observer,
-) -> Result<FeatureMap, ModelError> {
+) -> Result<Tokens, ModelError> {
     let i = stage.info.index;
-    let rc = &stage.rc;
-    // The PRM and the PCM both read the cell input (image or previous tokens) and are
-    // independent: run them side by side.
+    let cell = match &stage.rc {
+        ReductionCell::Identity => return Ok(x),
+        ReductionCell::Embedding(embedding) => {
+            let patches = embedding.proj.forward(&x.map)?;
+            let (h, w, t) = (patches.height, patches.width, patches.channels);
+            observe_tokens(observer, &format!("s{i}_rc_prm"), h * w, t, &patches.data);
+            let mut rows = Vec::with_capacity((1 + h * w) * t);
+            rows.extend_from_slice(&embedding.cls_token);
+            rows.extend_from_slice(&patches.data);
+            add_inplace(&mut rows, &embedding.pos_embed)?;
+            observe_tokens(observer, &format!("s{i}_rc_out"), 1 + h * w, t, &rows);
+            return Tokens::from_rows(h, w, t, rows, true);
+        }
+        ReductionCell::Prm(cell) => cell,
+    };
+    let pooled = match cell.pool {
+        Some(window) => {
+            let pooled = max_pool2d(&x.map, window)?;
+            observe_tokens(
+                observer,
+                &format!("s{i}_rc_pool"),
+                pooled.tokens(),
+                pooled.channels,
+                &pooled.data,
+            );
+            Cow::Owned(pooled)
+        }
+        None => Cow::Borrowed(&x.map),
+    };
+    let input: &FeatureMap = &pooled;
+    // The PRM and the PCM both read the cell input (image, previous tokens or the pooled map)
+    // and are independent: run them side by side.
     let (prm, conv) = rayon::join(
-        || prm(&rc.prm, x),
+        || prm(&cell.prm, cell.op, input),
         || {
-            rc.mixer
+            cell.mixer
                 .as_ref()
-                .map(|mixer| pcm(&mixer.pcm, x))
+                .map(|mixer| pcm(&mixer.pcm, input, true))
                 .transpose()
         },
     );
@@ -480,7 +708,7 @@ fn reduction_cell(
         channels,
         &prm.data,
     );
-    let (Some(mixer), Some(conv)) = (&rc.mixer, conv?) else {
+    let (Some(mixer), Some(conv)) = (&cell.mixer, conv?) else {
         observe_tokens(
             observer,
             &format!("s{i}_rc_out"),
@@ -488,7 +716,10 @@ fn reduction_cell(
             channels,
             &prm.data,
         );
-        return Ok(prm);
+        return Ok(Tokens {
+            cls: None,
+            map: prm,
+        });
     };
     let t = conv.channels;
     observe_tokens(observer, &format!("s{i}_rc_pcm"), tokens, t, &conv.data);
@@ -502,33 +733,48 @@ fn reduction_cell(
     let mlp = mixer.mlp.forward(&mixer.norm2.forward(&y)?)?;
     add_inplace(&mut y, &mlp)?;
     observe_tokens(observer, &format!("s{i}_rc_out"), tokens, t, &y);
-    Ok(FeatureMap::new(h, w, t, y)?)
+    Ok(Tokens {
+        cls: None,
+        map: FeatureMap::new(h, w, t, y)?,
+    })
 }
 
-/// NormalCell.forward (doc §6): `x + attn(LN1 x) + PCM(x)`, then `+ MLP(LN2 ·)`.
+/// NormalCell.forward (doc §6): `x + attn(LN1 x) + PCM(x)`, then `+ MLP(LN2 ·)`; with a class
+/// token the PCM reads and is added to the spatial rows only.
 fn normal_cell(
     nc: &NormalCell,
-    x: &FeatureMap,
+    x: &Tokens,
     name: &str,
     observer: &mut dyn Observer,
-) -> Result<FeatureMap, ModelError> {
-    let (tokens, c) = (x.tokens(), x.channels);
+) -> Result<Tokens, ModelError> {
+    let c = x.map.channels;
+    let spatial = x.map.tokens();
+    let rows = x.rows();
+    let n = rows.len() / c.max(1);
     // Conv branch and attention branch both read the cell input: run them side by side.
     let (conv, attention) = rayon::join(
-        || pcm(&nc.pcm, x),
+        || match &nc.pcm {
+            NcPcm::Full(convs) => pcm(convs, &x.map, true),
+            NcPcm::Shallow(convs) => pcm(convs, &x.map, false),
+        },
         || -> Result<Vec<f32>, ModelError> {
-            Ok(nc.attention.forward(&nc.norm1.forward(&x.data)?)?)
+            let normed = nc.norm1.forward(&rows)?;
+            Ok(match &nc.attention {
+                NcAttention::Mhsa(attention) => attention.forward(&normed)?,
+                NcAttention::Performer(attention) => attention.forward(&normed)?,
+            })
         },
     );
     let (conv, attention) = (conv?, attention?);
-    observe_tokens(observer, &format!("{name}_pcm"), tokens, c, &conv.data);
-    observe_tokens(observer, &format!("{name}_attn"), tokens, c, &attention);
-    let mut y = x.data.clone();
+    observe_tokens(observer, &format!("{name}_pcm"), spatial, c, &conv.data);
+    observe_tokens(observer, &format!("{name}_attn"), n, c, &attention);
+    let mut y = rows.into_owned();
     add_inplace(&mut y, &attention)?;
-    add_inplace(&mut y, &conv.data)?;
+    let offset = if x.cls.is_some() { c } else { 0 };
+    add_inplace(&mut y[offset..], &conv.data)?;
     let mlp = nc.mlp.forward(&nc.norm2.forward(&y)?)?;
-    observe_tokens(observer, &format!("{name}_mlp"), tokens, c, &mlp);
+    observe_tokens(observer, &format!("{name}_mlp"), n, c, &mlp);
     add_inplace(&mut y, &mlp)?;
-    observe_tokens(observer, &format!("{name}_out"), tokens, c, &y);
-    Ok(FeatureMap::new(x.height, x.width, c, y)?)
+    observe_tokens(observer, &format!("{name}_out"), n, c, &y);
+    Tokens::from_rows(x.map.height, x.map.width, c, y, x.cls.is_some())
 }

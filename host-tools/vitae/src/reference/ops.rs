@@ -507,6 +507,33 @@ pub fn mean_pool(x: &[f32], channels: usize) -> Result<Vec<f32>, OpError> {
         .collect())
 }
 
+/// `MaxPool2d(kernel, stride=kernel, padding=0)` (the `'pooling'` reduction cell): a partial
+/// last window is dropped, as PyTorch does; NaN propagates like `torch.max`.
+pub fn max_pool2d(x: &FeatureMap, kernel: usize) -> Result<FeatureMap, OpError> {
+    ensure(
+        kernel > 0 && x.height >= kernel && x.width >= kernel,
+        "max_pool2d",
+        || format!("window {kernel} on a {}x{} map", x.height, x.width),
+    )?;
+    let (h, w, c) = (x.height / kernel, x.width / kernel, x.channels);
+    let mut out = vec![f32::NEG_INFINITY; h * w * c];
+    for (oy, out_row) in out.chunks_exact_mut(w * c).enumerate() {
+        for (ox, o) in out_row.chunks_exact_mut(c).enumerate() {
+            for iy in oy * kernel..(oy + 1) * kernel {
+                let row = &x.data[(iy * x.width + ox * kernel) * c..][..kernel * c];
+                for v in row.chunks_exact(c) {
+                    for (m, &v) in o.iter_mut().zip(v) {
+                        if v > *m || v.is_nan() {
+                            *m = v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    FeatureMap::new(h, w, c, out)
+}
+
 /// `Σ f(v)` with eight interleaved partial sums. A single running sum has a fixed IEEE order
 /// the compiler may not vectorise; eight lanes vectorise and also round less (shorter chains).
 #[inline]
@@ -1158,10 +1185,12 @@ impl MultiHeadSelfAttention {
     }
 }
 
-/// `Token_performer.attn` (doc §4): linear attention with positive random features.
+/// `Token_performer.attn` (doc §4) and the normal cells' `AttentionPerformer.attn`: linear
+/// attention with positive random features.
 ///
 /// `kqv` splits as **k, q, v**; `prm_exp(z) = exp(z·wᵀ − |z|²/2)/√m`;
-/// `y = qp·(vᵀ·kp)ᵀ / (qp·Σ_t kp + 1e-8)`; returns `v + proj(y)` (the skip goes through v).
+/// `y = qp·(vᵀ·kp)ᵀ / (qp·Σ_t kp + 1e-8)`; returns `v + proj(y)` (`Token_performer`: the skip
+/// goes through v) or `proj(y)` (`AttentionPerformer`, `v_skip = false`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct PerformerAttention {
     /// `kqv` (dim -> 3·emb).
@@ -1172,6 +1201,8 @@ pub struct PerformerAttention {
     pub w: Vec<f32>,
     /// Number of random features `m`.
     pub features: usize,
+    /// Whether v is added to the output (`Token_performer`) or not (`AttentionPerformer`).
+    pub v_skip: bool,
 }
 
 impl PerformerAttention {
@@ -1226,8 +1257,10 @@ impl PerformerAttention {
                 row.iter_mut().for_each(|v| *v /= denominator);
             });
         let mut out = self.proj.forward(&y)?;
-        for (dst, src) in out.chunks_exact_mut(emb).zip(kqv.chunks_exact(3 * emb)) {
-            add_inplace(dst, &src[2 * emb..])?;
+        if self.v_skip {
+            for (dst, src) in out.chunks_exact_mut(emb).zip(kqv.chunks_exact(3 * emb)) {
+                add_inplace(dst, &src[2 * emb..])?;
+            }
         }
         Ok(out)
     }
@@ -1685,9 +1718,17 @@ mod tests {
             proj: linear(emb, emb, 13, true),
             w: values(m * emb, 15),
             features: m,
+            v_skip: true,
         };
         let x = values(tokens * dim, 17);
         let got = p.forward(&x).unwrap();
+        // AttentionPerformer: the same without the v skip.
+        let no_skip = PerformerAttention {
+            v_skip: false,
+            ..p.clone()
+        }
+        .forward(&x)
+        .unwrap();
         let rows: Vec<Vec<f64>> = (0..tokens)
             .map(|t| {
                 apply(
@@ -1727,18 +1768,41 @@ mod tests {
                         / (d + 1e-8)
                 })
                 .collect();
-            let expected: Vec<f64> = apply(&p.proj, &y)
-                .iter()
-                .zip(v[t])
-                .map(|(a, b)| a + b)
-                .collect();
+            let projected = apply(&p.proj, &y);
+            let expected: Vec<f64> = projected.iter().zip(v[t]).map(|(a, b)| a + b).collect();
             for n in 0..emb {
                 assert!(
                     (f64::from(got[t * emb + n]) - expected[n]).abs() < 1e-5,
                     "token {t} channel {n}"
                 );
+                assert!(
+                    (f64::from(no_skip[t * emb + n]) - projected[n]).abs() < 1e-5,
+                    "no skip: token {t} channel {n}"
+                );
             }
         }
+    }
+
+    #[test]
+    fn max_pool_takes_window_maxima_and_drops_partial_windows() {
+        // 5x5 map, 2 channels, window 2: a 2x2 output; row and column 4 are dropped.
+        let data = values(5 * 5 * 2, 31);
+        let x = FeatureMap::new(5, 5, 2, data.clone()).unwrap();
+        let y = max_pool2d(&x, 2).unwrap();
+        assert_eq!((y.height, y.width, y.channels), (2, 2, 2));
+        for oy in 0..2 {
+            for ox in 0..2 {
+                for c in 0..2 {
+                    let expected = (0..2)
+                        .flat_map(|dy| (0..2).map(move |dx| (dy, dx)))
+                        .map(|(dy, dx)| data[((2 * oy + dy) * 5 + 2 * ox + dx) * 2 + c])
+                        .fold(f32::NEG_INFINITY, f32::max);
+                    assert_eq!(y.data[(oy * 2 + ox) * 2 + c], expected);
+                }
+            }
+        }
+        assert!(max_pool2d(&x, 6).is_err());
+        assert!(max_pool2d(&x, 0).is_err());
     }
 
     #[test]
