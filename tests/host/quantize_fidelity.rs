@@ -24,7 +24,13 @@ fn argmax(v: &[f32]) -> usize {
 
 /// mcu_a quantized with `precision`, calibrated on its own input; returns (cosine, same top-1).
 fn mcu_a(precision: Precision) -> (f64, bool, Vec<u8>) {
-    let dir = fixtures().join("mcu_a");
+    fixture("mcu_a", precision)
+}
+
+/// Fixture `name` quantized with `precision`, calibrated on its own input; returns (cosine with
+/// the official logits, same top-1, the blob).
+fn fixture(name: &str, precision: Precision) -> (f64, bool, Vec<u8>) {
+    let dir = fixtures().join(name);
     let config = vitae::config::ModelConfig::from_kwargs_file(&dir.join("kwargs.json")).unwrap();
     let checkpoint = vitae::checkpoint::load_checkpoint(&dir.join("model.pth")).unwrap();
     let model = ReferenceModel::new(config, &checkpoint).unwrap();
@@ -34,7 +40,7 @@ fn mcu_a(precision: Precision) -> (f64, bool, Vec<u8>) {
         precision,
         method: CalibMethod::Auto,
         flash_budget: None,
-        name: "mcu_a".into(),
+        name: name.into(),
     };
     let q = quantize(
         &model,
@@ -63,6 +69,29 @@ fn mcu_a_int8_logits_cosine_at_least_0_99_and_same_top1() {
     let (cos, top1, _) = mcu_a(Precision::Int8);
     assert!(cos >= 0.99, "int8 cosine {cos}");
     assert!(top1, "int8 top-1 differs from the official f32 model");
+}
+
+/// The options issue 14 added to the quantizer: mcu_c ('pooling' cells, summed PRMs) and mcu_g
+/// (performer and shallow normal cells), int8 ≥ 0.995 with the same top-1, fp16 ≥ 0.9999.
+#[test]
+#[cfg_attr(
+    not(vitae_fixtures),
+    ignore = "needs ../shared/fixtures (beside the checkout)"
+)]
+fn mcu_c_and_mcu_g_int8_and_fp16_match_the_official_logits() {
+    for name in ["mcu_c", "mcu_g"] {
+        let (cos, top1, _) = fixture(name, Precision::Int8);
+        assert!(cos >= 0.995, "{name} int8 cosine {cos}");
+        assert!(
+            top1,
+            "{name} int8 top-1 differs from the official f32 model"
+        );
+        let (cos, top1, _) = fixture(name, Precision::Fp16);
+        assert!(cos >= 0.9999, "{name} fp16 cosine {cos}");
+        assert!(top1, "{name} fp16 top-1");
+        let (cos, top1, _) = fixture(name, Precision::Mixed);
+        assert!(cos >= 0.995 && top1, "{name} mixed cosine {cos}");
+    }
 }
 
 #[test]

@@ -141,37 +141,42 @@ pub fn run(args: &TestArgs) -> Result<()> {
                 },
             );
         }
-        // End to end: mcu_a int8 through the firmware, logits byte-identical to the host engine.
+        // End to end: the fixtures int8 through the firmware, logits byte-identical to the host
+        // engine (mcu_a; mcu_c for the pooling cells and summed PRMs; mcu_g for the performer and
+        // shallow normal cells).
         if crate::e2e::fixtures_dir().is_some() {
-            let mut prepared = None;
-            steps.run(
-                "quantize the mcu_a fixture (int8) and run it on the host engine",
-                || {
-                    prepared = Some(crate::e2e::prepare(
-                        "mcu_a",
-                        vitae::quantize::Precision::Int8,
-                    )?);
-                    Ok(())
-                },
-            );
-            if let Some(p) = &prepared {
+            for fixture in ["mcu_a", "mcu_c", "mcu_g"] {
+                let mut prepared = None;
+                steps.run(
+                    &format!("quantize the {fixture} fixture (int8) and run it on the host engine"),
+                    || {
+                        prepared = Some(crate::e2e::prepare(
+                            fixture,
+                            vitae::quantize::Precision::Int8,
+                        )?);
+                        Ok(())
+                    },
+                );
+                let Some(p) = &prepared else { continue };
                 for board in &selected {
-                    let name = "mcu_a int8: firmware logits == host engine (cargo xtask qemu vs cargo vitae run)";
+                    let name = format!(
+                        "{fixture} int8: firmware logits == host engine (cargo xtask qemu vs cargo vitae run)"
+                    );
                     let mut outcome = Outcome::Passed;
                     steps.run(&format!("{name} on {}", board.name), || {
                         crate::e2e::check_board(tc, board, p)
                             .inspect_err(|e| outcome = Outcome::Failed(format!("{e:#}")))
                     });
-                    results.push((board, name.to_string(), outcome));
+                    results.push((board, name, outcome));
                 }
             }
         } else if crate::e2e::fixtures_required() {
-            steps.run("mcu_a end-to-end checks", || {
+            steps.run("fixture end-to-end checks", || {
                 bail!("VITAE_REQUIRE_FIXTURES=1 but ../shared/fixtures was not found")
             });
         } else {
             println!(
-                "\nnote: ../shared/fixtures not found (a clone without the shared fixtures): skipping the mcu_a end-to-end checks"
+                "\nnote: ../shared/fixtures not found (a clone without the shared fixtures): skipping the fixture end-to-end checks"
             );
         }
         if !results.is_empty() {

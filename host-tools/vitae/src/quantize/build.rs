@@ -5,95 +5,32 @@
 use std::fmt;
 
 use super::graph::{Act, Graph, Node, NodeId, NodeKind, Role};
-use crate::config::{NcTokensType, PrmOp};
+use crate::config::PrmOp;
 use crate::reference::ReferenceModel;
-use crate::reference::model::{NcAttention, NcPcm, RcAttention, ReductionCell};
-use crate::reference::ops::{Conv2d, LayerNorm, Linear};
+use crate::reference::model::{NcAttention, NcPcm, PrmCell, RcAttention, ReductionCell};
+use crate::reference::ops::{Conv2d, LayerNorm, Linear, PerformerAttention};
 
 /// A model option the f32 reference runs but the quantizer cannot lower yet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UnsupportedOption {
-    /// `downsample_ratios[stage] = 1` or `RC_tokens_type 'none'`: an identity reduction cell.
-    IdentityReductionCell {
-        /// Stage.
-        stage: usize,
-        /// `downsample_ratios[stage]` (1: `nn.Identity`; more: `'none'`).
-        ratio: usize,
-    },
     /// `RC_tokens_type 'embedding'` (patch embedding, class token, position embedding).
     Embedding {
         /// Stage.
         stage: usize,
     },
-    /// `RC_tokens_type 'pooling'` (max-pool before the PRM).
-    Pooling {
-        /// Stage.
-        stage: usize,
-    },
-    /// `RC_op 'sum'` (PRM branches summed).
-    PrmSum {
-        /// Stage.
-        stage: usize,
-    },
     /// `class_token = true` (class token rows, `fc_norm`, pooling without token 0).
     ClassToken,
-    /// A normal-cell type other than `'transformer'`: `'performer'` (AttentionPerformer, no v
-    /// skip) and/or `'*_shallow'` (PCM conv, BN, SiLU, conv).
-    NormalCellType {
-        /// Stage.
-        stage: usize,
-        /// The type.
-        tokens_type: NcTokensType,
-    },
-    /// `num_classes = 0` (no classifier: the features are the output).
-    NoClassifier,
 }
 
 impl fmt::Display for UnsupportedOption {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            UnsupportedOption::IdentityReductionCell { stage, ratio: 1 } => write!(
-                f,
-                "downsample_ratios[{stage}] = 1 (layers.{stage}.RC is nn.Identity)"
-            ),
-            UnsupportedOption::IdentityReductionCell { stage, .. } => write!(
-                f,
-                "RC_tokens_type[{stage}] = 'none' (layers.{stage}.RC passes its input through)"
-            ),
             UnsupportedOption::Embedding { stage } => write!(
                 f,
                 "RC_tokens_type[{stage}] = 'embedding' (layers.{stage}.RC: patch embedding, cls_token, pos_embed)"
             ),
-            UnsupportedOption::Pooling { stage } => write!(
-                f,
-                "RC_tokens_type[{stage}] = 'pooling' (layers.{stage}.RC: max-pool before the PRM)"
-            ),
-            UnsupportedOption::PrmSum { stage } => write!(
-                f,
-                "RC_op[{stage}] = 'sum' (layers.{stage}.RC.PRM: summed branches)"
-            ),
             UnsupportedOption::ClassToken => {
                 write!(f, "class_token = true (class token, fc_norm)")
-            }
-            UnsupportedOption::NormalCellType { stage, tokens_type } => {
-                let parts: Vec<&str> = [
-                    tokens_type
-                        .is_performer()
-                        .then_some("AttentionPerformer attention"),
-                    tokens_type.is_shallow().then_some("shallow PCM"),
-                ]
-                .into_iter()
-                .flatten()
-                .collect();
-                write!(
-                    f,
-                    "NC_tokens_type[{stage}] = '{}' (layers.{stage}.NC.*: {})",
-                    tokens_type.name(),
-                    parts.join(", ")
-                )
-            }
-            UnsupportedOption::NoClassifier => {
-                write!(f, "num_classes = 0 (no classifier head)")
             }
         }
     }
@@ -112,41 +49,20 @@ pub struct UnsupportedError {
     pub options: Vec<UnsupportedOption>,
 }
 
-/// Every option of `model` the quantizer cannot lower yet (empty: [`build_graph`] works).
+/// Every option of `model` the quantizer cannot lower yet (empty: [`build_graph`] works): the
+/// class token and the `'embedding'` cell that adds it (their row bookkeeping needs ops the
+/// device does not have yet).
 pub fn unsupported_options(model: &ReferenceModel) -> Vec<UnsupportedOption> {
     let mut options = Vec::new();
     if model.config().class_token() || model.fc_norm().is_some() {
         options.push(UnsupportedOption::ClassToken);
     }
     for stage in model.stages() {
-        let i = stage.info.index;
-        match &stage.rc {
-            ReductionCell::Identity => {
-                options.push(UnsupportedOption::IdentityReductionCell {
-                    stage: i,
-                    ratio: stage.info.rc.ratio,
-                });
-            }
-            ReductionCell::Embedding(_) => options.push(UnsupportedOption::Embedding { stage: i }),
-            ReductionCell::Prm(cell) => {
-                if cell.pool.is_some() {
-                    options.push(UnsupportedOption::Pooling { stage: i });
-                }
-                if cell.op == PrmOp::Sum {
-                    options.push(UnsupportedOption::PrmSum { stage: i });
-                }
-            }
-        }
-        let tokens_type = stage.info.nc.tokens_type;
-        if !stage.ncs.is_empty() && tokens_type != NcTokensType::Transformer {
-            options.push(UnsupportedOption::NormalCellType {
-                stage: i,
-                tokens_type,
+        if let ReductionCell::Embedding(_) = &stage.rc {
+            options.push(UnsupportedOption::Embedding {
+                stage: stage.info.index,
             });
         }
-    }
-    if model.head().is_none() {
-        options.push(UnsupportedOption::NoClassifier);
     }
     options
 }
@@ -278,6 +194,23 @@ impl Builder {
         })
     }
 
+    /// The performer's `y` on `x`: kqv split into k, q and v, then the random-feature attention
+    /// (the caller adds proj and, for a reduction cell, the v skip).
+    fn performer(&mut self, prefix: &str, a: &PerformerAttention, x: NodeId) -> NodeId {
+        let [k, q, v] = self.split3(&format!("{prefix}.kqv"), &a.kqv, ["k", "q", "v"], x);
+        let (h, w, _) = self.shape(x);
+        self.push(
+            format!("{prefix}.prm_exp"),
+            NodeKind::Performer {
+                w: a.w.clone(),
+                features: a.features,
+            },
+            vec![k, q, v],
+            (h, w, a.proj.out_features),
+            Role::AttentionOutput,
+        )
+    }
+
     fn mlp(
         &mut self,
         prefix: &str,
@@ -319,124 +252,66 @@ pub fn build_graph(model: &ReferenceModel, name: &str) -> Result<Graph, Unsuppor
     for stage in model.stages() {
         let i = stage.info.index;
         let p = format!("layers.{i}.RC");
-        let ReductionCell::Prm(rc) = &stage.rc else {
-            return Err(refusal(model));
+        let rc = match &stage.rc {
+            // `nn.Identity` / `'none'`: the activations pass through.
+            ReductionCell::Identity => None,
+            ReductionCell::Embedding(_) => return Err(refusal(model)),
+            ReductionCell::Prm(rc) => Some(rc),
         };
-        let pcm = rc.mixer.as_ref().map(|m| {
-            let c0 = b.conv(format!("{p}.PCM.0"), &m.pcm[0], x, Act::Silu);
-            let c1 = b.conv(format!("{p}.PCM.2"), &m.pcm[1], c0, Act::Silu);
-            b.conv(format!("{p}.PCM.5"), &m.pcm[2], c1, Act::Silu)
-        });
-        let (h, w, _) = b.shape(x);
-        let s = rc.prm[0].spec();
-        let (oh, ow) = s.output_size(h, w).expect("validated PRM geometry");
-        let prm = b.push(
-            format!("{p}.PRM"),
-            NodeKind::Prm {
-                branches: rc.prm.clone(),
-            },
-            vec![x],
-            (oh, ow, s.out_channels * rc.prm.len()),
-            Role::Activated,
-        );
-        x = match (&rc.mixer, pcm) {
-            (Some(m), Some(pcm)) => {
-                let ln1 = b.layer_norm(format!("{p}.attn.norm1"), &m.norm1, prm);
-                let attn = match &m.attention {
-                    RcAttention::Performer(a) => {
-                        let [k, q, v] =
-                            b.split3(&format!("{p}.attn.kqv"), &a.kqv, ["k", "q", "v"], ln1);
-                        let emb = a.proj.out_features;
-                        let y = b.push(
-                            format!("{p}.attn.prm_exp"),
-                            NodeKind::Performer {
-                                w: a.w.clone(),
-                                features: a.features,
-                            },
-                            vec![k, q, v],
-                            (oh, ow, emb),
-                            Role::AttentionOutput,
-                        );
-                        let o = b.linear(
-                            format!("{p}.attn.proj"),
-                            a.proj.clone(),
-                            y,
-                            Act::None,
-                            Role::Linear,
-                        );
-                        b.add(format!("{p}.attn.skip_v"), v, o)
-                    }
-                    RcAttention::Transformer(a) => {
-                        let [q, k, v] =
-                            b.split3(&format!("{p}.attn.attn.qkv"), &a.qkv, ["q", "k", "v"], ln1);
-                        let width = a.proj.out_features;
-                        let hd = width / a.heads;
-                        let att = b.push(
-                            format!("{p}.attn.attn.softmax"),
-                            NodeKind::Attention {
-                                heads: a.heads,
-                                head_dim: hd,
-                                scale: (hd as f32).powf(-0.5),
-                            },
-                            vec![q, k, v],
-                            (oh, ow, width),
-                            Role::AttentionOutput,
-                        );
-                        let o = b.linear(
-                            format!("{p}.attn.attn.proj"),
-                            a.proj.clone(),
-                            att,
-                            Act::None,
-                            Role::Linear,
-                        );
-                        b.add(format!("{p}.attn.skip_v"), v, o)
-                    }
-                };
-                let r = b.add(format!("{p}.add_pcm"), attn, pcm);
-                let ln2 = b.layer_norm(format!("{p}.attn.norm2"), &m.norm2, r);
-                let (l1, l2) = match &m.attention {
-                    RcAttention::Performer(_) => ("mlp.0", "mlp.2"),
-                    RcAttention::Transformer(_) => ("mlp.fc1", "mlp.fc2"),
-                };
-                let mlp = b.mlp(
-                    &format!("{p}.attn"),
-                    (l1, &m.mlp.fc1),
-                    (l2, &m.mlp.fc2),
-                    ln2,
-                );
-                b.add(format!("{p}.add_mlp"), r, mlp)
-            }
-            _ => prm,
-        };
+        if let Some(rc) = rc {
+            x = reduction_cell(&mut b, &p, rc, x);
+        }
         for (j, nc) in stage.ncs.iter().enumerate() {
             let p = format!("layers.{i}.NC.{j}");
-            let (NcPcm::Full(convs), NcAttention::Mhsa(a)) = (&nc.pcm, &nc.attention) else {
-                return Err(refusal(model));
+            let pcm = match &nc.pcm {
+                NcPcm::Full(convs) => {
+                    let c0 = b.conv(format!("{p}.PCM.0"), &convs[0], x, Act::Silu);
+                    let c1 = b.conv(format!("{p}.PCM.3"), &convs[1], c0, Act::Silu);
+                    b.conv(format!("{p}.PCM.6"), &convs[2], c1, Act::Silu)
+                }
+                // `*_shallow`: no activation after the last conv.
+                NcPcm::Shallow(convs) => {
+                    let c0 = b.conv(format!("{p}.PCM.0"), &convs[0], x, Act::Silu);
+                    b.conv(format!("{p}.PCM.3"), &convs[1], c0, Act::None)
+                }
             };
-            let c0 = b.conv(format!("{p}.PCM.0"), &convs[0], x, Act::Silu);
-            let c1 = b.conv(format!("{p}.PCM.3"), &convs[1], c0, Act::Silu);
-            let pcm = b.conv(format!("{p}.PCM.6"), &convs[2], c1, Act::Silu);
             let ln1 = b.layer_norm(format!("{p}.norm1"), &nc.norm1, x);
-            let [q, k, v] = b.split3(&format!("{p}.attn.qkv"), &a.qkv, ["q", "k", "v"], ln1);
-            let width = a.proj.in_features;
-            let att = b.push(
-                format!("{p}.attn.softmax"),
-                NodeKind::Attention {
-                    heads: a.heads,
-                    head_dim: width / a.heads,
-                    scale: a.scale,
-                },
-                vec![q, k, v],
-                b.shape(x),
-                Role::AttentionOutput,
-            );
-            let o = b.linear(
-                format!("{p}.attn.proj"),
-                a.proj.clone(),
-                att,
-                Act::None,
-                Role::Linear,
-            );
+            let o = match &nc.attention {
+                NcAttention::Mhsa(a) => {
+                    let [q, k, v] =
+                        b.split3(&format!("{p}.attn.qkv"), &a.qkv, ["q", "k", "v"], ln1);
+                    let width = a.proj.in_features;
+                    let att = b.push(
+                        format!("{p}.attn.softmax"),
+                        NodeKind::Attention {
+                            heads: a.heads,
+                            head_dim: width / a.heads,
+                            scale: a.scale,
+                        },
+                        vec![q, k, v],
+                        b.shape(x),
+                        Role::AttentionOutput,
+                    );
+                    b.linear(
+                        format!("{p}.attn.proj"),
+                        a.proj.clone(),
+                        att,
+                        Act::None,
+                        Role::Linear,
+                    )
+                }
+                // AttentionPerformer: `proj(performer(kqv(x)))`, no v skip.
+                NcAttention::Performer(a) => {
+                    let y = b.performer(&format!("{p}.attn"), a, ln1);
+                    b.linear(
+                        format!("{p}.attn.proj"),
+                        a.proj.clone(),
+                        y,
+                        Act::None,
+                        Role::Linear,
+                    )
+                }
+            };
             let x1 = b.add(format!("{p}.add_attn"), x, o);
             let x2 = b.add(format!("{p}.add_pcm"), x1, pcm);
             let ln2 = b.layer_norm(format!("{p}.norm2"), &nc.norm2, x2);
@@ -449,23 +324,142 @@ pub fn build_graph(model: &ReferenceModel, name: &str) -> Result<Graph, Unsuppor
             x = b.add(format!("{p}.add_mlp"), x2, mlp);
         }
     }
-    let Some(head) = model.head() else {
-        return Err(refusal(model));
-    };
     let (_, _, c) = b.shape(x);
+    // Without a classifier (`num_classes = 0`) the pooled features are the output.
+    let pool_role = if model.head().is_some() {
+        Role::Pooled
+    } else {
+        Role::Logits
+    };
     let pooled = b.push(
         "pool".into(),
         NodeKind::MeanPool,
         vec![x],
         (1, 1, c),
-        Role::Pooled,
+        pool_role,
     );
-    let logits = b.linear("head".into(), head.clone(), pooled, Act::None, Role::Logits);
+    let output = match model.head() {
+        Some(head) => b.linear("head".into(), head.clone(), pooled, Act::None, Role::Logits),
+        None => pooled,
+    };
     Ok(Graph {
         nodes: b.nodes,
-        output: logits,
+        output,
         name: name.to_string(),
     })
+}
+
+/// A PRM-based reduction cell on `x`: the optional max-pool, the PRM (branches concatenated in
+/// one op, or each branch a convolution with GELU and the branches added), and, unless the
+/// cell is `performer_less`, the PCM beside the token attention (performer or transformer, both
+/// with the v skip), then the MLP.
+fn reduction_cell(b: &mut Builder, p: &str, rc: &PrmCell, x: NodeId) -> NodeId {
+    // 'pooling': MaxPool2d(r) first; the PRM (stride 1) and the PCM read the pooled map.
+    let x = match rc.pool {
+        Some(r) => {
+            let (h, w, c) = b.shape(x);
+            let role = b.nodes[x].role;
+            b.push(
+                format!("{p}.pool"),
+                NodeKind::MaxPool {
+                    kernel: (r, r),
+                    stride: (r, r),
+                    padding: (0, 0),
+                },
+                vec![x],
+                (h / r, w / r, c),
+                role,
+            )
+        }
+        None => x,
+    };
+    let pcm = rc.mixer.as_ref().map(|m| {
+        let c0 = b.conv(format!("{p}.PCM.0"), &m.pcm[0], x, Act::Silu);
+        let c1 = b.conv(format!("{p}.PCM.2"), &m.pcm[1], c0, Act::Silu);
+        b.conv(format!("{p}.PCM.5"), &m.pcm[2], c1, Act::Silu)
+    });
+    let prm = match rc.op {
+        PrmOp::Cat => {
+            let (h, w, _) = b.shape(x);
+            let s = rc.prm[0].spec();
+            let (oh, ow) = s.output_size(h, w).expect("validated PRM geometry");
+            b.push(
+                format!("{p}.PRM"),
+                NodeKind::Prm {
+                    branches: rc.prm.clone(),
+                },
+                vec![x],
+                (oh, ow, s.out_channels * rc.prm.len()),
+                Role::Activated,
+            )
+        }
+        // 'sum': each dilation's conv with its GELU, then the branches added in order.
+        PrmOp::Sum => {
+            let mut sum = b.conv(format!("{p}.PRM.convs.0"), &rc.prm[0], x, Act::Gelu);
+            for (d, conv) in rc.prm.iter().enumerate().skip(1) {
+                let branch = b.conv(format!("{p}.PRM.convs.{d}"), conv, x, Act::Gelu);
+                sum = b.add(format!("{p}.PRM.sum{d}"), sum, branch);
+            }
+            sum
+        }
+    };
+    let (Some(m), Some(pcm)) = (&rc.mixer, pcm) else {
+        return prm;
+    };
+    let (oh, ow, _) = b.shape(prm);
+    let ln1 = b.layer_norm(format!("{p}.attn.norm1"), &m.norm1, prm);
+    let attn = match &m.attention {
+        RcAttention::Performer(a) => {
+            let y = b.performer(&format!("{p}.attn"), a, ln1);
+            let o = b.linear(
+                format!("{p}.attn.proj"),
+                a.proj.clone(),
+                y,
+                Act::None,
+                Role::Linear,
+            );
+            // Token_performer's v skip: v is the kqv layer's third part.
+            let v = b.nodes[y].inputs[2];
+            b.add(format!("{p}.attn.skip_v"), v, o)
+        }
+        RcAttention::Transformer(a) => {
+            let [q, k, v] = b.split3(&format!("{p}.attn.attn.qkv"), &a.qkv, ["q", "k", "v"], ln1);
+            let width = a.proj.out_features;
+            let hd = width / a.heads;
+            let att = b.push(
+                format!("{p}.attn.attn.softmax"),
+                NodeKind::Attention {
+                    heads: a.heads,
+                    head_dim: hd,
+                    scale: (hd as f32).powf(-0.5),
+                },
+                vec![q, k, v],
+                (oh, ow, width),
+                Role::AttentionOutput,
+            );
+            let o = b.linear(
+                format!("{p}.attn.attn.proj"),
+                a.proj.clone(),
+                att,
+                Act::None,
+                Role::Linear,
+            );
+            b.add(format!("{p}.attn.skip_v"), v, o)
+        }
+    };
+    let r = b.add(format!("{p}.add_pcm"), attn, pcm);
+    let ln2 = b.layer_norm(format!("{p}.attn.norm2"), &m.norm2, r);
+    let (l1, l2) = match &m.attention {
+        RcAttention::Performer(_) => ("mlp.0", "mlp.2"),
+        RcAttention::Transformer(_) => ("mlp.fc1", "mlp.fc2"),
+    };
+    let mlp = b.mlp(
+        &format!("{p}.attn"),
+        (l1, &m.mlp.fc1),
+        (l2, &m.mlp.fc2),
+        ln2,
+    );
+    b.add(format!("{p}.add_mlp"), r, mlp)
 }
 
 #[cfg(test)]
@@ -481,67 +475,61 @@ mod tests {
     }
 
     #[test]
-    fn every_option_it_cannot_lower_is_refused_by_name() {
+    fn the_class_token_and_embedding_are_refused_by_name() {
         use UnsupportedOption as U;
-        let cases = [
-            (
-                r#"{"img_size": 32, "stages": 3, "embed_dims": [8, 8, 16], "token_dims": [8, 16, 16],
-                    "downsample_ratios": [4, 2, 2], "kernel_size": [7, 3, 3], "RC_heads": [1, 2, 1],
-                    "dilations": [[1, 2], [1, 2], [1, 2]], "NC_heads": [1, 2, 2], "NC_group": [1, 4, 4],
-                    "RC_tokens_type": ["pooling", "pooling", "performer_less"], "RC_op": ["sum", "cat", "sum"],
-                    "NC_depth": [0, 1, 1], "mlp_ratio": 2.0, "num_classes": 3}"#,
-                vec![
-                    U::Pooling { stage: 0 },
-                    U::PrmSum { stage: 0 },
-                    U::Pooling { stage: 1 },
-                    U::PrmSum { stage: 2 },
-                ],
-            ),
-            (
-                r#"{"img_size": 32, "stages": 3, "embed_dims": 16, "token_dims": [16, 16, 16],
-                    "downsample_ratios": [8, 1, 1], "RC_tokens_type": ["embedding", "none", "none"],
-                    "NC_tokens_type": ["performer", "transformer_shallow", "performer_shallow"],
-                    "NC_depth": [1, 1, 1], "NC_heads": [1, 2, 1], "NC_group": 4, "mlp_ratio": 2.0,
-                    "class_token": true, "num_classes": 3}"#,
-                vec![
-                    U::ClassToken,
-                    U::Embedding { stage: 0 },
-                    U::NormalCellType {
-                        stage: 0,
-                        tokens_type: NcTokensType::Performer,
-                    },
-                    U::IdentityReductionCell { stage: 1, ratio: 1 },
-                    U::NormalCellType {
-                        stage: 1,
-                        tokens_type: NcTokensType::TransformerShallow,
-                    },
-                    U::IdentityReductionCell { stage: 2, ratio: 1 },
-                    U::NormalCellType {
-                        stage: 2,
-                        tokens_type: NcTokensType::PerformerShallow,
-                    },
-                ],
-            ),
-            (
-                r#"{"img_size": 32, "stages": 1, "embed_dims": [8], "token_dims": [16],
-                    "downsample_ratios": [4], "kernel_size": [7], "dilations": [[1, 2]],
-                    "RC_tokens_type": ["performer_less"], "NC_depth": [1], "NC_heads": [2],
-                    "NC_group": [4], "mlp_ratio": 2.0, "num_classes": 0}"#,
-                vec![U::NoClassifier],
-            ),
-        ];
-        for (kwargs, expected) in cases {
+        let m = model(
+            r#"{"img_size": 32, "stages": 3, "embed_dims": 16, "token_dims": [16, 16, 16],
+                "downsample_ratios": [8, 1, 1], "RC_tokens_type": ["embedding", "none", "none"],
+                "NC_tokens_type": ["performer", "transformer_shallow", "performer_shallow"],
+                "NC_depth": [1, 1, 1], "NC_heads": [1, 2, 1], "NC_group": 4, "mlp_ratio": 2.0,
+                "class_token": true, "num_classes": 3}"#,
+        );
+        let expected = vec![U::ClassToken, U::Embedding { stage: 0 }];
+        assert_eq!(unsupported_options(&m), expected);
+        let error = build_graph(&m, "m").unwrap_err();
+        assert_eq!(error.options, expected);
+        let text = error.to_string();
+        assert!(
+            text.starts_with("t.json: the quantizer does not support yet: ")
+                && !text.contains('\n'),
+            "{text}"
+        );
+        assert_eq!(check_supported(&m), Err(error));
+    }
+
+    /// The options the graph expresses with existing ops (pooling cells, summed PRMs, identity
+    /// cells, performer and shallow normal cells, no classifier): the float graph computes what
+    /// the reference computes.
+    #[test]
+    fn the_other_options_build_graphs_that_match_the_reference() {
+        for kwargs in [
+            r#"{"img_size": 32, "stages": 3, "embed_dims": [8, 8, 16], "token_dims": [8, 16, 16],
+                "downsample_ratios": [4, 2, 2], "kernel_size": [7, 3, 3], "RC_heads": [1, 2, 1],
+                "dilations": [[1, 2], [1, 2], [1, 2]], "NC_heads": [1, 2, 2], "NC_group": [1, 4, 4],
+                "RC_tokens_type": ["pooling", "pooling", "performer_less"], "RC_op": ["sum", "cat", "sum"],
+                "NC_depth": [0, 1, 1], "mlp_ratio": 2.0, "num_classes": 3}"#,
+            r#"{"img_size": 32, "stages": 3, "embed_dims": [8, 8, 16], "token_dims": [8, 16, 16],
+                "downsample_ratios": [4, 2, 1], "kernel_size": [7, 3, 3], "RC_heads": [1, 1, 1],
+                "dilations": [[1, 2], [1, 2], [1, 2]], "NC_heads": [1, 1, 2], "NC_group": [1, 4, 4],
+                "RC_tokens_type": ["performer", "performer_less", "none"],
+                "NC_tokens_type": ["transformer", "performer_shallow", "transformer_shallow"],
+                "NC_depth": [0, 1, 1], "mlp_ratio": 2.0, "num_classes": 0}"#,
+        ] {
             let m = model(kwargs);
-            assert_eq!(unsupported_options(&m), expected);
-            let error = build_graph(&m, "m").unwrap_err();
-            assert_eq!(error.options, expected);
-            let text = error.to_string();
-            assert!(
-                text.starts_with("t.json: the quantizer does not support yet: ")
-                    && !text.contains('\n'),
-                "{text}"
-            );
-            assert_eq!(check_supported(&m), Err(error));
+            assert_eq!(unsupported_options(&m), vec![]);
+            let graph = build_graph(&m, "m").unwrap();
+            let image: Vec<f32> = (0..3 * 32 * 32)
+                .map(|i| ((i % 17) as f32 - 8.0) / 9.0)
+                .collect();
+            let outs = graph
+                .eval(&image, &mut super::super::graph::NoObserver)
+                .unwrap();
+            let reference = m.forward(&image).unwrap();
+            let got = &outs[graph.output];
+            assert_eq!(got.len(), reference.len());
+            for (a, b) in got.iter().zip(&reference) {
+                assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{a} vs {b}");
+            }
         }
     }
 
