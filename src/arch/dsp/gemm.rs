@@ -1,77 +1,13 @@
-//! Armv7E-M DSP extension instructions (SMLAD, SXTB16) and the SMLAD matrix micro-kernel, as safe
-//! functions.
-//!
-//! On a DSP core these are inline assembly: stable Rust has no intrinsic for SXTB16, SMLAD's is
-//! unstable, and LLVM does not turn an int8 dot product into SMLAD by itself. Everywhere else (the
-//! host) the same functions are plain Rust with the same semantics, so the DSP kernels' blocking and
-//! data layouts are exercised by the host unit tests against the scalar reference; the assembly
-//! itself is checked against the reference under QEMU (`tests/qemu`).
-#![allow(unsafe_code)]
+//! The SMLAD matrix micro-kernel: int16-widened columns in blocks of four, one weight row at a
+//! time, and the requantization of a column of accumulators. Twins of `kernels::gemm`'s DSP
+//! micro-kernel.
 
 #[cfg(all(target_arch = "arm", vitae_dsp))]
 use core::arch::asm;
 
-/// `SMLAD`: `acc + lo16(a)·lo16(b) + hi16(a)·hi16(b)` with signed 16-bit halves, wrapping.
-#[inline(always)]
-pub fn smlad(a: u32, b: u32, acc: i32) -> i32 {
-    #[cfg(all(target_arch = "arm", vitae_dsp))]
-    {
-        let out: i32;
-        // SAFETY: register-only instruction; reads no memory, writes only `out` (the Q flag it may
-        // set is not read anywhere in this crate).
-        unsafe {
-            asm!("smlad {o}, {a}, {b}, {c}", o = lateout(reg) out, a = in(reg) a, b = in(reg) b,
-                 c = in(reg) acc, options(pure, nomem, nostack));
-        }
-        out
-    }
-    #[cfg(not(all(target_arch = "arm", vitae_dsp)))]
-    {
-        let lo = i32::from(a as i16) * i32::from(b as i16);
-        let hi = i32::from((a >> 16) as i16) * i32::from((b >> 16) as i16);
-        acc.wrapping_add(lo).wrapping_add(hi)
-    }
-}
-
-/// `SXTB16`: sign-extend bytes 0 and 2 of `x` into the two 16-bit halves.
-#[inline(always)]
-pub fn sxtb16(x: u32) -> u32 {
-    #[cfg(all(target_arch = "arm", vitae_dsp))]
-    {
-        let out: u32;
-        // SAFETY: register-only instruction, no memory access, no flags.
-        unsafe {
-            asm!("sxtb16 {o}, {x}", o = lateout(reg) out, x = in(reg) x,
-                 options(pure, nomem, nostack, preserves_flags));
-        }
-        out
-    }
-    #[cfg(not(all(target_arch = "arm", vitae_dsp)))]
-    {
-        let lo = x as u8 as i8 as i16 as u16 as u32;
-        let hi = (x >> 16) as u8 as i8 as i16 as u16 as u32;
-        lo | hi << 16
-    }
-}
-
-/// `SXTB16 …, ROR #8`: sign-extend bytes 1 and 3 of `x` into the two 16-bit halves.
-#[inline(always)]
-pub fn sxtb16_ror8(x: u32) -> u32 {
-    #[cfg(all(target_arch = "arm", vitae_dsp))]
-    {
-        let out: u32;
-        // SAFETY: register-only instruction, no memory access, no flags.
-        unsafe {
-            asm!("sxtb16 {o}, {x}, ror #8", o = lateout(reg) out, x = in(reg) x,
-                 options(pure, nomem, nostack, preserves_flags));
-        }
-        out
-    }
-    #[cfg(not(all(target_arch = "arm", vitae_dsp)))]
-    {
-        sxtb16(x.rotate_right(8))
-    }
-}
+// The host twins are written with the instruction emulations; the DSP build uses assembly.
+#[cfg(not(all(target_arch = "arm", vitae_dsp)))]
+use super::{smlad, sxtb16, sxtb16_ror8};
 
 /// Words per packed block of [`mac_1x4`]'s columns: 4 columns × 4 values as int16 pairs.
 pub const BLOCK_WORDS: usize = 8;
@@ -355,144 +291,6 @@ pub fn panel_1x4(
     true
 }
 
-/// Copies `min(dst.len(), src.len())` bytes: words, then the last bytes, with no call (the
-/// library `memcpy` costs about 40 instructions for the short runs of an im2col).
-#[inline]
-pub fn copy(dst: &mut [i8], src: &[i8]) {
-    let n = dst.len().min(src.len());
-    #[cfg(all(target_arch = "arm", vitae_dsp))]
-    {
-        if n == 0 {
-            return;
-        }
-        // SAFETY: reads the first n bytes of `src` and writes the first n bytes of `dst` (n/4
-        // words, then n%4 bytes), both in bounds; `dst` is a unique borrow. Single-register
-        // LDR/STR allow unaligned addresses on Armv7E-M.
-        unsafe {
-            core::arch::asm!(
-                "lsrs r3, r2, #2",
-                "beq 2f",
-                "1:",
-                "ldr r12, [r1], #4",
-                "str r12, [r0], #4",
-                "subs r3, #1",
-                "bne 1b",
-                "2:",
-                "ands r2, #3",
-                "beq 4f",
-                "3:",
-                "ldrb r12, [r1], #1",
-                "strb r12, [r0], #1",
-                "subs r2, #1",
-                "bne 3b",
-                "4:",
-                inout("r0") dst.as_mut_ptr() => _,
-                inout("r1") src.as_ptr() => _,
-                inout("r2") n => _,
-                out("r3") _,
-                out("r12") _,
-                options(nostack),
-            );
-        }
-    }
-    #[cfg(not(all(target_arch = "arm", vitae_dsp)))]
-    dst[..n].copy_from_slice(&src[..n]);
-}
-
-/// Widens `src` (int8, whole words of four values) into column `col` (0..4) of a packed buffer:
-/// for each word, `sxtb16` → `packed[8b + col]`, `sxtb16 ror 8` → `packed[8b + 4 + col]`, for
-/// `b < min(src.len() / 4, packed.len() / 8)`.
-///
-/// An LDM of four words and two SXTB16 and two STR per word: under 5 instructions per four
-/// values.
-#[inline]
-pub fn widen(src: &[i8], col: usize, packed: &mut [u32]) {
-    let col = col % 4;
-    let n = (src.len() / 4).min(packed.len() / BLOCK_WORDS);
-    #[cfg(all(target_arch = "arm", vitae_dsp))]
-    {
-        if n == 0 {
-            return;
-        }
-        let quads = n / 4;
-        let rest = n % 4;
-        // LDM needs a word-aligned source; the staging rows are (`i8` slices from the scratch
-        // carver, aligned by the caller), but check rather than trust.
-        if src.as_ptr() as usize % 4 != 0 {
-            for (b4, blk) in src
-                .chunks_exact(4)
-                .zip(packed.chunks_exact_mut(BLOCK_WORDS))
-            {
-                let raw = u32::from_le_bytes([b4[0] as u8, b4[1] as u8, b4[2] as u8, b4[3] as u8]);
-                blk[col] = sxtb16(raw);
-                blk[4 + col] = sxtb16_ror8(raw);
-            }
-            return;
-        }
-        // SAFETY: reads 4·n bytes of `src` (word-aligned, checked above) and writes words
-        // 8b + col and 8b + 4 + col of `packed` for b < n, all in bounds by the choice of n;
-        // `packed` is a unique, word-aligned borrow. Clobbers only declared registers.
-        unsafe {
-            core::arch::asm!(
-                "cmp r2, #0",
-                "beq 2f",
-                "1:",
-                "ldm r0!, {{r4, r5, r8, r9}}",
-                "sxtb16 r12, r4",
-                "str r12, [r1], #16",
-                "sxtb16 r12, r4, ror #8",
-                "str r12, [r1], #16",
-                "sxtb16 r12, r5",
-                "str r12, [r1], #16",
-                "sxtb16 r12, r5, ror #8",
-                "str r12, [r1], #16",
-                "sxtb16 r12, r8",
-                "str r12, [r1], #16",
-                "sxtb16 r12, r8, ror #8",
-                "str r12, [r1], #16",
-                "sxtb16 r12, r9",
-                "str r12, [r1], #16",
-                "sxtb16 r12, r9, ror #8",
-                "str r12, [r1], #16",
-                "subs r2, #1",
-                "bne 1b",
-                "2:",
-                "cmp r3, #0",
-                "beq 4f",
-                "3:",
-                "ldr r4, [r0], #4",
-                "sxtb16 r12, r4",
-                "str r12, [r1], #16",
-                "sxtb16 r12, r4, ror #8",
-                "str r12, [r1], #16",
-                "subs r3, #1",
-                "bne 3b",
-                "4:",
-                inout("r0") src.as_ptr() => _,
-                inout("r1") packed.as_mut_ptr().wrapping_add(col) => _,
-                inout("r2") quads => _,
-                inout("r3") rest => _,
-                out("r4") _,
-                out("r5") _,
-                out("r8") _,
-                out("r9") _,
-                out("r12") _,
-                options(nostack),
-            );
-        }
-    }
-    #[cfg(not(all(target_arch = "arm", vitae_dsp)))]
-    for (b4, blk) in src
-        .chunks_exact(4)
-        .zip(packed.chunks_exact_mut(BLOCK_WORDS))
-        .take(n)
-    {
-        let raw = u32::from_le_bytes([b4[0] as u8, b4[1] as u8, b4[2] as u8, b4[3] as u8]);
-        blk[col] = sxtb16(raw);
-        blk[4 + col] = sxtb16_ror8(raw);
-    }
-}
-
 /// The output stage for one column of a `[row][column]` accumulator tile (four words per row):
 /// `out[i] = act(saturate((((acc[4i]·M_i) >> 32) >> sh_i) + 1 >> 1) + zp))` with
 /// `sh_i = −2 − shift_i`, for `i < min(out.len(), requant.len(), ceil(acc.len() / 4))`.
@@ -598,15 +396,6 @@ pub fn requant_col(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn emulation_matches_the_instruction_definitions() {
-        assert_eq!(sxtb16(0x80_7f_01_ff), 0x007f_ffff);
-        assert_eq!(sxtb16_ror8(0x80_7f_01_ff), 0xff80_0001);
-        // (-1)(-1) + (2)(3)
-        assert_eq!(smlad(0x0002_ffff, 0x0003_ffff, 10), 10 + 1 + 6);
-        assert_eq!(smlad(0x8000_8000, 0x8000_8000, 0), i32::MIN); // wraps like the instruction
-    }
 
     #[test]
     fn mac_1x4_is_four_dot_products() {
