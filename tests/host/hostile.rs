@@ -125,32 +125,56 @@ fn p(path: &Path) -> &str {
     path.to_str().unwrap()
 }
 
+/// Runs each command and asserts that every one is refused with `needle` ([`assert_refused`]),
+/// reporting all that are not at once.
+#[track_caller]
+fn assert_all_refused(commands: &[Vec<&str>], needle: &str) {
+    let wrong: Vec<String> = commands
+        .iter()
+        .filter_map(|args| {
+            refusal_problem(&vitae(args), needle).map(|p| format!("{}: {p}", args[0]))
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "not refused with {needle:?}:\n{}",
+        wrong.join("\n")
+    );
+}
+
 /// Exit status 2, one first line `error: …` containing `needle`, no panic or abort text.
 #[track_caller]
 fn assert_refused(output: &Output, needle: &str) {
+    if let Some(problem) = refusal_problem(output, needle) {
+        panic!("{problem}");
+    }
+}
+
+/// What keeps `output` from being the refusal [`assert_refused`] wants, if anything.
+fn refusal_problem(output: &Output, needle: &str) -> Option<String> {
     let err = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(
-        output.status.code(),
-        Some(2),
-        "status {:?} (a signal if None), stderr:\n{err}",
-        output.status
-    );
+    if output.status.code() != Some(2) {
+        return Some(format!(
+            "status {:?} (a signal if None), stderr:\n{err}",
+            output.status
+        ));
+    }
     let first = err.lines().next().unwrap_or_default();
-    assert!(
-        first.starts_with("error: ") && first.contains(needle),
-        "first line {first:?} lacks {needle:?}"
-    );
+    if !(first.starts_with("error: ") && first.contains(needle)) {
+        return Some(format!("first line {first:?} lacks {needle:?}"));
+    }
     // "out of memory": a reader that allocated by what the input claims until the limit.
-    for bad in [
+    [
         "out of memory",
         "panicked",
         "internal error",
         "overflowed",
         "memory allocation",
         "RUST_BACKTRACE",
-    ] {
-        assert!(!err.contains(bad), "{bad:?} in:\n{err}");
-    }
+    ]
+    .iter()
+    .find(|bad| err.contains(*bad))
+    .map(|bad| format!("{bad:?} in:\n{err}"))
 }
 
 /// A zip archive of the given entries, each stored or deflated.
@@ -216,6 +240,24 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, bytes).unwrap();
     path
+}
+
+/// A `.pth` of random weights for `config` (JSON), resolved with `img_size` replaced by
+/// `weights_img` when given: no weight's shape depends on the image size (without an
+/// `'embedding'` cell), so a config the tool refuses can still get a matching checkpoint.
+fn pth_for(config: &str, weights_img: Option<usize>) -> Vec<u8> {
+    let mut value: serde_json::Value = serde_json::from_str(config).unwrap();
+    if let Some(img) = weights_img {
+        value["img_size"] = serde_json::json!(img);
+    }
+    let resolved = vitae::config::ModelConfig::from_kwargs_value(&value, "weights").unwrap();
+    let checkpoint = vitae::validate::random_checkpoint(&resolved, 3);
+    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = checkpoint
+        .tensors
+        .into_iter()
+        .map(|(k, t)| (k, t.shape, t.data))
+        .collect();
+    pth_of(&tensors)
 }
 
 // ---- 1. recursion --------------------------------------------------------------------------
@@ -526,6 +568,68 @@ fn huge_images_and_resize_factors_are_refused_before_resampling() {
         assert_refused(&quantize(&["--resize", r]), "--resize");
     }
     assert!(!out_path.exists());
+}
+
+/// 224×224 pixels at a downsample ratio of 2: 12,544 tokens of 4 channels, from a handful of
+/// weights.
+const MANY_TOKENS: &str = r#"{"img_size": 224, "in_chans": 1, "num_classes": 2, "stages": 1,
+    "embed_dims": [4], "token_dims": [4], "downsample_ratios": [2], "kernel_size": [3],
+    "dilations": [[1]], "RC_tokens_type": ["performer_less"], "NC_tokens_type": ["transformer"],
+    "NC_heads": [2], "NC_group": [1], "NC_depth": [1], "mlp_ratio": 1.0}"#;
+
+#[test]
+fn a_small_config_whose_f32_attention_would_take_gigabytes_is_refused_by_every_subcommand() {
+    // Two heads of 12,544² softmax scores: 1.26 GB for the f32 reference, from a 10 kB
+    // checkpoint, a 200 kB image and a 400-byte config.
+    let t = tiny();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "tokens.json", MANY_TOKENS.as_bytes());
+    let pth = write(dir.path(), "tokens.pth", &pth_for(MANY_TOKENS, Some(8)));
+    let input = dir.path().join("x224.npy");
+    let image: Vec<f32> = (0..224 * 224).map(|i| (i % 13) as f32 / 13.0).collect();
+    vitae::npy::write_npy_f32(&input, &[1, 1, 224, 224], &image).unwrap();
+    let out = dir.path().join("out.npy");
+    let blob_out = dir.path().join("q.vblob");
+    let commands = [
+        vec!["check", "--checkpoint", p(&pth), "--config", p(&config)],
+        vec![
+            "run",
+            "--checkpoint",
+            p(&pth),
+            "--config",
+            p(&config),
+            "--input",
+            p(&input),
+            "--out",
+            p(&out),
+        ],
+        vec![
+            "quantize",
+            "--checkpoint",
+            p(&pth),
+            "--config",
+            p(&config),
+            "--calib",
+            p(&input),
+            "--out",
+            p(&blob_out),
+            "--no-progress",
+        ],
+        vec![
+            "diff",
+            "--model",
+            p(&t.blob),
+            "--checkpoint",
+            p(&pth),
+            "--config",
+            p(&config),
+            "--input",
+            p(&input),
+        ],
+        vec!["bench-reference", "--config", p(&config), "--iters", "1"],
+    ];
+    assert_all_refused(&commands, "MAX_ATTENTION_BYTES");
+    assert!(!out.exists() && !blob_out.exists());
 }
 
 /// The tiny blob with `edit` applied and the checksum recomputed (what a crafted blob does).
