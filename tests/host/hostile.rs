@@ -632,6 +632,75 @@ fn a_small_config_whose_f32_attention_would_take_gigabytes_is_refused_by_every_s
     assert!(!out.exists() && !blob_out.exists());
 }
 
+/// 12,544 tokens through 512 performer normal cells: a small f32 reference working set, but
+/// every intermediate of the quantizer's float graph together is gigabytes.
+const DEEP: &str = r#"{"img_size": 224, "in_chans": 1, "num_classes": 2, "stages": 2,
+    "embed_dims": [4, 4], "token_dims": [4, 4], "downsample_ratios": [2, 1],
+    "kernel_size": [3, 3], "dilations": [[1], [1]], "RC_tokens_type": ["performer_less", "none"],
+    "NC_tokens_type": "performer", "NC_heads": 1, "NC_group": 1, "NC_depth": [256, 256],
+    "mlp_ratio": 1.0}"#;
+
+#[test]
+fn a_deep_model_whose_float_graph_would_take_gigabytes_is_refused_by_quantize_and_diff() {
+    // A 5 MB checkpoint; `quantize` and `diff` keep every node's output of the float graph for
+    // one image.
+    let t = tiny();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "deep.json", DEEP.as_bytes());
+    let pth = write(dir.path(), "deep.pth", &pth_for(DEEP, None));
+    assert!(std::fs::metadata(&pth).unwrap().len() < 10 << 20);
+    let input = dir.path().join("x224.npy");
+    let image: Vec<f32> = (0..224 * 224).map(|i| (i % 11) as f32 / 11.0).collect();
+    vitae::npy::write_npy_f32(&input, &[1, 1, 224, 224], &image).unwrap();
+    let blob_out = dir.path().join("q.vblob");
+    let commands = [
+        vec![
+            "quantize",
+            "--checkpoint",
+            p(&pth),
+            "--config",
+            p(&config),
+            "--calib",
+            p(&input),
+            "--out",
+            p(&blob_out),
+            "--no-progress",
+        ],
+        vec![
+            "diff",
+            "--model",
+            p(&t.blob),
+            "--checkpoint",
+            p(&pth),
+            "--config",
+            p(&config),
+            "--input",
+            p(&input),
+        ],
+    ];
+    assert_all_refused(&commands, "float activations");
+    assert!(!blob_out.exists());
+    // The f32 reference itself runs it within the limit (the refusal is the quantizer's).
+    let out = dir.path().join("logits.npy");
+    let run = vitae(&[
+        "run",
+        "--checkpoint",
+        p(&pth),
+        "--config",
+        p(&config),
+        "--input",
+        p(&input),
+        "--out",
+        p(&out),
+    ]);
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
+
 /// The tiny blob with `edit` applied and the checksum recomputed (what a crafted blob does).
 fn crafted_blob(edit: impl Fn(&mut Vec<u8>)) -> Vec<u8> {
     let mut bytes = std::fs::read(&tiny().blob).unwrap();
