@@ -701,6 +701,21 @@ fn a_deep_model_whose_float_graph_would_take_gigabytes_is_refused_by_quantize_an
     );
 }
 
+#[test]
+fn bench_reference_refuses_more_random_weights_than_fit_well_under_a_gigabyte() {
+    // One normal cell 4,096 channels wide on a single token: 108 M parameters (433 MB of f32)
+    // that bench-reference would make up. Before: accepted up to 2^28 (1 GiB of f32); this one
+    // ran in 889 MiB of RSS.
+    let wide = r#"{"img_size": 4, "in_chans": 1, "num_classes": 2, "stages": 1,
+        "embed_dims": [4096], "token_dims": [4096], "downsample_ratios": [4], "kernel_size": [3],
+        "dilations": [[1]], "RC_tokens_type": ["performer_less"], "NC_heads": [1],
+        "NC_group": [64], "NC_depth": [1], "mlp_ratio": 1.0}"#;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "wide.json", wide.as_bytes());
+    let out = vitae(&["bench-reference", "--config", p(&config), "--iters", "1"]);
+    assert_refused(&out, "random weights");
+}
+
 /// The tiny blob with `edit` applied and the checksum recomputed (what a crafted blob does).
 fn crafted_blob(edit: impl Fn(&mut Vec<u8>)) -> Vec<u8> {
     let mut bytes = std::fs::read(&tiny().blob).unwrap();
