@@ -935,6 +935,42 @@ fn names_from_inputs_reach_the_terminal_escaped() {
     assert!(err.contains("extra\\u{1b}]0;pwned"), "{err}");
 }
 
+#[test]
+fn a_config_string_in_the_release_reason_reaches_stdout_escaped() {
+    // `NC_tokens_type` is matched by substring, so "transformer<ESC>]0;pwned<BEL>" is a valid
+    // transformer cell, and only the current release accepts a name other than exactly
+    // 'transformer'. Before: `check` printed that name raw in its "the model of the current
+    // release (only it has NC_tokens_type[1] = '…')" line, retitling the terminal.
+    let t = tiny();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(TINY).unwrap();
+    config["NC_tokens_type"] =
+        serde_json::json!(["transformer", "transformer\u{1b}]0;pwned\u{7}\r"]);
+    let path = write(dir.path(), "evil.json", config.to_string().as_bytes());
+    let evil_dir = dir.path().join("dir\u{1b}[2J");
+    std::fs::create_dir(&evil_dir).unwrap();
+    let evil_path = evil_dir.join("evil.json");
+    std::fs::copy(&path, &evil_path).unwrap();
+    for config in [&path, &evil_path] {
+        let out = vitae(&["check", "--checkpoint", p(&t.pth), "--config", p(config)]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        for &byte in &[0x1bu8, 0x07, b'\r'] {
+            assert!(
+                !out.stdout.contains(&byte),
+                "printed byte {byte:#x}: {text:?}"
+            );
+        }
+        assert!(text.contains("the current release"), "{text}");
+        assert!(text.contains("NC_tokens_type[1]"), "{text}");
+    }
+}
+
 // ---- 5. silently wrong results -------------------------------------------------------------
 
 #[test]

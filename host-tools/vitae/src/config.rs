@@ -1109,7 +1109,12 @@ fn resolve(
             ));
         }
         if nc_depth[i] > 0 && !matches!(nc_type_names[i].as_str(), "transformer" | "performer") {
-            current_only.push(format!("NC_tokens_type[{i}] = '{}'", nc_type_names[i]));
+            // The canonical name, not the text as given: the reason is printed, and a name that
+            // only contains 'transformer' may carry anything else (escape sequences too).
+            current_only.push(format!(
+                "NC_tokens_type[{i}] other than exactly 'transformer' or 'performer' (read as '{}')",
+                nc_types[i].name()
+            ));
         }
     }
     let ambiguous: Vec<String> = (0..stages)
@@ -1806,7 +1811,7 @@ mod tests {
             ),
             (
                 r#""RC_tokens_type": ["performer","transformer","performer_less"], "NC_tokens_type": "transformer_shallow", "embed_dims": [64,32,128]"#,
-                "the current release builds RC_tokens_type[1] = 'transformer' as PRM only (quirk Q1; that release because only it has NC_tokens_type[2] = 'transformer_shallow')",
+                "the current release builds RC_tokens_type[1] = 'transformer' as PRM only (quirk Q1; that release because only it has NC_tokens_type[2] other than exactly 'transformer' or 'performer' (read as 'transformer_shallow'))",
             ),
             (
                 r#""num_classes": "ten""#,
