@@ -19,7 +19,9 @@ use std::sync::OnceLock;
 
 use vitae::quantize::{self, CalibMethod, NoProgress, Options, Precision};
 use vitae::reference::ReferenceModel;
-use vitae_edge::format::{CRC_FIELD_OFFSET, crc32};
+use vitae_edge::format::{
+    BlobWriter, CRC_FIELD_OFFSET, DType, DataRef, ModelMeta, StrRef, TensorDesc, crc32,
+};
 
 const TINY: &str = r#"{"img_size": 8, "in_chans": 1, "num_classes": 3, "stages": 2,
     "embed_dims": [4, 8], "token_dims": [4, 8], "downsample_ratios": [4, 2],
@@ -1019,6 +1021,128 @@ fn non_finite_or_out_of_range_numeric_flags_are_usage_errors() {
     assert!(out_path.exists());
     let bench = vitae(&["bench-reference", "--config", p(&t.config), "--iters", "0"]);
     assert_refused(&bench, "--iters");
+}
+
+// ---- 6. requantization at the extremes -----------------------------------------------------
+
+/// A blob of one int8 linear layer on a `1 × 1 × k` input whose weights are zero, so each
+/// output's accumulator is its bias: requantized by `requant`, output scale 1, zero point 0.
+fn linear_blob(bias: &[i32], requant: vitae_edge::quant::Requant, k: usize) -> Vec<u8> {
+    use vitae_edge::ops::image::{QuantizeImageOp, QuantizeParams};
+    use vitae_edge::ops::linear::{LinearParams, LinearS8Op};
+    let n = bias.len();
+    let tensor = |c: usize, at: u32, scale: f32| TensorDesc {
+        dtype: DType::I8 as u8,
+        reserved0: 0,
+        flags: 0,
+        h: 1,
+        w: 1,
+        c: c as u16,
+        reserved1: 0,
+        arena_offset: at,
+        byte_len: c as u32,
+        scale,
+        zero_point: 0,
+        name: StrRef::default(),
+    };
+    let mut w = BlobWriter::new();
+    let mut input = tensor(k, 0, 1.0 / 64.0);
+    input.name = w.string("x");
+    let mut output = tensor(n, 16, 1.0);
+    output.name = w.string("y");
+    let (x, y) = (w.tensor(input), w.tensor(output));
+    let weights = w.data(&vec![0i8; n * k]);
+    let bias = w.data(bias);
+    let requant = w.data(&vec![requant; n]);
+    w.op::<QuantizeImageOp>(
+        &[],
+        x,
+        &QuantizeParams {
+            inv_scale: 64.0,
+            zero_point: 0,
+        },
+        k as u64,
+        "quantize",
+    );
+    let linear = w.op::<LinearS8Op>(
+        &[x],
+        y,
+        &LinearParams {
+            tokens: 1,
+            in_features: k as u16,
+            out_features: n as u16,
+            out_zp: 0,
+            weights,
+            bias,
+            requant,
+            lut: DataRef::default(),
+        },
+        (n * k) as u64,
+        "head",
+    );
+    let scratch = w.ops[linear].scratch_len;
+    w.ops[linear].scratch_offset = 32;
+    w.arena_len = 32 + scratch.div_ceil(16) * 16;
+    w.arena_lower_bound = w.arena_len;
+    let name = w.string("requant-extremes");
+    w.meta = Some(ModelMeta {
+        input_channels: k as u16,
+        input_height: 1,
+        input_width: 1,
+        num_classes: n as u16,
+        input_tensor: x,
+        output_tensor: y,
+        precision: 0,
+        reserved0: [0; 3],
+        macs: [(n * k) as u32, 0],
+        name,
+        reserved: [0; 4],
+    });
+    w.finish()
+}
+
+#[test]
+fn a_crafted_blob_at_the_largest_multiplier_saturates_with_the_accumulators_sign() {
+    // M = 2^31 − 1 with shift 0 is a valid requantization (≈ ×1). With the 32-bit final step
+    // that issue 21 (class 6) replaced, `(acc·M) >> 30` wrapped for |result| ≥ 2^30: these
+    // logits came out [−2, 1, 127, 127, 100, −100], three of the four extremes with the wrong
+    // sign (checked by putting the old two lines back into `quant::requantize`).
+    use vitae_edge::quant::Requant;
+    let biases = [i32::MAX, i32::MIN, 1 << 30, -(1 << 30) - 1, 100, -100];
+    let requant = Requant {
+        multiplier: i32::MAX,
+        shift: 0,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let blob = write(
+        dir.path(),
+        "extremes.vblob",
+        &linear_blob(&biases, requant, 4),
+    );
+    let input = dir.path().join("x.npy");
+    vitae::npy::write_npy_f32(&input, &[1, 4, 1, 1], &[0.5, -0.25, 1.0, 0.0]).unwrap();
+    let out_path = dir.path().join("y.npy");
+    let out = vitae(&[
+        "run",
+        "--model",
+        p(&blob),
+        "--input",
+        p(&input),
+        "--out",
+        p(&out_path),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let logits = vitae::npy::read_npy_f32(&out_path).unwrap();
+    assert_eq!(logits.shape, vec![1, biases.len()]);
+    assert_eq!(
+        logits.data,
+        vec![127.0, -128.0, 127.0, -128.0, 100.0, -100.0]
+    );
 }
 
 /// The tiny files themselves work end to end (the suite's cases fail for their own reason).
