@@ -718,6 +718,82 @@ fn bench_reference_refuses_more_random_weights_than_fit_well_under_a_gigabyte() 
     assert_refused(&out, "random weights");
 }
 
+#[test]
+fn a_stored_zip_entry_claiming_more_than_the_archive_holds_is_refused_unread() {
+    // A stored storage entry whose sizes claim 3 GiB in a 2 kB archive. Before: the reader
+    // reserved the 3 GiB it claimed (here: "cannot allocate" at the 1 GiB limit; without one, the
+    // address space was taken) before finding the bytes absent.
+    let numel: u32 = 3 << 28; // 3 GiB of f32
+    let views: [View<'_>; 1] = [("w", "0", numel, 0, &[1], &[1])];
+    let storage = [0u8; 16];
+    let mut archive = zip_of(&[
+        ("archive/data.pkl", &views_pickle(&views), false),
+        ("archive/data/0", &storage, false),
+    ]);
+    let claim = (numel as u64 * 4) as u32;
+    let name = b"archive/data/0";
+    // Local header: sizes at 18 (compressed) and 22; central directory: at 20 and 24.
+    for (signature, at) in [(b"PK\x03\x04", 18usize), (b"PK\x01\x02", 20)] {
+        let headers: Vec<usize> = archive
+            .windows(4)
+            .enumerate()
+            .filter(|(_, w)| *w == &signature[..])
+            .map(|(i, _)| i)
+            .collect();
+        let mut patched = 0;
+        for h in headers {
+            let name_at = if signature == b"PK\x03\x04" {
+                h + 30
+            } else {
+                h + 46
+            };
+            if archive.get(name_at..name_at + name.len()) == Some(&name[..]) {
+                archive[h + at..h + at + 4].copy_from_slice(&claim.to_le_bytes());
+                archive[h + at + 4..h + at + 8].copy_from_slice(&claim.to_le_bytes());
+                patched += 1;
+            }
+        }
+        assert_eq!(patched, 1);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pth = write(dir.path(), "claims.pth", &archive);
+    let out = vitae(&[
+        "check",
+        "--checkpoint",
+        p(&pth),
+        "--config",
+        p(&tiny().config),
+    ]);
+    assert_refused(&out, "archive/data/0");
+    assert_refused(&out, "the archive holds");
+    // Declared larger than the bytes it stores, within the archive: refused the same way.
+    let mut short = zip_of(&[
+        (
+            "archive/data.pkl",
+            &views_pickle(&[("w", "0", 64, 0, &[1], &[1])]),
+            false,
+        ),
+        ("archive/data/0", &[0u8; 16], false),
+    ]);
+    let h = short
+        .windows(4)
+        .enumerate()
+        .filter(|(_, w)| *w == b"PK\x01\x02")
+        .map(|(i, _)| i)
+        .find(|&h| short.get(h + 46..h + 46 + name.len()) == Some(&name[..]))
+        .unwrap();
+    short[h + 24..h + 28].copy_from_slice(&256u32.to_le_bytes());
+    let pth = write(dir.path(), "short.pth", &short);
+    let out = vitae(&[
+        "check",
+        "--checkpoint",
+        p(&pth),
+        "--config",
+        p(&tiny().config),
+    ]);
+    assert_refused(&out, "stored");
+}
+
 /// The tiny blob with `edit` applied and the checksum recomputed (what a crafted blob does).
 fn crafted_blob(edit: impl Fn(&mut Vec<u8>)) -> Vec<u8> {
     let mut bytes = std::fs::read(&tiny().blob).unwrap();

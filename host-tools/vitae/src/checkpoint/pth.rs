@@ -153,6 +153,7 @@ pub fn parse_pth(bytes: &[u8], path: &Path) -> Result<Checkpoint, PthError> {
     let mut archive =
         zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| PthError::Zip(e.to_string()))?;
     let mut reader = EntryReader {
+        archive_len: bytes.len() as u64,
         inflate_budget: (bytes.len() as u64)
             .saturating_mul(MAX_INFLATE_FACTOR)
             .saturating_add(INFLATE_SLACK),
@@ -320,14 +321,18 @@ fn check_directory_claim(bytes: &[u8]) -> Result<(), PthError> {
 
 /// Reads archive entries within the archive's real sizes.
 struct EntryReader {
+    /// Bytes of the whole archive.
+    archive_len: u64,
     /// Bytes that deflated entries may still inflate to.
     inflate_budget: u64,
 }
 
 impl EntryReader {
-    /// Reads entry `name`. Its declared uncompressed size must be at most `limit`, a deflated entry may not claim more than deflate can produce from
-    /// its compressed bytes nor more than the archive's inflate budget, and at most the declared
-    /// size is read (one byte more is asked for, to catch an entry longer than it says).
+    /// Reads entry `name`. Its declared uncompressed size must be at most `limit`; its
+    /// compressed bytes must fit in the archive; a stored entry may not declare more than those
+    /// bytes, a deflated one not more than deflate can produce from them nor more than the
+    /// archive's inflate budget; and at most the declared size is read (one byte more is asked
+    /// for, to catch an entry longer than it says).
     fn read(
         &mut self,
         archive: &mut zip::ZipArchive<Cursor<&[u8]>>,
@@ -347,12 +352,24 @@ impl EntryReader {
                 "declares {size} bytes, more than the expected {limit} bytes"
             )));
         }
-        if file.compression() != zip::CompressionMethod::Stored {
-            let most = file.compressed_size().saturating_mul(MAX_DEFLATE_RATIO);
+        let compressed = file.compressed_size();
+        if compressed > self.archive_len {
+            return Err(entry_error(format!(
+                "declares {compressed} compressed bytes, more than the {} bytes the archive holds",
+                self.archive_len
+            )));
+        }
+        if file.compression() == zip::CompressionMethod::Stored {
+            if size > compressed {
+                return Err(entry_error(format!(
+                    "is stored (uncompressed) but declares {size} bytes in {compressed} stored bytes"
+                )));
+            }
+        } else {
+            let most = compressed.saturating_mul(MAX_DEFLATE_RATIO);
             if size > most {
                 return Err(entry_error(format!(
-                    "declares {size} bytes from {} compressed bytes, more than deflate can produce",
-                    file.compressed_size()
+                    "declares {size} bytes from {compressed} compressed bytes, more than deflate can produce"
                 )));
             }
             if size > self.inflate_budget {
