@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::io::{InputKind, ReadFileError, check_input_file};
+use crate::io::{InputKind, ReadFileError, open_input_file};
 use crate::npy::read_npy_f32;
 
 /// Widest and tallest image decoded (larger ones are refused from their header).
@@ -185,13 +185,15 @@ fn load_folder(
     files
         .iter()
         .map(|f| {
-            check_input_file(f, InputKind::Image)?;
+            // Opened once, as a regular file within the image ceiling (checked again on the
+            // opened file); the decoder reads from that handle, guessing the format from the
+            // content.
+            let (file, _) = open_input_file(f, InputKind::Image)?;
             let decode_error = |e: image::ImageError| CalibDataError::Decode {
                 path: f.clone(),
                 reason: e.to_string(),
             };
-            let mut reader = image::ImageReader::open(f)
-                .map_err(|e| decode_error(e.into()))?
+            let mut reader = image::ImageReader::new(std::io::BufReader::new(file))
                 .with_guessed_format()
                 .map_err(|e| decode_error(e.into()))?;
             let mut limits = image::Limits::default();
