@@ -719,6 +719,59 @@ fn bench_reference_refuses_more_random_weights_than_fit_well_under_a_gigabyte() 
 }
 
 #[test]
+fn a_calibration_npy_larger_than_the_calibration_budget_is_refused_from_its_header() {
+    // A sparse 640 MB .npy of 2.5 M tiny images (no disk blocks): its header says what it
+    // holds. Before: read whole, then copied image by image (signal 6 at the 1 GiB limit).
+    let t = tiny();
+    let dir = tempfile::tempdir().unwrap();
+    let n = 2_500_000usize;
+    let calib = dir.path().join("calib.npy");
+    let mut dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({n}, 1, 8, 8), }}");
+    while (10 + dict.len() + 1) % 64 != 0 {
+        dict.push(' ');
+    }
+    dict.push('\n');
+    let mut head = b"\x93NUMPY\x01\x00".to_vec();
+    head.extend_from_slice(&(dict.len() as u16).to_le_bytes());
+    head.extend_from_slice(dict.as_bytes());
+    std::fs::write(&calib, &head).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&calib)
+        .unwrap()
+        .set_len((head.len() + n * 64 * 4) as u64)
+        .unwrap();
+    let out_path = dir.path().join("q.vblob");
+    let quantize = |extra: &[&str]| {
+        let mut args = vec![
+            "quantize",
+            "--checkpoint",
+            p(&t.pth),
+            "--config",
+            p(&t.config),
+            "--calib",
+            p(&calib),
+            "--out",
+            p(&out_path),
+            "--no-progress",
+        ];
+        args.extend_from_slice(extra);
+        vitae(&args)
+    };
+    assert_refused(&quantize(&[]), "--max-calib");
+    assert!(!out_path.exists());
+    // With --max-calib only the images used are read.
+    let ok = quantize(&["--max-calib", "3"]);
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("3 calibration images"));
+}
+
+#[test]
 fn a_stored_zip_entry_claiming_more_than_the_archive_holds_is_refused_unread() {
     // A stored storage entry whose sizes claim 3 GiB in a 2 kB archive. Before: the reader
     // reserved the 3 GiB it claimed (here: "cannot allocate" at the 1 GiB limit; without one, the

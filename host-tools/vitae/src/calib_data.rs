@@ -4,14 +4,15 @@
 use std::path::{Path, PathBuf};
 
 use crate::io::{InputKind, ReadFileError, open_input_file};
-use crate::npy::read_npy_f32;
+use crate::npy::open_npy_f32;
 
 /// Widest and tallest image decoded (larger ones are refused from their header).
 pub const MAX_IMAGE_SIDE: u32 = 16_384;
 /// Most pixels a resize may touch: the larger of source and target in each direction,
 /// multiplied (the resampler's intermediate image is that large, in f32).
 pub const MAX_RESIZE_PIXELS: u64 = 1 << 24;
-/// Most bytes of calibration images held in memory as f32 (use `--max-calib` for more files).
+/// Most bytes of calibration images held in memory as f32, from a folder or a `.npy` (use
+/// `--max-calib` to take the first images of a larger set).
 pub const MAX_CALIB_BYTES: u64 = 512 << 20;
 
 /// How to turn image files into model inputs.
@@ -114,21 +115,25 @@ pub fn load(
     let images = if path.is_dir() {
         load_folder(path, prep, limit)?
     } else {
-        load_npy(path, prep)?
+        load_npy(path, prep, limit)?
     };
     if images.is_empty() {
         return Err(CalibDataError::Empty(path.to_path_buf()));
     }
-    Ok(match limit {
-        Some(n) => images.into_iter().take(n.max(1)).collect(),
-        None => images,
-    })
+    Ok(images)
 }
 
-fn load_npy(path: &Path, prep: &ImagePrep) -> Result<Vec<Vec<f32>>, CalibDataError> {
-    let a = read_npy_f32(path)?;
+/// The first `limit` images of a `(N, C, H, W)` (or `(C, H, W)`) array, read straight into one
+/// vector each: the header is checked against [`MAX_CALIB_BYTES`] before any element is read,
+/// and the images after `limit` are never read.
+fn load_npy(
+    path: &Path,
+    prep: &ImagePrep,
+    limit: Option<usize>,
+) -> Result<Vec<Vec<f32>>, CalibDataError> {
+    let array = open_npy_f32(path)?;
     let (c, s) = (prep.channels, prep.size);
-    let n = match a.shape.as_slice() {
+    let n = match array.shape() {
         [n, ch, h, w] if (*ch, *h, *w) == (c, s, s) => *n,
         [ch, h, w] if (*ch, *h, *w) == (c, s, s) => 1,
         shape => {
@@ -143,10 +148,16 @@ fn load_npy(path: &Path, prep: &ImagePrep) -> Result<Vec<Vec<f32>>, CalibDataErr
     if n == 0 {
         return Err(CalibDataError::Empty(path.to_path_buf()));
     }
-    Ok(a.data
-        .chunks_exact(c * s * s)
-        .map(<[f32]>::to_vec)
-        .collect())
+    let count = limit.map_or(n, |l| n.min(l.max(1)));
+    let per_image = (c * s * s * 4) as u64;
+    if (count as u64).saturating_mul(per_image) > MAX_CALIB_BYTES {
+        return Err(CalibDataError::TooMany {
+            path: path.to_path_buf(),
+            count,
+            per_image,
+        });
+    }
+    Ok(array.read_rows(c * s * s, count)?)
 }
 
 fn load_folder(
