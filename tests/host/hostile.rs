@@ -1105,6 +1105,39 @@ fn a_config_string_in_the_release_reason_reaches_stdout_escaped() {
 // ---- 5. silently wrong results -------------------------------------------------------------
 
 #[test]
+fn resize_below_the_model_input_is_a_usage_error_not_silently_raised() {
+    // Before: `--resize 4` for an 8x8 model was raised to 8 without a word.
+    let t = tiny();
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("q.vblob");
+    let q = |resize: &str| {
+        vitae(&[
+            "quantize",
+            "--checkpoint",
+            p(&t.pth),
+            "--config",
+            p(&t.config),
+            "--calib",
+            p(&t.images),
+            "--resize",
+            resize,
+            "--out",
+            p(&out_path),
+            "--no-progress",
+        ])
+    };
+    assert_refused(&q("4"), "--resize 4");
+    assert!(!out_path.exists());
+    let ok = q("8");
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+}
+
+#[test]
 fn non_finite_or_out_of_range_numeric_flags_are_usage_errors() {
     // Before: --std inf was accepted and every calibration value became 0.
     let t = tiny();

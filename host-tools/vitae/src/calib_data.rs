@@ -91,6 +91,16 @@ pub enum CalibDataError {
         /// Height after the resize.
         target_height: u64,
     },
+    /// `--resize` below the model's input: the center crop would not fit.
+    #[error(
+        "--resize {resize}: smaller than the model's {size}x{size} input, which the center crop takes from the resized image; give at least {size}, or leave --resize out to resize straight to {size}x{size}"
+    )]
+    ResizeTooSmall {
+        /// The flag's value.
+        resize: usize,
+        /// The model's input side.
+        size: usize,
+    },
     /// More images than fit in memory.
     #[error("{}: {count} images of {per_image} bytes each are more than {MAX_CALIB_BYTES} bytes; use --max-calib", path.display())]
     TooMany {
@@ -172,6 +182,14 @@ fn load_folder(
         path: dir.to_path_buf(),
         reason: e.to_string(),
     };
+    if let Some(resize) = prep.resize
+        && resize < prep.size
+    {
+        return Err(CalibDataError::ResizeTooSmall {
+            resize,
+            size: prep.size,
+        });
+    }
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(list_err)?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -217,7 +235,8 @@ fn load_folder(
             let (w, h) = (img.width().max(1), img.height().max(1));
             let (nw, nh) = match prep.resize {
                 Some(r) => {
-                    let r = r.max(prep.size) as u64;
+                    // At least the input size: checked above, before any file was opened.
+                    let r = r as u64;
                     if w <= h {
                         (r, h as u64 * r / w as u64)
                     } else {
