@@ -339,6 +339,11 @@ pub mod limits {
     pub const MAX_DILATIONS: usize = 16;
     /// See [`MAX_DILATIONS`].
     pub const MAX_DILATION: usize = 64;
+    /// Smallest `qk_scale` other than 0 (the official default is `head_dim^-0.5`, 0.03 to 1
+    /// for any real head width).
+    pub const MIN_QK_SCALE: f64 = 1e-6;
+    /// Largest `qk_scale`: larger ones overflow f32 logits of ordinary size.
+    pub const MAX_QK_SCALE: f64 = 1e6;
     /// Largest softmax score matrices of one attention of the f32 reference (a normal cell's
     /// MHSA or a Dec-2021 `Token_transformer`): `heads · tokens²` f32, every head counted since
     /// they may all run at once. The official variants need at most 20 MiB (ViTAE-L and -H at
@@ -1369,7 +1374,17 @@ fn resolve(
         let head_dim = token.checked_div(nc_heads_i).unwrap_or(0);
         // Python's `qk_scale or head_dim ** -0.5`: 0.0 and None both fall back.
         let scale = match qk_scale[i] {
-            Some(s) if s != 0.0 => s as f32,
+            Some(s) if s != 0.0 => {
+                if !(MIN_QK_SCALE..=MAX_QK_SCALE).contains(&s) {
+                    return Err(format!(
+                        "qk_scale[{i}] = {s}: must be null, 0 (both mean head_dim^-0.5) or a number \
+                         in [{MIN_QK_SCALE:e}, {MAX_QK_SCALE:e}] (as f32 it scales every attention \
+                         logit: infinite, zero or negative it makes the softmax NaN, uniform or \
+                         reversed)"
+                    ));
+                }
+                s as f32
+            }
             _ => (head_dim.max(1) as f32).powf(-0.5),
         };
         stage_infos.push(StageInfo {
@@ -2106,6 +2121,34 @@ mod tests {
             err.contains("f32 reference would hold") && err.contains("MAX_REFERENCE_BYTES"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn qk_scale_must_be_a_positive_number_that_f32_holds() {
+        let base = r#""img_size": 16, "stages": 1, "embed_dims": [8], "token_dims": [8],
+            "downsample_ratios": [4], "kernel_size": [7], "dilations": [[1]],
+            "RC_tokens_type": ["performer_less"], "NC_depth": [1], "NC_heads": [2],
+            "NC_group": [1], "mlp_ratio": 1.0, "num_classes": 2"#;
+        // 1e39 became inf as f32 (every score inf, softmax NaN), 1e-50 became 0 (uniform
+        // attention): silently wrong models.
+        for bad in ["1e39", "-1e39", "1e300", "1e-50", "-0.5"] {
+            let err = parse(&format!(r#"{{{base}, "qk_scale": {bad}}}"#))
+                .err()
+                .unwrap_or_else(|| panic!("qk_scale {bad} accepted"))
+                .to_string();
+            assert!(err.contains("qk_scale"), "{bad}: {err}");
+        }
+        // Python's `qk_scale or head_dim ** -0.5`: null and 0 both fall back (head_dim 4).
+        for (ok, scale) in [
+            ("null", 0.5),
+            ("0", 0.5),
+            ("0.0", 0.5),
+            ("0.125", 0.125),
+            ("3", 3.0),
+        ] {
+            let c = parse(&format!(r#"{{{base}, "qk_scale": {ok}}}"#)).unwrap();
+            assert_eq!(c.stages()[0].nc.scale, scale, "{ok}");
+        }
     }
 
     #[test]
