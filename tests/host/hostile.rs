@@ -726,21 +726,7 @@ fn a_calibration_npy_larger_than_the_calibration_budget_is_refused_from_its_head
     let dir = tempfile::tempdir().unwrap();
     let n = 2_500_000usize;
     let calib = dir.path().join("calib.npy");
-    let mut dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({n}, 1, 8, 8), }}");
-    while (10 + dict.len() + 1) % 64 != 0 {
-        dict.push(' ');
-    }
-    dict.push('\n');
-    let mut head = b"\x93NUMPY\x01\x00".to_vec();
-    head.extend_from_slice(&(dict.len() as u16).to_le_bytes());
-    head.extend_from_slice(dict.as_bytes());
-    std::fs::write(&calib, &head).unwrap();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&calib)
-        .unwrap()
-        .set_len((head.len() + n * 64 * 4) as u64)
-        .unwrap();
+    sparse_npy(&calib, n, false);
     let out_path = dir.path().join("q.vblob");
     let quantize = |extra: &[&str]| {
         let mut args = vec![
@@ -769,6 +755,30 @@ fn a_calibration_npy_larger_than_the_calibration_budget_is_refused_from_its_head
         String::from_utf8_lossy(&ok.stderr)
     );
     assert!(String::from_utf8_lossy(&ok.stdout).contains("3 calibration images"));
+    // The same array in Fortran order is read whole whatever --max-calib says: refused whole.
+    sparse_npy(&calib, n, true);
+    assert_refused(&quantize(&["--max-calib", "3"]), "--max-calib");
+}
+
+/// A float32 `.npy` of `n` zero 1×8×8 images whose data is a hole in the file (no disk blocks).
+fn sparse_npy(path: &Path, n: usize, fortran: bool) {
+    let order = if fortran { "True" } else { "False" };
+    let mut dict =
+        format!("{{'descr': '<f4', 'fortran_order': {order}, 'shape': ({n}, 1, 8, 8), }}");
+    while (10 + dict.len() + 1) % 64 != 0 {
+        dict.push(' ');
+    }
+    dict.push('\n');
+    let mut head = b"\x93NUMPY\x01\x00".to_vec();
+    head.extend_from_slice(&(dict.len() as u16).to_le_bytes());
+    head.extend_from_slice(dict.as_bytes());
+    std::fs::write(path, &head).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len((head.len() + n * 64 * 4) as u64)
+        .unwrap();
 }
 
 #[test]

@@ -135,7 +135,8 @@ pub fn load(
 
 /// The first `limit` images of a `(N, C, H, W)` (or `(C, H, W)`) array, read straight into one
 /// vector each: the header is checked against [`MAX_CALIB_BYTES`] before any element is read,
-/// and the images after `limit` are never read.
+/// and the images after `limit` are never read (unless the array is in Fortran order, which is
+/// read whole and so counted whole).
 fn load_npy(
     path: &Path,
     prep: &ImagePrep,
@@ -160,10 +161,12 @@ fn load_npy(
     }
     let count = limit.map_or(n, |l| n.min(l.max(1)));
     let per_image = (c * s * s * 4) as u64;
-    if (count as u64).saturating_mul(per_image) > MAX_CALIB_BYTES {
+    // A Fortran-order array is reordered whole before its first image is known: all of it counts.
+    let held = if array.is_fortran_order() { n } else { count };
+    if (held as u64).saturating_mul(per_image) > MAX_CALIB_BYTES {
         return Err(CalibDataError::TooMany {
             path: path.to_path_buf(),
-            count,
+            count: held,
             per_image,
         });
     }

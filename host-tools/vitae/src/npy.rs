@@ -272,6 +272,12 @@ impl NpyF32Rows {
         &self.layout.shape
     }
 
+    /// Whether the elements are stored in Fortran (column-major) order: then
+    /// [`NpyF32Rows::read_rows`] reads the whole array, whatever it is asked for.
+    pub fn is_fortran_order(&self) -> bool {
+        self.layout.header.order() == npyz::Order::Fortran
+    }
+
     /// The first `rows` rows of `row_len` elements (C order), each in its own vector, streamed
     /// from the file: nothing after them is read, nothing is held twice. A Fortran-order array
     /// is read whole and reordered first. `rows · row_len` must not exceed the array.
