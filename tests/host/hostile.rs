@@ -19,7 +19,9 @@ use std::sync::OnceLock;
 
 use vitae::quantize::{self, CalibMethod, NoProgress, Options, Precision};
 use vitae::reference::ReferenceModel;
-use vitae_edge::format::{CRC_FIELD_OFFSET, crc32};
+use vitae_edge::format::{
+    BlobWriter, CRC_FIELD_OFFSET, DType, DataRef, ModelMeta, StrRef, TensorDesc, crc32,
+};
 
 const TINY: &str = r#"{"img_size": 8, "in_chans": 1, "num_classes": 3, "stages": 2,
     "embed_dims": [4, 8], "token_dims": [4, 8], "downsample_ratios": [4, 2],
@@ -125,32 +127,56 @@ fn p(path: &Path) -> &str {
     path.to_str().unwrap()
 }
 
+/// Runs each command and asserts that every one is refused with `needle` ([`assert_refused`]),
+/// reporting all that are not at once.
+#[track_caller]
+fn assert_all_refused(commands: &[Vec<&str>], needle: &str) {
+    let wrong: Vec<String> = commands
+        .iter()
+        .filter_map(|args| {
+            refusal_problem(&vitae(args), needle).map(|p| format!("{}: {p}", args[0]))
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "not refused with {needle:?}:\n{}",
+        wrong.join("\n")
+    );
+}
+
 /// Exit status 2, one first line `error: …` containing `needle`, no panic or abort text.
 #[track_caller]
 fn assert_refused(output: &Output, needle: &str) {
+    if let Some(problem) = refusal_problem(output, needle) {
+        panic!("{problem}");
+    }
+}
+
+/// What keeps `output` from being the refusal [`assert_refused`] wants, if anything.
+fn refusal_problem(output: &Output, needle: &str) -> Option<String> {
     let err = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(
-        output.status.code(),
-        Some(2),
-        "status {:?} (a signal if None), stderr:\n{err}",
-        output.status
-    );
+    if output.status.code() != Some(2) {
+        return Some(format!(
+            "status {:?} (a signal if None), stderr:\n{err}",
+            output.status
+        ));
+    }
     let first = err.lines().next().unwrap_or_default();
-    assert!(
-        first.starts_with("error: ") && first.contains(needle),
-        "first line {first:?} lacks {needle:?}"
-    );
+    if !(first.starts_with("error: ") && first.contains(needle)) {
+        return Some(format!("first line {first:?} lacks {needle:?}"));
+    }
     // "out of memory": a reader that allocated by what the input claims until the limit.
-    for bad in [
+    [
         "out of memory",
         "panicked",
         "internal error",
         "overflowed",
         "memory allocation",
         "RUST_BACKTRACE",
-    ] {
-        assert!(!err.contains(bad), "{bad:?} in:\n{err}");
-    }
+    ]
+    .iter()
+    .find(|bad| err.contains(*bad))
+    .map(|bad| format!("{bad:?} in:\n{err}"))
 }
 
 /// A zip archive of the given entries, each stored or deflated.
@@ -216,6 +242,24 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, bytes).unwrap();
     path
+}
+
+/// A `.pth` of random weights for `config` (JSON), resolved with `img_size` replaced by
+/// `weights_img` when given: no weight's shape depends on the image size (without an
+/// `'embedding'` cell), so a config the tool refuses can still get a matching checkpoint.
+fn pth_for(config: &str, weights_img: Option<usize>) -> Vec<u8> {
+    let mut value: serde_json::Value = serde_json::from_str(config).unwrap();
+    if let Some(img) = weights_img {
+        value["img_size"] = serde_json::json!(img);
+    }
+    let resolved = vitae::config::ModelConfig::from_kwargs_value(&value, "weights").unwrap();
+    let checkpoint = vitae::validate::random_checkpoint(&resolved, 3);
+    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = checkpoint
+        .tensors
+        .into_iter()
+        .map(|(k, t)| (k, t.shape, t.data))
+        .collect();
+    pth_of(&tensors)
 }
 
 // ---- 1. recursion --------------------------------------------------------------------------
@@ -528,6 +572,291 @@ fn huge_images_and_resize_factors_are_refused_before_resampling() {
     assert!(!out_path.exists());
 }
 
+/// 224×224 pixels at a downsample ratio of 2: 12,544 tokens of 4 channels, from a handful of
+/// weights.
+const MANY_TOKENS: &str = r#"{"img_size": 224, "in_chans": 1, "num_classes": 2, "stages": 1,
+    "embed_dims": [4], "token_dims": [4], "downsample_ratios": [2], "kernel_size": [3],
+    "dilations": [[1]], "RC_tokens_type": ["performer_less"], "NC_tokens_type": ["transformer"],
+    "NC_heads": [2], "NC_group": [1], "NC_depth": [1], "mlp_ratio": 1.0}"#;
+
+#[test]
+fn a_small_config_whose_f32_attention_would_take_gigabytes_is_refused_by_every_subcommand() {
+    // Two heads of 12,544² softmax scores: 1.26 GB for the f32 reference, from a 10 kB
+    // checkpoint, a 200 kB image and a 400-byte config.
+    let t = tiny();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "tokens.json", MANY_TOKENS.as_bytes());
+    let pth = write(dir.path(), "tokens.pth", &pth_for(MANY_TOKENS, Some(8)));
+    let input = dir.path().join("x224.npy");
+    let image: Vec<f32> = (0..224 * 224).map(|i| (i % 13) as f32 / 13.0).collect();
+    vitae::npy::write_npy_f32(&input, &[1, 1, 224, 224], &image).unwrap();
+    let out = dir.path().join("out.npy");
+    let blob_out = dir.path().join("q.vblob");
+    let commands = [
+        vec!["check", "--checkpoint", p(&pth), "--config", p(&config)],
+        vec![
+            "run",
+            "--checkpoint",
+            p(&pth),
+            "--config",
+            p(&config),
+            "--input",
+            p(&input),
+            "--out",
+            p(&out),
+        ],
+        vec![
+            "quantize",
+            "--checkpoint",
+            p(&pth),
+            "--config",
+            p(&config),
+            "--calib",
+            p(&input),
+            "--out",
+            p(&blob_out),
+            "--no-progress",
+        ],
+        vec![
+            "diff",
+            "--model",
+            p(&t.blob),
+            "--checkpoint",
+            p(&pth),
+            "--config",
+            p(&config),
+            "--input",
+            p(&input),
+        ],
+        vec!["bench-reference", "--config", p(&config), "--iters", "1"],
+    ];
+    assert_all_refused(&commands, "MAX_ATTENTION_BYTES");
+    assert!(!out.exists() && !blob_out.exists());
+}
+
+/// 12,544 tokens through 512 performer normal cells: a small f32 reference working set, but
+/// every intermediate of the quantizer's float graph together is gigabytes.
+const DEEP: &str = r#"{"img_size": 224, "in_chans": 1, "num_classes": 2, "stages": 2,
+    "embed_dims": [4, 4], "token_dims": [4, 4], "downsample_ratios": [2, 1],
+    "kernel_size": [3, 3], "dilations": [[1], [1]], "RC_tokens_type": ["performer_less", "none"],
+    "NC_tokens_type": "performer", "NC_heads": 1, "NC_group": 1, "NC_depth": [256, 256],
+    "mlp_ratio": 1.0}"#;
+
+#[test]
+fn a_deep_model_whose_float_graph_would_take_gigabytes_is_refused_by_quantize_and_diff() {
+    // A 5 MB checkpoint; `quantize` and `diff` keep every node's output of the float graph for
+    // one image.
+    let t = tiny();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "deep.json", DEEP.as_bytes());
+    let pth = write(dir.path(), "deep.pth", &pth_for(DEEP, None));
+    assert!(std::fs::metadata(&pth).unwrap().len() < 10 << 20);
+    let input = dir.path().join("x224.npy");
+    let image: Vec<f32> = (0..224 * 224).map(|i| (i % 11) as f32 / 11.0).collect();
+    vitae::npy::write_npy_f32(&input, &[1, 1, 224, 224], &image).unwrap();
+    let blob_out = dir.path().join("q.vblob");
+    let commands = [
+        vec![
+            "quantize",
+            "--checkpoint",
+            p(&pth),
+            "--config",
+            p(&config),
+            "--calib",
+            p(&input),
+            "--out",
+            p(&blob_out),
+            "--no-progress",
+        ],
+        vec![
+            "diff",
+            "--model",
+            p(&t.blob),
+            "--checkpoint",
+            p(&pth),
+            "--config",
+            p(&config),
+            "--input",
+            p(&input),
+        ],
+    ];
+    assert_all_refused(&commands, "float activations");
+    assert!(!blob_out.exists());
+    // The f32 reference itself runs it within the limit (the refusal is the quantizer's).
+    let out = dir.path().join("logits.npy");
+    let run = vitae(&[
+        "run",
+        "--checkpoint",
+        p(&pth),
+        "--config",
+        p(&config),
+        "--input",
+        p(&input),
+        "--out",
+        p(&out),
+    ]);
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
+
+#[test]
+fn bench_reference_refuses_more_random_weights_than_fit_well_under_a_gigabyte() {
+    // One normal cell 4,096 channels wide on a single token: 108 M parameters (433 MB of f32)
+    // that bench-reference would make up. Before: accepted up to 2^28 (1 GiB of f32); this one
+    // ran in 889 MiB of RSS.
+    let wide = r#"{"img_size": 4, "in_chans": 1, "num_classes": 2, "stages": 1,
+        "embed_dims": [4096], "token_dims": [4096], "downsample_ratios": [4], "kernel_size": [3],
+        "dilations": [[1]], "RC_tokens_type": ["performer_less"], "NC_heads": [1],
+        "NC_group": [64], "NC_depth": [1], "mlp_ratio": 1.0}"#;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "wide.json", wide.as_bytes());
+    let out = vitae(&["bench-reference", "--config", p(&config), "--iters", "1"]);
+    assert_refused(&out, "random weights");
+}
+
+#[test]
+fn a_calibration_npy_larger_than_the_calibration_budget_is_refused_from_its_header() {
+    // A sparse 640 MB .npy of 2.5 M tiny images (no disk blocks): its header says what it
+    // holds. Before: read whole, then copied image by image (signal 6 at the 1 GiB limit).
+    let t = tiny();
+    let dir = tempfile::tempdir().unwrap();
+    let n = 2_500_000usize;
+    let calib = dir.path().join("calib.npy");
+    sparse_npy(&calib, n, false);
+    let out_path = dir.path().join("q.vblob");
+    let quantize = |extra: &[&str]| {
+        let mut args = vec![
+            "quantize",
+            "--checkpoint",
+            p(&t.pth),
+            "--config",
+            p(&t.config),
+            "--calib",
+            p(&calib),
+            "--out",
+            p(&out_path),
+            "--no-progress",
+        ];
+        args.extend_from_slice(extra);
+        vitae(&args)
+    };
+    assert_refused(&quantize(&[]), "--max-calib");
+    assert!(!out_path.exists());
+    // With --max-calib only the images used are read.
+    let ok = quantize(&["--max-calib", "3"]);
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("3 calibration images"));
+    // The same array in Fortran order is read whole whatever --max-calib says: refused whole.
+    sparse_npy(&calib, n, true);
+    assert_refused(&quantize(&["--max-calib", "3"]), "--max-calib");
+}
+
+/// A float32 `.npy` of `n` zero 1×8×8 images whose data is a hole in the file (no disk blocks).
+fn sparse_npy(path: &Path, n: usize, fortran: bool) {
+    let order = if fortran { "True" } else { "False" };
+    let mut dict =
+        format!("{{'descr': '<f4', 'fortran_order': {order}, 'shape': ({n}, 1, 8, 8), }}");
+    while (10 + dict.len() + 1) % 64 != 0 {
+        dict.push(' ');
+    }
+    dict.push('\n');
+    let mut head = b"\x93NUMPY\x01\x00".to_vec();
+    head.extend_from_slice(&(dict.len() as u16).to_le_bytes());
+    head.extend_from_slice(dict.as_bytes());
+    std::fs::write(path, &head).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len((head.len() + n * 64 * 4) as u64)
+        .unwrap();
+}
+
+#[test]
+fn a_stored_zip_entry_claiming_more_than_the_archive_holds_is_refused_unread() {
+    // A stored storage entry whose sizes claim 3 GiB in a 2 kB archive. Before: the reader
+    // reserved the 3 GiB it claimed (here: "cannot allocate" at the 1 GiB limit; without one, the
+    // address space was taken) before finding the bytes absent.
+    let numel: u32 = 3 << 28; // 3 GiB of f32
+    let views: [View<'_>; 1] = [("w", "0", numel, 0, &[1], &[1])];
+    let storage = [0u8; 16];
+    let mut archive = zip_of(&[
+        ("archive/data.pkl", &views_pickle(&views), false),
+        ("archive/data/0", &storage, false),
+    ]);
+    let claim = (numel as u64 * 4) as u32;
+    let name = b"archive/data/0";
+    // Local header: sizes at 18 (compressed) and 22; central directory: at 20 and 24.
+    for (signature, at) in [(b"PK\x03\x04", 18usize), (b"PK\x01\x02", 20)] {
+        let headers: Vec<usize> = archive
+            .windows(4)
+            .enumerate()
+            .filter(|(_, w)| *w == &signature[..])
+            .map(|(i, _)| i)
+            .collect();
+        let mut patched = 0;
+        for h in headers {
+            let name_at = if signature == b"PK\x03\x04" {
+                h + 30
+            } else {
+                h + 46
+            };
+            if archive.get(name_at..name_at + name.len()) == Some(&name[..]) {
+                archive[h + at..h + at + 4].copy_from_slice(&claim.to_le_bytes());
+                archive[h + at + 4..h + at + 8].copy_from_slice(&claim.to_le_bytes());
+                patched += 1;
+            }
+        }
+        assert_eq!(patched, 1);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pth = write(dir.path(), "claims.pth", &archive);
+    let out = vitae(&[
+        "check",
+        "--checkpoint",
+        p(&pth),
+        "--config",
+        p(&tiny().config),
+    ]);
+    assert_refused(&out, "archive/data/0");
+    assert_refused(&out, "the archive holds");
+    // Declared larger than the bytes it stores, within the archive: refused the same way.
+    let mut short = zip_of(&[
+        (
+            "archive/data.pkl",
+            &views_pickle(&[("w", "0", 64, 0, &[1], &[1])]),
+            false,
+        ),
+        ("archive/data/0", &[0u8; 16], false),
+    ]);
+    let h = short
+        .windows(4)
+        .enumerate()
+        .filter(|(_, w)| *w == b"PK\x01\x02")
+        .map(|(i, _)| i)
+        .find(|&h| short.get(h + 46..h + 46 + name.len()) == Some(&name[..]))
+        .unwrap();
+    short[h + 24..h + 28].copy_from_slice(&256u32.to_le_bytes());
+    let pth = write(dir.path(), "short.pth", &short);
+    let out = vitae(&[
+        "check",
+        "--checkpoint",
+        p(&pth),
+        "--config",
+        p(&tiny().config),
+    ]);
+    assert_refused(&out, "stored");
+}
+
 /// The tiny blob with `edit` applied and the checksum recomputed (what a crafted blob does).
 fn crafted_blob(edit: impl Fn(&mut Vec<u8>)) -> Vec<u8> {
     let mut bytes = std::fs::read(&tiny().blob).unwrap();
@@ -747,7 +1076,76 @@ fn names_from_inputs_reach_the_terminal_escaped() {
     assert!(err.contains("extra\\u{1b}]0;pwned"), "{err}");
 }
 
+#[test]
+fn a_config_string_in_the_release_reason_reaches_stdout_escaped() {
+    // `NC_tokens_type` is matched by substring, so "transformer<ESC>]0;pwned<BEL>" is a valid
+    // transformer cell, and only the current release accepts a name other than exactly
+    // 'transformer'. Before: `check` printed that name raw in its "the model of the current
+    // release (only it has NC_tokens_type[1] = '…')" line, retitling the terminal.
+    let t = tiny();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(TINY).unwrap();
+    config["NC_tokens_type"] =
+        serde_json::json!(["transformer", "transformer\u{1b}]0;pwned\u{7}\r"]);
+    let path = write(dir.path(), "evil.json", config.to_string().as_bytes());
+    let evil_dir = dir.path().join("dir\u{1b}[2J");
+    std::fs::create_dir(&evil_dir).unwrap();
+    let evil_path = evil_dir.join("evil.json");
+    std::fs::copy(&path, &evil_path).unwrap();
+    for config in [&path, &evil_path] {
+        let out = vitae(&["check", "--checkpoint", p(&t.pth), "--config", p(config)]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        for &byte in &[0x1bu8, 0x07, b'\r'] {
+            assert!(
+                !out.stdout.contains(&byte),
+                "printed byte {byte:#x}: {text:?}"
+            );
+        }
+        assert!(text.contains("the current release"), "{text}");
+        assert!(text.contains("NC_tokens_type[1]"), "{text}");
+    }
+}
+
 // ---- 5. silently wrong results -------------------------------------------------------------
+
+#[test]
+fn resize_below_the_model_input_is_a_usage_error_not_silently_raised() {
+    // Before: `--resize 4` for an 8x8 model was raised to 8 without a word.
+    let t = tiny();
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("q.vblob");
+    let q = |resize: &str| {
+        vitae(&[
+            "quantize",
+            "--checkpoint",
+            p(&t.pth),
+            "--config",
+            p(&t.config),
+            "--calib",
+            p(&t.images),
+            "--resize",
+            resize,
+            "--out",
+            p(&out_path),
+            "--no-progress",
+        ])
+    };
+    assert_refused(&q("4"), "--resize 4");
+    assert!(!out_path.exists());
+    let ok = q("8");
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+}
 
 #[test]
 fn non_finite_or_out_of_range_numeric_flags_are_usage_errors() {
@@ -795,6 +1193,128 @@ fn non_finite_or_out_of_range_numeric_flags_are_usage_errors() {
     assert!(out_path.exists());
     let bench = vitae(&["bench-reference", "--config", p(&t.config), "--iters", "0"]);
     assert_refused(&bench, "--iters");
+}
+
+// ---- 6. requantization at the extremes -----------------------------------------------------
+
+/// A blob of one int8 linear layer on a `1 × 1 × k` input whose weights are zero, so each
+/// output's accumulator is its bias: requantized by `requant`, output scale 1, zero point 0.
+fn linear_blob(bias: &[i32], requant: vitae_edge::quant::Requant, k: usize) -> Vec<u8> {
+    use vitae_edge::ops::image::{QuantizeImageOp, QuantizeParams};
+    use vitae_edge::ops::linear::{LinearParams, LinearS8Op};
+    let n = bias.len();
+    let tensor = |c: usize, at: u32, scale: f32| TensorDesc {
+        dtype: DType::I8 as u8,
+        reserved0: 0,
+        flags: 0,
+        h: 1,
+        w: 1,
+        c: c as u16,
+        reserved1: 0,
+        arena_offset: at,
+        byte_len: c as u32,
+        scale,
+        zero_point: 0,
+        name: StrRef::default(),
+    };
+    let mut w = BlobWriter::new();
+    let mut input = tensor(k, 0, 1.0 / 64.0);
+    input.name = w.string("x");
+    let mut output = tensor(n, 16, 1.0);
+    output.name = w.string("y");
+    let (x, y) = (w.tensor(input), w.tensor(output));
+    let weights = w.data(&vec![0i8; n * k]);
+    let bias = w.data(bias);
+    let requant = w.data(&vec![requant; n]);
+    w.op::<QuantizeImageOp>(
+        &[],
+        x,
+        &QuantizeParams {
+            inv_scale: 64.0,
+            zero_point: 0,
+        },
+        k as u64,
+        "quantize",
+    );
+    let linear = w.op::<LinearS8Op>(
+        &[x],
+        y,
+        &LinearParams {
+            tokens: 1,
+            in_features: k as u16,
+            out_features: n as u16,
+            out_zp: 0,
+            weights,
+            bias,
+            requant,
+            lut: DataRef::default(),
+        },
+        (n * k) as u64,
+        "head",
+    );
+    let scratch = w.ops[linear].scratch_len;
+    w.ops[linear].scratch_offset = 32;
+    w.arena_len = 32 + scratch.div_ceil(16) * 16;
+    w.arena_lower_bound = w.arena_len;
+    let name = w.string("requant-extremes");
+    w.meta = Some(ModelMeta {
+        input_channels: k as u16,
+        input_height: 1,
+        input_width: 1,
+        num_classes: n as u16,
+        input_tensor: x,
+        output_tensor: y,
+        precision: 0,
+        reserved0: [0; 3],
+        macs: [(n * k) as u32, 0],
+        name,
+        reserved: [0; 4],
+    });
+    w.finish()
+}
+
+#[test]
+fn a_crafted_blob_at_the_largest_multiplier_saturates_with_the_accumulators_sign() {
+    // M = 2^31 − 1 with shift 0 is a valid requantization (≈ ×1). With the 32-bit final step
+    // that issue 21 (class 6) replaced, `(acc·M) >> 30` wrapped for |result| ≥ 2^30: these
+    // logits came out [−2, 1, 127, 127, 100, −100], three of the four extremes with the wrong
+    // sign (checked by putting the old two lines back into `quant::requantize`).
+    use vitae_edge::quant::Requant;
+    let biases = [i32::MAX, i32::MIN, 1 << 30, -(1 << 30) - 1, 100, -100];
+    let requant = Requant {
+        multiplier: i32::MAX,
+        shift: 0,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let blob = write(
+        dir.path(),
+        "extremes.vblob",
+        &linear_blob(&biases, requant, 4),
+    );
+    let input = dir.path().join("x.npy");
+    vitae::npy::write_npy_f32(&input, &[1, 4, 1, 1], &[0.5, -0.25, 1.0, 0.0]).unwrap();
+    let out_path = dir.path().join("y.npy");
+    let out = vitae(&[
+        "run",
+        "--model",
+        p(&blob),
+        "--input",
+        p(&input),
+        "--out",
+        p(&out_path),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let logits = vitae::npy::read_npy_f32(&out_path).unwrap();
+    assert_eq!(logits.shape, vec![1, biases.len()]);
+    assert_eq!(
+        logits.data,
+        vec![127.0, -128.0, 127.0, -128.0, 100.0, -100.0]
+    );
 }
 
 /// The tiny files themselves work end to end (the suite's cases fail for their own reason).

@@ -3,15 +3,16 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::io::{InputKind, ReadFileError, check_input_file};
-use crate::npy::read_npy_f32;
+use crate::io::{InputKind, ReadFileError, open_input_file};
+use crate::npy::open_npy_f32;
 
 /// Widest and tallest image decoded (larger ones are refused from their header).
 pub const MAX_IMAGE_SIDE: u32 = 16_384;
 /// Most pixels a resize may touch: the larger of source and target in each direction,
 /// multiplied (the resampler's intermediate image is that large, in f32).
 pub const MAX_RESIZE_PIXELS: u64 = 1 << 24;
-/// Most bytes of calibration images held in memory as f32 (use `--max-calib` for more files).
+/// Most bytes of calibration images held in memory as f32, from a folder or a `.npy` (use
+/// `--max-calib` to take the first images of a larger set).
 pub const MAX_CALIB_BYTES: u64 = 512 << 20;
 
 /// How to turn image files into model inputs.
@@ -90,6 +91,16 @@ pub enum CalibDataError {
         /// Height after the resize.
         target_height: u64,
     },
+    /// `--resize` below the model's input: the center crop would not fit.
+    #[error(
+        "--resize {resize}: smaller than the model's {size}x{size} input, which the center crop takes from the resized image; give at least {size}, or leave --resize out to resize straight to {size}x{size}"
+    )]
+    ResizeTooSmall {
+        /// The flag's value.
+        resize: usize,
+        /// The model's input side.
+        size: usize,
+    },
     /// More images than fit in memory.
     #[error("{}: {count} images of {per_image} bytes each are more than {MAX_CALIB_BYTES} bytes; use --max-calib", path.display())]
     TooMany {
@@ -114,21 +125,26 @@ pub fn load(
     let images = if path.is_dir() {
         load_folder(path, prep, limit)?
     } else {
-        load_npy(path, prep)?
+        load_npy(path, prep, limit)?
     };
     if images.is_empty() {
         return Err(CalibDataError::Empty(path.to_path_buf()));
     }
-    Ok(match limit {
-        Some(n) => images.into_iter().take(n.max(1)).collect(),
-        None => images,
-    })
+    Ok(images)
 }
 
-fn load_npy(path: &Path, prep: &ImagePrep) -> Result<Vec<Vec<f32>>, CalibDataError> {
-    let a = read_npy_f32(path)?;
+/// The first `limit` images of a `(N, C, H, W)` (or `(C, H, W)`) array, read straight into one
+/// vector each: the header is checked against [`MAX_CALIB_BYTES`] before any element is read,
+/// and the images after `limit` are never read (unless the array is in Fortran order, which is
+/// read whole and so counted whole).
+fn load_npy(
+    path: &Path,
+    prep: &ImagePrep,
+    limit: Option<usize>,
+) -> Result<Vec<Vec<f32>>, CalibDataError> {
+    let array = open_npy_f32(path)?;
     let (c, s) = (prep.channels, prep.size);
-    let n = match a.shape.as_slice() {
+    let n = match array.shape() {
         [n, ch, h, w] if (*ch, *h, *w) == (c, s, s) => *n,
         [ch, h, w] if (*ch, *h, *w) == (c, s, s) => 1,
         shape => {
@@ -143,10 +159,18 @@ fn load_npy(path: &Path, prep: &ImagePrep) -> Result<Vec<Vec<f32>>, CalibDataErr
     if n == 0 {
         return Err(CalibDataError::Empty(path.to_path_buf()));
     }
-    Ok(a.data
-        .chunks_exact(c * s * s)
-        .map(<[f32]>::to_vec)
-        .collect())
+    let count = limit.map_or(n, |l| n.min(l.max(1)));
+    let per_image = (c * s * s * 4) as u64;
+    // A Fortran-order array is reordered whole before its first image is known: all of it counts.
+    let held = if array.is_fortran_order() { n } else { count };
+    if (held as u64).saturating_mul(per_image) > MAX_CALIB_BYTES {
+        return Err(CalibDataError::TooMany {
+            path: path.to_path_buf(),
+            count: held,
+            per_image,
+        });
+    }
+    Ok(array.read_rows(c * s * s, count)?)
 }
 
 fn load_folder(
@@ -161,6 +185,14 @@ fn load_folder(
         path: dir.to_path_buf(),
         reason: e.to_string(),
     };
+    if let Some(resize) = prep.resize
+        && resize < prep.size
+    {
+        return Err(CalibDataError::ResizeTooSmall {
+            resize,
+            size: prep.size,
+        });
+    }
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(list_err)?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -185,13 +217,15 @@ fn load_folder(
     files
         .iter()
         .map(|f| {
-            check_input_file(f, InputKind::Image)?;
+            // Opened once, as a regular file within the image ceiling (checked again on the
+            // opened file); the decoder reads from that handle, guessing the format from the
+            // content.
+            let (file, _) = open_input_file(f, InputKind::Image)?;
             let decode_error = |e: image::ImageError| CalibDataError::Decode {
                 path: f.clone(),
                 reason: e.to_string(),
             };
-            let mut reader = image::ImageReader::open(f)
-                .map_err(|e| decode_error(e.into()))?
+            let mut reader = image::ImageReader::new(std::io::BufReader::new(file))
                 .with_guessed_format()
                 .map_err(|e| decode_error(e.into()))?;
             let mut limits = image::Limits::default();
@@ -204,7 +238,8 @@ fn load_folder(
             let (w, h) = (img.width().max(1), img.height().max(1));
             let (nw, nh) = match prep.resize {
                 Some(r) => {
-                    let r = r.max(prep.size) as u64;
+                    // At least the input size: checked above, before any file was opened.
+                    let r = r as u64;
                     if w <= h {
                         (r, h as u64 * r / w as u64)
                     } else {

@@ -339,6 +339,245 @@ pub mod limits {
     pub const MAX_DILATIONS: usize = 16;
     /// See [`MAX_DILATIONS`].
     pub const MAX_DILATION: usize = 64;
+    /// Smallest `qk_scale` other than 0 (the official default is `head_dim^-0.5`, 0.03 to 1
+    /// for any real head width).
+    pub const MIN_QK_SCALE: f64 = 1e-6;
+    /// Largest `qk_scale`: larger ones overflow f32 logits of ordinary size.
+    pub const MAX_QK_SCALE: f64 = 1e6;
+    /// Largest softmax score matrices of one attention of the f32 reference (a normal cell's
+    /// MHSA or a Dec-2021 `Token_transformer`): `heads · tokens²` f32, every head counted since
+    /// they may all run at once. The official variants need at most 20 MiB (ViTAE-L and -H at
+    /// 384×384: 16 heads of 577 tokens); ViTAE-T at 224×224, 0.6 MiB. Without this ceiling, 224×224
+    /// pixels at a downsample ratio of 2 (12,544 tokens) took 630 MB per head.
+    pub const MAX_ATTENTION_BYTES: u64 = 256 << 20;
+    /// Largest working set of one f32 reference forward pass
+    /// ([`super::ModelConfig::reference_footprint`]): the feature maps, im2col columns, q/k/v,
+    /// score matrices and MLP activations live at once in the cell that needs most, every
+    /// parallel branch (PRM dilations, PCM beside attention, attention heads) counted as running
+    /// at the same time. The official variants need at most 167 MiB (ViTAE-H at 384×384);
+    /// ViTAE-T at 224×224, 26 MiB. With the weights a checkpoint under 10 MB can hold, a run stays
+    /// well below 1 GB of memory (ViTAE-T at 960×960, estimated at 470 MiB, ran in 425 MiB).
+    pub const MAX_REFERENCE_BYTES: u64 = 512 << 20;
+}
+
+/// What the f32 reference holds at its peak, derived from the config alone (see
+/// [`limits::MAX_REFERENCE_BYTES`] for what is counted). An upper bound, not a measurement: it
+/// counts every parallel branch as running at once and a convolution's im2col columns even where
+/// the direct path needs none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Footprint {
+    /// Bytes of the largest working set of one forward pass.
+    pub peak_bytes: u64,
+    /// Which cell needs them (e.g. "the normal cells of stage 2").
+    pub peak_at: String,
+    /// Bytes of the largest attention score matrices (all heads of one attention); 0 without
+    /// softmax attention.
+    pub attention_bytes: u64,
+    /// Which attention (empty without softmax attention).
+    pub attention_at: String,
+}
+
+/// f32 values of a reference [`Conv2d`](crate::reference::ops::Conv2d) call besides its
+/// input: the im2col columns, the output and, for grouped convs, the per-group blocks.
+fn conv_values(
+    out_size: u64,
+    kernel: u64,
+    in_channels: u64,
+    out_channels: u64,
+    groups: u64,
+) -> u64 {
+    let positions = out_size.saturating_mul(out_size);
+    let columns = positions
+        .saturating_mul(kernel.saturating_mul(kernel))
+        .saturating_mul(in_channels);
+    let outputs = positions.saturating_mul(out_channels);
+    columns.saturating_add(outputs.saturating_mul(if groups > 1 { 2 } else { 1 }))
+}
+
+/// f32 values one reference attention holds besides its input: `(values, scores)`, where
+/// `scores` are the softmax matrices of all heads (0 for the performer).
+fn attention_values(
+    rows: u64,
+    width: u64,
+    heads: u64,
+    performer_features: Option<u64>,
+) -> (u64, u64) {
+    let rows_of = |cols: u64| rows.saturating_mul(cols);
+    match performer_features {
+        // kqv, k and q features, kptv, y, proj.
+        Some(m) => {
+            let values = [
+                rows_of(3 * width),
+                rows_of(m).saturating_mul(2),
+                width.saturating_mul(m),
+                rows_of(width).saturating_mul(2),
+            ];
+            (values.iter().fold(0, |a: u64, &v| a.saturating_add(v)), 0)
+        }
+        // qkv, per head scores and output, the heads concatenated, proj.
+        None => {
+            let scores = heads.saturating_mul(rows.saturating_mul(rows));
+            let values = [rows_of(3 * width), scores, rows_of(width).saturating_mul(3)];
+            (
+                values.iter().fold(0, |a: u64, &v| a.saturating_add(v)),
+                scores,
+            )
+        }
+    }
+}
+
+/// The reference's footprint for resolved stages (see [`Footprint`]); it follows
+/// `reference::model::{reduction_cell, normal_cell}` buffer by buffer.
+fn reference_footprint(stages: &[StageInfo], img_size: usize, in_chans: usize) -> Footprint {
+    let sum = |xs: &[u64]| xs.iter().fold(0u64, |a, &v| a.saturating_add(v));
+    let sq = |n: usize| (n as u64).saturating_mul(n as u64);
+    // The caller's image and its HWC copy stay alive throughout.
+    let image = sq(img_size).saturating_mul(in_chans as u64);
+    let mut fp = Footprint {
+        peak_bytes: 0,
+        peak_at: String::new(),
+        attention_bytes: 0,
+        attention_at: String::new(),
+    };
+    let note = |values: u64, scores: u64, at: String, fp: &mut Footprint| {
+        let bytes = sum(&[values, image, image]).saturating_mul(4);
+        if bytes > fp.peak_bytes {
+            fp.peak_bytes = bytes;
+            fp.peak_at = at.clone();
+        }
+        let scores = scores.saturating_mul(4);
+        if scores > fp.attention_bytes {
+            fp.attention_bytes = scores;
+            fp.attention_at = at;
+        }
+    };
+    for s in stages {
+        let i = s.index;
+        let (cin, e, t) = (
+            s.input_channels as u64,
+            s.embed_dim as u64,
+            s.token_dim as u64,
+        );
+        let input = sq(s.input_size).saturating_mul(cin);
+        let n = sq(s.output_size);
+        let rows = s.sequence_len() as u64;
+        let rc = &s.rc;
+        'rc: {
+            match rc.form {
+                RcForm::Identity => {}
+                RcForm::Embedding => {
+                    let proj = conv_values(s.output_size as u64, rc.ratio as u64, cin, t, 1);
+                    let values = sum(&[input, proj, rows.saturating_mul(t)]);
+                    note(
+                        values,
+                        0,
+                        format!("the reduction cell of stage {i}"),
+                        &mut fp,
+                    );
+                }
+                RcForm::Prm { attention } => {
+                    let pooled = match rc.pool {
+                        Some(r) => sq(s.input_size / r).saturating_mul(cin),
+                        None => 0,
+                    };
+                    let out = s.output_size as u64;
+                    let branches = rc.dilations.len() as u64;
+                    // Branches side by side, each with its own columns and output, then the concat.
+                    let prm = sum(&[
+                        branches.saturating_mul(conv_values(out, rc.kernel_size as u64, cin, e, 1)),
+                        n.saturating_mul(rc.prm_channels as u64),
+                    ]);
+                    let cp = rc.prm_channels as u64;
+                    let at = format!("the reduction cell of stage {i}");
+                    let Some(kind) = attention else {
+                        note(sum(&[input, pooled, prm]), 0, at, &mut fp);
+                        break 'rc;
+                    };
+                    // The PCM runs beside the PRM: its largest conv with the previous conv's output.
+                    let g = rc.group as u64;
+                    let mut size = if rc.pool.is_some() {
+                        (s.input_size / rc.ratio) as u64
+                    } else {
+                        s.input_size as u64
+                    };
+                    let mut pcm = 0u64;
+                    let mut held = 0u64;
+                    for (k, &stride) in rc.pcm_strides.iter().enumerate() {
+                        size = (size.max(1) - 1) / stride as u64 + 1;
+                        let (ci, co) = match k {
+                            0 => (cin, e),
+                            1 => (e, e),
+                            _ => (e, t),
+                        };
+                        pcm = pcm.max(held.saturating_add(conv_values(size, 3, ci, co, g)));
+                        held = sq(size as usize).saturating_mul(co);
+                    }
+                    note(sum(&[input, pooled, prm, pcm]), 0, at.clone(), &mut fp);
+                    // Then norm1 and the attention on the PRM tokens, the PCM output beside them.
+                    let (attn, scores) = match kind {
+                        RcAttentionKind::Performer => {
+                            attention_values(n, t, 1, Some(rc.performer_features as u64))
+                        }
+                        RcAttentionKind::Transformer => {
+                            attention_values(n, t, rc.heads as u64, None)
+                        }
+                    };
+                    let mlp = sum(&[
+                        n.saturating_mul(t).saturating_mul(3),
+                        n.saturating_mul(rc.mlp_hidden as u64),
+                    ]);
+                    let values = sum(&[
+                        input,
+                        pooled,
+                        n.saturating_mul(cp).saturating_mul(2),
+                        n.saturating_mul(t),
+                        attn.max(mlp),
+                    ]);
+                    note(values, scores, at, &mut fp);
+                }
+            }
+        }
+        if s.nc.depth == 0 {
+            continue;
+        }
+        // A normal cell: its input (and the rows with the class token), the PCM beside the
+        // attention, then the residual sums and the MLP.
+        let nc = &s.nc;
+        let (c, h, g) = (t, nc.mlp_hidden as u64, nc.group as u64);
+        let x = rows.saturating_mul(c).saturating_mul(2);
+        let out = s.output_size as u64;
+        let spatial = n;
+        let mut pcm = conv_values(out, 3, c, h, g);
+        pcm = pcm.max(sum(&[
+            spatial.saturating_mul(h),
+            conv_values(out, 3, h, c, g),
+        ]));
+        if !nc.tokens_type.is_shallow() {
+            pcm = pcm.max(sum(&[
+                spatial.saturating_mul(c),
+                conv_values(out, 3, c, c, g),
+            ]));
+        }
+        let features = nc
+            .tokens_type
+            .is_performer()
+            .then_some(nc.performer_features as u64);
+        let (attn, scores) = attention_values(rows, c, nc.heads as u64, features);
+        let at = format!("the normal cells of stage {i}");
+        note(
+            sum(&[x, pcm, rows.saturating_mul(c), attn]),
+            scores,
+            at.clone(),
+            &mut fp,
+        );
+        let mlp = sum(&[
+            spatial.saturating_mul(c),
+            rows.saturating_mul(c).saturating_mul(4),
+            rows.saturating_mul(h),
+        ]);
+        note(sum(&[x, mlp]), 0, at, &mut fp);
+    }
+    fp
 }
 
 impl StageInfo {
@@ -384,6 +623,8 @@ pub struct ModelConfig {
     /// The release was assumed (rule 2) and a checkpoint may still change it.
     release_assumed: bool,
     stages: Vec<StageInfo>,
+    /// What the f32 reference holds at its peak.
+    footprint: Footprint,
     /// File or preset the config came from.
     source_name: String,
 }
@@ -533,6 +774,13 @@ impl ModelConfig {
     /// same model). See the rule on [`ModelConfig`].
     pub fn release(&self) -> Option<Release> {
         self.release
+    }
+
+    /// What the f32 reference holds at its peak for one image (checked against
+    /// [`limits::MAX_REFERENCE_BYTES`] and [`limits::MAX_ATTENTION_BYTES`] when the config is
+    /// resolved).
+    pub fn reference_footprint(&self) -> &Footprint {
+        &self.footprint
     }
 
     /// Why [`ModelConfig::release`] is what it is, for messages.
@@ -866,7 +1114,12 @@ fn resolve(
             ));
         }
         if nc_depth[i] > 0 && !matches!(nc_type_names[i].as_str(), "transformer" | "performer") {
-            current_only.push(format!("NC_tokens_type[{i}] = '{}'", nc_type_names[i]));
+            // The canonical name, not the text as given: the reason is printed, and a name that
+            // only contains 'transformer' may carry anything else (escape sequences too).
+            current_only.push(format!(
+                "NC_tokens_type[{i}] other than exactly 'transformer' or 'performer' (read as '{}')",
+                nc_types[i].name()
+            ));
         }
     }
     let ambiguous: Vec<String> = (0..stages)
@@ -1121,7 +1374,17 @@ fn resolve(
         let head_dim = token.checked_div(nc_heads_i).unwrap_or(0);
         // Python's `qk_scale or head_dim ** -0.5`: 0.0 and None both fall back.
         let scale = match qk_scale[i] {
-            Some(s) if s != 0.0 => s as f32,
+            Some(s) if s != 0.0 => {
+                if !(MIN_QK_SCALE..=MAX_QK_SCALE).contains(&s) {
+                    return Err(format!(
+                        "qk_scale[{i}] = {s}: must be null, 0 (both mean head_dim^-0.5) or a number \
+                         in [{MIN_QK_SCALE:e}, {MAX_QK_SCALE:e}] (as f32 it scales every attention \
+                         logit: infinite, zero or negative it makes the softmax NaN, uniform or \
+                         reversed)"
+                    ));
+                }
+                s as f32
+            }
             _ => (head_dim.max(1) as f32).powf(-0.5),
         };
         stage_infos.push(StageInfo {
@@ -1184,6 +1447,31 @@ fn resolve(
         return Err("class_token = true pools x[:, 1:], which is empty for a single token".into());
     }
 
+    // The reference's buffers are sized by the tokens and widths: bound them before any
+    // command allocates one.
+    let footprint = reference_footprint(&stage_infos, img_size, in_chans);
+    let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
+    if footprint.attention_bytes > MAX_ATTENTION_BYTES {
+        return Err(format!(
+            "the attention of {} holds {:.0} MiB of softmax scores (heads × tokens² as f32), more \
+             than the {} MiB the host tools allow (vitae::config::limits::MAX_ATTENTION_BYTES): \
+             img_size, downsample_ratios and the heads make too many tokens",
+            footprint.attention_at,
+            mib(footprint.attention_bytes),
+            MAX_ATTENTION_BYTES >> 20
+        ));
+    }
+    if footprint.peak_bytes > MAX_REFERENCE_BYTES {
+        return Err(format!(
+            "the f32 reference would hold {:.0} MiB at once in {}, more than the {} MiB the host \
+             tools allow (vitae::config::limits::MAX_REFERENCE_BYTES): img_size, \
+             downsample_ratios and the widths make too many tokens × channels",
+            mib(footprint.peak_bytes),
+            footprint.peak_at,
+            MAX_REFERENCE_BYTES >> 20
+        ));
+    }
+
     // Record the resolved per-stage values for display and for tools that dump the config.
     let resolved: [(&str, Value); 3] = [
         ("embed_dims", serde_json::json!(embed_dims)),
@@ -1204,6 +1492,7 @@ fn resolve(
         release_reason,
         release_assumed,
         stages: stage_infos,
+        footprint,
         source_name: source_name.to_string(),
     })
 }
@@ -1537,7 +1826,7 @@ mod tests {
             ),
             (
                 r#""RC_tokens_type": ["performer","transformer","performer_less"], "NC_tokens_type": "transformer_shallow", "embed_dims": [64,32,128]"#,
-                "the current release builds RC_tokens_type[1] = 'transformer' as PRM only (quirk Q1; that release because only it has NC_tokens_type[2] = 'transformer_shallow')",
+                "the current release builds RC_tokens_type[1] = 'transformer' as PRM only (quirk Q1; that release because only it has NC_tokens_type[2] other than exactly 'transformer' or 'performer' (read as 'transformer_shallow'))",
             ),
             (
                 r#""num_classes": "ten""#,
@@ -1644,6 +1933,222 @@ mod tests {
         .unwrap();
         let sizes: Vec<usize> = c.stages().iter().map(|s| s.output_size).collect();
         assert_eq!(sizes, vec![50, 25, 13]);
+    }
+
+    /// RC types, NC type, embed_dims, token_dims, ratios, depth, heads, mlp_ratio, group,
+    /// class_token of an official variant.
+    type Variant = (
+        [&'static str; 3],
+        &'static str,
+        [usize; 3],
+        [usize; 3],
+        [usize; 3],
+        usize,
+        usize,
+        f64,
+        usize,
+        bool,
+    );
+
+    /// The registered official variants (current release) at `img` pixels.
+    fn official(name: &str, img: usize) -> ModelConfig {
+        let (rc, nc, dims, token, ratios, depth, heads, mlp, group, cls): Variant = match name {
+            "T" => (
+                PERF,
+                "transformer",
+                [64, 64, 128],
+                [64, 64, 256],
+                [4, 2, 2],
+                7,
+                4,
+                2.0,
+                64,
+                false,
+            ),
+            "6M" => (
+                PERF,
+                "transformer",
+                [64, 64, 128],
+                [64, 64, 256],
+                [4, 2, 2],
+                10,
+                4,
+                2.0,
+                64,
+                false,
+            ),
+            "13M" => (
+                PERF,
+                "transformer",
+                [64, 64, 160],
+                [64, 64, 320],
+                [4, 2, 2],
+                11,
+                5,
+                2.0,
+                64,
+                false,
+            ),
+            "S" => (
+                PERF,
+                "transformer",
+                [64, 64, 192],
+                [96, 192, 384],
+                [4, 2, 2],
+                14,
+                6,
+                3.0,
+                96,
+                false,
+            ),
+            "B" => (
+                EMB,
+                "transformer_shallow",
+                [768; 3],
+                [768; 3],
+                [16, 1, 1],
+                12,
+                12,
+                4.0,
+                192,
+                true,
+            ),
+            "L" => (
+                EMB,
+                "transformer_shallow",
+                [1024; 3],
+                [1024; 3],
+                [16, 1, 1],
+                24,
+                16,
+                4.0,
+                256,
+                true,
+            ),
+            "H" => (
+                EMB,
+                "transformer_shallow",
+                [1280; 3],
+                [1280; 3],
+                [16, 1, 1],
+                32,
+                16,
+                4.0,
+                320,
+                true,
+            ),
+            _ => unreachable!(),
+        };
+        const PERF: [&str; 3] = ["performer", "performer", "performer_less"];
+        const EMB: [&str; 3] = ["embedding", "none", "none"];
+        let kwargs = serde_json::json!({
+            "img_size": img, "RC_tokens_type": rc, "NC_tokens_type": [nc, nc, nc], "stages": 3,
+            "embed_dims": dims, "token_dims": token, "downsample_ratios": ratios,
+            "NC_depth": [0, 0, depth], "NC_heads": [1, 1, heads], "RC_heads": [1, 1, 1],
+            "mlp_ratio": mlp, "NC_group": [1, 1, group], "RC_group": [1, 1, 1], "class_token": cls,
+        });
+        ModelConfig::from_kwargs_value(&kwargs, &format!("ViTAE-{name}@{img}"))
+            .unwrap_or_else(|e| panic!("ViTAE-{name} at {img}: {e}"))
+    }
+
+    #[test]
+    fn every_official_variant_fits_the_reference_ceilings_at_224_and_384() {
+        let mut peak = (0, String::new());
+        for name in ["T", "6M", "13M", "S", "B", "L", "H"] {
+            for img in [224, 384] {
+                let c = official(name, img);
+                let f = c.reference_footprint();
+                println!(
+                    "ViTAE-{name}@{img}: peak {:.1} MiB in {}, attention {:.2} MiB in {}",
+                    f.peak_bytes as f64 / (1 << 20) as f64,
+                    f.peak_at,
+                    f.attention_bytes as f64 / (1 << 20) as f64,
+                    f.attention_at
+                );
+                assert!(
+                    f.peak_bytes <= limits::MAX_REFERENCE_BYTES / 2,
+                    "ViTAE-{name}@{img}"
+                );
+                assert!(
+                    f.attention_bytes <= limits::MAX_ATTENTION_BYTES / 8,
+                    "ViTAE-{name}@{img}"
+                );
+                if f.peak_bytes > peak.0 {
+                    peak = (f.peak_bytes, format!("ViTAE-{name}@{img}"));
+                }
+            }
+        }
+        println!("largest: {} ({} bytes)", peak.1, peak.0);
+        let t = ModelConfig::preset("vitae-t").unwrap();
+        assert_eq!(
+            t.reference_footprint(),
+            official("T", 224).reference_footprint()
+        );
+    }
+
+    #[test]
+    fn configs_whose_reference_buffers_are_huge_are_refused() {
+        // 224x224 at a downsample ratio of 2 is 12,544 tokens: two heads of softmax scores
+        // take 1.26 GB, with a handful of weights.
+        let small = r#""img_size": 224, "in_chans": 1, "stages": 1, "embed_dims": [4],
+            "token_dims": [4], "downsample_ratios": [2], "kernel_size": [3], "dilations": [[1]],
+            "RC_tokens_type": ["performer_less"], "NC_group": [1], "NC_depth": [1],
+            "mlp_ratio": 1.0, "num_classes": 2"#;
+        let err = parse(&format!(r#"{{{small}, "NC_heads": [2]}}"#))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("normal cells of stage 0") && err.contains("MAX_ATTENTION_BYTES"),
+            "{err}"
+        );
+        // The performer has no score matrix: the same tokens pass at this width...
+        let c = parse(&format!(
+            r#"{{{small}, "NC_heads": [1], "NC_tokens_type": "performer"}}"#
+        ))
+        .unwrap();
+        assert_eq!(c.reference_footprint().attention_bytes, 0);
+        // ...but not at 1024 pixels with 1,024 channels per token.
+        let wide = small
+            .replace(r#""img_size": 224"#, r#""img_size": 1024"#)
+            .replace(r#""embed_dims": [4]"#, r#""embed_dims": [1024]"#)
+            .replace(r#""token_dims": [4]"#, r#""token_dims": [1024]"#);
+        let err = parse(&format!(
+            r#"{{{wide}, "NC_heads": [1], "NC_tokens_type": "performer"}}"#
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("f32 reference would hold") && err.contains("MAX_REFERENCE_BYTES"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn qk_scale_must_be_a_positive_number_that_f32_holds() {
+        let base = r#""img_size": 16, "stages": 1, "embed_dims": [8], "token_dims": [8],
+            "downsample_ratios": [4], "kernel_size": [7], "dilations": [[1]],
+            "RC_tokens_type": ["performer_less"], "NC_depth": [1], "NC_heads": [2],
+            "NC_group": [1], "mlp_ratio": 1.0, "num_classes": 2"#;
+        // 1e39 became inf as f32 (every score inf, softmax NaN), 1e-50 became 0 (uniform
+        // attention): silently wrong models.
+        for bad in ["1e39", "-1e39", "1e300", "1e-50", "-0.5"] {
+            let err = parse(&format!(r#"{{{base}, "qk_scale": {bad}}}"#))
+                .err()
+                .unwrap_or_else(|| panic!("qk_scale {bad} accepted"))
+                .to_string();
+            assert!(err.contains("qk_scale"), "{bad}: {err}");
+        }
+        // Python's `qk_scale or head_dim ** -0.5`: null and 0 both fall back (head_dim 4).
+        for (ok, scale) in [
+            ("null", 0.5),
+            ("0", 0.5),
+            ("0.0", 0.5),
+            ("0.125", 0.125),
+            ("3", 3.0),
+        ] {
+            let c = parse(&format!(r#"{{{base}, "qk_scale": {ok}}}"#)).unwrap();
+            assert_eq!(c.stages()[0].nc.scale, scale, "{ok}");
+        }
     }
 
     #[test]

@@ -227,6 +227,123 @@ pub fn read_npy_f32(path: &Path) -> Result<ArrayF32, NpyError> {
     })
 }
 
+/// A float32 (or float64) `.npy` file whose header has been read and checked against the
+/// file's size, positioned at its first element: the caller sees the shape before deciding how
+/// much to read ([`NpyF32Rows::read_rows`]).
+#[derive(Debug)]
+pub struct NpyF32Rows {
+    path: PathBuf,
+    reader: std::io::BufReader<std::fs::File>,
+    layout: Layout,
+}
+
+impl std::fmt::Debug for Layout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Layout")
+            .field("dtype", &self.dtype)
+            .field("shape", &self.shape)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Opens a float32 `.npy` (float64 is narrowed to f32 on read) and reads its header only; see
+/// [`read_npy_f32`] for what is accepted.
+pub fn open_npy_f32(path: &Path) -> Result<NpyF32Rows, NpyError> {
+    let (reader, layout) = open_npy(path)?;
+    if matches!(layout.dtype, NpyDtype::U8 | NpyDtype::I64) {
+        return Err(NpyError::Format {
+            path: path.to_path_buf(),
+            kind: NpyFormatError::WrongDtype {
+                expected: "float32",
+                found: layout.dtype.name(),
+            },
+        });
+    }
+    Ok(NpyF32Rows {
+        path: path.to_path_buf(),
+        reader,
+        layout,
+    })
+}
+
+impl NpyF32Rows {
+    /// The array's shape, from its header.
+    pub fn shape(&self) -> &[usize] {
+        &self.layout.shape
+    }
+
+    /// Whether the elements are stored in Fortran (column-major) order: then
+    /// [`NpyF32Rows::read_rows`] reads the whole array, whatever it is asked for.
+    pub fn is_fortran_order(&self) -> bool {
+        self.layout.header.order() == npyz::Order::Fortran
+    }
+
+    /// The first `rows` rows of `row_len` elements (C order), each in its own vector, streamed
+    /// from the file: nothing after them is read, nothing is held twice. A Fortran-order array
+    /// is read whole and reordered first. `rows · row_len` must not exceed the array.
+    pub fn read_rows(mut self, row_len: usize, rows: usize) -> Result<Vec<Vec<f32>>, NpyError> {
+        let wanted = row_len.saturating_mul(rows);
+        if wanted > self.layout.count || row_len == 0 {
+            return Err(NpyError::Format {
+                path: self.path,
+                kind: NpyFormatError::BadHeader(format!(
+                    "asked for {rows} rows of {row_len} elements from shape {:?}",
+                    self.layout.shape
+                )),
+            });
+        }
+        if self.layout.header.order() == npyz::Order::Fortran {
+            let all = match read_data(&mut self.reader, &self.layout, true)
+                .map_err(|e| e.at(&self.path))?
+            {
+                NpyData::F32(values) => values,
+                _ => unreachable!("read_data narrows float64 when asked to"),
+            };
+            return Ok(all
+                .chunks_exact(row_len)
+                .take(rows)
+                .map(<[f32]>::to_vec)
+                .collect());
+        }
+        fn stream<T: npyz::Deserialize>(
+            rows_in: &mut NpyF32Rows,
+            row_len: usize,
+            rows: usize,
+            convert: impl Fn(T) -> f32,
+        ) -> Result<Vec<Vec<f32>>, DataError> {
+            let file =
+                npyz::NpyFile::with_header(rows_in.layout.header.clone(), &mut rows_in.reader);
+            let mut elements = file
+                .data::<T>()
+                .map_err(|e| DataError::Format(NpyFormatError::UnsupportedDtype(e.to_string())))?;
+            let mut out = Vec::with_capacity(rows);
+            for _ in 0..rows {
+                let mut row = Vec::new();
+                row.try_reserve_exact(row_len).map_err(|_| {
+                    DataError::Io(std::io::Error::new(
+                        std::io::ErrorKind::OutOfMemory,
+                        format!("cannot allocate {row_len} elements"),
+                    ))
+                })?;
+                for element in elements.by_ref().take(row_len) {
+                    row.push(convert(element.map_err(DataError::Io)?));
+                }
+                if row.len() != row_len {
+                    return Err(DataError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+                }
+                out.push(row);
+            }
+            Ok(out)
+        }
+        let path = self.path.clone();
+        match self.layout.dtype {
+            NpyDtype::F64 => stream::<f64>(&mut self, row_len, rows, |v| v as f32),
+            _ => stream::<f32>(&mut self, row_len, rows, |v| v),
+        }
+        .map_err(|e| e.at(&path))
+    }
+}
+
 /// Parses `.npy` bytes.
 pub fn parse_npy(bytes: &[u8]) -> Result<NpyArray, NpyFormatError> {
     let mut reader = Cursor::new(bytes);

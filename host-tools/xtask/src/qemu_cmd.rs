@@ -26,7 +26,15 @@ pub struct QemuArgs {
     pub timeout: u64,
 }
 
+/// Refuses an `--out` that is the model or the input (also through a link) or not a regular
+/// file, before anything is built: the logits are written over it at the end.
+fn check_paths(args: &QemuArgs) -> Result<()> {
+    vitae::io::check_outputs(&[&args.out], &[&args.model, &args.input])?;
+    Ok(())
+}
+
 pub fn run(args: &QemuArgs) -> Result<()> {
+    check_paths(args)?;
     setup::setup(true)?;
     let board = boards::board(&args.board)?;
     if !board.is_qemu() {
@@ -94,4 +102,36 @@ pub fn report(r: &AppRun) {
         "    memory: arena {} bytes (lower bound {}), stack {} of {} bytes; firmware flash {} bytes, static RAM {} bytes",
         m.arena, m.lower_bound, m.stack_used, m.stack_size, r.flash_bytes, r.static_ram_bytes
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_may_not_be_the_model_or_the_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let (model, input) = (dir.path().join("m.vblob"), dir.path().join("x.npy"));
+        std::fs::write(&model, b"blob").unwrap();
+        std::fs::write(&input, b"npy").unwrap();
+        let link = dir.path().join("link.npy");
+        std::os::unix::fs::symlink(&input, &link).unwrap();
+        let args = |out: &Path| QemuArgs {
+            board: "mps2-an386".into(),
+            model: model.clone(),
+            input: input.clone(),
+            out: out.to_path_buf(),
+            timeout: 1,
+        };
+        for out in [&model, &input, &link] {
+            let err = check_paths(&args(out)).unwrap_err().to_string();
+            assert!(err.contains("is the same file as the input"), "{err}");
+        }
+        let err = check_paths(&args(Path::new("/dev/null")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+        check_paths(&args(&dir.path().join("logits.npy"))).unwrap();
+        assert_eq!(std::fs::read(&input).unwrap(), b"npy");
+    }
 }

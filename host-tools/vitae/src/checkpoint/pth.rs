@@ -153,6 +153,7 @@ pub fn parse_pth(bytes: &[u8], path: &Path) -> Result<Checkpoint, PthError> {
     let mut archive =
         zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| PthError::Zip(e.to_string()))?;
     let mut reader = EntryReader {
+        archive_len: bytes.len() as u64,
         inflate_budget: (bytes.len() as u64)
             .saturating_mul(MAX_INFLATE_FACTOR)
             .saturating_add(INFLATE_SLACK),
@@ -320,14 +321,18 @@ fn check_directory_claim(bytes: &[u8]) -> Result<(), PthError> {
 
 /// Reads archive entries within the archive's real sizes.
 struct EntryReader {
+    /// Bytes of the whole archive.
+    archive_len: u64,
     /// Bytes that deflated entries may still inflate to.
     inflate_budget: u64,
 }
 
 impl EntryReader {
-    /// Reads entry `name`. Its declared uncompressed size must be at most `limit`, a deflated entry may not claim more than deflate can produce from
-    /// its compressed bytes nor more than the archive's inflate budget, and at most the declared
-    /// size is read (one byte more is asked for, to catch an entry longer than it says).
+    /// Reads entry `name`. Its declared uncompressed size must be at most `limit`; its
+    /// compressed bytes must fit in the archive; a stored entry may not declare more than those
+    /// bytes, a deflated one not more than deflate can produce from them nor more than the
+    /// archive's inflate budget; and at most the declared size is read (one byte more is asked
+    /// for, to catch an entry longer than it says).
     fn read(
         &mut self,
         archive: &mut zip::ZipArchive<Cursor<&[u8]>>,
@@ -347,12 +352,24 @@ impl EntryReader {
                 "declares {size} bytes, more than the expected {limit} bytes"
             )));
         }
-        if file.compression() != zip::CompressionMethod::Stored {
-            let most = file.compressed_size().saturating_mul(MAX_DEFLATE_RATIO);
+        let compressed = file.compressed_size();
+        if compressed > self.archive_len {
+            return Err(entry_error(format!(
+                "declares {compressed} compressed bytes, more than the {} bytes the archive holds",
+                self.archive_len
+            )));
+        }
+        if file.compression() == zip::CompressionMethod::Stored {
+            if size > compressed {
+                return Err(entry_error(format!(
+                    "is stored (uncompressed) but declares {size} bytes in {compressed} stored bytes"
+                )));
+            }
+        } else {
+            let most = compressed.saturating_mul(MAX_DEFLATE_RATIO);
             if size > most {
                 return Err(entry_error(format!(
-                    "declares {size} bytes from {} compressed bytes, more than deflate can produce",
-                    file.compressed_size()
+                    "declares {size} bytes from {compressed} compressed bytes, more than deflate can produce"
                 )));
             }
             if size > self.inflate_budget {
@@ -1507,6 +1524,93 @@ mod tests {
         let (entry, tensors) = u.select_state_dict(root).unwrap();
         assert_eq!(entry.as_deref(), Some("state_dict"));
         assert_eq!(tensors.len(), 1);
+    }
+
+    #[test]
+    fn the_opcode_cap_stops_a_pickle_that_builds_nothing() {
+        // MARK / POP_MARK pairs allocate nothing: only the opcode count stops them.
+        let mut p = vec![0x80, 2];
+        for _ in 0..MAX_PICKLE_OPS / 2 + 1 {
+            p.extend_from_slice(b"(1");
+        }
+        p.extend_from_slice(b"N.");
+        let err = run(&p).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("more than {MAX_PICKLE_OPS} opcodes")),
+            "{err}"
+        );
+        // Two pairs fewer, the pickle runs to its STOP (an empty dict: no state_dict).
+        let fits = [&p[..2 + 2 * (MAX_PICKLE_OPS as usize / 2 - 2)], b"}."].concat();
+        assert!(
+            matches!(run(&fits), Err(PthError::NoStateDict { .. })),
+            "{:?}",
+            run(&fits)
+        );
+    }
+
+    #[test]
+    fn the_stack_cap_stops_a_pickle_that_only_pushes() {
+        let mut p = vec![0x80, 2];
+        p.extend(std::iter::repeat_n(b'N', MAX_STACK + 1));
+        p.push(b'.');
+        let err = run(&p).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("more than {MAX_STACK} values on the stack")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_memo_cap_stops_a_pickle_that_memoizes_without_end() {
+        // MEMOIZE stores the top of the stack under the next free index, every time.
+        let mut p = vec![0x80, 2, b'N'];
+        p.extend(std::iter::repeat_n(0x94, MAX_MEMO + 1));
+        p.push(b'.');
+        let err = run(&p).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("more than {MAX_MEMO} memo entries")),
+            "{err}"
+        );
+        // Re-storing one index is not a new entry.
+        let mut again = vec![0x80, 2, b'N'];
+        for _ in 0..MAX_MEMO + 1 {
+            again.extend_from_slice(b"q\x07");
+        }
+        again.extend_from_slice(b"0}.");
+        assert!(
+            matches!(run(&again), Err(PthError::NoStateDict { .. })),
+            "{:?}",
+            run(&again)
+        );
+    }
+
+    #[test]
+    fn the_value_budget_stops_a_pickle_that_builds_more_than_64_times_its_size() {
+        // `h0 ) R 0`: five bytes that call a memoized global with long names, each call making
+        // a tuple and an opaque result that names them, about 470 bytes of values. No other cap
+        // is near: 113 k calls exhaust 64 x the pickle plus 16 MiB.
+        let slot = std::mem::size_of::<Value>() as u64;
+        let object = std::mem::size_of::<Object>() as u64;
+        let (module, name) = ("m".repeat(80), "n".repeat(80));
+        let described = format!("the result of {module}.{name}(...)").len() as u64;
+        let per_call = 3 * slot + 2 * object + described;
+        assert!(per_call > 64 * 5, "{per_call} bytes per 5-byte call");
+        let mut p = vec![0x80, 2];
+        p.extend_from_slice(format!("c{module}\n{name}\nq\x000").as_bytes());
+        let calls = 300_000;
+        for _ in 0..calls {
+            p.extend_from_slice(b"h\x00)R0");
+        }
+        p.extend_from_slice(b"}.");
+        let err = run(&p).unwrap_err().to_string();
+        assert!(err.contains("MiB of values"), "{err}");
+        // Stopped part way through the calls, not at their end.
+        match run(&p) {
+            Err(PthError::Pickle { offset, .. }) => {
+                assert!(offset < p.len() * 9 / 10, "{offset} of {}", p.len())
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@ use std::io::Write;
 
 use clap::Args;
 
+use vitae::text::escape;
 use vitae::validate::{check_checkpoint, expected_state_dict};
 
 use crate::cli::ModelArgs;
@@ -30,11 +31,12 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
     check_checkpoint(&config, &checkpoint)?;
     let expected = expected_state_dict(&config);
     let mut stdout = std::io::stdout().lock();
+    // Paths and the release reason come from the user's files: escaped for the terminal.
     writeln!(
         stdout,
         "ok: {} matches {}",
-        checkpoint.origin,
-        config.source_name()
+        escape(&checkpoint.origin.to_string()),
+        escape(config.source_name())
     )?;
     writeln!(
         stdout,
@@ -48,7 +50,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
             stdout,
             "  the model of {} ({})",
             release.name(),
-            config.release_reason()
+            escape(config.release_reason())
         )?;
     }
     let missing_counters = expected

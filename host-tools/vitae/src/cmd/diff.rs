@@ -38,26 +38,47 @@ pub struct DiffArgs {
     pub input: PathBuf,
 }
 
-/// Collects every op's output, dequantized.
+/// Compares every op's output, dequantized, with the float graph's tensor of the same name as
+/// the op runs; only the numbers are kept (the graph's outputs are the one full copy held).
 struct Capture<'m> {
     model: &'m Model<'m>,
-    outputs: Vec<(String, Vec<f32>)>,
+    float_outs: &'m [Vec<f32>],
+    by_name: &'m HashMap<&'m str, usize>,
+    /// The dequantized output of the op being compared (reused).
+    values: Vec<f32>,
+    /// Op index, name, cosine, max |Δ|, SQNR.
+    rows: Vec<(usize, String, (f64, f64, f64))>,
+    ops: usize,
 }
 
 impl Profiler for Capture<'_> {
     fn op_end(&mut self, op: &OpView, output: &[u8]) {
-        let t = self.model.tensor(op.desc.output);
-        let values = match t.dtype {
-            DType::I8 => output
-                .iter()
-                .map(|&q| t.desc.scale * (q as i8 as i32 - t.desc.zero_point) as f32)
-                .collect(),
-            DType::F16 => output
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
+        let index = self.ops;
+        self.ops += 1;
+        let name = op.name;
+        let base = name
+            .strip_suffix(".to_f16")
+            .or_else(|| name.strip_suffix(".to_i8"))
+            .unwrap_or(name);
+        let Some(&node) = self.by_name.get(base) else {
+            return;
         };
-        self.outputs.push((op.name.to_string(), values));
+        let t = self.model.tensor(op.desc.output);
+        self.values.clear();
+        match t.dtype {
+            DType::I8 => self.values.extend(
+                output
+                    .iter()
+                    .map(|&q| t.desc.scale * (q as i8 as i32 - t.desc.zero_point) as f32),
+            ),
+            DType::F16 => self.values.extend(
+                output
+                    .chunks_exact(2)
+                    .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()),
+            ),
+        }
+        let stats = compare(&self.values, &self.float_outs[node]);
+        self.rows.push((index, name.to_string(), stats));
     }
 }
 
@@ -124,22 +145,18 @@ pub fn run(args: DiffArgs) -> anyhow::Result<()> {
     let mut arena = AlignedBytes::new(&vec![0u8; m.arena_len()]);
     let mut cap = Capture {
         model: &m,
-        outputs: Vec::new(),
+        float_outs: &float_outs,
+        by_name: &by_name,
+        values: Vec::new(),
+        rows: Vec::new(),
+        ops: 0,
     };
     runtime::run(&m, arena.as_bytes_mut(), Input::F32Nchw(image), &mut cap)?;
     println!(
         "{:>3}  {:40} {:>10} {:>12} {:>9}",
         "#", "op", "cosine", "max |Δ|", "SQNR dB"
     );
-    for (i, (name, q)) in cap.outputs.iter().enumerate() {
-        let base = name
-            .strip_suffix(".to_f16")
-            .or_else(|| name.strip_suffix(".to_i8"))
-            .unwrap_or(name);
-        let Some(&node) = by_name.get(base) else {
-            continue;
-        };
-        let (cos, maxd, sqnr) = compare(q, &float_outs[node]);
+    for (i, name, (cos, maxd, sqnr)) in &cap.rows {
         let name = vitae::text::escape(name);
         println!("{i:>3}  {name:40} {cos:>10.6} {maxd:>12.5} {sqnr:>9.2}");
     }

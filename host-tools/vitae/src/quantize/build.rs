@@ -20,7 +20,20 @@ pub enum UnsupportedOption {
     },
     /// `class_token = true` (class token rows, `fc_norm`, pooling without token 0).
     ClassToken,
+    /// A float graph whose evaluation for one image holds more than
+    /// [`MAX_FLOAT_GRAPH_BYTES`] ([`Graph::calibration_bytes`]).
+    FloatActivations {
+        /// What it would hold.
+        bytes: u64,
+    },
 }
+
+/// Most bytes one evaluation of the float graph may hold ([`Graph::calibration_bytes`]: every
+/// node's output, kept for calibration and `vitae diff`, the largest node's working set and a
+/// histogram per calibrated tensor). The official variants need at most 363 MiB (ViTAE-S at
+/// 384×384); ViTAE-T at 224×224, 62 MiB. Before this ceiling, 12,544 tokens through 512 normal
+/// cells from a 5 MB checkpoint took gigabytes (1,625 MiB by this estimate).
+pub const MAX_FLOAT_GRAPH_BYTES: u64 = 512 << 20;
 
 impl fmt::Display for UnsupportedOption {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -32,6 +45,14 @@ impl fmt::Display for UnsupportedOption {
             UnsupportedOption::ClassToken => {
                 write!(f, "class_token = true (class token, fc_norm)")
             }
+            UnsupportedOption::FloatActivations { bytes } => write!(
+                f,
+                "float activations of {:.0} MiB for one image (every intermediate of the float \
+                 graph, which calibration and `vitae diff` keep, and a histogram per tensor), more \
+                 than {} MiB (vitae::quantize::build::MAX_FLOAT_GRAPH_BYTES)",
+                *bytes as f64 / (1 << 20) as f64,
+                MAX_FLOAT_GRAPH_BYTES >> 20
+            ),
         }
     }
 }
@@ -67,14 +88,11 @@ pub fn unsupported_options(model: &ReferenceModel) -> Vec<UnsupportedOption> {
     options
 }
 
-/// Fails with every option of `model` the quantizer cannot lower yet; for commands that want
-/// to refuse before any long work (reading calibration data).
+/// Fails with every option of `model` the quantizer cannot lower yet, or with the size of its
+/// float graph above [`MAX_FLOAT_GRAPH_BYTES`]; for commands that want to refuse before any long
+/// work (reading calibration data). Builds the graph once to measure it.
 pub fn check_supported(model: &ReferenceModel) -> Result<(), UnsupportedError> {
-    if unsupported_options(model).is_empty() {
-        Ok(())
-    } else {
-        Err(refusal(model))
-    }
+    build_graph(model, "").map(drop)
 }
 
 fn refusal(model: &ReferenceModel) -> UnsupportedError {
@@ -236,9 +254,24 @@ impl Builder {
 }
 
 /// Builds the graph of `model`; refuses the options it cannot lower yet
-/// ([`unsupported_options`]).
+/// ([`unsupported_options`]) and a graph above [`MAX_FLOAT_GRAPH_BYTES`] (its nodes are only
+/// descriptions and weights: nothing is evaluated here).
 pub fn build_graph(model: &ReferenceModel, name: &str) -> Result<Graph, UnsupportedError> {
-    check_supported(model)?;
+    if !unsupported_options(model).is_empty() {
+        return Err(refusal(model));
+    }
+    let graph = graph_of(model, name)?;
+    let bytes = graph.calibration_bytes();
+    if bytes > MAX_FLOAT_GRAPH_BYTES {
+        return Err(UnsupportedError {
+            model: model.config().source_name().to_string(),
+            options: vec![UnsupportedOption::FloatActivations { bytes }],
+        });
+    }
+    Ok(graph)
+}
+
+fn graph_of(model: &ReferenceModel, name: &str) -> Result<Graph, UnsupportedError> {
     let cfg = model.config();
     let mut b = Builder { nodes: Vec::new() };
     let size = cfg.img_size();
@@ -531,6 +564,57 @@ mod tests {
                 assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{a} vs {b}");
             }
         }
+    }
+
+    #[test]
+    fn the_official_variants_float_graphs_fit_the_ceiling_at_224_and_384() {
+        let mut largest = (0, String::new());
+        for (name, embed, token, depth, heads, mlp, group) in [
+            ("T", [64, 64, 128], [64, 64, 256], 7, 4, 2.0, 64),
+            ("6M", [64, 64, 128], [64, 64, 256], 10, 4, 2.0, 64),
+            ("13M", [64, 64, 160], [64, 64, 320], 11, 5, 2.0, 64),
+            ("S", [64, 64, 192], [96, 192, 384], 14, 6, 3.0, 96),
+        ] {
+            for img in [224, 384] {
+                let kwargs = serde_json::json!({
+                    "img_size": img, "stages": 3, "embed_dims": embed, "token_dims": token,
+                    "RC_tokens_type": ["performer", "performer", "performer_less"],
+                    "NC_tokens_type": "transformer", "downsample_ratios": [4, 2, 2],
+                    "NC_depth": [0, 0, depth], "NC_heads": [1, 1, heads], "RC_heads": [1, 1, 1],
+                    "mlp_ratio": mlp, "NC_group": [1, 1, group], "RC_group": [1, 1, 1],
+                });
+                let m = model(&kwargs.to_string());
+                let bytes = build_graph(&m, "m").unwrap().calibration_bytes();
+                println!(
+                    "ViTAE-{name}@{img}: {:.1} MiB",
+                    bytes as f64 / (1 << 20) as f64
+                );
+                assert!(bytes <= MAX_FLOAT_GRAPH_BYTES * 3 / 4, "ViTAE-{name}@{img}");
+                if bytes > largest.0 {
+                    largest = (bytes, format!("ViTAE-{name}@{img}"));
+                }
+            }
+        }
+        println!("largest: {} ({} bytes)", largest.1, largest.0);
+    }
+
+    #[test]
+    fn the_float_graph_estimate_covers_what_an_evaluation_holds() {
+        // Every output is kept: the estimate is at least their sum, plus a histogram each.
+        let m = model(
+            r#"{"img_size": 32, "stages": 2, "embed_dims": [8, 8], "token_dims": [16, 16],
+                "downsample_ratios": [4, 2], "kernel_size": [7, 3], "dilations": [[1, 2], [1, 2]],
+                "RC_tokens_type": ["performer", "performer_less"], "NC_depth": [0, 2],
+                "NC_heads": [1, 2], "NC_group": [1, 4], "mlp_ratio": 2.0, "num_classes": 3}"#,
+        );
+        let graph = build_graph(&m, "m").unwrap();
+        let image = vec![0.1; 3 * 32 * 32];
+        let outs = graph
+            .eval(&image, &mut super::super::graph::NoObserver)
+            .unwrap();
+        let held: u64 = outs.iter().map(|o| 4 * o.len() as u64).sum();
+        let histograms = graph.nodes.len() as u64 * super::super::calib::HISTOGRAM_BYTES;
+        assert!(graph.calibration_bytes() > held + histograms);
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub enum Slot {
 }
 
 const BINS: usize = 2048;
+/// Bytes of one tensor's histogram.
+pub(crate) const HISTOGRAM_BYTES: u64 = (BINS * std::mem::size_of::<u64>()) as u64;
 
 /// Values seen for one tensor: min/max, then a histogram over that range.
 #[derive(Clone, Debug)]

@@ -204,6 +204,47 @@ impl FloatObserver for NoObserver {
 }
 
 impl Graph {
+    /// Bytes one [`Graph::eval`] holds for calibration or `vitae diff`: every node's f32 output
+    /// (all kept to the end), the largest node's own working set (its input copied, a
+    /// convolution's im2col columns, the output with its pre-activation copies), and a
+    /// [`super::calib`] histogram per calibrated tensor. An estimate from the shapes, computed
+    /// without evaluating anything.
+    pub fn calibration_bytes(&self) -> u64 {
+        let (mut outputs, mut work, mut tensors) = (0u64, 0u64, 0u64);
+        for node in &self.nodes {
+            let out = node.elements() as u64;
+            outputs = outputs.saturating_add(out);
+            let input = node
+                .inputs
+                .first()
+                .map_or(0, |&i| self.nodes[i].elements() as u64);
+            let columns = |conv: &Conv2d| {
+                (node.tokens() as u64)
+                    .saturating_mul(filter_len(conv) as u64 * conv.spec().groups as u64)
+            };
+            let (scratch, pre) = match &node.kind {
+                NodeKind::Conv { conv, act } => (columns(conv), u64::from(*act != Act::None)),
+                NodeKind::Prm { branches } => (
+                    branches.iter().map(columns).max().unwrap_or(0),
+                    branches.len() as u64,
+                ),
+                NodeKind::Linear { act, .. } => (0, u64::from(*act != Act::None)),
+                // f64 sums of the performer: `features × (emb + 1)`.
+                NodeKind::Performer { w, .. } => (2 * w.len() as u64, 0),
+                _ => (0, 0),
+            };
+            let here = [input, scratch, out.saturating_mul(3)]
+                .iter()
+                .fold(0u64, |a, &v| a.saturating_add(v));
+            work = work.max(here);
+            tensors += 1 + pre;
+        }
+        outputs
+            .saturating_add(work)
+            .saturating_mul(4)
+            .saturating_add(tensors.saturating_mul(super::calib::HISTOGRAM_BYTES))
+    }
+
     /// Total multiply-accumulates.
     pub fn macs(&self) -> u64 {
         self.nodes.iter().map(|n| n.macs(self)).sum()
