@@ -40,7 +40,6 @@ fn is_input_error(error: &anyhow::Error) -> bool {
             || cause.is::<ConfigError>()
             || cause.is::<CheckpointReport>()
             || cause.is::<vitae::calib_data::CalibDataError>()
-            || cause.is::<vitae::quantize::build::UnsupportedError>()
             || matches!(
                 cause.downcast_ref::<vitae::quantize::QuantizeError>(),
                 Some(
@@ -48,7 +47,6 @@ fn is_input_error(error: &anyhow::Error) -> bool {
                         | vitae::quantize::QuantizeError::CalibrationSize { .. }
                         | vitae::quantize::QuantizeError::CalibrationNotFinite(_)
                         | vitae::quantize::QuantizeError::Lower(_)
-                        | vitae::quantize::QuantizeError::Unsupported(_)
                 )
             )
             || matches!(

@@ -90,9 +90,6 @@ pub enum QuantizeError {
     /// Lowering failed.
     #[error(transparent)]
     Lower(#[from] lower::LowerError),
-    /// The model uses options the quantizer cannot lower yet.
-    #[error(transparent)]
-    Unsupported(#[from] build::UnsupportedError),
     /// Running a candidate blob failed (a bug).
     #[error("internal error running the quantized model: {0}")]
     Run(String),
@@ -136,7 +133,7 @@ pub fn quantize(
             return Err(QuantizeError::CalibrationNotFinite(index));
         }
     }
-    let graph = build::build_graph(model, &options.name)?;
+    let graph = build::build_graph(model, &options.name);
     progress.begin("calibrating", 2 * calib_images.len());
     let calib = Calibration::collect(&graph, calib_images, &mut |done, _| progress.advance(done))?;
     progress.end();
