@@ -23,6 +23,7 @@ use half::f16;
 
 pub mod add;
 pub mod attention;
+pub mod class_token;
 pub mod conv;
 pub mod convert;
 pub mod image;
@@ -513,4 +514,17 @@ op_table! {
     MaxPoolS8 = 10 => max_pool::MaxPoolS8Op,
     /// (fp16 → fp16) [`max_pool::MaxPoolParams`].
     MaxPoolF16 = 29 => max_pool::MaxPoolF16Op,
+    /// (int8 patch tokens → int8 class token + tokens) [`class_token::ClassTokenParams`].
+    ClassTokenS8 = 11 => class_token::ClassTokenS8Op,
+    /// (int8 tokens → int8 spatial rows, same quantization) [`class_token::TokenRowsParams`].
+    DropTokenS8 = 12 => class_token::DropTokenS8Op,
+    /// (int8 spatial rows → int8 zero row + rows, same quantization)
+    /// [`class_token::TokenRowsParams`].
+    PadTokenS8 = 13 => class_token::PadTokenS8Op,
+    /// (fp16 patch tokens → fp16 class token + tokens) [`class_token::ClassTokenF16Params`].
+    ClassTokenF16 = 30 => class_token::ClassTokenF16Op,
+    /// (fp16 tokens → fp16 spatial rows) [`class_token::TokenRowsParams`].
+    DropTokenF16 = 31 => class_token::DropTokenF16Op,
+    /// (fp16 spatial rows → fp16 zero row + rows) [`class_token::TokenRowsParams`].
+    PadTokenF16 = 32 => class_token::PadTokenF16Op,
 }

@@ -71,27 +71,58 @@ fn mcu_a_int8_logits_cosine_at_least_0_99_and_same_top1() {
     assert!(top1, "int8 top-1 differs from the official f32 model");
 }
 
-/// The options issue 14 added to the quantizer: mcu_c ('pooling' cells, summed PRMs) and mcu_g
+/// The options issue 14 added to the quantizer: mcu_c ('pooling' cells, summed PRMs), mcu_d (the
+/// class token: 'embedding' cell, identity cells, fc_norm; performer normal cells) and mcu_g
 /// (performer and shallow normal cells), int8 ≥ 0.995 with the same top-1, fp16 ≥ 0.9999.
+///
+/// mcu_d's official logits have a near tie at the top: class 4 (1.01139) over class 3 (1.01041)
+/// by 0.00098, a twelfth of one step of the int8 logits grid (0.0123) and far below the int8
+/// model's logit error (~0.01–0.03 per class at cosine 0.9999); both land on the top code, and
+/// the first index wins. For mcu_d the int8 and mixed check is therefore that the official top
+/// class is within one output step of the int8 maximum (a tie on the grid), not strict argmax
+/// equality; fp16 is checked strictly.
 #[test]
 #[cfg_attr(
     not(vitae_fixtures),
     ignore = "needs ../shared/fixtures (beside the checkout)"
 )]
-fn mcu_c_and_mcu_g_int8_and_fp16_match_the_official_logits() {
-    for name in ["mcu_c", "mcu_g"] {
-        let (cos, top1, _) = fixture(name, Precision::Int8);
+fn mcu_c_mcu_d_and_mcu_g_int8_and_fp16_match_the_official_logits() {
+    for name in ["mcu_c", "mcu_d", "mcu_g"] {
+        let near_tie = name == "mcu_d";
+        let (cos, top1, blob) = fixture(name, Precision::Int8);
         assert!(cos >= 0.995, "{name} int8 cosine {cos}");
         assert!(
-            top1,
+            top1 || (near_tie && official_top_is_on_the_top_step(name, &blob)),
             "{name} int8 top-1 differs from the official f32 model"
         );
         let (cos, top1, _) = fixture(name, Precision::Fp16);
         assert!(cos >= 0.9999, "{name} fp16 cosine {cos}");
         assert!(top1, "{name} fp16 top-1");
-        let (cos, top1, _) = fixture(name, Precision::Mixed);
-        assert!(cos >= 0.995 && top1, "{name} mixed cosine {cos}");
+        let (cos, top1, blob) = fixture(name, Precision::Mixed);
+        assert!(cos >= 0.995, "{name} mixed cosine {cos}");
+        assert!(
+            top1 || (near_tie && official_top_is_on_the_top_step(name, &blob)),
+            "{name} mixed top-1"
+        );
     }
+}
+
+/// Whether the official top class's logit is within one step of the int8 output grid of the
+/// quantized model's maximum (on its own input).
+fn official_top_is_on_the_top_step(name: &str, blob: &[u8]) -> bool {
+    let dir = fixtures().join(name);
+    let input = vitae::npy::read_npy_f32(&dir.join("input.npy")).unwrap();
+    let official = vitae::npy::read_npy_f32(&dir.join("logits.npy")).unwrap();
+    let logits = Engine::new(blob).unwrap().run_batch(&input.data).unwrap();
+    let parsed = vitae_edge::format::Model::parse(blob).unwrap();
+    let out = parsed.tensor(parsed.meta().output_tensor);
+    let step = if out.dtype == vitae_edge::format::DType::I8 {
+        out.desc.scale
+    } else {
+        0.0
+    };
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    logits[argmax(&official.data)] >= max - step
 }
 
 #[test]

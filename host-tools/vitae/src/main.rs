@@ -40,7 +40,7 @@ fn is_input_error(error: &anyhow::Error) -> bool {
             || cause.is::<ConfigError>()
             || cause.is::<CheckpointReport>()
             || cause.is::<vitae::calib_data::CalibDataError>()
-            || cause.is::<vitae::quantize::build::UnsupportedError>()
+            || cause.is::<vitae::quantize::build::FloatGraphTooLarge>()
             || matches!(
                 cause.downcast_ref::<vitae::quantize::QuantizeError>(),
                 Some(
@@ -48,7 +48,7 @@ fn is_input_error(error: &anyhow::Error) -> bool {
                         | vitae::quantize::QuantizeError::CalibrationSize { .. }
                         | vitae::quantize::QuantizeError::CalibrationNotFinite(_)
                         | vitae::quantize::QuantizeError::Lower(_)
-                        | vitae::quantize::QuantizeError::Unsupported(_)
+                        | vitae::quantize::QuantizeError::FloatGraphTooLarge(_)
                 )
             )
             || matches!(

@@ -142,10 +142,10 @@ pub fn run(args: &TestArgs) -> Result<()> {
             );
         }
         // End to end: the fixtures int8 through the firmware, logits byte-identical to the host
-        // engine (mcu_a; mcu_c for the pooling cells and summed PRMs; mcu_g for the performer and
-        // shallow normal cells).
+        // engine (mcu_a; mcu_c for the pooling cells and summed PRMs; mcu_d for the class token,
+        // the embedding cell and performer normal cells; mcu_g for the shallow normal cells).
         if crate::e2e::fixtures_dir().is_some() {
-            for fixture in ["mcu_a", "mcu_c", "mcu_g"] {
+            for fixture in ["mcu_a", "mcu_c", "mcu_d", "mcu_g"] {
                 let mut prepared = None;
                 steps.run(
                     &format!("quantize the {fixture} fixture (int8) and run it on the host engine"),

@@ -86,8 +86,8 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     // The checkpoint is checked against the architecture before the calibration data is read:
     // with the wrong --arch, the mismatch is the problem to report, not the images' size.
     let model = ReferenceModel::new(config, &checkpoint)?;
-    // So is every option the quantizer cannot lower yet, before minutes of calibration.
-    vitae::quantize::build::check_supported(&model)?;
+    // So is a float graph too large to calibrate, before minutes of reading calibration data.
+    vitae::quantize::build::check_float_graph_size(&model)?;
     let images = calib_data::load(&args.calib, &prep, args.max_calib)?;
     let name = args.name.clone().unwrap_or_else(|| {
         args.model

@@ -2,31 +2,11 @@
 //! graph, one node per blob op, in an execution order that keeps the arena small: in each cell
 //! the PCM branch runs before the PRM/attention path, so the full-size cell input dies earlier.
 
-use std::fmt;
-
 use super::graph::{Act, Graph, Node, NodeId, NodeKind, Role};
 use crate::config::PrmOp;
 use crate::reference::ReferenceModel;
 use crate::reference::model::{NcAttention, NcPcm, PrmCell, RcAttention, ReductionCell};
 use crate::reference::ops::{Conv2d, LayerNorm, Linear, PerformerAttention};
-
-/// A model option the f32 reference runs but the quantizer cannot lower yet.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum UnsupportedOption {
-    /// `RC_tokens_type 'embedding'` (patch embedding, class token, position embedding).
-    Embedding {
-        /// Stage.
-        stage: usize,
-    },
-    /// `class_token = true` (class token rows, `fc_norm`, pooling without token 0).
-    ClassToken,
-    /// A float graph whose evaluation for one image holds more than
-    /// [`MAX_FLOAT_GRAPH_BYTES`] ([`Graph::calibration_bytes`]).
-    FloatActivations {
-        /// What it would hold.
-        bytes: u64,
-    },
-}
 
 /// Most bytes one evaluation of the float graph may hold ([`Graph::calibration_bytes`]: every
 /// node's output, kept for calibration and `vitae diff`, the largest node's working set and a
@@ -35,71 +15,28 @@ pub enum UnsupportedOption {
 /// cells from a 5 MB checkpoint took gigabytes (1,625 MiB by this estimate).
 pub const MAX_FLOAT_GRAPH_BYTES: u64 = 512 << 20;
 
-impl fmt::Display for UnsupportedOption {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            UnsupportedOption::Embedding { stage } => write!(
-                f,
-                "RC_tokens_type[{stage}] = 'embedding' (layers.{stage}.RC: patch embedding, cls_token, pos_embed)"
-            ),
-            UnsupportedOption::ClassToken => {
-                write!(f, "class_token = true (class token, fc_norm)")
-            }
-            UnsupportedOption::FloatActivations { bytes } => write!(
-                f,
-                "float activations of {:.0} MiB for one image (every intermediate of the float \
-                 graph, which calibration and `vitae diff` keep, and a histogram per tensor), more \
-                 than {} MiB (vitae::quantize::build::MAX_FLOAT_GRAPH_BYTES)",
-                *bytes as f64 / (1 << 20) as f64,
-                MAX_FLOAT_GRAPH_BYTES >> 20
-            ),
-        }
-    }
-}
-
-/// Why [`build_graph`] refused a model: the options it cannot lower yet, in model order.
+/// Why [`build_graph`] refused a model: evaluating its float graph for one image would hold more
+/// than [`MAX_FLOAT_GRAPH_BYTES`].
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "{model}: the quantizer does not support yet: {}; `vitae run --checkpoint` and `vitae check` do",
-    .options.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    "{model}: float activations of {:.0} MiB for one image (every intermediate of the float graph, \
+     which calibration and `vitae diff` keep, and a histogram per tensor), more than {} MiB \
+     (vitae::quantize::build::MAX_FLOAT_GRAPH_BYTES)",
+    *.bytes as f64 / (1 << 20) as f64,
+    MAX_FLOAT_GRAPH_BYTES >> 20
 )]
-pub struct UnsupportedError {
+pub struct FloatGraphTooLarge {
     /// The config (file or preset) of the model.
     pub model: String,
-    /// Every unsupported option, each once per stage.
-    pub options: Vec<UnsupportedOption>,
+    /// What one evaluation would hold.
+    pub bytes: u64,
 }
 
-/// Every option of `model` the quantizer cannot lower yet (empty: [`build_graph`] works): the
-/// class token and the `'embedding'` cell that adds it (their row bookkeeping needs ops the
-/// device does not have yet).
-pub fn unsupported_options(model: &ReferenceModel) -> Vec<UnsupportedOption> {
-    let mut options = Vec::new();
-    if model.config().class_token() || model.fc_norm().is_some() {
-        options.push(UnsupportedOption::ClassToken);
-    }
-    for stage in model.stages() {
-        if let ReductionCell::Embedding(_) = &stage.rc {
-            options.push(UnsupportedOption::Embedding {
-                stage: stage.info.index,
-            });
-        }
-    }
-    options
-}
-
-/// Fails with every option of `model` the quantizer cannot lower yet, or with the size of its
-/// float graph above [`MAX_FLOAT_GRAPH_BYTES`]; for commands that want to refuse before any long
-/// work (reading calibration data). Builds the graph once to measure it.
-pub fn check_supported(model: &ReferenceModel) -> Result<(), UnsupportedError> {
+/// Fails when the float graph of `model` is above [`MAX_FLOAT_GRAPH_BYTES`]; for commands that
+/// want to refuse before any long work (reading calibration data). Builds the graph once to
+/// measure it.
+pub fn check_float_graph_size(model: &ReferenceModel) -> Result<(), FloatGraphTooLarge> {
     build_graph(model, "").map(drop)
-}
-
-fn refusal(model: &ReferenceModel) -> UnsupportedError {
-    UnsupportedError {
-        model: model.config().source_name().to_string(),
-        options: unsupported_options(model),
-    }
 }
 
 struct Builder {
@@ -179,6 +116,14 @@ impl Builder {
         )
     }
 
+    /// The rows of `x` behind its first one, as an `h × w` map (on `x`'s grid: the role is
+    /// `x`'s).
+    fn drop_token(&mut self, name: String, x: NodeId, (h, w): (usize, usize)) -> NodeId {
+        let (_, _, c) = self.shape(x);
+        let role = self.nodes[x].role;
+        self.push(name, NodeKind::DropToken, vec![x], (h, w, c), role)
+    }
+
     fn add(&mut self, name: String, a: NodeId, b: NodeId) -> NodeId {
         let s = self.shape(a);
         self.push(name, NodeKind::Add, vec![a, b], s, Role::Residual)
@@ -253,25 +198,28 @@ impl Builder {
     }
 }
 
-/// Builds the graph of `model`; refuses the options it cannot lower yet
-/// ([`unsupported_options`]) and a graph above [`MAX_FLOAT_GRAPH_BYTES`] (its nodes are only
-/// descriptions and weights: nothing is evaluated here).
-pub fn build_graph(model: &ReferenceModel, name: &str) -> Result<Graph, UnsupportedError> {
-    if !unsupported_options(model).is_empty() {
-        return Err(refusal(model));
-    }
-    let graph = graph_of(model, name)?;
+/// Builds the graph of `model`; refuses a graph above [`MAX_FLOAT_GRAPH_BYTES`] (its nodes are
+/// only descriptions and weights: nothing is evaluated here).
+pub fn build_graph(model: &ReferenceModel, name: &str) -> Result<Graph, FloatGraphTooLarge> {
+    let graph = graph_of(model, name);
     let bytes = graph.calibration_bytes();
     if bytes > MAX_FLOAT_GRAPH_BYTES {
-        return Err(UnsupportedError {
+        return Err(FloatGraphTooLarge {
             model: model.config().source_name().to_string(),
-            options: vec![UnsupportedOption::FloatActivations { bytes }],
+            bytes,
         });
     }
     Ok(graph)
 }
 
-fn graph_of(model: &ReferenceModel, name: &str) -> Result<Graph, UnsupportedError> {
+/// The graph of `model`.
+///
+/// With a class token (`class_token = true`, put in front by an `'embedding'` cell) the token
+/// tensors are `1 × (1 + N)` rows, class token first: the attention, the MLP and the residual
+/// adds see all rows, a normal cell's PCM reads the spatial rows (a [`NodeKind::DropToken`]) and
+/// is added to them only (an add of the PCM output behind a zero row, [`NodeKind::PadToken`]),
+/// and the head reads `fc_norm` of the mean of the spatial rows.
+fn graph_of(model: &ReferenceModel, name: &str) -> Graph {
     let cfg = model.config();
     let mut b = Builder { nodes: Vec::new() };
     let size = cfg.img_size();
@@ -282,29 +230,49 @@ fn graph_of(model: &ReferenceModel, name: &str) -> Result<Graph, UnsupportedErro
         (size, size, cfg.in_chans()),
         Role::Image,
     );
+    // `Some((h, w))` once an `'embedding'` cell has put the class token in front of an `h × w`
+    // map of tokens.
+    let mut class_token: Option<(usize, usize)> = None;
     for stage in model.stages() {
         let i = stage.info.index;
         let p = format!("layers.{i}.RC");
-        let rc = match &stage.rc {
+        match &stage.rc {
             // `nn.Identity` / `'none'`: the activations pass through.
-            ReductionCell::Identity => None,
-            ReductionCell::Embedding(_) => return Err(refusal(model)),
-            ReductionCell::Prm(rc) => Some(rc),
-        };
-        if let Some(rc) = rc {
-            x = reduction_cell(&mut b, &p, rc, x);
+            ReductionCell::Identity => {}
+            // timm's PatchEmbed (a convolution, kernel = stride = patch), then the class token in
+            // front and the position embedding added.
+            ReductionCell::Embedding(e) => {
+                let patches = b.conv(format!("{p}.PRM.proj"), &e.proj, x, Act::None);
+                let (h, w, c) = b.shape(patches);
+                x = b.push(
+                    format!("{p}.cls_token"),
+                    NodeKind::ClassToken {
+                        cls: e.cls_token.clone(),
+                        pos: e.pos_embed.clone(),
+                    },
+                    vec![patches],
+                    (1, 1 + h * w, c),
+                    Role::Residual,
+                );
+                class_token = Some((h, w));
+            }
+            ReductionCell::Prm(rc) => x = reduction_cell(&mut b, &p, rc, x),
         }
         for (j, nc) in stage.ncs.iter().enumerate() {
             let p = format!("layers.{i}.NC.{j}");
+            let spatial = match class_token {
+                Some(map) => b.drop_token(format!("{p}.spatial"), x, map),
+                None => x,
+            };
             let pcm = match &nc.pcm {
                 NcPcm::Full(convs) => {
-                    let c0 = b.conv(format!("{p}.PCM.0"), &convs[0], x, Act::Silu);
+                    let c0 = b.conv(format!("{p}.PCM.0"), &convs[0], spatial, Act::Silu);
                     let c1 = b.conv(format!("{p}.PCM.3"), &convs[1], c0, Act::Silu);
                     b.conv(format!("{p}.PCM.6"), &convs[2], c1, Act::Silu)
                 }
                 // `*_shallow`: no activation after the last conv.
                 NcPcm::Shallow(convs) => {
-                    let c0 = b.conv(format!("{p}.PCM.0"), &convs[0], x, Act::Silu);
+                    let c0 = b.conv(format!("{p}.PCM.0"), &convs[0], spatial, Act::Silu);
                     b.conv(format!("{p}.PCM.3"), &convs[1], c0, Act::None)
                 }
             };
@@ -346,6 +314,21 @@ fn graph_of(model: &ReferenceModel, name: &str) -> Result<Graph, UnsupportedErro
                 }
             };
             let x1 = b.add(format!("{p}.add_attn"), x, o);
+            // `x[:, 1:] += convX`: the PCM output behind a zero row for the class token.
+            let pcm = match class_token {
+                Some(_) => {
+                    let (_, _, c) = b.shape(x);
+                    let role = b.nodes[pcm].role;
+                    b.push(
+                        format!("{p}.PCM.pad"),
+                        NodeKind::PadToken,
+                        vec![pcm],
+                        (1, b.nodes[x].tokens(), c),
+                        role,
+                    )
+                }
+                None => pcm,
+            };
             let x2 = b.add(format!("{p}.add_pcm"), x1, pcm);
             let ln2 = b.layer_norm(format!("{p}.norm2"), &nc.norm2, x2);
             let mlp = b.mlp(
@@ -358,28 +341,54 @@ fn graph_of(model: &ReferenceModel, name: &str) -> Result<Graph, UnsupportedErro
         }
     }
     let (_, _, c) = b.shape(x);
-    // Without a classifier (`num_classes = 0`) the pooled features are the output.
-    let pool_role = if model.head().is_some() {
-        Role::Pooled
+    // `class_token = true`: the mean of `x[:, 1:]`, the rows behind the class token (without
+    // one in front, which the config allows only without normal cells, the official code still
+    // leaves out row 0).
+    let pooled_rows = if cfg.class_token() {
+        let map = class_token.unwrap_or((1, b.nodes[x].tokens().saturating_sub(1)));
+        b.drop_token("pool.spatial".into(), x, map)
     } else {
-        Role::Logits
+        x
     };
+    // Without a classifier (`num_classes = 0`) the features are the output.
+    let features_role = |last: bool| if last { Role::Logits } else { Role::Pooled };
+    let fc_norm = model.fc_norm();
     let pooled = b.push(
         "pool".into(),
         NodeKind::MeanPool,
-        vec![x],
+        vec![pooled_rows],
         (1, 1, c),
-        pool_role,
+        features_role(fc_norm.is_none() && model.head().is_none()),
     );
-    let output = match model.head() {
-        Some(head) => b.linear("head".into(), head.clone(), pooled, Act::None, Role::Logits),
+    let features = match fc_norm {
+        Some(norm) => b.push(
+            "fc_norm".into(),
+            NodeKind::LayerNorm(norm.clone()),
+            vec![pooled],
+            (1, 1, c),
+            if model.head().is_none() {
+                Role::Logits
+            } else {
+                Role::Normalized
+            },
+        ),
         None => pooled,
     };
-    Ok(Graph {
+    let output = match model.head() {
+        Some(head) => b.linear(
+            "head".into(),
+            head.clone(),
+            features,
+            Act::None,
+            Role::Logits,
+        ),
+        None => features,
+    };
+    Graph {
         nodes: b.nodes,
         output,
         name: name.to_string(),
-    })
+    }
 }
 
 /// A PRM-based reduction cell on `x`: the optional max-pool, the PRM (branches concatenated in
@@ -507,34 +516,11 @@ mod tests {
         ReferenceModel::new(config, &checkpoint).unwrap()
     }
 
+    /// Every option of the official code (pooling cells, summed PRMs, identity cells, the
+    /// embedding cell with the class token and `fc_norm`, performer and shallow normal cells, no
+    /// classifier): the float graph computes what the reference computes.
     #[test]
-    fn the_class_token_and_embedding_are_refused_by_name() {
-        use UnsupportedOption as U;
-        let m = model(
-            r#"{"img_size": 32, "stages": 3, "embed_dims": 16, "token_dims": [16, 16, 16],
-                "downsample_ratios": [8, 1, 1], "RC_tokens_type": ["embedding", "none", "none"],
-                "NC_tokens_type": ["performer", "transformer_shallow", "performer_shallow"],
-                "NC_depth": [1, 1, 1], "NC_heads": [1, 2, 1], "NC_group": 4, "mlp_ratio": 2.0,
-                "class_token": true, "num_classes": 3}"#,
-        );
-        let expected = vec![U::ClassToken, U::Embedding { stage: 0 }];
-        assert_eq!(unsupported_options(&m), expected);
-        let error = build_graph(&m, "m").unwrap_err();
-        assert_eq!(error.options, expected);
-        let text = error.to_string();
-        assert!(
-            text.starts_with("t.json: the quantizer does not support yet: ")
-                && !text.contains('\n'),
-            "{text}"
-        );
-        assert_eq!(check_supported(&m), Err(error));
-    }
-
-    /// The options the graph expresses with existing ops (pooling cells, summed PRMs, identity
-    /// cells, performer and shallow normal cells, no classifier): the float graph computes what
-    /// the reference computes.
-    #[test]
-    fn the_other_options_build_graphs_that_match_the_reference() {
+    fn every_option_builds_a_graph_that_matches_the_reference() {
         for kwargs in [
             r#"{"img_size": 32, "stages": 3, "embed_dims": [8, 8, 16], "token_dims": [8, 16, 16],
                 "downsample_ratios": [4, 2, 2], "kernel_size": [7, 3, 3], "RC_heads": [1, 2, 1],
@@ -547,9 +533,18 @@ mod tests {
                 "RC_tokens_type": ["performer", "performer_less", "none"],
                 "NC_tokens_type": ["transformer", "performer_shallow", "transformer_shallow"],
                 "NC_depth": [0, 1, 1], "mlp_ratio": 2.0, "num_classes": 0}"#,
+            r#"{"img_size": 32, "stages": 3, "embed_dims": 16, "token_dims": [16, 16, 16],
+                "downsample_ratios": [8, 1, 1], "RC_tokens_type": ["embedding", "none", "none"],
+                "NC_tokens_type": ["performer", "transformer_shallow", "performer_shallow"],
+                "NC_depth": [1, 1, 1], "NC_heads": [1, 2, 1], "NC_group": 4, "mlp_ratio": 2.0,
+                "class_token": true, "num_classes": 3}"#,
+            r#"{"img_size": 32, "stages": 2, "embed_dims": 16, "token_dims": [16, 16],
+                "downsample_ratios": [4, 1], "RC_tokens_type": ["embedding", "none"],
+                "NC_tokens_type": ["transformer", "transformer"],
+                "NC_depth": [1, 0], "NC_heads": [2, 1], "NC_group": 4, "mlp_ratio": 2.0,
+                "class_token": true, "num_classes": 0}"#,
         ] {
             let m = model(kwargs);
-            assert_eq!(unsupported_options(&m), vec![]);
             let graph = build_graph(&m, "m").unwrap();
             let image: Vec<f32> = (0..3 * 32 * 32)
                 .map(|i| ((i % 17) as f32 - 8.0) / 9.0)

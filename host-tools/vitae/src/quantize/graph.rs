@@ -77,6 +77,20 @@ pub enum NodeKind {
         /// Implicit −∞ padding.
         padding: (usize, usize),
     },
+    /// The `'embedding'` cell's class token: `cat(cls, x) + pos`, `1 × (1 + N)` rows out, class
+    /// token first.
+    ClassToken {
+        /// `cls_token` (one row).
+        cls: Vec<f32>,
+        /// `pos_embed` (`1 + N` rows).
+        pos: Vec<f32>,
+    },
+    /// Rows `1..` of the input (the spatial tokens without the class token), as the node's
+    /// `h × w` map.
+    DropToken,
+    /// A zero row in front of the input's rows: a spatial branch added to the rows behind the
+    /// class token only (`x[:, 1:] += convX`) is an add of the padded branch.
+    PadToken,
 }
 
 /// How a tensor is used, which decides how its range is calibrated.
@@ -322,6 +336,23 @@ impl Graph {
                     stride,
                     padding,
                 } => max_pool(&fmap(0)?, node, *kernel, *stride, *padding),
+                NodeKind::ClassToken { cls, pos } => {
+                    let mut rows = cls.clone();
+                    rows.extend_from_slice(&outs[node.inputs[0]]);
+                    for (r, p) in rows.iter_mut().zip(pos) {
+                        *r += p;
+                    }
+                    rows
+                }
+                NodeKind::DropToken => outs[node.inputs[0]]
+                    .get(node.c..)
+                    .unwrap_or_default()
+                    .to_vec(),
+                NodeKind::PadToken => {
+                    let mut rows = vec![0.0; node.c];
+                    rows.extend_from_slice(&outs[node.inputs[0]]);
+                    rows
+                }
             };
             observer.node(id, node, &pre, &out);
             outs.push(out);

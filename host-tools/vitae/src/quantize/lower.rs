@@ -159,6 +159,15 @@ fn lut(pre: QParams, out: QParams, f: fn(f64) -> f64) -> Lut256 {
     Lut256(t)
 }
 
+/// Which row copy [`Emitter::token_rows`] lowers.
+#[derive(Clone, Copy, Debug)]
+enum TokenRows {
+    /// The rows behind the class token.
+    Drop,
+    /// A zero row in front.
+    Pad,
+}
+
 /// Quantized weights, bias (zero point folded) and requantization of one conv/linear output.
 struct QLayer {
     weights: Vec<i8>,
@@ -424,6 +433,9 @@ impl<'g> Emitter<'g> {
                 stride,
                 padding,
             } => self.max_pool(&at, kernel, stride, padding),
+            NodeKind::ClassToken { cls, pos } => self.class_token(&at, cls, pos),
+            NodeKind::DropToken => self.token_rows(&at, TokenRows::Drop),
+            NodeKind::PadToken => self.token_rows(&at, TokenRows::Pad),
         }
     }
 
@@ -846,6 +858,90 @@ impl<'g> Emitter<'g> {
         } else {
             let out = self.output(id, prec)?;
             self.op::<ops::max_pool::MaxPoolF16Op>(inputs, out, &p, 0, name);
+        }
+        Ok(())
+    }
+
+    /// The class token in front of the patch tokens and the position embedding added. int8: the
+    /// position embedding's rows `1..` on a grid of their own, added to the patch tokens onto the
+    /// output grid; row 0 (`cls_token + pos_embed[0]`) stored already on the output grid.
+    fn class_token(&mut self, at: &At, cls: &[f32], pos: &[f32]) -> Result<(), LowerError> {
+        let (id, node, prec, name, inputs) = (at.id, at.node, at.prec, at.name, &at.inputs);
+        let c = node.c;
+        let tokens = u32::try_from(node.tokens() - 1).map_err(|_| LowerError::TooLarge {
+            node: node.name.clone(),
+            what: "tokens",
+        })?;
+        let channels = u32::from(u16_of(c, node, "channels")?);
+        let first: Vec<f32> = cls.iter().zip(pos).map(|(a, b)| a + b).collect();
+        let rest = &pos[c..];
+        let out = self.output(id, prec)?;
+        match prec {
+            NodePrecision::Int8 => {
+                let (qx, qo) = (self.tq(inputs[0]), self.tq(out));
+                let lo = rest.iter().copied().fold(0.0f32, f32::min);
+                let hi = rest.iter().copied().fold(0.0f32, f32::max);
+                let qp = QParams::asymmetric(lo, hi);
+                let pos_q: Vec<i8> = rest.iter().map(|&v| qp.quantize(v)).collect();
+                let first_q: Vec<i8> = first.iter().map(|&v| qo.quantize(v)).collect();
+                let p = ops::class_token::ClassTokenParams {
+                    tokens,
+                    channels,
+                    add: add_params(qx, qp, qo),
+                    first: self.w.data(&first_q),
+                    pos: self.w.data(&pos_q),
+                };
+                self.op::<ops::class_token::ClassTokenS8Op>(inputs, out, &p, 0, name);
+            }
+            NodePrecision::Fp16 => {
+                let p = ops::class_token::ClassTokenF16Params {
+                    tokens,
+                    channels,
+                    first: self.w.data(&Self::f16s(&first)),
+                    pos: self.w.data(&Self::f16s(rest)),
+                };
+                self.op::<ops::class_token::ClassTokenF16Op>(inputs, out, &p, 0, name);
+            }
+        }
+        Ok(())
+    }
+
+    /// Dropping the class token's row or padding its place with zero: a copy, on the input's own
+    /// grid in int8 (zero is exact on every grid: the zero point).
+    fn token_rows(&mut self, at: &At, what: TokenRows) -> Result<(), LowerError> {
+        let (graph, id, node, prec, name, inputs) =
+            (self.graph, at.id, at.node, at.prec, at.name, &at.inputs);
+        let spatial = match what {
+            TokenRows::Drop => node,
+            TokenRows::Pad => &graph.nodes[node.inputs[0]],
+        };
+        let p = ops::class_token::TokenRowsParams {
+            tokens: u32::try_from(spatial.tokens()).map_err(|_| LowerError::TooLarge {
+                node: node.name.clone(),
+                what: "tokens",
+            })?,
+            channels: u32::from(u16_of(node.c, node, "channels")?),
+        };
+        let dtype = match prec {
+            NodePrecision::Int8 => DType::I8,
+            NodePrecision::Fp16 => DType::F16,
+        };
+        let q = (prec == NodePrecision::Int8).then(|| self.tq(inputs[0]));
+        let out = self.new_tensor(id, dtype, q, "")?;
+        use ops::class_token::{DropTokenF16Op, DropTokenS8Op, PadTokenF16Op, PadTokenS8Op};
+        match (what, prec) {
+            (TokenRows::Drop, NodePrecision::Int8) => {
+                self.op::<DropTokenS8Op>(inputs, out, &p, 0, name)
+            }
+            (TokenRows::Drop, NodePrecision::Fp16) => {
+                self.op::<DropTokenF16Op>(inputs, out, &p, 0, name)
+            }
+            (TokenRows::Pad, NodePrecision::Int8) => {
+                self.op::<PadTokenS8Op>(inputs, out, &p, 0, name)
+            }
+            (TokenRows::Pad, NodePrecision::Fp16) => {
+                self.op::<PadTokenF16Op>(inputs, out, &p, 0, name)
+            }
         }
         Ok(())
     }

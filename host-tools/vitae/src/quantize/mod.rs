@@ -90,9 +90,9 @@ pub enum QuantizeError {
     /// Lowering failed.
     #[error(transparent)]
     Lower(#[from] lower::LowerError),
-    /// The model uses options the quantizer cannot lower yet.
+    /// The float graph is too large to calibrate.
     #[error(transparent)]
-    Unsupported(#[from] build::UnsupportedError),
+    FloatGraphTooLarge(#[from] build::FloatGraphTooLarge),
     /// Running a candidate blob failed (a bug).
     #[error("internal error running the quantized model: {0}")]
     Run(String),
