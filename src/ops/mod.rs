@@ -17,7 +17,7 @@ use crate::format::{
 };
 use crate::kernels::KernelError;
 use crate::quant::Lut256;
-use crate::runtime::{Input, RunError};
+use crate::runtime::{ImageLayout, Input, RunError};
 use bytemuck::Pod;
 use half::f16;
 
@@ -27,6 +27,7 @@ pub mod class_token;
 pub mod conv;
 pub mod convert;
 pub mod image;
+pub mod image_u8;
 pub mod layernorm;
 pub mod linear;
 pub mod max_pool;
@@ -78,6 +79,8 @@ pub trait OpSpec {
     const INPUTS: usize;
     /// Whether the output may be the first input's own storage (the in-place residual add).
     const IN_PLACE: bool;
+    /// For an op that reads the caller's image (`INPUTS == 0`): the [`Input`] layout it reads.
+    const IMAGE: Option<ImageLayout> = None;
     /// The stored parameter record.
     type Params<'a>: Record<'a>;
     /// The op decoded for its kernel.
@@ -338,6 +341,31 @@ impl<'r> OpIo<'r> {
         (self.image, self.meta)
     }
 
+    /// The caller's f32 NCHW image and the model metadata (its shape).
+    pub fn f32_image(&self) -> Result<(&'r [f32], &'r ModelMeta), RunError> {
+        match self.image {
+            Input::F32Nchw(x) => Ok((x, self.meta)),
+            other => Err(self.wrong_image(ImageLayout::F32Nchw, other)),
+        }
+    }
+
+    /// The caller's u8 HWC image and the model metadata (its shape).
+    pub fn u8_image(&self) -> Result<(&'r [u8], &'r ModelMeta), RunError> {
+        match self.image {
+            Input::U8Hwc(x) => Ok((x, self.meta)),
+            other => Err(self.wrong_image(ImageLayout::U8Hwc, other)),
+        }
+    }
+
+    /// The caller gave another layout than the op reads (`runtime::check` refuses that before
+    /// the first op, so this is for an op out of place).
+    fn wrong_image(&self, expected: ImageLayout, got: &Input) -> RunError {
+        RunError::InputLayout {
+            expected,
+            got: got.layout(),
+        }
+    }
+
     /// A kernel error of this op.
     pub fn kernel(&self, error: KernelError) -> RunError {
         RunError::Kernel { op: self.op, error }
@@ -352,6 +380,7 @@ macro_rules! op_table {
         #[repr(u16)]
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
         #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+        #[non_exhaustive]
         pub enum OpKind {
             $( $(#[$doc])* $kind = $code, )*
         }
@@ -383,6 +412,11 @@ macro_rules! op_table {
             /// Whether the output may share the first input's storage.
             pub fn in_place(self) -> bool {
                 match self { $( OpKind::$kind => <$spec as OpSpec>::IN_PLACE, )* }
+            }
+
+            /// For a kind that reads the caller's image: the layout it reads.
+            pub fn image_layout(self) -> Option<ImageLayout> {
+                match self { $( OpKind::$kind => <$spec as OpSpec>::IMAGE, )* }
             }
 
             /// Reads the record `bytes` of this kind and returns the DATA bytes it references.
@@ -445,6 +479,7 @@ macro_rules! op_table {
         /// An op, decoded into the parameters its kernel takes (one variant per [`OpKind`]).
         #[derive(Clone, Copy, Debug)]
         #[allow(missing_docs)]
+        #[non_exhaustive]
         pub enum Op<'a> {
             $( $kind(<$spec as OpSpec>::Decoded<'a>), )*
         }
@@ -527,4 +562,8 @@ op_table! {
     DropTokenF16 = 31 => class_token::DropTokenF16Op,
     /// (fp16 spatial rows → fp16 zero row + rows) [`class_token::TokenRowsParams`].
     PadTokenF16 = 32 => class_token::PadTokenF16Op,
+    /// (external u8 HWC image → int8 NHWC) [`image_u8::PixelTableParams`].
+    QuantizeImageU8 = 14 => image_u8::QuantizeImageU8Op,
+    /// (external u8 HWC image → fp16 NHWC) [`image_u8::PixelTableParams`].
+    ImageU8ToF16 = 33 => image_u8::ImageU8ToF16Op,
 }
