@@ -194,6 +194,7 @@ fn mcu_a_int8() -> Result<(PathBuf, Vec<f32>)> {
         method: vitae::quantize::CalibMethod::Auto,
         flash_budget: None,
         name: "model".into(),
+        input: Default::default(),
     };
     let q = vitae::quantize::quantize(
         &model,
