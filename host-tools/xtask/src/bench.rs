@@ -146,6 +146,7 @@ fn run_board(board: &'static Board, elf: &std::path::Path) -> Result<Vec<Measure
         timeout: Duration::from_secs(900),
         icount: true,
         echo: false,
+        cwd: None,
     };
     let out = qemu::run(board, elf, &opts, &mut |line| {
         if line.starts_with("CHECK ") && !line.ends_with(" ok") {

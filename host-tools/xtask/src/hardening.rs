@@ -36,6 +36,7 @@ fn run_app(
         timeout,
         icount: false,
         echo: false,
+        cwd: None,
     };
     let out = qemu::run(board, &own, &opts, &mut |_| {})?;
     Ok((out.lines, out.success))
