@@ -384,24 +384,23 @@ macro_rules! op_table {
                 match self { $( OpKind::$kind => <$spec as OpSpec>::IN_PLACE, )* }
             }
 
-            /// Reads the record `bytes` of this kind and returns the DATA bytes it references.
-            pub(crate) fn data_bytes(self, bytes: &[u8]) -> Option<usize> {
+            /// Reads the record `bytes` of this kind and returns the DATA bytes it references,
+            /// or what is wrong with the record.
+            pub(crate) fn data_bytes(self, bytes: &[u8]) -> Result<usize, &'static str> {
                 match self {
                     $( OpKind::$kind => {
                         <<$spec as OpSpec>::Params<'_> as Record<'_>>::read(bytes)
-                            .ok()
                             .map(|p| <$spec as OpSpec>::data_bytes(&p))
                     } )*
                 }
             }
 
             /// Reads the record `bytes` of this kind and returns the scratch bytes its kernel
-            /// needs.
-            pub(crate) fn scratch_bytes(self, bytes: &[u8]) -> Option<usize> {
+            /// needs, or what is wrong with the record.
+            pub(crate) fn scratch_bytes(self, bytes: &[u8]) -> Result<usize, &'static str> {
                 match self {
                     $( OpKind::$kind => {
                         <<$spec as OpSpec>::Params<'_> as Record<'_>>::read(bytes)
-                            .ok()
                             .map(|p| <$spec as OpSpec>::scratch_bytes(&p))
                     } )*
                 }
