@@ -513,3 +513,55 @@ op_table! {
     /// (fp16 → fp16) [`max_pool::MaxPoolParams`].
     MaxPoolF16 = 29 => max_pool::MaxPoolF16Op,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every kind of the table: a name, a stored code that reads back as the kind, and a record
+    /// reader that accepts exactly one length (so a record one byte short or long is refused).
+    #[test]
+    fn every_kind_has_a_name_a_code_and_one_record_length() {
+        // Content matters only to the PRM's variable-length record: a header with one branch.
+        // Every fixed-size record accepts any bytes of its own length. (Sizes are asked of the
+        // zeroed record through `data_bytes` only: scratch sizes assume a decoded, valid record,
+        // and a zero group count would divide by zero.)
+        let mut record = [0u8; 512];
+        let header = prm::PrmParams {
+            branches: 1,
+            ..bytemuck::Zeroable::zeroed()
+        };
+        record[..core::mem::size_of::<prm::PrmParams>()]
+            .copy_from_slice(bytemuck::bytes_of(&header));
+        let mut codes = Vec::new();
+        for &kind in OpKind::ALL {
+            assert!(!kind.name().is_empty(), "{kind:?} has no name");
+            assert_eq!(OpKind::from_u16(kind as u16), Some(kind));
+            codes.push(kind as u16);
+            let accepted: Vec<usize> = (0..=record.len())
+                .filter(|&len| kind.data_bytes(&record[..len]).is_ok())
+                .collect();
+            assert_eq!(
+                accepted.len(),
+                1,
+                "{kind:?} accepts record lengths {accepted:?}"
+            );
+            let len = accepted[0];
+            for wrong in [len.checked_sub(1), Some(len + 1)].into_iter().flatten() {
+                assert!(
+                    kind.data_bytes(&record[..wrong]).is_err(),
+                    "{kind:?}, {wrong} B"
+                );
+                assert!(
+                    kind.scratch_bytes(&record[..wrong]).is_err(),
+                    "{kind:?}, {wrong} B"
+                );
+            }
+        }
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), OpKind::ALL.len(), "two kinds share a code");
+        assert_eq!(OpKind::from_u16(0), None);
+        assert_eq!(OpKind::from_u16(u16::MAX), None);
+    }
+}
