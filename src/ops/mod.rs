@@ -10,7 +10,10 @@
 //! whose spec lacks a piece does not compile, and a spec that is not in the table cannot be
 //! written ([`HasKind`] comes only from the table).
 //!
-//! Adding an op: a module with its record, spec and kernel call, and one line in the table.
+//! Adding an op: a module with its record, spec and kernel call, and one line in the table. A
+//! spec whose kernel needs no scratch, no DATA bytes or no multiplications says so with
+//! `returns_zero!(scratch_bytes, data_bytes, macs)` (or some of them) in its impl: the trait has
+//! no defaults.
 
 use crate::format::{
     ALIGN, DType, DataRef, FormatError, FormatErrorKind as K, ModelMeta, TensorDesc,
@@ -20,6 +23,30 @@ use crate::quant::Lut256;
 use crate::runtime::{Input, RunError};
 use bytemuck::Pod;
 use half::f16;
+
+/// Inside an `impl OpSpec`: the listed size queries (`scratch_bytes`, `data_bytes`, `macs`)
+/// return 0 for this op, e.g. `returns_zero!(scratch_bytes, macs);`. The spec still names each
+/// one (the trait has no defaults), so a new op is never given 0 by omission.
+macro_rules! returns_zero {
+    ($($query:ident),+) => {
+        $( returns_zero!(@ $query); )+
+    };
+    (@ scratch_bytes) => {
+        fn scratch_bytes(_: &Self::Params<'_>) -> usize {
+            0
+        }
+    };
+    (@ data_bytes) => {
+        fn data_bytes(_: &Self::Params<'_>) -> usize {
+            0
+        }
+    };
+    (@ macs) => {
+        fn macs(_: &Self::Decoded<'_>) -> u64 {
+            0
+        }
+    };
+}
 
 pub mod add;
 pub mod attention;
@@ -91,7 +118,7 @@ pub trait OpSpec {
     fn scratch_bytes(p: &Self::Params<'_>) -> usize;
     /// Bytes of the DATA section the record references and the kernel uses (weights, tables).
     fn data_bytes(p: &Self::Params<'_>) -> usize;
-    /// Multiply-accumulates of one run (0 for ops without products).
+    /// Multiply-accumulates of one run (`returns_zero!(macs)` for ops without products).
     fn macs(op: &Self::Decoded<'_>) -> u64;
     /// Runs the op on its views of the arena.
     fn run(op: &Self::Decoded<'_>, io: &mut OpIo<'_>) -> Result<(), RunError>;

@@ -323,9 +323,7 @@ impl OpSpec for PrmF16Op {
         Ok(PrmF16 { prm, act })
     }
 
-    fn scratch_bytes(_: &PrmRecord) -> usize {
-        0
-    }
+    returns_zero!(scratch_bytes);
 
     // Only the tables the fp16 kernel uses were validated: a branch's requant and lut fields are
     // ignored, whatever they hold.
