@@ -114,7 +114,7 @@ fn npy_f32(bytes: &[u8], path: &Path) -> (Vec<usize>, Vec<u8>) {
     };
     match header.dtype() {
         npyz::DType::Plain(t) if t.type_char() == npyz::TypeChar::Float && t.size_field() == 4 => {}
-        other => bad(&format!("dtype '{}'", other.descr())),
+        other => bad(&format!("dtype {}", other.descr())),
     }
     if header.order() == npyz::Order::Fortran {
         bad("Fortran order; save a C-order array");
