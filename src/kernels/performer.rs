@@ -283,24 +283,23 @@ pub fn performer_s8(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::cases::Rng;
 
     /// The kernel against a direct f64 evaluation of the formula on the dequantized inputs.
     #[test]
     fn matches_the_formula() {
         let (n, e, m) = (37usize, 24usize, 12usize);
-        let mut s = 0x9E37_79B9u32;
-        let mut next = || {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            s
-        };
-        let w: Vec<i16> = (0..e * m).map(|_| (next() % 2001) as i16 - 1000).collect();
+        let mut rng = Rng(0x9E37_79B9);
+        let w: Vec<i16> = (0..e * m)
+            .map(|_| (rng.next_u32() % 2001) as i16 - 1000)
+            .collect();
         let w_scale = 2.0 / 1000.0;
-        let mk = |next: &mut dyn FnMut() -> u32| -> Vec<i8> {
-            (0..n * e).map(|_| (next() % 61) as i8 - 30).collect()
+        let mut tokens = || -> Vec<i8> {
+            (0..n * e)
+                .map(|_| (rng.next_u32() % 61) as i8 - 30)
+                .collect()
         };
-        let (k, q, v) = (mk(&mut next), mk(&mut next), mk(&mut next));
+        let (k, q, v) = (tokens(), tokens(), tokens());
         let (ks, qs, vs) = (0.02f32, 0.025f32, 0.05f32);
         let out_scale = 0.02f32;
         let p = PerformerS8::new(n, e, m, &w, w_scale, ks, qs, vs, 1.0 / out_scale, 3).unwrap();

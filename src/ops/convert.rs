@@ -77,17 +77,7 @@ impl OpSpec for DequantizeS8Op {
         Ok(*p)
     }
 
-    fn scratch_bytes(_: &DequantizeParams) -> usize {
-        0
-    }
-
-    fn data_bytes(_: &DequantizeParams) -> usize {
-        0
-    }
-
-    fn macs(_: &DequantizeParams) -> u64 {
-        0
-    }
+    returns_zero!(scratch_bytes, data_bytes, macs);
 
     fn run(p: &DequantizeParams, io: &mut OpIo<'_>) -> Result<(), RunError> {
         let x = io.i8_in(0);
@@ -121,17 +111,7 @@ impl OpSpec for QuantizeF16Op {
         Ok(*p)
     }
 
-    fn scratch_bytes(_: &QuantizeF16Params) -> usize {
-        0
-    }
-
-    fn data_bytes(_: &QuantizeF16Params) -> usize {
-        0
-    }
-
-    fn macs(_: &QuantizeF16Params) -> u64 {
-        0
-    }
+    returns_zero!(scratch_bytes, data_bytes, macs);
 
     fn run(p: &QuantizeF16Params, io: &mut OpIo<'_>) -> Result<(), RunError> {
         let x = io.f16_in(0)?;

@@ -53,17 +53,7 @@ impl OpSpec for QuantizeImageOp {
         Ok(*p)
     }
 
-    fn scratch_bytes(_: &QuantizeParams) -> usize {
-        0
-    }
-
-    fn data_bytes(_: &QuantizeParams) -> usize {
-        0
-    }
-
-    fn macs(_: &QuantizeParams) -> u64 {
-        0
-    }
+    returns_zero!(scratch_bytes, data_bytes, macs);
 
     fn run(p: &QuantizeParams, io: &mut OpIo<'_>) -> Result<(), RunError> {
         let (Input::F32Nchw(img), m) = io.image();
@@ -97,17 +87,7 @@ impl OpSpec for ImageToF16Op {
         )
     }
 
-    fn scratch_bytes(_: &()) -> usize {
-        0
-    }
-
-    fn data_bytes(_: &()) -> usize {
-        0
-    }
-
-    fn macs(_: &()) -> u64 {
-        0
-    }
+    returns_zero!(scratch_bytes, data_bytes, macs);
 
     fn run(_: &(), io: &mut OpIo<'_>) -> Result<(), RunError> {
         let (Input::F32Nchw(img), m) = io.image();

@@ -191,7 +191,7 @@ pub fn run<'r>(
 ) -> Result<Output<'r>, RunError> {
     check(model, arena, &input)?;
     for i in 0..model.op_count() {
-        let view = model.op(i);
+        let view = model.op(i).map_err(RunError::Format)?;
         // A plain match: `map_err` and `?` each moved the decoded op (three 80-byte copies).
         let op = match model.decode(i) {
             Ok(op) => op,

@@ -47,7 +47,7 @@ proptest! {
         let params = section_bytes(&bytes, SectionKind::Params);
         let data = section_bytes(&bytes, SectionKind::Data);
         for (i, op) in written_ops.iter().enumerate() {
-            let v = m.op(i);
+            let v = m.op(i).unwrap();
             prop_assert_eq!(v.kind, op.kind);
             prop_assert_eq!(v.name, op.name.as_str());
             prop_assert_eq!(v.inputs().collect::<Vec<_>>(), op.inputs.clone());
@@ -311,7 +311,8 @@ fn fuzz_regressions_are_handled() {
         if let Ok(m) = Model::parse(aligned.as_bytes()) {
             for i in 0..m.op_count() {
                 m.decode(i).expect("a parsed blob decodes");
-                let _ = m.op_data_bytes(i);
+                m.op_data_bytes(i)
+                    .expect("a parsed blob reports its data bytes");
             }
         }
         let _ = parse_and_maybe_run(&bytes, &[]);

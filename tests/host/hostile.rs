@@ -1024,7 +1024,7 @@ fn names_from_inputs_reach_the_terminal_escaped() {
     let (model_name, first_op) = {
         let aligned = vitae_edge::format::AlignedBytes::new(&original);
         let m = vitae_edge::format::Model::parse(aligned.as_bytes()).unwrap();
-        (m.name().to_string(), m.op(0).name.to_string())
+        (m.name().to_string(), m.op(0).unwrap().name.to_string())
     };
     assert_eq!(model_name, "NAME-TO-BE-PATCHED-01234");
     let blob = crafted_blob(|b| {

@@ -300,7 +300,7 @@ fn max_pool_lowers_and_runs_in_int8_and_fp16() {
         }
         let model = engine.model();
         let kinds: Vec<&str> = (0..model.op_count())
-            .map(|i| model.op(i).kind.name())
+            .map(|i| model.op(i).unwrap().kind.name())
             .collect();
         assert!(kinds.contains(&"max-pool"), "{kinds:?}");
     }

@@ -495,19 +495,15 @@ fn tile_probabilities_match_exp() -> TestResult {
 fn performer_axpy_matches_scalar() -> TestResult {
     use core::hint::black_box;
     use vitae_edge::kernels::performer::axpy_f32;
+    const MAX: usize = cases::performer::AXPY_MAX_LEN;
     let mut rng = Rng(0xa8b1_0003);
-    let value = |rng: &mut Rng| -> f32 {
-        let bits = rng.next_u32();
-        let exp = 127 - 40 + (bits >> 8) % 81;
-        f32::from_bits((bits & 0x8000_0000) | (exp << 23) | (rng.next_u32() & 0x007f_ffff))
-    };
-    for len in 0..=40usize {
-        let mut x = [0f32; 40];
-        let mut y = [0f32; 40];
+    for len in 0..=MAX {
+        let mut x = [0f32; MAX];
+        let mut y = [0f32; MAX];
         for v in x[..len].iter_mut().chain(y[..len].iter_mut()) {
-            *v = value(&mut rng);
+            *v = rng.normal_f32(40);
         }
-        for a in [value(&mut rng), 1e-9, 3.5, -1.0] {
+        for a in [rng.normal_f32(40), 1e-9, 3.5, -1.0] {
             let mut got = y;
             axpy_f32(&mut got[..len], a, &x[..len]);
             let mut want = y;
@@ -515,7 +511,7 @@ fn performer_axpy_matches_scalar() -> TestResult {
                 // black_box keeps this loop scalar.
                 want[i] = black_box(want[i] + black_box(a * x[i]));
             }
-            for i in 0..40 {
+            for i in 0..MAX {
                 if got[i].to_bits() != want[i].to_bits() {
                     defmt::println!(
                         "len {=usize} a {=f32} i {=usize}: {=u32:#x} != {=u32:#x}",
@@ -539,16 +535,12 @@ fn performer_axpy_matches_scalar() -> TestResult {
 /// normal-range values (see `performer_axpy_matches_scalar`).
 fn performer_row_updates_match_axpy() -> TestResult {
     use vitae_edge::kernels::performer::{axpy_f32, rank1_update_rows, weighted_row_sum};
+    const SWEEP: cases::performer::Sweep = cases::performer::ROW_UPDATES;
+    const E: usize = SWEEP.max_width;
+    const M: usize = SWEEP.max_rows();
     let mut rng = Rng(0x9e37_0007);
-    let value = |rng: &mut Rng| -> f32 {
-        let bits = rng.next_u32();
-        let exp = 127 - 30 + (bits >> 8) % 61;
-        f32::from_bits((bits & 0x8000_0000) | (exp << 23) | (rng.next_u32() & 0x007f_ffff))
-    };
-    const E: usize = 40;
-    const M: usize = 12;
     for e in 1..=E {
-        for m in [1usize, 5, 12] {
+        for m in SWEEP.rows {
             let mut mat = [0f32; M * E];
             let (mut coef, mut x) = ([0f32; M], [0f32; E]);
             for v in mat[..m * e]
@@ -556,7 +548,7 @@ fn performer_row_updates_match_axpy() -> TestResult {
                 .chain(&mut coef[..m])
                 .chain(&mut x[..e])
             {
-                *v = value(&mut rng);
+                *v = rng.normal_f32(30);
             }
             let mut got = mat;
             rank1_update_rows(&mut got[..m * e], e, &coef[..m], &x[..e]);
@@ -588,11 +580,12 @@ fn performer_row_updates_match_axpy() -> TestResult {
 /// must stay untouched.
 fn performer_feature_dots_match_scalar() -> TestResult {
     use vitae_edge::kernels::performer::feature_dots;
-    const E: usize = 64;
-    const M: usize = 16;
+    const SWEEP: cases::performer::Sweep = cases::performer::FEATURE_DOTS;
+    const E: usize = SWEEP.max_width;
+    const M: usize = SWEEP.max_rows();
     let mut rng = Rng(0xd07e_0011);
     for e in 1..=E {
-        for m in [1usize, 7, 16] {
+        for m in SWEEP.rows {
             let mut w = [0i16; M * E];
             let mut z = [0i8; E];
             for v in w[..m * e].iter_mut() {
@@ -678,62 +671,34 @@ fn quantize_image_matches_scalar() -> TestResult {
     Ok(())
 }
 
-/// `math::sqrt` (VSQRT on the Cortex-M55, `libm` elsewhere) against `libm::sqrtf`, bit for bit:
-/// the host computes LayerNorm and the performer with `libm`. Zeros, subnormals, powers of two,
-/// the largest finite value, infinity, and random values over the whole positive range.
-/// `quant::requantize` against an i128 oracle at the extremes of every valid shift: its final
-/// step is 64-bit and saturating, so a result of 2^30 or more in magnitude must not wrap on any
-/// core (`round(acc · M / 2^(31 − shift))`, half up, clamped to i32).
+/// `quant::requantize` against an i128 oracle at the extremes of every valid shift
+/// (`kernels::cases::requant`): its final step is 64-bit and saturating, so a result of 2^30 or
+/// more in magnitude must not wrap on any core (`round(acc · M / 2^(31 − shift))`, half up,
+/// clamped to i32).
 fn requantize_matches_i128_oracle_at_extremes() -> TestResult {
     use vitae_edge::quant::{MAX_SHIFT, MIN_SHIFT, requantize};
-    let multipliers = [
-        0,
-        1 << 30,
-        (1 << 30) + 1,
-        0x5555_5555,
-        i32::MAX - 1,
-        i32::MAX,
-    ];
-    let accs = [
-        i32::MIN,
-        i32::MIN + 1,
-        -(1 << 30) - 1,
-        -(1 << 30),
-        -65536,
-        -3,
-        -2,
-        -1,
-        0,
-        1,
-        2,
-        3,
-        65535,
-        1 << 30,
-        (1 << 30) + 1,
-        i32::MAX - 1,
-        i32::MAX,
-    ];
-    for shift in MIN_SHIFT..=MAX_SHIFT {
-        for &multiplier in &multipliers {
-            for &acc in &accs {
-                let exact =
-                    (acc as i128 * multiplier as i128 + (1i128 << (30 - shift))) >> (31 - shift);
-                let want = exact.clamp(i32::MIN as i128, i32::MAX as i128) as i32;
-                let got = requantize(acc, Requant { multiplier, shift });
-                if got != want {
-                    defmt::println!(
-                        "acc={=i32} m={=i32} shift={=i32}: {=i32} != {=i32}",
-                        acc,
-                        multiplier,
-                        shift,
-                        got,
-                        want
-                    );
-                }
-                check_eq!(got, want);
-            }
+    let mut checked = 0usize;
+    for (acc, r) in cases::requant::extremes() {
+        let (got, want) = (requantize(acc, r), cases::requant::oracle(acc, r));
+        if got != want {
+            defmt::println!(
+                "acc={=i32} m={=i32} shift={=i32}: {=i32} != {=i32}",
+                acc,
+                r.multiplier,
+                r.shift,
+                got,
+                want
+            );
         }
+        check_eq!(got, want);
+        checked += 1;
     }
+    check_eq!(
+        checked,
+        cases::requant::ACCUMULATORS.len()
+            * cases::requant::MULTIPLIERS.len()
+            * (MAX_SHIFT - MIN_SHIFT + 1) as usize
+    );
     Ok(())
 }
 
@@ -778,6 +743,9 @@ fn linear_saturates_with_the_right_sign_at_the_requantization_extremes() -> Test
     same("linear at the requantization extremes", &got, &want)
 }
 
+/// `math::sqrt` (VSQRT on the Cortex-M55, `libm` elsewhere) against `libm::sqrtf`, bit for bit:
+/// the host computes LayerNorm and the performer with `libm`. Zeros, subnormals, powers of two,
+/// the largest finite value, infinity, and random values over the whole positive range.
 fn sqrt_matches_libm() -> TestResult {
     let check = |x: f32| -> TestResult {
         let (got, want) = (vitae_edge::math::sqrt(x), libm::sqrtf(x));
