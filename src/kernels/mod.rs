@@ -78,6 +78,25 @@ impl core::fmt::Display for KernelError {
 
 impl core::error::Error for KernelError {}
 
+/// 2^−64: the smallest magnitude of a nonzero f32 factor the int8 kernels accept (scales, ratios
+/// of scales, offsets and gains). With [`FACTOR_MAX`] = 2^64 this is the validator's half of the
+/// subnormal rule (see the crate docs): the products of these factors with integers, and their
+/// sums, stay zero or far inside the normal range, so a step that Helium vectorizes computes the
+/// same bits as the host.
+pub const FACTOR_MIN: f32 = f32::from_bits(0x1f80_0000);
+/// 2^64: the largest magnitude of an f32 factor the int8 kernels accept.
+pub const FACTOR_MAX: f32 = f32::from_bits(0x5f80_0000);
+
+/// True for a positive factor in `[FACTOR_MIN, FACTOR_MAX]` (false for NaN, ±∞, 0, negatives).
+pub(crate) fn is_factor(x: f32) -> bool {
+    (FACTOR_MIN..=FACTOR_MAX).contains(&x)
+}
+
+/// True for zero or a magnitude in `[FACTOR_MIN, FACTOR_MAX]`, either sign.
+pub(crate) fn is_factor_or_zero(x: f32) -> bool {
+    x == 0.0 || is_factor(x.abs())
+}
+
 /// Checks a buffer length exactly.
 pub(crate) fn check_len(what: &'static str, have: usize, need: usize) -> Result<(), KernelError> {
     if have == need {
