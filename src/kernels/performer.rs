@@ -18,12 +18,31 @@
 //!   symmetric (zero point 0).
 
 use super::scratch::{Scratch, bytes_for};
-use super::{KernelError, check_len, ensure};
-use crate::math::{exp, sqrt};
+use super::{KernelError, check_len, ensure, is_factor};
+use crate::math::{exp, ftz, sqrt};
 use crate::quant::quantize_f32;
 
 /// PyTorch's `epsilon` in the normalizer.
 const EPSILON: f32 = 1e-8;
+
+/// Smallest k, q and w scale accepted: 2^−40 (their products, `scale · w_scale` and `scale²/2`,
+/// stay at least 2^−81).
+pub const SCALE_MIN: f32 = f32::from_bits(0x2b80_0000);
+/// Largest k, q and w scale accepted: 2^40.
+pub const SCALE_MAX: f32 = f32::from_bits(0x5380_0000);
+
+/// Smallest exponential kept as a feature: 2^−120. Smaller ones (exponents below about −83.2,
+/// where `math::exp` already gives 0 below −87.33) make a feature of 0, so every feature is 0 or
+/// at least 2^−126 (`1/√m > 2^−6`) on every target: Helium's vectorized loops never meet a
+/// subnormal feature.
+pub const FEATURE_EXP_MIN: f32 = f32::from_bits(0x0380_0000);
+
+/// A feature from its exponential: `e · (1/√m)`, or 0 when `e < 2^−120` ([`FEATURE_EXP_MIN`]).
+#[inline(always)]
+pub fn feature(e: f32, inv_sqrt_m: f32) -> f32 {
+    let phi = e * inv_sqrt_m;
+    if e < FEATURE_EXP_MIN { 0.0 } else { phi }
+}
 
 /// Largest `emb`: keeps the int16 × int8 dot product inside i32 (`emb · 2^15 · 2^7 < 2^31`).
 pub const MAX_EMB: usize = 511;
@@ -70,10 +89,15 @@ impl<'a> PerformerS8<'a> {
             "performer too large (emb at most 511)",
         )?;
         check_len("performer w", w.len(), emb * features)?;
-        let scales = [w_scale, k_scale, q_scale, v_scale, out_inv_scale];
         ensure(
-            scales.iter().all(|s| s.is_finite() && *s > 0.0),
-            "performer scales must be finite and > 0",
+            [w_scale, k_scale, q_scale]
+                .iter()
+                .all(|s| (SCALE_MIN..=SCALE_MAX).contains(s)),
+            "performer k, q and w scales must be in 2^-40..2^40",
+        )?;
+        ensure(
+            is_factor(v_scale) && is_factor(out_inv_scale),
+            "performer v scale and output inverse scale must be in 2^-64..2^64",
         )?;
         ensure((-128..=127).contains(&out_zp), "zero point outside int8")?;
         Ok(PerformerS8 {
@@ -108,6 +132,13 @@ impl<'a> PerformerS8<'a> {
     }
 
     /// `φ(z)` of one token into `phi`.
+    ///
+    /// Helium vectorizes the exponents, exponentials and features (flush-to-zero arithmetic); no
+    /// value there is subnormal, so every target computes the same bits: `dot · dot_scale` is 0 or
+    /// at least 2^−80 and `half_norm` 0 or at least 2^−81 (scales in 2^−40..2^40), so their
+    /// difference is 0 or at least 2^−106 (a sum whose larger operand is M is 0 or at least
+    /// M·2^−25); [`math::exp`](crate::math::exp) of such an exponent is the same in both
+    /// arithmetics and 0 or at least 2^−126; [`feature`] keeps it only from 2^−120 on.
     fn features_of(&self, z: &[i8], scale: f32, phi: &mut [f32]) {
         let norm: i32 = z.iter().map(|&q| q as i32 * q as i32).sum();
         let half_norm = norm as f32 * (scale * scale * 0.5);
@@ -120,13 +151,14 @@ impl<'a> PerformerS8<'a> {
             feature_dots(self.w, self.emb, z, bytemuck::cast_slice_mut(phi));
             for ph in phi.iter_mut() {
                 let dot = ph.to_bits() as i32;
-                *ph = exp(dot as f32 * dot_scale - half_norm) * inv_sqrt_m;
+                *ph = feature(exp(dot as f32 * dot_scale - half_norm), inv_sqrt_m);
             }
         } else {
             // Same operations per element, in one pass (no SIMD to feed).
             let rows = phi.iter_mut().zip(self.w.chunks_exact(self.emb));
             for (ph, w_row) in rows {
-                *ph = exp(dot_s16_s8(w_row, z) as f32 * dot_scale - half_norm) * inv_sqrt_m;
+                let e = exp(dot_s16_s8(w_row, z) as f32 * dot_scale - half_norm);
+                *ph = feature(e, inv_sqrt_m);
             }
         }
     }
@@ -147,16 +179,18 @@ pub fn feature_dots(w: &[i16], e: usize, z: &[i8], out: &mut [i32]) {
     }
 }
 
-/// `y[i] += a · x[i]` (product and sum each rounded) over `min(y.len(), x.len())` values:
-/// Helium assembly on the M55, the same loop elsewhere. Public for the on-target tests.
+/// `y[i] += a · x[i]` over `min(y.len(), x.len())` values, the product and the sum each rounded
+/// in Arm flush-to-zero arithmetic ([`crate::math::ftz::axpy`] is the definition): Helium assembly
+/// on the M55, the FPU in flush-to-zero mode on the M4/M7, the emulation elsewhere. Public for the
+/// on-target tests.
 #[inline(always)]
 pub fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
     #[cfg(any(test, vitae_mve))]
     crate::arch::mve::axpy_f32(y, a, x);
-    #[cfg(not(any(test, vitae_mve)))]
-    for (yi, &xi) in y.iter_mut().zip(x) {
-        *yi += a * xi;
-    }
+    #[cfg(all(not(test), vitae_dsp, not(vitae_mve)))]
+    crate::arch::dsp::axpy_f32(y, a, x);
+    #[cfg(not(any(test, vitae_mve, vitae_dsp)))]
+    crate::math::ftz::axpy(y, a, x);
 }
 
 /// `kptv[i][c] += phi[i] · x[c]` for every feature row (Helium: registers hold a chunk of `x`
@@ -166,9 +200,13 @@ pub fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
 pub fn rank1_update_rows(kptv: &mut [f32], e: usize, phi: &[f32], x: &[f32]) {
     #[cfg(any(test, vitae_mve))]
     crate::arch::mve::rank1_update_rows(kptv, e, phi, x);
-    #[cfg(not(any(test, vitae_mve)))]
-    for (row, &f) in kptv.chunks_exact_mut(e).zip(phi) {
-        axpy_f32(row, f, x);
+    #[cfg(all(not(test), vitae_dsp, not(vitae_mve)))]
+    crate::arch::dsp::rank1_update_rows(kptv, e, phi, x);
+    #[cfg(not(any(test, vitae_mve, vitae_dsp)))]
+    if e > 0 && x.len() >= e {
+        for (row, &f) in kptv.chunks_exact_mut(e).zip(phi) {
+            crate::math::ftz::axpy(row, f, &x[..e]);
+        }
     }
 }
 
@@ -179,11 +217,14 @@ pub fn rank1_update_rows(kptv: &mut [f32], e: usize, phi: &[f32], x: &[f32]) {
 pub fn weighted_row_sum(y: &mut [f32], e: usize, phi: &[f32], kptv: &[f32]) {
     #[cfg(any(test, vitae_mve))]
     crate::arch::mve::weighted_row_sum(y, e, phi, kptv);
-    #[cfg(not(any(test, vitae_mve)))]
-    {
+    #[cfg(all(not(test), vitae_dsp, not(vitae_mve)))]
+    crate::arch::dsp::weighted_row_sum(y, e, phi, kptv);
+    #[cfg(not(any(test, vitae_mve, vitae_dsp)))]
+    if e > 0 && y.len() >= e {
+        let y = &mut y[..e];
         y.fill(0.0);
         for (row, &f) in kptv.chunks_exact(e).zip(phi) {
-            axpy_f32(y, f, row);
+            crate::math::ftz::axpy(y, f, row);
         }
     }
 }
@@ -254,30 +295,57 @@ pub fn performer_s8(
     // Pass 1: ksum[i] = Σ_t φ(k_t)[i] and kptvᵀ[i][c] = Σ_t φ(k_t)[i] · v[t][c], tokens in order.
     for (kt, vt) in k.chunks_exact(e).zip(v.chunks_exact(e)) {
         p.features_of(kt, p.k_scale, phi);
-        for (f, &vq) in vf.iter_mut().zip(vt) {
-            *f = vq as f32 * p.v_scale;
-        }
-        for (acc, &f) in ksum.iter_mut().zip(phi.iter()) {
-            *acc += f;
-        }
+        dequantize_token(vf, vt, p.v_scale);
+        add_features(ksum, phi);
         rank1_update_rows(kptv, e, phi, vf);
     }
     // Pass 2: per token, D = φ(q)·Σφ(k) and y[c] = Σ_i φ(q)[i] · kptvᵀ[i][c] / (D + ε).
     for (qt, yt) in q.chunks_exact(e).zip(out.chunks_exact_mut(e)) {
         p.features_of(qt, p.q_scale, phi);
-        let d = phi
-            .iter()
-            .zip(ksum.iter())
-            .fold(0.0f32, |a, (&x, &s)| a + x * s);
-        let denom = d + EPSILON;
+        let denom = normalizer(phi, ksum) + EPSILON;
         weighted_row_sum(y, e, phi, kptv);
-        // One division per token; the element-wise rest vectorizes.
-        let scale = p.out_inv_scale / denom;
-        for (o, &num) in yt.iter_mut().zip(y.iter()) {
-            *o = quantize_f32(num, scale, p.out_zp);
-        }
+        // One division per token; the element-wise rest vectorizes. The flush is the same on
+        // every target and keeps a subnormal factor (a huge D) out of the vectorized product.
+        let scale = ftz::flush(p.out_inv_scale / denom);
+        quantize_row(yt, y, scale, p.out_zp);
     }
     Ok(())
+}
+
+/// `vf[c] = v[c] · v_scale`. Vectorized on Helium: integers times a scale in 2^−64..2^64 are 0 or
+/// at least 2^−64, never subnormal.
+#[inline(always)]
+fn dequantize_token(vf: &mut [f32], v: &[i8], v_scale: f32) {
+    for (f, &vq) in vf.iter_mut().zip(v) {
+        *f = vq as f32 * v_scale;
+    }
+}
+
+/// `ksum[i] += phi[i]`. Vectorized on Helium: features are 0 or at least 2^−126 and never
+/// negative, so every sum is at least its larger operand, never subnormal.
+#[inline(always)]
+fn add_features(ksum: &mut [f32], phi: &[f32]) {
+    for (acc, &f) in ksum.iter_mut().zip(phi) {
+        *acc += f;
+    }
+}
+
+/// `D = Σ_i phi[i] · ksum[i]`, in feature order: a sequential f32 sum, which the compiler may not
+/// reorder and so does not vectorize (its products can be subnormal; scalar code computes them
+/// the same on every target). `cargo xtask test` checks that no Helium instruction comes from here.
+#[inline(always)]
+fn normalizer(phi: &[f32], ksum: &[f32]) -> f32 {
+    phi.iter().zip(ksum).fold(0.0f32, |a, (&x, &s)| a + x * s)
+}
+
+/// `out[c] = quantize_f32(y[c], scale, zp)`. Vectorized on Helium: `y` (flush-to-zero results)
+/// and `scale` (flushed) are never subnormal; a product below 2^−126 (0 on Helium, tiny or 2^−126
+/// elsewhere) meets `zp + 128.5`, at least 0.5 in magnitude, and rounds away in that sum alike.
+#[inline(always)]
+fn quantize_row(out: &mut [i8], y: &[f32], scale: f32, zp: i32) {
+    for (o, &num) in out.iter_mut().zip(y) {
+        *o = quantize_f32(num, scale, zp);
+    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use half::f16;
 use std::collections::HashMap;
 use vitae_edge::format::{self as fmt, BlobWriter, DType, DataRef, OpKind};
 use vitae_edge::kernels::FACTOR_MIN;
-use vitae_edge::kernels::performer::MAX_EMB;
+use vitae_edge::kernels::performer::{MAX_EMB, SCALE_MIN};
 use vitae_edge::ops::{self, HasKind, act};
 use vitae_edge::quant::{Lut256, Requant};
 
@@ -754,11 +754,9 @@ impl<'g> Emitter<'g> {
         );
         if prec == NodePrecision::Int8 {
             // int16 random features with one scale: w·z becomes an exact integer dot.
-            let max = wr
-                .iter()
-                .fold(0.0f32, |a, x| a.max(x.abs()))
-                .max(f32::MIN_POSITIVE);
-            let w_scale = max / 32767.0;
+            // At least the kernel's smallest w scale (2^−40; all-zero or tiny w).
+            let max = wr.iter().fold(0.0f32, |a, x| a.max(x.abs()));
+            let w_scale = (max / 32767.0).max(SCALE_MIN);
             let wq: Vec<i16> = wr
                 .iter()
                 .map(|x| (x / w_scale).round().clamp(-32767.0, 32767.0) as i16)
