@@ -7,6 +7,8 @@
 //! allocation: callers own the buffers, and the random generators take the sizes the caller can
 //! hold. Built with the `test-cases` feature (and for this crate's tests).
 
+pub mod subnormal;
+
 use super::conv::{ConvGeometry, conv_out_len};
 use crate::quant::{Lut256, MAX_SHIFT, MIN_SHIFT, Requant};
 

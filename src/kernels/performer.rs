@@ -422,4 +422,80 @@ mod tests {
         let w = vec![0i16; 512 * 2];
         assert!(PerformerS8::new(4, 512, 2, &w, 1.0, 1.0, 1.0, 1.0, 1.0, 0).is_err());
     }
+
+    /// The performer with IEEE arithmetic everywhere and no feature threshold: what the kernel
+    /// computed before Helium's flush-to-zero was made part of its definition.
+    fn ieee(p: &PerformerS8, k: &[i8], q: &[i8], v: &[i8], out: &mut [i8]) {
+        let (e, m) = (p.emb, p.features);
+        let (mut vf, mut y) = (vec![0f32; e], vec![0f32; e]);
+        let (mut phi, mut ksum, mut kptv) = (vec![0f32; m], vec![0f32; m], vec![0f32; e * m]);
+        let features = |z: &[i8], scale: f32, phi: &mut [f32]| {
+            let norm: i32 = z.iter().map(|&q| q as i32 * q as i32).sum();
+            let half_norm = norm as f32 * (scale * scale * 0.5);
+            for (ph, w_row) in phi.iter_mut().zip(p.w.chunks_exact(e)) {
+                let x = dot_s16_s8(w_row, z) as f32 * (scale * p.w_scale) - half_norm;
+                *ph = exp(x) * p.inv_sqrt_m;
+            }
+        };
+        for (kt, vt) in k.chunks_exact(e).zip(v.chunks_exact(e)) {
+            features(kt, p.k_scale, &mut phi);
+            for (f, &vq) in vf.iter_mut().zip(vt) {
+                *f = vq as f32 * p.v_scale;
+            }
+            for (a, &f) in ksum.iter_mut().zip(&phi) {
+                *a += f;
+            }
+            for (row, &f) in kptv.chunks_exact_mut(e).zip(&phi) {
+                for (r, &x) in row.iter_mut().zip(&vf) {
+                    *r += f * x;
+                }
+            }
+        }
+        for (qt, yt) in q.chunks_exact(e).zip(out.chunks_exact_mut(e)) {
+            features(qt, p.q_scale, &mut phi);
+            let d = phi.iter().zip(&ksum).fold(0.0f32, |a, (&x, &s)| a + x * s);
+            y.fill(0.0);
+            for (row, &f) in kptv.chunks_exact(e).zip(&phi) {
+                for (yy, &r) in y.iter_mut().zip(row) {
+                    *yy += f * r;
+                }
+            }
+            let scale = p.out_inv_scale / (d + EPSILON);
+            for (o, &num) in yt.iter_mut().zip(&y) {
+                *o = quantize_f32(num, scale, p.out_zp);
+            }
+        }
+    }
+
+    /// The subnormal suite's hand-made performer tokens are not vacuous: IEEE arithmetic gives
+    /// other output bytes than the kernel (flush-to-zero feature × channel updates, the feature
+    /// threshold), so the on-target test that pins the kernel's bytes would have caught the M55
+    /// differing from the host. On ordinary tokens the two agree.
+    #[test]
+    fn the_subnormal_case_tells_flush_to_zero_from_ieee() {
+        use crate::kernels::cases::subnormal::{PERFORMER_SHAPE, performer_tokens};
+        let (n, e, m) = PERFORMER_SHAPE;
+        let (k, q, v, w) = performer_tokens();
+        let s = 1.0 / 16.0;
+        let p =
+            PerformerS8::new(n, e, m, &w, s, s, s, f32::from_bits(0x3080_0000), 1.8e19, 3).unwrap();
+        let mut got = vec![0i8; n * e];
+        let mut scratch = vec![0u8; performer_s8_scratch_size(e, m)];
+        performer_s8(&p, &k, &q, &v, &mut got, &mut scratch).unwrap();
+        let mut old = vec![0i8; n * e];
+        ieee(&p, &k, &q, &v, &mut old);
+        assert_eq!(&got[..2], &[3, 3]);
+        assert_eq!(&old[..2], &[-128, 127]);
+        assert_eq!(&got[2..], &old[2..]);
+        // Ordinary tokens and scales: no subnormal anywhere, the same bytes.
+        let mut rng = crate::kernels::cases::Rng(0x0d1f_0001);
+        let w: Vec<i16> = (0..e * m)
+            .map(|_| (rng.next_u32() % 2001) as i16 - 1000)
+            .collect();
+        let (k, q, v) = (rng.i8s(n * e), rng.i8s(n * e), rng.i8s(n * e));
+        let p = PerformerS8::new(n, e, m, &w, 0.002, 0.02, 0.02, 0.05, 50.0, -4).unwrap();
+        performer_s8(&p, &k, &q, &v, &mut got, &mut scratch).unwrap();
+        ieee(&p, &k, &q, &v, &mut old);
+        assert_eq!(got, old);
+    }
 }
