@@ -223,8 +223,8 @@ pub fn attention_s8(
 /// m) · 32767)` for `j < min(s.len(), p.len())`, returning `Σ p[j]`. `m` must be at least every
 /// `s[j]·scale` (the running maximum, as in [`attention_s8`]).
 ///
-/// Defined for [`softmax_inputs_in_range`] (every validated attention's); for other inputs every
-/// `p[j]` is 0 and so is the sum, on every target.
+/// Defined for [`softmax_inputs_in_range`] (every validated attention's inputs); for other inputs
+/// every `p[j]` is 0 and so is the sum, on every target.
 ///
 /// Public so that the on-target tests can check it value by value against [`crate::math::exp`]
 /// on inputs chosen at the exponential's rounding boundaries.
@@ -252,12 +252,13 @@ pub fn tile_probabilities(s: &[i32], scale: f32, m: f32, p: &mut [i16]) -> i32 {
 
 /// The inputs for which the probabilities of a key tile are computed (Helium: with vector
 /// instructions that never meet a subnormal, see `arch::mve::softmax_row`): `2^−88 ≤ scale ≤ 2^96`
-/// and `m` finite and zero or normal. Every [`AttentionS8`] meets this: its logit scale is in
-/// 2^−64..2^64 and its running maximum is an integer times that scale.
+/// and `m` finite and zero or at least 2^−88 in magnitude. Every [`AttentionS8`] meets this: its
+/// logit scale is in 2^−64..2^64 and its running maximum is an integer times that scale.
 pub fn softmax_inputs_in_range(scale: f32, m: f32) -> bool {
-    (f32::from_bits(0x1380_0000)..=f32::from_bits(0x6f80_0000)).contains(&scale)
+    let bound = f32::from_bits(0x1380_0000); // 2^-88
+    (bound..=f32::from_bits(0x6f80_0000)).contains(&scale)
         && m.is_finite()
-        && (m == 0.0 || m.abs() >= f32::MIN_POSITIVE)
+        && (m == 0.0 || m.abs() >= bound)
 }
 
 /// Checks the tensor lengths (as the reference does).

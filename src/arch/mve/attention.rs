@@ -94,13 +94,12 @@ pub fn transpose_widen(
 /// IEEE operations in the same order (correctly rounded, never fused), the clamp at −87.33 and
 /// the select to 0 below it (the comparison kept in VPR.P0 from the clamp to the select),
 /// `n = trunc(x·log2e + 128.5) − 128`, `half = n >> 1`, and `VCVTM` (floor) for `round_half_up`,
-/// which is `floor(y + 0.5)`. Helium arithmetic flushes subnormals to zero, so the vector path is
-/// taken only when none can occur: for `2^−88 ≤ scale ≤ 2^96`, every nonzero exponent is at least
-/// `scale·2^−24` in magnitude and every intermediate (down to `r/5040` in the polynomial) stays
-/// normal. That holds for `2^−88 ≤ scale ≤ 2^96` and `m` zero or normal
+/// which is `floor(y + 0.5)`. Helium arithmetic flushes subnormals to zero, so this computes only
+/// where none can occur: for `2^−88 ≤ scale ≤ 2^96` and `m` zero or at least 2^−88 in magnitude
 /// ([`crate::kernels::attention::softmax_inputs_in_range`], which every validated attention
-/// meets); for other inputs every `p[j]` is 0 and so is the sum, on every target (a scalar
-/// fallback would not do: LLVM vectorizes it on Helium too).
+/// meets) every nonzero exponent is at least 2^−113 in magnitude (both terms are 0 or at least
+/// 2^−88) and every intermediate (down to `r/5040` in the polynomial) stays normal. For other inputs every `p[j]` is 0 and so is
+/// the sum, on every target (a scalar fallback would not do: LLVM vectorizes it on Helium too).
 #[inline]
 pub fn softmax_row(s: &[i32], scale: f32, m: f32, p: &mut [i16]) -> i32 {
     let n = s.len().min(p.len());
