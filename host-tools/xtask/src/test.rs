@@ -152,6 +152,33 @@ pub fn run(args: &TestArgs) -> Result<()> {
                 },
             );
         }
+        // Helium floating point only where reviewed (subnormals: see vector_fp.rs).
+        for board in selected.iter().filter(|b| b.cpu == "cortex-m55") {
+            steps.run(
+                &format!(
+                    "Helium floating point in the {} binaries only in reviewed steps",
+                    board.name
+                ),
+                || {
+                    let mut elfs = vec![firmware::build(
+                        tc,
+                        &firmware::Build {
+                            board,
+                            what: firmware::Binary::Tests {
+                                demo_failure: false,
+                            },
+                            env: vec![],
+                        },
+                    )?];
+                    // The firmware links every op's kernel; --quick checks the tests alone, which
+                    // hold only some, so it cannot tell a stale entry.
+                    if !args.quick {
+                        elfs.push(crate::demo_firmware(tc, board)?);
+                    }
+                    crate::vector_fp::check(tc, &elfs, !args.quick)
+                },
+            );
+        }
         // End to end: the fixtures int8 through the firmware, logits byte-identical to the host
         // engine (mcu_a; mcu_c for the pooling cells and summed PRMs; mcu_g for the performer and
         // shallow normal cells).
