@@ -89,7 +89,8 @@ pub fn zero_tiny(x: f32) -> f32 {
 /// (`tests/qemu`, `arm_flush_to_zero_facts`), which follow the same pseudocode.
 ///
 /// The hand-written Helium steps whose data can make subnormals (the performer's feature ×
-/// channel accumulations) use this arithmetic on every target: [`axpy`] is their definition.
+/// channel accumulations) use this arithmetic on every target: [`ftz::axpy`] is their
+/// definition.
 pub mod ftz {
     /// 2^−126, the smallest normal f32.
     const MIN_NORMAL: f32 = f32::MIN_POSITIVE;

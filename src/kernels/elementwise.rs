@@ -19,8 +19,8 @@ pub struct AddS8 {
 }
 
 impl AddS8 {
-    /// Checks the factors: each 0 or of magnitude in `[FACTOR_MIN, FACTOR_MAX]` (2^−64..2^64;
-    /// see [`one`](Self::one) for why).
+    /// Checks the factors: each 0 or of magnitude in `[FACTOR_MIN, FACTOR_MAX]` (2^−64..2^64),
+    /// which keeps every value of the add zero or normal (the argument is at the element step).
     pub fn validate(&self) -> Result<(), KernelError> {
         ensure(
             is_factor_or_zero(self.ra) && is_factor_or_zero(self.rb) && is_factor_or_zero(self.c),
