@@ -45,7 +45,7 @@
 //!     at least M·2^−25 (when it cancels, both operands are within a factor 2 of each other and
 //!     their last bits are worth at least that). This covers the add, mean pool, LayerNorm, the
 //!     performer's exponents, tokens and feature sums (a feature is 0 when its exponential is
-//!     below 2^−120, [`kernels::performer::FEATURE_EXP_MIN`]), [`math::exp`] on such inputs, and
+//!     below 2^−120, i.e. its exponent below −83.17, [`kernels::performer::FEATURE_ARG_MIN`]), [`math::exp`] on such inputs, and
 //!     the attention probabilities (computed for scales 2^−88..2^96 and a running maximum 0 or
 //!     at least 2^−88, every validated attention's; 0 otherwise, on every target).
 //!   - *An explicit flush, the same on every path,* where data can make tiny products:

@@ -8,15 +8,32 @@
 /// normal (x < −87.33) are 0, above f32::MAX (x > 88.72) +∞; NaN stays NaN.
 ///
 /// Branch-free (the out-of-range cases are selects), so loops that call it vectorize (Helium).
+/// In Helium's flush-to-zero arithmetic it gives the same bits for every `x` that is 0 or at
+/// least 2^−126 in magnitude: when `n = 0` the reduced argument is `x` itself and a product of
+/// it that falls below 2^−126 in the polynomial is next added to a coefficient of at least
+/// 1/720, which absorbs it (0 or not) alike; when `n ≠ 0`, `|x| ≥ 0.34` and every intermediate
+/// is normal (the reduced argument is 0 or at least 2^−45); the result is 0 or at least 2^−126
+/// (for `n = −126` the clamp leaves a reduced argument ≥ 0.0065, so `p ≥ 1`).
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
+    exp_cut(x, EXP_MIN_ARG)
+}
+
+/// The smallest argument of [`exp`] with a nonzero result: −87.33 (`e^−87.33` is just above
+/// 2^−126).
+pub const EXP_MIN_ARG: f32 = -87.33;
+
+/// [`exp`] with its zero region moved up: `e^x` for `x ≥ cut` (bit for bit [`exp`]'s), 0 below,
+/// for `cut ≥ −87.33`. The same operations as [`exp`], the clamp and the select to 0 at `cut`
+/// instead of −87.33, so a vectorized loop pays nothing for the higher cut.
+#[inline(always)]
+pub fn exp_cut(x: f32, cut: f32) -> f32 {
     const LOG2E: f32 = core::f32::consts::LOG2_E;
     // ln 2 split so that n·LN2_HI is exact for |n| < 2^11 (Cody–Waite).
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
-    const LO: f32 = -87.33;
     const HI: f32 = 88.72;
-    let xc = x.clamp(LO, HI); // NaN stays NaN
+    let xc = x.clamp(cut, HI); // NaN stays NaN
     // n = floor(xc·log2e + 0.5): the +128.5 keeps the truncating conversion on positive values.
     let n = (xc * LOG2E + 128.5) as i32 - 128;
     let nf = n as f32;
@@ -31,7 +48,7 @@ pub fn exp(x: f32) -> f32 {
     // 2^n in two factors so that neither leaves the normal range (n ∈ [−126, 128]).
     let half = n >> 1;
     let y = p * pow2i(half) * pow2i(n - half);
-    let y = if x < LO { 0.0 } else { y };
+    let y = if x < cut { 0.0 } else { y };
     if x > HI { f32::INFINITY } else { y }
 }
 

@@ -172,12 +172,27 @@ pub fn attention_s8_reference(
 /// an accumulator that decayed over earlier rescales, a tile whose sums are 0. [`zero_tiny`] turns
 /// every product of magnitude ≤ 2^−126 into +0 on every target, which makes Helium's result (0
 /// below 2^−126 exactly) and IEEE's (subnormal, or rounded up to 2^−126) the same; above it both
-/// round alike. The accumulators stay 0 or above 2^−126 (a sum with an integer ≥ 1 cannot cancel
-/// below 2^−24), so no later step reads a subnormal either. `corr` is computed in scalar code.
+/// round alike. The accumulators stay +0 or above 2^−126 in magnitude (a sum whose larger operand
+/// is an integer ≥ 1 is 0 or at least 2^−25), so no later step reads a subnormal either. `corr`
+/// is computed in scalar code.
+///
+/// Two factors skip the multiplication with the same result: 0 (the first tile, or a maximum that
+/// rose by more than 87.33) turns the finite accumulators into +0 after `zero_tiny`, and 1 (a
+/// tile that did not raise the maximum) leaves them as they are, none being tiny or −0.
 #[inline(always)]
 fn rescale(acc: &mut [f32], corr: f32, part: impl Iterator<Item = i32>) {
-    for (a, pd) in acc.iter_mut().zip(part) {
-        *a = zero_tiny(*a * corr) + pd as f32;
+    if corr == 0.0 {
+        for (a, pd) in acc.iter_mut().zip(part) {
+            *a = pd as f32;
+        }
+    } else if corr == 1.0 {
+        for (a, pd) in acc.iter_mut().zip(part) {
+            *a += pd as f32;
+        }
+    } else {
+        for (a, pd) in acc.iter_mut().zip(part) {
+            *a = zero_tiny(*a * corr) + pd as f32;
+        }
     }
 }
 

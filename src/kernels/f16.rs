@@ -320,7 +320,7 @@ pub fn performer_f16(
                 .iter()
                 .zip(zf.iter())
                 .fold(0.0f32, |a, (&wi, &x)| a + wi * x);
-            *ph = feature(exp(dot - 0.5 * norm), inv_sqrt_m);
+            *ph = feature(dot - 0.5 * norm, inv_sqrt_m);
         }
     };
     // As the int8 kernel: features 0 or at least 2^−126 (so the feature sums, which Helium

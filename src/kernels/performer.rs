@@ -19,7 +19,7 @@
 
 use super::scratch::{Scratch, bytes_for};
 use super::{KernelError, check_len, ensure, is_factor};
-use crate::math::{exp, ftz, sqrt};
+use crate::math::{ftz, sqrt};
 use crate::quant::quantize_f32;
 
 /// PyTorch's `epsilon` in the normalizer.
@@ -31,17 +31,17 @@ pub const SCALE_MIN: f32 = f32::from_bits(0x2b80_0000);
 /// Largest k, q and w scale accepted: 2^40.
 pub const SCALE_MAX: f32 = f32::from_bits(0x5380_0000);
 
-/// Smallest exponential kept as a feature: 2^−120. Smaller ones (exponents below about −83.2,
-/// where `math::exp` already gives 0 below −87.33) make a feature of 0, so every feature is 0 or
-/// at least 2^−126 (`1/√m > 2^−6`) on every target: Helium's vectorized loops never meet a
-/// subnormal feature.
-pub const FEATURE_EXP_MIN: f32 = f32::from_bits(0x0380_0000);
+/// Smallest exponent with a nonzero feature: −83.17, where the exponential is `2^−120 · 1.0077`.
+/// Below it (where `math::exp` alone would still give values down to 2^−126, and 0 below −87.33)
+/// the feature is 0, so every feature is 0 or above 2^−126 (`1/√m > 2^−6`) on every target:
+/// Helium's vectorized loops never meet a subnormal feature.
+pub const FEATURE_ARG_MIN: f32 = -83.17;
 
-/// A feature from its exponential: `e · (1/√m)`, or 0 when `e < 2^−120` ([`FEATURE_EXP_MIN`]).
+/// A feature from its exponent: `e^x · (1/√m)`, or 0 when `x < −83.17` ([`FEATURE_ARG_MIN`];
+/// [`math::exp_cut`](crate::math::exp_cut), the same instructions as `math::exp`).
 #[inline(always)]
-pub fn feature(e: f32, inv_sqrt_m: f32) -> f32 {
-    let phi = e * inv_sqrt_m;
-    if e < FEATURE_EXP_MIN { 0.0 } else { phi }
+pub fn feature(x: f32, inv_sqrt_m: f32) -> f32 {
+    crate::math::exp_cut(x, FEATURE_ARG_MIN) * inv_sqrt_m
 }
 
 /// Largest `emb`: keeps the int16 × int8 dot product inside i32 (`emb · 2^15 · 2^7 < 2^31`).
@@ -137,8 +137,9 @@ impl<'a> PerformerS8<'a> {
     /// value there is subnormal, so every target computes the same bits: `dot · dot_scale` is 0 or
     /// at least 2^−80 and `half_norm` 0 or at least 2^−81 (scales in 2^−40..2^40), so their
     /// difference is 0 or at least 2^−106 (a sum whose larger operand is M is 0 or at least
-    /// M·2^−25); [`math::exp`](crate::math::exp) of such an exponent is the same in both
-    /// arithmetics and 0 or at least 2^−126; [`feature`] keeps it only from 2^−120 on.
+    /// M·2^−25); the exponential of such an exponent is the same in both arithmetics (see
+    /// [`math::exp`](crate::math::exp)), and [`feature`] keeps it only from the exponent −83.17 on
+    /// (`e^x > 2^−120`), so the features are 0 or above 2^−126.
     fn features_of(&self, z: &[i8], scale: f32, phi: &mut [f32]) {
         let norm: i32 = z.iter().map(|&q| q as i32 * q as i32).sum();
         let half_norm = norm as f32 * (scale * scale * 0.5);
@@ -151,14 +152,14 @@ impl<'a> PerformerS8<'a> {
             feature_dots(self.w, self.emb, z, bytemuck::cast_slice_mut(phi));
             for ph in phi.iter_mut() {
                 let dot = ph.to_bits() as i32;
-                *ph = feature(exp(dot as f32 * dot_scale - half_norm), inv_sqrt_m);
+                *ph = feature(dot as f32 * dot_scale - half_norm, inv_sqrt_m);
             }
         } else {
             // Same operations per element, in one pass (no SIMD to feed).
             let rows = phi.iter_mut().zip(self.w.chunks_exact(self.emb));
             for (ph, w_row) in rows {
-                let e = exp(dot_s16_s8(w_row, z) as f32 * dot_scale - half_norm);
-                *ph = feature(e, inv_sqrt_m);
+                let x = dot_s16_s8(w_row, z) as f32 * dot_scale - half_norm;
+                *ph = feature(x, inv_sqrt_m);
             }
         }
     }
@@ -426,6 +427,7 @@ mod tests {
     /// The performer with IEEE arithmetic everywhere and no feature threshold: what the kernel
     /// computed before Helium's flush-to-zero was made part of its definition.
     fn ieee(p: &PerformerS8, k: &[i8], q: &[i8], v: &[i8], out: &mut [i8]) {
+        use crate::math::exp;
         let (e, m) = (p.emb, p.features);
         let (mut vf, mut y) = (vec![0f32; e], vec![0f32; e]);
         let (mut phi, mut ksum, mut kptv) = (vec![0f32; m], vec![0f32; m], vec![0f32; e * m]);
@@ -497,5 +499,23 @@ mod tests {
         performer_s8(&p, &k, &q, &v, &mut got, &mut scratch).unwrap();
         ieee(&p, &k, &q, &v, &mut old);
         assert_eq!(got, old);
+    }
+
+    /// A feature is 0 exactly below the exponent −83.17 and above 2^−126 from there on, for the
+    /// smallest factor `1/√m` (m = 4095), and equals `exp(x)/√m` there.
+    #[test]
+    fn features_are_zero_or_normal() {
+        let inv = 1.0 / sqrt(4095.0);
+        let mut x = -90.0f32;
+        while x < -80.0 {
+            let f = feature(x, inv);
+            if x < FEATURE_ARG_MIN {
+                assert_eq!(f.to_bits(), 0, "x = {x}");
+            } else {
+                assert!(f > f32::MIN_POSITIVE, "x = {x}: {f:e}");
+                assert_eq!(f, crate::math::exp(x) * inv, "x = {x}");
+            }
+            x = f32::from_bits(x.to_bits() - 97);
+        }
     }
 }

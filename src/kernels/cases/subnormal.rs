@@ -400,8 +400,8 @@ pub fn mean_pool() -> Outcome {
 pub const PERFORMER_SHAPE: (usize, usize, usize) = (4, 8, 4);
 
 /// The hand-made tokens of the [`performer`] case: `(k, q, v, w)`, for scales of 2^−4 (k, q, w).
-/// Key features `exp(w·64/256 − 8)/2`: rows 0 and 1 about 2^−100, row 2 just below the 2^−120
-/// threshold, row 3 just above; query token 0 makes features up to about 2^116.
+/// Key features `exp(w·64/256 − 8)/2`: rows 0 and 1 about 2^−100, row 2 just below the feature
+/// threshold (exponent −83.25 < −83.17), row 3 just above (−83.0); query token 0 makes features up to about 2^116.
 pub fn performer_tokens() -> ([i8; 32], [i8; 32], [i8; 32], [i16; 32]) {
     const E: usize = PERFORMER_SHAPE.1;
     let mut w = [0i16; 32];
@@ -425,7 +425,7 @@ pub fn performer_tokens() -> ([i8; 32], [i8; 32], [i8; 32], [i16; 32]) {
 
 /// `performer_s8`, first on hand-made tokens (scales 2^−4, values scaled by 2^−30, output scale
 /// 2^64): key features of about 2^−100, whose products with the values fall below 2^−126, and
-/// features on both sides of the 2^−120 threshold; query features near 2^107 that turn those
+/// features on both sides of the −83.17 exponent threshold; query features near 2^107 that turn those
 /// tiny sums into whole output steps. IEEE arithmetic without the threshold gives other bytes
 /// here (`kernels::performer` tests). Then random tokens with scales at the ends of their ranges.
 pub fn performer() -> Outcome {
@@ -638,8 +638,8 @@ pub fn attention_f16() -> Outcome {
     d.outcome(bad)
 }
 
-/// `performer_f16` with f16 subnormals and large values: key features around the 2^−120
-/// threshold and tiny feature × value products.
+/// `performer_f16` with f16 subnormals and large values: key features around the −83.17
+/// exponent threshold and tiny feature × value products.
 pub fn performer_f16() -> Outcome {
     const N: usize = 8;
     const E: usize = 8;
