@@ -5,7 +5,7 @@
 //! `out_c = round((C·q_c − S) · f · g_c + b_c)`, `f = 1/√(V + eps·C²/s_in²)`,
 //! where the host stores `g_c = γ_c / s_out` and `b_c = β_c / s_out + zp_out`.
 
-use super::{KernelError, check_len, ensure, is_factor_or_zero};
+use super::{KernelError, all_factors_or_zero, check_len, ensure};
 use crate::quant::round_to_i8;
 
 /// Smallest `eps_term` accepted: 2^−64.
@@ -45,7 +45,7 @@ impl<'a> LayerNormS8<'a> {
         check_len("layernorm gain", gain.len(), channels)?;
         check_len("layernorm offset", offset.len(), channels)?;
         ensure(
-            gain.iter().chain(offset).all(|&v| is_factor_or_zero(v)),
+            all_factors_or_zero(gain) && all_factors_or_zero(offset),
             "layernorm gain/offset must be 0 or of magnitude 2^-64..2^64",
         )?;
         Ok(LayerNormS8 {
