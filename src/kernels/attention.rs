@@ -176,23 +176,31 @@ pub fn attention_s8_reference(
 /// is an integer ≥ 1 is 0 or at least 2^−25), so no later step reads a subnormal either. `corr`
 /// is computed in scalar code.
 ///
-/// Two factors skip the multiplication with the same result: 0 (the first tile, or a maximum that
-/// rose by more than 87.33) turns the finite accumulators into +0 after `zero_tiny`, and 1 (a
-/// tile that did not raise the maximum) leaves them as they are, none being tiny or −0.
+/// On Helium two factors skip the multiplication with the same result: 0 (the first tile, or a
+/// maximum that rose by more than 87.33) turns the finite accumulators into +0 after `zero_tiny`,
+/// and 1 (a tile that did not raise the maximum) leaves them as they are, none being tiny or −0
+/// (`rescale_shortcuts_are_exact` checks both). On the scalar FPUs the extra branches cost more
+/// than they save (measured on the M4), so only the general form runs there.
 #[inline(always)]
 fn rescale(acc: &mut [f32], corr: f32, part: impl Iterator<Item = i32>) {
-    if corr == 0.0 {
+    if cfg!(vitae_mve) && corr == 0.0 {
         for (a, pd) in acc.iter_mut().zip(part) {
             *a = pd as f32;
         }
-    } else if corr == 1.0 {
+    } else if cfg!(vitae_mve) && corr == 1.0 {
         for (a, pd) in acc.iter_mut().zip(part) {
             *a += pd as f32;
         }
     } else {
-        for (a, pd) in acc.iter_mut().zip(part) {
-            *a = zero_tiny(*a * corr) + pd as f32;
-        }
+        rescale_general(acc, corr, part);
+    }
+}
+
+/// [`rescale`] for any factor.
+#[inline(always)]
+fn rescale_general(acc: &mut [f32], corr: f32, part: impl Iterator<Item = i32>) {
+    for (a, pd) in acc.iter_mut().zip(part) {
+        *a = zero_tiny(*a * corr) + pd as f32;
     }
 }
 
@@ -684,6 +692,42 @@ mod tests {
     fn vitae_shapes() {
         for (i, &(t, h, d, s)) in cases::attention::VITAE.iter().enumerate() {
             check(t, h, d, s, 100 + i as u32);
+        }
+    }
+
+    /// The Helium shortcuts of `rescale` (factor 0: the sums; factor 1: add the sums) against the
+    /// general form, on accumulators made by the general form itself (decayed to tiny values,
+    /// cancelled to 0, large), which is what the kernels hold.
+    #[test]
+    fn rescale_shortcuts_are_exact() {
+        let mut rng = Rng(0x5ca1_e001);
+        for _ in 0..2000 {
+            let mut acc = vec![0f32; 16];
+            for _ in 0..(rng.next_u32() % 6) {
+                let corr = exp(-((rng.next_u32() % 9000) as f32) / 100.0);
+                let part: Vec<i32> = (0..16)
+                    .map(|_| match rng.next_u32() % 3 {
+                        0 => 0,
+                        _ => (rng.next_u32() as i32) >> (rng.next_u32() % 31),
+                    })
+                    .collect();
+                rescale_general(&mut acc, corr, part.into_iter());
+            }
+            let part: Vec<i32> = (0..16).map(|_| (rng.next_u32() as i32) >> 12).collect();
+            for corr in [0.0f32, 1.0] {
+                let mut want = acc.clone();
+                rescale_general(&mut want, corr, part.iter().copied());
+                let mut got = acc.clone();
+                for (a, &pd) in got.iter_mut().zip(&part) {
+                    *a = if corr == 0.0 {
+                        pd as f32
+                    } else {
+                        *a + pd as f32
+                    };
+                }
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "corr {corr}, acc {acc:?}");
+            }
         }
     }
 }
