@@ -70,6 +70,10 @@ pub const ALLOWED: &[(&str, &str)] = &[
     ),
     (
         "vitae_edge::kernels::attention::rescale",
+        "the shortcuts for factors 0 and 1: integer sums converted and added, nothing tiny",
+    ),
+    (
+        "vitae_edge::kernels::attention::rescale_general",
         "products <= 2^-126 zeroed alike on every target (math::zero_tiny)",
     ),
     (
