@@ -47,8 +47,8 @@ impl OpSpec for QuantizeImageOp {
             "output must be the int8 input image",
         )?;
         cx.ensure(
-            p.inv_scale.is_finite() && p.inv_scale > 0.0 && p.zero_point == out.desc.zero_point,
-            "input quantization",
+            crate::kernels::is_factor(p.inv_scale) && p.zero_point == out.desc.zero_point,
+            "input quantization (inv_scale in 2^-64..2^64, the output's zero point)",
         )?;
         Ok(*p)
     }

@@ -54,10 +54,7 @@ impl OpSpec for MeanPoolS8Op {
             scale: p.scale,
             offset: p.offset,
         };
-        cx.ensure(
-            k.scale.is_finite() && k.offset.is_finite(),
-            "mean-pool factors must be finite",
-        )?;
+        k.validate().map_err(|e| cx.kernel(e))?;
         Ok(k)
     }
 

@@ -17,6 +17,7 @@ mod hardening;
 mod qemu;
 mod qemu_cmd;
 mod test;
+mod vector_fp;
 
 use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
