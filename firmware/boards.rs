@@ -7,7 +7,10 @@
 // xtask sets it for the builds it drives.
 //
 // Adding a board: an entry here, a package folder `firmware/boards/<name>/` (Cargo.toml and
-// `.cargo/config.toml`, copied from a board of the same kind).
+// `.cargo/config.toml`, copied from a board of the same kind). The folder's config repeats the
+// target, CPU and probe-rs chip for plain `cargo build`/`cargo run` there: the firmware build
+// refuses a target or CPU that differs from the entry (`Board::check_build`), and the xtask's
+// tests compare every folder's config with its entry.
 
 /// One board: its core, how Rust builds for it, how it runs, and its memory.
 #[derive(Debug, Clone, Copy)]
@@ -304,6 +307,28 @@ impl Board {
         s
     }
 
+    /// Whether a build is for this board: `target` is cargo's `TARGET` and `encoded_rustflags`
+    /// its `CARGO_ENCODED_RUSTFLAGS` (flags separated by 0x1f), as a build script sees them. The
+    /// firmware build refuses a build whose target or `-C target-cpu` differs from this entry
+    /// (a board folder's `.cargo/config.toml` or a `RUSTFLAGS` that disagrees with the table).
+    pub fn check_build(&self, target: &str, encoded_rustflags: &str) -> Result<(), String> {
+        if target != self.target {
+            return Err(format!(
+                "board {}: firmware/boards.rs gives target {}, but this build's target is {target}",
+                self.name, self.target
+            ));
+        }
+        match target_cpu(encoded_rustflags) {
+            Some(cpu) if cpu == self.cpu => Ok(()),
+            found => Err(format!(
+                "board {}: firmware/boards.rs gives target-cpu {}, but this build's rustflags give {}",
+                self.name,
+                self.cpu,
+                found.map_or("none".to_string(), |c| format!("target-cpu {c}"))
+            )),
+        }
+    }
+
     /// What is wrong with the entry, if anything (the build scripts refuse such a board).
     pub fn problem(&self) -> Option<String> {
         for name in ["FLASH", "RAM", self.blob, self.arena] {
@@ -314,4 +339,23 @@ impl Board {
         let ram = self.region("RAM").map_or(0, |r| r.length);
         (self.stack >= ram).then(|| format!("{}: the stack does not fit RAM", self.name))
     }
+}
+
+/// The `-C target-cpu=` value of encoded rustflags (`-C target-cpu=x`, `-Ctarget-cpu=x`,
+/// `--codegen target-cpu=x` or `--codegen=target-cpu=x`; the last one, as rustc takes it).
+pub fn target_cpu(encoded_rustflags: &str) -> Option<&str> {
+    let mut flags = encoded_rustflags.split('\x1f');
+    let mut cpu = None;
+    while let Some(flag) = flags.next() {
+        let codegen = match flag {
+            "-C" | "--codegen" => flags.next(),
+            _ => flag
+                .strip_prefix("--codegen=")
+                .or_else(|| flag.strip_prefix("-C")),
+        };
+        if let Some(value) = codegen.and_then(|c| c.strip_prefix("target-cpu=")) {
+            cpu = Some(value);
+        }
+    }
+    cpu
 }

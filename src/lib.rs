@@ -58,9 +58,42 @@
 //!   operations (+ − × ÷ √, conversions) and this crate's own [`math::exp`], in a fixed order.
 //!   Those are correctly rounded on every target, so the results do not depend on the platform.
 //!   Every float → integer conversion rounds half toward +∞ ([`quant::round_half_up`]).
-//!   Known gap: Helium's floating-point vector instructions flush subnormals to zero, so where
-//!   the M55 build vectorizes these steps a value below 2^-126 can make it differ from the host
-//!   in the last bit (not reached by the test fixtures; see the README).
+//! * **Subnormals.** Helium's floating-point vector instructions compute in Arm flush-to-zero
+//!   arithmetic whatever FPSCR holds (the standard FPSCR value): a subnormal operand reads as
+//!   zero, a result whose *exact* value is below 2^−126 becomes a zero of its sign (tininess is
+//!   detected before rounding, so even a product IEEE rounds up to 2^−126 becomes 0), a NaN the
+//!   default NaN. The host and the scalar FPUs (FPSCR.FZ = 0 at reset) keep subnormals. Measured
+//!   under QEMU on all three boards (`tests/qemu`: `arm_flush_to_zero_facts`); [`math::ftz`]
+//!   documents the rules. Host = device holds by construction for every f32 step the Cortex-M55
+//!   build vectorizes, by hand or by LLVM; `cargo xtask test` lists those steps from the
+//!   disassembly and fails on one nobody reviewed (`host-tools/xtask/src/vector_fp.rs`). Each
+//!   step states its argument where it computes; there are four kinds:
+//!   - *No subnormal reaches or leaves it.* The validator keeps every f32 factor of the int8
+//!     ops 0 or of magnitude 2^−64..2^64 ([`kernels::FACTOR_MIN`], [`kernels::FACTOR_MAX`];
+//!     LayerNorm's eps term up to 2^96, the performer's k, q and w scales 2^−40..2^40). Integers
+//!     times such factors are 0 or at least 2^−64, and a sum whose larger operand is M is 0 or
+//!     at least M·2^−25 (when it cancels, both operands are within a factor 2 of each other and
+//!     their last bits are worth at least that). This covers the add, mean pool, LayerNorm, the
+//!     performer's exponents, tokens and feature sums (a feature is 0 when its exponential is
+//!     below 2^−120, i.e. its exponent below −83.17, [`kernels::performer::FEATURE_ARG_MIN`]), [`math::exp`] on such inputs, and
+//!     the attention probabilities (computed for scales 2^−88..2^96 and a running maximum 0 or
+//!     at least 2^−88, every validated attention's; 0 otherwise, on every target).
+//!   - *An explicit flush, the same on every path,* where data can make tiny products:
+//!     [`math::zero_tiny`] (magnitude ≤ 2^−126 → +0) in the attention accumulators' rescaling
+//!     (int8 and fp16); the performer's output scale goes through [`math::ftz::flush`].
+//!   - *A rounding constant absorbs it.* Image quantization and the performer's and attention's
+//!     output stages add at least 0.5 to a product before converting to an integer: a product
+//!     below 2^−126 (0 on Helium, tiny or 2^−126 elsewhere; with the factor ranges above, a
+//!     subnormal operand contributes less than 2^−62) rounds away in that sum alike.
+//!   - *Flush-to-zero arithmetic on every target.* The performer's feature × channel
+//!     accumulations, where cancelling sums and tiny features make subnormals unavoidable, are
+//!     defined in flush-to-zero arithmetic: Helium assembly on the M55, the scalar FPU with
+//!     FPSCR.FZ and DN set inside the assembly block on the M4/M7, [`math::ftz`] (an exact
+//!     emulation) on the host.
+//!
+//!   The on-target test `subnormals_through_every_vectorized_step` feeds subnormals and tiny
+//!   intermediates through each step and compares with the digests the host computes
+//!   (`kernels::cases::subnormal`, built with the `test-cases` feature).
 //! * **Attention** processes keys in tiles of [`kernels::attention::KEY_TILE`] with an online
 //!   softmax (running max and sum); the tile size is part of the contract because the rounding of
 //!   the probabilities depends on the running max.

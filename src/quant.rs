@@ -200,18 +200,9 @@ mod tests {
         assert_eq!(requantize(i32::MIN, half), -(1 << 30));
     }
 
-    /// The exact value `requantize` stands for, in 128 bits: `floor(acc·M / 2^(31−shift) + 1/2)`
-    /// saturated to i32.
-    fn requantize_oracle(acc: i32, r: Requant) -> i32 {
-        let prod = i128::from(acc) * i128::from(r.multiplier);
-        let total = 31 - r.shift;
-        let half = 1i128 << (total - 1);
-        let rounded = (prod + half) >> total; // floor division by 2^total
-        rounded.clamp(i128::from(i32::MIN), i128::from(i32::MAX)) as i32
-    }
-
     #[test]
     fn requantize_is_exact_at_the_extremes_of_every_valid_shift() {
+        use crate::kernels::cases::{Rng, requant};
         // Failed before the 64-bit final step: acc = 2^31 − 1, M = 2^31 − 1, shift 0 gave −2
         // (the 32-bit `prod >> 30` wrapped) instead of 2^31 − 2.
         let worst = Requant {
@@ -220,65 +211,28 @@ mod tests {
         };
         assert_eq!(requantize(i32::MAX, worst), 2_147_483_646);
         assert_eq!(requantize(i32::MIN, worst), -2_147_483_647);
-        let accs = [
-            i32::MIN,
-            i32::MIN + 1,
-            -(1 << 30) - 1,
-            -(1 << 30),
-            -65536,
-            -3,
-            -2,
-            -1,
-            0,
-            1,
-            2,
-            3,
-            65535,
-            1 << 30,
-            (1 << 30) + 1,
-            i32::MAX - 1,
-            i32::MAX,
-        ];
-        let multipliers = [
-            0,
-            1 << 30,
-            (1 << 30) + 1,
-            0x5555_5555,
-            i32::MAX - 1,
-            i32::MAX,
-        ];
+        assert_eq!(requant::oracle(i32::MAX, worst), 2_147_483_646);
         let mut checked = 0;
-        for shift in MIN_SHIFT..=MAX_SHIFT {
-            for &multiplier in &multipliers {
-                let r = Requant { multiplier, shift };
-                assert!(r.is_valid());
-                for &acc in &accs {
-                    assert_eq!(
-                        requantize(acc, r),
-                        requantize_oracle(acc, r),
-                        "acc {acc}, {r:?}"
-                    );
-                    checked += 1;
-                }
-            }
+        for (acc, r) in requant::extremes() {
+            assert!(r.is_valid());
+            assert_eq!(
+                requantize(acc, r),
+                requant::oracle(acc, r),
+                "acc {acc}, {r:?}"
+            );
+            checked += 1;
         }
         assert_eq!(checked, 62 * 6 * 17);
         // And a deterministic spread of random valid pairs.
-        let mut s = 0x9E37_79B9u32;
-        let mut next = || {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            s
-        };
+        let mut rng = Rng(0x9E37_79B9);
         for _ in 0..200_000 {
-            let acc = next() as i32;
-            let multiplier = (1 << 30) | (next() >> 2) as i32;
-            let shift = MIN_SHIFT + (next() % 62) as i32;
+            let acc = rng.next_u32() as i32;
+            let multiplier = (1 << 30) | (rng.next_u32() >> 2) as i32;
+            let shift = MIN_SHIFT + (rng.next_u32() % 62) as i32;
             let r = Requant { multiplier, shift };
             assert_eq!(
                 requantize(acc, r),
-                requantize_oracle(acc, r),
+                requant::oracle(acc, r),
                 "acc {acc}, {r:?}"
             );
         }

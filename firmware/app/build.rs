@@ -59,56 +59,85 @@ fn read(path: &Path, what: &str) -> Vec<u8> {
         .unwrap_or_else(|e| fail(&format!("cannot read the {what} {}: {e}", path.display())))
 }
 
-/// Minimal float32 .npy reader (C order, little-endian). Kept by hand rather than the `npyz`
-/// crate the host tool uses: this build script reads the developer's own input for the image,
-/// and `npyz` would bring its Python-literal parser (pest, num-bigint) into the Cortex-M
-/// workspace's build dependencies and lock file for every firmware build.
+/// Deepest bracket nesting accepted in a `.npy` header: numpy writes a flat dict holding one
+/// tuple. The literal parser behind `npyz` recurses once per level, and a header nested some
+/// thousands deep overflows this build script's stack instead of failing with a message.
+const MAX_HEADER_NESTING: usize = 4;
+
+/// How deeply the header's brackets nest, outside quotes: from the end of the preamble (magic,
+/// version and the header length: 10 bytes in format version 1, 12 in 2 and 3) to the newline
+/// numpy ends the header with.
+fn header_nesting(bytes: &[u8]) -> usize {
+    let preamble = if bytes.get(6) == Some(&1) { 10 } else { 12 };
+    let header = bytes.get(preamble..).unwrap_or_default();
+    let (mut depth, mut deepest, mut quote) = (0usize, 0usize, None);
+    for &b in header.iter().take_while(|&&b| b != b'\n') {
+        match (quote, b) {
+            (Some(q), b) if b == q => quote = None,
+            (Some(_), _) => {}
+            (None, b'\'' | b'"') => quote = Some(b),
+            (None, b'(' | b'[' | b'{') => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            (None, b')' | b']' | b'}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// A float32 `.npy` array, read with `npyz`: its shape and its elements as little-endian bytes
+/// (what the device reads). Either byte order is accepted; anything but a float32 C-order array
+/// whose data holds exactly the bytes its shape needs is refused, naming the file (two inputs
+/// that npyz does not turn into errors are caught here: see below).
 fn npy_f32(bytes: &[u8], path: &Path) -> (Vec<usize>, Vec<u8>) {
     let bad = |why: &str| -> ! { fail(&format!("{}: not a float32 .npy ({why})", path.display())) };
-    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
-        bad("bad magic");
+    if header_nesting(bytes) > MAX_HEADER_NESTING {
+        bad(&format!(
+            "header nested more than {MAX_HEADER_NESTING} levels deep"
+        ));
     }
-    let (hlen, start) = match bytes[6] {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 if bytes.len() >= 12 => (
-            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-            12,
-        ),
-        _ => bad("unsupported version"),
+    // npyz multiplies the dimensions unchecked, which panics where overflow checks are on (a
+    // debug build of this script): that is this file's error, not a crash of the build.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let read = std::panic::catch_unwind(|| {
+        let mut data = bytes;
+        npyz::NpyHeader::from_reader(&mut data).map(|header| (header, data))
+    });
+    std::panic::set_hook(default_hook);
+    let (header, data) = match read {
+        Ok(Ok(read)) => read,
+        Ok(Err(e)) => bad(&e.to_string()),
+        Err(_) => bad("shape too large"),
     };
-    let header = std::str::from_utf8(
-        bytes
-            .get(start..start + hlen)
-            .unwrap_or_else(|| bad("truncated header")),
-    )
-    .unwrap_or_else(|_| bad("header is not text"));
-    if !header.contains("'<f4'") || header.contains("'fortran_order': True") {
-        bad("dtype must be '<f4', C order");
+    match header.dtype() {
+        npyz::DType::Plain(t) if t.type_char() == npyz::TypeChar::Float && t.size_field() == 4 => {}
+        other => bad(&format!("dtype {}", other.descr())),
     }
-    let shape_text = header
-        .split("'shape':")
-        .nth(1)
-        .and_then(|s| s.split(')').next())
-        .unwrap_or_else(|| bad("no shape"));
-    let shape: Vec<usize> = shape_text
-        .trim_start_matches([' ', '('])
-        .split(',')
-        .map(str::trim)
-        .filter(|d| !d.is_empty())
-        .map(|d| {
-            d.parse()
-                .unwrap_or_else(|_| bad("a shape entry is not a dimension"))
-        })
+    if header.order() == npyz::Order::Fortran {
+        bad("Fortran order; save a C-order array");
+    }
+    let shape: Vec<usize> = header
+        .shape()
+        .iter()
+        .map(|&d| usize::try_from(d).unwrap_or_else(|_| bad("shape too large")))
         .collect();
-    let data = bytes[start + hlen..].to_vec();
-    let expected = shape
+    let needed = shape
         .iter()
         .try_fold(4usize, |acc, &d| acc.checked_mul(d))
         .unwrap_or_else(|| bad("shape too large"));
-    if data.len() != expected {
-        bad("data length does not match the shape");
+    if data.len() != needed {
+        bad(&format!(
+            "{} data bytes, shape {shape:?} needs {needed}",
+            data.len()
+        ));
     }
-    (shape, data)
+    let values: Vec<f32> = npyz::NpyFile::with_header(header, data)
+        .into_vec()
+        .unwrap_or_else(|e| bad(&e.to_string()));
+    (shape, values.iter().flat_map(|v| v.to_le_bytes()).collect())
 }
 
 fn main() {

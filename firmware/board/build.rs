@@ -1,6 +1,7 @@
-//! Selects the board (`VITAE_BOARD`, one of `firmware/boards.rs`), writes its `memory.x` (generated
-//! from the table) and the shared sections where cortex-m-rt's `link.x` finds them, and tells the
-//! crate which board and core it is built for.
+//! Selects the board (`VITAE_BOARD`, one of `firmware/boards.rs`), checks that the build's target
+//! and `-C target-cpu` are the board's, writes its `memory.x` (generated from the table) and the
+//! shared sections where cortex-m-rt's `link.x` finds them, and tells the crate which board and
+//! core it is built for.
 use std::{env, fs, path::PathBuf};
 
 #[allow(dead_code)]
@@ -29,6 +30,13 @@ fn main() {
     };
     if let Some(problem) = board.problem() {
         fail(&format!("firmware/boards.rs: {problem}"));
+    }
+    // The board folder's .cargo/config.toml (or the xtask) chose the target and CPU; they must be
+    // the table's, or the memory map and the kernels selected would belong to another core.
+    let target = env::var("TARGET").expect("set by cargo");
+    let rustflags = env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
+    if let Err(mismatch) = board.check_build(&target, &rustflags) {
+        fail(&mismatch);
     }
     let transport = if board.is_qemu() { "qemu" } else { "probe" };
     if env::var_os(format!("CARGO_FEATURE_{}", transport.to_uppercase())).is_none() {

@@ -321,7 +321,7 @@ impl<'a> Model<'a> {
     fn validate_ops(&self) -> Result<(), FormatError> {
         let arena = self.header.arena_len as usize;
         for i in 0..self.ops.len() {
-            let op = self.op_view_unchecked(i)?;
+            let op = self.op_view(i)?;
             let at = self.op_at(i);
             let bad = |what| {
                 FormatError::new(
@@ -340,7 +340,7 @@ impl<'a> Model<'a> {
             }
             let needed = self
                 .record(op.desc)
-                .and_then(|r| decoded.kind().scratch_bytes(r))
+                .and_then(|r| decoded.kind().scratch_bytes(r).ok())
                 .unwrap_or(usize::MAX);
             if (op.desc.scratch_len as usize) < needed {
                 return Err(bad("scratch smaller than the kernel needs"));
@@ -421,7 +421,7 @@ impl<'a> Model<'a> {
         self.ops_at + i * core::mem::size_of::<OpDesc>()
     }
 
-    fn op_view_unchecked(&self, i: usize) -> Result<OpView<'a>, FormatError> {
+    fn op_view(&self, i: usize) -> Result<OpView<'a>, FormatError> {
         let desc = &self.ops[i];
         let at = self.op_at(i);
         let kind = OpKind::from_u16(desc.kind).ok_or(FormatError::new(
@@ -465,7 +465,7 @@ impl<'a> Model<'a> {
     /// checks every op shares here (tensor ids, arity, the record's bounds), the rest in the op's
     /// own module ([`crate::ops`]).
     fn decode_at(&self, i: usize) -> Result<Op<'a>, FormatError> {
-        let view = self.op_view_unchecked(i)?;
+        let view = self.op_view(i)?;
         let desc = view.desc;
         let at = self.op_at(i);
         let op = i as u16;
@@ -588,15 +588,10 @@ impl<'a> Model<'a> {
         self.ops.len()
     }
 
-    /// Op `i`, `i < op_count()`.
-    pub fn op(&self, i: usize) -> OpView<'a> {
-        let desc = &self.ops[i];
-        OpView {
-            index: i as u16,
-            desc,
-            kind: OpKind::from_u16(desc.kind).unwrap_or(OpKind::QuantizeImage),
-            name: self.string(desc.name).unwrap_or(""),
-        }
+    /// Op `i`, `i < op_count()`. `parse` checked every op's kind and name, so this does not fail
+    /// for a parsed model; the `Result` keeps a kind from ever being guessed.
+    pub fn op(&self, i: usize) -> Result<OpView<'a>, FormatError> {
+        self.op_view(i)
     }
 
     /// Op `i` decoded for its kernel (validated in `parse`, so this does not fail for a parsed
@@ -645,14 +640,24 @@ impl<'a> Model<'a> {
         total
     }
 
-    /// Bytes of data (weights, tables) op `i` references and its kernel uses (0 for an op that
-    /// does not decode).
-    pub fn op_data_bytes(&self, i: usize) -> usize {
+    /// Bytes of data (weights, tables) op `i` references and its kernel uses. Like
+    /// [`decode`](Self::decode), it does not fail for a parsed model.
+    pub fn op_data_bytes(&self, i: usize) -> Result<usize, FormatError> {
+        let kind = self.decode_at(i)?.kind();
         let desc = &self.ops[i];
-        match (self.decode_at(i), self.record(desc)) {
-            (Ok(op), Some(record)) => op.kind().data_bytes(record).unwrap_or(0),
-            _ => 0,
-        }
+        let bad = |what| {
+            FormatError::new(
+                K::BadOp {
+                    index: i as u16,
+                    what,
+                },
+                self.op_at(i),
+            )
+        };
+        let record = self
+            .record(desc)
+            .ok_or(bad("parameter record out of bounds or misaligned"))?;
+        kind.data_bytes(record).map_err(bad)
     }
 }
 

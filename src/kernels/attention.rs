@@ -8,8 +8,8 @@
 //! 0); `v` and the output have `heads × head_dim` channels per token, heads concatenated.
 
 use super::scratch::{Scratch, bytes_for};
-use super::{KernelError, check_len, ensure};
-use crate::math::exp;
+use super::{KernelError, check_len, ensure, is_factor};
+use crate::math::{exp, zero_tiny};
 use crate::quant::{round_half_up, saturate_i8};
 
 /// Keys per tile of the online softmax. Part of the numerics contract: the rounding of the
@@ -51,12 +51,12 @@ impl AttentionS8 {
             "attention too large",
         )?;
         ensure(
-            logit_scale.is_finite() && logit_scale > 0.0,
-            "attention logit scale must be finite and > 0",
+            is_factor(logit_scale),
+            "attention logit scale must be in 2^-64..2^64",
         )?;
         ensure(
-            out_scale.is_finite() && out_scale > 0.0,
-            "attention output scale must be finite and > 0",
+            is_factor(out_scale),
+            "attention output scale must be in 2^-64..2^64",
         )?;
         ensure((-128..=127).contains(&out_zp), "zero point outside int8")?;
         Ok(AttentionS8 {
@@ -156,18 +156,64 @@ pub fn attention_s8_reference(
                     }
                 }
                 l = l * corr + psum as f32;
-                for (a, &pd) in acc.iter_mut().zip(part.iter()) {
-                    *a = *a * corr + pd as f32;
-                }
+                rescale(acc, corr, part.iter().copied());
                 m = m_new;
             }
-            let o = &mut out[i * c..][ch.clone()];
-            for (y, &a) in o.iter_mut().zip(acc.iter()) {
-                *y = saturate_i8(round_half_up(a / l * p.out_scale).saturating_add(p.out_zp));
-            }
+            output(acc, l, p, &mut out[i * c..][ch.clone()]);
         }
     }
     Ok(())
+}
+
+/// `acc[d] = acc[d] · corr + part[d]`: the running output of one query rescaled to a new running
+/// maximum and a key tile's integer sums added.
+///
+/// Helium vectorizes this (flush-to-zero arithmetic) and the data can make `acc[d] · corr` tiny:
+/// an accumulator that decayed over earlier rescales, a tile whose sums are 0. [`zero_tiny`] turns
+/// every product of magnitude ≤ 2^−126 into +0 on every target, which makes Helium's result (0
+/// below 2^−126 exactly) and IEEE's (subnormal, or rounded up to 2^−126) the same; above it both
+/// round alike. The accumulators stay +0 or above 2^−126 in magnitude (a sum whose larger operand
+/// is an integer ≥ 1 is 0 or at least 2^−25), so no later step reads a subnormal either. `corr`
+/// is computed in scalar code.
+///
+/// On Helium two factors skip the multiplication with the same result: 0 (the first tile, or a
+/// maximum that rose by more than 87.33) turns the finite accumulators into +0 after `zero_tiny`,
+/// and 1 (a tile that did not raise the maximum) leaves them as they are, none being tiny or −0
+/// (`rescale_shortcuts_are_exact` checks both). On the scalar FPUs the extra branches cost more
+/// than they save (measured on the M4), so only the general form runs there.
+#[inline(always)]
+fn rescale(acc: &mut [f32], corr: f32, part: impl Iterator<Item = i32>) {
+    if cfg!(vitae_mve) && corr == 0.0 {
+        for (a, pd) in acc.iter_mut().zip(part) {
+            *a = pd as f32;
+        }
+    } else if cfg!(vitae_mve) && corr == 1.0 {
+        for (a, pd) in acc.iter_mut().zip(part) {
+            *a += pd as f32;
+        }
+    } else {
+        rescale_general(acc, corr, part);
+    }
+}
+
+/// [`rescale`] for any factor.
+#[inline(always)]
+fn rescale_general(acc: &mut [f32], corr: f32, part: impl Iterator<Item = i32>) {
+    for (a, pd) in acc.iter_mut().zip(part) {
+        *a = zero_tiny(*a * corr) + pd as f32;
+    }
+}
+
+/// The output channels of one query: `round_half_up(acc[d] / l · out_scale) + zp`, saturated.
+///
+/// Helium vectorizes the multiplication and the rounding (the division stays scalar): a quotient
+/// or product below 2^−126 reads or comes out as 0 there, but `out_scale ≤ 2^64` keeps it below
+/// 2^−62 and `round_half_up` adds 0.5 to it, which rounds it away on every target alike.
+#[inline(always)]
+fn output(acc: &[f32], l: f32, p: &AttentionS8, out: &mut [i8]) {
+    for (y, &a) in out.iter_mut().zip(acc) {
+        *y = saturate_i8(round_half_up(a / l * p.out_scale).saturating_add(p.out_zp));
+    }
 }
 
 /// The attention the runtime runs: blocks of queries through tiled integer matrix products on
@@ -200,6 +246,9 @@ pub fn attention_s8(
 /// m) · 32767)` for `j < min(s.len(), p.len())`, returning `Σ p[j]`. `m` must be at least every
 /// `s[j]·scale` (the running maximum, as in [`attention_s8`]).
 ///
+/// Defined for [`softmax_inputs_in_range`] (every validated attention's inputs); for other inputs
+/// every `p[j]` is 0 and so is the sum, on every target.
+///
 /// Public so that the on-target tests can check it value by value against [`crate::math::exp`]
 /// on inputs chosen at the exponential's rounding boundaries.
 pub fn tile_probabilities(s: &[i32], scale: f32, m: f32, p: &mut [i16]) -> i32 {
@@ -209,6 +258,11 @@ pub fn tile_probabilities(s: &[i32], scale: f32, m: f32, p: &mut [i16]) -> i32 {
     }
     #[cfg(not(vitae_mve))]
     {
+        if !softmax_inputs_in_range(scale, m) {
+            let n = s.len().min(p.len());
+            p[..n].fill(0);
+            return 0;
+        }
         let mut psum = 0i32;
         for (pj, &sj) in p.iter_mut().zip(s) {
             let v = round_half_up(exp(sj as f32 * scale - m) * P_ONE);
@@ -217,6 +271,17 @@ pub fn tile_probabilities(s: &[i32], scale: f32, m: f32, p: &mut [i16]) -> i32 {
         }
         psum
     }
+}
+
+/// The inputs for which the probabilities of a key tile are computed (Helium: with vector
+/// instructions that never meet a subnormal, see `arch::mve::softmax_row`): `2^−88 ≤ scale ≤ 2^96`
+/// and `m` finite and zero or at least 2^−88 in magnitude. Every [`AttentionS8`] meets this: its
+/// logit scale is in 2^−64..2^64 and its running maximum is an integer times that scale.
+pub fn softmax_inputs_in_range(scale: f32, m: f32) -> bool {
+    let bound = f32::from_bits(0x1380_0000); // 2^-88
+    (bound..=f32::from_bits(0x6f80_0000)).contains(&scale)
+        && m.is_finite()
+        && (m == 0.0 || m.abs() >= bound)
 }
 
 /// Checks the tensor lengths (as the reference does).
@@ -274,18 +339,14 @@ impl Online {
         part: impl Iterator<Item = i32>,
     ) {
         self.l = self.l * corr + psum as f32;
-        for (a, pd) in acc.iter_mut().zip(part) {
-            *a = *a * corr + pd as f32;
-        }
+        rescale(acc, corr, part);
         self.m = m_new;
     }
 
     /// Writes the query's output channels.
     #[inline]
     fn finish(&self, acc: &[f32], p: &AttentionS8, out: &mut [i8]) {
-        for (y, &a) in out.iter_mut().zip(acc) {
-            *y = saturate_i8(round_half_up(a / self.l * p.out_scale).saturating_add(p.out_zp));
-        }
+        output(acc, self.l, p, out);
     }
 }
 
@@ -417,9 +478,7 @@ pub(crate) fn attention_dsp(
                         if d1 == hd {
                             o.leave(m_new, corr, psum, a, pd);
                         } else {
-                            for (a, pd) in a.iter_mut().zip(pd) {
-                                *a = *a * corr + pd as f32;
-                            }
+                            rescale(a, corr, pd);
                         }
                     }
                 }
@@ -518,9 +577,7 @@ pub(crate) fn attention_mve(
                         if d1 == hd {
                             o.leave(m_new, corr, psum, a, pd);
                         } else {
-                            for (a, pd) in a.iter_mut().zip(pd) {
-                                *a = *a * corr + pd as f32;
-                            }
+                            rescale(a, corr, pd);
                         }
                     }
                 }
@@ -584,21 +641,93 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(60))]
         /// The suite's random shapes (the ones the on-target tests draw), and proptest's scales
-        /// besides (including ones outside Helium's subnormal-free range).
+        /// besides (including both ends of the accepted range).
         #[test]
         fn optimized_equals_reference(
             seed in any::<u32>(),
-            scale in prop_oneof![Just(None), Just(Some(1e-30f32)), Just(Some(3.0e30)), (1e-6f32..0.5).prop_map(Some)],
+            scale in prop_oneof![Just(None), Just(Some(super::super::FACTOR_MIN)), Just(Some(super::super::FACTOR_MAX)), (1e-6f32..0.5).prop_map(Some)],
         ) {
             let (t, h, d, s) = cases::attention::random(&mut Rng(seed), 1 << 16);
             check(t, h, d, scale.unwrap_or(s), seed);
         }
     }
 
+    /// Logit and output scales outside 2^−64..2^64 (where Helium's flush-to-zero could show) are
+    /// refused; the ends are accepted. A probability tile outside its defined inputs is all 0.
+    #[test]
+    fn scales_outside_the_factor_range_are_refused() {
+        use super::super::{FACTOR_MAX, FACTOR_MIN};
+        let below = f32::from_bits(FACTOR_MIN.to_bits() - 1);
+        let above = f32::from_bits(FACTOR_MAX.to_bits() + 1);
+        for s in [below, above, 1e-40, 0.0, -1.0, f32::INFINITY, f32::NAN] {
+            assert!(
+                AttentionS8::new(4, 1, 8, s, 0.5, 0).is_err(),
+                "logit scale {s:e}"
+            );
+            assert!(
+                AttentionS8::new(4, 1, 8, 0.5, s, 0).is_err(),
+                "output scale {s:e}"
+            );
+        }
+        for s in [FACTOR_MIN, FACTOR_MAX] {
+            assert!(AttentionS8::new(4, 1, 8, s, s, 0).is_ok());
+        }
+        let mut p = [7i16; 3];
+        for (scale, m) in [(1e-30f32, 0.0f32), (1.0, 1e-40), (1.0, f32::INFINITY)] {
+            assert_eq!(tile_probabilities(&[0, -1, 5], scale, m, &mut p), 0);
+            assert_eq!(p, [0; 3]);
+            assert_eq!(
+                crate::arch::mve::softmax_row(&[0, -1, 5], scale, m, &mut p),
+                0
+            );
+        }
+        assert_eq!(
+            tile_probabilities(&[0, -1, 5], 1.0, 5.0, &mut p),
+            221 + 81 + 32767
+        );
+        assert_eq!(p, [221, 81, 32767]);
+    }
+
     #[test]
     fn vitae_shapes() {
         for (i, &(t, h, d, s)) in cases::attention::VITAE.iter().enumerate() {
             check(t, h, d, s, 100 + i as u32);
+        }
+    }
+
+    /// The Helium shortcuts of `rescale` (factor 0: the sums; factor 1: add the sums) against the
+    /// general form, on accumulators made by the general form itself (decayed to tiny values,
+    /// cancelled to 0, large), which is what the kernels hold.
+    #[test]
+    fn rescale_shortcuts_are_exact() {
+        let mut rng = Rng(0x5ca1_e001);
+        for _ in 0..2000 {
+            let mut acc = vec![0f32; 16];
+            for _ in 0..(rng.next_u32() % 6) {
+                let corr = exp(-((rng.next_u32() % 9000) as f32) / 100.0);
+                let part: Vec<i32> = (0..16)
+                    .map(|_| match rng.next_u32() % 3 {
+                        0 => 0,
+                        _ => (rng.next_u32() as i32) >> (rng.next_u32() % 31),
+                    })
+                    .collect();
+                rescale_general(&mut acc, corr, part.into_iter());
+            }
+            let part: Vec<i32> = (0..16).map(|_| (rng.next_u32() as i32) >> 12).collect();
+            for corr in [0.0f32, 1.0] {
+                let mut want = acc.clone();
+                rescale_general(&mut want, corr, part.iter().copied());
+                let mut got = acc.clone();
+                for (a, &pd) in got.iter_mut().zip(&part) {
+                    *a = if corr == 0.0 {
+                        pd as f32
+                    } else {
+                        *a + pd as f32
+                    };
+                }
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "corr {corr}, acc {acc:?}");
+            }
         }
     }
 }

@@ -7,6 +7,8 @@
 //! allocation: callers own the buffers, and the random generators take the sizes the caller can
 //! hold. Built with the `test-cases` feature (and for this crate's tests).
 
+pub mod subnormal;
+
 use super::conv::{ConvGeometry, conv_out_len};
 use crate::quant::{Lut256, MAX_SHIFT, MIN_SHIFT, Requant};
 
@@ -78,6 +80,14 @@ impl Rng {
         for b in out {
             *b = (self.next_u32() as i32) >> (12 + self.next_u32() % 19);
         }
+    }
+
+    /// A random f32 of magnitude `2^-max_exp ..= 2^max_exp` (either sign, any mantissa): never
+    /// subnormal, so sums and products of a few stay in the normal range when `max_exp` is small.
+    pub fn normal_f32(&mut self, max_exp: u32) -> f32 {
+        let bits = self.next_u32();
+        let exp = 127 - max_exp + (bits >> 8) % (2 * max_exp + 1);
+        f32::from_bits((bits & 0x8000_0000) | (exp << 23) | (self.next_u32() & 0x007f_ffff))
     }
 
     /// A random activation table.
@@ -314,8 +324,8 @@ pub mod attention {
     use super::*;
 
     /// ViTAE token counts (one token, one key tile, a partial tile, several), head dims 40, 64,
-    /// 80 and odd; logit scales from flat to sharp softmaxes, and some outside
-    /// Helium's subnormal-free range (the scalar exponential runs).
+    /// 80 and odd; logit scales from flat to sharp softmaxes, out to both ends of the range the
+    /// validator accepts (2^−64 and 2^64, `kernels::FACTOR_MIN`/`FACTOR_MAX`).
     pub const VITAE: [(usize, usize, usize, f32); 17] = [
         (1, 1, 64, 0.01),
         (65, 1, 40, 0.002),
@@ -324,16 +334,16 @@ pub mod attention {
         (96, 1, 64, 0.004),
         (33, 3, 7, 0.3),
         (17, 1, 64, 1e-7),
-        (40, 1, 16, 1e-30),
-        (40, 1, 16, 3e30),
+        (40, 1, 16, 1e-15),
+        (40, 1, 16, 3e15),
         (20, 1, 80, 0.003),
         (49, 2, 40, 1e-3),
         (65, 1, 64, 6.7e-4),
         (197, 1, 64, 5e-4),
         (50, 3, 33, 4e-4),
         (1, 1, 65, 2.9e-4),
-        (70, 1, 16, 1e-35),
-        (70, 1, 16, 1e35),
+        (70, 1, 16, f32::from_bits(0x1f80_0000)),
+        (70, 1, 16, f32::from_bits(0x5f80_0000)),
     ];
 
     /// A random shape of at most `max_elements` per tensor (1..140 tokens, 1..3 heads,
@@ -349,6 +359,110 @@ pub mod attention {
             }
         }
     }
+}
+
+/// `quant::requantize` at its extremes: accumulators and multipliers at every rounding and
+/// saturation edge, for every valid shift, and the exact value each stands for.
+pub mod requant {
+    use super::*;
+
+    /// Both ends of i32, both sides of ±2^30 (where a 32-bit final step wraps), around 0 and
+    /// ±2^16.
+    pub const ACCUMULATORS: [i32; 17] = [
+        i32::MIN,
+        i32::MIN + 1,
+        -(1 << 30) - 1,
+        -(1 << 30),
+        -65536,
+        -3,
+        -2,
+        -1,
+        0,
+        1,
+        2,
+        3,
+        65535,
+        1 << 30,
+        (1 << 30) + 1,
+        i32::MAX - 1,
+        i32::MAX,
+    ];
+
+    /// Zero, one half (2^30) and just above it, an alternating bit pattern, the largest two.
+    pub const MULTIPLIERS: [i32; 6] = [
+        0,
+        1 << 30,
+        (1 << 30) + 1,
+        0x5555_5555,
+        i32::MAX - 1,
+        i32::MAX,
+    ];
+
+    /// Every accumulator of [`ACCUMULATORS`] with every multiplier of [`MULTIPLIERS`] at every
+    /// valid shift.
+    pub fn extremes() -> impl Iterator<Item = (i32, Requant)> {
+        (MIN_SHIFT..=MAX_SHIFT).flat_map(|shift| {
+            MULTIPLIERS.into_iter().flat_map(move |multiplier| {
+                ACCUMULATORS
+                    .into_iter()
+                    .map(move |acc| (acc, Requant { multiplier, shift }))
+            })
+        })
+    }
+
+    /// The exact value `requantize(acc, r)` stands for, in 128 bits: `floor(acc·M / 2^(31−shift)
+    /// + 1/2)` (round half up) saturated to i32.
+    pub fn oracle(acc: i32, r: Requant) -> i32 {
+        let product = i128::from(acc) * i128::from(r.multiplier);
+        let total = 31 - r.shift;
+        let half = 1i128 << (total - 1);
+        let rounded = (product + half) >> total; // floor division by 2^total
+        rounded.clamp(i128::from(i32::MIN), i128::from(i32::MAX)) as i32
+    }
+}
+
+/// The performer's helper kernels (`kernels::performer`: Helium assembly on the M55, scalar
+/// elsewhere): the lengths and widths their optimized paths are compared on.
+pub mod performer {
+    /// `axpy_f32` runs on every length from 0 up to this (Helium: whole vectors and tails).
+    pub const AXPY_MAX_LEN: usize = 40;
+
+    /// Every width from 1 to `max_width`, each with every row count of `rows`.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Sweep {
+        /// Widest row.
+        pub max_width: usize,
+        /// Row counts.
+        pub rows: [usize; 3],
+    }
+
+    impl Sweep {
+        /// The largest row count (what a caller's buffers must hold).
+        pub const fn max_rows(&self) -> usize {
+            let (mut most, mut i) = (0, 0);
+            while i < self.rows.len() {
+                if self.rows[i] > most {
+                    most = self.rows[i];
+                }
+                i += 1;
+            }
+            most
+        }
+    }
+
+    /// `rank1_update_rows` and `weighted_row_sum`: column chunks of one to four vectors and the
+    /// widths that are not a multiple of 4.
+    pub const ROW_UPDATES: Sweep = Sweep {
+        max_width: 40,
+        rows: [1, 5, 12],
+    };
+
+    /// `feature_dots`: the register path (widths that are multiples of 8 up to 48) and the
+    /// general one.
+    pub const FEATURE_DOTS: Sweep = Sweep {
+        max_width: 64,
+        rows: [1, 7, 16],
+    };
 }
 
 /// The kernel benchmark's cases (`cargo xtask bench kernels`), the shapes CMSIS-NN was measured on.
@@ -472,6 +586,31 @@ mod tests {
                 assert!(g.validate().is_ok(), "{}", c.name);
             }
         }
+    }
+
+    #[test]
+    fn normal_floats_stay_within_their_exponents() {
+        let mut rng = Rng(17);
+        let (mut smallest, mut largest) = (f32::INFINITY, 0.0f32);
+        for _ in 0..20_000 {
+            let v = rng.normal_f32(30).abs();
+            smallest = smallest.min(v);
+            largest = largest.max(v);
+        }
+        assert!(smallest >= 2f32.powi(-30) && largest < 2f32.powi(31));
+        // Both ends of the range are reached, not just the middle.
+        assert!(smallest < 2f32.powi(-28) && largest >= 2f32.powi(28));
+    }
+
+    #[test]
+    fn performer_sweeps_know_their_largest_row_count() {
+        assert_eq!(performer::ROW_UPDATES.max_rows(), 12);
+        assert_eq!(performer::FEATURE_DOTS.max_rows(), 16);
+        let unsorted = performer::Sweep {
+            max_width: 1,
+            rows: [9, 30, 2],
+        };
+        assert_eq!(unsorted.max_rows(), 30);
     }
 
     #[test]

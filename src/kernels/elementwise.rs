@@ -1,7 +1,7 @@
 //! Element-wise int8 kernels: the residual add of two tensors with different scales, mean-pooling
 //! over tokens, and the conversions at the model's edges (f32 image in, int8 logits out).
 
-use super::{KernelError, check_len, ensure};
+use super::{KernelError, check_len, ensure, is_factor, is_factor_or_zero};
 use crate::quant::{quantize_f32, round_to_i8};
 
 /// `out = round(a · ra + b · rb + c)` saturated to int8: the requantizing add of two int8
@@ -19,14 +19,21 @@ pub struct AddS8 {
 }
 
 impl AddS8 {
-    /// Checks the factors are finite.
+    /// Checks the factors: each 0 or of magnitude in `[FACTOR_MIN, FACTOR_MAX]` (2^−64..2^64),
+    /// which keeps every value of the add zero or normal (the argument is at the element step).
     pub fn validate(&self) -> Result<(), KernelError> {
         ensure(
-            self.ra.is_finite() && self.rb.is_finite() && self.c.is_finite(),
-            "add factors must be finite",
+            is_factor_or_zero(self.ra) && is_factor_or_zero(self.rb) && is_factor_or_zero(self.c),
+            "add factors must be 0 or of magnitude 2^-64..2^64",
         )
     }
 
+    /// One element. Helium vectorizes this on the Cortex-M55 (flush-to-zero arithmetic); no value
+    /// here is ever subnormal, so every target computes the same bits: `a·ra` and `b·rb` are 0 or
+    /// at least 2^−64 in magnitude (integers times validated factors); a sum of two values whose
+    /// larger one is at least 2^−101 is 0 or at least 2^−126 (if it cancels, both operands are
+    /// within a factor 2 of each other and their last bits are multiples of 2^−125), which
+    /// covers `a·ra + b·rb`, `+ c` (c = 0 or ≥ 2^−64) and `round_to_i8`'s `+ 128.5`.
     #[inline(always)]
     fn one(&self, a: i8, b: i8) -> i8 {
         round_to_i8(a as f32 * self.ra + b as f32 * self.rb + self.c)
@@ -69,16 +76,25 @@ pub struct MeanPoolS8 {
     pub offset: f32,
 }
 
+impl MeanPoolS8 {
+    /// Checks the dimensions and the factors: `scale` and `offset` each 0 or of magnitude in
+    /// `[FACTOR_MIN, FACTOR_MAX]`, so `sum·scale + offset` never makes a subnormal (the argument
+    /// of [`AddS8`]'s), whether or not a target vectorizes it.
+    pub fn validate(&self) -> Result<(), KernelError> {
+        ensure(
+            self.tokens > 0 && self.channels > 0 && self.tokens < 1 << 23,
+            "mean-pool dimensions",
+        )?;
+        ensure(
+            is_factor_or_zero(self.scale) && is_factor_or_zero(self.offset),
+            "mean-pool factors must be 0 or of magnitude 2^-64..2^64",
+        )
+    }
+}
+
 /// Mean-pools `tokens × channels` into `channels`.
 pub fn mean_pool_s8(p: &MeanPoolS8, input: &[i8], out: &mut [i8]) -> Result<(), KernelError> {
-    ensure(
-        p.tokens > 0 && p.channels > 0 && p.tokens < 1 << 23,
-        "mean-pool dimensions",
-    )?;
-    ensure(
-        p.scale.is_finite() && p.offset.is_finite(),
-        "mean-pool factors must be finite",
-    )?;
+    p.validate()?;
     check_len("mean-pool input", input.len(), p.tokens * p.channels)?;
     check_len("mean-pool output", out.len(), p.channels)?;
     for (c, y) in out.iter_mut().enumerate() {
@@ -105,9 +121,14 @@ pub fn quantize_image_nchw(
     let n = channels * height * width;
     check_len("input image", image.len(), n)?;
     check_len("quantized image", out.len(), n)?;
+    // 2^−64 ≤ inv_scale ≤ 2^64 makes Helium's flush-to-zero invisible here (the RGB path is
+    // Helium assembly): `quantize_f32` adds `zero_point + 128.5`, at least 0.5 in magnitude, to
+    // `x · inv_scale`, so a product below 2^−126 (flushed on Helium, kept or rounded up to 2^−126
+    // elsewhere) and a subnormal pixel (read as 0 on Helium; its product is below 2^−62) both
+    // vanish in that sum's rounding; inv_scale itself is never subnormal.
     ensure(
-        inv_scale.is_finite() && (-128..=127).contains(&zero_point),
-        "input quantization",
+        is_factor(inv_scale) && (-128..=127).contains(&zero_point),
+        "input quantization: inv_scale must be in 2^-64..2^64",
     )?;
     let plane = height * width;
     let q = |x: f32| quantize_f32(x, inv_scale, zero_point);

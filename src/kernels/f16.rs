@@ -5,9 +5,10 @@
 //! Same operations and layouts as the int8 kernels; see those files for the semantics.
 
 use super::conv::{ConvGeometry, OutputSlice};
+use super::performer::{axpy_f32, feature};
 use super::scratch::{Scratch, bytes_for};
 use super::{KernelError, check_len, ensure, mul};
-use crate::math::{exp, gelu, silu, sqrt};
+use crate::math::{exp, gelu, silu, sqrt, zero_tiny};
 use half::f16;
 
 /// Activation applied after a conv or linear layer.
@@ -248,8 +249,10 @@ pub fn attention_f16(
                 let m_new = m.max(tmax);
                 let corr = exp(m - m_new);
                 l *= corr;
+                // Vectorized on Helium: a product ≤ 2^−126 is +0 on every target (see
+                // `math::zero_tiny`), so the accumulators never hold a subnormal.
                 for a in acc.iter_mut() {
-                    *a *= corr;
+                    *a = zero_tiny(*a * corr);
                 }
                 for (j, &sj) in (j0..j1).zip(scores.iter()) {
                     let pj = exp(sj - m_new);
@@ -317,19 +320,19 @@ pub fn performer_f16(
                 .iter()
                 .zip(zf.iter())
                 .fold(0.0f32, |a, (&wi, &x)| a + wi * x);
-            *ph = exp(dot - 0.5 * norm) * inv_sqrt_m;
+            *ph = feature(dot - 0.5 * norm, inv_sqrt_m);
         }
     };
+    // As the int8 kernel: features 0 or at least 2^−126 (so the feature sums, which Helium
+    // vectorizes, never meet a subnormal), the feature × channel updates in flush-to-zero
+    // arithmetic on every target (`performer::axpy_f32`).
     for (kt, vt) in k.chunks_exact(emb).zip(v.chunks_exact(emb)) {
         features_of(kt, zf, phi);
         for (acc, &f) in ksum.iter_mut().zip(phi.iter()) {
             *acc += f;
         }
         for (row, vq) in kptv.chunks_exact_mut(features).zip(vt) {
-            let vf = vq.to_f32();
-            for (acc, &f) in row.iter_mut().zip(phi.iter()) {
-                *acc += vf * f;
-            }
+            axpy_f32(row, vq.to_f32(), phi);
         }
     }
     for (qt, yt) in q.chunks_exact(emb).zip(out.chunks_exact_mut(emb)) {

@@ -5,8 +5,14 @@
 //! `out_c = round((C·q_c − S) · f · g_c + b_c)`, `f = 1/√(V + eps·C²/s_in²)`,
 //! where the host stores `g_c = γ_c / s_out` and `b_c = β_c / s_out + zp_out`.
 
-use super::{KernelError, check_len, ensure};
+use super::{KernelError, all_factors_or_zero, check_len, ensure};
 use crate::quant::round_to_i8;
+
+/// Smallest `eps_term` accepted: 2^−64.
+pub const EPS_TERM_MIN: f32 = super::FACTOR_MIN;
+/// Largest `eps_term` accepted: 2^96 (a degenerate input scale of 4e−11 with 2^16 channels gives
+/// about 2^84); it keeps `f = 1/√(V + eps_term)` at least 2^−49.
+pub const EPS_TERM_MAX: f32 = f32::from_bits(0x6f80_0000);
 
 /// A validated int8 LayerNorm.
 #[derive(Clone, Copy, Debug)]
@@ -33,14 +39,14 @@ impl<'a> LayerNormS8<'a> {
             "layernorm dimensions",
         )?;
         ensure(
-            eps_term.is_finite() && eps_term > 0.0,
-            "layernorm eps must be finite and > 0",
+            (EPS_TERM_MIN..=EPS_TERM_MAX).contains(&eps_term),
+            "layernorm eps term must be in 2^-64..2^96",
         )?;
         check_len("layernorm gain", gain.len(), channels)?;
         check_len("layernorm offset", offset.len(), channels)?;
         ensure(
-            gain.iter().chain(offset).all(|v| v.is_finite()),
-            "layernorm gain/offset must be finite",
+            all_factors_or_zero(gain) && all_factors_or_zero(offset),
+            "layernorm gain/offset must be 0 or of magnitude 2^-64..2^64",
         )?;
         Ok(LayerNormS8 {
             tokens,
@@ -78,6 +84,12 @@ pub fn layernorm_s8(p: &LayerNormS8, input: &[i8], output: &mut [i8]) -> Result<
             Err(_) => wide_to_f32(var_num),
         };
         let f = 1.0 / crate::math::sqrt(var + p.eps_term);
+        // Helium vectorizes this loop (flush-to-zero arithmetic); no value in it is ever
+        // subnormal, so every target computes the same bits: `f ∈ [2^−49, 2^32]` (V < 2^47 and the
+        // validated eps term), so `centered · f` is 0 or at least 2^−49 and `· g` 0 or at least
+        // 2^−113 (gains 0 or 2^−64..2^64, products exact above 2^−126); `+ b` and `+ 128.5` are
+        // sums whose larger operand is at least 2^−64, which are 0 or at least 2^−88 (see
+        // `AddS8`'s argument).
         for (((&q, out), &g), &b) in x.iter().zip(y.iter_mut()).zip(p.gain).zip(p.offset) {
             let centered = (c * q as i32 - sum) as f32;
             *out = round_to_i8(centered * f * g + b);

@@ -80,6 +80,36 @@ impl core::fmt::Display for KernelError {
 
 impl core::error::Error for KernelError {}
 
+/// 2^−64: the smallest magnitude of a nonzero f32 factor the int8 kernels accept (scales, ratios
+/// of scales, offsets and gains). With [`FACTOR_MAX`] = 2^64 this is the validator's half of the
+/// subnormal rule (see the crate docs): the products of these factors with integers, and their
+/// sums, stay zero or far inside the normal range, so a step that Helium vectorizes computes the
+/// same bits as the host.
+pub const FACTOR_MIN: f32 = f32::from_bits(0x1f80_0000);
+/// 2^64: the largest magnitude of an f32 factor the int8 kernels accept.
+pub const FACTOR_MAX: f32 = f32::from_bits(0x5f80_0000);
+
+/// True for a positive factor in `[FACTOR_MIN, FACTOR_MAX]` (false for NaN, ±∞, 0, negatives).
+/// On the bits (positive floats order like their bits), so that checking a table vectorizes as
+/// integer code: the op records are validated before every inference.
+#[inline(always)]
+pub(crate) fn is_factor(x: f32) -> bool {
+    x.to_bits().wrapping_sub(FACTOR_MIN.to_bits()) <= FACTOR_MAX.to_bits() - FACTOR_MIN.to_bits()
+}
+
+/// True for zero or a magnitude in `[FACTOR_MIN, FACTOR_MAX]`, either sign.
+#[inline(always)]
+pub(crate) fn is_factor_or_zero(x: f32) -> bool {
+    let magnitude = f32::from_bits(x.to_bits() & 0x7fff_ffff);
+    magnitude.to_bits() == 0 || is_factor(magnitude)
+}
+
+/// True when every value of `v` is [`is_factor_or_zero`]. Counts the bad ones instead of stopping
+/// at the first, so the loop has no early exit and vectorizes.
+pub(crate) fn all_factors_or_zero(v: &[f32]) -> bool {
+    v.iter().filter(|&&x| !is_factor_or_zero(x)).count() == 0
+}
+
 /// Checks a buffer length exactly.
 pub(crate) fn check_len(what: &'static str, have: usize, need: usize) -> Result<(), KernelError> {
     if have == need {
@@ -101,4 +131,45 @@ pub(crate) fn ensure(cond: bool, what: &'static str) -> Result<(), KernelError> 
 /// `a · b`, or an error naming `what` when it overflows.
 pub(crate) fn mul(a: usize, b: usize, what: &'static str) -> Result<usize, KernelError> {
     a.checked_mul(b).ok_or(KernelError::BadParam { what })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bit tests against the plain definition, at the ends of the range and beyond.
+    #[test]
+    fn factor_ranges_on_the_bits() {
+        let lo = FACTOR_MIN;
+        let hi = FACTOR_MAX;
+        let next = |x: f32| f32::from_bits(x.to_bits() + 1);
+        let prev = |x: f32| f32::from_bits(x.to_bits() - 1);
+        for x in [
+            0.0f32,
+            -0.0,
+            lo,
+            prev(lo),
+            next(lo),
+            hi,
+            prev(hi),
+            next(hi),
+            1.0,
+            -1.0,
+            1e-40,
+            f32::MIN_POSITIVE,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            -f32::NAN,
+            f32::MAX,
+        ] {
+            for v in [x, -x] {
+                let plain = (lo..=hi).contains(&v);
+                assert_eq!(is_factor(v), plain, "{v:e}");
+                let plain = v == 0.0 || (lo..=hi).contains(&v.abs());
+                assert_eq!(is_factor_or_zero(v), plain, "{v:e}");
+                assert_eq!(all_factors_or_zero(&[1.0, v, 0.0]), plain, "{v:e}");
+            }
+        }
+    }
 }

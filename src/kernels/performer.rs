@@ -18,12 +18,31 @@
 //!   symmetric (zero point 0).
 
 use super::scratch::{Scratch, bytes_for};
-use super::{KernelError, check_len, ensure};
-use crate::math::{exp, sqrt};
+use super::{KernelError, check_len, ensure, is_factor};
+use crate::math::{ftz, sqrt};
 use crate::quant::quantize_f32;
 
 /// PyTorch's `epsilon` in the normalizer.
 const EPSILON: f32 = 1e-8;
+
+/// Smallest k, q and w scale accepted: 2^−40 (their products, `scale · w_scale` and `scale²/2`,
+/// stay at least 2^−81).
+pub const SCALE_MIN: f32 = f32::from_bits(0x2b80_0000);
+/// Largest k, q and w scale accepted: 2^40.
+pub const SCALE_MAX: f32 = f32::from_bits(0x5380_0000);
+
+/// Smallest exponent with a nonzero feature: −83.17, where the exponential is `2^−120 · 1.0077`.
+/// Below it (where `math::exp` alone would still give values down to 2^−126, and 0 below −87.33)
+/// the feature is 0, so every feature is 0 or above 2^−126 (`1/√m > 2^−6`) on every target:
+/// Helium's vectorized loops never meet a subnormal feature.
+pub const FEATURE_ARG_MIN: f32 = -83.17;
+
+/// A feature from its exponent: `e^x · (1/√m)`, or 0 when `x < −83.17` ([`FEATURE_ARG_MIN`];
+/// [`math::exp_cut`](crate::math::exp_cut), the same instructions as `math::exp`).
+#[inline(always)]
+pub fn feature(x: f32, inv_sqrt_m: f32) -> f32 {
+    crate::math::exp_cut(x, FEATURE_ARG_MIN) * inv_sqrt_m
+}
 
 /// Largest `emb`: keeps the int16 × int8 dot product inside i32 (`emb · 2^15 · 2^7 < 2^31`).
 pub const MAX_EMB: usize = 511;
@@ -70,10 +89,15 @@ impl<'a> PerformerS8<'a> {
             "performer too large (emb at most 511)",
         )?;
         check_len("performer w", w.len(), emb * features)?;
-        let scales = [w_scale, k_scale, q_scale, v_scale, out_inv_scale];
         ensure(
-            scales.iter().all(|s| s.is_finite() && *s > 0.0),
-            "performer scales must be finite and > 0",
+            [w_scale, k_scale, q_scale]
+                .iter()
+                .all(|s| (SCALE_MIN..=SCALE_MAX).contains(s)),
+            "performer k, q and w scales must be in 2^-40..2^40",
+        )?;
+        ensure(
+            is_factor(v_scale) && is_factor(out_inv_scale),
+            "performer v scale and output inverse scale must be in 2^-64..2^64",
         )?;
         ensure((-128..=127).contains(&out_zp), "zero point outside int8")?;
         Ok(PerformerS8 {
@@ -108,6 +132,14 @@ impl<'a> PerformerS8<'a> {
     }
 
     /// `φ(z)` of one token into `phi`.
+    ///
+    /// Helium vectorizes the exponents, exponentials and features (flush-to-zero arithmetic); no
+    /// value there is subnormal, so every target computes the same bits: `dot · dot_scale` is 0 or
+    /// at least 2^−80 and `half_norm` 0 or at least 2^−81 (scales in 2^−40..2^40), so their
+    /// difference is 0 or at least 2^−106 (a sum whose larger operand is M is 0 or at least
+    /// M·2^−25); the exponential of such an exponent is the same in both arithmetics (see
+    /// [`math::exp`](crate::math::exp)), and [`feature`] keeps it only from the exponent −83.17 on
+    /// (`e^x > 2^−120`), so the features are 0 or above 2^−126.
     fn features_of(&self, z: &[i8], scale: f32, phi: &mut [f32]) {
         let norm: i32 = z.iter().map(|&q| q as i32 * q as i32).sum();
         let half_norm = norm as f32 * (scale * scale * 0.5);
@@ -120,13 +152,14 @@ impl<'a> PerformerS8<'a> {
             feature_dots(self.w, self.emb, z, bytemuck::cast_slice_mut(phi));
             for ph in phi.iter_mut() {
                 let dot = ph.to_bits() as i32;
-                *ph = exp(dot as f32 * dot_scale - half_norm) * inv_sqrt_m;
+                *ph = feature(dot as f32 * dot_scale - half_norm, inv_sqrt_m);
             }
         } else {
             // Same operations per element, in one pass (no SIMD to feed).
             let rows = phi.iter_mut().zip(self.w.chunks_exact(self.emb));
             for (ph, w_row) in rows {
-                *ph = exp(dot_s16_s8(w_row, z) as f32 * dot_scale - half_norm) * inv_sqrt_m;
+                let x = dot_s16_s8(w_row, z) as f32 * dot_scale - half_norm;
+                *ph = feature(x, inv_sqrt_m);
             }
         }
     }
@@ -147,16 +180,18 @@ pub fn feature_dots(w: &[i16], e: usize, z: &[i8], out: &mut [i32]) {
     }
 }
 
-/// `y[i] += a · x[i]` (product and sum each rounded) over `min(y.len(), x.len())` values:
-/// Helium assembly on the M55, the same loop elsewhere. Public for the on-target tests.
+/// `y[i] += a · x[i]` over `min(y.len(), x.len())` values, the product and the sum each rounded
+/// in Arm flush-to-zero arithmetic ([`crate::math::ftz::axpy`] is the definition): Helium assembly
+/// on the M55, the FPU in flush-to-zero mode on the M4/M7, the emulation elsewhere. Public for the
+/// on-target tests.
 #[inline(always)]
 pub fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
     #[cfg(any(test, vitae_mve))]
     crate::arch::mve::axpy_f32(y, a, x);
-    #[cfg(not(any(test, vitae_mve)))]
-    for (yi, &xi) in y.iter_mut().zip(x) {
-        *yi += a * xi;
-    }
+    #[cfg(all(not(test), vitae_dsp, not(vitae_mve)))]
+    crate::arch::dsp::axpy_f32(y, a, x);
+    #[cfg(not(any(test, vitae_mve, vitae_dsp)))]
+    crate::math::ftz::axpy(y, a, x);
 }
 
 /// `kptv[i][c] += phi[i] · x[c]` for every feature row (Helium: registers hold a chunk of `x`
@@ -166,9 +201,13 @@ pub fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
 pub fn rank1_update_rows(kptv: &mut [f32], e: usize, phi: &[f32], x: &[f32]) {
     #[cfg(any(test, vitae_mve))]
     crate::arch::mve::rank1_update_rows(kptv, e, phi, x);
-    #[cfg(not(any(test, vitae_mve)))]
-    for (row, &f) in kptv.chunks_exact_mut(e).zip(phi) {
-        axpy_f32(row, f, x);
+    #[cfg(all(not(test), vitae_dsp, not(vitae_mve)))]
+    crate::arch::dsp::rank1_update_rows(kptv, e, phi, x);
+    #[cfg(not(any(test, vitae_mve, vitae_dsp)))]
+    if e > 0 && x.len() >= e {
+        for (row, &f) in kptv.chunks_exact_mut(e).zip(phi) {
+            crate::math::ftz::axpy(row, f, &x[..e]);
+        }
     }
 }
 
@@ -179,11 +218,14 @@ pub fn rank1_update_rows(kptv: &mut [f32], e: usize, phi: &[f32], x: &[f32]) {
 pub fn weighted_row_sum(y: &mut [f32], e: usize, phi: &[f32], kptv: &[f32]) {
     #[cfg(any(test, vitae_mve))]
     crate::arch::mve::weighted_row_sum(y, e, phi, kptv);
-    #[cfg(not(any(test, vitae_mve)))]
-    {
+    #[cfg(all(not(test), vitae_dsp, not(vitae_mve)))]
+    crate::arch::dsp::weighted_row_sum(y, e, phi, kptv);
+    #[cfg(not(any(test, vitae_mve, vitae_dsp)))]
+    if e > 0 && y.len() >= e {
+        let y = &mut y[..e];
         y.fill(0.0);
         for (row, &f) in kptv.chunks_exact(e).zip(phi) {
-            axpy_f32(y, f, row);
+            crate::math::ftz::axpy(y, f, row);
         }
     }
 }
@@ -254,53 +296,79 @@ pub fn performer_s8(
     // Pass 1: ksum[i] = Σ_t φ(k_t)[i] and kptvᵀ[i][c] = Σ_t φ(k_t)[i] · v[t][c], tokens in order.
     for (kt, vt) in k.chunks_exact(e).zip(v.chunks_exact(e)) {
         p.features_of(kt, p.k_scale, phi);
-        for (f, &vq) in vf.iter_mut().zip(vt) {
-            *f = vq as f32 * p.v_scale;
-        }
-        for (acc, &f) in ksum.iter_mut().zip(phi.iter()) {
-            *acc += f;
-        }
+        dequantize_token(vf, vt, p.v_scale);
+        add_features(ksum, phi);
         rank1_update_rows(kptv, e, phi, vf);
     }
     // Pass 2: per token, D = φ(q)·Σφ(k) and y[c] = Σ_i φ(q)[i] · kptvᵀ[i][c] / (D + ε).
     for (qt, yt) in q.chunks_exact(e).zip(out.chunks_exact_mut(e)) {
         p.features_of(qt, p.q_scale, phi);
-        let d = phi
-            .iter()
-            .zip(ksum.iter())
-            .fold(0.0f32, |a, (&x, &s)| a + x * s);
-        let denom = d + EPSILON;
+        let denom = normalizer(phi, ksum) + EPSILON;
         weighted_row_sum(y, e, phi, kptv);
-        // One division per token; the element-wise rest vectorizes.
-        let scale = p.out_inv_scale / denom;
-        for (o, &num) in yt.iter_mut().zip(y.iter()) {
-            *o = quantize_f32(num, scale, p.out_zp);
-        }
+        // One division per token; the element-wise rest vectorizes. The flush is the same on
+        // every target and keeps a subnormal factor (a huge D) out of the vectorized product.
+        let scale = ftz::flush(p.out_inv_scale / denom);
+        quantize_row(yt, y, scale, p.out_zp);
     }
     Ok(())
+}
+
+/// `vf[c] = v[c] · v_scale`. Vectorized on Helium: integers times a scale in 2^−64..2^64 are 0 or
+/// at least 2^−64, never subnormal.
+#[inline(always)]
+fn dequantize_token(vf: &mut [f32], v: &[i8], v_scale: f32) {
+    for (f, &vq) in vf.iter_mut().zip(v) {
+        *f = vq as f32 * v_scale;
+    }
+}
+
+/// `ksum[i] += phi[i]`. Vectorized on Helium: features are 0 or at least 2^−126 and never
+/// negative, so every sum is at least its larger operand, never subnormal.
+#[inline(always)]
+fn add_features(ksum: &mut [f32], phi: &[f32]) {
+    for (acc, &f) in ksum.iter_mut().zip(phi) {
+        *acc += f;
+    }
+}
+
+/// `D = Σ_i phi[i] · ksum[i]`, in feature order: a sequential f32 sum, which the compiler may not
+/// reorder and so does not vectorize (its products can be subnormal; scalar code computes them
+/// the same on every target). `cargo xtask test` checks that no Helium instruction comes from here.
+#[inline(always)]
+fn normalizer(phi: &[f32], ksum: &[f32]) -> f32 {
+    phi.iter().zip(ksum).fold(0.0f32, |a, (&x, &s)| a + x * s)
+}
+
+/// `out[c] = quantize_f32(y[c], scale, zp)`. Vectorized on Helium: `y` (flush-to-zero results)
+/// and `scale` (flushed) are never subnormal; a product below 2^−126 (0 on Helium, tiny or 2^−126
+/// elsewhere) meets `zp + 128.5`, at least 0.5 in magnitude, and rounds away in that sum alike.
+#[inline(always)]
+fn quantize_row(out: &mut [i8], y: &[f32], scale: f32, zp: i32) {
+    for (o, &num) in out.iter_mut().zip(y) {
+        *o = quantize_f32(num, scale, zp);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::cases::Rng;
 
     /// The kernel against a direct f64 evaluation of the formula on the dequantized inputs.
     #[test]
     fn matches_the_formula() {
         let (n, e, m) = (37usize, 24usize, 12usize);
-        let mut s = 0x9E37_79B9u32;
-        let mut next = || {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            s
-        };
-        let w: Vec<i16> = (0..e * m).map(|_| (next() % 2001) as i16 - 1000).collect();
+        let mut rng = Rng(0x9E37_79B9);
+        let w: Vec<i16> = (0..e * m)
+            .map(|_| (rng.next_u32() % 2001) as i16 - 1000)
+            .collect();
         let w_scale = 2.0 / 1000.0;
-        let mk = |next: &mut dyn FnMut() -> u32| -> Vec<i8> {
-            (0..n * e).map(|_| (next() % 61) as i8 - 30).collect()
+        let mut tokens = || -> Vec<i8> {
+            (0..n * e)
+                .map(|_| (rng.next_u32() % 61) as i8 - 30)
+                .collect()
         };
-        let (k, q, v) = (mk(&mut next), mk(&mut next), mk(&mut next));
+        let (k, q, v) = (tokens(), tokens(), tokens());
         let (ks, qs, vs) = (0.02f32, 0.025f32, 0.05f32);
         let out_scale = 0.02f32;
         let p = PerformerS8::new(n, e, m, &w, w_scale, ks, qs, vs, 1.0 / out_scale, 3).unwrap();
@@ -353,5 +421,100 @@ mod tests {
     fn refuses_too_wide_tokens() {
         let w = vec![0i16; 512 * 2];
         assert!(PerformerS8::new(4, 512, 2, &w, 1.0, 1.0, 1.0, 1.0, 1.0, 0).is_err());
+    }
+
+    /// The performer with IEEE arithmetic everywhere and no feature threshold: what the kernel
+    /// computed before Helium's flush-to-zero was made part of its definition.
+    fn ieee(p: &PerformerS8, k: &[i8], q: &[i8], v: &[i8], out: &mut [i8]) {
+        use crate::math::exp;
+        let (e, m) = (p.emb, p.features);
+        let (mut vf, mut y) = (vec![0f32; e], vec![0f32; e]);
+        let (mut phi, mut ksum, mut kptv) = (vec![0f32; m], vec![0f32; m], vec![0f32; e * m]);
+        let features = |z: &[i8], scale: f32, phi: &mut [f32]| {
+            let norm: i32 = z.iter().map(|&q| q as i32 * q as i32).sum();
+            let half_norm = norm as f32 * (scale * scale * 0.5);
+            for (ph, w_row) in phi.iter_mut().zip(p.w.chunks_exact(e)) {
+                let x = dot_s16_s8(w_row, z) as f32 * (scale * p.w_scale) - half_norm;
+                *ph = exp(x) * p.inv_sqrt_m;
+            }
+        };
+        for (kt, vt) in k.chunks_exact(e).zip(v.chunks_exact(e)) {
+            features(kt, p.k_scale, &mut phi);
+            for (f, &vq) in vf.iter_mut().zip(vt) {
+                *f = vq as f32 * p.v_scale;
+            }
+            for (a, &f) in ksum.iter_mut().zip(&phi) {
+                *a += f;
+            }
+            for (row, &f) in kptv.chunks_exact_mut(e).zip(&phi) {
+                for (r, &x) in row.iter_mut().zip(&vf) {
+                    *r += f * x;
+                }
+            }
+        }
+        for (qt, yt) in q.chunks_exact(e).zip(out.chunks_exact_mut(e)) {
+            features(qt, p.q_scale, &mut phi);
+            let d = phi.iter().zip(&ksum).fold(0.0f32, |a, (&x, &s)| a + x * s);
+            y.fill(0.0);
+            for (row, &f) in kptv.chunks_exact(e).zip(&phi) {
+                for (yy, &r) in y.iter_mut().zip(row) {
+                    *yy += f * r;
+                }
+            }
+            let scale = p.out_inv_scale / (d + EPSILON);
+            for (o, &num) in yt.iter_mut().zip(&y) {
+                *o = quantize_f32(num, scale, p.out_zp);
+            }
+        }
+    }
+
+    /// The subnormal suite's hand-made performer tokens are not vacuous: IEEE arithmetic gives
+    /// other output bytes than the kernel (flush-to-zero feature × channel updates, the feature
+    /// threshold), so the on-target test that pins the kernel's bytes would have caught the M55
+    /// differing from the host. On ordinary tokens the two agree.
+    #[test]
+    fn the_subnormal_case_tells_flush_to_zero_from_ieee() {
+        use crate::kernels::cases::subnormal::{PERFORMER_SHAPE, performer_tokens};
+        let (n, e, m) = PERFORMER_SHAPE;
+        let (k, q, v, w) = performer_tokens();
+        let s = 1.0 / 16.0;
+        let p =
+            PerformerS8::new(n, e, m, &w, s, s, s, f32::from_bits(0x3080_0000), 1.8e19, 3).unwrap();
+        let mut got = vec![0i8; n * e];
+        let mut scratch = vec![0u8; performer_s8_scratch_size(e, m)];
+        performer_s8(&p, &k, &q, &v, &mut got, &mut scratch).unwrap();
+        let mut old = vec![0i8; n * e];
+        ieee(&p, &k, &q, &v, &mut old);
+        assert_eq!(&got[..2], &[3, 3]);
+        assert_eq!(&old[..2], &[-128, 127]);
+        assert_eq!(&got[2..], &old[2..]);
+        // Ordinary tokens and scales: no subnormal anywhere, the same bytes.
+        let mut rng = crate::kernels::cases::Rng(0x0d1f_0001);
+        let w: Vec<i16> = (0..e * m)
+            .map(|_| (rng.next_u32() % 2001) as i16 - 1000)
+            .collect();
+        let (k, q, v) = (rng.i8s(n * e), rng.i8s(n * e), rng.i8s(n * e));
+        let p = PerformerS8::new(n, e, m, &w, 0.002, 0.02, 0.02, 0.05, 50.0, -4).unwrap();
+        performer_s8(&p, &k, &q, &v, &mut got, &mut scratch).unwrap();
+        ieee(&p, &k, &q, &v, &mut old);
+        assert_eq!(got, old);
+    }
+
+    /// A feature is 0 exactly below the exponent −83.17 and above 2^−126 from there on, for the
+    /// smallest factor `1/√m` (m = 4095), and equals `exp(x)/√m` there.
+    #[test]
+    fn features_are_zero_or_normal() {
+        let inv = 1.0 / sqrt(4095.0);
+        let mut x = -90.0f32;
+        while x < -80.0 {
+            let f = feature(x, inv);
+            if x < FEATURE_ARG_MIN {
+                assert_eq!(f.to_bits(), 0, "x = {x}");
+            } else {
+                assert!(f > f32::MIN_POSITIVE, "x = {x}: {f:e}");
+                assert_eq!(f, crate::math::exp(x) * inv, "x = {x}");
+            }
+            x = f32::from_bits(x.to_bits() - 97);
+        }
     }
 }

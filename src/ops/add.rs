@@ -59,17 +59,7 @@ impl OpSpec for AddS8Op {
         Ok(k)
     }
 
-    fn scratch_bytes(_: &AddParams) -> usize {
-        0
-    }
-
-    fn data_bytes(_: &AddParams) -> usize {
-        0
-    }
-
-    fn macs(_: &AddS8) -> u64 {
-        0
-    }
+    returns_zero!(scratch_bytes, data_bytes, macs);
 
     fn run(k: &AddS8, io: &mut OpIo<'_>) -> Result<(), RunError> {
         let b = io.i8_in(1);
@@ -98,17 +88,7 @@ impl OpSpec for AddF16Op {
         check_shapes(cx, DType::F16)
     }
 
-    fn scratch_bytes(_: &()) -> usize {
-        0
-    }
-
-    fn data_bytes(_: &()) -> usize {
-        0
-    }
-
-    fn macs(_: &()) -> u64 {
-        0
-    }
+    returns_zero!(scratch_bytes, data_bytes, macs);
 
     fn run(_: &(), io: &mut OpIo<'_>) -> Result<(), RunError> {
         let b = io.f16_in(1)?;

@@ -68,9 +68,7 @@ impl OpSpec for AttentionS8Op {
         attention_s8_scratch_size(p.tokens as usize, p.head_dim as usize)
     }
 
-    fn data_bytes(_: &AttentionParams) -> usize {
-        0
-    }
+    returns_zero!(data_bytes);
 
     fn macs(a: &AttentionS8) -> u64 {
         a.macs()
@@ -135,9 +133,7 @@ impl OpSpec for AttentionF16Op {
         kf16::attention_f16_scratch_size(p.head_dim as usize)
     }
 
-    fn data_bytes(_: &AttentionF16Params) -> usize {
-        0
-    }
+    returns_zero!(data_bytes);
 
     fn macs(p: &AttentionF16Params) -> u64 {
         2 * (p.tokens as u64).pow(2) * p.heads as u64 * p.head_dim as u64

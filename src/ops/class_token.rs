@@ -111,17 +111,7 @@ macro_rules! drop_op {
                 check_rows(cx, p, (cx.input(0), cx.output()), $dtype)
             }
 
-            fn scratch_bytes(_: &TokenRowsParams) -> usize {
-                0
-            }
-
-            fn data_bytes(_: &TokenRowsParams) -> usize {
-                0
-            }
-
-            fn macs(_: &TokenRowsParams) -> u64 {
-                0
-            }
+            returns_zero!(scratch_bytes, data_bytes, macs);
 
             fn run($p: &TokenRowsParams, $io: &mut OpIo<'_>) -> Result<(), RunError> {
                 $run
@@ -170,17 +160,7 @@ impl OpSpec for PadTokenS8Op {
         Ok((p, zero))
     }
 
-    fn scratch_bytes(_: &TokenRowsParams) -> usize {
-        0
-    }
-
-    fn data_bytes(_: &TokenRowsParams) -> usize {
-        0
-    }
-
-    fn macs(_: &(TokenRowsParams, i8)) -> u64 {
-        0
-    }
+    returns_zero!(scratch_bytes, data_bytes, macs);
 
     fn run(&(p, zero): &(TokenRowsParams, i8), io: &mut OpIo<'_>) -> Result<(), RunError> {
         let x = io.i8_in(0);
@@ -203,17 +183,7 @@ impl OpSpec for PadTokenF16Op {
         check_rows(cx, p, (cx.output(), cx.input(0)), DType::F16)
     }
 
-    fn scratch_bytes(_: &TokenRowsParams) -> usize {
-        0
-    }
-
-    fn data_bytes(_: &TokenRowsParams) -> usize {
-        0
-    }
-
-    fn macs(_: &TokenRowsParams) -> u64 {
-        0
-    }
+    returns_zero!(scratch_bytes, data_bytes, macs);
 
     fn run(p: &TokenRowsParams, io: &mut OpIo<'_>) -> Result<(), RunError> {
         let x = io.f16_in(0)?;
@@ -324,16 +294,10 @@ impl OpSpec for ClassTokenS8Op {
         })
     }
 
-    fn scratch_bytes(_: &ClassTokenParams) -> usize {
-        0
-    }
+    returns_zero!(scratch_bytes, macs);
 
     fn data_bytes(p: &ClassTokenParams) -> usize {
         refs_len(&[p.first, p.pos])
-    }
-
-    fn macs(_: &ClassTokenS8) -> u64 {
-        0
     }
 
     fn run(k: &ClassTokenS8, io: &mut OpIo<'_>) -> Result<(), RunError> {
@@ -404,16 +368,10 @@ impl OpSpec for ClassTokenF16Op {
         Ok(ClassTokenF16 { rows, first, pos })
     }
 
-    fn scratch_bytes(_: &ClassTokenF16Params) -> usize {
-        0
-    }
+    returns_zero!(scratch_bytes, macs);
 
     fn data_bytes(p: &ClassTokenF16Params) -> usize {
         refs_len(&[p.first, p.pos])
-    }
-
-    fn macs(_: &ClassTokenF16) -> u64 {
-        0
     }
 
     fn run(k: &ClassTokenF16, io: &mut OpIo<'_>) -> Result<(), RunError> {

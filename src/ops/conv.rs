@@ -215,9 +215,7 @@ impl OpSpec for ConvF16Op {
         })
     }
 
-    fn scratch_bytes(_: &ConvF16Params) -> usize {
-        0
-    }
+    returns_zero!(scratch_bytes);
 
     fn data_bytes(p: &ConvF16Params) -> usize {
         refs_len(&[p.weights, p.bias])

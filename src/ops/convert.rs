@@ -29,8 +29,9 @@ pub struct QuantizeF16Params {
 }
 const _: () = assert!(core::mem::size_of::<QuantizeF16Params>() == 8);
 
-/// The checks both conversions share: same shape, the dtypes given, a finite positive factor and
-/// the int8 side's zero point.
+/// The checks both conversions share: same shape, the dtypes given, a factor in 2^−64..2^64 (as
+/// every int8 scale; `quantize_f32`'s rounding constant then absorbs any tiny product) and the
+/// int8 side's zero point.
 fn check(
     cx: &DecodeCx,
     (from, to): (DType, DType),
@@ -45,7 +46,10 @@ fn check(
             && (x.desc.h, x.desc.w, x.desc.c) == (out.desc.h, out.desc.w, out.desc.c),
         "conversion tensors",
     )?;
-    cx.ensure(factor.is_finite() && factor > 0.0, "conversion scale")?;
+    cx.ensure(
+        crate::kernels::is_factor(factor),
+        "conversion scale (in 2^-64..2^64)",
+    )?;
     cx.ensure(
         zero_point == int8.desc.zero_point,
         "conversion zero point differs from the int8 tensor",
@@ -77,17 +81,7 @@ impl OpSpec for DequantizeS8Op {
         Ok(*p)
     }
 
-    fn scratch_bytes(_: &DequantizeParams) -> usize {
-        0
-    }
-
-    fn data_bytes(_: &DequantizeParams) -> usize {
-        0
-    }
-
-    fn macs(_: &DequantizeParams) -> u64 {
-        0
-    }
+    returns_zero!(scratch_bytes, data_bytes, macs);
 
     fn run(p: &DequantizeParams, io: &mut OpIo<'_>) -> Result<(), RunError> {
         let x = io.i8_in(0);
@@ -121,17 +115,7 @@ impl OpSpec for QuantizeF16Op {
         Ok(*p)
     }
 
-    fn scratch_bytes(_: &QuantizeF16Params) -> usize {
-        0
-    }
-
-    fn data_bytes(_: &QuantizeF16Params) -> usize {
-        0
-    }
-
-    fn macs(_: &QuantizeF16Params) -> u64 {
-        0
-    }
+    returns_zero!(scratch_bytes, data_bytes, macs);
 
     fn run(p: &QuantizeF16Params, io: &mut OpIo<'_>) -> Result<(), RunError> {
         let x = io.f16_in(0)?;

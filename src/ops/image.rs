@@ -48,23 +48,13 @@ impl OpSpec for QuantizeImageOp {
             "output must be the int8 input image",
         )?;
         cx.ensure(
-            p.inv_scale.is_finite() && p.inv_scale > 0.0 && p.zero_point == out.desc.zero_point,
-            "input quantization",
+            crate::kernels::is_factor(p.inv_scale) && p.zero_point == out.desc.zero_point,
+            "input quantization (inv_scale in 2^-64..2^64, the output's zero point)",
         )?;
         Ok(*p)
     }
 
-    fn scratch_bytes(_: &QuantizeParams) -> usize {
-        0
-    }
-
-    fn data_bytes(_: &QuantizeParams) -> usize {
-        0
-    }
-
-    fn macs(_: &QuantizeParams) -> u64 {
-        0
-    }
+    returns_zero!(scratch_bytes, data_bytes, macs);
 
     fn run(p: &QuantizeParams, io: &mut OpIo<'_>) -> Result<(), RunError> {
         let (img, m) = io.f32_image()?;
@@ -99,17 +89,7 @@ impl OpSpec for ImageToF16Op {
         )
     }
 
-    fn scratch_bytes(_: &()) -> usize {
-        0
-    }
-
-    fn data_bytes(_: &()) -> usize {
-        0
-    }
-
-    fn macs(_: &()) -> u64 {
-        0
-    }
+    returns_zero!(scratch_bytes, data_bytes, macs);
 
     fn run(_: &(), io: &mut OpIo<'_>) -> Result<(), RunError> {
         let (img, m) = io.f32_image()?;

@@ -58,16 +58,10 @@ impl OpSpec for LayerNormS8Op {
         .map_err(|e| cx.kernel(e))
     }
 
-    fn scratch_bytes(_: &LayerNormParams) -> usize {
-        0
-    }
+    returns_zero!(scratch_bytes, macs);
 
     fn data_bytes(p: &LayerNormParams) -> usize {
         refs_len(&[p.gain, p.offset])
-    }
-
-    fn macs(_: &LayerNormS8) -> u64 {
-        0
     }
 
     fn run(k: &LayerNormS8, io: &mut OpIo<'_>) -> Result<(), RunError> {
@@ -142,16 +136,10 @@ impl OpSpec for LayerNormF16Op {
         })
     }
 
-    fn scratch_bytes(_: &LayerNormF16Params) -> usize {
-        0
-    }
+    returns_zero!(scratch_bytes, macs);
 
     fn data_bytes(p: &LayerNormF16Params) -> usize {
         refs_len(&[p.gamma, p.beta])
-    }
-
-    fn macs(_: &LayerNormF16) -> u64 {
-        0
     }
 
     fn run(l: &LayerNormF16, io: &mut OpIo<'_>) -> Result<(), RunError> {

@@ -173,9 +173,7 @@ impl OpSpec for LinearF16Op {
         })
     }
 
-    fn scratch_bytes(_: &LinearF16Params) -> usize {
-        0
-    }
+    returns_zero!(scratch_bytes);
 
     fn data_bytes(p: &LinearF16Params) -> usize {
         refs_len(&[p.weights, p.bias])

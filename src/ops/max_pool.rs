@@ -162,17 +162,7 @@ impl OpSpec for MaxPoolS8Op {
         Ok(p)
     }
 
-    fn scratch_bytes(_: &MaxPoolParams) -> usize {
-        0
-    }
-
-    fn data_bytes(_: &MaxPoolParams) -> usize {
-        0
-    }
-
-    fn macs(_: &MaxPoolParams) -> u64 {
-        0
-    }
+    returns_zero!(scratch_bytes, data_bytes, macs);
 
     fn run(p: &MaxPoolParams, io: &mut OpIo<'_>) -> Result<(), RunError> {
         let x = io.i8_in(0);
@@ -195,17 +185,7 @@ impl OpSpec for MaxPoolF16Op {
         decode(p, cx, DType::F16)
     }
 
-    fn scratch_bytes(_: &MaxPoolParams) -> usize {
-        0
-    }
-
-    fn data_bytes(_: &MaxPoolParams) -> usize {
-        0
-    }
-
-    fn macs(_: &MaxPoolParams) -> u64 {
-        0
-    }
+    returns_zero!(scratch_bytes, data_bytes, macs);
 
     fn run(p: &MaxPoolParams, io: &mut OpIo<'_>) -> Result<(), RunError> {
         let x = io.f16_in(0)?;

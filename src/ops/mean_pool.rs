@@ -54,24 +54,11 @@ impl OpSpec for MeanPoolS8Op {
             scale: p.scale,
             offset: p.offset,
         };
-        cx.ensure(
-            k.scale.is_finite() && k.offset.is_finite(),
-            "mean-pool factors must be finite",
-        )?;
+        k.validate().map_err(|e| cx.kernel(e))?;
         Ok(k)
     }
 
-    fn scratch_bytes(_: &MeanPoolParams) -> usize {
-        0
-    }
-
-    fn data_bytes(_: &MeanPoolParams) -> usize {
-        0
-    }
-
-    fn macs(_: &MeanPoolS8) -> u64 {
-        0
-    }
+    returns_zero!(scratch_bytes, data_bytes, macs);
 
     fn run(k: &MeanPoolS8, io: &mut OpIo<'_>) -> Result<(), RunError> {
         let x = io.i8_in(0);
@@ -118,17 +105,7 @@ impl OpSpec for MeanPoolF16Op {
         Ok(*p)
     }
 
-    fn scratch_bytes(_: &MeanPoolF16Params) -> usize {
-        0
-    }
-
-    fn data_bytes(_: &MeanPoolF16Params) -> usize {
-        0
-    }
-
-    fn macs(_: &MeanPoolF16Params) -> u64 {
-        0
-    }
+    returns_zero!(scratch_bytes, data_bytes, macs);
 
     fn run(p: &MeanPoolF16Params, io: &mut OpIo<'_>) -> Result<(), RunError> {
         let x = io.f16_in(0)?;

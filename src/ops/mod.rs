@@ -10,7 +10,10 @@
 //! whose spec lacks a piece does not compile, and a spec that is not in the table cannot be
 //! written ([`HasKind`] comes only from the table).
 //!
-//! Adding an op: a module with its record, spec and kernel call, and one line in the table.
+//! Adding an op: a module with its record, spec and kernel call, and one line in the table. A
+//! spec whose kernel needs no scratch, no DATA bytes or no multiplications says so with
+//! `returns_zero!(scratch_bytes, data_bytes, macs)` (or some of them) in its impl: the trait has
+//! no defaults.
 
 use crate::format::{
     ALIGN, DType, DataRef, FormatError, FormatErrorKind as K, ModelMeta, TensorDesc,
@@ -20,6 +23,30 @@ use crate::quant::Lut256;
 use crate::runtime::{ImageLayout, Input, RunError};
 use bytemuck::Pod;
 use half::f16;
+
+/// Inside an `impl OpSpec`: the listed size queries (`scratch_bytes`, `data_bytes`, `macs`)
+/// return 0 for this op, e.g. `returns_zero!(scratch_bytes, macs);`. The spec still names each
+/// one (the trait has no defaults), so a new op is never given 0 by omission.
+macro_rules! returns_zero {
+    ($($query:ident),+) => {
+        $( returns_zero!(@ $query); )+
+    };
+    (@ scratch_bytes) => {
+        fn scratch_bytes(_: &Self::Params<'_>) -> usize {
+            0
+        }
+    };
+    (@ data_bytes) => {
+        fn data_bytes(_: &Self::Params<'_>) -> usize {
+            0
+        }
+    };
+    (@ macs) => {
+        fn macs(_: &Self::Decoded<'_>) -> u64 {
+            0
+        }
+    };
+}
 
 pub mod add;
 pub mod attention;
@@ -95,7 +122,7 @@ pub trait OpSpec {
     fn scratch_bytes(p: &Self::Params<'_>) -> usize;
     /// Bytes of the DATA section the record references and the kernel uses (weights, tables).
     fn data_bytes(p: &Self::Params<'_>) -> usize;
-    /// Multiply-accumulates of one run (0 for ops without products).
+    /// Multiply-accumulates of one run (`returns_zero!(macs)` for ops without products).
     fn macs(op: &Self::Decoded<'_>) -> u64;
     /// Runs the op on its views of the arena.
     fn run(op: &Self::Decoded<'_>, io: &mut OpIo<'_>) -> Result<(), RunError>;
@@ -419,24 +446,23 @@ macro_rules! op_table {
                 match self { $( OpKind::$kind => <$spec as OpSpec>::IMAGE, )* }
             }
 
-            /// Reads the record `bytes` of this kind and returns the DATA bytes it references.
-            pub(crate) fn data_bytes(self, bytes: &[u8]) -> Option<usize> {
+            /// Reads the record `bytes` of this kind and returns the DATA bytes it references,
+            /// or what is wrong with the record.
+            pub(crate) fn data_bytes(self, bytes: &[u8]) -> Result<usize, &'static str> {
                 match self {
                     $( OpKind::$kind => {
                         <<$spec as OpSpec>::Params<'_> as Record<'_>>::read(bytes)
-                            .ok()
                             .map(|p| <$spec as OpSpec>::data_bytes(&p))
                     } )*
                 }
             }
 
             /// Reads the record `bytes` of this kind and returns the scratch bytes its kernel
-            /// needs.
-            pub(crate) fn scratch_bytes(self, bytes: &[u8]) -> Option<usize> {
+            /// needs, or what is wrong with the record.
+            pub(crate) fn scratch_bytes(self, bytes: &[u8]) -> Result<usize, &'static str> {
                 match self {
                     $( OpKind::$kind => {
                         <<$spec as OpSpec>::Params<'_> as Record<'_>>::read(bytes)
-                            .ok()
                             .map(|p| <$spec as OpSpec>::scratch_bytes(&p))
                     } )*
                 }
@@ -566,4 +592,56 @@ op_table! {
     QuantizeImageU8 = 14 => image_u8::QuantizeImageU8Op,
     /// (external u8 HWC image → fp16 NHWC) [`image_u8::PixelTableParams`].
     ImageU8ToF16 = 33 => image_u8::ImageU8ToF16Op,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every kind of the table: a name, a stored code that reads back as the kind, and a record
+    /// reader that accepts exactly one length (so a record one byte short or long is refused).
+    #[test]
+    fn every_kind_has_a_name_a_code_and_one_record_length() {
+        // Content matters only to the PRM's variable-length record: a header with one branch.
+        // Every fixed-size record accepts any bytes of its own length. (Sizes are asked of the
+        // zeroed record through `data_bytes` only: scratch sizes assume a decoded, valid record,
+        // and a zero group count would divide by zero.)
+        let mut record = [0u8; 512];
+        let header = prm::PrmParams {
+            branches: 1,
+            ..bytemuck::Zeroable::zeroed()
+        };
+        record[..core::mem::size_of::<prm::PrmParams>()]
+            .copy_from_slice(bytemuck::bytes_of(&header));
+        let mut codes = Vec::new();
+        for &kind in OpKind::ALL {
+            assert!(!kind.name().is_empty(), "{kind:?} has no name");
+            assert_eq!(OpKind::from_u16(kind as u16), Some(kind));
+            codes.push(kind as u16);
+            let accepted: Vec<usize> = (0..=record.len())
+                .filter(|&len| kind.data_bytes(&record[..len]).is_ok())
+                .collect();
+            assert_eq!(
+                accepted.len(),
+                1,
+                "{kind:?} accepts record lengths {accepted:?}"
+            );
+            let len = accepted[0];
+            for wrong in [len.checked_sub(1), Some(len + 1)].into_iter().flatten() {
+                assert!(
+                    kind.data_bytes(&record[..wrong]).is_err(),
+                    "{kind:?}, {wrong} B"
+                );
+                assert!(
+                    kind.scratch_bytes(&record[..wrong]).is_err(),
+                    "{kind:?}, {wrong} B"
+                );
+            }
+        }
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), OpKind::ALL.len(), "two kinds share a code");
+        assert_eq!(OpKind::from_u16(0), None);
+        assert_eq!(OpKind::from_u16(u16::MAX), None);
+    }
 }

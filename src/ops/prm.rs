@@ -7,7 +7,7 @@ use super::conv::activation;
 use super::{DecodeCx, OpIo, OpSpec, Record, Tables, is, refs_len};
 use crate::format::{DType, DataRef, FormatError};
 use crate::kernels::conv::{ConvGeometry, ConvS8, OutputSlice, conv_s8, conv_s8_scratch_size};
-use crate::kernels::f16 as kf16;
+use crate::kernels::f16::{self as kf16, Activation};
 use crate::quant::Requant;
 use crate::runtime::RunError;
 use bytemuck::{Pod, Zeroable};
@@ -287,6 +287,15 @@ impl OpSpec for PrmS8Op {
     }
 }
 
+/// A decoded fp16 PRM: the branches and the activation its record names.
+#[derive(Clone, Copy, Debug)]
+pub struct PrmF16<'a> {
+    /// The shared shape and the branches.
+    pub prm: Prm<'a>,
+    /// The activation after each branch (decoded from the record's code once).
+    pub act: Activation,
+}
+
 /// fp16 PRM: each branch an fp16 convolution with the record's activation.
 #[derive(Debug)]
 pub struct PrmF16Op;
@@ -296,10 +305,11 @@ impl OpSpec for PrmF16Op {
     const INPUTS: usize = 1;
     const IN_PLACE: bool = false;
     type Params<'a> = PrmRecord<'a>;
-    type Decoded<'a> = Prm<'a>;
+    type Decoded<'a> = PrmF16<'a>;
 
-    fn decode<'a>(r: &PrmRecord<'a>, cx: &DecodeCx<'a>) -> Result<Prm<'a>, FormatError> {
+    fn decode<'a>(r: &PrmRecord<'a>, cx: &DecodeCx<'a>) -> Result<PrmF16<'a>, FormatError> {
         let prm = decode(r, cx, DType::F16)?;
+        let act = activation(prm.header.act as u32, cx)?;
         let e = prm.header.branch_channels as usize;
         for b in 0..prm.len() {
             let g = prm.geometry(b);
@@ -309,14 +319,11 @@ impl OpSpec for PrmF16Op {
                 w.len() == g.weight_len() && bias.len() == e,
                 "PRM fp16 weight/bias length",
             )?;
-            activation(prm.header.act as u32, cx)?;
         }
-        Ok(prm)
+        Ok(PrmF16 { prm, act })
     }
 
-    fn scratch_bytes(_: &PrmRecord) -> usize {
-        0
-    }
+    returns_zero!(scratch_bytes);
 
     // Only the tables the fp16 kernel uses were validated: a branch's requant and lut fields are
     // ignored, whatever they hold.
@@ -327,17 +334,13 @@ impl OpSpec for PrmF16Op {
             .sum()
     }
 
-    fn macs(p: &Prm) -> u64 {
-        p.macs()
+    fn macs(p: &PrmF16) -> u64 {
+        p.prm.macs()
     }
 
-    fn run(prm: &Prm, io: &mut OpIo<'_>) -> Result<(), RunError> {
+    fn run(op: &PrmF16, io: &mut OpIo<'_>) -> Result<(), RunError> {
+        let (prm, act) = (&op.prm, op.act);
         let x = io.f16_in(0)?;
-        let act = match prm.header.act {
-            super::act::GELU => kf16::Activation::Gelu,
-            super::act::SILU => kf16::Activation::Silu,
-            _ => kf16::Activation::None,
-        };
         for b in 0..prm.len() {
             let (w, bias) = prm.branch_f16(b).map_err(RunError::Format)?;
             let out = io.f16_out()?;

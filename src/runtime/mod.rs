@@ -380,7 +380,7 @@ impl<'m, 'r, 'i> Runner<'m, 'r, 'i> {
         }
         let model = &self.model;
         let i = self.next;
-        let view = model.op(i);
+        let view = model.op(i).map_err(RunError::Format)?;
         // A plain match: `map_err` and `?` each moved the decoded op (three 80-byte copies).
         let op = match model.decode(i) {
             Ok(op) => op,

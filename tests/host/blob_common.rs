@@ -68,7 +68,7 @@ pub fn reserialize(m: &Model) -> Vec<u8> {
         }
     };
     for i in 0..m.op_count() {
-        let op = m.op(i);
+        let op = m.op(i).unwrap();
         let d = *op.desc;
         replay_names_before(&mut w, d.name.offset);
         let record = &params[d.params_offset as usize..(d.params_offset + d.params_len) as usize];

@@ -11,9 +11,10 @@ use blob_common::{parse, parse_and_maybe_run, patch_crc, reserialize, section_by
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use vitae_edge::format::{
-    AlignedBytes, BlobWriter, DType, DataRef, Model, ModelMeta, OpKind, SectionKind, StrRef,
-    TensorDesc,
+    AlignedBytes, BlobWriter, DType, DataRef, FormatErrorKind, Model, ModelMeta, OpKind,
+    SectionKind, StrRef, TensorDesc,
 };
+use vitae_edge::kernels::KernelError;
 use vitae_edge::ops::{
     add::AddParams, image::QuantizeParams, layernorm::LayerNormParams, mean_pool::MeanPoolParams,
 };
@@ -47,7 +48,7 @@ proptest! {
         let params = section_bytes(&bytes, SectionKind::Params);
         let data = section_bytes(&bytes, SectionKind::Data);
         for (i, op) in written_ops.iter().enumerate() {
-            let v = m.op(i);
+            let v = m.op(i).unwrap();
             prop_assert_eq!(v.kind, op.kind);
             prop_assert_eq!(v.name, op.name.as_str());
             prop_assert_eq!(v.inputs().collect::<Vec<_>>(), op.inputs.clone());
@@ -311,11 +312,93 @@ fn fuzz_regressions_are_handled() {
         if let Ok(m) = Model::parse(aligned.as_bytes()) {
             for i in 0..m.op_count() {
                 m.decode(i).expect("a parsed blob decodes");
-                let _ = m.op_data_bytes(i);
+                m.op_data_bytes(i)
+                    .expect("a parsed blob reports its data bytes");
             }
         }
         let _ = parse_and_maybe_run(&bytes, &[]);
         replayed += 1;
     }
     assert!(replayed > 0, "no regression inputs found");
+}
+
+/// The f32 factors Helium's flush-to-zero arithmetic could meet are range-checked at parse time:
+/// a crafted blob with one factor outside 0 ∪ ±[2^−64, 2^64] (the LayerNorm eps term up to 2^96)
+/// is refused with a typed error naming the op, and the ends of the range are accepted. Before
+/// the check, `inv_scale = 1e38` parsed, and a pixel of 5e−39 quantized to 1 on the host and to 0
+/// on the Cortex-M55.
+#[test]
+fn factors_that_could_meet_flush_to_zero_are_refused() {
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let base = graph().new_tree(&mut runner).unwrap().current();
+    parse(&base.write().0).expect("the unchanged graph parses");
+    let lo = f32::from_bits(0x1f80_0000); // 2^-64
+    let hi = f32::from_bits(0x5f80_0000); // 2^64
+    let below = f32::from_bits(lo.to_bits() - 1);
+    let above = f32::from_bits(hi.to_bits() + 1);
+    type Edit = Box<dyn Fn(&mut Graph)>;
+    // Sets the f32 at byte `at` of op `op`'s parameter record.
+    let field = |op: usize, at: usize, x: f32| -> Edit {
+        Box::new(move |g: &mut Graph| {
+            g.ops[op].params[at..at + 4].copy_from_slice(&x.to_le_bytes())
+        })
+    };
+    // QuantizeParams.inv_scale, LayerNormParams.eps_term, AddParams.{ra, rb, c},
+    // MeanPoolParams.{scale, offset}.
+    let inv_scale = |x| field(0, 0, x);
+    let eps_term = |x| field(1, 8, x);
+    let (ra, rb, c) = (|x| field(2, 0, x), |x| field(2, 4, x), |x| field(2, 8, x));
+    let (pool_scale, pool_offset) = (|x| field(3, 8, x), |x| field(3, 12, x));
+    // (edit, op index, refused by the kernel (true) or the op decoder (false))
+    let refused: Vec<(Edit, u16, bool)> = vec![
+        (inv_scale(1e38), 0, false),
+        (inv_scale(above), 0, false),
+        (inv_scale(below), 0, false),
+        (eps_term(f32::from_bits(0x6f80_0001)), 1, true),
+        (eps_term(below), 1, true),
+        (Box::new(|g: &mut Graph| g.gain[0] = 1e-40), 1, true),
+        (Box::new(|g: &mut Graph| g.offset[0] = -1e-30), 1, true),
+        (Box::new(|g: &mut Graph| g.gain[0] = 3e19), 1, true),
+        (ra(1e30), 2, true),
+        (rb(below), 2, true),
+        (c(-1e-39), 2, true),
+        (pool_scale(above), 3, true),
+        (pool_offset(1e-25), 3, true),
+    ];
+    for (i, (edit, op, by_kernel)) in refused.iter().enumerate() {
+        let mut g = base.clone();
+        edit(&mut g);
+        let bytes = g.write().0;
+        let aligned = AlignedBytes::new(&bytes);
+        let err = Model::parse(aligned.as_bytes()).expect_err(&format!("edit {i} parsed"));
+        match err.kind {
+            FormatErrorKind::BadKernelParams {
+                op: at,
+                error: KernelError::BadParam { .. },
+            } if *by_kernel => assert_eq!(at, *op, "edit {i}: {err}"),
+            FormatErrorKind::BadOp { index, .. } if !by_kernel => {
+                assert_eq!(index, *op, "edit {i}: {err}")
+            }
+            _ => panic!("edit {i}: unexpected error {err}"),
+        }
+    }
+    let accepted: Vec<Edit> = vec![
+        inv_scale(lo),
+        inv_scale(hi),
+        eps_term(f32::from_bits(0x6f80_0000)),
+        eps_term(lo),
+        Box::new(move |g: &mut Graph| {
+            g.gain[0] = -lo;
+            g.offset[0] = 0.0;
+        }),
+        ra(hi),
+        rb(-lo),
+        c(0.0),
+        pool_offset(-hi),
+    ];
+    for (i, edit) in accepted.iter().enumerate() {
+        let mut g = base.clone();
+        edit(&mut g);
+        parse(&g.write().0).unwrap_or_else(|e| panic!("accepted edit {i}: {e}"));
+    }
 }

@@ -128,6 +128,67 @@ fn p(path: &Path) -> &str {
     path.to_str().unwrap()
 }
 
+/// `vitae quantize` of `checkpoint` with `config`, calibrated on `calib`, written to `out`.
+fn quantize_args<'a>(
+    checkpoint: &'a str,
+    config: &'a str,
+    calib: &'a str,
+    out: &'a str,
+) -> Vec<&'a str> {
+    vec![
+        "quantize",
+        "--checkpoint",
+        checkpoint,
+        "--config",
+        config,
+        "--calib",
+        calib,
+        "--out",
+        out,
+        "--no-progress",
+    ]
+}
+
+/// `vitae diff` of the blob `model` against `checkpoint` with `config` on `input`.
+fn diff_args<'a>(
+    model: &'a str,
+    checkpoint: &'a str,
+    config: &'a str,
+    input: &'a str,
+) -> Vec<&'a str> {
+    vec![
+        "diff",
+        "--model",
+        model,
+        "--checkpoint",
+        checkpoint,
+        "--config",
+        config,
+        "--input",
+        input,
+    ]
+}
+
+/// `vitae run` of the f32 reference (`checkpoint` with `config`) on `input`, logits to `out`.
+fn run_checkpoint_args<'a>(
+    checkpoint: &'a str,
+    config: &'a str,
+    input: &'a str,
+    out: &'a str,
+) -> Vec<&'a str> {
+    vec![
+        "run",
+        "--checkpoint",
+        checkpoint,
+        "--config",
+        config,
+        "--input",
+        input,
+        "--out",
+        out,
+    ]
+}
+
 /// Runs each command and asserts that every one is refused with `needle` ([`assert_refused`]),
 /// reporting all that are not at once.
 #[track_caller]
@@ -466,17 +527,7 @@ fn devices_and_fifos_are_refused_as_every_kind_of_input() {
                 "--out",
                 out,
             ],
-            vec![
-                "diff",
-                "--model",
-                p(&t.blob),
-                "--checkpoint",
-                p(&t.pth),
-                "--config",
-                p(&t.config),
-                "--input",
-                dev,
-            ],
+            diff_args(p(&t.blob), p(&t.pth), p(&t.config), dev),
         ];
         for args in cases {
             let output = vitae(&args);
@@ -546,18 +597,7 @@ fn huge_images_and_resize_factors_are_refused_before_resampling() {
         .unwrap();
     let out_path = dir.path().join("q.vblob");
     let quantize = |extra: &[&str]| {
-        let mut args = vec![
-            "quantize",
-            "--checkpoint",
-            p(&t.pth),
-            "--config",
-            p(&t.config),
-            "--calib",
-            p(&images),
-            "--out",
-            p(&out_path),
-            "--no-progress",
-        ];
+        let mut args = quantize_args(p(&t.pth), p(&t.config), p(&images), p(&out_path));
         args.extend_from_slice(extra);
         vitae(&args)
     };
@@ -595,40 +635,9 @@ fn a_small_config_whose_f32_attention_would_take_gigabytes_is_refused_by_every_s
     let blob_out = dir.path().join("q.vblob");
     let commands = [
         vec!["check", "--checkpoint", p(&pth), "--config", p(&config)],
-        vec![
-            "run",
-            "--checkpoint",
-            p(&pth),
-            "--config",
-            p(&config),
-            "--input",
-            p(&input),
-            "--out",
-            p(&out),
-        ],
-        vec![
-            "quantize",
-            "--checkpoint",
-            p(&pth),
-            "--config",
-            p(&config),
-            "--calib",
-            p(&input),
-            "--out",
-            p(&blob_out),
-            "--no-progress",
-        ],
-        vec![
-            "diff",
-            "--model",
-            p(&t.blob),
-            "--checkpoint",
-            p(&pth),
-            "--config",
-            p(&config),
-            "--input",
-            p(&input),
-        ],
+        run_checkpoint_args(p(&pth), p(&config), p(&input), p(&out)),
+        quantize_args(p(&pth), p(&config), p(&input), p(&blob_out)),
+        diff_args(p(&t.blob), p(&pth), p(&config), p(&input)),
         vec!["bench-reference", "--config", p(&config), "--iters", "1"],
     ];
     assert_all_refused(&commands, "MAX_ATTENTION_BYTES");
@@ -657,29 +666,8 @@ fn a_deep_model_whose_float_graph_would_take_gigabytes_is_refused_by_quantize_an
     vitae::npy::write_npy_f32(&input, &[1, 1, 224, 224], &image).unwrap();
     let blob_out = dir.path().join("q.vblob");
     let commands = [
-        vec![
-            "quantize",
-            "--checkpoint",
-            p(&pth),
-            "--config",
-            p(&config),
-            "--calib",
-            p(&input),
-            "--out",
-            p(&blob_out),
-            "--no-progress",
-        ],
-        vec![
-            "diff",
-            "--model",
-            p(&t.blob),
-            "--checkpoint",
-            p(&pth),
-            "--config",
-            p(&config),
-            "--input",
-            p(&input),
-        ],
+        quantize_args(p(&pth), p(&config), p(&input), p(&blob_out)),
+        diff_args(p(&t.blob), p(&pth), p(&config), p(&input)),
     ];
     assert_all_refused(&commands, "float activations");
     assert!(!blob_out.exists());
@@ -730,18 +718,7 @@ fn a_calibration_npy_larger_than_the_calibration_budget_is_refused_from_its_head
     sparse_npy(&calib, n, false);
     let out_path = dir.path().join("q.vblob");
     let quantize = |extra: &[&str]| {
-        let mut args = vec![
-            "quantize",
-            "--checkpoint",
-            p(&t.pth),
-            "--config",
-            p(&t.config),
-            "--calib",
-            p(&calib),
-            "--out",
-            p(&out_path),
-            "--no-progress",
-        ];
+        let mut args = quantize_args(p(&t.pth), p(&t.config), p(&calib), p(&out_path));
         args.extend_from_slice(extra);
         vitae(&args)
     };
@@ -889,17 +866,7 @@ fn a_blob_claiming_a_4_gib_arena_is_refused_by_every_subcommand() {
         ],
         vec!["inspect", p(&path)],
         vec!["inspect", "--json", p(&path)],
-        vec![
-            "diff",
-            "--model",
-            p(&path),
-            "--checkpoint",
-            p(&t.pth),
-            "--config",
-            p(&t.config),
-            "--input",
-            p(&t.input),
-        ],
+        diff_args(p(&path), p(&t.pth), p(&t.config), p(&t.input)),
     ] {
         assert_refused(&vitae(&args), "above the 268435456-byte ceiling");
     }
@@ -1025,7 +992,7 @@ fn names_from_inputs_reach_the_terminal_escaped() {
     let (model_name, first_op) = {
         let aligned = vitae_edge::format::AlignedBytes::new(&original);
         let m = vitae_edge::format::Model::parse(aligned.as_bytes()).unwrap();
-        (m.name().to_string(), m.op(0).name.to_string())
+        (m.name().to_string(), m.op(0).unwrap().name.to_string())
     };
     assert_eq!(model_name, "NAME-TO-BE-PATCHED-01234");
     let blob = crafted_blob(|b| {

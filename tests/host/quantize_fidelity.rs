@@ -22,20 +22,39 @@ fn argmax(v: &[f32]) -> usize {
         .fold(0, |best, (i, x)| if *x > v[best] { i } else { best })
 }
 
-/// mcu_a quantized with `precision`, calibrated on its own input; returns (cosine, same top-1).
+/// mcu_a quantized with `precision`, calibrated on its own input; returns (cosine, same top-1,
+/// the blob).
 fn mcu_a(precision: Precision) -> (f64, bool, Vec<u8>) {
-    fixture("mcu_a", precision)
+    let q = fixture("mcu_a", precision);
+    (q.cosine, q.same_top1, q.blob)
 }
 
-/// Fixture `name` quantized with `precision`, calibrated on its own input; returns (cosine with
-/// the official logits, same top-1, the blob).
-fn fixture(name: &str, precision: Precision) -> (f64, bool, Vec<u8>) {
+/// A fixture quantized and run on the host engine.
+struct Quantized {
+    /// Cosine of its logits with the official ones.
+    cosine: f64,
+    /// Whether its top-1 is the official top-1.
+    same_top1: bool,
+    /// The blob.
+    blob: Vec<u8>,
+    /// Its logits on the fixture's input.
+    logits: Vec<f32>,
+    /// The official logits.
+    official: Vec<f32>,
+    /// Arena bytes and their liveness lower bound.
+    arena: (usize, usize),
+}
+
+/// Fixture `name` quantized with `precision`, calibrated on its own input, run on it.
+fn fixture(name: &str, precision: Precision) -> Quantized {
     let dir = fixtures().join(name);
     let config = vitae::config::ModelConfig::from_kwargs_file(&dir.join("kwargs.json")).unwrap();
     let checkpoint = vitae::checkpoint::load_checkpoint(&dir.join("model.pth")).unwrap();
     let model = ReferenceModel::new(config, &checkpoint).unwrap();
     let input = vitae::npy::read_npy_f32(&dir.join("input.npy")).unwrap();
-    let official = vitae::npy::read_npy_f32(&dir.join("logits.npy")).unwrap();
+    let official = vitae::npy::read_npy_f32(&dir.join("logits.npy"))
+        .unwrap()
+        .data;
     let options = Options {
         precision,
         method: CalibMethod::Auto,
@@ -54,11 +73,14 @@ fn fixture(name: &str, precision: Precision) -> (f64, bool, Vec<u8>) {
         .unwrap()
         .run_batch(&input.data)
         .unwrap();
-    (
-        cosine(&logits, &official.data),
-        argmax(&logits) == argmax(&official.data),
-        q.lowered.blob,
-    )
+    Quantized {
+        cosine: cosine(&logits, &official),
+        same_top1: argmax(&logits) == argmax(&official),
+        arena: (q.lowered.arena_len, q.lowered.lower_bound),
+        blob: q.lowered.blob,
+        logits,
+        official,
+    }
 }
 
 #[test]
@@ -90,40 +112,36 @@ fn mcu_a_int8_logits_cosine_at_least_0_99_and_same_top1() {
 fn mcu_c_mcu_d_and_mcu_g_int8_and_fp16_match_the_official_logits() {
     for name in ["mcu_c", "mcu_d", "mcu_g"] {
         let near_tie = name == "mcu_d";
-        let (cos, top1, blob) = fixture(name, Precision::Int8);
-        assert!(cos >= 0.995, "{name} int8 cosine {cos}");
+        let q = fixture(name, Precision::Int8);
+        assert!(q.cosine >= 0.995, "{name} int8 cosine {}", q.cosine);
         assert!(
-            top1 || (near_tie && official_top_is_on_the_top_step(name, &blob)),
+            q.same_top1 || (near_tie && official_top_is_on_the_top_step(&q)),
             "{name} int8 top-1 differs from the official f32 model"
         );
-        let (cos, top1, _) = fixture(name, Precision::Fp16);
-        assert!(cos >= 0.9999, "{name} fp16 cosine {cos}");
-        assert!(top1, "{name} fp16 top-1");
-        let (cos, top1, blob) = fixture(name, Precision::Mixed);
-        assert!(cos >= 0.995, "{name} mixed cosine {cos}");
+        let q = fixture(name, Precision::Fp16);
+        assert!(q.cosine >= 0.9999, "{name} fp16 cosine {}", q.cosine);
+        assert!(q.same_top1, "{name} fp16 top-1");
+        let q = fixture(name, Precision::Mixed);
+        assert!(q.cosine >= 0.995, "{name} mixed cosine {}", q.cosine);
         assert!(
-            top1 || (near_tie && official_top_is_on_the_top_step(name, &blob)),
+            q.same_top1 || (near_tie && official_top_is_on_the_top_step(&q)),
             "{name} mixed top-1"
         );
     }
 }
 
 /// Whether the official top class's logit is within one step of the int8 output grid of the
-/// quantized model's maximum (on its own input).
-fn official_top_is_on_the_top_step(name: &str, blob: &[u8]) -> bool {
-    let dir = fixtures().join(name);
-    let input = vitae::npy::read_npy_f32(&dir.join("input.npy")).unwrap();
-    let official = vitae::npy::read_npy_f32(&dir.join("logits.npy")).unwrap();
-    let logits = Engine::new(blob).unwrap().run_batch(&input.data).unwrap();
-    let parsed = vitae_edge::format::Model::parse(blob).unwrap();
+/// quantized model's maximum (on the fixture's input).
+fn official_top_is_on_the_top_step(q: &Quantized) -> bool {
+    let parsed = vitae_edge::format::Model::parse(&q.blob).unwrap();
     let out = parsed.tensor(parsed.meta().output_tensor);
     let step = if out.dtype == vitae_edge::format::DType::I8 {
         out.desc.scale
     } else {
         0.0
     };
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    logits[argmax(&official.data)] >= max - step
+    let max = q.logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    q.logits[argmax(&q.official)] >= max - step
 }
 
 #[test]
@@ -163,34 +181,10 @@ fn mcu_a_mixed_is_at_least_as_close_as_int8_and_quantizing_is_deterministic() {
     ignore = "needs ../shared/fixtures (beside the checkout)"
 )]
 fn vitae_t_int8_logits_cosine_at_least_0_99_and_same_top1() {
-    let dir = fixtures().join("vitae_t");
-    let config = vitae::config::ModelConfig::from_kwargs_file(&dir.join("kwargs.json")).unwrap();
-    let checkpoint = vitae::checkpoint::load_checkpoint(&dir.join("model.pth")).unwrap();
-    let model = ReferenceModel::new(config, &checkpoint).unwrap();
-    let input = vitae::npy::read_npy_f32(&dir.join("input.npy")).unwrap();
-    let official = vitae::npy::read_npy_f32(&dir.join("logits.npy")).unwrap();
-    let options = Options {
-        precision: Precision::Int8,
-        method: CalibMethod::Auto,
-        flash_budget: None,
-        name: "vitae_t".into(),
-        input: Default::default(),
-    };
-    let q = quantize(
-        &model,
-        std::slice::from_ref(&input.data),
-        &options,
-        &mut NoProgress,
-    )
-    .unwrap();
-    let logits = Engine::new(&q.lowered.blob)
-        .unwrap()
-        .run_batch(&input.data)
-        .unwrap();
-    let cos = cosine(&logits, &official.data);
-    assert!(cos >= 0.99, "ViTAE-T int8 cosine {cos}");
-    assert_eq!(argmax(&logits), argmax(&official.data));
-    assert!(q.lowered.arena_len as f64 <= 1.05 * q.lowered.lower_bound as f64);
+    let q = fixture("vitae_t", Precision::Int8);
+    assert!(q.cosine >= 0.99, "ViTAE-T int8 cosine {}", q.cosine);
+    assert!(q.same_top1);
+    assert!(q.arena.0 as f64 <= 1.05 * q.arena.1 as f64);
 }
 
 /// Calibration from an image folder: decoded, resized (shorter side, then center crop) and
@@ -309,7 +303,7 @@ fn max_pool_lowers_and_runs_in_int8_and_fp16() {
         }
         let model = engine.model();
         let kinds: Vec<&str> = (0..model.op_count())
-            .map(|i| model.op(i).kind.name())
+            .map(|i| model.op(i).unwrap().kind.name())
             .collect();
         assert!(kinds.contains(&"max-pool"), "{kinds:?}");
     }

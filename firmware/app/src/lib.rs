@@ -243,7 +243,10 @@ fn main() -> ! {
         let _ = lifetimes.push(model.tensor_lifetime(t as u16));
     }
     for i in 0..model.op_count() {
-        let op = model.op(i);
+        let op = match model.op(i) {
+            Ok(op) => op,
+            Err(e) => fail("report", e),
+        };
         defmt::println!(
             "OP {=usize} {=str} {=str} macs={=u32} cycles={=u32} live_bytes={=usize}",
             i,

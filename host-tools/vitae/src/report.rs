@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use vitae_edge::format::{DType, Model};
+use vitae_edge::format::{DType, FormatError, Model};
 use vitae_edge::runtime::precision_name;
 
 use crate::text::escape;
@@ -51,8 +51,8 @@ fn dtype(d: DType) -> &'static str {
     }
 }
 
-/// Every op of `m` as a row.
-pub fn layer_rows(m: &Model) -> Vec<LayerRow> {
+/// Every op of `m` as a row (a parsed model gives no error).
+pub fn layer_rows(m: &Model) -> Result<Vec<LayerRow>, FormatError> {
     let meta = m.meta();
     let n_ops = m.op_count();
     let lifetimes: Vec<Option<(usize, usize)>> = (0..m.tensor_count())
@@ -60,7 +60,7 @@ pub fn layer_rows(m: &Model) -> Vec<LayerRow> {
         .collect();
     (0..n_ops)
         .map(|i| {
-            let op = m.op(i);
+            let op = m.op(i)?;
             let ins: Vec<String> = op.inputs().map(|t| shape(m, t)).collect();
             let input = if ins.is_empty() {
                 format!(
@@ -72,28 +72,28 @@ pub fn layer_rows(m: &Model) -> Vec<LayerRow> {
             };
             let out = m.tensor(op.desc.output);
             let live = m.live_arena_bytes(i, &lifetimes);
-            LayerRow {
+            Ok(LayerRow {
                 index: i,
                 op: op.kind.name(),
                 name: op.name.to_string(),
                 dtype: dtype(out.dtype),
                 input,
                 output: shape(m, op.desc.output),
-                weight_bytes: m.op_data_bytes(i),
+                weight_bytes: m.op_data_bytes(i)?,
                 macs: op.desc.macs as u64,
                 arena_offset: out.desc.arena_offset as usize,
                 scratch_bytes: op.desc.scratch_len as usize,
                 live_bytes: live,
-            }
+            })
         })
         .collect()
 }
 
 /// The `vitae inspect` text: header, one line per op, totals. `label` names the blob (a path).
-pub fn inspect_text(m: &Model, label: &str) -> String {
+pub fn inspect_text(m: &Model, label: &str) -> Result<String, FormatError> {
     let meta = m.meta();
     let h = m.header();
-    let rows = layer_rows(m);
+    let rows = layer_rows(m)?;
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -138,7 +138,7 @@ pub fn inspect_text(m: &Model, label: &str) -> String {
     }
     let _ = writeln!(s, "\n{}", totals_line(m));
     let _ = writeln!(s, "{}", ram_line(m));
-    s
+    Ok(s)
 }
 
 /// One line: the RAM an inference needs, the arena and the caller's input image together.
@@ -168,9 +168,9 @@ pub fn totals_line(m: &Model) -> String {
 }
 
 /// The `vitae inspect --json` lines.
-pub fn inspect_json(m: &Model) -> Vec<serde_json::Value> {
+pub fn inspect_json(m: &Model) -> Result<Vec<serde_json::Value>, FormatError> {
     let h = m.header();
-    let rows = layer_rows(m);
+    let rows = layer_rows(m)?;
     let mut v: Vec<serde_json::Value> = rows
         .iter()
         .map(|r| {
@@ -184,5 +184,5 @@ pub fn inspect_json(m: &Model) -> Vec<serde_json::Value> {
         "arena_lower_bound": h.arena_lower_bound, "macs": m.macs(), "ops": m.op_count(), "format_version": h.version,
         "input_layout": m.image_layout().name(), "input_bytes": m.input_bytes(),
         "arena_plus_input_bytes": m.arena_len() + m.input_bytes()}));
-    v
+    Ok(v)
 }

@@ -119,7 +119,7 @@ pub fn run() -> Result<()> {
     let int8 = &variants[0];
     let aligned = AlignedBytes::new(&int8.q.lowered.blob);
     let blob_model = Model::parse(aligned.as_bytes())?;
-    let inspect = vitae::report::inspect_text(&blob_model, "digits-int8.vblob");
+    let inspect = vitae::report::inspect_text(&blob_model, "digits-int8.vblob")?;
     println!(
         "    int8 blob (`cargo vitae inspect target/vitae/digits-int8.vblob` prints every layer):"
     );
@@ -371,7 +371,7 @@ fn write_report(
     test: &[Digit],
     identical: usize,
 ) -> Result<()> {
-    let rows = vitae::report::layer_rows(m);
+    let rows = vitae::report::layer_rows(m)?;
     let time: Vec<(String, f64)> = run
         .ops
         .iter()

@@ -18,6 +18,7 @@ mod kit;
 mod qemu;
 mod qemu_cmd;
 mod test;
+mod vector_fp;
 
 use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};

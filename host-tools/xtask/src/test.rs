@@ -18,6 +18,11 @@ pub struct TestArgs {
     /// Only this QEMU board's on-target tests (default: all three).
     #[arg(long)]
     pub board: Option<String>,
+    /// Only the on-target test binary under QEMU (implies --target-only): no library, clippy or
+    /// firmware builds and no fixture runs. For iterating on a kernel; not a substitute for the
+    /// full run.
+    #[arg(long, conflicts_with = "host_only")]
+    pub quick: bool,
     /// Add a deliberately failing on-target test (shows that a failure fails the run).
     #[arg(long)]
     pub demo_failure: bool,
@@ -51,7 +56,7 @@ impl Steps {
 pub fn run(args: &TestArgs) -> Result<()> {
     let mut steps = Steps { failed: Vec::new() };
     let started = Instant::now();
-    if !args.target_only {
+    if !args.target_only && !args.quick {
         host_checks(&mut steps);
     }
     let mut on_target = (0usize, 0usize);
@@ -59,7 +64,7 @@ pub fn run(args: &TestArgs) -> Result<()> {
         steps.run("setup", || setup::setup(true));
         let tc = toolchain::detect()?;
         println!("\nARM toolchain: {}", tc.describe());
-        for (target, cpu) in boards::arm_targets() {
+        for (target, cpu) in boards::arm_targets().into_iter().filter(|_| !args.quick) {
             steps.run(&format!("library alone for {target} ({cpu})"), || {
                 // Built from the firmware workspace so it shares its profile (and `core`) with the
                 // firmware builds below.
@@ -76,10 +81,11 @@ pub fn run(args: &TestArgs) -> Result<()> {
         // Helium is selected with `+mve` rather than `target-cpu=cortex-m55`: clippy compiles
         // `core` without LTO, and LLVM 22 crashes on part of it for the full M55 feature set
         // ("Do not know how to promote this operator"); the LTO'd firmware builds are unaffected.
-        for (target, rustflags) in [
+        let clippy_targets = [
             ("thumbv7em-none-eabihf", "-Ctarget-cpu=cortex-m4"),
             ("thumbv8m.main-none-eabihf", "-Ctarget-feature=+mve"),
-        ] {
+        ];
+        for (target, rustflags) in clippy_targets.into_iter().filter(|_| !args.quick) {
             steps.run(
                 &format!("clippy -D warnings of the library for {target} ({rustflags})"),
                 || {
@@ -99,11 +105,16 @@ pub fn run(args: &TestArgs) -> Result<()> {
                 },
             );
         }
-        steps.run(
-            "firmware on corrupt blobs (typed error, no fault) and stack margin, mps2-an386",
-            || crate::hardening::firmware_bad_blobs(tc),
-        );
-        for board in boards::BOARDS.iter().filter(|b| !b.is_qemu()) {
+        if !args.quick {
+            steps.run(
+                "firmware on corrupt blobs (typed error, no fault) and stack margin, mps2-an386",
+                || crate::hardening::firmware_bad_blobs(tc),
+            );
+        }
+        for board in boards::BOARDS
+            .iter()
+            .filter(|b| !b.is_qemu() && !args.quick)
+        {
             steps.run(
                 &format!("firmware build for {} ({})", board.name, board.core),
                 || {
@@ -141,6 +152,32 @@ pub fn run(args: &TestArgs) -> Result<()> {
                 },
             );
         }
+        // Helium floating point only where reviewed (subnormals: see vector_fp.rs).
+        for board in selected.iter().filter(|b| b.cpu == "cortex-m55") {
+            steps.run(
+                &format!(
+                    "Helium floating point in the {} binaries only in reviewed steps",
+                    board.name
+                ),
+                || {
+                    let mut elfs = vec![firmware::build(
+                        tc,
+                        &firmware::Build {
+                            board,
+                            what: firmware::Binary::Tests {
+                                demo_failure: false,
+                            },
+                            env: vec![],
+                        },
+                    )?];
+                    // The firmware links every op's kernel; --quick checks the tests alone, which
+                    // hold only some, so it cannot tell a stale entry.
+                    if !args.quick {
+                        elfs.push(crate::demo_firmware(tc, board)?);
+                    }
+                    crate::vector_fp::check(tc, &elfs, !args.quick)
+                },
+            );
         // The embedding kit (issue 18): the examples and a crate outside the repository, on the
         // Cortex-M4 and M55 boards, outputs checked against the host engine.
         let mut kit = None;
@@ -195,7 +232,9 @@ pub fn run(args: &TestArgs) -> Result<()> {
         // End to end: the fixtures int8 through the firmware, logits byte-identical to the host
         // engine (mcu_a; mcu_c for the pooling cells and summed PRMs; mcu_d for the class token,
         // the embedding cell and performer normal cells; mcu_g for the shallow normal cells).
-        if crate::e2e::fixtures_dir().is_some() {
+        if args.quick {
+            println!("\nnote: --quick: no fixture end-to-end checks");
+        } else if crate::e2e::fixtures_dir().is_some() {
             for fixture in ["mcu_a", "mcu_c", "mcu_d", "mcu_g"] {
                 let mut prepared = None;
                 steps.run(

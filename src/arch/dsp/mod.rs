@@ -13,9 +13,12 @@ use core::arch::asm;
 
 mod gather;
 mod gemm;
+mod performer;
 
 pub use gather::*;
 pub use gemm::*;
+#[cfg_attr(test, allow(unused_imports))]
+pub use performer::*;
 
 /// `SMLAD`: `acc + lo16(a)·lo16(b) + hi16(a)·hi16(b)` with signed 16-bit halves, wrapping.
 #[inline(always)]

@@ -94,17 +94,21 @@ pub fn transpose_widen(
 /// IEEE operations in the same order (correctly rounded, never fused), the clamp at −87.33 and
 /// the select to 0 below it (the comparison kept in VPR.P0 from the clamp to the select),
 /// `n = trunc(x·log2e + 128.5) − 128`, `half = n >> 1`, and `VCVTM` (floor) for `round_half_up`,
-/// which is `floor(y + 0.5)`. Helium arithmetic flushes subnormals to zero, so the vector path is
-/// taken only when none can occur: for `2^−88 ≤ scale ≤ 2^96`, every nonzero exponent is at least
-/// `scale·2^−24` in magnitude and every intermediate (down to `r/5040` in the polynomial) stays
-/// normal; otherwise the scalar reference code runs.
+/// which is `floor(y + 0.5)`. Helium arithmetic flushes subnormals to zero, so this computes only
+/// where none can occur: for `2^−88 ≤ scale ≤ 2^96` and `m` zero or at least 2^−88 in magnitude
+/// ([`crate::kernels::attention::softmax_inputs_in_range`], which every validated attention
+/// meets) every nonzero exponent is at least 2^−113 in magnitude (both terms are 0 or at least
+/// 2^−88) and every intermediate (down to `r/5040` in the polynomial) stays normal. For other inputs every `p[j]` is 0 and so is
+/// the sum, on every target (a scalar fallback would not do: LLVM vectorizes it on Helium too).
 #[inline]
 pub fn softmax_row(s: &[i32], scale: f32, m: f32, p: &mut [i16]) -> i32 {
     let n = s.len().min(p.len());
-    let vector_ok = (f32::from_bits(0x1380_0000)..=f32::from_bits(0x6f80_0000)).contains(&scale)
-        && m.is_finite();
+    if !crate::kernels::attention::softmax_inputs_in_range(scale, m) {
+        p[..n].fill(0);
+        return 0;
+    }
     #[cfg(all(target_arch = "arm", vitae_mve))]
-    if vector_ok && n > 0 {
+    if n > 0 {
         // Constants in the order the assembly loads them into r3–r12, then the four Horner
         // coefficients that go to q4–q7 and the element count.
         let c: [f32; 10] = [
@@ -220,7 +224,6 @@ pub fn softmax_row(s: &[i32], scale: f32, m: f32, p: &mut [i16]) -> i32 {
         }
         return psum;
     }
-    let _ = vector_ok;
     let mut psum = 0i32;
     for (pj, &sj) in p[..n].iter_mut().zip(s) {
         let v = crate::quant::round_half_up(crate::math::exp(sj as f32 * scale - m) * 32767.0);

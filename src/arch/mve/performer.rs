@@ -1,12 +1,19 @@
 //! Helium pieces of the performer kernel: the int16 × int8 feature dot products with the token in
-//! registers, and the f32 row updates and weighted sums of its feature × channel matrix (each
-//! product and sum rounded as the scalar code rounds them).
+//! registers, and the f32 row updates and weighted sums of its feature × channel matrix.
+//!
+//! The f32 updates compute in Arm flush-to-zero arithmetic, as every Helium floating-point vector
+//! instruction does whatever FPSCR holds: subnormal operands read as zeros, results below 2^−126
+//! (exact value, before rounding) become zeros, NaNs the default NaN. Their data can make such
+//! values (tiny features times small values, cancelling sums), so instead of keeping them out
+//! the other targets compute the same: the plain-Rust twins below and the host use
+//! `math::ftz` (an exact emulation), the Cortex-M4/M7 their FPU in flush-to-zero mode
+//! (`arch::dsp::performer`). Each product and sum is rounded (no fused multiply-add).
 
 #[cfg(all(target_arch = "arm", vitae_mve))]
 use core::arch::asm;
 
 /// `y[i] = y[i] + a · x[i]` over `min(y.len(), x.len())` values, the product and the sum each
-/// rounded (no fused multiply-add), so the result equals the plain Rust loop on every target.
+/// rounded with flush-to-zero (no fused multiply-add): [`crate::math::ftz::axpy`], bit for bit.
 /// Per four values: two VLDRW, VMUL, VADD, VSTRW and the LETP; the performer's feature updates
 /// spend most of their time here.
 #[inline(always)]
@@ -42,9 +49,7 @@ pub fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
         }
     }
     #[cfg(not(all(target_arch = "arm", vitae_mve)))]
-    for (yi, &xi) in y[..n].iter_mut().zip(&x[..n]) {
-        *yi += a * xi;
-    }
+    crate::math::ftz::axpy(&mut y[..n], a, &x[..n]);
 }
 
 /// One column chunk of [`rank1_update_rows`]: loads the chunk of `x` (one `vldrw` per
@@ -114,7 +119,7 @@ fn column_chunks(e: usize) -> impl Iterator<Item = (usize, usize)> {
 }
 
 /// `mat[i·e + c] += coef[i] · x[c]` for every row `i < min(coef.len(), mat.len() / e)` and
-/// column `c < e` (each product and sum rounded, no fused multiply-add): the performer's
+/// column `c < e` (each product and sum rounded with flush-to-zero): the performer's
 /// per-token update of its feature × channel matrix. The same operations per element as one
 /// [`axpy_f32`] call per row, so the results are the same bit for bit. Nothing happens when
 /// `x` holds fewer than `e` values.
@@ -162,7 +167,7 @@ pub fn rank1_update_rows(mat: &mut [f32], e: usize, coef: &[f32], x: &[f32]) {
 }
 
 /// `y[c] = Σ_{i<m} coef[i] · mat[i·e + c]` for `c < e`, summed in row order from +0.0 (each
-/// product and sum rounded): the performer's output numerator, equal bit for bit to zeroing `y`
+/// product and sum rounded with flush-to-zero): the performer's output numerator, equal bit for bit to zeroing `y`
 /// and calling [`axpy_f32`] once per row. `m = min(coef.len(), mat.len() / e)`; nothing happens
 /// when `y` holds fewer than `e` values.
 ///

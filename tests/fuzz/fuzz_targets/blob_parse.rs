@@ -12,7 +12,10 @@ fuzz_target!(|data: &[u8]| {
         // The accessors promise not to fail on a parsed model.
         for i in 0..model.op_count() {
             let _ = model.decode(i).expect("a parsed model decodes");
-            let _ = model.op_data_bytes(i);
+            model.op(i).expect("a parsed model has only known op kinds");
+            model
+                .op_data_bytes(i)
+                .expect("a parsed model reports its data bytes");
         }
     }
 });

@@ -33,7 +33,10 @@ fuzz_target!(|data: &[u8]| {
         let op = model.decode(i).expect("a parsed model decodes");
         // The op's own MAC count, from its decoded parameters (not the blob's claim).
         total = total.saturating_add(op.macs());
-        let _ = model.op_data_bytes(i);
+        model.op(i).expect("a parsed model has only known op kinds");
+        model
+            .op_data_bytes(i)
+            .expect("a parsed model reports its data bytes");
     }
     let m = model.meta();
     let pixels = m.input_channels as usize * m.input_height as usize * m.input_width as usize;

@@ -43,6 +43,7 @@ const ALL: &[vitae_board::testing::Test] = if cfg!(feature = "demo-failure") {
         attention_shapes_match_reference,
         attention_random_shapes_match_reference,
         tile_probabilities_match_exp,
+        arm_flush_to_zero_facts,
         performer_axpy_matches_scalar,
         performer_row_updates_match_axpy,
         performer_feature_dots_match_scalar,
@@ -50,6 +51,7 @@ const ALL: &[vitae_board::testing::Test] = if cfg!(feature = "demo-failure") {
         sqrt_matches_libm,
         requantize_matches_i128_oracle_at_extremes,
         linear_saturates_with_the_right_sign_at_the_requantization_extremes,
+        subnormals_through_every_vectorized_step,
     ]
 };
 
@@ -462,8 +464,9 @@ fn tile_probabilities_match_exp() -> TestResult {
         }
     }
     check_tile(&s[..fill], scale, 0.0)?;
-    // Random scores under a running maximum, across scales (both ends of the vector range, and
-    // beyond it, where the scalar code runs).
+    // Random scores under a running maximum, across scales (both ends of the range the vector
+    // code computes for, and of the validator's; outside it every probability is 0, which the
+    // subnormal suite checks).
     let mut rng = Rng(0x50f7_0001);
     for scale in [
         1e-4f32,
@@ -471,7 +474,8 @@ fn tile_probabilities_match_exp() -> TestResult {
         0.3,
         f32::from_bits(0x1380_0000),
         f32::from_bits(0x6f80_0000),
-        1e-35,
+        kernels::FACTOR_MIN,
+        kernels::FACTOR_MAX,
     ] {
         for _ in 0..4 {
             let len = rng.range(1, 64);
@@ -487,35 +491,79 @@ fn tile_probabilities_match_exp() -> TestResult {
     Ok(())
 }
 
-/// The performer's feature update (`y += a·x`, Helium assembly on the M55) against a scalar loop,
-/// bit for bit, on every length up to 40, for values whose products and sums stay in the normal
-/// range (magnitudes 2^-40..2^40). Helium's floating-point vector instructions flush subnormal
-/// inputs and results to zero where the scalar FPU and the host keep them (QEMU does too); that
-/// is a known, documented gap of the f32 parts of the int8 pipeline, not covered here.
-fn performer_axpy_matches_scalar() -> TestResult {
+/// What the subnormal rules rest on, measured on this core. The scalar FPU keeps subnormals (IEEE,
+/// the reset value of FPSCR), as the host does. The performer's f32 update (`y + a·x`: Helium
+/// assembly on the M55, the FPU with FPSCR.FZ and DN set inside the assembly on the M4/M7)
+/// computes Arm flush-to-zero arithmetic, as `math::ftz` does in software: subnormal operands
+/// read as 0, a result whose exact value is below 2^-126 becomes 0 before rounding (even
+/// 2^-126(1 − 2^-46), which IEEE rounds up to 2^-126), signs kept, NaNs the default NaN.
+fn arm_flush_to_zero_facts() -> TestResult {
     use core::hint::black_box;
     use vitae_edge::kernels::performer::axpy_f32;
-    let mut rng = Rng(0xa8b1_0003);
-    let value = |rng: &mut Rng| -> f32 {
-        let bits = rng.next_u32();
-        let exp = 127 - 40 + (bits >> 8) % 81;
-        f32::from_bits((bits & 0x8000_0000) | (exp << 23) | (rng.next_u32() & 0x007f_ffff))
-    };
-    for len in 0..=40usize {
-        let mut x = [0f32; 40];
-        let mut y = [0f32; 40];
-        for v in x[..len].iter_mut().chain(y[..len].iter_mut()) {
-            *v = value(&mut rng);
+    use vitae_edge::math::ftz;
+    let f = f32::from_bits;
+    let ieee_mul = |a: u32, b: u32| (black_box(f(a)) * black_box(f(b))).to_bits();
+    check_eq!(ieee_mul(0x3f7f_fffe, 0x0080_0001), 0x0080_0000);
+    check_eq!(ieee_mul(0x0d80_0000, 0x3080_0000), 0x0008_0000);
+    check_eq!(ieee_mul(0x3f80_0000, 0x0001_16c2), 0x0001_16c2);
+    check_eq!(
+        (black_box(f(0x00c0_0000)) + black_box(f(0x8080_0000))).to_bits(),
+        0x0040_0000
+    );
+    // (y, a, x, y + a·x with flush-to-zero)
+    let table: [(u32, u32, u32, u32); 10] = [
+        (0x0000_0000, 0x3f80_0000, 0x0001_16c2, 0x0000_0000), // subnormal operand
+        (0x0001_16c2, 0x3f80_0000, 0x3f80_0000, 0x3f80_0000), // subnormal y + 1
+        (0x0000_0000, 0x0d80_0000, 0x3080_0000, 0x0000_0000), // 2^-100 · 2^-30
+        (0x8000_0000, 0x8d80_0000, 0x3080_0000, 0x8000_0000), // −0 + (−0): signs kept
+        (0x0000_0000, 0x3f7f_fffe, 0x0080_0001, 0x0000_0000), // IEEE rounds up, Arm flushes
+        (0x0000_0000, 0x2000_0000, 0x2000_0000, 0x0080_0000), // exactly 2^-126 stays
+        (0x00c0_0000, 0x3f80_0000, 0x8080_0000, 0x0000_0000), // sum 2^-127 flushed
+        (0x8080_0000, 0x3f80_0000, 0x00c0_0000, 0x0000_0000), // and with the other sign
+        (0x0000_0000, 0x7fc1_2345, 0x3f80_0000, 0x7fc0_0000), // the default NaN
+        (0x3f80_0000, 0x3fc0_0000, 0x4040_0000, 0x40b0_0000), // 1 + 1.5 · 3
+    ];
+    for (y, a, x, want) in table {
+        // Five values: a vector body (or an unrolled step) and a tail.
+        let mut out = [f(y); 5];
+        axpy_f32(&mut out, f(a), &[f(x); 5]);
+        for o in out {
+            if o.to_bits() != want {
+                defmt::println!(
+                    "{=u32:#x} + {=u32:#x}·{=u32:#x} = {=u32:#x}, want {=u32:#x}",
+                    y,
+                    a,
+                    x,
+                    o.to_bits(),
+                    want
+                );
+            }
+            check_eq!(o.to_bits(), want);
         }
-        for a in [value(&mut rng), 1e-9, 3.5, -1.0] {
+        check_eq!(ftz::add(f(y), ftz::mul(f(a), f(x))).to_bits(), want);
+    }
+    Ok(())
+}
+
+/// The performer's feature update (`y += a·x`; Helium on the M55, the FPU in flush-to-zero mode on
+/// the M4/M7) against `math::ftz::axpy` computed in software on this core, bit for bit, on every
+/// length up to 40, for values of magnitudes 2^-40..2^40 (the subnormal suite covers the rest).
+fn performer_axpy_matches_scalar() -> TestResult {
+    use vitae_edge::kernels::performer::axpy_f32;
+    const MAX: usize = cases::performer::AXPY_MAX_LEN;
+    let mut rng = Rng(0xa8b1_0003);
+    for len in 0..=MAX {
+        let mut x = [0f32; MAX];
+        let mut y = [0f32; MAX];
+        for v in x[..len].iter_mut().chain(y[..len].iter_mut()) {
+            *v = rng.normal_f32(40);
+        }
+        for a in [rng.normal_f32(40), 1e-9, 3.5, -1.0] {
             let mut got = y;
             axpy_f32(&mut got[..len], a, &x[..len]);
             let mut want = y;
-            for i in 0..len {
-                // black_box keeps this loop scalar.
-                want[i] = black_box(want[i] + black_box(a * x[i]));
-            }
-            for i in 0..40 {
+            vitae_edge::math::ftz::axpy(&mut want[..len], a, &x[..len]);
+            for i in 0..MAX {
                 if got[i].to_bits() != want[i].to_bits() {
                     defmt::println!(
                         "len {=usize} a {=f32} i {=usize}: {=u32:#x} != {=u32:#x}",
@@ -536,19 +584,15 @@ fn performer_axpy_matches_scalar() -> TestResult {
 /// The performer's whole-matrix updates (Helium: column chunks held in registers across the
 /// feature rows) against one `axpy_f32` per row, bit for bit, for every width up to 40 (chunks of
 /// one to four vectors, and the widths that are not a multiple of 4) and 1, 5 and 12 rows, on
-/// normal-range values (see `performer_axpy_matches_scalar`).
+/// values of magnitudes 2^-30..2^30 (the subnormal suite covers the rest).
 fn performer_row_updates_match_axpy() -> TestResult {
     use vitae_edge::kernels::performer::{axpy_f32, rank1_update_rows, weighted_row_sum};
+    const SWEEP: cases::performer::Sweep = cases::performer::ROW_UPDATES;
+    const E: usize = SWEEP.max_width;
+    const M: usize = SWEEP.max_rows();
     let mut rng = Rng(0x9e37_0007);
-    let value = |rng: &mut Rng| -> f32 {
-        let bits = rng.next_u32();
-        let exp = 127 - 30 + (bits >> 8) % 61;
-        f32::from_bits((bits & 0x8000_0000) | (exp << 23) | (rng.next_u32() & 0x007f_ffff))
-    };
-    const E: usize = 40;
-    const M: usize = 12;
     for e in 1..=E {
-        for m in [1usize, 5, 12] {
+        for m in SWEEP.rows {
             let mut mat = [0f32; M * E];
             let (mut coef, mut x) = ([0f32; M], [0f32; E]);
             for v in mat[..m * e]
@@ -556,7 +600,7 @@ fn performer_row_updates_match_axpy() -> TestResult {
                 .chain(&mut coef[..m])
                 .chain(&mut x[..e])
             {
-                *v = value(&mut rng);
+                *v = rng.normal_f32(30);
             }
             let mut got = mat;
             rank1_update_rows(&mut got[..m * e], e, &coef[..m], &x[..e]);
@@ -588,11 +632,12 @@ fn performer_row_updates_match_axpy() -> TestResult {
 /// must stay untouched.
 fn performer_feature_dots_match_scalar() -> TestResult {
     use vitae_edge::kernels::performer::feature_dots;
-    const E: usize = 64;
-    const M: usize = 16;
+    const SWEEP: cases::performer::Sweep = cases::performer::FEATURE_DOTS;
+    const E: usize = SWEEP.max_width;
+    const M: usize = SWEEP.max_rows();
     let mut rng = Rng(0xd07e_0011);
     for e in 1..=E {
-        for m in [1usize, 7, 16] {
+        for m in SWEEP.rows {
             let mut w = [0i16; M * E];
             let mut z = [0i8; E];
             for v in w[..m * e].iter_mut() {
@@ -678,62 +723,34 @@ fn quantize_image_matches_scalar() -> TestResult {
     Ok(())
 }
 
-/// `math::sqrt` (VSQRT on the Cortex-M55, `libm` elsewhere) against `libm::sqrtf`, bit for bit:
-/// the host computes LayerNorm and the performer with `libm`. Zeros, subnormals, powers of two,
-/// the largest finite value, infinity, and random values over the whole positive range.
-/// `quant::requantize` against an i128 oracle at the extremes of every valid shift: its final
-/// step is 64-bit and saturating, so a result of 2^30 or more in magnitude must not wrap on any
-/// core (`round(acc · M / 2^(31 − shift))`, half up, clamped to i32).
+/// `quant::requantize` against an i128 oracle at the extremes of every valid shift
+/// (`kernels::cases::requant`): its final step is 64-bit and saturating, so a result of 2^30 or
+/// more in magnitude must not wrap on any core (`round(acc · M / 2^(31 − shift))`, half up,
+/// clamped to i32).
 fn requantize_matches_i128_oracle_at_extremes() -> TestResult {
     use vitae_edge::quant::{MAX_SHIFT, MIN_SHIFT, requantize};
-    let multipliers = [
-        0,
-        1 << 30,
-        (1 << 30) + 1,
-        0x5555_5555,
-        i32::MAX - 1,
-        i32::MAX,
-    ];
-    let accs = [
-        i32::MIN,
-        i32::MIN + 1,
-        -(1 << 30) - 1,
-        -(1 << 30),
-        -65536,
-        -3,
-        -2,
-        -1,
-        0,
-        1,
-        2,
-        3,
-        65535,
-        1 << 30,
-        (1 << 30) + 1,
-        i32::MAX - 1,
-        i32::MAX,
-    ];
-    for shift in MIN_SHIFT..=MAX_SHIFT {
-        for &multiplier in &multipliers {
-            for &acc in &accs {
-                let exact =
-                    (acc as i128 * multiplier as i128 + (1i128 << (30 - shift))) >> (31 - shift);
-                let want = exact.clamp(i32::MIN as i128, i32::MAX as i128) as i32;
-                let got = requantize(acc, Requant { multiplier, shift });
-                if got != want {
-                    defmt::println!(
-                        "acc={=i32} m={=i32} shift={=i32}: {=i32} != {=i32}",
-                        acc,
-                        multiplier,
-                        shift,
-                        got,
-                        want
-                    );
-                }
-                check_eq!(got, want);
-            }
+    let mut checked = 0usize;
+    for (acc, r) in cases::requant::extremes() {
+        let (got, want) = (requantize(acc, r), cases::requant::oracle(acc, r));
+        if got != want {
+            defmt::println!(
+                "acc={=i32} m={=i32} shift={=i32}: {=i32} != {=i32}",
+                acc,
+                r.multiplier,
+                r.shift,
+                got,
+                want
+            );
         }
+        check_eq!(got, want);
+        checked += 1;
     }
+    check_eq!(
+        checked,
+        cases::requant::ACCUMULATORS.len()
+            * cases::requant::MULTIPLIERS.len()
+            * (MAX_SHIFT - MIN_SHIFT + 1) as usize
+    );
     Ok(())
 }
 
@@ -778,6 +795,9 @@ fn linear_saturates_with_the_right_sign_at_the_requantization_extremes() -> Test
     same("linear at the requantization extremes", &got, &want)
 }
 
+/// `math::sqrt` (VSQRT on the Cortex-M55, `libm` elsewhere) against `libm::sqrtf`, bit for bit:
+/// the host computes LayerNorm and the performer with `libm`. Zeros, subnormals, powers of two,
+/// the largest finite value, infinity, and random values over the whole positive range.
 fn sqrt_matches_libm() -> TestResult {
     let check = |x: f32| -> TestResult {
         let (got, want) = (vitae_edge::math::sqrt(x), libm::sqrtf(x));
@@ -814,5 +834,29 @@ fn sqrt_matches_libm() -> TestResult {
 /// Only in builds with `--features demo-failure` (`cargo xtask test --demo-failure`).
 fn deliberately_failing() -> TestResult {
     check_eq!(dot::dot_s8(&[1, 2], &[3, 4]), 12);
+    Ok(())
+}
+
+/// The subnormal suite (`kernels::cases::subnormal`): inputs and parameters that bring subnormal
+/// operands and products or sums below 2^-126 (some that IEEE rounds up to 2^-126) to every f32
+/// step the Cortex-M55 vectorizes, at the ends of the ranges the validator accepts. Each case's
+/// output digest must be the host's (pinned in the suite, which its host test checks), and each
+/// step must agree with its scalar reference on this core.
+fn subnormals_through_every_vectorized_step() -> TestResult {
+    let mut failed = 0;
+    for c in cases::subnormal::CASES {
+        let o = (c.run)();
+        if o.digest != c.digest || o.mismatches != 0 {
+            defmt::println!(
+                "{=str}: digest {=u64:#x}, host {=u64:#x}, {=u32} mismatches",
+                c.name,
+                o.digest,
+                c.digest,
+                o.mismatches
+            );
+            failed += 1;
+        }
+    }
+    check_eq!(failed, 0);
     Ok(())
 }

@@ -39,14 +39,14 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
         .map_err(|e| InputError(format!("{}: {e}", args.blob.display())))?;
     let mut out = std::io::stdout().lock();
     if args.json {
-        for line in report::inspect_json(&m) {
+        for line in report::inspect_json(&m)? {
             writeln!(out, "{}", vitae::text::json_for_terminal(&line.to_string()))?;
         }
     } else {
         write!(
             out,
             "{}",
-            report::inspect_text(&m, &args.blob.display().to_string())
+            report::inspect_text(&m, &args.blob.display().to_string())?
         )?;
     }
     Ok(())

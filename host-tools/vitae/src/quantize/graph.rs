@@ -4,7 +4,8 @@
 //! `vitae diff`, then lowered to a blob.
 
 use crate::reference::ops::{
-    Conv2d, FeatureMap, LayerNorm, Linear, OpError, gelu_inplace, mean_pool, silu_inplace,
+    Conv2d, FeatureMap, LayerNorm, Linear, OpError, gelu_inplace, max_pool2d_window, mean_pool,
+    silu_inplace,
 };
 
 /// Index of a node; node outputs are the graph's tensors.
@@ -335,7 +336,20 @@ impl Graph {
                     kernel,
                     stride,
                     padding,
-                } => max_pool(&fmap(0)?, node, *kernel, *stride, *padding),
+                } => {
+                    // The reference's max-pool (NaN wins, as on the device and in PyTorch).
+                    let y = max_pool2d_window(&fmap(0)?, *kernel, *stride, *padding)?;
+                    if (y.height, y.width, y.channels) != (node.h, node.w, node.c) {
+                        return Err(OpError {
+                            op: "max_pool2d",
+                            message: format!(
+                                "node {id} is {}x{}x{}, its window gives {}x{}x{}",
+                                node.h, node.w, node.c, y.height, y.width, y.channels
+                            ),
+                        });
+                    }
+                    y.data
+                }
                 NodeKind::ClassToken { cls, pos } => {
                     let mut rows = cls.clone();
                     rows.extend_from_slice(&outs[node.inputs[0]]);
@@ -359,35 +373,6 @@ impl Graph {
         }
         Ok(outs)
     }
-}
-
-/// Max pooling of `x` into `out`'s shape (windows clipped to the map: padding never wins).
-fn max_pool(
-    x: &FeatureMap,
-    out: &Node,
-    (kh, kw): (usize, usize),
-    (sh, sw): (usize, usize),
-    (ph, pw): (usize, usize),
-) -> Vec<f32> {
-    let c = out.c;
-    let mut y = vec![f32::NEG_INFINITY; out.elements()];
-    for oy in 0..out.h {
-        for ox in 0..out.w {
-            let rows =
-                (oy * sh).saturating_sub(ph)..(oy * sh + kh).saturating_sub(ph).min(x.height);
-            let cols = (ox * sw).saturating_sub(pw)..(ox * sw + kw).saturating_sub(pw).min(x.width);
-            let o = &mut y[(oy * out.w + ox) * c..][..c];
-            for iy in rows {
-                for ix in cols.clone() {
-                    let v = &x.data[(iy * x.width + ix) * c..][..c];
-                    for (m, &v) in o.iter_mut().zip(v) {
-                        *m = m.max(v);
-                    }
-                }
-            }
-        }
-    }
-    y
 }
 
 fn activate(mut y: Vec<f32>, act: Act, pre: &mut Vec<Vec<f32>>) -> Vec<f32> {
@@ -485,4 +470,55 @@ fn performer(k: &[f32], q: &[f32], v: &[f32], n: usize, e: usize, w: &[f32], m: 
         }
     }
     y
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(
+        name: &str,
+        kind: NodeKind,
+        inputs: Vec<NodeId>,
+        (h, w, c): (usize, usize, usize),
+    ) -> Node {
+        Node {
+            name: name.into(),
+            kind,
+            inputs,
+            h,
+            w,
+            c,
+            role: Role::Image,
+        }
+    }
+
+    /// The graph's max-pool is the reference's: a NaN in a window wins (as on the device and in
+    /// PyTorch), where `f32::max` would drop it.
+    #[test]
+    fn max_pool_node_lets_nan_win_like_the_reference() {
+        let pool = NodeKind::MaxPool {
+            kernel: (2, 2),
+            stride: (2, 2),
+            padding: (0, 0),
+        };
+        let graph = Graph {
+            nodes: vec![
+                node("image", NodeKind::Image, vec![], (4, 4, 1)),
+                node("pool", pool, vec![0], (2, 2, 1)),
+            ],
+            output: 1,
+            name: "pool".into(),
+        };
+        let mut image: Vec<f32> = (0..16).map(|v| v as f32).collect();
+        image[0] = f32::NAN;
+        let outs = graph.eval(&image, &mut NoObserver).unwrap();
+        let pooled = &outs[1];
+        assert!(pooled[0].is_nan(), "{pooled:?}");
+        assert_eq!(&pooled[1..], &[7.0, 13.0, 15.0]);
+        // A node whose shape is not what its window gives is an error, not a short output.
+        let mut wrong = graph.clone();
+        wrong.nodes[1].h = 3;
+        assert!(wrong.eval(&image, &mut NoObserver).is_err());
+    }
 }

@@ -10,7 +10,8 @@ use crate::reference::ops::{Conv2d, LayerNorm, Linear};
 use half::f16;
 use std::collections::HashMap;
 use vitae_edge::format::{self as fmt, BlobWriter, DType, DataRef, OpKind};
-use vitae_edge::kernels::performer::MAX_EMB;
+use vitae_edge::kernels::FACTOR_MIN;
+use vitae_edge::kernels::performer::{MAX_EMB, SCALE_MIN};
 use vitae_edge::ops::{self, HasKind, act};
 use vitae_edge::quant::{Lut256, Requant};
 
@@ -140,13 +141,20 @@ fn act_code(a: Act) -> u16 {
     }
 }
 
+/// An offset as the int8 kernels accept it: 0 or at least 2^−64 in magnitude
+/// (`kernels::FACTOR_MIN`; what keeps Helium's flush-to-zero away from their f32 steps). A
+/// smaller offset is below 2^−64 of a quantization step: 0 instead changes no realistic result.
+fn snap_tiny(x: f32) -> f32 {
+    if x.abs() < FACTOR_MIN { 0.0 } else { x }
+}
+
 /// The factors of an int8 add `a + b` onto the grid `out` (see [`ops::add::AddParams`]).
 fn add_params(a: QParams, b: QParams, out: QParams) -> ops::add::AddParams {
     let (ra, rb) = (a.scale / out.scale, b.scale / out.scale);
     ops::add::AddParams {
         ra,
         rb,
-        c: out.zero_point as f32 - a.zero_point as f32 * ra - b.zero_point as f32 * rb,
+        c: snap_tiny(out.zero_point as f32 - a.zero_point as f32 * ra - b.zero_point as f32 * rb),
     }
 }
 
@@ -709,11 +717,11 @@ impl<'g> Emitter<'g> {
         let tokens = node.tokens() as u32;
         if prec == NodePrecision::Int8 {
             let (qx, qo) = (self.tq(inputs[0]), self.tq(out));
-            let gain: Vec<f32> = ln.gamma.iter().map(|g| g / qo.scale).collect();
+            let gain: Vec<f32> = ln.gamma.iter().map(|g| snap_tiny(g / qo.scale)).collect();
             let offset: Vec<f32> = ln
                 .beta
                 .iter()
-                .map(|b| b / qo.scale + qo.zero_point as f32)
+                .map(|b| snap_tiny(b / qo.scale + qo.zero_point as f32))
                 .collect();
             let eps_term =
                 (ln.eps as f64 * (c * c) as f64 / (qx.scale as f64 * qx.scale as f64)) as f32;
@@ -797,11 +805,9 @@ impl<'g> Emitter<'g> {
         );
         if prec == NodePrecision::Int8 {
             // int16 random features with one scale: w·z becomes an exact integer dot.
-            let max = wr
-                .iter()
-                .fold(0.0f32, |a, x| a.max(x.abs()))
-                .max(f32::MIN_POSITIVE);
-            let w_scale = max / 32767.0;
+            // At least the kernel's smallest w scale (2^−40; all-zero or tiny w).
+            let max = wr.iter().fold(0.0f32, |a, x| a.max(x.abs()));
+            let w_scale = (max / 32767.0).max(SCALE_MIN);
             let wq: Vec<i16> = wr
                 .iter()
                 .map(|x| (x / w_scale).round().clamp(-32767.0, 32767.0) as i16)
@@ -1000,7 +1006,7 @@ impl<'g> Emitter<'g> {
                 tokens: n,
                 channels: c,
                 scale: r / n as f32,
-                offset: qo.zero_point as f32 - qx.zero_point as f32 * r,
+                offset: snap_tiny(qo.zero_point as f32 - qx.zero_point as f32 * r),
             };
             self.op::<ops::mean_pool::MeanPoolS8Op>(inputs, out, &p, 0, name);
         } else {

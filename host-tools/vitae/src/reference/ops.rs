@@ -510,17 +510,51 @@ pub fn mean_pool(x: &[f32], channels: usize) -> Result<Vec<f32>, OpError> {
 /// `MaxPool2d(kernel, stride=kernel, padding=0)` (the `'pooling'` reduction cell): a partial
 /// last window is dropped, as PyTorch does; NaN propagates like `torch.max`.
 pub fn max_pool2d(x: &FeatureMap, kernel: usize) -> Result<FeatureMap, OpError> {
+    max_pool2d_window(x, (kernel, kernel), (kernel, kernel), (0, 0))
+}
+
+/// `MaxPool2d(kernel, stride, padding)`, `(rows, columns)` each, as PyTorch computes it:
+/// windows `stride` apart, a partial last window dropped, implicit −∞ padding that never wins
+/// (at most half the window, as PyTorch requires, so every window holds a real element); NaN
+/// propagates like `torch.max`. The device's max-pool op has the same semantics.
+pub fn max_pool2d_window(
+    x: &FeatureMap,
+    (kh, kw): (usize, usize),
+    (sh, sw): (usize, usize),
+    (ph, pw): (usize, usize),
+) -> Result<FeatureMap, OpError> {
     ensure(
-        kernel > 0 && x.height >= kernel && x.width >= kernel,
+        kh > 0
+            && kw > 0
+            && sh > 0
+            && sw > 0
+            && 2 * ph <= kh
+            && 2 * pw <= kw
+            && x.height + 2 * ph >= kh
+            && x.width + 2 * pw >= kw,
         "max_pool2d",
-        || format!("window {kernel} on a {}x{} map", x.height, x.width),
+        || {
+            format!(
+                "window {kh}x{kw}, stride {sh}x{sw}, padding {ph}x{pw} on a {}x{} map",
+                x.height, x.width
+            )
+        },
     )?;
-    let (h, w, c) = (x.height / kernel, x.width / kernel, x.channels);
+    let (h, w, c) = (
+        (x.height + 2 * ph - kh) / sh + 1,
+        (x.width + 2 * pw - kw) / sw + 1,
+        x.channels,
+    );
+    // The input rows (or columns) window `o` covers, clipped to the map.
+    let span = |o: usize, k: usize, s: usize, p: usize, len: usize| {
+        (o * s).saturating_sub(p)..(o * s + k - p).min(len)
+    };
     let mut out = vec![f32::NEG_INFINITY; h * w * c];
     for (oy, out_row) in out.chunks_exact_mut(w * c).enumerate() {
         for (ox, o) in out_row.chunks_exact_mut(c).enumerate() {
-            for iy in oy * kernel..(oy + 1) * kernel {
-                let row = &x.data[(iy * x.width + ox * kernel) * c..][..kernel * c];
+            let cols = span(ox, kw, sw, pw, x.width);
+            for iy in span(oy, kh, sh, ph, x.height) {
+                let row = &x.data[(iy * x.width + cols.start) * c..][..cols.len() * c];
                 for v in row.chunks_exact(c) {
                     for (m, &v) in o.iter_mut().zip(v) {
                         if v > *m || v.is_nan() {
@@ -1803,6 +1837,28 @@ mod tests {
         }
         assert!(max_pool2d(&x, 6).is_err());
         assert!(max_pool2d(&x, 0).is_err());
+    }
+
+    #[test]
+    fn max_pool_window_pads_with_minus_infinity_and_lets_nan_win() {
+        // 3x4 map, 1 channel, window 3, stride 2, padding 1: a 2x2 output whose windows overlap
+        // the padding; all values negative, so a padding that counted as 0 would win.
+        let mut data: Vec<f32> = (0..12).map(|i| -1.0 - i as f32).collect();
+        let x = FeatureMap::new(3, 4, 1, data.clone()).unwrap();
+        let y = max_pool2d_window(&x, (3, 3), (2, 2), (1, 1)).unwrap();
+        assert_eq!((y.height, y.width), (2, 2));
+        // Window (0, 0) covers rows 0..2 and columns 0..2 of the map: its maximum is x[0][0].
+        assert_eq!(y.data, vec![-1.0, -2.0, -5.0, -6.0]);
+        // A NaN anywhere in a window is that window's maximum, before or after larger values.
+        data[5] = f32::NAN;
+        let x = FeatureMap::new(3, 4, 1, data).unwrap();
+        let y = max_pool2d_window(&x, (3, 3), (2, 2), (1, 1)).unwrap();
+        assert!(y.data.iter().all(|v| v.is_nan()), "{:?}", y.data);
+        let x = FeatureMap::new(1, 3, 1, vec![f32::NAN, 5.0, 1.0]).unwrap();
+        let y = max_pool2d_window(&x, (1, 2), (1, 1), (0, 0)).unwrap();
+        assert!(y.data[0].is_nan() && y.data[1] == 5.0);
+        // Padding beyond half the window is refused, as PyTorch does.
+        assert!(max_pool2d_window(&x, (1, 2), (1, 1), (0, 2)).is_err());
     }
 
     #[test]

@@ -1,0 +1,221 @@
+//! The performer's f32 row updates on Cortex-M4/M7: the same flush-to-zero arithmetic as the
+//! Helium assembly (`arch::mve::performer`), from the scalar FPU with `FPSCR.FZ` and `FPSCR.DN`
+//! set for the duration of one assembly block.
+//!
+//! Rust assumes the default floating-point environment everywhere else, so the mode is set and
+//! restored inside the block that computes: no Rust code ever runs with it. The architecture's
+//! flush-to-zero (operands and results below 2^−126 read and written as signed zeros, tininess
+//! detected before rounding, default NaN) is the one Helium's vector instructions always use;
+//! `math::ftz` emulates it on the host and is the definition these functions are tested against.
+
+#[cfg(all(target_arch = "arm", vitae_dsp, target_feature = "fpregs"))]
+use core::arch::asm;
+
+/// For each row `i < coef.len()`: `dst_i[c] = dst_i[c] + coef[i] · src_i[c]` for `c < e`, with
+/// flush-to-zero arithmetic (the product and the sum each rounded), where row `i` of the
+/// destination starts `i · dst_step` floats after `dst` and of the source `i · src_step` after
+/// `src` (a step of 0 reuses the same row).
+///
+/// # Safety
+/// `e ≥ 1`, `coef` is not empty, every row read (`src_i[..e]`) is inside one live allocation of
+/// `f32`, every row written (`dst_i[..e]`) inside one that nothing else accesses during the call,
+/// and no written row overlaps a row read.
+#[cfg(all(target_arch = "arm", vitae_dsp, target_feature = "fpregs"))]
+#[inline]
+unsafe fn rows_ftz(
+    dst: *mut f32,
+    dst_step: usize,
+    src: *const f32,
+    src_step: usize,
+    coef: &[f32],
+    e: usize,
+) {
+    // After a row the pointers have moved on by `e` floats; these bring them to the next row.
+    let dst_adjust = (dst_step as isize - e as isize) * 4;
+    let src_adjust = (src_step as isize - e as isize) * 4;
+    // SAFETY: the caller guarantees the rows are in bounds and the written ones exclusive; the
+    // block reads `coef.len() ≥ 1` floats of `coef` and `e ≥ 1` floats per row, four at a time
+    // (VLDM/VSTM need only the 4-byte alignment of `f32`) then one at a time. s0–s9 are saved on
+    // the stack and restored (the single-precision register class is not available to declare on
+    // the Cortex-M4 target); FPSCR is saved in s9, given FZ (bit 24) and DN (bit 25) and restored
+    // before the block ends, so no Rust code sees the mode. Flags and the pointer registers are
+    // declared clobbered.
+    unsafe {
+        asm!(
+            "vpush {{s0-s9}}",
+            "vmrs {t}, fpscr",
+            "vmov s9, {t}",
+            "orr {t}, {t}, #0x03000000",
+            "vmsr fpscr, {t}",
+            "2:",
+            "vldmia {k}!, {{s0}}",
+            "lsrs {t}, {e}, #2",
+            "beq 4f",
+            "3:",
+            "vldmia {s}!, {{s1-s4}}",
+            "vldmia {d}, {{s5-s8}}",
+            "vmul.f32 s1, s1, s0",
+            "vmul.f32 s2, s2, s0",
+            "vmul.f32 s3, s3, s0",
+            "vmul.f32 s4, s4, s0",
+            "vadd.f32 s5, s5, s1",
+            "vadd.f32 s6, s6, s2",
+            "vadd.f32 s7, s7, s3",
+            "vadd.f32 s8, s8, s4",
+            "vstmia {d}!, {{s5-s8}}",
+            "subs {t}, {t}, #1",
+            "bne 3b",
+            "4:",
+            "ands {t}, {e}, #3",
+            "beq 6f",
+            "5:",
+            "vldmia {s}!, {{s1}}",
+            "vldr s5, [{d}]",
+            "vmul.f32 s1, s1, s0",
+            "vadd.f32 s5, s5, s1",
+            "vstmia {d}!, {{s5}}",
+            "subs {t}, {t}, #1",
+            "bne 5b",
+            "6:",
+            "add {d}, {d}, {da}",
+            "add {s}, {s}, {sa}",
+            "subs {m}, {m}, #1",
+            "bne 2b",
+            "vmov {t}, s9",
+            "vmsr fpscr, {t}",
+            "vpop {{s0-s9}}",
+            d = inout(reg) dst => _,
+            s = inout(reg) src => _,
+            k = inout(reg) coef.as_ptr() => _,
+            m = inout(reg) coef.len() => _,
+            e = in(reg) e,
+            da = in(reg) dst_adjust,
+            sa = in(reg) src_adjust,
+            t = out(reg) _,
+        );
+    }
+}
+
+/// `y[i] = y[i] + a · x[i]` over `min(y.len(), x.len())` values with flush-to-zero arithmetic:
+/// [`crate::math::ftz::axpy`], bit for bit, as the Helium `axpy_f32` computes it.
+#[inline]
+pub fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
+    let n = y.len().min(x.len());
+    #[cfg(all(target_arch = "arm", vitae_dsp, target_feature = "fpregs"))]
+    if n > 0 {
+        // SAFETY: one row of n ≥ 1 floats: `x[..n]` read, `y[..n]` written (a unique borrow,
+        // so it overlaps nothing read).
+        unsafe { rows_ftz(y.as_mut_ptr(), 0, x.as_ptr(), 0, &[a], n) };
+    }
+    #[cfg(not(all(target_arch = "arm", vitae_dsp, target_feature = "fpregs")))]
+    crate::math::ftz::axpy(&mut y[..n], a, &x[..n]);
+}
+
+/// `mat[i·e + c] += coef[i] · x[c]` for every row `i < min(coef.len(), mat.len() / e)` and column
+/// `c < e`, with flush-to-zero arithmetic: one [`axpy_f32`] per row. Nothing happens when `x`
+/// holds fewer than `e` values.
+#[inline]
+pub fn rank1_update_rows(mat: &mut [f32], e: usize, coef: &[f32], x: &[f32]) {
+    if e == 0 || x.len() < e {
+        return;
+    }
+    let m = coef.len().min(mat.len() / e);
+    #[cfg(all(target_arch = "arm", vitae_dsp, target_feature = "fpregs"))]
+    if m > 0 {
+        // SAFETY: rows i < m of `mat` (i·e + e ≤ m·e ≤ mat.len()) written, a unique borrow; the
+        // same e floats of `x` (e ≤ x.len()) read for every row; `coef[..m]` read.
+        unsafe { rows_ftz(mat.as_mut_ptr(), e, x.as_ptr(), 0, &coef[..m], e) };
+    }
+    #[cfg(not(all(target_arch = "arm", vitae_dsp, target_feature = "fpregs")))]
+    for (row, &a) in mat.chunks_exact_mut(e).zip(coef).take(m) {
+        crate::math::ftz::axpy(row, a, &x[..e]);
+    }
+}
+
+/// `y[c] = Σ_{i<m} coef[i] · mat[i·e + c]` for `c < e`, summed in row order from +0.0 with
+/// flush-to-zero arithmetic: zeroing `y` and one [`axpy_f32`] per row.
+/// `m = min(coef.len(), mat.len() / e)`; nothing happens when `y` holds fewer than `e` values.
+#[inline]
+pub fn weighted_row_sum(y: &mut [f32], e: usize, coef: &[f32], mat: &[f32]) {
+    if e == 0 || y.len() < e {
+        return;
+    }
+    let m = coef.len().min(mat.len() / e);
+    let y = &mut y[..e];
+    y.fill(0.0);
+    #[cfg(all(target_arch = "arm", vitae_dsp, target_feature = "fpregs"))]
+    if m > 0 {
+        // SAFETY: rows i < m of `mat` read (i·e + e ≤ mat.len()); `y[..e]` written for every
+        // row, a unique borrow that overlaps nothing read; `coef[..m]` read.
+        unsafe { rows_ftz(y.as_mut_ptr(), 0, mat.as_ptr(), e, &coef[..m], e) };
+    }
+    #[cfg(not(all(target_arch = "arm", vitae_dsp, target_feature = "fpregs")))]
+    for (row, &a) in mat.chunks_exact(e).zip(coef).take(m) {
+        crate::math::ftz::axpy(y, a, row);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::math::ftz;
+
+    /// Zeros, subnormals, values just above 2^−126, tiny normals whose products fall below it,
+    /// the factor 1 − 2^−23, ordinary values, ∞ and NaN, either sign.
+    fn value(s: &mut u32) -> f32 {
+        *s ^= *s << 13;
+        *s ^= *s >> 17;
+        *s ^= *s << 5;
+        let (r, mant) = (*s, s.rotate_left(7) & 0x007f_ffff);
+        let bits = match r % 12 {
+            0 => 0,
+            1 | 2 => mant | 1,
+            3 => 0x0080_0000 + (mant & 0xff),
+            4 => 0x3f7f_fffe,
+            5 | 6 => ((1 + (r >> 8) % 40) << 23) | mant,
+            7 => ((50 + (r >> 8) % 40) << 23) | mant,
+            8 => 0x7f80_0000,
+            9 => 0x7fc0_1234,
+            _ => ((110 + (r >> 8) % 30) << 23) | mant,
+        };
+        f32::from_bits(bits | (r & 0x8000_0000))
+    }
+
+    /// The plain-Rust side of these functions (the assembly is compared under QEMU) against
+    /// `math::ftz::axpy` and the Helium twins, on values full of subnormals and tiny products.
+    #[test]
+    fn row_updates_are_ftz_axpy_per_row() {
+        let mut rng = 0xd5f0_0001u32;
+        for e in [1usize, 4, 5, 12] {
+            for m in [1usize, 3] {
+                let mut mat = vec![0f32; m * e];
+                let (mut coef, mut x) = (vec![0f32; m], vec![0f32; e]);
+                for v in mat.iter_mut().chain(&mut coef).chain(&mut x) {
+                    *v = value(&mut rng);
+                }
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                let mut want = mat.clone();
+                for (row, &c) in want.chunks_exact_mut(e).zip(&coef) {
+                    ftz::axpy(row, c, &x);
+                }
+                let mut got = mat.clone();
+                super::rank1_update_rows(&mut got, e, &coef, &x);
+                assert_eq!(bits(&got), bits(&want));
+                let mut mve = mat.clone();
+                crate::arch::mve::rank1_update_rows(&mut mve, e, &coef, &x);
+                assert_eq!(bits(&mve), bits(&want));
+                let mut want = vec![0f32; e];
+                for (row, &c) in mat.chunks_exact(e).zip(&coef) {
+                    ftz::axpy(&mut want, c, row);
+                }
+                let mut got = vec![9f32; e];
+                super::weighted_row_sum(&mut got, e, &coef, &mat);
+                assert_eq!(bits(&got), bits(&want));
+                let mut got = x.clone();
+                super::axpy_f32(&mut got, coef[0], &mat[..e]);
+                let mut want = x.clone();
+                ftz::axpy(&mut want, coef[0], &mat[..e]);
+                assert_eq!(bits(&got), bits(&want));
+            }
+        }
+    }
+}
