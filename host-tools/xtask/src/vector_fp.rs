@@ -126,34 +126,13 @@ pub struct Use {
     pub locations: Vec<String>,
 }
 
-/// The disassembler and symbolizer (LLVM's: they know MVE without options and read the ELF's
-/// build attributes). `rust-web-llvm` pulls in `llvm-22` on Debian; rustup has them in
-/// `llvm-tools`.
+/// The disassembler and symbolizer (`cargo xtask setup` checks both are there).
 fn llvm_tool(tc: ArmToolchain, name: &str) -> Result<PathBuf> {
-    let mut candidates: Vec<PathBuf> = vec![format!("{name}-22").into(), name.into()];
-    if let Some(dir) = tc.sysroot_tool_dir() {
-        candidates.push(dir.join(name));
-    }
-    for c in &candidates {
-        let ok = Command::new(c)
-            .arg("--version")
-            .env("PATH", tc.search_path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return Ok(c.clone());
-        }
-    }
-    bail!(
-        "{name} not found (tried {}): install the Debian package llvm-22, or `rustup component add llvm-tools`",
-        candidates
-            .iter()
-            .map(|c| c.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    )
+    tc.llvm_tool(name).map_err(|why| {
+        anyhow::anyhow!(
+            "{name} {why}: install the Debian package llvm-22, or `rustup component add llvm-tools`"
+        )
+    })
 }
 
 /// True for an MVE floating-point instruction: an `.f32`/`.f16` type on a `q` register. Moves

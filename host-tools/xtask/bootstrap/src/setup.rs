@@ -182,6 +182,25 @@ fn probe(tc: ArmToolchain) -> (Vec<String>, Vec<Missing>) {
         check(&what, result, fix);
     }
 
+    // The disassembler and symbolizer of the test's Helium floating-point review (vector_fp.rs).
+    for tool in ["llvm-objdump", "llvm-symbolizer"] {
+        let found = tc
+            .llvm_tool(tool)
+            .map(|path| first_line(&path.to_string_lossy(), &["--version"]).unwrap_or_default())
+            .map(|v| if v.is_empty() { tool.to_string() } else { v });
+        let fix = match tc {
+            ArmToolchain::Debian => Fix::Packages(&["llvm-22"]),
+            ArmToolchain::Rustup => Fix::Hint("run `rustup component add llvm-tools`".into()),
+        };
+        check(
+            &format!(
+                "`{tool}` (reviews the Helium binaries' floating point in `cargo xtask test`)"
+            ),
+            found,
+            fix,
+        );
+    }
+
     let qemu = first_line("qemu-system-arm", &["--version"]).and_then(|version| {
         let out = Command::new("qemu-system-arm")
             .args(["-machine", "help"])

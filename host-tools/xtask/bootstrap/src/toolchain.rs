@@ -121,6 +121,37 @@ impl ArmToolchain {
         }
     }
 
+    /// An LLVM binary tool (`llvm-objdump`, `llvm-symbolizer`: they know MVE without options and
+    /// read the ELF's build attributes), found by running `<name>-22`, `<name>`, then the one in
+    /// rustc's sysroot (rustup's `llvm-tools`); on failure, the names tried. Debian's
+    /// `rust-web-llvm` pulls in `llvm-22`.
+    pub fn llvm_tool(self, name: &str) -> Result<PathBuf, String> {
+        let mut candidates: Vec<PathBuf> = vec![format!("{name}-22").into(), name.into()];
+        if let Some(dir) = self.sysroot_tool_dir() {
+            candidates.push(dir.join(name));
+        }
+        for c in &candidates {
+            let ok = Command::new(c)
+                .arg("--version")
+                .env("PATH", self.search_path())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                return Ok(c.clone());
+            }
+        }
+        Err(format!(
+            "is not there (tried {})",
+            candidates
+                .iter()
+                .map(|c| c.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    }
+
     /// The linker cargo will give rustc for `target`, and where that choice comes from: cargo's
     /// `CARGO_TARGET_<TRIPLE>_LINKER` override, else the target's own default (`rust-lld`).
     pub fn linker(self, target: &str) -> Linker {
