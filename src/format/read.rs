@@ -302,7 +302,9 @@ impl<'a> Model<'a> {
                 return Err(bad("byte length does not match shape and dtype"));
             }
             let start = t.arena_offset as usize;
-            if start % ALIGN != 0 || t.arena_offset as u64 + t.byte_len as u64 > arena as u64 {
+            if !start.is_multiple_of(ALIGN)
+                || t.arena_offset as u64 + t.byte_len as u64 > arena as u64
+            {
                 return Err(bad("arena range misaligned or outside the arena"));
             }
             if dtype == DType::I8
@@ -503,7 +505,7 @@ impl<'a> Model<'a> {
     /// The parameter record of an op: in PARAMS and 4-aligned, or `None`.
     fn record(&self, desc: &OpDesc) -> Option<&'a [u8]> {
         let start = desc.params_offset as usize;
-        if start % 4 != 0 {
+        if !start.is_multiple_of(4) {
             return None;
         }
         self.params

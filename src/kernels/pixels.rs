@@ -22,7 +22,10 @@ pub fn lookup_hwc<T: Copy>(
     ensure(channels > 0, "channels")?;
     check_len("pixel tables", tables.len(), channels * TABLE_LEN)?;
     check_len("pixels", pixels.len(), out.len())?;
-    ensure(pixels.len() % channels == 0, "pixels of whole channels")?;
+    ensure(
+        pixels.len().is_multiple_of(channels),
+        "pixels of whole channels",
+    )?;
     if channels == 1 {
         for (o, &p) in out.iter_mut().zip(pixels) {
             *o = tables[p as usize];
@@ -55,7 +58,7 @@ mod tests {
 
     #[test]
     fn gray_and_wrong_lengths() {
-        let tables: Vec<i8> = (0..256).map(|i| (i as i32 - 128) as i8).collect();
+        let tables: Vec<i8> = (0..256).map(|i| (i - 128) as i8).collect();
         let mut out = [0i8; 3];
         lookup_hwc(&[0, 128, 255], 1, &tables, &mut out).unwrap();
         assert_eq!(out, [-128, 0, 127]);

@@ -285,7 +285,7 @@ impl<'a> DecodeCx<'a> {
 /// The DATA bytes `r` names as `T`s, when aligned, in bounds and a whole number of elements.
 pub(crate) fn data_slice<T: Pod>(data: &[u8], r: DataRef) -> Option<&[T]> {
     let start = r.offset as usize;
-    if start % ALIGN != 0 || r.len as usize % core::mem::size_of::<T>() != 0 {
+    if !start.is_multiple_of(ALIGN) || !(r.len as usize).is_multiple_of(core::mem::size_of::<T>()) {
         return None;
     }
     let bytes = data.get(start..start.checked_add(r.len as usize)?)?;

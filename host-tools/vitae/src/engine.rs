@@ -104,7 +104,7 @@ impl Engine {
     ) -> Result<Vec<f32>, RunError> {
         let model = Model::parse(self.blob.as_bytes()).map_err(RunError::Format)?;
         let per = model.input_values();
-        if per == 0 || images.len() % per != 0 || images.is_empty() {
+        if per == 0 || !images.len().is_multiple_of(per) || images.is_empty() {
             return Err(RunError::InputSize {
                 expected: per,
                 got: images.len(),

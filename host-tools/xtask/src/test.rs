@@ -4,7 +4,7 @@ use crate::boards::{self, Board};
 use crate::firmware::{self, arm_target_dir};
 use crate::qemu::{self, RunOptions};
 use crate::{host_cargo, project_root, run_checked, setup, toolchain};
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use std::time::{Duration, Instant};
 
 #[derive(clap::Args, Debug, Default)]
@@ -178,6 +178,7 @@ pub fn run(args: &TestArgs) -> Result<()> {
                     crate::vector_fp::check(tc, &elfs, !args.quick)
                 },
             );
+        }
         // The embedding kit (issue 18): the examples and a crate outside the repository, on the
         // Cortex-M4 and M55 boards, outputs checked against the host engine.
         let mut kit = None;
@@ -356,8 +357,10 @@ fn host_checks(steps: &mut Steps) {
     steps.run("MSRV: vitae-edge checked with its rust-version", msrv_check);
 }
 
-/// Checks the library with the toolchain of its `rust-version` (rustup's, for the host: the
-/// language and `core` APIs are the same for every target), without and with `std`.
+/// Checks the library with a toolchain of its `rust-version` (rustup's, for the host: the
+/// language and `core` APIs are the same for every target), without and with `std`. The
+/// toolchain is whichever installed rustup toolchain reports that version, so the check needs no
+/// extra install where the machine's stable is the MSRV, and says what to install where not.
 fn msrv_check() -> Result<()> {
     let manifest = std::fs::read_to_string(project_root().join("Cargo.toml"))?;
     let version = manifest
@@ -365,18 +368,42 @@ fn msrv_check() -> Result<()> {
         .find_map(|l| l.trim().strip_prefix("rust-version = \""))
         .and_then(|v| v.strip_suffix('"'))
         .ok_or_else(|| anyhow::anyhow!("Cargo.toml: no rust-version"))?;
-    // rustup names an exact release `1.95.0`; `1.95` would ask for the newest 1.95.x.
-    let toolchain = if version.matches('.').count() == 1 {
-        format!("{version}.0")
+    // `1.95` is any 1.95.x; `1.95.1` exactly that release.
+    let wanted = if version.matches('.').count() == 1 {
+        format!("rustc {version}.")
     } else {
-        version.to_string()
+        format!("rustc {version} ")
     };
+    let list = std::process::Command::new("rustup")
+        .args(["toolchain", "list"])
+        .output()
+        .context("running `rustup toolchain list`")?;
+    let toolchains: Vec<String> = String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect();
+    let toolchain = toolchains
+        .iter()
+        .find(|t| {
+            std::process::Command::new("rustup")
+                .args(["run", t, "rustc", "-V"])
+                .env_remove("RUSTC")
+                .env_remove("RUSTUP_TOOLCHAIN")
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).starts_with(&wanted))
+        })
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no installed rustup toolchain is Rust {version} (the rust-version of Cargo.toml; installed: {}): `rustup toolchain install {version}`",
+                toolchains.join(", ")
+            )
+        })?;
     let msrv_dir = xtask_bootstrap::host_target_dir().join("msrv");
     for features in ["", "std"] {
         let mut c = std::process::Command::new("rustup");
         c.args([
             "run",
-            &toolchain,
+            toolchain,
             "cargo",
             "check",
             "--package",
@@ -392,11 +419,11 @@ fn msrv_check() -> Result<()> {
         run_checked(
             c,
             &format!(
-                "cargo check of vitae-edge with Rust {toolchain} (rust-version; `rustup toolchain install {toolchain}`)"
+                "cargo check of vitae-edge with Rust {version} ({toolchain}, its rust-version)"
             ),
         )?;
     }
-    println!("    vitae-edge builds with Rust {toolchain} (its rust-version)");
+    println!("    vitae-edge builds with Rust {version} ({toolchain}, its rust-version)");
     Ok(())
 }
 
