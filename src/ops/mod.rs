@@ -4,7 +4,7 @@
 //! (size checked at compile time), how the record is checked against its tensors and data and
 //! decoded into the kernel's parameters, the scratch and data bytes it needs, its MAC count and
 //! how the runtime runs it. It does so by implementing [`OpSpec`]. The one table at the bottom of
-//! this file ([`op_table!`]) assigns each spec its stored kind number and generates everything
+//! this file (`op_table!`) assigns each spec its stored kind number and generates everything
 //! that lists the kinds: [`OpKind`], the decoded [`Op`], and the dispatch of decoding, size
 //! queries and execution. Nothing matches on kinds elsewhere, and there is no fallback arm: a kind
 //! whose spec lacks a piece does not compile, and a spec that is not in the table cannot be
@@ -128,7 +128,7 @@ pub trait OpSpec {
     fn run(op: &Self::Decoded<'_>, io: &mut OpIo<'_>) -> Result<(), RunError>;
 }
 
-/// The stored kind of a spec. Implemented only by [`op_table!`], so only a spec in the table can
+/// The stored kind of a spec. Implemented only by `op_table!`, so only a spec in the table can
 /// be written into a blob.
 pub trait HasKind: OpSpec {
     /// The kind the table gives this spec.
