@@ -4,6 +4,36 @@
 //! vision transformers on Arm Cortex-M microcontrollers. The same code runs on the host, where
 //! the `vitae` tool uses it to check a quantized model bit for bit before it goes to a device.
 //!
+//! ## In your firmware
+//!
+//! A blob (`.vblob`, written by `vitae quantize`) is embedded with [`include_model!`], which
+//! checks its header and reads its arena size when the firmware compiles; the arena is an
+//! [`Arena`] of exactly that size; [`EmbeddedModel::parse`] validates the whole blob once; then
+//! [`run`] does one inference, or a [`Runner`] does it one op at a time (an async task yields
+//! between ops). Nothing allocates.
+//!
+//! ```
+//! use vitae_edge::{Arena, EmbeddedModel, Input, NoProfiler, include_model};
+//!
+//! const MODEL: EmbeddedModel = include_model!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fuzz/seeds/blob/transformer-int8.vblob"));
+//!
+//! # fn main() -> Result<(), vitae_edge::RunError> {
+//! let mut arena = Arena::<{ MODEL.arena_len() }>::new(); // a `static` in firmware
+//! let model = MODEL.parse()?;
+//! let image = [0.0f32; 2 * 8 * 8]; // this tiny model: 2 channels, 8 × 8
+//! let out = vitae_edge::run(&model, arena.as_mut_slice(), Input::F32Nchw(&image), &mut NoProfiler)?;
+//! let [(class, _logit)] = out.top_k::<1>();
+//! assert!(usize::from(class) < out.len());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A blob that arrives at run time (over a link, into a heap or a fixed buffer) goes through the
+//! same [`Model::parse`]; [`format::read_header_prefix`] sizes its buffers from its first
+//! [`format::HEADER_LEN`] bytes. The items re-exported here are the API to build on; the modules
+//! below them (`format`, `ops`, `kernels`, …) are public for the `vitae` host tool and for
+//! tests, and change more often.
+//!
 //! ## Numerics contract
 //!
 //! The host tool, the host engine and the firmware all depend on these rules; they are what makes
@@ -77,6 +107,7 @@
 #![deny(unsafe_code)]
 
 mod arch;
+pub mod embed;
 pub mod format;
 pub mod kernels;
 pub mod math;
@@ -84,3 +115,9 @@ pub mod ops;
 pub mod preprocess;
 pub mod quant;
 pub mod runtime;
+
+// The API to build firmware on, by name (no glob: what is here is chosen).
+pub use embed::{Arena, EmbeddedModel};
+pub use format::{FormatError, FormatErrorKind, Model};
+pub use kernels::KernelError;
+pub use runtime::{ImageLayout, Input, NoProfiler, Output, Profiler, RunError, Runner, check, run};

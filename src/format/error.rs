@@ -15,6 +15,7 @@ pub struct FormatError {
 /// What is wrong with a blob.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum FormatErrorKind {
     /// Shorter than a header.
     TooShort {
@@ -92,7 +93,7 @@ pub enum FormatErrorKind {
 }
 
 impl FormatError {
-    pub(crate) fn new(kind: FormatErrorKind, offset: usize) -> Self {
+    pub(crate) const fn new(kind: FormatErrorKind, offset: usize) -> Self {
         FormatError { kind, offset }
     }
 }

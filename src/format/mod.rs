@@ -31,7 +31,7 @@ mod write;
 pub use crate::ops::{Op, OpKind};
 pub use crc::{Crc32, crc32};
 pub use error::{FormatError, FormatErrorKind};
-pub use read::{Model, OpView, TensorView};
+pub use read::{Model, OpView, TensorView, read_header, read_header_prefix};
 #[cfg(feature = "std")]
 pub use write::{AlignedBytes, BlobWriter};
 
@@ -74,7 +74,9 @@ pub struct Header {
     /// Reserved, zero.
     pub reserved: [u32; 8],
 }
-const _: () = assert!(core::mem::size_of::<Header>() == 64);
+/// Bytes of the [`Header`].
+pub const HEADER_LEN: usize = 64;
+const _: () = assert!(core::mem::size_of::<Header>() == HEADER_LEN);
 
 /// Byte offset of [`Header::crc32`].
 pub const CRC_FIELD_OFFSET: usize = 20;

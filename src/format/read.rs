@@ -79,38 +79,97 @@ fn read_pod<T: Pod>(bytes: &[u8], at: usize, err: FormatError) -> Result<T, Form
         .ok_or(err)
 }
 
+/// Reads and checks the fixed header of a blob: the magic, a supported version, the header's
+/// length and a declared total length equal to `bytes.len()`. Nothing past the header is read:
+/// [`Model::parse`] starts here and then checks everything else.
+///
+/// A `const fn`, so [`include_model!`](crate::include_model) refuses a file that is not a blob
+/// when the firmware is compiled, and a loader can size its buffers from the first
+/// [`HEADER_LEN`] bytes (with `bytes` that short, only the length check differs: see
+/// [`read_header_prefix`]).
+pub const fn read_header(bytes: &[u8]) -> Result<Header, FormatError> {
+    let header = match read_header_prefix(bytes) {
+        Ok(h) => h,
+        Err(e) => return Err(e),
+    };
+    if header.total_len as usize != bytes.len() {
+        return Err(FormatError::new(
+            K::LengthMismatch {
+                declared: header.total_len as usize,
+                actual: bytes.len(),
+            },
+            16,
+        ));
+    }
+    Ok(header)
+}
+
+/// As [`read_header`], for the first bytes of a blob that has not fully arrived: checks the
+/// magic, version and header length of `prefix` (at least [`HEADER_LEN`] bytes) and returns the
+/// header, whose `total_len` and `arena_len` then size the buffers for the rest.
+pub const fn read_header_prefix(prefix: &[u8]) -> Result<Header, FormatError> {
+    let len = prefix.len();
+    if len < HEADER_LEN {
+        return Err(FormatError::new(K::TooShort { len }, 0));
+    }
+    let mut magic = [0u8; 8];
+    let mut i = 0;
+    while i < 8 {
+        magic[i] = prefix[i];
+        if magic[i] != MAGIC[i] {
+            return Err(FormatError::new(K::BadMagic, 0));
+        }
+        i += 1;
+    }
+    let version = le_u16(prefix, 8);
+    let mut supported = false;
+    let mut v = 0;
+    while v < SUPPORTED_VERSIONS.len() {
+        supported |= SUPPORTED_VERSIONS[v] == version;
+        v += 1;
+    }
+    if !supported {
+        return Err(FormatError::new(
+            K::UnsupportedVersion { found: version },
+            8,
+        ));
+    }
+    if le_u16(prefix, 10) as usize != HEADER_LEN {
+        return Err(FormatError::new(K::BadHeaderLength, 10));
+    }
+    let mut reserved = [0u32; 8];
+    let mut r = 0;
+    while r < 8 {
+        reserved[r] = le_u32(prefix, 32 + 4 * r);
+        r += 1;
+    }
+    Ok(Header {
+        magic,
+        version,
+        header_len: le_u16(prefix, 10),
+        section_count: le_u16(prefix, 12),
+        flags: le_u16(prefix, 14),
+        total_len: le_u32(prefix, 16),
+        crc32: le_u32(prefix, CRC_FIELD_OFFSET),
+        arena_len: le_u32(prefix, 24),
+        arena_lower_bound: le_u32(prefix, 28),
+        reserved,
+    })
+}
+
+const fn le_u16(bytes: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([bytes[at], bytes[at + 1]])
+}
+
+const fn le_u32(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
 impl<'a> Model<'a> {
     /// Validates a blob completely and returns a view of it. `bytes` must start at a 16-byte
     /// aligned address.
     pub fn parse(bytes: &'a [u8]) -> Result<Model<'a>, FormatError> {
-        let len = bytes.len();
-        if len < core::mem::size_of::<Header>() {
-            return Err(FormatError::new(K::TooShort { len }, 0));
-        }
-        let header: Header = read_pod(bytes, 0, FormatError::new(K::TooShort { len }, 0))?;
-        if header.magic != MAGIC {
-            return Err(FormatError::new(K::BadMagic, 0));
-        }
-        if !SUPPORTED_VERSIONS.contains(&header.version) {
-            return Err(FormatError::new(
-                K::UnsupportedVersion {
-                    found: header.version,
-                },
-                8,
-            ));
-        }
-        if header.header_len as usize != core::mem::size_of::<Header>() {
-            return Err(FormatError::new(K::BadHeaderLength, 10));
-        }
-        if header.total_len as usize != len {
-            return Err(FormatError::new(
-                K::LengthMismatch {
-                    declared: header.total_len as usize,
-                    actual: len,
-                },
-                16,
-            ));
-        }
+        let header = read_header(bytes)?;
         let computed = checksum(bytes);
         if computed != header.crc32 {
             return Err(FormatError::new(
@@ -243,7 +302,9 @@ impl<'a> Model<'a> {
                 return Err(bad("byte length does not match shape and dtype"));
             }
             let start = t.arena_offset as usize;
-            if start % ALIGN != 0 || t.arena_offset as u64 + t.byte_len as u64 > arena as u64 {
+            if !start.is_multiple_of(ALIGN)
+                || t.arena_offset as u64 + t.byte_len as u64 > arena as u64
+            {
                 return Err(bad("arena range misaligned or outside the arena"));
             }
             if dtype == DType::I8
@@ -317,7 +378,8 @@ impl<'a> Model<'a> {
         self.string(m.name).map_err(|_| bad("name"))?;
         let first = self.ops.first().ok_or(bad("no ops"))?;
         // The ops that read the caller's image are the ones without tensor inputs.
-        let reads_image = OpKind::from_u16(first.kind).is_some_and(|k| k.inputs() == 0);
+        let reads_image = OpKind::from_u16(first.kind)
+            .is_some_and(|k| k.inputs() == 0 && k.image_layout().is_some());
         if !reads_image || first.output != m.input_tensor {
             return Err(bad(
                 "the first op must convert the image into the input tensor",
@@ -443,7 +505,7 @@ impl<'a> Model<'a> {
     /// The parameter record of an op: in PARAMS and 4-aligned, or `None`.
     fn record(&self, desc: &OpDesc) -> Option<&'a [u8]> {
         let start = desc.params_offset as usize;
-        if start % 4 != 0 {
+        if !start.is_multiple_of(4) {
             return None;
         }
         self.params
@@ -475,6 +537,27 @@ impl<'a> Model<'a> {
     /// Total multiply-accumulates of one inference.
     pub fn macs(&self) -> u64 {
         self.meta.macs[0] as u64 | (self.meta.macs[1] as u64) << 32
+    }
+
+    /// How the model takes its image: the [`Input`](crate::runtime::Input) variant to give it.
+    pub fn image_layout(&self) -> crate::runtime::ImageLayout {
+        // `parse` checked that the first op reads the image.
+        self.ops
+            .first()
+            .and_then(|op| OpKind::from_u16(op.kind))
+            .and_then(OpKind::image_layout)
+            .unwrap_or(crate::runtime::ImageLayout::F32Nchw)
+    }
+
+    /// Values of one input image: channels × height × width.
+    pub fn input_values(&self) -> usize {
+        let m = self.meta;
+        m.input_channels as usize * m.input_height as usize * m.input_width as usize
+    }
+
+    /// Bytes of the caller's input image in the model's [`image_layout`](Self::image_layout).
+    pub fn input_bytes(&self) -> usize {
+        self.image_layout().bytes(self.input_values())
     }
 
     /// Arena bytes the plan needs.

@@ -55,7 +55,7 @@ impl AlignedBytes {
 }
 
 fn pad_to(v: &mut Vec<u8>, align: usize) {
-    while v.len() % align != 0 {
+    while !v.len().is_multiple_of(align) {
         v.push(0);
     }
 }

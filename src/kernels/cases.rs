@@ -34,7 +34,7 @@ impl Rng {
 
     /// True with probability about 1/`n`.
     pub fn one_in(&mut self, n: u32) -> bool {
-        self.next_u32() % n == 0
+        self.next_u32().is_multiple_of(n)
     }
 
     /// Random int8 values.

@@ -63,7 +63,7 @@ impl ConvGeometry {
         ensure(g.stride_h > 0 && g.stride_w > 0, "stride must be > 0")?;
         ensure(g.dil_h > 0 && g.dil_w > 0, "dilation must be > 0")?;
         ensure(
-            g.groups > 0 && g.in_c % g.groups == 0 && g.out_c % g.groups == 0,
+            g.groups > 0 && g.in_c.is_multiple_of(g.groups) && g.out_c.is_multiple_of(g.groups),
             "groups must divide channels",
         )?;
         ensure(

@@ -171,7 +171,7 @@ pub fn layernorm_f16(
     check_len("layernorm gamma", gamma.len(), channels)?;
     check_len("layernorm beta", beta.len(), channels)?;
     ensure(
-        input.len() % channels == 0,
+        input.len().is_multiple_of(channels),
         "layernorm input is not whole tokens",
     )?;
     check_len("layernorm output", output.len(), input.len())?;

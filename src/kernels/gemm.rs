@@ -648,14 +648,17 @@ impl Micro for Mve {
         off: usize,
     ) {
         let stride = base[1].wrapping_sub(base[0]);
-        if n == 3 && fast && base[1] > base[0] && base[2].wrapping_sub(base[1]) == stride {
-            if let Some(out) = output.get_mut(base[0] + off..) {
-                let pairs: &[[i32; 2]] = bytemuck::cast_slice(requant);
-                let lut = q.act.map(|l| &l.0);
-                let len = requant.len();
-                if crate::arch::mve::requant_block3(tile, pairs, q.zp, lut, out, stride, len) {
-                    return;
-                }
+        if n == 3
+            && fast
+            && base[1] > base[0]
+            && base[2].wrapping_sub(base[1]) == stride
+            && let Some(out) = output.get_mut(base[0] + off..)
+        {
+            let pairs: &[[i32; 2]] = bytemuck::cast_slice(requant);
+            let lut = q.act.map(|l| &l.0);
+            let len = requant.len();
+            if crate::arch::mve::requant_block3(tile, pairs, q.zp, lut, out, stride, len) {
+                return;
             }
         }
         requant_each_col::<Self>(tile, n, requant, q, fast, output, base, off);
@@ -1022,7 +1025,7 @@ mod tests {
             let acc: Vec<i32> = (0..n)
                 .map(|_| (rng.next_u32() as i32) >> (rng.next_u32() % 24))
                 .collect();
-            let requant = rng.requants(n, if seed % 2 == 0 { -8 } else { 0 });
+            let requant = rng.requants(n, if seed.is_multiple_of(2) { -8 } else { 0 });
             let lut = rng.lut();
             for act in [None, Some(&lut)] {
                 let q = OutQuant {

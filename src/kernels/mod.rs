@@ -17,6 +17,7 @@ pub(crate) mod gemm;
 pub mod layernorm;
 pub mod linear;
 pub mod performer;
+pub mod pixels;
 mod scratch;
 
 /// Which implementation of a kernel a build uses.
@@ -45,6 +46,7 @@ pub const fn selected_impl() -> Impl {
 /// Why a kernel refused its parameters or buffers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum KernelError {
     /// A parameter is out of its valid range or inconsistent with another.
     BadParam {

@@ -4,7 +4,7 @@
 use super::{DecodeCx, OpIo, OpSpec, is};
 use crate::format::{DType, FormatError};
 use crate::kernels::{elementwise, f16 as kf16};
-use crate::runtime::{Input, RunError};
+use crate::runtime::{ImageLayout, RunError};
 use bytemuck::{Pod, Zeroable};
 
 /// [`QuantizeImageOp`]: `q = saturate(round(x · inv_scale) + zero_point)`.
@@ -36,6 +36,7 @@ impl OpSpec for QuantizeImageOp {
     const NAME: &'static str = "quantize";
     const INPUTS: usize = 0;
     const IN_PLACE: bool = false;
+    const IMAGE: Option<ImageLayout> = Some(ImageLayout::F32Nchw);
     type Params<'a> = QuantizeParams;
     type Decoded<'a> = QuantizeParams;
 
@@ -56,9 +57,9 @@ impl OpSpec for QuantizeImageOp {
     returns_zero!(scratch_bytes, data_bytes, macs);
 
     fn run(p: &QuantizeParams, io: &mut OpIo<'_>) -> Result<(), RunError> {
-        let (Input::F32Nchw(img), m) = io.image();
+        let (img, m) = io.f32_image()?;
         let (img, c, h, w) = (
-            *img,
+            img,
             m.input_channels as usize,
             m.input_height as usize,
             m.input_width as usize,
@@ -76,6 +77,7 @@ impl OpSpec for ImageToF16Op {
     const NAME: &'static str = "image-to-f16";
     const INPUTS: usize = 0;
     const IN_PLACE: bool = false;
+    const IMAGE: Option<ImageLayout> = Some(ImageLayout::F32Nchw);
     type Params<'a> = ();
     type Decoded<'a> = ();
 
@@ -90,9 +92,9 @@ impl OpSpec for ImageToF16Op {
     returns_zero!(scratch_bytes, data_bytes, macs);
 
     fn run(_: &(), io: &mut OpIo<'_>) -> Result<(), RunError> {
-        let (Input::F32Nchw(img), m) = io.image();
+        let (img, m) = io.f32_image()?;
         let (img, c, h, w) = (
-            *img,
+            img,
             m.input_channels as usize,
             m.input_height as usize,
             m.input_width as usize,

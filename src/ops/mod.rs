@@ -4,7 +4,7 @@
 //! (size checked at compile time), how the record is checked against its tensors and data and
 //! decoded into the kernel's parameters, the scratch and data bytes it needs, its MAC count and
 //! how the runtime runs it. It does so by implementing [`OpSpec`]. The one table at the bottom of
-//! this file ([`op_table!`]) assigns each spec its stored kind number and generates everything
+//! this file (`op_table!`) assigns each spec its stored kind number and generates everything
 //! that lists the kinds: [`OpKind`], the decoded [`Op`], and the dispatch of decoding, size
 //! queries and execution. Nothing matches on kinds elsewhere, and there is no fallback arm: a kind
 //! whose spec lacks a piece does not compile, and a spec that is not in the table cannot be
@@ -20,7 +20,7 @@ use crate::format::{
 };
 use crate::kernels::KernelError;
 use crate::quant::Lut256;
-use crate::runtime::{Input, RunError};
+use crate::runtime::{ImageLayout, Input, RunError};
 use bytemuck::Pod;
 use half::f16;
 
@@ -54,6 +54,7 @@ pub mod class_token;
 pub mod conv;
 pub mod convert;
 pub mod image;
+pub mod image_u8;
 pub mod layernorm;
 pub mod linear;
 pub mod max_pool;
@@ -105,6 +106,8 @@ pub trait OpSpec {
     const INPUTS: usize;
     /// Whether the output may be the first input's own storage (the in-place residual add).
     const IN_PLACE: bool;
+    /// For an op that reads the caller's image (`INPUTS == 0`): the [`Input`] layout it reads.
+    const IMAGE: Option<ImageLayout> = None;
     /// The stored parameter record.
     type Params<'a>: Record<'a>;
     /// The op decoded for its kernel.
@@ -125,7 +128,7 @@ pub trait OpSpec {
     fn run(op: &Self::Decoded<'_>, io: &mut OpIo<'_>) -> Result<(), RunError>;
 }
 
-/// The stored kind of a spec. Implemented only by [`op_table!`], so only a spec in the table can
+/// The stored kind of a spec. Implemented only by `op_table!`, so only a spec in the table can
 /// be written into a blob.
 pub trait HasKind: OpSpec {
     /// The kind the table gives this spec.
@@ -282,7 +285,7 @@ impl<'a> DecodeCx<'a> {
 /// The DATA bytes `r` names as `T`s, when aligned, in bounds and a whole number of elements.
 pub(crate) fn data_slice<T: Pod>(data: &[u8], r: DataRef) -> Option<&[T]> {
     let start = r.offset as usize;
-    if start % ALIGN != 0 || r.len as usize % core::mem::size_of::<T>() != 0 {
+    if !start.is_multiple_of(ALIGN) || !(r.len as usize).is_multiple_of(core::mem::size_of::<T>()) {
         return None;
     }
     let bytes = data.get(start..start.checked_add(r.len as usize)?)?;
@@ -365,6 +368,31 @@ impl<'r> OpIo<'r> {
         (self.image, self.meta)
     }
 
+    /// The caller's f32 NCHW image and the model metadata (its shape).
+    pub fn f32_image(&self) -> Result<(&'r [f32], &'r ModelMeta), RunError> {
+        match self.image {
+            Input::F32Nchw(x) => Ok((x, self.meta)),
+            other => Err(self.wrong_image(ImageLayout::F32Nchw, other)),
+        }
+    }
+
+    /// The caller's u8 HWC image and the model metadata (its shape).
+    pub fn u8_image(&self) -> Result<(&'r [u8], &'r ModelMeta), RunError> {
+        match self.image {
+            Input::U8Hwc(x) => Ok((x, self.meta)),
+            other => Err(self.wrong_image(ImageLayout::U8Hwc, other)),
+        }
+    }
+
+    /// The caller gave another layout than the op reads (`runtime::check` refuses that before
+    /// the first op, so this is for an op out of place).
+    fn wrong_image(&self, expected: ImageLayout, got: &Input) -> RunError {
+        RunError::InputLayout {
+            expected,
+            got: got.layout(),
+        }
+    }
+
     /// A kernel error of this op.
     pub fn kernel(&self, error: KernelError) -> RunError {
         RunError::Kernel { op: self.op, error }
@@ -379,6 +407,7 @@ macro_rules! op_table {
         #[repr(u16)]
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
         #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+        #[non_exhaustive]
         pub enum OpKind {
             $( $(#[$doc])* $kind = $code, )*
         }
@@ -410,6 +439,11 @@ macro_rules! op_table {
             /// Whether the output may share the first input's storage.
             pub fn in_place(self) -> bool {
                 match self { $( OpKind::$kind => <$spec as OpSpec>::IN_PLACE, )* }
+            }
+
+            /// For a kind that reads the caller's image: the layout it reads.
+            pub fn image_layout(self) -> Option<ImageLayout> {
+                match self { $( OpKind::$kind => <$spec as OpSpec>::IMAGE, )* }
             }
 
             /// Reads the record `bytes` of this kind and returns the DATA bytes it references,
@@ -471,6 +505,7 @@ macro_rules! op_table {
         /// An op, decoded into the parameters its kernel takes (one variant per [`OpKind`]).
         #[derive(Clone, Copy, Debug)]
         #[allow(missing_docs)]
+        #[non_exhaustive]
         pub enum Op<'a> {
             $( $kind(<$spec as OpSpec>::Decoded<'a>), )*
         }
@@ -553,6 +588,10 @@ op_table! {
     DropTokenF16 = 31 => class_token::DropTokenF16Op,
     /// (fp16 spatial rows → fp16 zero row + rows) [`class_token::TokenRowsParams`].
     PadTokenF16 = 32 => class_token::PadTokenF16Op,
+    /// (external u8 HWC image → int8 NHWC) [`image_u8::PixelTableParams`].
+    QuantizeImageU8 = 14 => image_u8::QuantizeImageU8Op,
+    /// (external u8 HWC image → fp16 NHWC) [`image_u8::PixelTableParams`].
+    ImageU8ToF16 = 33 => image_u8::ImageU8ToF16Op,
 }
 
 #[cfg(test)]

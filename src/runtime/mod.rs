@@ -11,17 +11,77 @@ use crate::ops::OpIo;
 use core::ops::Range;
 use half::f16;
 
-/// The image given to [`run`].
+/// The image given to [`run`] or [`Runner::new`]. Which one a blob takes is its
+/// [`ImageLayout`] ([`Model::image_layout`]), chosen when it was quantized (`vitae quantize
+/// --input f32|u8`).
 #[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
 pub enum Input<'i> {
     /// f32, NCHW (channels × height × width), already normalized like the training data.
     F32Nchw(&'i [f32]),
+    /// u8 pixels, HWC (rows of interleaved channels: RGB triples, or one gray byte per pixel), as
+    /// a camera or a decoded PNG gives them. The blob normalizes them on the way in (the mean and
+    /// standard deviation were folded into its input tables when it was quantized).
+    U8Hwc(&'i [u8]),
+}
+
+impl Input<'_> {
+    /// Its layout.
+    pub fn layout(&self) -> ImageLayout {
+        match self {
+            Input::F32Nchw(_) => ImageLayout::F32Nchw,
+            Input::U8Hwc(_) => ImageLayout::U8Hwc,
+        }
+    }
+
+    /// Number of values (C·H·W for a whole image).
+    pub fn len(&self) -> usize {
+        match self {
+            Input::F32Nchw(x) => x.len(),
+            Input::U8Hwc(x) => x.len(),
+        }
+    }
+
+    /// True when it holds no values.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// How a blob takes its image: the [`Input`] variant it needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum ImageLayout {
+    /// [`Input::F32Nchw`].
+    F32Nchw,
+    /// [`Input::U8Hwc`].
+    U8Hwc,
+}
+
+impl ImageLayout {
+    /// Bytes of one image of `values` values in this layout (the caller's input buffer).
+    pub fn bytes(self, values: usize) -> usize {
+        match self {
+            ImageLayout::F32Nchw => 4 * values,
+            ImageLayout::U8Hwc => values,
+        }
+    }
+
+    /// Short name for reports: `f32 NCHW` or `u8 HWC`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ImageLayout::F32Nchw => "f32 NCHW",
+            ImageLayout::U8Hwc => "u8 HWC",
+        }
+    }
 }
 
 /// Why a run did not happen or stopped. Everything except `Kernel` is checked before the first
 /// kernel runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum RunError {
     /// The arena is smaller than the blob's plan.
     ArenaTooSmall {
@@ -38,6 +98,13 @@ pub enum RunError {
         expected: usize,
         /// Values given.
         got: usize,
+    },
+    /// The input is in another layout than the blob takes (see [`Model::image_layout`]).
+    InputLayout {
+        /// The layout the blob takes.
+        expected: ImageLayout,
+        /// The layout given.
+        got: ImageLayout,
     },
     /// An op's arena views overlap or leave the arena (a bad plan).
     BadPlan {
@@ -71,6 +138,18 @@ impl core::fmt::Display for RunError {
                     "input image has {got} values, the model takes {expected} (C·H·W)"
                 )
             }
+            RunError::InputLayout { expected, got } => {
+                write!(
+                    f,
+                    "input is {}, the model takes {} (quantized with `--input {}`)",
+                    got.name(),
+                    expected.name(),
+                    match expected {
+                        ImageLayout::F32Nchw => "f32",
+                        ImageLayout::U8Hwc => "u8",
+                    }
+                )
+            }
             RunError::BadPlan { op } => {
                 write!(f, "op {op}: arena views overlap or leave the arena")
             }
@@ -81,6 +160,12 @@ impl core::fmt::Display for RunError {
 }
 
 impl core::error::Error for RunError {}
+
+impl From<FormatError> for RunError {
+    fn from(e: FormatError) -> Self {
+        RunError::Format(e)
+    }
+}
 
 /// Sees each op run: per-op timing on a board, instruction-count markers under QEMU, per-layer
 /// comparisons on the host (`vitae diff`).
@@ -159,7 +244,8 @@ impl<'a> Output<'a> {
     }
 }
 
-/// Checks that `arena` can run `model` (size, alignment) and that `input` fits, without running.
+/// Checks that `arena` can run `model` (size, alignment) and that `input` fits (layout and
+/// size), without running: the checks [`Runner::new`] makes before the first op.
 pub fn check(model: &Model, arena: &[u8], input: &Input) -> Result<(), RunError> {
     if arena.len() < model.arena_len() {
         return Err(RunError::ArenaTooSmall {
@@ -170,27 +256,130 @@ pub fn check(model: &Model, arena: &[u8], input: &Input) -> Result<(), RunError>
     if arena.as_ptr().align_offset(crate::format::ALIGN) != 0 {
         return Err(RunError::ArenaMisaligned);
     }
-    let m = model.meta();
-    let expected = m.input_channels as usize * m.input_height as usize * m.input_width as usize;
-    let Input::F32Nchw(x) = input;
-    if x.len() != expected {
+    let expected_layout = model.image_layout();
+    if input.layout() != expected_layout {
+        return Err(RunError::InputLayout {
+            expected: expected_layout,
+            got: input.layout(),
+        });
+    }
+    let expected = model.input_values();
+    if input.len() != expected {
         return Err(RunError::InputSize {
             expected,
-            got: x.len(),
+            got: input.len(),
         });
     }
     Ok(())
 }
 
-/// Runs one inference. Checks the arena and input first; allocates nothing.
+/// Runs one inference: [`Runner::new`], then every op. Checks the arena and input first;
+/// allocates nothing.
+///
+/// ```
+/// # use vitae_edge::{Arena, EmbeddedModel, Input, NoProfiler, include_model};
+/// # const MODEL: EmbeddedModel = include_model!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fuzz/seeds/blob/transformer-int8.vblob"));
+/// # fn main() -> Result<(), vitae_edge::RunError> {
+/// let model = MODEL.parse()?;
+/// let mut arena = Arena::<{ MODEL.arena_len() }>::new();
+/// let image = [0.5f32; 2 * 8 * 8];
+/// let out = vitae_edge::run(&model, arena.as_mut_slice(), Input::F32Nchw(&image), &mut NoProfiler)?;
+/// let [(class, logit)] = out.top_k::<1>();
+/// assert!(usize::from(class) < out.len() && logit.is_finite());
+///
+/// // The wrong layout or size is refused before anything runs:
+/// let pixels = [0u8; 8 * 8 * 2];
+/// let refused = vitae_edge::run(&model, arena.as_mut_slice(), Input::U8Hwc(&pixels), &mut NoProfiler);
+/// assert!(matches!(refused, Err(vitae_edge::RunError::InputLayout { .. })));
+/// # Ok(())
+/// # }
+/// ```
 pub fn run<'r>(
     model: &Model,
     arena: &'r mut [u8],
     input: Input,
     profiler: &mut impl Profiler,
 ) -> Result<Output<'r>, RunError> {
-    check(model, arena, &input)?;
-    for i in 0..model.op_count() {
+    Runner::new(model, arena, input)?.finish_profiled(profiler)
+}
+
+/// One inference, run one op at a time: an async task can yield between ops
+/// ([`step`](Self::step)), a super-loop can interleave other work, and each op can be timed.
+///
+/// [`new`](Self::new) makes every check [`run`] makes before the first op (the blob itself was
+/// validated once by [`Model::parse`]); each step then runs one op on its disjoint views of the
+/// arena. The result is the same bytes as [`run`]'s, which is built on this.
+///
+/// ```
+/// # use vitae_edge::{Arena, EmbeddedModel, Input, NoProfiler, include_model};
+/// # const MODEL: EmbeddedModel = include_model!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fuzz/seeds/blob/transformer-int8.vblob"));
+/// use vitae_edge::Runner;
+/// # fn main() -> Result<(), vitae_edge::RunError> {
+/// let model = MODEL.parse()?;
+/// let mut arena = Arena::<{ MODEL.arena_len() }>::new();
+/// let image = [0.5f32; 2 * 8 * 8];
+/// let mut runner = Runner::new(&model, arena.as_mut_slice(), Input::F32Nchw(&image))?;
+/// while !runner.is_done() {
+///     runner.step()?;
+///     // An embassy task would `embassy_futures::yield_now().await` here.
+/// }
+/// let stepwise: Vec<f32> = {
+///     let out = runner.finish()?;
+///     (0..out.len()).map(|i| out.logit(i)).collect()
+/// };
+/// let mut arena2 = Arena::<{ MODEL.arena_len() }>::new();
+/// let out = vitae_edge::run(&model, arena2.as_mut_slice(), Input::F32Nchw(&image), &mut NoProfiler)?;
+/// assert!((0..out.len()).all(|i| out.logit(i).to_bits() == stepwise[i].to_bits()));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Runner<'m, 'r, 'i> {
+    model: Model<'m>,
+    arena: &'r mut [u8],
+    input: Input<'i>,
+    next: usize,
+}
+
+impl<'m, 'r, 'i> Runner<'m, 'r, 'i> {
+    /// Checks `arena` and `input` against `model` ([`check`]) and prepares to run its first op.
+    pub fn new(model: &Model<'m>, arena: &'r mut [u8], input: Input<'i>) -> Result<Self, RunError> {
+        check(model, arena, &input)?;
+        Ok(Runner {
+            model: *model,
+            arena,
+            input,
+            next: 0,
+        })
+    }
+
+    /// True when every op has run ([`finish`](Self::finish) then only reads the logits).
+    pub fn is_done(&self) -> bool {
+        self.next >= self.model.op_count()
+    }
+
+    /// Index of the op the next [`step`](Self::step) runs (the op count when done).
+    pub fn next_op(&self) -> usize {
+        self.next
+    }
+
+    /// Ops in the model.
+    pub fn op_count(&self) -> usize {
+        self.model.op_count()
+    }
+
+    /// Runs the next op; does nothing when all have run.
+    pub fn step(&mut self) -> Result<(), RunError> {
+        self.step_profiled(&mut NoProfiler)
+    }
+
+    /// As [`step`](Self::step), with `profiler` told when the op starts and ends.
+    pub fn step_profiled(&mut self, profiler: &mut impl Profiler) -> Result<(), RunError> {
+        if self.is_done() {
+            return Ok(());
+        }
+        let model = &self.model;
+        let i = self.next;
         let view = model.op(i).map_err(RunError::Format)?;
         // A plain match: `map_err` and `?` each moved the decoded op (three 80-byte copies).
         let op = match model.decode(i) {
@@ -198,22 +387,38 @@ pub fn run<'r>(
             Err(e) => return Err(RunError::Format(e)),
         };
         profiler.op_start(&view);
-        run_op(model, &view, &op, arena, &input)?;
-        let out = arena
+        run_op(model, &view, &op, self.arena, &self.input)?;
+        let out = self
+            .arena
             .get(model.tensor(view.desc.output).arena_range())
             .ok_or(RunError::BadPlan { op: view.index })?;
         profiler.op_end(&view, out);
+        self.next += 1;
+        Ok(())
     }
-    let t = model.tensor(model.meta().output_tensor);
-    let raw = arena
-        .get(t.arena_range())
-        .ok_or(RunError::BadPlan { op: u16::MAX })?;
-    Ok(Output {
-        raw,
-        dtype: t.dtype,
-        scale: t.desc.scale,
-        zero_point: t.desc.zero_point,
-    })
+
+    /// Runs the ops that have not run and returns the logits (in the arena).
+    pub fn finish(self) -> Result<Output<'r>, RunError> {
+        self.finish_profiled(&mut NoProfiler)
+    }
+
+    /// As [`finish`](Self::finish), with `profiler` told about each op that still runs.
+    pub fn finish_profiled(mut self, profiler: &mut impl Profiler) -> Result<Output<'r>, RunError> {
+        while !self.is_done() {
+            self.step_profiled(profiler)?;
+        }
+        let t = self.model.tensor(self.model.meta().output_tensor);
+        let arena: &'r [u8] = self.arena;
+        let raw = arena
+            .get(t.arena_range())
+            .ok_or(RunError::BadPlan { op: u16::MAX })?;
+        Ok(Output {
+            raw,
+            dtype: t.dtype,
+            scale: t.desc.scale,
+            zero_point: t.desc.zero_point,
+        })
+    }
 }
 
 /// Splits `arena` into disjoint mutable pieces for `ranges` (empty ranges give empty slices).

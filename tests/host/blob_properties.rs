@@ -63,6 +63,7 @@ fn quantized(model: &ReferenceModel, name: &str, precision: Precision, calib: &[
         method: CalibMethod::Auto,
         flash_budget: None,
         name: name.into(),
+        input: Default::default(),
     };
     let q = quantize::quantize(model, calib, &options, &mut NoProgress).unwrap();
     Blob {

@@ -84,6 +84,7 @@ fn tiny() -> &'static Tiny {
             method: CalibMethod::Auto,
             flash_budget: None,
             name: "NAME-TO-BE-PATCHED-01234".into(),
+            input: Default::default(),
         };
         let q = quantize::quantize(&model, &[image], &options, &mut NoProgress).unwrap();
         let blob = root.join("tiny.vblob");

@@ -60,6 +60,7 @@ fn fixture(name: &str, precision: Precision) -> Quantized {
         method: CalibMethod::Auto,
         flash_budget: None,
         name: name.into(),
+        input: Default::default(),
     };
     let q = quantize(
         &model,
@@ -278,7 +279,14 @@ fn max_pool_lowers_and_runs_in_int8_and_fp16() {
         .collect();
     let calib = Calibration::collect(&graph, &images, &mut |_, _| {}).unwrap();
     for precision in [NodePrecision::Int8, NodePrecision::Fp16] {
-        let lowered = lower(&graph, &calib, &[precision; 3], CalibMethod::Auto).unwrap();
+        let lowered = lower(
+            &graph,
+            &calib,
+            &[precision; 3],
+            CalibMethod::Auto,
+            &Default::default(),
+        )
+        .unwrap();
         let mut engine = Engine::new(&lowered.blob).unwrap();
         for img in &images {
             let want = graph.eval(img, &mut NoObserver).unwrap()[2].clone();

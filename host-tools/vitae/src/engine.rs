@@ -86,23 +86,37 @@ impl Engine {
     }
 
     /// Runs every CHW image of `images` (back to back) and returns their logits (dequantized
-    /// f32, `N × classes`).
+    /// f32, `N × classes`). For a blob that takes f32 NCHW input.
     pub fn run_batch(&mut self, images: &[f32]) -> Result<Vec<f32>, RunError> {
+        self.run_each(images, Input::F32Nchw)
+    }
+
+    /// Runs every HWC u8 image of `pixels` (back to back) and returns their logits. For a blob
+    /// that takes u8 HWC input (`vitae quantize --input u8`).
+    pub fn run_batch_u8(&mut self, pixels: &[u8]) -> Result<Vec<f32>, RunError> {
+        self.run_each(pixels, Input::U8Hwc)
+    }
+
+    fn run_each<'i, T>(
+        &mut self,
+        images: &'i [T],
+        input: impl Fn(&'i [T]) -> Input<'i>,
+    ) -> Result<Vec<f32>, RunError> {
         let model = Model::parse(self.blob.as_bytes()).map_err(RunError::Format)?;
-        let m = model.meta();
-        let per = m.input_channels as usize * m.input_height as usize * m.input_width as usize;
-        if per == 0 || images.len() % per != 0 || images.is_empty() {
+        let per = model.input_values();
+        if per == 0 || !images.len().is_multiple_of(per) || images.is_empty() {
             return Err(RunError::InputSize {
                 expected: per,
                 got: images.len(),
             });
         }
-        let mut logits = Vec::with_capacity(images.len() / per * m.num_classes as usize);
+        let classes = model.meta().num_classes as usize;
+        let mut logits = Vec::with_capacity(images.len() / per * classes);
         for image in images.chunks_exact(per) {
             let out = runtime::run(
                 &model,
                 self.arena.as_bytes_mut(),
-                Input::F32Nchw(image),
+                input(image),
                 &mut NoProfiler,
             )?;
             let mut row = vec![0.0f32; out.len()];

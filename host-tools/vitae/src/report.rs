@@ -106,10 +106,11 @@ pub fn inspect_text(m: &Model, label: &str) -> Result<String, FormatError> {
     );
     let _ = writeln!(
         s,
-        "input {}x{}x{} (C×H×W f32) → {} classes, {} ops, {} tensors\n",
+        "input {}x{}x{} (C×H×W, given as {}) → {} classes, {} ops, {} tensors\n",
         meta.input_channels,
         meta.input_height,
         meta.input_width,
+        m.image_layout().name(),
         meta.num_classes,
         m.op_count(),
         m.tensor_count()
@@ -136,7 +137,20 @@ pub fn inspect_text(m: &Model, label: &str) -> Result<String, FormatError> {
         );
     }
     let _ = writeln!(s, "\n{}", totals_line(m));
+    let _ = writeln!(s, "{}", ram_line(m));
     Ok(s)
+}
+
+/// One line: the RAM an inference needs, the arena and the caller's input image together.
+pub fn ram_line(m: &Model) -> String {
+    let input = m.input_bytes();
+    format!(
+        "RAM: arena {} + input image {} bytes ({}) = {} bytes at the peak",
+        m.arena_len(),
+        input,
+        m.image_layout().name(),
+        m.arena_len() + input
+    )
 }
 
 /// One line: flash, weights, arena vs lower bound, MACs.
@@ -167,6 +181,8 @@ pub fn inspect_json(m: &Model) -> Result<Vec<serde_json::Value>, FormatError> {
         .collect();
     v.push(serde_json::json!({"model": m.name(), "precision": precision_name(m.precision()),
         "flash_bytes": m.bytes().len(), "weight_bytes": m.data_len(), "arena_bytes": h.arena_len,
-        "arena_lower_bound": h.arena_lower_bound, "macs": m.macs(), "ops": m.op_count(), "format_version": h.version}));
+        "arena_lower_bound": h.arena_lower_bound, "macs": m.macs(), "ops": m.op_count(), "format_version": h.version,
+        "input_layout": m.image_layout().name(), "input_bytes": m.input_bytes(),
+        "arena_plus_input_bytes": m.arena_len() + m.input_bytes()}));
     Ok(v)
 }

@@ -99,17 +99,22 @@ fn parse_logits(line: &str) -> Result<(usize, Vec<f32>)> {
     // "LOGITS <i> [3f800000, bf000000, ...]"
     let rest = line.strip_prefix("LOGITS ").context("not a LOGITS line")?;
     let (idx, list) = rest.split_once(' ').context("malformed LOGITS line")?;
+    let values = parse_hex_list(list)?
+        .into_iter()
+        .map(f32::from_bits)
+        .collect();
+    Ok((idx.parse()?, values))
+}
+
+/// A defmt `{:x}` list of u32 (`[3f800000, bf000000]`), as the firmware prints logit bits.
+pub fn parse_hex_list(list: &str) -> Result<Vec<u32>> {
     let list = list.trim().trim_start_matches('[').trim_end_matches(']');
-    let values = list
-        .split(',')
+    list.split(',')
         .map(|h| {
             let h = h.trim().trim_start_matches("0x");
-            u32::from_str_radix(h, 16)
-                .map(f32::from_bits)
-                .with_context(|| format!("bad logit bits `{h}`"))
+            u32::from_str_radix(h, 16).with_context(|| format!("bad logit bits `{h}`"))
         })
-        .collect::<Result<Vec<f32>>>()?;
-    Ok((idx.parse()?, values))
+        .collect()
 }
 
 /// Runs a built app under QEMU; `on_line` sees each log line (for progress).
@@ -123,6 +128,7 @@ pub fn run(
         timeout,
         icount: true,
         echo: false,
+        cwd: None,
     };
     let out = qemu::run(board, elf, &opts, on_line)?;
     if let Some(err) = out

@@ -146,6 +146,7 @@ fn run_board(board: &'static Board, elf: &std::path::Path) -> Result<Vec<Measure
         timeout: Duration::from_secs(900),
         icount: true,
         echo: false,
+        cwd: None,
     };
     let out = qemu::run(board, elf, &opts, &mut |line| {
         if line.starts_with("CHECK ") && !line.ends_with(" ok") {
@@ -301,7 +302,7 @@ fn group(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(ch);

@@ -169,7 +169,7 @@ pub fn run() -> Result<()> {
     let run = app::run(board, &elf, Duration::from_secs(1200), &mut |line| {
         if line.starts_with("LOGITS ") {
             done += 1;
-            if done % 54 == 0 || done == total {
+            if done.is_multiple_of(54) || done == total {
                 println!(
                     "    {done:>3}/{total} images ({:.0} s)",
                     t.elapsed().as_secs_f64()

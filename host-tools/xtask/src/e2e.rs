@@ -50,6 +50,7 @@ pub fn prepare(name: &str, precision: Precision) -> Result<Prepared> {
         method: CalibMethod::Auto,
         flash_budget: None,
         name: name.into(),
+        input: Default::default(),
     };
     let q = quantize::quantize(
         &model,

@@ -23,6 +23,8 @@ pub enum Binary {
     App,
     /// The on-target test binary (`tests/qemu`); `demo_failure` adds a deliberately failing test.
     Tests { demo_failure: bool },
+    /// An example of `firmware/examples/<name>` (package `example-<name>`).
+    Example(&'static str),
 }
 
 impl Build<'_> {
@@ -50,6 +52,7 @@ pub fn build(tc: ArmToolchain, b: &Build) -> Result<PathBuf> {
             };
             ("vitae-qemu-tests".to_string(), f)
         }
+        Binary::Example(name) => (format!("example-{name}"), vec![]),
     };
     let mut cmd = tc.cargo_for_board("build", b.board, &arm_target_dir());
     cmd.current_dir(project_root().join("firmware")).args([

@@ -177,6 +177,7 @@ fn make_seeds() -> Result<()> {
                 method: CalibMethod::Auto,
                 flash_budget: None,
                 name: (*name).into(),
+                input: Default::default(),
             };
             let q = quantize::quantize(&model, &calib, &options, &mut NoProgress)
                 .with_context(|| format!("quantizing the {name} seed model ({tag})"))?;

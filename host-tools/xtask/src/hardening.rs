@@ -36,6 +36,7 @@ fn run_app(
         timeout,
         icount: false,
         echo: false,
+        cwd: None,
     };
     let out = qemu::run(board, &own, &opts, &mut |_| {})?;
     Ok((out.lines, out.success))
@@ -194,6 +195,7 @@ fn mcu_a_int8() -> Result<(PathBuf, Vec<f32>)> {
         method: vitae::quantize::CalibMethod::Auto,
         flash_budget: None,
         name: "model".into(),
+        input: Default::default(),
     };
     let q = vitae::quantize::quantize(
         &model,

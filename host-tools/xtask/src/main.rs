@@ -14,6 +14,7 @@ mod e2e;
 mod firmware;
 mod fuzz;
 mod hardening;
+mod kit;
 mod qemu;
 mod qemu_cmd;
 mod test;
@@ -34,6 +35,7 @@ Examples:
   cargo xtask setup            install the Cortex-M toolchain, QEMU and the icount plugin (once)
   cargo xtask test             everything: fmt, clippy, host tests, ARM builds, on-target tests under QEMU
   cargo xtask demo             the end-to-end demo on the QEMU Cortex-M4 board
+  cargo xtask examples         the embedding examples (bare, embassy, loader) on the M4 and M55 boards
   cargo xtask firmware --board nucleo-h743zi   build the firmware for a real board"
 )]
 struct Cli {
@@ -51,6 +53,10 @@ enum Cmd {
     Test(test::TestArgs),
     /// Run the end-to-end demo on the QEMU Cortex-M4 board (mps2-an386).
     Demo,
+    /// Build and run the embedding examples (firmware/examples: bare, embassy, loader) on the
+    /// QEMU Cortex-M4 and M55 boards, each output checked against the host engine; writes their
+    /// inputs to target/vitae/examples.
+    Examples(kit::ExamplesArgs),
     /// Run a blob on an input under QEMU and write the logits (.npy), like `cargo vitae run --model`.
     Qemu(qemu_cmd::QemuArgs),
     /// Preprocess a VTDIGIT1 file into the model input (.npy, N×1×32×32 f32) with the runtime's
@@ -95,6 +101,7 @@ fn main() -> ExitCode {
         Cmd::Setup => setup::setup(false),
         Cmd::Test(args) => test::run(&args),
         Cmd::Demo => demo::run(),
+        Cmd::Examples(args) => kit::run(&args),
         Cmd::Qemu(args) => qemu_cmd::run(&args),
         Cmd::DigitsNpy { input, output } => digits_npy(&input, &output),
         Cmd::Firmware { board } => firmware_only(&board).map(|_| ()),

@@ -19,6 +19,8 @@ pub struct RunOptions {
     pub icount: bool,
     /// Echo every decoded log line as it arrives.
     pub echo: bool,
+    /// QEMU's working directory (semihosting opens files relative to it); default: inherited.
+    pub cwd: Option<std::path::PathBuf>,
 }
 
 impl Default for RunOptions {
@@ -27,6 +29,7 @@ impl Default for RunOptions {
             timeout: Duration::from_secs(300),
             icount: false,
             echo: false,
+            cwd: None,
         }
     }
 }
@@ -91,6 +94,9 @@ pub fn run(
         cmd.arg("-plugin")
             .arg(format!("{},mode=tb", plugin.display()));
         cmd.args(["-d", "plugin", "-D"]).arg(&plugin_log);
+    }
+    if let Some(dir) = &opts.cwd {
+        cmd.current_dir(dir);
     }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -4,7 +4,7 @@ use crate::boards::{self, Board};
 use crate::firmware::{self, arm_target_dir};
 use crate::qemu::{self, RunOptions};
 use crate::{host_cargo, project_root, run_checked, setup, toolchain};
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use std::time::{Duration, Instant};
 
 #[derive(clap::Args, Debug, Default)]
@@ -179,6 +179,57 @@ pub fn run(args: &TestArgs) -> Result<()> {
                 },
             );
         }
+        // The embedding kit (issue 18): the examples and a crate outside the repository, on the
+        // Cortex-M4 and M55 boards, outputs checked against the host engine.
+        let mut kit = None;
+        steps.run(
+            "embedding kit: prepare the examples' blobs and inputs",
+            || {
+                kit = Some(crate::kit::prepare()?);
+                Ok(())
+            },
+        );
+        if let Some(p) = &kit {
+            let kit_boards: Vec<&Board> = crate::kit::example_boards(None)?
+                .into_iter()
+                .filter(|b| selected.iter().any(|s| s.name == b.name))
+                .collect();
+            for board in kit_boards {
+                for (example, what) in [
+                    ("bare", "bare cortex-m-rt example: top-1 == host engine"),
+                    (
+                        "embassy",
+                        "embassy example: the ticker ran between every op, top-1 == host engine",
+                    ),
+                    (
+                        "loader",
+                        "run-time loader example: 2 blobs == host engine, corrupt and oversized refused, heap freed",
+                    ),
+                ] {
+                    let mut outcome = Outcome::Passed;
+                    steps.run(&format!("{what} on {}", board.name), || {
+                        let shown = crate::kit::run_example(tc, board, example, p)
+                            .inspect_err(|e| outcome = Outcome::Failed(format!("{e:#}")))?;
+                        for line in shown {
+                            println!("    {line}");
+                        }
+                        Ok(())
+                    });
+                    results.push((board, what.to_string(), outcome));
+                }
+                let what = "outside crate: include_model! + run and Runner, logits == host engine";
+                let mut outcome = Outcome::Passed;
+                steps.run(&format!("{what} on {}", board.name), || {
+                    let shown = crate::kit::outside_crate(tc, board, p)
+                        .inspect_err(|e| outcome = Outcome::Failed(format!("{e:#}")))?;
+                    for line in shown {
+                        println!("    {line}");
+                    }
+                    Ok(())
+                });
+                results.push((board, what.to_string(), outcome));
+            }
+        }
         // End to end: the fixtures int8 through the firmware, logits byte-identical to the host
         // engine (mcu_a; mcu_c for the pooling cells and summed PRMs; mcu_d for the class token,
         // the embedding cell and performer normal cells; mcu_g for the shallow normal cells).
@@ -282,11 +333,98 @@ fn host_checks(steps: &mut Steps) {
         ]);
         run_checked(c, "clippy")
     });
-    steps.run("host unit + integration tests", || {
+    steps.run("host unit + integration tests and doctests", || {
         let mut c = host_cargo();
         c.args(["test", "--workspace"]);
         run_checked(c, "cargo test")
     });
+    steps.run(
+        "cargo doc of vitae-edge with -D warnings (the features docs.rs builds)",
+        || {
+            let mut c = host_cargo();
+            c.args([
+                "doc",
+                "--package",
+                "vitae-edge",
+                "--no-deps",
+                "--features",
+                "std,defmt",
+            ])
+            .env("RUSTDOCFLAGS", "-D warnings");
+            run_checked(c, "cargo doc")
+        },
+    );
+    steps.run("MSRV: vitae-edge checked with its rust-version", msrv_check);
+}
+
+/// Checks the library with a toolchain of its `rust-version` (rustup's, for the host: the
+/// language and `core` APIs are the same for every target), without and with `std`. The
+/// toolchain is whichever installed rustup toolchain reports that version, so the check needs no
+/// extra install where the machine's stable is the MSRV, and says what to install where not.
+fn msrv_check() -> Result<()> {
+    let manifest = std::fs::read_to_string(project_root().join("Cargo.toml"))?;
+    let version = manifest
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("rust-version = \""))
+        .and_then(|v| v.strip_suffix('"'))
+        .ok_or_else(|| anyhow::anyhow!("Cargo.toml: no rust-version"))?;
+    // `1.95` is any 1.95.x; `1.95.1` exactly that release.
+    let wanted = if version.matches('.').count() == 1 {
+        format!("rustc {version}.")
+    } else {
+        format!("rustc {version} ")
+    };
+    let list = std::process::Command::new("rustup")
+        .args(["toolchain", "list"])
+        .output()
+        .context("running `rustup toolchain list`")?;
+    let toolchains: Vec<String> = String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect();
+    let toolchain = toolchains
+        .iter()
+        .find(|t| {
+            std::process::Command::new("rustup")
+                .args(["run", t, "rustc", "-V"])
+                .env_remove("RUSTC")
+                .env_remove("RUSTUP_TOOLCHAIN")
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).starts_with(&wanted))
+        })
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no installed rustup toolchain is Rust {version} (the rust-version of Cargo.toml; installed: {}): `rustup toolchain install {version}`",
+                toolchains.join(", ")
+            )
+        })?;
+    let msrv_dir = xtask_bootstrap::host_target_dir().join("msrv");
+    for features in ["", "std"] {
+        let mut c = std::process::Command::new("rustup");
+        c.args([
+            "run",
+            toolchain,
+            "cargo",
+            "check",
+            "--package",
+            "vitae-edge",
+        ])
+        .arg("--features")
+        .arg(features)
+        .current_dir(project_root())
+        .env("CARGO_TARGET_DIR", &msrv_dir)
+        .env_remove("RUSTC")
+        .env_remove("RUSTDOC")
+        .env_remove("RUSTUP_TOOLCHAIN");
+        run_checked(
+            c,
+            &format!(
+                "cargo check of vitae-edge with Rust {version} ({toolchain}, its rust-version)"
+            ),
+        )?;
+    }
+    println!("    vitae-edge builds with Rust {version} ({toolchain}, its rust-version)");
+    Ok(())
 }
 
 /// Builds and runs the on-target test binary on one QEMU board; returns each test's outcome.

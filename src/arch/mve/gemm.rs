@@ -719,7 +719,7 @@ impl<'a> Block3<'a> {
     ) -> Option<Self> {
         let fits = k >= 1
             && rows >= 2
-            && rows % 2 == 0
+            && rows.is_multiple_of(2)
             && bias.len() >= rows
             && requant.len() >= rows
             && rows_in(w.len(), k, stride) >= rows;
@@ -795,7 +795,7 @@ impl Block3<'_> {
     ) -> bool {
         let w = walk;
         let shape = w.pixels >= 3
-            && w.pixels % 3 == 0
+            && w.pixels.is_multiple_of(3)
             && w.out_w >= 1
             && w.run_len >= 1
             && w.runs.checked_mul(w.run_len) == Some(self.k);

@@ -1047,7 +1047,7 @@ impl<'a> Unpickler<'a> {
     }
 
     fn set_items(&mut self, dict: Value, items: Vec<Value>) -> PResult<()> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return self.error("odd number of items for a dict");
         }
         match dict {

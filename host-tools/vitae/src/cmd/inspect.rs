@@ -16,7 +16,8 @@ use crate::InputError;
 #[command(
     after_help = "Validates the blob completely (checksum, bounds, every op's parameters) before printing:\n\
 one line per op (kind, name, output dtype, shapes, weight bytes, MACs, arena offset of the\n\
-output, scratch), then totals: flash bytes, arena bytes against the liveness lower bound, MACs.\n\n\
+output, scratch), then totals: flash bytes, arena bytes against the liveness lower bound, MACs;\n\
+and the RAM at the peak: the arena plus the caller's input image (f32 NCHW or u8 HWC).\n\n\
 Examples:\n  vitae inspect model.vblob\n  vitae inspect --json model.vblob"
 )]
 pub struct InspectArgs {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use vitae::calib_data::{self, ImagePrep};
-use vitae::quantize::{self, CalibMethod, Options, Precision};
+use vitae::quantize::{self, CalibMethod, ImageInput, Options, Precision};
 use vitae::reference::ReferenceModel;
 
 use crate::cli::{ModelArgs, check_outputs};
@@ -18,10 +18,17 @@ use crate::progress::Bars;
     after_help = "Calibration data is either a float32 .npy of shape (N, C, H, W), already normalized exactly\n\
 like the training data, or a folder of PNG/JPEG images that are resized to the model's input\n\
 size and normalized with --mean/--std (per channel, after scaling pixels to [0, 1]).\n\n\
+--input u8 makes a blob that takes u8 HWC pixels (interleaved RGB or gray, as a camera or a\n\
+decoded PNG gives them) and normalizes them itself with --mean/--std, folded into its input\n\
+tables: the device needs no f32 copy of the image. With an image folder the same --mean/--std\n\
+normalize the calibration images; with a .npy (already normalized) give the --mean/--std it\n\
+was normalized with.\n\n\
 The blob is written atomically: a failed run leaves no file and does not touch an existing one.\n\n\
 Examples:\n  vitae quantize --checkpoint model.pth --config kwargs.json --calib calib.npy --precision int8 --out model.vblob\n  \
 vitae quantize --checkpoint vitae_t.pth --arch vitae-t --calib images/ --resize 256 \\\n      \
---mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 --precision mixed --flash-budget 6000000 --out vitae_t.vblob"
+--mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 --precision mixed --flash-budget 6000000 --out vitae_t.vblob\n  \
+vitae quantize --checkpoint model.pth --config kwargs.json --calib calib.npy --input u8 \\\n      \
+--mean 0.5 --std 0.5 --out model-u8.vblob"
 )]
 pub struct QuantizeArgs {
     /// Checkpoint and architecture.
@@ -46,12 +53,18 @@ pub struct QuantizeArgs {
     /// model's input size (e.g. 256 for a 224 model); default: resize straight to the input size.
     #[arg(long, value_name = "PIXELS")]
     pub resize: Option<usize>,
-    /// Image folders: per-channel mean, comma-separated (default 0.5 per channel).
+    /// Image folders and --input u8: per-channel mean, comma-separated, of pixels scaled to
+    /// [0, 1] (default for image folders: 0.5 per channel).
     #[arg(long, value_delimiter = ',', value_name = "M,M,M")]
     pub mean: Option<Vec<f32>>,
-    /// Image folders: per-channel std, comma-separated (default 0.5 per channel).
+    /// Image folders and --input u8: per-channel std, comma-separated, of pixels scaled to
+    /// [0, 1] (default for image folders: 0.5 per channel).
     #[arg(long, value_delimiter = ',', value_name = "S,S,S")]
     pub std: Option<Vec<f32>>,
+    /// What the device gives the model: f32 NCHW images normalized by the caller, or u8 HWC
+    /// pixels that the blob normalizes with --mean/--std.
+    #[arg(long, value_enum, default_value = "f32")]
+    pub input: InputKind,
     /// Model name stored in the blob (default: the checkpoint's file stem).
     #[arg(long)]
     pub name: Option<String>,
@@ -66,6 +79,15 @@ pub struct QuantizeArgs {
     pub no_progress: bool,
 }
 
+/// `--input`: what the device gives the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum InputKind {
+    /// f32 NCHW, normalized by the caller like the calibration data.
+    F32,
+    /// u8 HWC pixels (interleaved RGB or gray), normalized by the blob with --mean/--std.
+    U8,
+}
+
 /// Runs `vitae quantize`.
 pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     let mut outputs = vec![args.out.as_path()];
@@ -74,6 +96,17 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     inputs.extend(args.model.arch.config.as_deref());
     check_outputs(&outputs, &inputs)?;
     numbers::check_quantize_flags(&args)?;
+    // A .npy is already normalized: for u8 input the blob must be told how, never guess 0.5.
+    if args.input == InputKind::U8
+        && !args.calib.is_dir()
+        && (args.mean.is_none() || args.std.is_none())
+    {
+        return Err(crate::InputError(format!(
+            "--input u8 with the .npy calibration set {}: give --mean and --std, the per-channel normalization the .npy was made with (x = (pixel/255 - mean) / std)",
+            args.calib.display()
+        ))
+        .into());
+    }
     let (config, checkpoint) = args.model.load()?;
     let channels = config.in_chans();
     let prep = ImagePrep {
@@ -96,11 +129,19 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "model".into())
     });
+    let input = match args.input {
+        InputKind::F32 => ImageInput::F32Nchw,
+        InputKind::U8 => ImageInput::U8Hwc {
+            mean: prep.mean.clone(),
+            std: prep.std.clone(),
+        },
+    };
     let options = Options {
         precision: args.precision,
         method: args.calib_method,
         flash_budget: args.flash_budget,
         name,
+        input,
     };
     let mut bars = Bars::new(!args.no_progress);
     let q = quantize::quantize(&model, &images, &options, &mut bars)?;

@@ -9,8 +9,9 @@ use clap::Args;
 use vitae::config::{ModelConfig, PRESETS};
 use vitae::engine::Engine;
 use vitae::io::{InputKind, read_file};
-use vitae::npy::{ArrayF32, read_npy_f32, write_npy_f32};
+use vitae::npy::{ArrayF32, NpyData, read_npy, read_npy_f32, write_npy_f32};
 use vitae::reference::{NoObserver, ReferenceModel};
+use vitae_edge::runtime::ImageLayout;
 
 use crate::InputError;
 use crate::cli::check_outputs;
@@ -42,7 +43,8 @@ pub struct RunArgs {
     /// With --checkpoint: a preset architecture (vitae-t, vitae-6m, vitae-13m, vitae-s).
     #[arg(long, value_name = "NAME")]
     pub arch: Option<String>,
-    /// Images: float32 .npy of shape (N, C, H, W) (or (C, H, W) for one image).
+    /// Images: float32 .npy of shape (N, C, H, W) (or (C, H, W) for one image); for a blob
+    /// quantized with --input u8, uint8 pixels of shape (N, H, W, C) (or (H, W, C)).
     #[arg(long, value_name = "X.npy")]
     pub input: PathBuf,
     /// Where to write the logits (float32 .npy, shape (N, num_classes)).
@@ -77,6 +79,35 @@ fn batch_of(input: &ArrayF32, path: &Path, c: usize, h: usize, w: usize) -> anyh
     Ok(batch)
 }
 
+/// Reads the u8 images of a blob that takes pixels: a uint8 .npy of shape (N, H, W, C) or
+/// (H, W, C). Returns the pixels and the batch size.
+fn read_pixels(path: &Path, h: usize, w: usize, c: usize) -> anyhow::Result<(Vec<u8>, usize)> {
+    let array = read_npy(path)?;
+    let NpyData::U8(pixels) = array.data else {
+        return Err(InputError(format!(
+            "{}: the model takes u8 pixels (it was quantized with --input u8): expected a uint8 .npy of shape (N, {h}, {w}, {c}), got {}",
+            path.display(),
+            array.dtype().name()
+        ))
+        .into());
+    };
+    let batch = match array.shape.as_slice() {
+        [n, hh, ww, ch] if (*hh, *ww, *ch) == (h, w, c) => *n,
+        [hh, ww, ch] if (*hh, *ww, *ch) == (h, w, c) => 1,
+        shape => {
+            return Err(InputError(format!(
+                "{}: input shape {shape:?} does not fit the model: expected u8 pixels (N, {h}, {w}, {c})",
+                path.display()
+            ))
+            .into());
+        }
+    };
+    if batch == 0 {
+        return Err(InputError(format!("{}: the batch is empty (N = 0)", path.display())).into());
+    }
+    Ok((pixels, batch))
+}
+
 /// Runs `vitae run`.
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let inputs: Vec<&Path> = [&args.model, &args.checkpoint, &args.config]
@@ -91,14 +122,20 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         let mut engine =
             Engine::new(&bytes).map_err(|e| InputError(format!("{}: {e}", blob_path.display())))?;
         let meta = *engine.model().meta();
-        let input = read_npy_f32(&args.input)?;
+        let layout = engine.model().image_layout();
         let (c, h, w) = (
             meta.input_channels as usize,
             meta.input_height as usize,
             meta.input_width as usize,
         );
-        let batch = batch_of(&input, &args.input, c, h, w)?;
-        let logits = engine.run_batch(&input.data)?;
+        let (logits, batch) = if layout == ImageLayout::U8Hwc {
+            let (pixels, batch) = read_pixels(&args.input, h, w, c)?;
+            (engine.run_batch_u8(&pixels)?, batch)
+        } else {
+            let input = read_npy_f32(&args.input)?;
+            let batch = batch_of(&input, &args.input, c, h, w)?;
+            (engine.run_batch(&input.data)?, batch)
+        };
         (logits, batch, meta.num_classes as usize)
     } else {
         let Some(checkpoint_path) = &args.checkpoint else {

@@ -2,6 +2,7 @@
 //! point into the bias, compute requantization multipliers and activation tables, insert
 //! int8 ↔ fp16 conversions between layers of different precision, plan the arena.
 
+use super::ImageInput;
 use super::calib::{CalibMethod, Calibration, QParams, Slot};
 use super::graph::{Act, Graph, Node, NodeId, NodeKind, Role};
 use super::plan::{self, Buffer};
@@ -72,6 +73,7 @@ struct Emitter<'g> {
     graph: &'g Graph,
     calib: &'g Calibration,
     method: CalibMethod,
+    input: &'g ImageInput,
     w: BlobWriter,
     /// Tensor id of a node's output in a dtype.
     produced: HashMap<(NodeId, DType), u16>,
@@ -447,11 +449,17 @@ impl<'g> Emitter<'g> {
         }
     }
 
-    /// The image: quantized onto its calibrated grid (int8) or converted to fp16.
+    /// The image: quantized onto its calibrated grid (int8) or converted to fp16; u8 pixels
+    /// through one 256-entry table per channel that folds in the normalization, so a pixel gets
+    /// exactly what the f32 path gives its normalized value.
     fn image(&mut self, at: &At) -> Result<(), LowerError> {
         let (id, prec, name) = (at.id, at.prec, at.name);
-        match at.prec {
-            NodePrecision::Int8 => {
+        let channels = self.graph.nodes[id].c;
+        let pixels = |c: usize| (0..=255u8).map(move |p| (c, p));
+        let normalized =
+            |input: &ImageInput, (c, p): (usize, u8)| input.normalized(c, p).unwrap_or(0.0);
+        match (at.prec, self.input) {
+            (NodePrecision::Int8, ImageInput::F32Nchw) => {
                 let out = self.output(id, prec)?;
                 let q = self.tq(out);
                 let p = ops::image::QuantizeParams {
@@ -460,9 +468,40 @@ impl<'g> Emitter<'g> {
                 };
                 self.op::<ops::image::QuantizeImageOp>(&[], out, &p, 0, name);
             }
-            NodePrecision::Fp16 => {
+            (NodePrecision::Fp16, ImageInput::F32Nchw) => {
                 let out = self.output(id, prec)?;
                 self.op::<ops::image::ImageToF16Op>(&[], out, &(), 0, name);
+            }
+            (NodePrecision::Int8, input @ ImageInput::U8Hwc { .. }) => {
+                let out = self.output(id, prec)?;
+                let q = self.tq(out);
+                // The f32 path's own arithmetic (`QuantizeImageOp` with this record).
+                let inv_scale = 1.0 / q.scale;
+                let tables: Vec<i8> = (0..channels)
+                    .flat_map(pixels)
+                    .map(|cp| {
+                        vitae_edge::quant::quantize_f32(
+                            normalized(input, cp),
+                            inv_scale,
+                            q.zero_point,
+                        )
+                    })
+                    .collect();
+                let p = ops::image_u8::PixelTableParams {
+                    tables: self.w.data(&tables),
+                };
+                self.op::<ops::image_u8::QuantizeImageU8Op>(&[], out, &p, 0, name);
+            }
+            (NodePrecision::Fp16, input @ ImageInput::U8Hwc { .. }) => {
+                let out = self.output(id, prec)?;
+                let tables: Vec<f16> = (0..channels)
+                    .flat_map(pixels)
+                    .map(|cp| f16::from_f32(normalized(input, cp)))
+                    .collect();
+                let p = ops::image_u8::PixelTableParams {
+                    tables: self.w.data(&tables),
+                };
+                self.op::<ops::image_u8::ImageU8ToF16Op>(&[], out, &p, 0, name);
             }
         }
         Ok(())
@@ -1089,17 +1128,19 @@ impl<'g> Emitter<'g> {
     }
 }
 
-/// Lowers `graph` with per-node `precision` using `calib` ranges.
+/// Lowers `graph` with per-node `precision` using `calib` ranges; the first op takes `input`.
 pub fn lower(
     graph: &Graph,
     calib: &Calibration,
     precision: &[NodePrecision],
     method: CalibMethod,
+    input: &ImageInput,
 ) -> Result<Lowered, LowerError> {
     let mut e = Emitter {
         graph,
         calib,
         method,
+        input,
         w: BlobWriter::new(),
         produced: HashMap::new(),
     };

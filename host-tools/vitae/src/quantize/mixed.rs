@@ -8,7 +8,7 @@
 
 use super::graph::{Graph, NodeKind};
 use super::lower::{NodePrecision, lower};
-use super::{Calibration, Options, Progress, QuantizeError};
+use super::{Calibration, ImageInput, Options, Progress, QuantizeError};
 use crate::engine::Engine;
 
 /// Calibration images used to measure errors (the ranges still come from all of them).
@@ -84,7 +84,7 @@ pub fn select(
     }
     let flat: Vec<f32> = images.iter().flatten().copied().collect();
     let evaluate = |prec: &[NodePrecision]| -> Result<(f64, usize), QuantizeError> {
-        let l = lower(graph, calib, prec, options.method)?;
+        let l = lower(graph, calib, prec, options.method, &ImageInput::F32Nchw)?;
         let mut engine = Engine::new(&l.blob).map_err(|e| QuantizeError::Run(e.to_string()))?;
         let logits = engine
             .run_batch(&flat)

@@ -26,6 +26,34 @@ pub enum Precision {
     Mixed,
 }
 
+/// What the device is given as the image.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum ImageInput {
+    /// f32 NCHW, normalized by the caller exactly like the calibration data.
+    #[default]
+    F32Nchw,
+    /// u8 HWC pixels, as a camera or a decoded PNG gives them: the blob normalizes each pixel
+    /// `p` of channel `c` as `(p / 255 − mean[c]) / std[c]` through a 256-entry table per
+    /// channel (the same f32 arithmetic as an image folder's calibration data gets).
+    U8Hwc {
+        /// Per-channel mean (pixels scaled to [0, 1]).
+        mean: Vec<f32>,
+        /// Per-channel standard deviation (pixels scaled to [0, 1]).
+        std: Vec<f32>,
+    },
+}
+
+impl ImageInput {
+    /// The normalized value of pixel `p` (0..=255) of channel `c`: `(p / 255 − mean) / std` in
+    /// f32, as `calib_data` normalizes image folders. `None` for f32 input.
+    pub fn normalized(&self, c: usize, p: u8) -> Option<f32> {
+        match self {
+            ImageInput::F32Nchw => None,
+            ImageInput::U8Hwc { mean, std } => Some((p as f32 / 255.0 - mean[c]) / std[c]),
+        }
+    }
+}
+
 /// Options of [`quantize`].
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -37,6 +65,8 @@ pub struct Options {
     pub flash_budget: Option<usize>,
     /// Model name stored in the blob.
     pub name: String,
+    /// What the device is given as the image (the blob's first op).
+    pub input: ImageInput,
 }
 
 /// Progress of a long step, for a progress bar.
@@ -93,6 +123,18 @@ pub enum QuantizeError {
     /// The float graph is too large to calibrate.
     #[error(transparent)]
     FloatGraphTooLarge(#[from] build::FloatGraphTooLarge),
+    /// u8 input needs one mean and one std per image channel.
+    #[error(
+        "u8 input: --mean and --std need {channels} value(s) each (one per image channel), got {means} and {stds}"
+    )]
+    PixelNormalization {
+        /// Image channels.
+        channels: usize,
+        /// Means given.
+        means: usize,
+        /// Stds given.
+        stds: usize,
+    },
     /// Running a candidate blob failed (a bug).
     #[error("internal error running the quantized model: {0}")]
     Run(String),
@@ -136,6 +178,15 @@ pub fn quantize(
             return Err(QuantizeError::CalibrationNotFinite(index));
         }
     }
+    if let ImageInput::U8Hwc { mean, std } = &options.input
+        && (mean.len() != cfg.in_chans() || std.len() != cfg.in_chans())
+    {
+        return Err(QuantizeError::PixelNormalization {
+            channels: cfg.in_chans(),
+            means: mean.len(),
+            stds: std.len(),
+        });
+    }
     let graph = build::build_graph(model, &options.name)?;
     progress.begin("calibrating", 2 * calib_images.len());
     let calib = Calibration::collect(&graph, calib_images, &mut |done, _| progress.advance(done))?;
@@ -149,7 +200,7 @@ pub fn quantize(
             (p, Some(report))
         }
     };
-    let lowered = lower::lower(&graph, &calib, &precision, options.method)?;
+    let lowered = lower::lower(&graph, &calib, &precision, options.method, &options.input)?;
     Ok(Quantized {
         lowered,
         mixed,

@@ -311,7 +311,8 @@ impl ReferenceModel {
         observer: &mut dyn Observer,
     ) -> Result<Vec<f32>, ModelError> {
         let per_image = self.config.input_len();
-        if per_image == 0 || images_nchw.is_empty() || images_nchw.len() % per_image != 0 {
+        if per_image == 0 || images_nchw.is_empty() || !images_nchw.len().is_multiple_of(per_image)
+        {
             return Err(self.input_error(images_nchw.len()));
         }
         let mut logits =

@@ -466,7 +466,7 @@ pub fn add_inplace(dst: &mut [f32], src: &[f32]) -> Result<(), OpError> {
 
 /// Softmax over each row of `cols` values, in place (max-subtracted, like PyTorch).
 pub fn softmax_rows_inplace(x: &mut [f32], cols: usize) -> Result<(), OpError> {
-    ensure(cols > 0 && x.len() % cols == 0, "softmax", || {
+    ensure(cols > 0 && x.len().is_multiple_of(cols), "softmax", || {
         format!("{} values are not rows of {cols}", x.len())
     })?;
     x.par_chunks_mut(cols)
@@ -485,7 +485,7 @@ fn softmax_row(row: &mut [f32]) {
 /// Mean over tokens: `(tokens × channels) -> (channels)` (the head input of T/6M/13M/S).
 pub fn mean_pool(x: &[f32], channels: usize) -> Result<Vec<f32>, OpError> {
     ensure(
-        channels > 0 && x.len() % channels == 0 && !x.is_empty(),
+        channels > 0 && x.len().is_multiple_of(channels) && !x.is_empty(),
         "mean_pool",
         || {
             format!(
@@ -606,7 +606,7 @@ impl LayerNorm {
             "layer_norm",
             || format!("gamma has {channels} values, beta {}", self.beta.len()),
         )?;
-        ensure(x.len() % channels == 0, "layer_norm", || {
+        ensure(x.len().is_multiple_of(channels), "layer_norm", || {
             format!("{} values are not rows of {channels}", x.len())
         })?;
         let mut out = vec![0.0; x.len()];
@@ -675,9 +675,11 @@ impl Linear {
 
     /// Applies the layer to each row of `x` (`rows × in_features`).
     pub fn forward(&self, x: &[f32]) -> Result<Vec<f32>, OpError> {
-        ensure(x.len() % self.in_features.max(1) == 0, "linear", || {
-            format!("{} values are not rows of {}", x.len(), self.in_features)
-        })?;
+        ensure(
+            x.len().is_multiple_of(self.in_features.max(1)),
+            "linear",
+            || format!("{} values are not rows of {}", x.len(), self.in_features),
+        )?;
         let rows = x.len().checked_div(self.in_features).unwrap_or(0);
         let mut out = vec![0.0; rows * self.out_features];
         if let Some(bias) = &self.bias {
@@ -722,7 +724,7 @@ pub fn fold_batchnorm(
     let out = bias.len();
     ensure(
         out > 0
-            && weight_oihw.len() % out == 0
+            && weight_oihw.len().is_multiple_of(out)
             && [
                 bn.gamma.len(),
                 bn.beta.len(),
@@ -804,7 +806,8 @@ impl ConvSpec {
             format!("zero kernel, stride, dilation or groups in {self:?}")
         })?;
         ensure(
-            self.in_channels % self.groups == 0 && self.out_channels % self.groups == 0,
+            self.in_channels.is_multiple_of(self.groups)
+                && self.out_channels.is_multiple_of(self.groups),
             "ConvSpec",
             || {
                 format!(
@@ -1202,7 +1205,9 @@ impl MultiHeadSelfAttention {
     pub fn forward(&self, x: &[f32]) -> Result<Vec<f32>, OpError> {
         let width = self.proj.in_features;
         ensure(
-            self.heads > 0 && width % self.heads == 0 && self.qkv.out_features == 3 * width,
+            self.heads > 0
+                && width.is_multiple_of(self.heads)
+                && self.qkv.out_features == 3 * width,
             "mhsa",
             || {
                 format!(
@@ -1348,7 +1353,9 @@ impl TokenTransformerAttention {
     pub fn forward(&self, x: &[f32]) -> Result<Vec<f32>, OpError> {
         let width = self.proj.out_features;
         ensure(
-            self.heads > 0 && width % self.heads == 0 && self.qkv.out_features == 3 * width,
+            self.heads > 0
+                && width.is_multiple_of(self.heads)
+                && self.qkv.out_features == 3 * width,
             "token_transformer",
             || {
                 format!(

@@ -141,7 +141,11 @@ mod tests {
                     Some(format!("probe-rs run --chip {chip}").as_str()),
                     "{at}"
                 ),
-                Runner::Qemu { .. } => assert_eq!(runner, None, "{at}: a QEMU board has no runner"),
+                Runner::Qemu { .. } => assert_eq!(
+                    runner,
+                    Some("../../qemu-run"),
+                    "{at}: a QEMU board runs through firmware/qemu-run"
+                ),
             }
         }
     }

@@ -37,10 +37,12 @@ fn main() -> ExitCode {
     if command == "setup" && !asks_help {
         return exit_code(setup::setup(false));
     }
-    if NEEDS_ARM_TOOLS.contains(&command) && !asks_help && !words.contains(&"--host-only") {
-        if let Err(e) = setup::setup(true) {
-            return exit_code(Err(e));
-        }
+    if NEEDS_ARM_TOOLS.contains(&command)
+        && !asks_help
+        && !words.contains(&"--host-only")
+        && let Err(e) = setup::setup(true)
+    {
+        return exit_code(Err(e));
     }
 
     // The task runner. Its first build is long (it links the whole host tool): say so, and let

@@ -560,10 +560,10 @@ fn build_icount_plugin() -> Result<bool> {
         })
         .max()
         .context("host-tools/qemu-icount sources are missing")?;
-    if let Ok(m) = std::fs::metadata(&out).and_then(|m| m.modified()) {
-        if m >= newest_src {
-            return Ok(false);
-        }
+    if let Ok(m) = std::fs::metadata(&out).and_then(|m| m.modified())
+        && m >= newest_src
+    {
+        return Ok(false);
     }
     std::fs::create_dir_all(out.parent().expect("plugin path has a parent"))?;
     println!(
