@@ -67,7 +67,7 @@ pub fn widen(src: &[i8], col: usize, packed: &mut [u32]) {
         let rest = n % 4;
         // LDM needs a word-aligned source; the staging rows are (`i8` slices from the scratch
         // carver, aligned by the caller), but check rather than trust.
-        if src.as_ptr() as usize % 4 != 0 {
+        if !(src.as_ptr() as usize).is_multiple_of(4) {
             for (b4, blk) in src
                 .chunks_exact(4)
                 .zip(packed.chunks_exact_mut(BLOCK_WORDS))

@@ -134,7 +134,7 @@ pub fn rank1_update_rows(mat: &mut [f32], e: usize, coef: &[f32], x: &[f32]) {
     }
     let m = coef.len().min(mat.len() / e);
     #[cfg(all(target_arch = "arm", vitae_mve))]
-    if e % 4 == 0 && m > 0 {
+    if e.is_multiple_of(4) && m > 0 {
         for (c0, vectors) in column_chunks(e) {
             let (rows, xs) = (mat[c0..].as_mut_ptr(), x[c0..].as_ptr());
             let (coefs, stride) = (coef.as_ptr(), 4 * e);
@@ -180,7 +180,7 @@ pub fn weighted_row_sum(y: &mut [f32], e: usize, coef: &[f32], mat: &[f32]) {
     }
     let m = coef.len().min(mat.len() / e);
     #[cfg(all(target_arch = "arm", vitae_mve))]
-    if e % 4 == 0 && m > 0 {
+    if e.is_multiple_of(4) && m > 0 {
         for (c0, vectors) in column_chunks(e) {
             let (rows, ys) = (mat[c0..].as_ptr(), y[c0..].as_mut_ptr());
             let (coefs, stride) = (coef.as_ptr(), 4 * e);
@@ -260,7 +260,7 @@ pub fn dot_rows_s16_s8(w: &[i16], e: usize, z: &[i8], out: &mut [i32]) {
     }
     let m = out.len().min(w.len() / e);
     #[cfg(all(target_arch = "arm", vitae_mve))]
-    if e % 8 == 0 && e <= 48 && m > 0 {
+    if e.is_multiple_of(8) && e <= 48 && m > 0 {
         let (rows, zs, outs, stride) = (w.as_ptr(), z.as_ptr(), out.as_mut_ptr(), 2 * e);
         // SAFETY: reads the first e ≤ 48 bytes of `z` (e ≤ z.len()), for rows i < m the e
         // int16 values at w[i·e..] ((i + 1)·e ≤ m·e ≤ w.len()), and writes m words of `out`
