@@ -17,13 +17,29 @@
 //! same products gives the same bits. VPMADDUBSW (unsigned × signed bytes, summed in pairs with
 //! int16 *saturation*) is not used: 255·127·2 exceeds int16.
 //!
-//! `unsafe` is confined to the three load/dispatch points below, each with its argument.
+//! ## Flush-to-zero f32 updates
+//!
+//! The performer's feature × channel updates are defined in Arm flush-to-zero arithmetic
+//! ([`crate::math::ftz`]). x86's own flush-to-zero (MXCSR.FTZ) detects tininess after rounding,
+//! Arm before, so it is not used (MXCSR stays at Rust's default, IEEE). Instead each lane does
+//! what `ftz::add(y, ftz::mul(a, x))` does with IEEE VMULPS/VADDPS (the same correctly rounded
+//! operations as the scalar code, never fused) and explicit flushes: a subnormal operand or
+//! result becomes a zero of its sign, a NaN result the default NaN. The one case where the
+//! rounded product does not tell Arm's answer, a product that rounds to exactly ±2^−126, sends
+//! its block of eight back to the scalar definition.
+//!
+//! `unsafe` is confined to the dispatch points and the bounds-checked loads and stores below,
+//! each with its argument.
 #![allow(unsafe_code)]
 
+use crate::math::ftz;
 use core::arch::x86_64::{
-    __m128i, __m256i, _mm_add_epi32, _mm_cvtsi128_si32, _mm_extract_epi32, _mm_loadu_si128,
-    _mm256_add_epi32, _mm256_castsi256_si128, _mm256_cvtepi8_epi16, _mm256_extracti128_si256,
-    _mm256_hadd_epi32, _mm256_loadu_si256, _mm256_madd_epi16, _mm256_setzero_si256,
+    __m128i, __m256, __m256i, _CMP_EQ_OQ, _CMP_LT_OQ, _CMP_UNORD_Q, _mm_add_epi32,
+    _mm_cvtsi128_si32, _mm_extract_epi32, _mm_loadu_si128, _mm256_add_epi32, _mm256_add_ps,
+    _mm256_and_ps, _mm256_andnot_ps, _mm256_blendv_ps, _mm256_castsi256_si128, _mm256_cmp_ps,
+    _mm256_cvtepi8_epi16, _mm256_extracti128_si256, _mm256_hadd_epi32, _mm256_loadu_ps,
+    _mm256_loadu_si256, _mm256_madd_epi16, _mm256_movemask_ps, _mm256_mul_ps, _mm256_set1_ps,
+    _mm256_setzero_si256, _mm256_storeu_ps,
 };
 
 /// True when the CPU has AVX2 (cached by std after the first call).
@@ -179,6 +195,116 @@ fn panel_avx2(
     }
 }
 
+/// `y[i] = ftz::add(y[i], ftz::mul(a, x[i]))` for `i < min(y.len(), x.len())`: AVX2 when the
+/// CPU has it, else [`ftz::axpy`] (the definition).
+pub(crate) fn axpy_ftz(y: &mut [f32], a: f32, x: &[f32]) {
+    if has_avx2() {
+        // SAFETY: `axpy_avx2` needs only AVX2, which the CPU has (checked just above).
+        unsafe { axpy_avx2(y, a, x) }
+    } else {
+        ftz::axpy(y, a, x);
+    }
+}
+
+/// `kptv[i·e..][..e]` += `phi[i]` · `x[..e]` (flush-to-zero, [`axpy_ftz`]) for every row `i`.
+pub(crate) fn rank1_update_rows(kptv: &mut [f32], e: usize, phi: &[f32], x: &[f32]) {
+    if e == 0 || x.len() < e {
+        return;
+    }
+    let x = &x[..e];
+    if has_avx2() {
+        for (row, &f) in kptv.chunks_exact_mut(e).zip(phi) {
+            // SAFETY: `axpy_avx2` needs only AVX2, which the CPU has (checked just above).
+            unsafe { axpy_avx2(row, f, x) }
+        }
+    } else {
+        for (row, &f) in kptv.chunks_exact_mut(e).zip(phi) {
+            ftz::axpy(row, f, x);
+        }
+    }
+}
+
+/// `y[..e]` = +0.0, then `y += phi[i] · kptv[i·e..][..e]` for every row `i` in order
+/// (flush-to-zero, [`axpy_ftz`]).
+pub(crate) fn weighted_row_sum(y: &mut [f32], e: usize, phi: &[f32], kptv: &[f32]) {
+    if e == 0 || y.len() < e {
+        return;
+    }
+    let y = &mut y[..e];
+    y.fill(0.0);
+    if has_avx2() {
+        for (row, &f) in kptv.chunks_exact(e).zip(phi) {
+            // SAFETY: `axpy_avx2` needs only AVX2, which the CPU has (checked just above).
+            unsafe { axpy_avx2(y, f, row) }
+        }
+    } else {
+        for (row, &f) in kptv.chunks_exact(e).zip(phi) {
+            ftz::axpy(y, f, row);
+        }
+    }
+}
+
+/// Eight f32 values.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn load8(v: &[f32; 8]) -> __m256 {
+    // SAFETY: an unaligned load of exactly the 32 bytes of `v`.
+    unsafe { _mm256_loadu_ps(v.as_ptr()) }
+}
+
+/// Stores eight f32 values.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn store8(dst: &mut [f32; 8], v: __m256) {
+    // SAFETY: an unaligned store of exactly the 32 bytes of `dst` (a unique borrow).
+    unsafe { _mm256_storeu_ps(dst.as_mut_ptr(), v) }
+}
+
+/// [`ftz::flush`] of each lane: a subnormal becomes a zero of its sign (NaN and the rest stay).
+#[target_feature(enable = "avx2")]
+#[inline]
+fn flush8(v: __m256) -> __m256 {
+    let sign = _mm256_set1_ps(-0.0);
+    let tiny =
+        _mm256_cmp_ps::<_CMP_LT_OQ>(_mm256_andnot_ps(sign, v), _mm256_set1_ps(f32::MIN_POSITIVE));
+    _mm256_blendv_ps(v, _mm256_and_ps(v, sign), tiny)
+}
+
+/// [`axpy_ftz`] with AVX2, eight lanes at a time.
+///
+/// Per lane, with `a` and `x` flushed and `r = a · x` (IEEE): `ftz::mul` gives `r` unless
+/// `0 < |r| ≤ 2^−126`; below 2^−126 the rounded product is subnormal, so the exact one is below
+/// 2^−126 too (rounding is monotonic and 2^−126 is a float) and `ftz::mul` gives `r`'s signed
+/// zero, which is `flush(r)`; at exactly 2^−126 the exact product decides, and the block goes to
+/// the scalar definition. NaN products become a NaN sum, which the last step makes the default
+/// NaN as `ftz::add` does. So the lane computes `default_nan(flush(flush(y) + flush(r)))`, which
+/// is `ftz::add(y, ftz::mul(a, x))`.
+#[target_feature(enable = "avx2")]
+fn axpy_avx2(y: &mut [f32], a: f32, x: &[f32]) {
+    let n = y.len().min(x.len());
+    let (y, x) = (&mut y[..n], &x[..n]);
+    let av = _mm256_set1_ps(ftz::flush(a));
+    let sign = _mm256_set1_ps(-0.0);
+    let min_normal = _mm256_set1_ps(f32::MIN_POSITIVE);
+    let nan = _mm256_set1_ps(f32::NAN);
+    let mut yc = y.chunks_exact_mut(8);
+    let mut xc = x.chunks_exact(8);
+    for (y8, x8) in (&mut yc).zip(&mut xc) {
+        let y8: &mut [f32; 8] = y8.try_into().expect("8 values");
+        let x8: &[f32; 8] = x8.try_into().expect("8 values");
+        let r = _mm256_mul_ps(av, flush8(load8(x8)));
+        let edge = _mm256_cmp_ps::<_CMP_EQ_OQ>(_mm256_andnot_ps(sign, r), min_normal);
+        if _mm256_movemask_ps(edge) != 0 {
+            ftz::axpy(y8, a, x8);
+            continue;
+        }
+        let s = flush8(_mm256_add_ps(flush8(load8(y8)), flush8(r)));
+        let s = _mm256_blendv_ps(s, nan, _mm256_cmp_ps::<_CMP_UNORD_Q>(s, s));
+        store8(y8, s);
+    }
+    ftz::axpy(yc.into_remainder(), a, xc.remainder());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,6 +335,82 @@ mod tests {
                     assert_eq!(got, want, "k={k} n={n}");
                 }
             }
+        }
+    }
+
+    /// Values around every edge of the flush-to-zero definition: subnormals, ±2^−126 and its
+    /// neighbours, products that round to 2^−126, zeros of both signs, infinities, NaNs, and
+    /// ordinary numbers.
+    fn edge_floats(rng: &mut crate::kernels::cases::Rng, n: usize) -> Vec<f32> {
+        let specials = [
+            0.0f32,
+            -0.0,
+            f32::MIN_POSITIVE,
+            -f32::MIN_POSITIVE,
+            f32::from_bits(0x0080_0001),
+            f32::from_bits(0x007f_ffff),
+            f32::from_bits(0x8000_0001),
+            f32::from_bits(0x3f7f_fffe),
+            f32::from_bits(0x2000_0000),
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            f32::from_bits(0x7fc1_2345),
+            f32::MAX,
+            1.0,
+            -1.5,
+        ];
+        (0..n)
+            .map(|_| {
+                let r = rng.next_u32();
+                match r % 4 {
+                    0 => specials[(r >> 8) as usize % specials.len()],
+                    // Exponents spread so that products land on both sides of 2^−126.
+                    1 => f32::from_bits(
+                        (rng.next_u32() & 0x807f_ffff) | ((rng.next_u32() % 130) << 23),
+                    ),
+                    2 => f32::from_bits(rng.next_u32()),
+                    _ => (rng.next_u32() as i32 as f32) * 1e-9,
+                }
+            })
+            .collect()
+    }
+
+    /// The AVX2 flush-to-zero updates against the definition, bit for bit.
+    #[test]
+    fn ftz_updates_equal_the_definition() {
+        let mut rng = crate::kernels::cases::Rng(0x51ed_0001);
+        for round in 0..3000 {
+            let n = (rng.next_u32() % 40) as usize;
+            let x = edge_floats(&mut rng, n);
+            let y0 = edge_floats(&mut rng, n);
+            let a = edge_floats(&mut rng, 1)[0];
+            let mut want = y0.clone();
+            ftz::axpy(&mut want, a, &x);
+            let mut got = y0.clone();
+            axpy_ftz(&mut got, a, &x);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "round {round} a={a:e}");
+            // The row forms.
+            let e = (rng.next_u32() % 20 + 1) as usize;
+            let m = (rng.next_u32() % 6 + 1) as usize;
+            let phi = edge_floats(&mut rng, m);
+            let xs = edge_floats(&mut rng, e);
+            let k0 = edge_floats(&mut rng, m * e);
+            let (mut want, mut got) = (k0.clone(), k0.clone());
+            for (row, &f) in want.chunks_exact_mut(e).zip(&phi) {
+                ftz::axpy(row, f, &xs);
+            }
+            rank1_update_rows(&mut got, e, &phi, &xs);
+            assert_eq!(bits(&got), bits(&want), "rank1 round {round}");
+            let mut want = vec![1.0f32; e];
+            want.fill(0.0);
+            for (row, &f) in k0.chunks_exact(e).zip(&phi) {
+                ftz::axpy(&mut want, f, row);
+            }
+            let mut got = vec![f32::NAN; e];
+            weighted_row_sum(&mut got, e, &phi, &k0);
+            assert_eq!(bits(&got), bits(&want), "row sum round {round}");
         }
     }
 }
