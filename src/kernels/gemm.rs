@@ -736,6 +736,17 @@ pub(crate) struct Avx2Cols<'a> {
 
 #[cfg(vitae_x86)]
 impl Avx2Cols<'_> {
+    /// Stores `v` (int16) as value `k` of column `col`, for callers that produce int16 columns
+    /// themselves (attention's probabilities).
+    #[inline(always)]
+    pub(crate) fn set16(&mut self, col: usize, k: usize, v: i16) {
+        if k < self.k {
+            if let Some(d) = self.cols.get_mut(col * self.k + k) {
+                *d = v;
+            }
+        }
+    }
+
     /// The four columns.
     #[inline(always)]
     fn each(&self) -> [&[i16]; 4] {

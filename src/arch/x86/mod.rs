@@ -34,12 +34,15 @@
 
 use crate::math::ftz;
 use core::arch::x86_64::{
-    __m128i, __m256, __m256i, _CMP_EQ_OQ, _CMP_LT_OQ, _CMP_UNORD_Q, _mm_add_epi32,
+    __m128i, __m256, __m256i, _CMP_EQ_OQ, _CMP_GT_OQ, _CMP_LT_OQ, _CMP_UNORD_Q, _mm_add_epi32,
     _mm_cvtsi128_si32, _mm_extract_epi32, _mm_loadu_si128, _mm256_add_epi32, _mm256_add_ps,
-    _mm256_and_ps, _mm256_andnot_ps, _mm256_blendv_ps, _mm256_castsi256_si128, _mm256_cmp_ps,
-    _mm256_cvtepi8_epi16, _mm256_extracti128_si256, _mm256_hadd_epi32, _mm256_loadu_ps,
-    _mm256_loadu_si256, _mm256_madd_epi16, _mm256_movemask_ps, _mm256_mul_ps, _mm256_set1_ps,
-    _mm256_setzero_si256, _mm256_storeu_ps,
+    _mm256_and_ps, _mm256_andnot_ps, _mm256_blendv_ps, _mm256_castps_si256, _mm256_castsi256_ps,
+    _mm256_castsi256_si128, _mm256_cmp_ps, _mm256_cvtepi8_epi16, _mm256_cvtepi32_ps,
+    _mm256_cvttps_epi32, _mm256_extracti128_si256, _mm256_hadd_epi32, _mm256_loadu_ps,
+    _mm256_loadu_si256, _mm256_madd_epi16, _mm256_max_ps, _mm256_min_ps, _mm256_movemask_ps,
+    _mm256_mul_ps, _mm256_set1_epi32, _mm256_set1_ps, _mm256_setzero_ps, _mm256_setzero_si256,
+    _mm256_slli_epi32, _mm256_srai_epi32, _mm256_storeu_ps, _mm256_storeu_si256, _mm256_sub_epi32,
+    _mm256_sub_ps,
 };
 
 /// True when the CPU has AVX2 (cached by std after the first call).
@@ -305,6 +308,146 @@ fn axpy_avx2(y: &mut [f32], a: f32, x: &[f32]) {
     ftz::axpy(yc.into_remainder(), a, xc.remainder());
 }
 
+/// [`crate::math::exp_cut`] of eight lanes: the same operations in the same order (clamp,
+/// Cody–Waite reduction, the degree-7 Horner polynomial, two power-of-two factors, the selects),
+/// each an IEEE single-precision VMULPS/VADDPS/VSUBPS or an exact conversion, never fused, so
+/// every lane equals the scalar function bit for bit for every non-NaN `x` (the truncating
+/// conversion sees only the clamped range, where VCVTTPS2DQ and Rust's `as i32` agree). A NaN
+/// lane is the caller's to avoid (the kernels' inputs are finite).
+#[target_feature(enable = "avx2")]
+#[inline]
+fn exp_cut8(x: __m256, cut: f32) -> __m256 {
+    const LOG2E: f32 = core::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    const HI: f32 = 88.72;
+    let c = |v: f32| _mm256_set1_ps(v);
+    let (cutv, hi) = (c(cut), c(HI));
+    let xc = _mm256_max_ps(_mm256_min_ps(x, hi), cutv);
+    let t = _mm256_add_ps(_mm256_mul_ps(xc, c(LOG2E)), c(128.5));
+    let n = _mm256_sub_epi32(_mm256_cvttps_epi32(t), _mm256_set1_epi32(128));
+    let nf = _mm256_cvtepi32_ps(n);
+    let r = _mm256_sub_ps(
+        _mm256_sub_ps(xc, _mm256_mul_ps(nf, c(LN2_HI))),
+        _mm256_mul_ps(nf, c(LN2_LO)),
+    );
+    // 1 + r(1 + r(1/2 + r(1/6 + r(1/24 + r(1/120 + r(1/720 + r/5040)))))), innermost first.
+    let coef = [
+        1.0f32 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+        1.0,
+    ];
+    let mut p = _mm256_mul_ps(r, c(1.0 / 5040.0));
+    for (i, &k) in coef.iter().enumerate() {
+        p = _mm256_add_ps(c(k), p);
+        if i + 1 < coef.len() {
+            p = _mm256_mul_ps(r, p);
+        }
+    }
+    let half = _mm256_srai_epi32::<1>(n);
+    let pow2 = |e| {
+        _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
+            e,
+            _mm256_set1_epi32(127),
+        )))
+    };
+    let y = _mm256_mul_ps(
+        _mm256_mul_ps(p, pow2(half)),
+        pow2(_mm256_sub_epi32(n, half)),
+    );
+    let y = _mm256_blendv_ps(y, _mm256_setzero_ps(), _mm256_cmp_ps::<_CMP_LT_OQ>(x, cutv));
+    _mm256_blendv_ps(y, c(f32::INFINITY), _mm256_cmp_ps::<_CMP_GT_OQ>(x, hi))
+}
+
+/// Eight int32 values.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn load8i(v: &[i32; 8]) -> __m256i {
+    // SAFETY: an unaligned load of exactly the 32 bytes of `v`.
+    unsafe { _mm256_loadu_si256(v.as_ptr().cast::<__m256i>()) }
+}
+
+/// Stores eight int32 values.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn store8i(dst: &mut [i32; 8], v: __m256i) {
+    // SAFETY: an unaligned store of exactly the 32 bytes of `dst` (a unique borrow).
+    unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast::<__m256i>(), v) }
+}
+
+/// [`crate::quant::round_half_up`] of eight lanes for values in `[−2^30, 2^30]` (the kernels'
+/// probabilities and features lie in `[0, 32767]`): `t = y + 0.5`, truncated, minus one where the
+/// truncation went up (negative non-integers).
+#[target_feature(enable = "avx2")]
+#[inline]
+fn round_half_up8(y: __m256) -> __m256i {
+    let t = _mm256_add_ps(y, _mm256_set1_ps(0.5));
+    let i = _mm256_cvttps_epi32(t);
+    let up = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_GT_OQ>(_mm256_cvtepi32_ps(i), t));
+    // `up` is −1 in the lanes to decrement.
+    _mm256_add_epi32(i, up)
+}
+
+/// The attention probabilities of one key tile for four queries: with `s = scores[j·4 + q]`,
+/// `p[j·4 + q] = round_half_up(exp(s·scale − m[q]) · 32767)` for `j < t`, and `Σ_j p[j·4 + q]`
+/// per query. AVX2 when the CPU has it (two keys × four queries per step), the scalar
+/// definition otherwise. For finite `scale` and `m` with `s·scale − m ≤ 0` (the running maximum):
+/// the probabilities are in `[0, 32767]`.
+pub(crate) fn probabilities4(
+    scores: &[i32],
+    t: usize,
+    scale: f32,
+    m: [f32; 4],
+    p: &mut [i32],
+) -> [i32; 4] {
+    let t2 = t / 2 * 2;
+    let mut sums = [0i32; 4];
+    let ok = scores.len() >= 4 * t
+        && p.len() >= 4 * t
+        && scale.is_finite()
+        && m.iter().all(|v| v.is_finite());
+    if ok && has_avx2() {
+        // SAFETY: `probabilities_avx2` needs only AVX2, which the CPU has (checked just above).
+        sums = unsafe { probabilities_avx2(&scores[..4 * t2], scale, m, &mut p[..4 * t2]) };
+    }
+    let done = if ok && has_avx2() { t2 } else { 0 };
+    for j in done..t.min(scores.len() / 4).min(p.len() / 4) {
+        for q in 0..4 {
+            let x = scores[j * 4 + q] as f32 * scale - m[q];
+            let v = crate::quant::round_half_up(crate::math::exp(x) * 32767.0);
+            p[j * 4 + q] = v;
+            sums[q] = sums[q].wrapping_add(v);
+        }
+    }
+    sums
+}
+
+/// [`probabilities4`] with AVX2 on whole pairs of keys (`scores.len() = p.len()`, a multiple of 8).
+#[target_feature(enable = "avx2")]
+fn probabilities_avx2(scores: &[i32], scale: f32, m: [f32; 4], p: &mut [i32]) -> [i32; 4] {
+    // Lane 4·j' + q holds query q: the scores' own layout, two keys per vector.
+    let mv = load8(&[m[0], m[1], m[2], m[3], m[0], m[1], m[2], m[3]]);
+    let sc = _mm256_set1_ps(scale);
+    let mut sum = _mm256_setzero_si256();
+    for (s8, p8) in scores.chunks_exact(8).zip(p.chunks_exact_mut(8)) {
+        let s8: &[i32; 8] = s8.try_into().expect("8 values");
+        let x = _mm256_sub_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(load8i(s8)), sc), mv);
+        let v = round_half_up8(_mm256_mul_ps(
+            exp_cut8(x, crate::math::EXP_MIN_ARG),
+            _mm256_set1_ps(32767.0),
+        ));
+        store8i(p8.try_into().expect("8 values"), v);
+        sum = _mm256_add_epi32(sum, v);
+    }
+    let mut lanes = [0i32; 8];
+    store8i(&mut lanes, sum);
+    core::array::from_fn(|q| lanes[q].wrapping_add(lanes[q + 4]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -411,6 +554,101 @@ mod tests {
             let mut got = vec![f32::NAN; e];
             weighted_row_sum(&mut got, e, &phi, &k0);
             assert_eq!(bits(&got), bits(&want), "row sum round {round}");
+        }
+    }
+
+    /// The eight-lane exponential against `math::exp_cut` on a sweep of the whole range, the
+    /// cuts, the overflow edge, zeros and random bit patterns (NaN excluded).
+    #[test]
+    fn exp_lanes_equal_the_scalar_function() {
+        let mut xs: Vec<f32> = Vec::new();
+        let mut x = -100.0f32;
+        while x < 100.0 {
+            xs.push(x);
+            x += 0.000_73;
+        }
+        for edge in [
+            -87.33f32,
+            -83.17,
+            88.72,
+            0.0,
+            -0.0,
+            f32::MAX,
+            f32::MIN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+        ] {
+            for d in -64i32..64 {
+                xs.push(f32::from_bits(
+                    (edge.to_bits() as i32).wrapping_add(d) as u32
+                ));
+            }
+        }
+        let mut rng = crate::kernels::cases::Rng(99);
+        xs.extend((0..100_000).map(|_| f32::from_bits(rng.next_u32())));
+        xs.retain(|v| !v.is_nan());
+        while xs.len() % 8 != 0 {
+            xs.push(1.0);
+        }
+        if !has_avx2() {
+            return;
+        }
+        for cut in [crate::math::EXP_MIN_ARG, -83.17] {
+            for x8 in xs.chunks_exact(8) {
+                let x8: &[f32; 8] = x8.try_into().unwrap();
+                let mut got = [0.0f32; 8];
+                // SAFETY: AVX2 is present (checked above).
+                unsafe { store8(&mut got, exp_cut8(load8(x8), cut)) };
+                for (g, &x) in got.iter().zip(x8) {
+                    let want = crate::math::exp_cut(x, cut);
+                    assert_eq!(g.to_bits(), want.to_bits(), "exp_cut({x:e}, {cut})");
+                }
+            }
+        }
+    }
+
+    /// The probabilities of a tile against the scalar definition, on random and extreme scores.
+    #[test]
+    fn probabilities_equal_the_definition() {
+        let mut rng = crate::kernels::cases::Rng(5);
+        for round in 0..2000 {
+            let t = (rng.next_u32() % 65) as usize;
+            let scores: Vec<i32> = (0..4 * t)
+                .map(|_| match rng.next_u32() % 4 {
+                    0 => i32::MIN,
+                    1 => i32::MAX,
+                    _ => (rng.next_u32() as i32) >> (rng.next_u32() % 31),
+                })
+                .collect();
+            let scale = [
+                1e-4f32,
+                0.01,
+                0.125,
+                crate::kernels::FACTOR_MIN,
+                crate::kernels::FACTOR_MAX,
+            ][round % 5];
+            let m: [f32; 4] = core::array::from_fn(|q| {
+                (0..t)
+                    .map(|j| scores[j * 4 + q])
+                    .max()
+                    .map_or(0.0, |s| s as f32 * scale)
+            });
+            let mut want = vec![0i32; 4 * t];
+            let mut sums = [0i32; 4];
+            for j in 0..t {
+                for q in 0..4 {
+                    let x = scores[j * 4 + q] as f32 * scale - m[q];
+                    want[j * 4 + q] = crate::quant::round_half_up(crate::math::exp(x) * 32767.0);
+                    sums[q] += want[j * 4 + q];
+                }
+            }
+            let mut got = vec![-1i32; 4 * t];
+            assert_eq!(
+                probabilities4(&scores, t, scale, m, &mut got),
+                sums,
+                "round {round}"
+            );
+            assert_eq!(got, want, "round {round}");
         }
     }
 }
