@@ -813,6 +813,36 @@ impl Micro for Avx2 {
         requant_scalar(acc, requant, q, fast, out);
     }
 
+    /// With the fast requantization, the whole tile at once (eight lanes: two rows × four
+    /// columns, `crate::arch::x86::requant_fast4`), then the activation table and the stores
+    /// column by column.
+    #[inline]
+    fn requant_block(
+        tile: &[i32],
+        n: usize,
+        requant: &[Requant],
+        q: &OutQuant,
+        fast: bool,
+        output: &mut [i8],
+        base: [usize; 4],
+        off: usize,
+    ) {
+        let rows = requant.len();
+        if !fast || rows > TILE || tile.len() < 4 * rows {
+            requant_each_col::<Self>(tile, n, requant, q, fast, output, base, off);
+            return;
+        }
+        let mut v = [0i32; 4 * TILE];
+        let pairs: &[[i32; 2]] = bytemuck::cast_slice(requant);
+        crate::arch::x86::requant_fast4(tile, pairs, q.zp, &mut v[..4 * rows]);
+        for (c, &b) in base.iter().enumerate().take(n) {
+            let out = &mut output[b + off..][..rows];
+            for (o, &x) in out.iter_mut().zip(v.iter().skip(c).step_by(4)) {
+                *o = q.activate(x as i8);
+            }
+        }
+    }
+
     #[inline(always)]
     fn copy(dst: &mut [i8], src: &[i8]) {
         let n = dst.len().min(src.len());

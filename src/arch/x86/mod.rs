@@ -33,17 +33,7 @@
 #![allow(unsafe_code)]
 
 use crate::math::ftz;
-use core::arch::x86_64::{
-    __m128i, __m256, __m256i, _CMP_EQ_OQ, _CMP_GT_OQ, _CMP_LT_OQ, _CMP_UNORD_Q, _mm_add_epi32,
-    _mm_cvtsi128_si32, _mm_extract_epi32, _mm_loadu_si128, _mm256_add_epi32, _mm256_add_ps,
-    _mm256_and_ps, _mm256_andnot_ps, _mm256_blendv_ps, _mm256_castps_si256, _mm256_castsi256_ps,
-    _mm256_castsi256_si128, _mm256_cmp_ps, _mm256_cvtepi8_epi16, _mm256_cvtepi32_ps,
-    _mm256_cvttps_epi32, _mm256_extracti128_si256, _mm256_hadd_epi32, _mm256_loadu_ps,
-    _mm256_loadu_si256, _mm256_madd_epi16, _mm256_max_ps, _mm256_min_ps, _mm256_movemask_ps,
-    _mm256_mul_ps, _mm256_set1_epi32, _mm256_set1_ps, _mm256_setzero_ps, _mm256_setzero_si256,
-    _mm256_slli_epi32, _mm256_srai_epi32, _mm256_storeu_ps, _mm256_storeu_si256, _mm256_sub_epi32,
-    _mm256_sub_ps,
-};
+use core::arch::x86_64::*;
 
 /// True when the CPU has AVX2 (cached by std after the first call).
 #[inline(always)]
@@ -145,7 +135,9 @@ fn tail(w: &[i8], col: &[i16], k16: usize, k: usize) -> i32 {
 }
 
 /// [`panel_1x4`] with AVX2: two rows × four columns per step, sixteen values of `k` at a time
-/// (VPMADDWD into eight int32 accumulators), then the sixteen-value remainder in scalar code.
+/// (VPMADDWD into eight int32 accumulators). For `k ≥ 16` the remainder is one more step over
+/// the *last* sixteen values with the weights of the values already counted masked to zero
+/// (adding 0 changes no sum); below 16 it is scalar.
 #[target_feature(enable = "avx2")]
 fn panel_avx2(
     w: &[i8],
@@ -157,6 +149,11 @@ fn panel_avx2(
     n: usize,
 ) {
     let k16 = k / 16 * 16;
+    let rem = k - k16;
+    let vector_tail = k >= 16 && rem > 0;
+    // Lanes 16 − rem.. of the last sixteen values are new: keep those weights only.
+    let lane = _mm256_setr_epi16(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let keep = _mm256_cmpgt_epi16(lane, _mm256_set1_epi16(15 - rem as i16));
     let cols = cols.map(|c| &c[..k]);
     let mut r = 0;
     while r < n {
@@ -169,33 +166,102 @@ fn panel_avx2(
         };
         let mut a0 = [_mm256_setzero_si256(); 4];
         let mut a1 = [_mm256_setzero_si256(); 4];
-        let mut i = 0;
-        while i < k16 {
-            let x0 = load_widen(w0[i..i + 16].try_into().expect("16 values"));
-            let x1 = load_widen(w1[i..i + 16].try_into().expect("16 values"));
+        let mut step = |i: usize, mask: Option<__m256i>| {
+            let mut x0 = load_widen(w0[i..i + 16].try_into().expect("16 values"));
+            let mut x1 = load_widen(w1[i..i + 16].try_into().expect("16 values"));
+            if let Some(m) = mask {
+                x0 = _mm256_and_si256(x0, m);
+                x1 = _mm256_and_si256(x1, m);
+            }
             for c in 0..4 {
                 let y = load16(cols[c][i..i + 16].try_into().expect("16 values"));
                 a0[c] = _mm256_add_epi32(a0[c], _mm256_madd_epi16(x0, y));
                 a1[c] = _mm256_add_epi32(a1[c], _mm256_madd_epi16(x1, y));
             }
+        };
+        let mut i = 0;
+        while i < k16 {
+            step(i, None);
             i += 16;
         }
+        if vector_tail {
+            step(k - 16, Some(keep));
+        }
+        let scalar_from = if vector_tail { k } else { k16 };
         let s0 = hsum4(a0);
         for c in 0..4 {
-            tile[r * 4 + c] = bias[r]
-                .wrapping_add(s0[c])
-                .wrapping_add(tail(w0, cols[c], k16, k));
+            tile[r * 4 + c] =
+                bias[r]
+                    .wrapping_add(s0[c])
+                    .wrapping_add(tail(w0, cols[c], scalar_from, k));
         }
         if pair {
             let s1 = hsum4(a1);
             for c in 0..4 {
-                tile[(r + 1) * 4 + c] = bias[r + 1]
-                    .wrapping_add(s1[c])
-                    .wrapping_add(tail(w1, cols[c], k16, k));
+                tile[(r + 1) * 4 + c] =
+                    bias[r + 1]
+                        .wrapping_add(s1[c])
+                        .wrapping_add(tail(w1, cols[c], scalar_from, k));
             }
         }
         r += 2;
     }
+}
+
+/// The fast requantization of a `[row][column]` tile of four columns (the kernels'
+/// `OutQuant::apply` for channels with `shift ≤ −2` or a zero multiplier): for row `r < rows` and
+/// column `c`, with `(m, shift) = pairs[r]` and `sh = (−2 − shift) & 31`,
+/// `out[r·4 + c] = clamp(((((tile[r·4 + c] · m) >> 32) >> sh) + 1 >> 1) + zp, −128, 127)`
+/// (64-bit product, arithmetic shifts). AVX2 when the CPU has it, else the same in scalar code.
+pub(crate) fn requant_fast4(tile: &[i32], pairs: &[[i32; 2]], zp: i32, out: &mut [i32]) {
+    let rows = pairs.len().min(tile.len() / 4).min(out.len() / 4);
+    let done = if has_avx2() {
+        // SAFETY: `requant_avx2` needs only AVX2, which the CPU has (checked just above).
+        unsafe { requant_avx2(&tile[..4 * rows], &pairs[..rows], zp, &mut out[..4 * rows]) }
+    } else {
+        0
+    };
+    for r in done..rows {
+        let [m, shift] = pairs[r];
+        let sh = ((-2 - shift) as u32) & 31;
+        for c in 0..4 {
+            let hi = ((i64::from(tile[r * 4 + c]) * i64::from(m)) >> 32) as i32;
+            out[r * 4 + c] = ((((hi >> sh) + 1) >> 1) + zp).clamp(-128, 127);
+        }
+    }
+}
+
+/// [`requant_fast4`] on whole pairs of rows (eight lanes: two rows × four columns); returns the
+/// rows done.
+///
+/// VPMULDQ multiplies the even int32 lanes into exact 64-bit products; the odd lanes go through
+/// it after a 32-bit shift. The high halves are the `>> 32` of the scalar code (an arithmetic
+/// shift of a 64-bit value keeps exactly its high word), VPSRAVD is `>>` by a count below 32, and
+/// `|hi| < 2^30` keeps the adds from wrapping.
+#[target_feature(enable = "avx2")]
+fn requant_avx2(tile: &[i32], pairs: &[[i32; 2]], zp: i32, out: &mut [i32]) -> usize {
+    let rows2 = pairs.len() / 2 * 2;
+    let (one, zpv) = (_mm256_set1_epi32(1), _mm256_set1_epi32(zp));
+    let (lo, hi_bound) = (_mm256_set1_epi32(-128), _mm256_set1_epi32(127));
+    for r in (0..rows2).step_by(2) {
+        let [m0, s0] = pairs[r];
+        let [m1, s1] = pairs[r + 1];
+        let sh0 = ((-2 - s0) as u32 & 31) as i32;
+        let sh1 = ((-2 - s1) as u32 & 31) as i32;
+        let mv = _mm256_setr_epi32(m0, m0, m0, m0, m1, m1, m1, m1);
+        let shv = _mm256_setr_epi32(sh0, sh0, sh0, sh0, sh1, sh1, sh1, sh1);
+        let a = load8i(tile[r * 4..r * 4 + 8].try_into().expect("8 values"));
+        let even = _mm256_mul_epi32(a, mv);
+        let odd = _mm256_mul_epi32(_mm256_srli_epi64::<32>(a), _mm256_srli_epi64::<32>(mv));
+        let hi = _mm256_blend_epi32::<0b1010_1010>(_mm256_srli_epi64::<32>(even), odd);
+        let v = _mm256_srai_epi32::<1>(_mm256_add_epi32(_mm256_srav_epi32(hi, shv), one));
+        let v = _mm256_min_epi32(_mm256_max_epi32(_mm256_add_epi32(v, zpv), lo), hi_bound);
+        store8i(
+            (&mut out[r * 4..r * 4 + 8]).try_into().expect("8 values"),
+            v,
+        );
+    }
+    rows2
 }
 
 /// `y[i] = ftz::add(y[i], ftz::mul(a, x[i]))` for `i < min(y.len(), x.len())`: AVX2 when the
@@ -649,6 +715,47 @@ mod tests {
                 "round {round}"
             );
             assert_eq!(got, want, "round {round}");
+        }
+    }
+
+    /// The vector requantization against the scalar fast path on extreme accumulators,
+    /// multipliers and shifts.
+    #[test]
+    fn requant_equals_the_scalar_fast_path() {
+        let mut rng = crate::kernels::cases::Rng(11);
+        for rows in 0..20 {
+            for _ in 0..50 {
+                let tile: Vec<i32> = (0..4 * rows)
+                    .map(|_| match rng.next_u32() % 4 {
+                        0 => i32::MIN,
+                        1 => i32::MAX,
+                        _ => (rng.next_u32() as i32) >> (rng.next_u32() % 32),
+                    })
+                    .collect();
+                let pairs: Vec<[i32; 2]> = (0..rows)
+                    .map(|_| match rng.next_u32() % 4 {
+                        0 => [0, (rng.next_u32() % 62) as i32 - 31],
+                        1 => [i32::MAX, -2],
+                        2 => [1 << 30, -31],
+                        _ => [
+                            (1 << 30) + (rng.next_u32() >> 2) as i32,
+                            -2 - (rng.next_u32() % 30) as i32,
+                        ],
+                    })
+                    .collect();
+                let zp = [-128, 127, 0, -7][rows % 4];
+                let mut got = vec![0; 4 * rows];
+                requant_fast4(&tile, &pairs, zp, &mut got);
+                for r in 0..rows {
+                    for c in 0..4 {
+                        let [m, shift] = pairs[r];
+                        let sh = ((-2 - shift) as u32) & 31;
+                        let hi = ((i64::from(tile[r * 4 + c]) * i64::from(m)) >> 32) as i32;
+                        let want = ((((hi >> sh) + 1) >> 1) + zp).clamp(-128, 127);
+                        assert_eq!(got[r * 4 + c], want, "row {r} col {c} m {m} shift {shift}");
+                    }
+                }
+            }
         }
     }
 }
