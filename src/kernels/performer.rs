@@ -145,6 +145,21 @@ impl<'a> PerformerS8<'a> {
         let half_norm = norm as f32 * (scale * scale * 0.5);
         let dot_scale = scale * self.w_scale;
         let inv_sqrt_m = self.inv_sqrt_m;
+        #[cfg(vitae_x86)]
+        if super::host_simd() == super::HostSimd::Avx2 {
+            // The same operations per element, eight features at a time.
+            crate::arch::x86::performer_features(
+                self.w,
+                self.emb,
+                z,
+                dot_scale,
+                half_norm,
+                inv_sqrt_m,
+                FEATURE_ARG_MIN,
+                phi,
+            );
+            return;
+        }
         if cfg!(vitae_mve) {
             // The exact integer dots of all rows first (Helium: the token stays in registers),
             // their bits parked in `phi`; then exponents and exponentials in one element-wise

@@ -264,6 +264,99 @@ fn requant_avx2(tile: &[i32], pairs: &[[i32; 2]], zp: i32, out: &mut [i32]) -> u
     rows2
 }
 
+/// The performer's features of one token: for each row `i` of the int16 matrix `w` (`e`
+/// columns, `e ≤ 511`), `phi[i] = exp_cut(d_i as f32 · dot_scale − half_norm, cut) · inv_sqrt_m`
+/// with the exact dot product `d_i = Σ_c w[i·e + c] · z[c]` (what
+/// `kernels::performer::PerformerS8::features_of` computes, element by element). AVX2 when the
+/// CPU has it: the dots by VPMADDWD (int16 × int8 products are at most 2^22, pairs 2^23, a row
+/// below 2^31), the exponentials eight at a time ([`exp_cut8`], for the finite arguments these
+/// scales give); the scalar definition otherwise.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn performer_features(
+    w: &[i16],
+    e: usize,
+    z: &[i8],
+    dot_scale: f32,
+    half_norm: f32,
+    inv_sqrt_m: f32,
+    cut: f32,
+    phi: &mut [f32],
+) {
+    if e == 0 || e > 511 || z.len() < e {
+        return;
+    }
+    let finite = dot_scale.is_finite() && half_norm.is_finite() && inv_sqrt_m.is_finite();
+    if finite && has_avx2() {
+        // SAFETY: `features_avx2` needs only AVX2, which the CPU has (checked just above).
+        unsafe { features_avx2(w, e, &z[..e], dot_scale, half_norm, inv_sqrt_m, cut, phi) }
+    } else {
+        for (ph, row) in phi.iter_mut().zip(w.chunks_exact(e)) {
+            let d: i32 = row
+                .iter()
+                .zip(z)
+                .map(|(&a, &b)| i32::from(a) * i32::from(b))
+                .sum();
+            *ph = crate::math::exp_cut(d as f32 * dot_scale - half_norm, cut) * inv_sqrt_m;
+        }
+    }
+}
+
+/// [`performer_features`] with AVX2.
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+fn features_avx2(
+    w: &[i16],
+    e: usize,
+    z: &[i8],
+    dot_scale: f32,
+    half_norm: f32,
+    inv_sqrt_m: f32,
+    cut: f32,
+    phi: &mut [f32],
+) {
+    // The token widened once, zero-padded to whole blocks of sixteen: a row's last block may
+    // read the next row's weights, which meet these zeros.
+    let mut zw = [0i16; 512 + 16];
+    for (d, &v) in zw.iter_mut().zip(z) {
+        *d = i16::from(v);
+    }
+    let blocks = e.div_ceil(16);
+    let rows = phi.len().min(w.len() / e);
+    let mut dots = [0i32; 8];
+    let mut i0 = 0;
+    while i0 < rows {
+        let n = (rows - i0).min(8);
+        for (j, d) in dots.iter_mut().enumerate().take(n) {
+            let row = (i0 + j) * e;
+            *d = if row + blocks * 16 <= w.len() {
+                let mut acc = _mm256_setzero_si256();
+                for b in 0..blocks {
+                    let x = load16(w[row + 16 * b..][..16].try_into().expect("16 values"));
+                    let y = load16(zw[16 * b..][..16].try_into().expect("16 values"));
+                    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(x, y));
+                }
+                let zero = _mm256_setzero_si256();
+                hsum4([acc, zero, zero, zero])[0]
+            } else {
+                w[row..row + e]
+                    .iter()
+                    .zip(z)
+                    .map(|(&a, &b)| i32::from(a) * i32::from(b))
+                    .sum()
+            };
+        }
+        let x = _mm256_sub_ps(
+            _mm256_mul_ps(_mm256_cvtepi32_ps(load8i(&dots)), _mm256_set1_ps(dot_scale)),
+            _mm256_set1_ps(half_norm),
+        );
+        let f = _mm256_mul_ps(exp_cut8(x, cut), _mm256_set1_ps(inv_sqrt_m));
+        let mut out = [0.0f32; 8];
+        store8(&mut out, f);
+        phi[i0..i0 + n].copy_from_slice(&out[..n]);
+        i0 += n;
+    }
+}
+
 /// `y[i] = ftz::add(y[i], ftz::mul(a, x[i]))` for `i < min(y.len(), x.len())`: AVX2 when the
 /// CPU has it, else [`ftz::axpy`] (the definition).
 pub(crate) fn axpy_ftz(y: &mut [f32], a: f32, x: &[f32]) {
@@ -756,6 +849,47 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// The features against the scalar definition on extreme weights and tokens.
+    #[test]
+    fn performer_features_equal_the_definition() {
+        let mut rng = crate::kernels::cases::Rng(21);
+        for round in 0..400 {
+            let e = [1, 7, 15, 16, 17, 24, 32, 33, 64, 100, 511][round % 11];
+            let m = (rng.next_u32() % 40 + 1) as usize;
+            let extreme = round % 3 == 0;
+            let w: Vec<i16> = (0..e * m)
+                .map(|_| {
+                    let v = rng.next_u32();
+                    if extreme {
+                        if v % 2 == 0 { i16::MIN } else { i16::MAX }
+                    } else {
+                        v as i16 >> (v % 9)
+                    }
+                })
+                .collect();
+            let z: Vec<i8> = if extreme { vec![-128; e] } else { rng.i8s(e) };
+            let (dot_scale, half_norm, inv) = (
+                [1e-6f32, 3e-4, 0.01][round % 3],
+                [0.0f32, 1.5, 40.0][round % 3],
+                0.125f32,
+            );
+            let cut = -83.17;
+            let mut want = vec![0.0f32; m];
+            for (ph, row) in want.iter_mut().zip(w.chunks_exact(e)) {
+                let d: i32 = row
+                    .iter()
+                    .zip(&z)
+                    .map(|(&a, &b)| i32::from(a) * i32::from(b))
+                    .sum();
+                *ph = crate::math::exp_cut(d as f32 * dot_scale - half_norm, cut) * inv;
+            }
+            let mut got = vec![f32::NAN; m];
+            performer_features(&w, e, &z, dot_scale, half_norm, inv, cut, &mut got);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "round {round} e {e} m {m}");
         }
     }
 }
