@@ -426,6 +426,34 @@ pub(crate) fn attention_dsp(
 pub(crate) trait Quad: super::gemm::Micro {
     /// Stores `v` as value `k` of column `col`.
     fn set16(cols: &mut Self::Cols<'_>, col: usize, k: usize, v: i16);
+    /// Prepares the `t` value rows of a key tile (`v_tile[j·c..][..hd]`) for
+    /// [`Quad::values_times_probabilities`]: by default transposed into `vt` (`hd × KEY_TILE`).
+    #[inline(always)]
+    fn stage_values(v_tile: &[i8], c: usize, t: usize, hd: usize, vt: &mut [i8]) {
+        for (j, row) in v_tile.chunks(c).take(t).enumerate() {
+            for (d, &x) in row[..hd].iter().enumerate() {
+                vt[d * KEY_TILE + j] = x;
+            }
+        }
+    }
+    /// `part[(d − d0)·4 + q] = Σ_{j<t} p_q[j] · v_tile[j·c + d]` for `d` in `dims` and the four
+    /// probability columns `p_q` of `cols`: by default the flavour's panel over the rows of
+    /// `vt`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn values_times_probabilities(
+        v_tile: &[i8],
+        c: usize,
+        t: usize,
+        vt: &[i8],
+        cols: &Self::Cols<'_>,
+        dims: core::ops::Range<usize>,
+        zeros: &[i32],
+        part: &mut [i32],
+    ) {
+        let _ = (v_tile, c);
+        Self::panel(&product_rows(vt, t, KEY_TILE, zeros), cols, dims, part);
+    }
     /// The probabilities of one key tile for the first `nq` queries, as the reference computes
     /// them: `p = round_half_up(exp(scores[j·4 + q]·scale − m[q]) · 32767)` for `j < t`, stored
     /// with [`Quad::set16`] as value `j` of column `q`; returns `Σ_j p` per query. `spare` (at
@@ -467,6 +495,25 @@ impl Quad for super::gemm::Avx2 {
     #[inline(always)]
     fn set16(cols: &mut Self::Cols<'_>, col: usize, k: usize, v: i16) {
         cols.set16(col, k, v);
+    }
+
+    /// Nothing to stage: the products read the value rows where they lie.
+    #[inline(always)]
+    fn stage_values(_: &[i8], _: usize, _: usize, _: usize, _: &mut [i8]) {}
+
+    /// Straight from the value rows, two keys at a time (`crate::arch::x86::values_times_probabilities4`).
+    #[inline(always)]
+    fn values_times_probabilities(
+        v_tile: &[i8],
+        c: usize,
+        t: usize,
+        _vt: &[i8],
+        cols: &Self::Cols<'_>,
+        dims: core::ops::Range<usize>,
+        _zeros: &[i32],
+        part: &mut [i32],
+    ) {
+        crate::arch::x86::values_times_probabilities4(v_tile, c, t, dims, cols.columns(), part);
     }
 
     /// Eight lanes at a time (`crate::arch::x86::probabilities4`, into `spare`), then stored.
@@ -532,11 +579,8 @@ pub(crate) fn attention_quad<M: Quad>(
                     0..t,
                     scores,
                 );
-                for (j, row) in v_h[j0 * c..].chunks(c).take(t).enumerate() {
-                    for (d, &x) in row[..hd].iter().enumerate() {
-                        vt[d * KEY_TILE + j] = x;
-                    }
-                }
+                let v_tile = &v_h[j0 * c..];
+                M::stage_values(v_tile, c, t, hd, vt);
                 let mut tile_state = [(0.0f32, 0.0f32, 0i32); DSP_QUERIES];
                 let mut m4 = [0.0f32; 4];
                 for (col, (o, ts)) in st.iter().zip(tile_state.iter_mut()).enumerate().take(nq) {
@@ -556,7 +600,7 @@ pub(crate) fn attention_quad<M: Quad>(
                 // P·V, a tile of value dimensions at a time: part[d·4 + col].
                 for d0 in (0..hd).step_by(TILE) {
                     let d1 = (d0 + TILE).min(hd);
-                    M::panel(&product_rows(vt, t, KEY_TILE, zeros), &pcols, d0..d1, part);
+                    M::values_times_probabilities(v_tile, c, t, vt, &pcols, d0..d1, zeros, part);
                     for (col, (o, &(m_new, corr, psum))) in
                         st.iter_mut().zip(&tile_state).enumerate().take(nq)
                     {

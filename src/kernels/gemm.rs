@@ -747,6 +747,12 @@ impl Avx2Cols<'_> {
         }
     }
 
+    /// The four columns (attention reads its probabilities from them).
+    #[inline(always)]
+    pub(crate) fn columns(&self) -> [&[i16]; 4] {
+        self.each()
+    }
+
     /// The four columns.
     #[inline(always)]
     fn each(&self) -> [&[i16]; 4] {

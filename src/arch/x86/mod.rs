@@ -357,6 +357,105 @@ fn features_avx2(
     }
 }
 
+/// Attention's probabilities × values without transposing the values: for `d` in `dims` and
+/// the four probability columns `p[q]` (int16, `0..=32767`),
+/// `part[(d − dims.start)·4 + q] = Σ_{j<t} p[q][j] · v[j·c + d]` (wrapping, as every sum here:
+/// a probability times an int8 is below 2^22, a key tile of 64 below 2^28). AVX2 when the CPU has
+/// it and the buffers fit; the scalar definition otherwise.
+pub(crate) fn values_times_probabilities4(
+    v: &[i8],
+    c: usize,
+    t: usize,
+    dims: core::ops::Range<usize>,
+    p: [&[i16]; 4],
+    part: &mut [i32],
+) {
+    let fits = t > 0
+        && dims.start <= dims.end
+        && part.len() >= 4 * dims.len()
+        && p.iter().all(|col| col.len() >= t)
+        && (t - 1)
+            .checked_mul(c)
+            .and_then(|e| e.checked_add(dims.end))
+            .is_some_and(|e| e <= v.len());
+    if fits && has_avx2() {
+        // SAFETY: `pv_avx2` needs only AVX2, which the CPU has (checked just above).
+        unsafe { pv_avx2(v, c, t, dims, p, part) }
+    } else {
+        for (i, d) in dims.enumerate() {
+            for (q, col) in p.iter().enumerate() {
+                let mut acc = 0i32;
+                for (j, &pj) in col.iter().enumerate().take(t) {
+                    if let Some(&x) = v.get(j * c + d) {
+                        acc = acc.wrapping_add(i32::from(pj) * i32::from(x));
+                    }
+                }
+                if let Some(o) = part.get_mut(i * 4 + q) {
+                    *o = acc;
+                }
+            }
+        }
+    }
+}
+
+/// [`values_times_probabilities4`] with AVX2: eight value dimensions × four queries per step,
+/// keys in pairs. The two keys' values are interleaved into int16 pairs and VPMADDWD multiplies
+/// them by the queries' probability pairs: exact int32 sums of exact products.
+#[target_feature(enable = "avx2")]
+fn pv_avx2(
+    v: &[i8],
+    c: usize,
+    t: usize,
+    dims: core::ops::Range<usize>,
+    p: [&[i16]; 4],
+    part: &mut [i32],
+) {
+    let d0 = dims.start;
+    let len = dims.len();
+    let len8 = len / 8 * 8;
+    // Probability pairs (key j in the low half, j + 1 in the high half), per query.
+    let pair = |q: usize, j: usize| -> i32 {
+        let hi = if j + 1 < t { p[q][j + 1] } else { 0 };
+        (p[q][j] as u16 as u32 | (hi as u16 as u32) << 16) as i32
+    };
+    for i in (0..len8).step_by(8) {
+        let mut acc = [_mm256_setzero_si256(); 4];
+        let mut j = 0;
+        while j < t {
+            let a: &[i8; 8] = v[j * c + d0 + i..][..8].try_into().expect("8 values");
+            let b: [i8; 8] = if j + 1 < t {
+                v[(j + 1) * c + d0 + i..][..8].try_into().expect("8 values")
+            } else {
+                [0; 8]
+            };
+            let mut ab = [0i8; 16];
+            for k in 0..8 {
+                ab[2 * k] = a[k];
+                ab[2 * k + 1] = b[k];
+            }
+            let x = load_widen(&ab);
+            for (q, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_add_epi32(*a, _mm256_madd_epi16(x, _mm256_set1_epi32(pair(q, j))));
+            }
+            j += 2;
+        }
+        for (q, a) in acc.iter().enumerate() {
+            let mut lanes = [0i32; 8];
+            store8i(&mut lanes, *a);
+            for (k, &x) in lanes.iter().enumerate() {
+                part[(i + k) * 4 + q] = x;
+            }
+        }
+    }
+    for i in len8..len {
+        for (q, col) in p.iter().enumerate() {
+            part[i * 4 + q] = col[..t].iter().enumerate().fold(0i32, |acc, (j, &pj)| {
+                acc.wrapping_add(i32::from(pj) * i32::from(v[j * c + d0 + i]))
+            });
+        }
+    }
+}
+
 /// `y[i] = ftz::add(y[i], ftz::mul(a, x[i]))` for `i < min(y.len(), x.len())`: AVX2 when the
 /// CPU has it, else [`ftz::axpy`] (the definition).
 pub(crate) fn axpy_ftz(y: &mut [f32], a: f32, x: &[f32]) {
@@ -890,6 +989,50 @@ mod tests {
             performer_features(&w, e, &z, dot_scale, half_norm, inv, cut, &mut got);
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&got), bits(&want), "round {round} e {e} m {m}");
+        }
+    }
+
+    /// Probabilities × values against the plain sums, on random and extreme values (32767 ×
+    /// −128 everywhere), odd tile lengths and dimension ranges with remainders.
+    #[test]
+    fn values_times_probabilities_equal_the_sums() {
+        let mut rng = crate::kernels::cases::Rng(33);
+        for round in 0..600 {
+            let t = (rng.next_u32() % 64 + 1) as usize;
+            let hd = (rng.next_u32() % 70 + 1) as usize;
+            let c = hd + (rng.next_u32() % 3) as usize * 8;
+            let extreme = round % 4 == 0;
+            let v: Vec<i8> = if extreme {
+                vec![-128; t * c]
+            } else {
+                rng.i8s(t * c)
+            };
+            let cols: Vec<Vec<i16>> = (0..4)
+                .map(|_| {
+                    (0..64)
+                        .map(|_| {
+                            if extreme {
+                                32767
+                            } else {
+                                (rng.next_u32() % 32768) as i16
+                            }
+                        })
+                        .collect()
+                })
+                .collect();
+            let p = [&cols[0][..], &cols[1][..], &cols[2][..], &cols[3][..]];
+            let d0 = (rng.next_u32() as usize) % hd;
+            let dims = d0..hd;
+            let mut got = vec![7i32; 4 * dims.len()];
+            values_times_probabilities4(&v, c, t, dims.clone(), p, &mut got);
+            for (i, d) in dims.enumerate() {
+                for q in 0..4 {
+                    let want: i32 = (0..t)
+                        .map(|j| i32::from(p[q][j]) * i32::from(v[j * c + d]))
+                        .sum();
+                    assert_eq!(got[i * 4 + q], want, "round {round} d {d} q {q}");
+                }
+            }
         }
     }
 }
