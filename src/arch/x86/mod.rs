@@ -134,6 +134,34 @@ fn tail(w: &[i8], col: &[i16], k16: usize, k: usize) -> i32 {
         })
 }
 
+/// One step of [`panel_avx2`]: the sixteen values from `i` of two weight rows (masked by
+/// `mask`) times the four columns, into the two rows' accumulators.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn mac2x4(
+    w0: &[i8],
+    w1: &[i8],
+    cols: [&[i16]; 4],
+    i: usize,
+    mask: __m256i,
+    a0: &mut [__m256i; 4],
+    a1: &mut [__m256i; 4],
+) {
+    let x0 = _mm256_and_si256(
+        load_widen(w0[i..i + 16].try_into().expect("16 values")),
+        mask,
+    );
+    let x1 = _mm256_and_si256(
+        load_widen(w1[i..i + 16].try_into().expect("16 values")),
+        mask,
+    );
+    for c in 0..4 {
+        let y = load16(cols[c][i..i + 16].try_into().expect("16 values"));
+        a0[c] = _mm256_add_epi32(a0[c], _mm256_madd_epi16(x0, y));
+        a1[c] = _mm256_add_epi32(a1[c], _mm256_madd_epi16(x1, y));
+    }
+}
+
 /// [`panel_1x4`] with AVX2: two rows × four columns per step, sixteen values of `k` at a time
 /// (VPMADDWD into eight int32 accumulators). For `k ≥ 16` the remainder is one more step over
 /// the *last* sixteen values with the weights of the values already counted masked to zero
@@ -154,7 +182,8 @@ fn panel_avx2(
     // Lanes 16 − rem.. of the last sixteen values are new: keep those weights only.
     let lane = _mm256_setr_epi16(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     let keep = _mm256_cmpgt_epi16(lane, _mm256_set1_epi16(15 - rem as i16));
-    let cols = cols.map(|c| &c[..k]);
+    let cols = [&cols[0][..k], &cols[1][..k], &cols[2][..k], &cols[3][..k]];
+    let all = _mm256_set1_epi32(-1);
     let mut r = 0;
     while r < n {
         let pair = r + 1 < n;
@@ -166,26 +195,13 @@ fn panel_avx2(
         };
         let mut a0 = [_mm256_setzero_si256(); 4];
         let mut a1 = [_mm256_setzero_si256(); 4];
-        let mut step = |i: usize, mask: Option<__m256i>| {
-            let mut x0 = load_widen(w0[i..i + 16].try_into().expect("16 values"));
-            let mut x1 = load_widen(w1[i..i + 16].try_into().expect("16 values"));
-            if let Some(m) = mask {
-                x0 = _mm256_and_si256(x0, m);
-                x1 = _mm256_and_si256(x1, m);
-            }
-            for c in 0..4 {
-                let y = load16(cols[c][i..i + 16].try_into().expect("16 values"));
-                a0[c] = _mm256_add_epi32(a0[c], _mm256_madd_epi16(x0, y));
-                a1[c] = _mm256_add_epi32(a1[c], _mm256_madd_epi16(x1, y));
-            }
-        };
         let mut i = 0;
         while i < k16 {
-            step(i, None);
+            mac2x4(w0, w1, cols, i, all, &mut a0, &mut a1);
             i += 16;
         }
         if vector_tail {
-            step(k - 16, Some(keep));
+            mac2x4(w0, w1, cols, k - 16, keep, &mut a0, &mut a1);
         }
         let scalar_from = if vector_tail { k } else { k16 };
         let s0 = hsum4(a0);
