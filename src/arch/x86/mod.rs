@@ -429,41 +429,50 @@ fn pv_avx2(
     let d0 = dims.start;
     let len = dims.len();
     let len8 = len / 8 * 8;
-    // Probability pairs (key j in the low half, j + 1 in the high half), per query.
-    let pair = |q: usize, j: usize| -> i32 {
-        let hi = if j + 1 < t { p[q][j + 1] } else { 0 };
-        (p[q][j] as u16 as u32 | (hi as u16 as u32) << 16) as i32
-    };
-    for i in (0..len8).step_by(8) {
-        let mut acc = [_mm256_setzero_si256(); 4];
-        let mut j = 0;
-        while j < t {
-            let a: &[i8; 8] = v[j * c + d0 + i..][..8].try_into().expect("8 values");
-            let b: [i8; 8] = if j + 1 < t {
-                v[(j + 1) * c + d0 + i..][..8].try_into().expect("8 values")
-            } else {
-                [0; 8]
-            };
-            let mut ab = [0i8; 16];
-            for k in 0..8 {
-                ab[2 * k] = a[k];
-                ab[2 * k + 1] = b[k];
-            }
-            let x = load_widen(&ab);
-            for (q, a) in acc.iter_mut().enumerate() {
-                *a = _mm256_add_epi32(*a, _mm256_madd_epi16(x, _mm256_set1_epi32(pair(q, j))));
-            }
-            j += 2;
+    // Probability pairs (key j in the low half, j + 1 in the high half, 0 past the tile), per
+    // query, as the int32 lanes VPMADDWD pairs with the interleaved values.
+    let pairs = t.div_ceil(2);
+    let mut pp = [[0i32; 32]; 4];
+    for (q, row) in pp.iter_mut().enumerate() {
+        for (jj, x) in row.iter_mut().enumerate().take(pairs.min(32)) {
+            let j = 2 * jj;
+            let hi = if j + 1 < t { p[q][j + 1] } else { 0 };
+            *x = (p[q][j] as u16 as u32 | (hi as u16 as u32) << 16) as i32;
         }
-        for (q, a) in acc.iter().enumerate() {
-            let mut lanes = [0i32; 8];
-            store8i(&mut lanes, *a);
-            for (k, &x) in lanes.iter().enumerate() {
-                part[(i + k) * 4 + q] = x;
+    }
+    // Eight values of a row as the low half of a vector (no pointer: a 64-bit move).
+    let row8 = |at: usize| -> __m128i {
+        let b: [i8; 8] = v[at..at + 8].try_into().expect("8 values");
+        _mm_cvtsi64_si128(i64::from_le_bytes(b.map(|x| x as u8)))
+    };
+    if t <= 64 {
+        for i in (0..len8).step_by(8) {
+            let mut acc = [_mm256_setzero_si256(); 4];
+            for jj in 0..pairs {
+                let j = 2 * jj;
+                let a = row8(j * c + d0 + i);
+                let b = if j + 1 < t {
+                    row8((j + 1) * c + d0 + i)
+                } else {
+                    _mm_setzero_si128()
+                };
+                // v_j[d], v_{j+1}[d] for the eight d, widened to int16 pairs.
+                let x = _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(a, b));
+                for (q, a) in acc.iter_mut().enumerate() {
+                    *a = _mm256_add_epi32(*a, _mm256_madd_epi16(x, _mm256_set1_epi32(pp[q][jj])));
+                }
+            }
+            for (q, a) in acc.iter().enumerate() {
+                let mut lanes = [0i32; 8];
+                store8i(&mut lanes, *a);
+                for (k, &x) in lanes.iter().enumerate() {
+                    part[(i + k) * 4 + q] = x;
+                }
             }
         }
     }
-    for i in len8..len {
+    let scalar_from = if t <= 64 { len8 } else { 0 };
+    for i in scalar_from..len {
         for (q, col) in p.iter().enumerate() {
             part[i * 4 + q] = col[..t].iter().enumerate().fold(0i32, |acc, (j, &pj)| {
                 acc.wrapping_add(i32::from(pj) * i32::from(v[j * c + d0 + i]))
