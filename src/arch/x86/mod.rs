@@ -432,12 +432,12 @@ fn pv_avx2(
     // Probability pairs (key j in the low half, j + 1 in the high half, 0 past the tile), per
     // query, as the int32 lanes VPMADDWD pairs with the interleaved values.
     let pairs = t.div_ceil(2);
-    let mut pp = [[0i32; 32]; 4];
-    for (q, row) in pp.iter_mut().enumerate() {
-        for (jj, x) in row.iter_mut().enumerate().take(pairs.min(32)) {
-            let j = 2 * jj;
-            let hi = if j + 1 < t { p[q][j + 1] } else { 0 };
-            *x = (p[q][j] as u16 as u32 | (hi as u16 as u32) << 16) as i32;
+    let mut pp = [[0i32; 4]; 32];
+    for (jj, row) in pp.iter_mut().enumerate().take(pairs.min(32)) {
+        let j = 2 * jj;
+        for (x, col) in row.iter_mut().zip(p) {
+            let hi = if j + 1 < t { col[j + 1] } else { 0 };
+            *x = (col[j] as u16 as u32 | (hi as u16 as u32) << 16) as i32;
         }
     }
     // Eight values of a row as the low half of a vector (no pointer: a 64-bit move).
@@ -448,7 +448,7 @@ fn pv_avx2(
     if t <= 64 {
         for i in (0..len8).step_by(8) {
             let mut acc = [_mm256_setzero_si256(); 4];
-            for jj in 0..pairs {
+            for (jj, pq) in pp.iter().enumerate().take(pairs) {
                 let j = 2 * jj;
                 let a = row8(j * c + d0 + i);
                 let b = if j + 1 < t {
@@ -458,8 +458,8 @@ fn pv_avx2(
                 };
                 // v_j[d], v_{j+1}[d] for the eight d, widened to int16 pairs.
                 let x = _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(a, b));
-                for (q, a) in acc.iter_mut().enumerate() {
-                    *a = _mm256_add_epi32(*a, _mm256_madd_epi16(x, _mm256_set1_epi32(pp[q][jj])));
+                for (a, &pv) in acc.iter_mut().zip(pq) {
+                    *a = _mm256_add_epi32(*a, _mm256_madd_epi16(x, _mm256_set1_epi32(pv)));
                 }
             }
             for (q, a) in acc.iter().enumerate() {
