@@ -481,6 +481,144 @@ fn pv_avx2(
     }
 }
 
+/// [`crate::quant::round_to_i8`] of eight lanes, as int32 in `[−128, 127]`: `trunc(y + 128.5)`
+/// clamped to `[0, 255]`, minus 128. VCVTTPS2DQ gives `i32::MIN` where Rust's `as i32` saturates
+/// upward (at or above 2^31), so the sum is first capped at 256 with a VMINPS whose NaN lanes
+/// stay NaN (they convert to `i32::MIN` and clamp to 0, as Rust's NaN → 0 does).
+#[target_feature(enable = "avx2")]
+#[inline]
+fn round_to_i8_8(y: __m256) -> __m256i {
+    let t = _mm256_min_ps(
+        _mm256_set1_ps(256.0),
+        _mm256_add_ps(y, _mm256_set1_ps(128.5)),
+    );
+    let i = _mm256_cvttps_epi32(t);
+    let i = _mm256_min_epi32(
+        _mm256_max_epi32(i, _mm256_setzero_si256()),
+        _mm256_set1_epi32(255),
+    );
+    _mm256_sub_epi32(i, _mm256_set1_epi32(128))
+}
+
+/// Eight int8 values widened to int32 lanes (a 64-bit move, no pointer).
+#[target_feature(enable = "avx2")]
+#[inline]
+fn load8_i8(v: &[i8]) -> __m256i {
+    let b: [i8; 8] = v[..8].try_into().expect("8 values");
+    _mm256_cvtepi8_epi32(_mm_cvtsi64_si128(i64::from_le_bytes(b.map(|x| x as u8))))
+}
+
+/// Stores eight int32 lanes (each in int8 range) as int8.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn store8_i8(dst: &mut [i8], v: __m256i) {
+    let mut lanes = [0i32; 8];
+    store8i(&mut lanes, v);
+    for (d, &x) in dst[..8].iter_mut().zip(&lanes) {
+        *d = x as i8;
+    }
+}
+
+/// The requantizing add `out[i] = round_to_i8(a[i]·ra + b[i]·rb + c)` (`kernels::elementwise`'s
+/// `AddS8`, the same operations in the same order), with `a` read from `out` when it is `None`
+/// (in place). AVX2 when the CPU has it, else the scalar code.
+pub(crate) fn add_s8(ra: f32, rb: f32, c: f32, a: Option<&[i8]>, b: &[i8], out: &mut [i8]) {
+    let n = out
+        .len()
+        .min(b.len())
+        .min(a.map_or(usize::MAX, <[i8]>::len));
+    let one = |x: i8, z: i8| crate::quant::round_to_i8(x as f32 * ra + z as f32 * rb + c);
+    let done = if has_avx2() {
+        // SAFETY: `add_avx2` needs only AVX2, which the CPU has (checked just above).
+        unsafe { add_avx2(ra, rb, c, a, &b[..n], &mut out[..n]) }
+    } else {
+        0
+    };
+    for i in done..n {
+        let x = a.map_or(out[i], |a| a[i]);
+        out[i] = one(x, b[i]);
+    }
+}
+
+/// [`add_s8`] on whole blocks of eight; returns the values done.
+#[target_feature(enable = "avx2")]
+fn add_avx2(ra: f32, rb: f32, c: f32, a: Option<&[i8]>, b: &[i8], out: &mut [i8]) -> usize {
+    let n8 = out.len() / 8 * 8;
+    let (rav, rbv, cv) = (_mm256_set1_ps(ra), _mm256_set1_ps(rb), _mm256_set1_ps(c));
+    for i in (0..n8).step_by(8) {
+        let x = match a {
+            Some(a) => load8_i8(&a[i..]),
+            None => load8_i8(&out[i..]),
+        };
+        let z = load8_i8(&b[i..]);
+        let y = _mm256_add_ps(
+            _mm256_add_ps(
+                _mm256_mul_ps(_mm256_cvtepi32_ps(x), rav),
+                _mm256_mul_ps(_mm256_cvtepi32_ps(z), rbv),
+            ),
+            cv,
+        );
+        store8_i8(&mut out[i..], round_to_i8_8(y));
+    }
+    n8
+}
+
+/// One LayerNorm token's output stage (`kernels::layernorm`):
+/// `y[i] = round_to_i8(((c·x[i] − sum) as f32 · f) · gain[i] + offset[i])`. AVX2 when the CPU
+/// has it (`c·x − sum` is exact in int32: fewer than 2^16 channels of int8), else the scalar
+/// code.
+pub(crate) fn layernorm_row(
+    x: &[i8],
+    c: i32,
+    sum: i32,
+    f: f32,
+    gain: &[f32],
+    offset: &[f32],
+    y: &mut [i8],
+) {
+    let n = x.len().min(y.len()).min(gain.len()).min(offset.len());
+    let done = if has_avx2() {
+        // SAFETY: `layernorm_avx2` needs only AVX2, which the CPU has (checked just above).
+        unsafe { layernorm_avx2(&x[..n], c, sum, f, &gain[..n], &offset[..n], &mut y[..n]) }
+    } else {
+        0
+    };
+    for i in done..n {
+        let centered = (c * x[i] as i32 - sum) as f32;
+        y[i] = crate::quant::round_to_i8(centered * f * gain[i] + offset[i]);
+    }
+}
+
+/// [`layernorm_row`] on whole blocks of eight; returns the values done.
+#[target_feature(enable = "avx2")]
+fn layernorm_avx2(
+    x: &[i8],
+    c: i32,
+    sum: i32,
+    f: f32,
+    gain: &[f32],
+    offset: &[f32],
+    y: &mut [i8],
+) -> usize {
+    let n8 = y.len() / 8 * 8;
+    let (cv, sv, fv) = (
+        _mm256_set1_epi32(c),
+        _mm256_set1_epi32(sum),
+        _mm256_set1_ps(f),
+    );
+    for i in (0..n8).step_by(8) {
+        let centered = _mm256_cvtepi32_ps(_mm256_sub_epi32(
+            _mm256_mullo_epi32(cv, load8_i8(&x[i..])),
+            sv,
+        ));
+        let g = load8(gain[i..i + 8].try_into().expect("8 values"));
+        let b = load8(offset[i..i + 8].try_into().expect("8 values"));
+        let v = _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(centered, fv), g), b);
+        store8_i8(&mut y[i..], round_to_i8_8(v));
+    }
+    n8
+}
+
 /// `y[i] = ftz::add(y[i], ftz::mul(a, x[i]))` for `i < min(y.len(), x.len())`: AVX2 when the
 /// CPU has it, else [`ftz::axpy`] (the definition).
 pub(crate) fn axpy_ftz(y: &mut [f32], a: f32, x: &[f32]) {
@@ -1058,6 +1196,121 @@ mod tests {
                     assert_eq!(got[i * 4 + q], want, "round {round} d {d} q {q}");
                 }
             }
+        }
+    }
+
+    /// The eight-lane int8 rounding against `round_to_i8` on every edge: halves, the int8
+    /// limits, values past 2^31 either way, infinities, NaN, random bit patterns.
+    #[test]
+    fn int8_rounding_lanes_equal_the_scalar_function() {
+        if !has_avx2() {
+            return;
+        }
+        let mut xs: Vec<f32> = vec![
+            f32::NAN,
+            -f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            0.0,
+            -0.0,
+            0.5,
+            -0.5,
+            1.5,
+            -1.5,
+            126.5,
+            127.5,
+            -128.5,
+            -127.5,
+            -129.0,
+            128.0,
+            2147483520.0,
+            2147483648.0,
+            -2147483648.0,
+            -2147483904.0,
+            3e38,
+            -3e38,
+            f32::MAX,
+            f32::MIN,
+        ];
+        let mut rng = crate::kernels::cases::Rng(77);
+        xs.extend((0..40_000).map(|_| f32::from_bits(rng.next_u32())));
+        xs.extend((0..40_000).map(|_| (rng.next_u32() as i32 >> 20) as f32 / 8.0));
+        while xs.len() % 8 != 0 {
+            xs.push(0.25);
+        }
+        for x8 in xs.chunks_exact(8) {
+            let x8: &[f32; 8] = x8.try_into().unwrap();
+            let mut got = [0i32; 8];
+            // SAFETY: AVX2 is present (checked above).
+            unsafe { store8i(&mut got, round_to_i8_8(load8(x8))) };
+            for (g, &x) in got.iter().zip(x8) {
+                assert_eq!(
+                    *g,
+                    i32::from(crate::quant::round_to_i8(x)),
+                    "round_to_i8({x:e})"
+                );
+            }
+        }
+    }
+
+    /// The add and the LayerNorm output stage against their scalar definitions, on every int8
+    /// pair, extreme factors and lengths with remainders.
+    #[test]
+    fn add_and_layernorm_rows_equal_the_definitions() {
+        let all: Vec<(i8, i8)> = (-128..=127i32)
+            .flat_map(|a| (-128..=127i32).map(move |b| (a as i8, b as i8)))
+            .collect();
+        let (a, b): (Vec<i8>, Vec<i8>) = all.into_iter().unzip();
+        let factors = [
+            (0.5f32, 0.25f32, 3.0f32),
+            (crate::kernels::FACTOR_MIN, crate::kernels::FACTOR_MAX, 0.0),
+            (
+                crate::kernels::FACTOR_MAX,
+                -crate::kernels::FACTOR_MAX,
+                -7.5,
+            ),
+            (1.0, 1.0, 0.5),
+        ];
+        for (ra, rb, c) in factors {
+            for len in [a.len(), 13, 7, 0] {
+                let want: Vec<i8> = a[..len]
+                    .iter()
+                    .zip(&b[..len])
+                    .map(|(&x, &z)| crate::quant::round_to_i8(x as f32 * ra + z as f32 * rb + c))
+                    .collect();
+                let mut got = vec![0i8; len];
+                add_s8(ra, rb, c, Some(&a[..len]), &b[..len], &mut got);
+                assert_eq!(got, want, "add {ra} {rb} {c} len {len}");
+                let mut in_place = a[..len].to_vec();
+                add_s8(ra, rb, c, None, &b[..len], &mut in_place);
+                assert_eq!(in_place, want, "add in place {ra} {rb} {c} len {len}");
+            }
+        }
+        let mut rng = crate::kernels::cases::Rng(8);
+        for round in 0..500 {
+            let n = (rng.next_u32() % 300 + 1) as usize;
+            let x: Vec<i8> = if round % 5 == 0 {
+                vec![-128; n]
+            } else {
+                rng.i8s(n)
+            };
+            let sum: i32 = x.iter().map(|&v| i32::from(v)).sum();
+            let gain: Vec<f32> = (0..n)
+                .map(|i| [0.0, 1.0, crate::kernels::FACTOR_MAX, -0.75][(i + round) % 4])
+                .collect();
+            let offset: Vec<f32> = (0..n)
+                .map(|i| [0.0, -3.5, 1e3, 0.5][(i * 3 + round) % 4])
+                .collect();
+            let f = [1.0f32, 2f32.powi(-49), 2f32.powi(32), 0.01][round % 4];
+            let want: Vec<i8> = (0..n)
+                .map(|i| {
+                    let centered = (n as i32 * x[i] as i32 - sum) as f32;
+                    crate::quant::round_to_i8(centered * f * gain[i] + offset[i])
+                })
+                .collect();
+            let mut got = vec![0i8; n];
+            layernorm_row(&x, n as i32, sum, f, &gain, &offset, &mut got);
+            assert_eq!(got, want, "layernorm round {round}");
         }
     }
 }
