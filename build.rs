@@ -1,17 +1,25 @@
 //! Picks the kernel implementations for the target being built, as `--cfg` flags:
 //! `vitae_dsp` for Armv7E-M / Armv8-M Mainline cores with the DSP extension (SMLAD, SXTB16), and
-//! `vitae_mve` for Armv8.1-M cores with Helium (integer MVE). Host builds get neither and run the
-//! scalar reference kernels.
+//! `vitae_mve` for Armv8.1-M cores with Helium (integer MVE). Host builds get neither; x86-64
+//! host builds with the `std` feature get `vitae_x86`: kernels that choose AVX2 at run time (with
+//! the scalar reference as the fallback, see `kernels::host_simd`).
 
 use std::env;
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(vitae_dsp)");
     println!("cargo::rustc-check-cfg=cfg(vitae_mve)");
+    println!("cargo::rustc-check-cfg=cfg(vitae_x86)");
     println!("cargo::rerun-if-env-changed=CARGO_ENCODED_RUSTFLAGS");
     println!("cargo::rerun-if-env-changed=VITAE_FORCE_REFERENCE");
 
     let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
+    if arch == "x86_64"
+        && env::var_os("CARGO_FEATURE_STD").is_some()
+        && env::var_os("VITAE_FORCE_REFERENCE").is_none()
+    {
+        println!("cargo::rustc-cfg=vitae_x86");
+    }
     if arch != "arm" || env::var_os("VITAE_FORCE_REFERENCE").is_some() {
         return;
     }

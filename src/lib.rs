@@ -100,7 +100,9 @@
 //! * **fp16**: weights and activations are stored as IEEE binary16 and computed in f32 (the same
 //!   basic operations, same order on every target).
 //!
-//! Optimized kernels (Cortex-M4/M7 DSP, Cortex-M55 Helium) reorder only exact integer sums, so
+//! Optimized kernels (Cortex-M4/M7 DSP, Cortex-M55 Helium, and the host engine's x86-64 AVX2
+//! paths, chosen at run time by `kernels::host_simd` in std builds) reorder only exact integer
+//! sums and run their f32 steps lane by lane with the scalar code's operations in its order, so
 //! they equal the scalar reference bit for bit; the tests check this on the host and under QEMU.
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 #![deny(missing_docs)]

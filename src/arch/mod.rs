@@ -14,3 +14,7 @@ pub(crate) mod mve;
 // (single-precision FPU) does not enable; Helium cores have it.
 #[cfg(all(target_arch = "arm", vitae_mve))]
 pub(crate) mod fpu;
+
+// The host engine's x86-64 paths (AVX2 chosen at run time).
+#[cfg(vitae_x86)]
+pub(crate) mod x86;

@@ -217,8 +217,9 @@ fn output(acc: &[f32], l: f32, p: &AttentionS8, out: &mut [i8]) {
 }
 
 /// The attention the runtime runs: blocks of queries through tiled integer matrix products on
-/// Cortex-M4/M7 (SMLAD) and Cortex-M55 (VMLADAVA, vectorized exponentials), bit-identical to
-/// [`attention_s8_reference`]; the reference on the host.
+/// Cortex-M4/M7 (SMLAD), Cortex-M55 (VMLADAVA, vectorized exponentials) and x86-64 hosts with
+/// AVX2 (VPMADDWD, eight-lane exponentials), bit-identical to [`attention_s8_reference`];
+/// otherwise the reference.
 pub fn attention_s8(
     p: &AttentionS8,
     q: &[i8],
@@ -237,6 +238,10 @@ pub fn attention_s8(
     }
     #[cfg(not(any(vitae_dsp, vitae_mve)))]
     {
+        #[cfg(vitae_x86)]
+        if super::host_simd() == super::HostSimd::Avx2 {
+            return attention_quad::<super::gemm::Avx2>(p, q, k, v, out, scratch);
+        }
         attention_s8_reference(p, q, k, v, out, scratch)
     }
 }
@@ -285,7 +290,7 @@ pub fn softmax_inputs_in_range(scale: f32, m: f32) -> bool {
 }
 
 /// Checks the tensor lengths (as the reference does).
-#[cfg(any(test, vitae_dsp, vitae_mve))]
+#[cfg(any(test, vitae_dsp, vitae_mve, vitae_x86))]
 fn check_tensors(
     p: &AttentionS8,
     q: &[i8],
@@ -307,14 +312,14 @@ fn check_tensors(
 
 /// The online softmax of one query, outside the integer products: the reference's float
 /// operations in the reference's order.
-#[cfg(any(test, vitae_dsp, vitae_mve))]
+#[cfg(any(test, vitae_dsp, vitae_mve, vitae_x86))]
 #[derive(Clone, Copy, Debug)]
 struct Online {
     m: f32,
     l: f32,
 }
 
-#[cfg(any(test, vitae_dsp, vitae_mve))]
+#[cfg(any(test, vitae_dsp, vitae_mve, vitae_x86))]
 impl Online {
     const START: Online = Online {
         m: f32::NEG_INFINITY,
@@ -351,7 +356,7 @@ impl Online {
 }
 
 /// Rows of an integer product without bias or requantization (keys, transposed values).
-#[cfg(any(test, vitae_dsp, vitae_mve))]
+#[cfg(any(test, vitae_dsp, vitae_mve, vitae_x86))]
 fn product_rows<'a>(
     w: &'a [i8],
     k: usize,
@@ -412,12 +417,141 @@ pub(crate) fn attention_dsp(
     out: &mut [i8],
     scratch: &mut [u8],
 ) -> Result<(), KernelError> {
-    use super::gemm::{Dsp, Micro, TILE, TILE_WORDS};
+    attention_quad::<super::gemm::Dsp>(p, q, k, v, out, scratch)
+}
+
+/// A matrix-product flavour with four columns, the `[row][column]` tile layout, int16 column
+/// stores and a way to compute a tile's probabilities (the DSP and x86 flavours).
+#[cfg(any(test, vitae_x86, all(vitae_dsp, not(vitae_mve))))]
+pub(crate) trait Quad: super::gemm::Micro {
+    /// Stores `v` as value `k` of column `col`.
+    fn set16(cols: &mut Self::Cols<'_>, col: usize, k: usize, v: i16);
+    /// Prepares the `t` value rows of a key tile (`v_tile[j·c..][..hd]`) for
+    /// [`Quad::values_times_probabilities`]: by default transposed into `vt` (`hd × KEY_TILE`).
+    #[inline(always)]
+    fn stage_values(v_tile: &[i8], c: usize, t: usize, hd: usize, vt: &mut [i8]) {
+        for (j, row) in v_tile.chunks(c).take(t).enumerate() {
+            for (d, &x) in row[..hd].iter().enumerate() {
+                vt[d * KEY_TILE + j] = x;
+            }
+        }
+    }
+    /// `part[(d − d0)·4 + q] = Σ_{j<t} p_q[j] · v_tile[j·c + d]` for `d` in `dims` and the four
+    /// probability columns `p_q` of `cols`: by default the flavour's panel over the rows of
+    /// `vt`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn values_times_probabilities(
+        v_tile: &[i8],
+        c: usize,
+        t: usize,
+        vt: &[i8],
+        cols: &Self::Cols<'_>,
+        dims: core::ops::Range<usize>,
+        zeros: &[i32],
+        part: &mut [i32],
+    ) {
+        let _ = (v_tile, c);
+        Self::panel(&product_rows(vt, t, KEY_TILE, zeros), cols, dims, part);
+    }
+    /// The probabilities of one key tile for the first `nq` queries, as the reference computes
+    /// them: `p = round_half_up(exp(scores[j·4 + q]·scale − m[q]) · 32767)` for `j < t`, stored
+    /// with [`Quad::set16`] as value `j` of column `q`; returns `Σ_j p` per query. `spare` (at
+    /// least `4·t` words) is the flavour's to use.
+    #[inline(always)]
+    fn probabilities(
+        scores: &[i32],
+        t: usize,
+        nq: usize,
+        scale: f32,
+        m: [f32; 4],
+        cols: &mut Self::Cols<'_>,
+        spare: &mut [i32],
+    ) -> [i32; 4] {
+        let _ = spare;
+        let mut sums = [0i32; 4];
+        for (col, psum) in sums.iter_mut().enumerate().take(nq) {
+            for j in 0..t {
+                let s = scores[j * 4 + col] as f32 * scale - m[col];
+                let pj = round_half_up(exp(s) * P_ONE);
+                *psum += pj;
+                Self::set16(cols, col, j, pj as i16);
+            }
+        }
+        sums
+    }
+}
+
+#[cfg(any(test, all(vitae_dsp, not(vitae_mve))))]
+impl Quad for super::gemm::Dsp {
+    #[inline(always)]
+    fn set16(cols: &mut Self::Cols<'_>, col: usize, k: usize, v: i16) {
+        cols.set16(col, k, v);
+    }
+}
+
+#[cfg(vitae_x86)]
+impl Quad for super::gemm::Avx2 {
+    #[inline(always)]
+    fn set16(cols: &mut Self::Cols<'_>, col: usize, k: usize, v: i16) {
+        cols.set16(col, k, v);
+    }
+
+    /// Nothing to stage: the products read the value rows where they lie.
+    #[inline(always)]
+    fn stage_values(_: &[i8], _: usize, _: usize, _: usize, _: &mut [i8]) {}
+
+    /// Straight from the value rows, two keys at a time (`crate::arch::x86::values_times_probabilities4`).
+    #[inline(always)]
+    fn values_times_probabilities(
+        v_tile: &[i8],
+        c: usize,
+        t: usize,
+        _vt: &[i8],
+        cols: &Self::Cols<'_>,
+        dims: core::ops::Range<usize>,
+        _zeros: &[i32],
+        part: &mut [i32],
+    ) {
+        crate::arch::x86::values_times_probabilities4(v_tile, c, t, dims, cols.columns(), part);
+    }
+
+    /// Eight lanes at a time (`crate::arch::x86::probabilities4`, into `spare`), then stored.
+    fn probabilities(
+        scores: &[i32],
+        t: usize,
+        nq: usize,
+        scale: f32,
+        m: [f32; 4],
+        cols: &mut Self::Cols<'_>,
+        spare: &mut [i32],
+    ) -> [i32; 4] {
+        let sums = crate::arch::x86::probabilities4(scores, t, scale, m, spare);
+        for col in 0..nq {
+            for j in 0..t {
+                cols.set16(col, j, spare[j * 4 + col] as i16);
+            }
+        }
+        sums
+    }
+}
+
+/// [`attention_dsp`] over any [`Quad`] flavour.
+#[cfg(any(test, vitae_x86, all(vitae_dsp, not(vitae_mve))))]
+pub(crate) fn attention_quad<M: Quad>(
+    p: &AttentionS8,
+    q: &[i8],
+    k: &[i8],
+    v: &[i8],
+    out: &mut [i8],
+    scratch: &mut [u8],
+) -> Result<(), KernelError> {
+    use super::gemm::{TILE, TILE_WORDS};
     check_tensors(p, q, k, v, out)?;
     let (n, c, hd) = (p.tokens, p.channels(), p.head_dim);
     let mut s = Scratch::new(scratch);
-    let mut qcols = Dsp::carve(&mut s, hd)?;
-    let mut pcols = Dsp::carve(&mut s, KEY_TILE)?;
+    let mut qcols = M::carve(&mut s, hd)?;
+    let mut pcols = M::carve(&mut s, KEY_TILE)?;
     let scores = s.take::<i32>(TILE_WORDS, "attention scratch (scores)")?;
     let part = s.take::<i32>(TILE_WORDS, "attention scratch (products)")?;
     let vt = s.take::<i8>(hd * KEY_TILE, "attention scratch (values)")?;
@@ -430,7 +564,7 @@ pub(crate) fn attention_dsp(
         while i0 < n {
             let nq = (n - i0).min(DSP_QUERIES);
             for col in 0..nq {
-                Dsp::pack(&mut qcols, col, hd, |row| {
+                M::pack(&mut qcols, col, hd, |row| {
                     row.copy_from_slice(&q_h[(i0 + col) * c..][..hd])
                 });
             }
@@ -439,37 +573,34 @@ pub(crate) fn attention_dsp(
             for j0 in (0..n).step_by(KEY_TILE) {
                 let t = (n - j0).min(KEY_TILE);
                 // Scores: tile[j·4 + col].
-                Dsp::panel(
+                M::panel(
                     &product_rows(&k_h[j0 * c..], hd, c, zeros),
                     &qcols,
                     0..t,
                     scores,
                 );
-                for (j, row) in v_h[j0 * c..].chunks(c).take(t).enumerate() {
-                    for (d, &x) in row[..hd].iter().enumerate() {
-                        vt[d * KEY_TILE + j] = x;
-                    }
-                }
+                let v_tile = &v_h[j0 * c..];
+                M::stage_values(v_tile, c, t, hd, vt);
                 let mut tile_state = [(0.0f32, 0.0f32, 0i32); DSP_QUERIES];
+                let mut m4 = [0.0f32; 4];
                 for (col, (o, ts)) in st.iter().zip(tile_state.iter_mut()).enumerate().take(nq) {
                     let smax = (0..t)
                         .map(|j| scores[j * 4 + col])
                         .max()
                         .unwrap_or(i32::MIN);
                     let (m_new, corr) = o.enter(smax, p.logit_scale);
-                    let mut psum = 0i32;
-                    for j in 0..t {
-                        let s = scores[j * 4 + col] as f32 * p.logit_scale - m_new;
-                        let pj = round_half_up(exp(s) * P_ONE);
-                        psum += pj;
-                        pcols.set16(col, j, pj as i16);
-                    }
-                    *ts = (m_new, corr, psum);
+                    m4[col] = m_new;
+                    *ts = (m_new, corr, 0);
+                }
+                // `part` is free until the products below.
+                let psums = M::probabilities(scores, t, nq, p.logit_scale, m4, &mut pcols, part);
+                for (ts, &psum) in tile_state.iter_mut().zip(&psums).take(nq) {
+                    ts.2 = psum;
                 }
                 // P·V, a tile of value dimensions at a time: part[d·4 + col].
                 for d0 in (0..hd).step_by(TILE) {
                     let d1 = (d0 + TILE).min(hd);
-                    Dsp::panel(&product_rows(vt, t, KEY_TILE, zeros), &pcols, d0..d1, part);
+                    M::values_times_probabilities(v_tile, c, t, vt, &pcols, d0..d1, zeros, part);
                     for (col, (o, &(m_new, corr, psum))) in
                         st.iter_mut().zip(&tile_state).enumerate().take(nq)
                     {
@@ -629,6 +760,12 @@ mod tests {
             let mut got = vec![0i8; n];
             attention_mve(&p, &q, &k, &v, &mut got, s).unwrap();
             assert_eq!(got, want, "mve {tokens}x{heads}x{hd} scale {scale}");
+            #[cfg(vitae_x86)]
+            {
+                let mut got = vec![0i8; n];
+                attention_quad::<super::super::gemm::Avx2>(&p, &q, &k, &v, &mut got, s).unwrap();
+                assert_eq!(got, want, "avx2 {tokens}x{heads}x{hd} scale {scale}");
+            }
         }
         let mut got = vec![0i8; n];
         attention_s8(&p, &q, &k, &v, &mut got, &mut scratch).unwrap();

@@ -5,7 +5,7 @@
 //! slice of a wider tensor (`out_offset`/`out_pixel_stride`), which is how the PRM writes its
 //! dilation branches straight into the concatenated token buffer.
 
-#[cfg(any(test, vitae_dsp, vitae_mve))]
+#[cfg(any(test, vitae_dsp, vitae_mve, vitae_x86))]
 use super::gemm::{Micro, OutQuant, PlaneWalk, Rows, TILE_WORDS, all_fast, block_prepared};
 use super::{KernelError, check_len, ensure, mul};
 use crate::quant::{Lut256, Requant, requantize, saturate_i8};
@@ -284,7 +284,8 @@ pub fn conv_s8_reference(p: &ConvS8, input: &[i8], output: &mut [i8]) -> Result<
 }
 
 /// The convolution the runtime runs: the im2col + matrix-product path of the target (Cortex-M4/M7
-/// DSP, Cortex-M55 Helium), bit-identical to [`conv_s8_reference`]; the reference on the host.
+/// DSP, Cortex-M55 Helium, x86-64 AVX2 on the host when the CPU has it), bit-identical to
+/// [`conv_s8_reference`]; otherwise the reference.
 pub fn conv_s8(
     p: &ConvS8,
     input: &[i8],
@@ -301,6 +302,10 @@ pub fn conv_s8(
     }
     #[cfg(not(any(vitae_dsp, vitae_mve)))]
     {
+        #[cfg(vitae_x86)]
+        if super::host_simd() == super::HostSimd::Avx2 {
+            return conv_gemm::<super::gemm::Avx2>(p, input, output, scratch);
+        }
         let _ = scratch;
         conv_s8_reference(p, input, output)
     }
@@ -310,7 +315,7 @@ pub fn conv_s8(
 /// pixels' receptive fields are packed once into `scratch`, then every output channel of the
 /// group runs the micro-kernel over them (one or two channels per call) straight from the model's
 /// OHWI weight rows; accumulators are requantized a row of channels at a time.
-#[cfg(any(test, vitae_dsp, vitae_mve))]
+#[cfg(any(test, vitae_dsp, vitae_mve, vitae_x86))]
 pub(crate) fn conv_gemm<M: Micro>(
     p: &ConvS8,
     input: &[i8],
@@ -406,7 +411,7 @@ pub(crate) fn conv_gemm<M: Micro>(
 /// The whole blocks of pixel `p0`'s output row, from `p0` on, whose kernels lie inside the input
 /// (each kernel row one run), in one walk when the flavour has it: the pixels done (0 when
 /// none). Out of line, so that [`conv_gemm`]'s per-block loop keeps its registers.
-#[cfg(any(test, vitae_dsp, vitae_mve))]
+#[cfg(any(test, vitae_dsp, vitae_mve, vitae_x86))]
 #[inline(never)]
 fn walk_row<M: Micro>(
     plan: &Im2col<'_, '_, M>,
@@ -448,7 +453,7 @@ fn walk_row<M: Micro>(
 /// its kernel rows is one contiguous run (no edge cases, one short copy per kernel row); the
 /// group's output channels then run through the same micro-kernel blocks as [`conv_gemm`]. Same
 /// sums in the same order as the reference (a padding tap contributes `w · in_zp` either way).
-#[cfg(any(test, vitae_dsp, vitae_mve))]
+#[cfg(any(test, vitae_dsp, vitae_mve, vitae_x86))]
 fn conv_staged<M: Micro>(
     p: &ConvS8,
     input: &[i8],
@@ -558,7 +563,7 @@ fn conv_staged<M: Micro>(
 
 /// The kernel taps `lo..hi` (along one axis) that land inside the input, for a first tap at
 /// `start` (negative in the padding): taps are `dil` apart, `n` of them, the input `len` long.
-#[cfg(any(test, vitae_dsp, vitae_mve))]
+#[cfg(any(test, vitae_dsp, vitae_mve, vitae_x86))]
 #[inline(always)]
 fn inside(start: isize, dil: usize, n: usize, len: usize) -> (usize, usize) {
     let dil = dil as isize;
@@ -576,7 +581,7 @@ fn inside(start: isize, dil: usize, n: usize, len: usize) -> (usize, usize) {
 }
 
 /// What the im2col of one convolution call needs, computed once.
-#[cfg(any(test, vitae_dsp, vitae_mve))]
+#[cfg(any(test, vitae_dsp, vitae_mve, vitae_x86))]
 struct Im2col<'a, 't, M: Micro> {
     p: &'a ConvS8<'a>,
     input: &'a [i8],
@@ -594,7 +599,7 @@ struct Im2col<'a, 't, M: Micro> {
     x_last: usize,
 }
 
-#[cfg(any(test, vitae_dsp, vitae_mve))]
+#[cfg(any(test, vitae_dsp, vitae_mve, vitae_x86))]
 impl<M: Micro> Im2col<'_, '_, M> {
     /// Writes the receptive field of output pixel `pix` for group `grp` into `row`: values in
     /// (ky, kx, channel) order, the input zero point where the kernel reaches into the padding.
@@ -766,6 +771,8 @@ mod tests {
                     conv_gemm::<Dsp> as fn(&ConvS8, &[i8], &mut [i8], &mut [u8]) -> _,
                 ),
                 ("mve", conv_gemm::<Mve>),
+                #[cfg(vitae_x86)]
+                ("avx2", conv_gemm::<super::super::gemm::Avx2>),
             ] {
                 // Odd scratch offsets: the kernel must align its own buffers.
                 for off in [0, 1] {

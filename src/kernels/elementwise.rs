@@ -45,6 +45,11 @@ pub fn add_s8(p: &AddS8, a: &[i8], b: &[i8], out: &mut [i8]) -> Result<(), Kerne
     p.validate()?;
     check_len("add b", b.len(), a.len())?;
     check_len("add output", out.len(), a.len())?;
+    #[cfg(vitae_x86)]
+    if super::host_simd() == super::HostSimd::Avx2 {
+        crate::arch::x86::add_s8(p.ra, p.rb, p.c, Some(a), b, out);
+        return Ok(());
+    }
     for ((y, &x), &z) in out.iter_mut().zip(a).zip(b) {
         *y = p.one(x, z);
     }
@@ -55,6 +60,11 @@ pub fn add_s8(p: &AddS8, a: &[i8], b: &[i8], out: &mut [i8]) -> Result<(), Kerne
 pub fn add_s8_in_place(p: &AddS8, a: &mut [i8], b: &[i8]) -> Result<(), KernelError> {
     p.validate()?;
     check_len("add b", b.len(), a.len())?;
+    #[cfg(vitae_x86)]
+    if super::host_simd() == super::HostSimd::Avx2 {
+        crate::arch::x86::add_s8(p.ra, p.rb, p.c, None, b, a);
+        return Ok(());
+    }
     for (x, &z) in a.iter_mut().zip(b) {
         *x = p.one(*x, z);
     }

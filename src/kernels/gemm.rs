@@ -20,7 +20,7 @@
 //! The weights are always the model's plain `out × K` rows: no re-layout is needed.
 
 // Host library builds run the reference kernels: only the scratch sizing is used there.
-#![cfg_attr(not(any(test, vitae_dsp, vitae_mve)), allow(dead_code))]
+#![cfg_attr(not(any(test, vitae_dsp, vitae_mve, vitae_x86)), allow(dead_code))]
 
 use super::KernelError;
 use super::scratch::{Scratch, bytes_for};
@@ -29,6 +29,8 @@ use core::ops::Range;
 
 /// Accumulators of one micro-kernel call: `[row][column]` (a flavour uses the top-left one or two
 /// rows × `COLS`).
+// Only the Arm flavours' panels call `Micro::run` outside the tests.
+#[cfg_attr(not(any(test, vitae_dsp, vitae_mve)), allow(dead_code))]
 pub(crate) type Acc = [[i32; 4]; 2];
 
 /// Output channels whose accumulators are collected (for every column of a block) before they are
@@ -156,6 +158,7 @@ pub(crate) trait Micro {
     }
     /// `acc[r][c] += Σ_{i<k} w[r][i] · x_c[i]` for the flavour's rows (one on DSP, two on
     /// Helium) and `c < COLS`; each `w[r]` holds at least `k` values.
+    #[cfg_attr(not(any(test, vitae_dsp, vitae_mve)), allow(dead_code))]
     fn run(w: [&[i8]; 2], cols: &Self::Cols<'_>, k: usize, acc: &mut Acc);
     /// Accumulators of rows `o` (at most [`TILE`]) for every column, into the tile (flavour's
     /// layout), each starting from the row's bias.
@@ -228,7 +231,7 @@ pub(crate) trait Micro {
 }
 
 /// Checked extent of `rows` runs of `len` values, `stride` apart.
-#[cfg(any(test, all(vitae_dsp, not(vitae_mve))))]
+#[cfg(any(test, vitae_x86, all(vitae_dsp, not(vitae_mve))))]
 fn fits(rows: usize, stride: usize, len: usize, have: usize) -> bool {
     rows.checked_sub(1)
         .and_then(|r| r.checked_mul(stride))
@@ -716,6 +719,207 @@ impl Micro for Mve {
     }
 }
 
+/// x86-64 host flavour (AVX2 chosen at run time, see `crate::arch::x86`): one or two output
+/// channels × four columns per step. Columns are widened to int16 once, when packed; weights stay
+/// int8 in the model and are widened in registers; VPMADDWD does sixteen exact MACs per
+/// instruction.
+#[cfg(vitae_x86)]
+#[derive(Debug)]
+pub(crate) struct Avx2;
+
+/// The x86 flavour's columns: one int8 staging row and four int16 columns of `k` values, back to
+/// back. Fits in the DSP flavour's bytes (`dsp_cols_bytes`): k + 8k ≤ 4⌈k/4⌉ + 32⌈k/4⌉.
+#[cfg(vitae_x86)]
+#[derive(Debug)]
+pub(crate) struct Avx2Cols<'a> {
+    stage: &'a mut [i8],
+    cols: &'a mut [i16],
+    k: usize,
+}
+
+#[cfg(vitae_x86)]
+impl Avx2Cols<'_> {
+    /// Stores `v` (int16) as value `k` of column `col`, for callers that produce int16 columns
+    /// themselves (attention's probabilities).
+    #[inline(always)]
+    pub(crate) fn set16(&mut self, col: usize, k: usize, v: i16) {
+        if k < self.k
+            && let Some(d) = self.cols.get_mut(col * self.k + k)
+        {
+            *d = v;
+        }
+    }
+
+    /// The four columns (attention reads its probabilities from them).
+    #[inline(always)]
+    pub(crate) fn columns(&self) -> [&[i16]; 4] {
+        self.each()
+    }
+
+    /// The four columns.
+    #[inline(always)]
+    fn each(&self) -> [&[i16]; 4] {
+        let k = self.k;
+        core::array::from_fn(|c| self.cols.get(c * k..(c + 1) * k).unwrap_or_default())
+    }
+}
+
+#[cfg(vitae_x86)]
+impl Micro for Avx2 {
+    const COLS: usize = 4;
+    type Cols<'a> = Avx2Cols<'a>;
+    /// No prepared path: every block goes through [`block`].
+    type Prepared<'a> = ();
+
+    fn carve<'a>(s: &mut Scratch<'a>, k: usize) -> Result<Avx2Cols<'a>, KernelError> {
+        Ok(Avx2Cols {
+            cols: s.take::<i16>(4 * k, "scratch (columns)")?,
+            stage: s.take::<i8>(k, "scratch (im2col row)")?,
+            k,
+        })
+    }
+
+    #[inline]
+    fn pack(cols: &mut Avx2Cols<'_>, col: usize, k: usize, fill: impl FnOnce(&mut [i8])) {
+        if let Some(row) = cols.stage.get_mut(..k) {
+            fill(row);
+            if let Some(dst) = cols.cols.get_mut(col * k..(col + 1) * k) {
+                for (d, &v) in dst.iter_mut().zip(row.iter()) {
+                    *d = i16::from(v);
+                }
+            }
+        }
+    }
+
+    #[inline]
+    fn run(w: [&[i8]; 2], cols: &Avx2Cols<'_>, k: usize, acc: &mut Acc) {
+        let mut t = [0i32; 4];
+        let w = w[0].get(..k).unwrap_or_default();
+        crate::arch::x86::panel_1x4(w, k, k, cols.each(), &[0], &mut t, 1);
+        for (a, &v) in acc[0].iter_mut().zip(&t) {
+            *a = a.wrapping_add(v);
+        }
+    }
+
+    /// Tile layout `[row][column]`: four words per row, as the DSP flavour's.
+    #[inline]
+    fn panel(rows: &Rows, cols: &Avx2Cols<'_>, o: Range<usize>, tile: &mut [i32]) {
+        let w = rows.w.get(o.start * rows.stride..).unwrap_or_default();
+        let bias = rows.bias.get(o.start..o.end).unwrap_or_default();
+        crate::arch::x86::panel_1x4(w, rows.k, rows.stride, cols.each(), bias, tile, o.len());
+    }
+
+    #[inline]
+    fn requant_col(
+        tile: &[i32],
+        c: usize,
+        requant: &[Requant],
+        q: &OutQuant,
+        fast: bool,
+        out: &mut [i8],
+    ) {
+        let acc = tile.iter().skip(c).step_by(4).copied();
+        requant_scalar(acc, requant, q, fast, out);
+    }
+
+    /// With the fast requantization, the whole tile at once (eight lanes: two rows × four
+    /// columns, `crate::arch::x86::requant_fast4`), then the activation table and the stores
+    /// column by column.
+    #[inline]
+    fn requant_block(
+        tile: &[i32],
+        n: usize,
+        requant: &[Requant],
+        q: &OutQuant,
+        fast: bool,
+        output: &mut [i8],
+        base: [usize; 4],
+        off: usize,
+    ) {
+        let rows = requant.len();
+        if !fast || rows > TILE || tile.len() < 4 * rows {
+            requant_each_col::<Self>(tile, n, requant, q, fast, output, base, off);
+            return;
+        }
+        let mut v = [0i32; 4 * TILE];
+        let pairs: &[[i32; 2]] = bytemuck::cast_slice(requant);
+        crate::arch::x86::requant_fast4(tile, pairs, q.zp, &mut v[..4 * rows]);
+        for (c, &b) in base.iter().enumerate().take(n) {
+            let out = &mut output[b + off..][..rows];
+            for (o, &x) in out.iter_mut().zip(v.iter().skip(c).step_by(4)) {
+                *o = q.activate(x as i8);
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn copy(dst: &mut [i8], src: &[i8]) {
+        let n = dst.len().min(src.len());
+        dst[..n].copy_from_slice(&src[..n]);
+    }
+
+    #[inline(always)]
+    fn fill(dst: &mut [i8], v: i8) {
+        dst.fill(v);
+    }
+
+    #[inline]
+    fn copy_rows(
+        dst: &mut [i8],
+        dst_stride: usize,
+        src: &[i8],
+        src_stride: usize,
+        rows: usize,
+        len: usize,
+    ) -> bool {
+        if !fits(rows, dst_stride, len, dst.len()) || !fits(rows, src_stride, len, src.len()) {
+            return false;
+        }
+        for r in 0..rows {
+            dst[r * dst_stride..][..len].copy_from_slice(&src[r * src_stride..][..len]);
+        }
+        true
+    }
+
+    const GATHER_BELOW: usize = 4;
+
+    /// The table and its largest entry.
+    type Table<'a> = (&'a [u16], usize);
+
+    fn table(offsets: &mut [u16]) -> (&[u16], usize) {
+        let offsets: &[u16] = offsets;
+        (
+            offsets,
+            offsets.iter().copied().max().map_or(0, usize::from),
+        )
+    }
+
+    #[inline]
+    fn gather_rows(
+        dst: &mut [i8],
+        dst_stride: usize,
+        src: &[i8],
+        src_stride: usize,
+        rows: usize,
+        len: usize,
+        &(offsets, max): &(&[u16], usize),
+    ) -> bool {
+        if len > offsets.len()
+            || !fits(rows, dst_stride, len, dst.len())
+            || !fits(rows, src_stride, max + 1, src.len())
+        {
+            return false;
+        }
+        for r in 0..rows {
+            let (d, s) = (&mut dst[r * dst_stride..][..len], &src[r * src_stride..]);
+            for (d, &o) in d.iter_mut().zip(offsets) {
+                *d = s[usize::from(o)];
+            }
+        }
+        true
+    }
+}
+
 /// Scalar output stage shared by the flavours (see [`OutQuant::apply`]).
 #[inline]
 fn requant_scalar(
@@ -983,6 +1187,8 @@ mod tests {
         for k in [1, 2, 3, 4, 5, 15, 16, 17, 27, 33, 64, 147, 576] {
             check_micro::<Dsp>(k, k as u32);
             check_micro::<Mve>(k, k as u32 + 1000);
+            #[cfg(vitae_x86)]
+            check_micro::<Avx2>(k, k as u32 + 2000);
         }
     }
 
@@ -1052,6 +1258,8 @@ mod tests {
         for seed in 1..40 {
             check_requant_row::<Dsp>(seed);
             check_requant_row::<Mve>(seed);
+            #[cfg(vitae_x86)]
+            check_requant_row::<Avx2>(seed);
         }
     }
 

@@ -84,6 +84,11 @@ pub fn layernorm_s8(p: &LayerNormS8, input: &[i8], output: &mut [i8]) -> Result<
             Err(_) => wide_to_f32(var_num),
         };
         let f = 1.0 / crate::math::sqrt(var + p.eps_term);
+        #[cfg(vitae_x86)]
+        if super::host_simd() == super::HostSimd::Avx2 {
+            crate::arch::x86::layernorm_row(x, c, sum, f, p.gain, p.offset, y);
+            continue;
+        }
         // Helium vectorizes this loop (flush-to-zero arithmetic); no value in it is ever
         // subnormal, so every target computes the same bits: `f ∈ [2^−49, 2^32]` (V < 2^47 and the
         // validated eps term), so `centered · f` is 0 or at least 2^−49 and `· g` 0 or at least

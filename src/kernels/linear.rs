@@ -1,7 +1,7 @@
 //! Fully connected layer / matrix product, int8: `out[t][o] = act(requant(bias[o] + Σ_i
 //! in[t][i] · w[o][i]))` for every token `t`. Used for qkv, proj, the MLPs and the head.
 
-#[cfg(any(test, vitae_dsp, vitae_mve))]
+#[cfg(any(test, vitae_dsp, vitae_mve, vitae_x86))]
 use super::gemm::{Micro, OutQuant, Rows, TILE_WORDS, all_fast, block_prepared};
 use super::{KernelError, check_len, ensure, mul};
 use crate::quant::{Lut256, Requant, requantize, saturate_i8};
@@ -139,7 +139,8 @@ pub fn linear_s8_reference(
 }
 
 /// The linear layer the runtime runs: the blocked matrix product of the target (Cortex-M4/M7 DSP,
-/// Cortex-M55 Helium), bit-identical to [`linear_s8_reference`]; the reference on the host.
+/// Cortex-M55 Helium, x86-64 AVX2 on the host when the CPU has it), bit-identical to
+/// [`linear_s8_reference`]; otherwise the reference.
 pub fn linear_s8(
     p: &LinearS8,
     input: &[i8],
@@ -156,6 +157,10 @@ pub fn linear_s8(
     }
     #[cfg(not(any(vitae_dsp, vitae_mve)))]
     {
+        #[cfg(vitae_x86)]
+        if super::host_simd() == super::HostSimd::Avx2 {
+            return linear_gemm::<super::gemm::Avx2>(p, input, output, scratch);
+        }
         let _ = scratch;
         linear_s8_reference(p, input, output)
     }
@@ -164,7 +169,7 @@ pub fn linear_s8(
 /// A matrix product blocked over tokens: each block of `M::COLS` tokens is packed once into
 /// `scratch`, then every output feature runs the micro-kernel over the block (one or two features
 /// per call), so each weight row is read once per token block instead of once per token.
-#[cfg(any(test, vitae_dsp, vitae_mve))]
+#[cfg(any(test, vitae_dsp, vitae_mve, vitae_x86))]
 pub(crate) fn linear_gemm<M: Micro>(
     p: &LinearS8,
     input: &[i8],
@@ -260,6 +265,18 @@ mod tests {
             let mut got = vec![0i8; tokens * n_out];
             linear_gemm::<Mve>(&p, &input, &mut got, &mut scratch[off..off + need]).unwrap();
             assert_eq!(got, want, "mve {tokens}x{k}->{n_out}");
+            #[cfg(vitae_x86)]
+            {
+                let mut got = vec![0i8; tokens * n_out];
+                linear_gemm::<super::super::gemm::Avx2>(
+                    &p,
+                    &input,
+                    &mut got,
+                    &mut scratch[off..off + need],
+                )
+                .unwrap();
+                assert_eq!(got, want, "avx2 {tokens}x{k}->{n_out}");
+            }
         }
         let mut got = vec![0i8; tokens * n_out];
         linear_s8(&p, &input, &mut got, &mut scratch).unwrap();

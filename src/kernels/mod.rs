@@ -43,6 +43,54 @@ pub const fn selected_impl() -> Impl {
     }
 }
 
+/// The x86-64 instruction set the host kernels use, chosen once per process (host builds with
+/// the `std` feature).
+#[cfg(feature = "std")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostSimd {
+    /// The portable scalar reference kernels (other architectures, a CPU without AVX2, or
+    /// `VITAE_SIMD=off`).
+    Off,
+    /// AVX2: int8 products widened to int16 and summed in pairs by VPMADDWD (exact).
+    Avx2,
+}
+
+#[cfg(feature = "std")]
+impl HostSimd {
+    /// Short name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            HostSimd::Off => "scalar",
+            HostSimd::Avx2 => "avx2",
+        }
+    }
+}
+
+/// The SIMD level the host kernels use: the best the CPU has, unless the environment variable
+/// `VITAE_SIMD` is `off` (or `scalar`, or `0`), which forces the portable scalar reference.
+/// Every level gives bit-identical results; the switch exists to check exactly that.
+#[cfg(feature = "std")]
+pub fn host_simd() -> HostSimd {
+    static LEVEL: std::sync::OnceLock<HostSimd> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        let off =
+            std::env::var("VITAE_SIMD").is_ok_and(|v| matches!(v.trim(), "off" | "scalar" | "0"));
+        if off { HostSimd::Off } else { detect() }
+    })
+}
+
+/// The best level this CPU supports.
+#[cfg(feature = "std")]
+fn detect() -> HostSimd {
+    #[cfg(vitae_x86)]
+    {
+        if crate::arch::x86::has_avx2() {
+            return HostSimd::Avx2;
+        }
+    }
+    HostSimd::Off
+}
+
 /// Why a kernel refused its parameters or buffers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]

@@ -145,6 +145,21 @@ impl<'a> PerformerS8<'a> {
         let half_norm = norm as f32 * (scale * scale * 0.5);
         let dot_scale = scale * self.w_scale;
         let inv_sqrt_m = self.inv_sqrt_m;
+        #[cfg(vitae_x86)]
+        if super::host_simd() == super::HostSimd::Avx2 {
+            // The same operations per element, eight features at a time.
+            crate::arch::x86::performer_features(
+                self.w,
+                self.emb,
+                z,
+                dot_scale,
+                half_norm,
+                inv_sqrt_m,
+                FEATURE_ARG_MIN,
+                phi,
+            );
+            return;
+        }
         if cfg!(vitae_mve) {
             // The exact integer dots of all rows first (Helium: the token stays in registers),
             // their bits parked in `phi`; then exponents and exponentials in one element-wise
@@ -182,15 +197,21 @@ pub fn feature_dots(w: &[i16], e: usize, z: &[i8], out: &mut [i32]) {
 
 /// `y[i] += a · x[i]` over `min(y.len(), x.len())` values, the product and the sum each rounded
 /// in Arm flush-to-zero arithmetic ([`crate::math::ftz::axpy`] is the definition): Helium assembly
-/// on the M55, the FPU in flush-to-zero mode on the M4/M7, the emulation elsewhere. Public for the
-/// on-target tests.
+/// on the M55, the FPU in flush-to-zero mode on the M4/M7, AVX2 lanes with explicit flushes on an
+/// x86-64 host that has it, the emulation elsewhere. Public for the on-target tests.
 #[inline(always)]
 pub fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
     #[cfg(any(test, vitae_mve))]
     crate::arch::mve::axpy_f32(y, a, x);
     #[cfg(all(not(test), vitae_dsp, not(vitae_mve)))]
     crate::arch::dsp::axpy_f32(y, a, x);
-    #[cfg(not(any(test, vitae_mve, vitae_dsp)))]
+    #[cfg(all(not(any(test, vitae_mve, vitae_dsp)), vitae_x86))]
+    if super::host_simd() == super::HostSimd::Avx2 {
+        crate::arch::x86::axpy_ftz(y, a, x);
+    } else {
+        crate::math::ftz::axpy(y, a, x);
+    }
+    #[cfg(not(any(test, vitae_mve, vitae_dsp, vitae_x86)))]
     crate::math::ftz::axpy(y, a, x);
 }
 
@@ -203,6 +224,11 @@ pub fn rank1_update_rows(kptv: &mut [f32], e: usize, phi: &[f32], x: &[f32]) {
     crate::arch::mve::rank1_update_rows(kptv, e, phi, x);
     #[cfg(all(not(test), vitae_dsp, not(vitae_mve)))]
     crate::arch::dsp::rank1_update_rows(kptv, e, phi, x);
+    #[cfg(all(not(any(test, vitae_mve, vitae_dsp)), vitae_x86))]
+    if super::host_simd() == super::HostSimd::Avx2 {
+        crate::arch::x86::rank1_update_rows(kptv, e, phi, x);
+        return;
+    }
     #[cfg(not(any(test, vitae_mve, vitae_dsp)))]
     if e > 0 && x.len() >= e {
         for (row, &f) in kptv.chunks_exact_mut(e).zip(phi) {
@@ -220,6 +246,11 @@ pub fn weighted_row_sum(y: &mut [f32], e: usize, phi: &[f32], kptv: &[f32]) {
     crate::arch::mve::weighted_row_sum(y, e, phi, kptv);
     #[cfg(all(not(test), vitae_dsp, not(vitae_mve)))]
     crate::arch::dsp::weighted_row_sum(y, e, phi, kptv);
+    #[cfg(all(not(any(test, vitae_mve, vitae_dsp)), vitae_x86))]
+    if super::host_simd() == super::HostSimd::Avx2 {
+        crate::arch::x86::weighted_row_sum(y, e, phi, kptv);
+        return;
+    }
     #[cfg(not(any(test, vitae_mve, vitae_dsp)))]
     if e > 0 && y.len() >= e {
         let y = &mut y[..e];

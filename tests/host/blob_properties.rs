@@ -276,3 +276,53 @@ proptest! {
         prop_assert!(expected_flip_error(byte, &err.kind), "byte {byte}: {err}");
     }
 }
+
+/// The host engine's logits do not depend on its thread count: every tiny blob (int8, fp16,
+/// mixed) on a batch of seven images with 1, 2, 3 and 8 worker threads, and each image alone,
+/// give the same bits.
+#[test]
+fn engine_logits_do_not_depend_on_the_thread_count() {
+    for blob in tiny_blobs() {
+        let batch: Vec<f32> = (0..7u32)
+            .flat_map(|k| {
+                blob.image.iter().enumerate().map(move |(i, &v)| {
+                    v * (1.0 + k as f32 / 4.0) - ((i as u32 * 7 + k) % 5) as f32 / 8.0
+                })
+            })
+            .collect();
+        let mut engine = vitae::engine::Engine::new(&blob.bytes).unwrap();
+        engine.set_threads(1);
+        let want: Vec<u32> = engine
+            .run_batch(&batch)
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect();
+        for threads in [2, 3, 8] {
+            engine.set_threads(threads);
+            let got: Vec<u32> = engine
+                .run_batch(&batch)
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect();
+            assert_eq!(got, want, "{} with {threads} threads", blob.name);
+        }
+        let per = blob.image.len();
+        let classes = want.len() / 7;
+        for (k, image) in batch.chunks_exact(per).enumerate() {
+            let got: Vec<u32> = engine
+                .run_batch(image)
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect();
+            assert_eq!(
+                got,
+                want[k * classes..][..classes],
+                "{} image {k} alone",
+                blob.name
+            );
+        }
+    }
+}

@@ -99,6 +99,62 @@ fn run_writes_fixture_logits_for_a_batch() {
     );
 }
 
+/// `vitae run --model` writes the same bytes whatever kernels the host picks: the AVX2 paths
+/// chosen at run time and the portable scalar reference (`VITAE_SIMD=off`), on an mcu_a int8
+/// blob and a batch of five images (the fixture input and four perturbations of it, some pushed
+/// past the calibrated range so that values saturate).
+#[test]
+#[cfg_attr(
+    not(vitae_fixtures),
+    ignore = "needs ../shared/fixtures (beside the checkout)"
+)]
+fn run_model_logits_are_the_same_bytes_with_the_simd_paths_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let blob = dir.path().join("q.vblob");
+    let output = vitae(&[
+        "quantize",
+        "--checkpoint",
+        &mcu_a("model.pth"),
+        "--config",
+        &mcu_a("kwargs.json"),
+        "--calib",
+        &mcu_a("input.npy"),
+        "--precision",
+        "int8",
+        "--out",
+        blob.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let input = read_npy_f32(Path::new(&mcu_a("input.npy"))).unwrap();
+    let mut batch = input.data.clone();
+    for k in 1..5u32 {
+        batch.extend(input.data.iter().enumerate().map(|(i, &v)| {
+            let wiggle = ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(k) >> 24) as f32;
+            v * k as f32 + (wiggle - 128.0) / 64.0
+        }));
+    }
+    let batch_path = dir.path().join("batch.npy");
+    write_npy_f32(&batch_path, &[5, 3, 96, 96], &batch).unwrap();
+    let run = |simd_off: bool, out: &Path| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vitae"));
+        cmd.args(["run", "--model", blob.to_str().unwrap(), "--input"])
+            .arg(&batch_path)
+            .arg("--out")
+            .arg(out);
+        if simd_off {
+            cmd.env("VITAE_SIMD", "off");
+        } else {
+            cmd.env_remove("VITAE_SIMD");
+        }
+        let output = cmd.output().unwrap();
+        assert!(output.status.success(), "{}", stderr(&output));
+        std::fs::read(out).unwrap()
+    };
+    let fast = run(false, &dir.path().join("fast.npy"));
+    let scalar = run(true, &dir.path().join("scalar.npy"));
+    assert_eq!(fast, scalar, "logits differ with VITAE_SIMD=off");
+}
+
 /// `vitae run --checkpoint` on the fixtures of the options of issue 14 (Dec-2021 'pooling' and
 /// RC_op 'sum'; class token, 'embedding', identity cells, 'performer' normal cells; shallow
 /// PCMs) writes the official logits; `check` accepts them and names the release.
@@ -387,6 +443,7 @@ fn every_subcommand_help_has_an_example() {
         "inspect",
         "diff",
         "bench-reference",
+        "bench-engine",
     ] {
         let output = vitae(&[sub, "--help"]);
         assert!(output.status.success());

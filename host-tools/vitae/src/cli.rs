@@ -43,6 +43,8 @@ pub enum Command {
     /// Time the f32 reference forward pass (development aid).
     #[command(hide = true)]
     BenchReference(cmd::bench::BenchArgs),
+    /// Time the host engine (the device kernels) on a batch: ms per image and G MAC/s.
+    BenchEngine(cmd::bench_engine::BenchEngineArgs),
 }
 
 impl Command {
@@ -55,6 +57,7 @@ impl Command {
             Command::Inspect(args) => cmd::inspect::run(args),
             Command::Diff(args) => cmd::diff::run(args),
             Command::BenchReference(args) => cmd::bench::run(args),
+            Command::BenchEngine(args) => cmd::bench_engine::run(args),
         }
     }
 }

@@ -1,5 +1,9 @@
 //! The device runtime on the host: `vitae_edge::runtime` over an arena in a `Vec`, exactly the
 //! code the firmware runs, so its int8 results are the device's, bit for bit.
+//!
+//! A batch is split into contiguous runs of images, one per worker thread, each with its own
+//! arena. Every image is one independent `runtime::run` whatever thread runs it, so the logits
+//! do not depend on the thread count: bit-identical by construction.
 
 use vitae_edge::format::{AlignedBytes, FormatError, Model};
 use vitae_edge::runtime::{self, Input, NoProfiler, RunError};
@@ -59,11 +63,19 @@ pub fn check_host_limits(model: &Model) -> Result<(), HostLimitError> {
     Ok(())
 }
 
-/// A loaded blob and an arena sized by its plan.
+/// A loaded blob and one arena (sized by its plan) per worker thread.
 #[derive(Debug)]
 pub struct Engine {
     blob: AlignedBytes,
-    arena: AlignedBytes,
+    /// One per worker; the first is allocated by [`Engine::new`], the others on first use.
+    arenas: Vec<AlignedBytes>,
+    /// Worker threads for a batch (at least 1).
+    threads: usize,
+}
+
+/// Worker threads a new [`Engine`] uses: one per core the process may use.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 impl Engine {
@@ -76,8 +88,20 @@ impl Engine {
         let arena_len = model.arena_len();
         Ok(Engine {
             blob,
-            arena: AlignedBytes::new(&vec![0u8; arena_len]),
+            arenas: vec![AlignedBytes::new(&vec![0u8; arena_len])],
+            threads: default_threads(),
         })
+    }
+
+    /// Runs batches on at most `threads` worker threads (1: in the calling thread). The logits
+    /// are the same for every count.
+    pub fn set_threads(&mut self, threads: usize) {
+        self.threads = threads.max(1);
+    }
+
+    /// The worker threads a batch may use.
+    pub fn threads(&self) -> usize {
+        self.threads
     }
 
     /// The parsed model (cheap: the blob was validated in `new`, parsing again re-checks it).
@@ -97,10 +121,10 @@ impl Engine {
         self.run_each(pixels, Input::U8Hwc)
     }
 
-    fn run_each<'i, T>(
+    fn run_each<'i, T: Sync>(
         &mut self,
         images: &'i [T],
-        input: impl Fn(&'i [T]) -> Input<'i>,
+        input: impl Fn(&'i [T]) -> Input<'i> + Sync,
     ) -> Result<Vec<f32>, RunError> {
         let model = Model::parse(self.blob.as_bytes()).map_err(RunError::Format)?;
         let per = model.input_values();
@@ -111,17 +135,47 @@ impl Engine {
             });
         }
         let classes = model.meta().num_classes as usize;
-        let mut logits = Vec::with_capacity(images.len() / per * classes);
-        for image in images.chunks_exact(per) {
-            let out = runtime::run(
-                &model,
-                self.arena.as_bytes_mut(),
-                input(image),
-                &mut NoProfiler,
-            )?;
-            let mut row = vec![0.0f32; out.len()];
-            out.logits_f32(&mut row);
-            logits.extend(row);
+        let n = images.len() / per;
+        let workers = self.threads.min(n);
+        let arena_len = model.arena_len();
+        while self.arenas.len() < workers {
+            self.arenas.push(AlignedBytes::new(&vec![0u8; arena_len]));
+        }
+        let mut logits = vec![0.0f32; n * classes];
+        // Contiguous runs of images, the first `n % workers` one image longer.
+        let (base, extra) = (n / workers, n % workers);
+        let mut jobs = Vec::with_capacity(workers);
+        let (mut images_left, mut logits_left) = (images, logits.as_mut_slice());
+        for (w, arena) in self.arenas.iter_mut().take(workers).enumerate() {
+            let count = base + usize::from(w < extra);
+            let (x, rest_x) = images_left.split_at(count * per);
+            let (y, rest_y) = logits_left.split_at_mut(count * classes);
+            (images_left, logits_left) = (rest_x, rest_y);
+            jobs.push((x, y, arena));
+        }
+        let run_images = |(x, y, arena): (&'i [T], &mut [f32], &mut AlignedBytes)| {
+            for (image, row) in x.chunks_exact(per).zip(y.chunks_exact_mut(classes)) {
+                let out =
+                    runtime::run(&model, arena.as_bytes_mut(), input(image), &mut NoProfiler)?;
+                out.logits_f32(row);
+            }
+            Ok::<(), RunError>(())
+        };
+        if workers == 1 {
+            jobs.into_iter().try_for_each(run_images)?;
+        } else {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = jobs
+                    .into_iter()
+                    .map(|job| scope.spawn(|| run_images(job)))
+                    .collect();
+                // Every worker is joined; the first error (in image order) is returned.
+                let results: Vec<_> = handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                    .collect();
+                results.into_iter().collect::<Result<(), RunError>>()
+            })?;
         }
         Ok(logits)
     }
