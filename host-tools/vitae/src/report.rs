@@ -63,8 +63,13 @@ pub fn layer_rows(m: &Model) -> Result<Vec<LayerRow>, FormatError> {
             let op = m.op(i)?;
             let ins: Vec<String> = op.inputs().map(|t| shape(m, t)).collect();
             let input = if ins.is_empty() {
+                // The caller's image, in the element type the blob takes.
+                let element = match m.image_layout() {
+                    vitae_edge::ImageLayout::U8Hwc => "u8",
+                    _ => "f32",
+                };
                 format!(
-                    "{}x{}x{} f32",
+                    "{}x{}x{} {element}",
                     meta.input_height, meta.input_width, meta.input_channels
                 )
             } else {
