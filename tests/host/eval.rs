@@ -400,7 +400,7 @@ fn bad_datasets_are_clear_input_errors() {
     let mut huge = b"\x93NUMPY\x01\x00".to_vec();
     let mut header =
         "{'descr': '<f4', 'fortran_order': False, 'shape': (100000000, 1, 32, 32), }".to_string();
-    while (10 + header.len() + 1) % 64 != 0 {
+    while !(10 + header.len() + 1).is_multiple_of(64) {
         header.push(' ');
     }
     header.push('\n');

@@ -93,6 +93,23 @@ impl ArchArgs {
     }
 }
 
+/// The architecture of a `--checkpoint` given by the optional `--config`/`--arch` flags of
+/// `run` and `eval`: a usage error naming both when neither is there.
+pub fn checkpoint_arch(
+    config: Option<&std::path::Path>,
+    arch: Option<&str>,
+) -> anyhow::Result<ModelConfig> {
+    match (config, arch) {
+        (Some(path), _) => Ok(ModelConfig::from_kwargs_file(path)?),
+        (None, Some(name)) => Ok(ModelConfig::preset(name)?),
+        (None, None) => Err(crate::InputError(format!(
+            "--checkpoint needs the architecture: --config KWARGS.json or --arch NAME ({})",
+            PRESETS.join(", ")
+        ))
+        .into()),
+    }
+}
+
 /// A checkpoint plus its architecture.
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {

@@ -8,7 +8,6 @@ use std::time::Instant;
 use clap::Args;
 
 use vitae::calib_data::{self, ImagePrep};
-use vitae::config::{ModelConfig, PRESETS};
 use vitae::engine::Engine;
 use vitae::eval::{CHUNK_BYTES, Dataset, ModelShape, Score, argmax};
 use vitae::io::{InputKind, read_file};
@@ -155,17 +154,7 @@ fn blob_slot(path: &Path, threads: Option<usize>) -> anyhow::Result<(Slot, Model
 }
 
 fn reference_slot(args: &EvalArgs, checkpoint: &Path) -> anyhow::Result<(Slot, ModelShape)> {
-    let config = match (&args.config, &args.arch) {
-        (Some(path), _) => ModelConfig::from_kwargs_file(path)?,
-        (None, Some(name)) => ModelConfig::preset(name)?,
-        (None, None) => {
-            return Err(InputError(format!(
-                "--checkpoint needs the architecture: --config KWARGS.json or --arch NAME ({})",
-                PRESETS.join(", ")
-            ))
-            .into());
-        }
-    };
+    let config = crate::cli::checkpoint_arch(args.config.as_deref(), args.arch.as_deref())?;
     let weights = vitae::checkpoint::load_checkpoint(checkpoint)?;
     let model = ReferenceModel::new(config, &weights)?;
     let shape = ModelShape {
