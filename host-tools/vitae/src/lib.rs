@@ -9,7 +9,8 @@
 //!   lowering to a device blob with its arena plan.
 //! * [`engine`]: the device runtime on the host (bit-identical to the firmware).
 //! * [`calib_data`]: calibration images from `.npy` or image folders.
-//! * [`text`]: untrusted names escaped before they reach a terminal.
+//! * [`settings`]: the ranges of the quantize settings (flags, Python arguments).
+//! * [`text`]: untrusted names escaped before they reach a terminal; how errors are reported.
 
 #![forbid(unsafe_code)]
 
@@ -22,5 +23,6 @@ pub mod npy;
 pub mod quantize;
 pub mod reference;
 pub mod report;
+pub mod settings;
 pub mod text;
 pub mod validate;
