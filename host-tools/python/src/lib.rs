@@ -387,6 +387,8 @@ fn quantize<'py>(
         let prep = ImagePrep {
             size: cfg.img_size(),
             resize,
+            // As `vitae quantize`: no crop flag (that is `vitae eval`'s).
+            crop: None,
             channels,
             mean: mean.clone().unwrap_or_else(|| vec![0.5; channels]),
             std: std.clone().unwrap_or_else(|| vec![0.5; channels]),

@@ -9,6 +9,7 @@
 //!   lowering to a device blob with its arena plan.
 //! * [`engine`]: the device runtime on the host (bit-identical to the firmware).
 //! * [`calib_data`]: calibration images from `.npy` or image folders.
+//! * [`eval`]: labelled datasets (ImageFolder, `.npz`) streamed through engines, scored.
 //! * [`settings`]: the ranges of the quantize settings (flags, Python arguments).
 //! * [`text`]: untrusted names escaped before they reach a terminal; how errors are reported.
 
@@ -18,6 +19,7 @@ pub mod calib_data;
 pub mod checkpoint;
 pub mod config;
 pub mod engine;
+pub mod eval;
 pub mod io;
 pub mod npy;
 pub mod quantize;

@@ -9,6 +9,17 @@ fn bad(message: String) -> anyhow::Error {
     InputError(message).into()
 }
 
+/// Checks `--mean`, `--std`, `--resize` and `--crop` (image folders); the ranges are
+/// [`vitae::settings`]'s.
+pub fn check_image_flags(
+    mean: Option<&[f32]>,
+    std: Option<&[f32]>,
+    resize: Option<usize>,
+    crop: Option<usize>,
+) -> anyhow::Result<()> {
+    vitae::settings::check_image_settings(mean, std, resize, crop).map_err(|e| bad(e.0))
+}
+
 /// Checks the numeric flags of `vitae quantize` (the ranges are the library's, shared with the
 /// Python package).
 pub fn check_quantize_flags(args: &QuantizeArgs) -> anyhow::Result<()> {

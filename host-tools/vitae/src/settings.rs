@@ -3,7 +3,7 @@
 //! never a silently wrong result (`--std inf` would turn every calibration value into 0) or an
 //! allocation sized by a typo (`--resize 100000`).
 
-/// Largest `--resize` (pixels of the shorter side before the center crop).
+/// Largest `--resize` and `--crop` (pixels).
 pub const MAX_RESIZE: usize = 8192;
 /// `--mean` values lie in `[-MAX_MEAN, MAX_MEAN]` (pixels are scaled to [0, 1] first).
 pub const MAX_MEAN: f32 = 1000.0;
@@ -51,22 +51,35 @@ fn check_list(flag: &str, values: &[f32], low: f32, high: f32) -> Result<(), Set
     Ok(())
 }
 
-impl QuantizeSettings<'_> {
-    /// Checks every given setting against its range.
-    pub fn check(&self) -> Result<(), SettingError> {
-        if let Some(mean) = self.mean {
-            check_list("--mean", mean, -MAX_MEAN, MAX_MEAN)?;
-        }
-        if let Some(std) = self.std {
-            check_list("--std", std, MIN_STD, MAX_STD)?;
-        }
-        if let Some(r) = self.resize
+/// Checks the image settings: `--mean`, `--std`, and `--resize` and `--crop` (pixels).
+pub fn check_image_settings(
+    mean: Option<&[f32]>,
+    std: Option<&[f32]>,
+    resize: Option<usize>,
+    crop: Option<usize>,
+) -> Result<(), SettingError> {
+    if let Some(mean) = mean {
+        check_list("--mean", mean, -MAX_MEAN, MAX_MEAN)?;
+    }
+    if let Some(std) = std {
+        check_list("--std", std, MIN_STD, MAX_STD)?;
+    }
+    for (flag, value) in [("--resize", resize), ("--crop", crop)] {
+        if let Some(r) = value
             && !(1..=MAX_RESIZE).contains(&r)
         {
             return Err(SettingError(format!(
-                "--resize {r}: must be between 1 and {MAX_RESIZE} pixels"
+                "{flag} {r}: must be between 1 and {MAX_RESIZE} pixels"
             )));
         }
+    }
+    Ok(())
+}
+
+impl QuantizeSettings<'_> {
+    /// Checks every given setting against its range.
+    pub fn check(&self) -> Result<(), SettingError> {
+        check_image_settings(self.mean, self.std, self.resize, None)?;
         if self.max_calib == Some(0) {
             return Err(SettingError("--max-calib 0: must be at least 1".into()));
         }
