@@ -160,14 +160,11 @@ pub fn load(
 /// vector each: the header is checked against [`MAX_CALIB_BYTES`] before any element is read,
 /// and the images after `limit` are never read (unless the array is in Fortran order, which is
 /// read whole and so counted whole).
-fn load_npy(
-    path: &Path,
-    prep: &ImagePrep,
-    limit: Option<usize>,
-) -> Result<Vec<Vec<f32>>, CalibDataError> {
-    let array = open_npy_f32(path)?;
+/// The number of images of a calibration array of `shape`: `(N, C, H, W)` or `(C, H, W)` for
+/// the model's input, at least one.
+fn images_in(path: &Path, shape: &[usize], prep: &ImagePrep) -> Result<usize, CalibDataError> {
     let (c, s) = (prep.channels, prep.size);
-    let n = match array.shape() {
+    let n = match shape {
         [n, ch, h, w] if (*ch, *h, *w) == (c, s, s) => *n,
         [ch, h, w] if (*ch, *h, *w) == (c, s, s) => 1,
         shape => {
@@ -182,6 +179,45 @@ fn load_npy(
     if n == 0 {
         return Err(CalibDataError::Empty(path.to_path_buf()));
     }
+    Ok(n)
+}
+
+/// The first `limit` images of an array already in memory (the Python package's `calib=`),
+/// checked like a `.npy` file's: `values` in C order for `shape`, which must be
+/// `(N, C, H, W)` or `(C, H, W)` for the model. `label` names the array in errors.
+pub fn from_array(
+    label: &Path,
+    shape: &[usize],
+    values: &[f32],
+    prep: &ImagePrep,
+    limit: Option<usize>,
+) -> Result<Vec<Vec<f32>>, CalibDataError> {
+    let n = images_in(label, shape, prep)?;
+    let per = prep.channels * prep.size * prep.size;
+    if n.checked_mul(per) != Some(values.len()) {
+        return Err(CalibDataError::Shape {
+            path: label.to_path_buf(),
+            shape: shape.to_vec(),
+            channels: prep.channels,
+            size: prep.size,
+        });
+    }
+    let count = limit.map_or(n, |l| n.min(l.max(1)));
+    Ok(values
+        .chunks_exact(per)
+        .take(count)
+        .map(<[f32]>::to_vec)
+        .collect())
+}
+
+fn load_npy(
+    path: &Path,
+    prep: &ImagePrep,
+    limit: Option<usize>,
+) -> Result<Vec<Vec<f32>>, CalibDataError> {
+    let array = open_npy_f32(path)?;
+    let (c, s) = (prep.channels, prep.size);
+    let n = images_in(path, array.shape(), prep)?;
     let count = limit.map_or(n, |l| n.min(l.max(1)));
     let per_image = (c * s * s * 4) as u64;
     // A Fortran-order array is reordered whole before its first image is known: all of it counts.

@@ -46,6 +46,118 @@ pub enum HostLimitError {
     },
 }
 
+/// A batch of images that does not fit a model's input. `name` is where the images came from
+/// (a file, or the argument of a Python call).
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    /// f32 images of the wrong shape.
+    #[error("{name}: input shape {shape:?} does not fit the model: expected (N, {c}, {h}, {w})")]
+    Shape {
+        /// Where the images came from.
+        name: String,
+        /// The shape given.
+        shape: Vec<usize>,
+        /// Channels, height, width the model takes.
+        c: usize,
+        /// See `c`.
+        h: usize,
+        /// See `c`.
+        w: usize,
+    },
+    /// u8 pixels of the wrong shape.
+    #[error(
+        "{name}: input shape {shape:?} does not fit the model: expected u8 pixels (N, {h}, {w}, {c})"
+    )]
+    PixelShape {
+        /// Where the pixels came from.
+        name: String,
+        /// The shape given.
+        shape: Vec<usize>,
+        /// Channels, height, width the model takes.
+        c: usize,
+        /// See `c`.
+        h: usize,
+        /// See `c`.
+        w: usize,
+    },
+    /// No images.
+    #[error("{name}: the batch is empty (N = 0)")]
+    Empty {
+        /// Where the images came from.
+        name: String,
+    },
+    /// A value is NaN or infinite.
+    #[error("{name}: value {index} is {value} (not finite)")]
+    NotFinite {
+        /// Where the images came from.
+        name: String,
+        /// Index of the first such value (C order).
+        index: usize,
+        /// The value.
+        value: f32,
+    },
+}
+
+/// The batch size of f32 images of `shape`, `(N, C, H, W)` or `(C, H, W)` for a model taking
+/// `c × h × w`, with `values` all finite; `name` is where they came from.
+pub fn f32_batch(
+    name: &str,
+    shape: &[usize],
+    values: &[f32],
+    (c, h, w): (usize, usize, usize),
+) -> Result<usize, BatchError> {
+    let batch = match shape {
+        [n, ch, hh, ww] if (*ch, *hh, *ww) == (c, h, w) => *n,
+        [ch, hh, ww] if (*ch, *hh, *ww) == (c, h, w) => 1,
+        shape => {
+            return Err(BatchError::Shape {
+                name: name.into(),
+                shape: shape.to_vec(),
+                c,
+                h,
+                w,
+            });
+        }
+    };
+    if batch == 0 {
+        return Err(BatchError::Empty { name: name.into() });
+    }
+    if let Some(index) = values.iter().position(|v| !v.is_finite()) {
+        return Err(BatchError::NotFinite {
+            name: name.into(),
+            index,
+            value: values[index],
+        });
+    }
+    Ok(batch)
+}
+
+/// The batch size of u8 pixels of `shape`, `(N, H, W, C)` or `(H, W, C)` for a model taking
+/// `c × h × w`; `name` is where they came from.
+pub fn u8_batch(
+    name: &str,
+    shape: &[usize],
+    (c, h, w): (usize, usize, usize),
+) -> Result<usize, BatchError> {
+    let batch = match shape {
+        [n, hh, ww, ch] if (*hh, *ww, *ch) == (h, w, c) => *n,
+        [hh, ww, ch] if (*hh, *ww, *ch) == (h, w, c) => 1,
+        shape => {
+            return Err(BatchError::PixelShape {
+                name: name.into(),
+                shape: shape.to_vec(),
+                c,
+                h,
+                w,
+            });
+        }
+    };
+    if batch == 0 {
+        return Err(BatchError::Empty { name: name.into() });
+    }
+    Ok(batch)
+}
+
 /// The host's own limits on a parsed blob, checked before anything is allocated for it or
 /// printed about it.
 pub fn check_host_limits(model: &Model) -> Result<(), HostLimitError> {

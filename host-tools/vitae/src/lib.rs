@@ -10,7 +10,8 @@
 //! * [`engine`]: the device runtime on the host (bit-identical to the firmware).
 //! * [`calib_data`]: calibration images from `.npy` or image folders.
 //! * [`eval`]: labelled datasets (ImageFolder, `.npz`) streamed through engines, scored.
-//! * [`text`]: untrusted names escaped before they reach a terminal.
+//! * [`settings`]: the ranges of the quantize settings (flags, Python arguments).
+//! * [`text`]: untrusted names escaped before they reach a terminal; how errors are reported.
 
 #![forbid(unsafe_code)]
 
@@ -24,5 +25,6 @@ pub mod npy;
 pub mod quantize;
 pub mod reference;
 pub mod report;
+pub mod settings;
 pub mod text;
 pub mod validate;

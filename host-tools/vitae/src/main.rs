@@ -71,50 +71,16 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
     })
 }
 
-/// The lines of one error, every piece that can hold input text escaped (a key or name with a
-/// newline or an escape sequence cannot fake a line or drive the terminal).
-fn error_lines(cause: &(dyn std::error::Error + 'static)) -> Vec<String> {
-    use vitae::text::escape;
-    let report = cause.downcast_ref::<CheckpointReport>().or_else(|| {
-        match cause.downcast_ref::<ModelError>() {
-            Some(ModelError::Checkpoint(report)) => Some(report),
-            _ => None,
-        }
-    });
-    match report {
-        // The one multi-line message: its lines are ours, the keys in them are escaped.
-        Some(report) => {
-            let mut lines = vec![format!(
-                "checkpoint {} does not match architecture {}: {}",
-                escape(&report.checkpoint),
-                escape(&report.config),
-                escape(&report.summary())
-            )];
-            lines.extend(
-                report
-                    .problems
-                    .iter()
-                    .map(|p| format!("  {}", escape(&p.to_string()))),
-            );
-            lines
-        }
-        None => vec![escape(&cause.to_string()).into_owned()],
-    }
-}
-
 /// Prints `error: <outermost message>` then one `  cause: ...` line per underlying error
 /// (the ruff convention), never panicking on a closed stderr.
 fn report(error: &anyhow::Error) {
     let mut stderr = std::io::stderr().lock();
-    for (i, cause) in error.chain().enumerate() {
-        let lead = if i == 0 { "error: " } else { "  cause: " };
-        for (j, line) in error_lines(cause).iter().enumerate() {
-            let _ = if j == 0 {
-                writeln!(stderr, "{lead}{line}")
-            } else {
-                writeln!(stderr, "{line}")
-            };
-        }
+    for (i, line) in vitae::text::report_lines(error.chain()).iter().enumerate() {
+        let _ = if i == 0 {
+            writeln!(stderr, "error: {line}")
+        } else {
+            writeln!(stderr, "{line}")
+        };
     }
 }
 

@@ -3,7 +3,8 @@
 //! Names and strings from inputs (state_dict keys, blob op and model names, config values, file
 //! paths) are printed in messages and tables. Raw, an ESC, BEL or CR in them could retitle or
 //! clear the terminal or fake an `error:` line; [`escape`] renders every such character
-//! visibly instead.
+//! visibly instead. [`report_lines`] is how an error and its causes are told, by the CLI and
+//! the Python package alike.
 
 use std::borrow::Cow;
 
@@ -58,6 +59,59 @@ pub fn json_for_terminal(json: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// The lines of one error, every piece that can hold input text escaped (a key or name with a
+/// newline or an escape sequence cannot fake a line or drive the terminal). A checkpoint that
+/// does not match its architecture gives one line per problem; every other error one line.
+pub fn error_lines(cause: &(dyn std::error::Error + 'static)) -> Vec<String> {
+    use crate::reference::ModelError;
+    use crate::validate::CheckpointReport;
+    let report = cause.downcast_ref::<CheckpointReport>().or_else(|| {
+        match cause.downcast_ref::<ModelError>() {
+            Some(ModelError::Checkpoint(report)) => Some(report),
+            _ => None,
+        }
+    });
+    match report {
+        // The one multi-line message: its lines are ours, the keys in them are escaped.
+        Some(report) => {
+            let mut lines = vec![format!(
+                "checkpoint {} does not match architecture {}: {}",
+                escape(&report.checkpoint),
+                escape(&report.config),
+                escape(&report.summary())
+            )];
+            lines.extend(
+                report
+                    .problems
+                    .iter()
+                    .map(|p| format!("  {}", escape(&p.to_string()))),
+            );
+            lines
+        }
+        None => vec![escape(&cause.to_string()).into_owned()],
+    }
+}
+
+/// What `vitae` reports for a failure, without its leading `error: `: the outermost error's
+/// lines ([`error_lines`]), then each underlying error's, the first of each as `  cause: …` (the
+/// ruff convention). `chain` is the error then its sources (`anyhow::Error::chain`, or
+/// `std::iter::successors(Some(e), |e| e.source())`). The Python package raises the same text.
+pub fn report_lines<'a>(
+    chain: impl IntoIterator<Item = &'a (dyn std::error::Error + 'static)>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, cause) in chain.into_iter().enumerate() {
+        for (j, line) in error_lines(cause).into_iter().enumerate() {
+            out.push(if i > 0 && j == 0 {
+                format!("  cause: {line}")
+            } else {
+                line
+            });
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,5 +129,27 @@ mod tests {
         assert!(!safe.chars().any(is_unsafe), "{safe}");
         let back: serde_json::Value = serde_json::from_str(&safe).unwrap();
         assert_eq!(back["name"], "x\u{1b}y\u{9b}z");
+    }
+
+    #[test]
+    fn report_lines_escape_and_mark_causes() {
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "reading m\u{1b}.vblob")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let error = Outer(std::io::Error::other("disk\nfull"));
+        let lines = report_lines(std::iter::successors(
+            Some(&error as &(dyn std::error::Error + 'static)),
+            |e| e.source(),
+        ));
+        assert_eq!(lines, ["reading m\\u{1b}.vblob", "  cause: disk\\nfull"]);
     }
 }

@@ -15,6 +15,7 @@ mod firmware;
 mod fuzz;
 mod hardening;
 mod kit;
+mod python;
 mod qemu;
 mod qemu_cmd;
 mod test;

@@ -26,6 +26,9 @@ pub struct TestArgs {
     /// Add a deliberately failing on-target test (shows that a failure fails the run).
     #[arg(long)]
     pub demo_failure: bool,
+    /// Only the Python package's step (host-tools/python: clippy, pip install, pytest).
+    #[arg(long, conflicts_with_all = ["host_only", "target_only", "quick", "board"])]
+    pub python_only: bool,
 }
 
 /// Outcome of one on-target test.
@@ -56,6 +59,15 @@ impl Steps {
 pub fn run(args: &TestArgs) -> Result<()> {
     let mut steps = Steps { failed: Vec::new() };
     let started = Instant::now();
+    if args.python_only {
+        steps.run(PYTHON_STEP, crate::python::check);
+        println!("\ntotal time {:.0} s", started.elapsed().as_secs_f64());
+        if !steps.failed.is_empty() {
+            bail!("failed steps: {}", steps.failed.join("; "));
+        }
+        println!("the Python package's checks passed");
+        return Ok(());
+    }
     if !args.target_only && !args.quick {
         host_checks(&mut steps);
     }
@@ -302,7 +314,7 @@ pub fn run(args: &TestArgs) -> Result<()> {
 
 fn host_checks(steps: &mut Steps) {
     steps.run(
-        "cargo fmt --check (host workspace and firmware workspace)",
+        "cargo fmt --check (host workspace, firmware workspace, host-tools/python)",
         || {
             let mut c = host_cargo();
             c.args(["fmt", "--all", "--check"]);
@@ -318,6 +330,18 @@ fn host_checks(steps: &mut Steps) {
             run_checked(
                 c,
                 "rustfmt of firmware/ (run `cargo fmt --all --manifest-path firmware/Cargo.toml`)",
+            )?;
+            let mut c = host_cargo();
+            c.args([
+                "fmt",
+                "--all",
+                "--check",
+                "--manifest-path",
+                "host-tools/python/Cargo.toml",
+            ]);
+            run_checked(
+                c,
+                "rustfmt of host-tools/python/ (run `cargo fmt --all --manifest-path host-tools/python/Cargo.toml`)",
             )
         },
     );
@@ -355,7 +379,11 @@ fn host_checks(steps: &mut Steps) {
         },
     );
     steps.run("MSRV: vitae-edge checked with its rust-version", msrv_check);
+    steps.run(PYTHON_STEP, crate::python::check);
 }
+
+const PYTHON_STEP: &str =
+    "Python package (host-tools/python): clippy, pip install into target/python-venv, pytest";
 
 /// Checks the library with a toolchain of its `rust-version` (rustup's, for the host: the
 /// language and `core` APIs are the same for every target), without and with `std`. The
