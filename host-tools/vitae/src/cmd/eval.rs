@@ -83,7 +83,7 @@ pub struct EvalArgs {
     /// Worker threads for the blobs (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// How many of the worst classes to list.
+    /// How many of the worst classes to list (classes without a miss are never listed).
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub worst: usize,
     /// Print the results as one JSON object (and nothing else) on stdout.
@@ -345,6 +345,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             .map(|s| s.score.class_top1[k] as f64 / class_images[k] as f64)
             .fold(f64::INFINITY, f64::min)
     };
+    worst.retain(|&k| class_low(k) < 1.0);
     worst.sort_by(|&a, &b| class_low(a).total_cmp(&class_low(b)).then(a.cmp(&b)));
     worst.truncate(args.worst);
 
@@ -434,7 +435,10 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         )?;
     }
     if !worst.is_empty() {
-        writeln!(out, "\n  worst classes (lowest top-1 of any engine first):")?;
+        writeln!(
+            out,
+            "\n  worst classes (lowest top-1 of any engine first; classes every engine gets all right left out):"
+        )?;
         let class_width = worst
             .iter()
             .map(|&k| escape(&names[k]).chars().count())
