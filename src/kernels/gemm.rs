@@ -239,6 +239,68 @@ fn fits(rows: usize, stride: usize, len: usize, have: usize) -> bool {
         .is_some_and(|e| e <= have)
 }
 
+/// `rows` runs of `len` bytes from `src` (`src_stride` apart) to `dst` (`dst_stride` apart), the
+/// plain-slice `copy_rows` of the DSP and x86 flavours; false, touching nothing, when either side
+/// is too short.
+#[cfg(any(test, vitae_x86, all(vitae_dsp, not(vitae_mve))))]
+#[inline(always)]
+fn copy_rows_checked(
+    dst: &mut [i8],
+    dst_stride: usize,
+    src: &[i8],
+    src_stride: usize,
+    rows: usize,
+    len: usize,
+) -> bool {
+    if !fits(rows, dst_stride, len, dst.len()) || !fits(rows, src_stride, len, src.len()) {
+        return false;
+    }
+    for r in 0..rows {
+        dst[r * dst_stride..][..len].copy_from_slice(&src[r * src_stride..][..len]);
+    }
+    true
+}
+
+/// A gather table as the DSP and x86 flavours keep it: the offsets and their largest entry
+/// (what the bounds check of [`gather_rows_checked`] needs).
+#[cfg(any(test, vitae_x86, all(vitae_dsp, not(vitae_mve))))]
+#[inline(always)]
+fn table_with_max(offsets: &mut [u16]) -> (&[u16], usize) {
+    let offsets: &[u16] = offsets;
+    (
+        offsets,
+        offsets.iter().copied().max().map_or(0, usize::from),
+    )
+}
+
+/// `dst[r·dst_stride + i] = src[r·src_stride + offsets[i]]` for `rows` rows and `i < len`, one
+/// byte at a time; false, touching nothing, when a side is too short for the table.
+#[cfg(any(test, vitae_x86, all(vitae_dsp, not(vitae_mve))))]
+#[inline(always)]
+fn gather_rows_checked(
+    dst: &mut [i8],
+    dst_stride: usize,
+    src: &[i8],
+    src_stride: usize,
+    rows: usize,
+    len: usize,
+    &(offsets, max): &(&[u16], usize),
+) -> bool {
+    if len > offsets.len()
+        || !fits(rows, dst_stride, len, dst.len())
+        || !fits(rows, src_stride, max + 1, src.len())
+    {
+        return false;
+    }
+    for r in 0..rows {
+        let (d, s) = (&mut dst[r * dst_stride..][..len], &src[r * src_stride..]);
+        for (d, &o) in d.iter_mut().zip(offsets) {
+            *d = s[usize::from(o)];
+        }
+    }
+    true
+}
+
 /// Cortex-M4/M7 flavour (see the module docs).
 #[cfg(any(test, all(vitae_dsp, not(vitae_mve))))]
 #[derive(Debug)]
@@ -391,13 +453,7 @@ impl Micro for Dsp {
         rows: usize,
         len: usize,
     ) -> bool {
-        if !fits(rows, dst_stride, len, dst.len()) || !fits(rows, src_stride, len, src.len()) {
-            return false;
-        }
-        for r in 0..rows {
-            dst[r * dst_stride..][..len].copy_from_slice(&src[r * src_stride..][..len]);
-        }
-        true
+        copy_rows_checked(dst, dst_stride, src, src_stride, rows, len)
     }
 
     /// A byte-wise gather costs about 7 instructions per value here, a 4-byte copy about 4.
@@ -407,11 +463,7 @@ impl Micro for Dsp {
     type Table<'a> = (&'a [u16], usize);
 
     fn table(offsets: &mut [u16]) -> (&[u16], usize) {
-        let offsets: &[u16] = offsets;
-        (
-            offsets,
-            offsets.iter().copied().max().map_or(0, usize::from),
-        )
+        table_with_max(offsets)
     }
 
     #[inline]
@@ -422,21 +474,9 @@ impl Micro for Dsp {
         src_stride: usize,
         rows: usize,
         len: usize,
-        &(offsets, max): &(&[u16], usize),
+        table: &(&[u16], usize),
     ) -> bool {
-        if len > offsets.len()
-            || !fits(rows, dst_stride, len, dst.len())
-            || !fits(rows, src_stride, max + 1, src.len())
-        {
-            return false;
-        }
-        for r in 0..rows {
-            let (d, s) = (&mut dst[r * dst_stride..][..len], &src[r * src_stride..]);
-            for (d, &o) in d.iter_mut().zip(offsets) {
-                *d = s[usize::from(o)];
-            }
-        }
-        true
+        gather_rows_checked(dst, dst_stride, src, src_stride, rows, len, table)
     }
 }
 
@@ -872,13 +912,7 @@ impl Micro for Avx2 {
         rows: usize,
         len: usize,
     ) -> bool {
-        if !fits(rows, dst_stride, len, dst.len()) || !fits(rows, src_stride, len, src.len()) {
-            return false;
-        }
-        for r in 0..rows {
-            dst[r * dst_stride..][..len].copy_from_slice(&src[r * src_stride..][..len]);
-        }
-        true
+        copy_rows_checked(dst, dst_stride, src, src_stride, rows, len)
     }
 
     const GATHER_BELOW: usize = 4;
@@ -887,11 +921,7 @@ impl Micro for Avx2 {
     type Table<'a> = (&'a [u16], usize);
 
     fn table(offsets: &mut [u16]) -> (&[u16], usize) {
-        let offsets: &[u16] = offsets;
-        (
-            offsets,
-            offsets.iter().copied().max().map_or(0, usize::from),
-        )
+        table_with_max(offsets)
     }
 
     #[inline]
@@ -902,21 +932,9 @@ impl Micro for Avx2 {
         src_stride: usize,
         rows: usize,
         len: usize,
-        &(offsets, max): &(&[u16], usize),
+        table: &(&[u16], usize),
     ) -> bool {
-        if len > offsets.len()
-            || !fits(rows, dst_stride, len, dst.len())
-            || !fits(rows, src_stride, max + 1, src.len())
-        {
-            return false;
-        }
-        for r in 0..rows {
-            let (d, s) = (&mut dst[r * dst_stride..][..len], &src[r * src_stride..]);
-            for (d, &o) in d.iter_mut().zip(offsets) {
-                *d = s[usize::from(o)];
-            }
-        }
-        true
+        gather_rows_checked(dst, dst_stride, src, src_stride, rows, len, table)
     }
 }
 

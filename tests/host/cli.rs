@@ -442,6 +442,7 @@ fn every_subcommand_help_has_an_example() {
         "quantize",
         "inspect",
         "diff",
+        "eval",
         "bench-reference",
         "bench-engine",
     ] {

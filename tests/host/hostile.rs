@@ -528,6 +528,7 @@ fn devices_and_fifos_are_refused_as_every_kind_of_input() {
                 out,
             ],
             diff_args(p(&t.blob), p(&t.pth), p(&t.config), dev),
+            vec!["eval", "--model", p(&t.blob), "--data", dev],
         ];
         for args in cases {
             let output = vitae(&args);

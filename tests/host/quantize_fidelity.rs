@@ -214,6 +214,7 @@ fn image_folder_calibration_is_resized_cropped_and_normalized() {
     let prep = ImagePrep {
         size: 16,
         resize: Some(20),
+        crop: None,
         channels: 1,
         mean: vec![0.5],
         std: vec![0.5],

@@ -23,6 +23,9 @@ pub struct ImagePrep {
     /// Resize the shorter side to this many pixels first, then center-crop `size × size`
     /// (ImageNet-style evaluation: 256 then 224). `None`: resize straight to `size × size`.
     pub resize: Option<usize>,
+    /// Center-crop this square (after `resize`, from the image as it is without one), then
+    /// resize it to `size × size`. `None`: the crop is the input size itself.
+    pub crop: Option<usize>,
     /// Channels the model takes (1: grayscale, 3: RGB).
     pub channels: usize,
     /// Per-channel mean subtracted after scaling pixels to [0, 1].
@@ -101,6 +104,26 @@ pub enum CalibDataError {
         /// The model's input side.
         size: usize,
     },
+    /// `--crop` larger than the image it is taken from.
+    #[error("{}: a {crop}x{crop} crop does not fit in the {width}x{height} image it is taken from", path.display())]
+    CropTooLarge {
+        /// File.
+        path: PathBuf,
+        /// Width of the image cropped (after any resize).
+        width: u64,
+        /// Height of the image cropped.
+        height: u64,
+        /// The crop's side.
+        crop: u64,
+    },
+    /// `--crop 0`, or a `--resize` below the `--crop`.
+    #[error("--crop {crop}: {reason}")]
+    BadCrop {
+        /// The flag's value.
+        crop: usize,
+        /// Why it cannot be used.
+        reason: String,
+    },
     /// More images than fit in memory.
     #[error("{}: {count} images of {per_image} bytes each are more than {MAX_CALIB_BYTES} bytes; use --max-calib", path.display())]
     TooMany {
@@ -173,26 +196,40 @@ fn load_npy(
     Ok(array.read_rows(c * s * s, count)?)
 }
 
+/// Checks `prep`'s sizes and normalization before any file is opened.
+pub fn check_prep(prep: &ImagePrep) -> Result<(), CalibDataError> {
+    if prep.mean.len() != prep.channels || prep.std.len() != prep.channels {
+        return Err(CalibDataError::Normalization(prep.channels));
+    }
+    match (prep.resize, prep.crop) {
+        (_, Some(0)) => Err(CalibDataError::BadCrop {
+            crop: 0,
+            reason: "must be at least 1 pixel".into(),
+        }),
+        (Some(resize), Some(crop)) if resize < crop => Err(CalibDataError::BadCrop {
+            crop,
+            reason: format!(
+                "larger than the --resize {resize} image it is taken from; give at most {resize}"
+            ),
+        }),
+        (Some(resize), None) if resize < prep.size => Err(CalibDataError::ResizeTooSmall {
+            resize,
+            size: prep.size,
+        }),
+        _ => Ok(()),
+    }
+}
+
 fn load_folder(
     dir: &Path,
     prep: &ImagePrep,
     limit: Option<usize>,
 ) -> Result<Vec<Vec<f32>>, CalibDataError> {
-    if prep.mean.len() != prep.channels || prep.std.len() != prep.channels {
-        return Err(CalibDataError::Normalization(prep.channels));
-    }
     let list_err = |e: std::io::Error| CalibDataError::List {
         path: dir.to_path_buf(),
         reason: e.to_string(),
     };
-    if let Some(resize) = prep.resize
-        && resize < prep.size
-    {
-        return Err(CalibDataError::ResizeTooSmall {
-            resize,
-            size: prep.size,
-        });
-    }
+    check_prep(prep)?;
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(list_err)?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -216,70 +253,105 @@ fn load_folder(
     }
     files
         .iter()
-        .map(|f| {
-            // Opened once, as a regular file within the image ceiling (checked again on the
-            // opened file); the decoder reads from that handle, guessing the format from the
-            // content.
-            let (file, _) = open_input_file(f, InputKind::Image)?;
-            let decode_error = |e: image::ImageError| CalibDataError::Decode {
-                path: f.clone(),
-                reason: e.to_string(),
-            };
-            let mut reader = image::ImageReader::new(std::io::BufReader::new(file))
-                .with_guessed_format()
-                .map_err(|e| decode_error(e.into()))?;
-            let mut limits = image::Limits::default();
-            limits.max_image_width = Some(MAX_IMAGE_SIDE);
-            limits.max_image_height = Some(MAX_IMAGE_SIDE);
-            limits.max_alloc = Some(256 << 20);
-            reader.limits(limits);
-            let img = reader.decode().map_err(decode_error)?;
-            let s = prep.size as u32;
-            let (w, h) = (img.width().max(1), img.height().max(1));
-            let (nw, nh) = match prep.resize {
-                Some(r) => {
-                    // At least the input size: checked above, before any file was opened.
-                    let r = r as u64;
-                    if w <= h {
-                        (r, h as u64 * r / w as u64)
-                    } else {
-                        (w as u64 * r / h as u64, r)
-                    }
-                }
-                None => (u64::from(s), u64::from(s)),
-            };
-            let touched = nw.max(u64::from(w)).saturating_mul(nh.max(u64::from(h)));
-            if touched > MAX_RESIZE_PIXELS || nw > u64::from(u32::MAX) || nh > u64::from(u32::MAX) {
-                return Err(CalibDataError::TooLarge {
-                    path: f.clone(),
-                    width: w,
-                    height: h,
-                    target_width: nw,
-                    target_height: nh,
-                });
-            }
-            let (nw, nh) = (nw as u32, nh as u32);
-            let img = match prep.resize {
-                Some(_) => {
-                    let img = img.resize_exact(nw, nh, image::imageops::FilterType::Triangle);
-                    img.crop_imm((nw - s) / 2, (nh - s) / 2, s, s)
-                }
-                None => img.resize_exact(s, s, image::imageops::FilterType::Triangle),
-            };
-            let plane = prep.size * prep.size;
-            let mut out = vec![0.0f32; prep.channels * plane];
-            if prep.channels == 1 {
-                for (i, p) in img.to_luma8().pixels().enumerate() {
-                    out[i] = (p.0[0] as f32 / 255.0 - prep.mean[0]) / prep.std[0];
-                }
-            } else {
-                for (i, p) in img.to_rgb8().pixels().enumerate() {
-                    for c in 0..prep.channels.min(3) {
-                        out[c * plane + i] = (p.0[c] as f32 / 255.0 - prep.mean[c]) / prep.std[c];
-                    }
-                }
-            }
-            Ok(out)
-        })
+        .map(|f| load_pixels(f, prep).map(|pixels| normalize(&pixels, prep)))
         .collect()
+}
+
+/// Decodes one PNG/JPEG file into `size × size` pixels, HWC with `prep.channels` channels
+/// (gray, or RGB; channels after the third are 0): resized (shorter side to `resize`, or
+/// straight to the input size), center-cropped to `crop` and, when `crop` is not the input
+/// size, resized to it. Every size is checked before any pixel is decoded or allocated.
+pub fn load_pixels(f: &Path, prep: &ImagePrep) -> Result<Vec<u8>, CalibDataError> {
+    // Opened once, as a regular file within the image ceiling (checked again on the opened
+    // file); the decoder reads from that handle, guessing the format from the content.
+    let (file, _) = open_input_file(f, InputKind::Image)?;
+    let decode_error = |e: image::ImageError| CalibDataError::Decode {
+        path: f.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let mut reader = image::ImageReader::new(std::io::BufReader::new(file))
+        .with_guessed_format()
+        .map_err(|e| decode_error(e.into()))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(256 << 20);
+    reader.limits(limits);
+    let img = reader.decode().map_err(decode_error)?;
+    let s = prep.size as u32;
+    let crop = prep.crop.unwrap_or(prep.size) as u64;
+    let (w, h) = (img.width().max(1), img.height().max(1));
+    let (nw, nh) = match prep.resize {
+        Some(r) => {
+            // At least the crop: checked before any file was opened.
+            let r = r as u64;
+            if w <= h {
+                (r, h as u64 * r / w as u64)
+            } else {
+                (w as u64 * r / h as u64, r)
+            }
+        }
+        // A crop without a resize is taken from the image as it is.
+        None if prep.crop.is_some() => (u64::from(w), u64::from(h)),
+        None => (u64::from(s), u64::from(s)),
+    };
+    let touched = nw.max(u64::from(w)).saturating_mul(nh.max(u64::from(h)));
+    if touched > MAX_RESIZE_PIXELS || nw > u64::from(u32::MAX) || nh > u64::from(u32::MAX) {
+        return Err(CalibDataError::TooLarge {
+            path: f.to_path_buf(),
+            width: w,
+            height: h,
+            target_width: nw,
+            target_height: nh,
+        });
+    }
+    if prep.crop.is_some() && (nw < crop || nh < crop) {
+        return Err(CalibDataError::CropTooLarge {
+            path: f.to_path_buf(),
+            width: nw,
+            height: nh,
+            crop,
+        });
+    }
+    let (nw, nh, crop) = (nw as u32, nh as u32, crop as u32);
+    let img = match (prep.resize, prep.crop) {
+        (None, None) => img.resize_exact(s, s, image::imageops::FilterType::Triangle),
+        _ => {
+            let img = match prep.resize {
+                Some(_) => img.resize_exact(nw, nh, image::imageops::FilterType::Triangle),
+                None => img,
+            };
+            let img = img.crop_imm((nw - crop) / 2, (nh - crop) / 2, crop, crop);
+            if crop == s {
+                img
+            } else {
+                img.resize_exact(s, s, image::imageops::FilterType::Triangle)
+            }
+        }
+    };
+    let plane = prep.size * prep.size;
+    let c = prep.channels;
+    let mut out = vec![0u8; c * plane];
+    if c == 1 {
+        out.copy_from_slice(img.to_luma8().as_raw());
+    } else {
+        for (i, p) in img.to_rgb8().pixels().enumerate() {
+            out[i * c..i * c + c.min(3)].copy_from_slice(&p.0[..c.min(3)]);
+        }
+    }
+    Ok(out)
+}
+
+/// HWC pixels from [`load_pixels`] as a normalized CHW image: `(pixel / 255 − mean) / std`
+/// per channel (channels after the third stay 0, as they are in the pixels' place).
+pub fn normalize(pixels: &[u8], prep: &ImagePrep) -> Vec<f32> {
+    let c = prep.channels;
+    let plane = prep.size * prep.size;
+    let mut out = vec![0.0f32; c * plane];
+    for (i, p) in pixels.chunks_exact(c).enumerate() {
+        for ch in 0..c.min(3) {
+            out[ch * plane + i] = (p[ch] as f32 / 255.0 - prep.mean[ch]) / prep.std[ch];
+        }
+    }
+    out
 }

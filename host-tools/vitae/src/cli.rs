@@ -19,7 +19,8 @@ use crate::cmd;
     about,
     after_help = "Exit status: 0 success, 2 bad input or usage (the first line names the file or key), 1 internal error.\n\n\
                   Example:\n  vitae check --checkpoint model.pth --arch vitae-t\n  \
-                  vitae run --checkpoint model.pth --arch vitae-t --input x.npy --out logits.npy"
+                  vitae run --checkpoint model.pth --arch vitae-t --input x.npy --out logits.npy\n  \
+                  vitae eval --model model.vblob --data val.npz"
 )]
 pub struct Cli {
     /// What to do.
@@ -40,6 +41,8 @@ pub enum Command {
     Inspect(cmd::inspect::InspectArgs),
     /// Per-layer error of a quantized blob against the f32 model (cosine, max |Δ|, SQNR).
     Diff(cmd::diff::DiffArgs),
+    /// Top-1/top-5 accuracy of blobs (and the f32 reference) over a labelled dataset.
+    Eval(cmd::eval::EvalArgs),
     /// Time the f32 reference forward pass (development aid).
     #[command(hide = true)]
     BenchReference(cmd::bench::BenchArgs),
@@ -56,6 +59,7 @@ impl Command {
             Command::Quantize(args) => cmd::quantize::run(args),
             Command::Inspect(args) => cmd::inspect::run(args),
             Command::Diff(args) => cmd::diff::run(args),
+            Command::Eval(args) => cmd::eval::run(args),
             Command::BenchReference(args) => cmd::bench::run(args),
             Command::BenchEngine(args) => cmd::bench_engine::run(args),
         }
@@ -86,6 +90,23 @@ impl ArchArgs {
                 PRESETS.join(", ")
             ),
         }
+    }
+}
+
+/// The architecture of a `--checkpoint` given by the optional `--config`/`--arch` flags of
+/// `run` and `eval`: a usage error naming both when neither is there.
+pub fn checkpoint_arch(
+    config: Option<&std::path::Path>,
+    arch: Option<&str>,
+) -> anyhow::Result<ModelConfig> {
+    match (config, arch) {
+        (Some(path), _) => Ok(ModelConfig::from_kwargs_file(path)?),
+        (None, Some(name)) => Ok(ModelConfig::preset(name)?),
+        (None, None) => Err(crate::InputError(format!(
+            "--checkpoint needs the architecture: --config KWARGS.json or --arch NAME ({})",
+            PRESETS.join(", ")
+        ))
+        .into()),
     }
 }
 

@@ -23,6 +23,8 @@ pub enum InputKind {
     Image,
     /// A device blob: at most 256 MiB (the largest Cortex-M flash is a few MiB).
     Blob,
+    /// An `.npz` dataset, streamed a chunk at a time: at most 1 TiB.
+    Dataset,
 }
 
 impl InputKind {
@@ -33,6 +35,7 @@ impl InputKind {
             InputKind::Config => 1 << 20,
             InputKind::Image => 64 << 20,
             InputKind::Blob => 256 << 20,
+            InputKind::Dataset => 1 << 40,
         }
     }
 
@@ -44,6 +47,7 @@ impl InputKind {
             InputKind::Array => ".npy array",
             InputKind::Image => "image",
             InputKind::Blob => "model blob",
+            InputKind::Dataset => ".npz dataset",
         }
     }
 }

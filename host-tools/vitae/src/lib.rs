@@ -9,6 +9,7 @@
 //!   lowering to a device blob with its arena plan.
 //! * [`engine`]: the device runtime on the host (bit-identical to the firmware).
 //! * [`calib_data`]: calibration images from `.npy` or image folders.
+//! * [`eval`]: labelled datasets (ImageFolder, `.npz`) streamed through engines, scored.
 //! * [`text`]: untrusted names escaped before they reach a terminal.
 
 #![forbid(unsafe_code)]
@@ -17,6 +18,7 @@ pub mod calib_data;
 pub mod checkpoint;
 pub mod config;
 pub mod engine;
+pub mod eval;
 pub mod io;
 pub mod npy;
 pub mod quantize;

@@ -3,7 +3,7 @@
 //!
 //! Reading goes through the `npyz` crate, streaming: the file is never held in memory next to
 //! its decoded elements. Format versions 1.0, 2.0 and 3.0, C order, `float32`, `float64`,
-//! `uint8` and `int64` in either byte order (Fortran-order files, which numpy writes for
+//! `uint8`, `int64` and `int32` in either byte order (Fortran-order files, which numpy writes for
 //! non-contiguous arrays, are transposed to C order on read). Before `npyz` sees the header,
 //! the preamble, the header length (at most 1 MiB), the nesting depth of the header literal and
 //! the shape's element count are checked here, and the data length is checked against the
@@ -38,6 +38,8 @@ pub enum NpyDtype {
     U8,
     /// `<i8`
     I64,
+    /// `<i4` (class labels)
+    I32,
 }
 
 impl NpyDtype {
@@ -45,6 +47,7 @@ impl NpyDtype {
         match self {
             NpyDtype::F32 => 4,
             NpyDtype::F64 | NpyDtype::I64 => 8,
+            NpyDtype::I32 => 4,
             NpyDtype::U8 => 1,
         }
     }
@@ -56,6 +59,7 @@ impl NpyDtype {
             NpyDtype::F64 => "float64",
             NpyDtype::U8 => "uint8",
             NpyDtype::I64 => "int64",
+            NpyDtype::I32 => "int32",
         }
     }
 }
@@ -71,6 +75,8 @@ pub enum NpyData {
     U8(Vec<u8>),
     /// int64 elements.
     I64(Vec<i64>),
+    /// int32 elements.
+    I32(Vec<i32>),
 }
 
 /// A decoded `.npy` array of any supported dtype.
@@ -90,6 +96,7 @@ impl NpyArray {
             NpyData::F64(_) => NpyDtype::F64,
             NpyData::U8(_) => NpyDtype::U8,
             NpyData::I64(_) => NpyDtype::I64,
+            NpyData::I32(_) => NpyDtype::I32,
         }
     }
 }
@@ -131,7 +138,7 @@ pub enum NpyFormatError {
     #[error("malformed header: {0}")]
     BadHeader(String),
     /// A dtype we do not read.
-    #[error("unsupported dtype '{0}' (supported: <f4, <f8, |u1, <i8, either byte order)")]
+    #[error("unsupported dtype '{0}' (supported: <f4, <f8, |u1, <i8, <i4, either byte order)")]
     UnsupportedDtype(String),
     /// More data than the shape calls for.
     #[error(
@@ -158,6 +165,11 @@ pub enum NpyFormatError {
         /// What the file holds.
         found: &'static str,
     },
+    /// A Fortran-order array where one image after another must be read.
+    #[error(
+        "stored in Fortran (column-major) order, which cannot be read one image at a time: save np.ascontiguousarray(x) instead"
+    )]
+    FortranOrder,
     /// The bytes could not be read (an I/O error on a file that passed the size checks).
     #[error("cannot read: {0}")]
     Io(String),
@@ -208,7 +220,7 @@ pub fn read_npy(path: &Path) -> Result<NpyArray, NpyError> {
 /// certainly un-normalised images or labels passed by mistake).
 pub fn read_npy_f32(path: &Path) -> Result<ArrayF32, NpyError> {
     let (mut reader, layout) = open_npy(path)?;
-    if matches!(layout.dtype, NpyDtype::U8 | NpyDtype::I64) {
+    if matches!(layout.dtype, NpyDtype::U8 | NpyDtype::I64 | NpyDtype::I32) {
         return Err(NpyError::Format {
             path: path.to_path_buf(),
             kind: NpyFormatError::WrongDtype {
@@ -250,7 +262,7 @@ impl std::fmt::Debug for Layout {
 /// [`read_npy_f32`] for what is accepted.
 pub fn open_npy_f32(path: &Path) -> Result<NpyF32Rows, NpyError> {
     let (reader, layout) = open_npy(path)?;
-    if matches!(layout.dtype, NpyDtype::U8 | NpyDtype::I64) {
+    if matches!(layout.dtype, NpyDtype::U8 | NpyDtype::I64 | NpyDtype::I32) {
         return Err(NpyError::Format {
             path: path.to_path_buf(),
             kind: NpyFormatError::WrongDtype {
@@ -341,6 +353,176 @@ impl NpyF32Rows {
             _ => stream::<f32>(&mut self, row_len, rows, |v| v),
         }
         .map_err(|e| e.at(&path))
+    }
+}
+
+/// An `.npy` array read a few rows at a time from any reader, e.g. an entry of an `.npz`
+/// archive too large to hold: the header is checked against the entry's `size` (as for a file),
+/// then each call reads exactly the rows asked for. C order only ([`NpyFormatError::FortranOrder`]
+/// otherwise, for arrays of more than one dimension). `name` is what errors call the array.
+#[derive(Debug)]
+pub struct NpyRows<R> {
+    name: PathBuf,
+    reader: R,
+    layout: Layout,
+    big_endian: bool,
+    /// Elements read so far.
+    consumed: usize,
+}
+
+impl<R: Read> NpyRows<R> {
+    /// Reads and checks the header of the array `reader` is positioned at (`size` bytes long).
+    pub fn open(mut reader: R, size: u64, name: &Path) -> Result<Self, NpyError> {
+        let at = |kind| NpyError::Format {
+            path: name.to_path_buf(),
+            kind,
+        };
+        let layout = read_layout(&mut reader, size).map_err(at)?;
+        if layout.header.order() == npyz::Order::Fortran && layout.shape.len() > 1 {
+            return Err(at(NpyFormatError::FortranOrder));
+        }
+        let big_endian = matches!(
+            layout.header.dtype(),
+            npyz::DType::Plain(ts) if ts.endianness() == npyz::Endianness::Big
+        );
+        Ok(NpyRows {
+            name: name.to_path_buf(),
+            reader,
+            layout,
+            big_endian,
+            consumed: 0,
+        })
+    }
+
+    /// The array's shape, from its header.
+    pub fn shape(&self) -> &[usize] {
+        &self.layout.shape
+    }
+
+    /// The element type, from its header.
+    pub fn dtype(&self) -> NpyDtype {
+        self.layout.dtype
+    }
+
+    /// Reads the next `count` elements as raw bytes (`count · dtype size`), or fails naming the
+    /// array if that would run past its end.
+    fn next_bytes(&mut self, count: usize) -> Result<Vec<u8>, NpyError> {
+        let error = |kind| NpyError::Format {
+            path: self.name.clone(),
+            kind,
+        };
+        let end = self
+            .consumed
+            .checked_add(count)
+            .filter(|&e| e <= self.layout.count);
+        let Some(end) = end else {
+            return Err(error(NpyFormatError::BadHeader(format!(
+                "asked for {count} more elements after {} of shape {:?}",
+                self.consumed, self.layout.shape
+            ))));
+        };
+        let len = count * self.layout.dtype.size();
+        let mut bytes = Vec::new();
+        bytes.try_reserve_exact(len).map_err(|_| {
+            NpyError::Read(ReadFileError::Io {
+                path: self.name.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::OutOfMemory,
+                    format!("cannot allocate {len} bytes"),
+                ),
+            })
+        })?;
+        bytes.resize(len, 0);
+        self.reader.read_exact(&mut bytes).map_err(|source| {
+            NpyError::Read(ReadFileError::Io {
+                path: self.name.clone(),
+                source,
+            })
+        })?;
+        self.consumed = end;
+        Ok(bytes)
+    }
+
+    /// Appends the next `count` elements of a float32 (or float64, narrowed) array to `out`.
+    pub fn read_f32(&mut self, count: usize, out: &mut Vec<f32>) -> Result<(), NpyError> {
+        let big = self.big_endian;
+        match self.layout.dtype {
+            NpyDtype::F32 => {
+                let bytes = self.next_bytes(count)?;
+                out.extend(bytes.chunks_exact(4).map(|b| {
+                    let b = [b[0], b[1], b[2], b[3]];
+                    if big {
+                        f32::from_be_bytes(b)
+                    } else {
+                        f32::from_le_bytes(b)
+                    }
+                }));
+            }
+            NpyDtype::F64 => {
+                let bytes = self.next_bytes(count)?;
+                out.extend(bytes.chunks_exact(8).map(|b| {
+                    let b: [u8; 8] = core::array::from_fn(|i| b[i]);
+                    (if big {
+                        f64::from_be_bytes(b)
+                    } else {
+                        f64::from_le_bytes(b)
+                    }) as f32
+                }));
+            }
+            found => return Err(self.wrong_dtype("float32", found)),
+        }
+        Ok(())
+    }
+
+    /// Appends the next `count` elements of a uint8 array to `out`.
+    pub fn read_u8(&mut self, count: usize, out: &mut Vec<u8>) -> Result<(), NpyError> {
+        match self.layout.dtype {
+            NpyDtype::U8 => out.extend(self.next_bytes(count)?),
+            found => return Err(self.wrong_dtype("uint8", found)),
+        }
+        Ok(())
+    }
+
+    /// Every element of an integer array (int64, int32 or uint8), widened to i64.
+    pub fn read_all_integers(mut self) -> Result<Vec<i64>, NpyError> {
+        let (count, big) = (self.layout.count, self.big_endian);
+        let bytes = self.next_bytes(count)?;
+        Ok(match self.layout.dtype {
+            NpyDtype::U8 => bytes.into_iter().map(i64::from).collect(),
+            NpyDtype::I32 => bytes
+                .chunks_exact(4)
+                .map(|b| {
+                    let b = [b[0], b[1], b[2], b[3]];
+                    i64::from(if big {
+                        i32::from_be_bytes(b)
+                    } else {
+                        i32::from_le_bytes(b)
+                    })
+                })
+                .collect(),
+            NpyDtype::I64 => bytes
+                .chunks_exact(8)
+                .map(|b| {
+                    let b: [u8; 8] = core::array::from_fn(|i| b[i]);
+                    if big {
+                        i64::from_be_bytes(b)
+                    } else {
+                        i64::from_le_bytes(b)
+                    }
+                })
+                .collect(),
+            found => return Err(self.wrong_dtype("an integer type (int64, int32 or uint8)", found)),
+        })
+    }
+
+    fn wrong_dtype(&self, expected: &'static str, found: NpyDtype) -> NpyError {
+        NpyError::Format {
+            path: self.name.clone(),
+            kind: NpyFormatError::WrongDtype {
+                expected,
+                found: found.name(),
+            },
+        }
     }
 }
 
@@ -477,6 +659,7 @@ fn read_layout(reader: &mut impl Read, total: u64) -> Result<Layout, NpyFormatEr
                 (TypeChar::Float, 8) => NpyDtype::F64,
                 (TypeChar::Uint, 1) => NpyDtype::U8,
                 (TypeChar::Int, 8) => NpyDtype::I64,
+                (TypeChar::Int, 4) => NpyDtype::I32,
                 _ => return Err(NpyFormatError::UnsupportedDtype(ts.to_string())),
             }
         }
@@ -632,6 +815,7 @@ fn read_data(reader: &mut impl Read, layout: &Layout, narrow: bool) -> Result<Np
         NpyDtype::F64 => NpyData::F64(collect::<f64, f64>(reader, layout, |v| v)?),
         NpyDtype::U8 => NpyData::U8(collect::<u8, u8>(reader, layout, |v| v)?),
         NpyDtype::I64 => NpyData::I64(collect::<i64, i64>(reader, layout, |v| v)?),
+        NpyDtype::I32 => NpyData::I32(collect::<i32, i32>(reader, layout, |v| v)?),
     })
 }
 
@@ -666,6 +850,25 @@ pub(crate) fn checked_product(shape: &[usize]) -> Option<usize> {
 
 /// Serialises a float32 array to `.npy` bytes (little-endian, C order).
 pub fn encode_npy_f32(shape: &[usize], data: &[f32]) -> Result<Vec<u8>, NpyFormatError> {
+    encode_npy(shape, "<f4", data, |v| v.to_le_bytes())
+}
+
+/// Serialises an int64 array to `.npy` bytes (little-endian, C order): class labels.
+pub fn encode_npy_i64(shape: &[usize], data: &[i64]) -> Result<Vec<u8>, NpyFormatError> {
+    encode_npy(shape, "<i8", data, |v| v.to_le_bytes())
+}
+
+/// Serialises a uint8 array to `.npy` bytes (C order): pixels.
+pub fn encode_npy_u8(shape: &[usize], data: &[u8]) -> Result<Vec<u8>, NpyFormatError> {
+    encode_npy(shape, "|u1", data, |v| [v])
+}
+
+fn encode_npy<T: Copy, const N: usize>(
+    shape: &[usize],
+    descr: &str,
+    data: &[T],
+    bytes: impl Fn(T) -> [u8; N],
+) -> Result<Vec<u8>, NpyFormatError> {
     let expected =
         checked_product(shape).ok_or_else(|| NpyFormatError::ShapeOverflow(shape.to_vec()))?;
     if expected != data.len() {
@@ -686,7 +889,8 @@ pub fn encode_npy_f32(shape: &[usize], data: &[f32]) -> Result<Vec<u8>, NpyForma
                 .join(", ")
         ),
     };
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_text}, }}");
+    let mut header =
+        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_text}, }}");
     // Version 1 has a 2-byte length field; fall back to version 2 only when we must.
     let (version, preamble_len) = if header.len() + 1 + 10 + HEADER_ALIGN <= usize::from(u16::MAX) {
         (1u8, 10)
@@ -697,7 +901,7 @@ pub fn encode_npy_f32(shape: &[usize], data: &[f32]) -> Result<Vec<u8>, NpyForma
     let padding = (HEADER_ALIGN - unpadded % HEADER_ALIGN) % HEADER_ALIGN;
     header.extend(std::iter::repeat_n(' ', padding));
     header.push('\n');
-    let mut out = Vec::with_capacity(preamble_len + header.len() + data.len() * 4);
+    let mut out = Vec::with_capacity(preamble_len + header.len() + data.len() * N);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&[version, 0]);
     if version == 1 {
@@ -709,10 +913,37 @@ pub fn encode_npy_f32(shape: &[usize], data: &[f32]) -> Result<Vec<u8>, NpyForma
         out.extend_from_slice(&len.to_le_bytes());
     }
     out.extend_from_slice(header.as_bytes());
-    for value in data {
-        out.extend_from_slice(&value.to_le_bytes());
+    for &value in data {
+        out.extend_from_slice(&bytes(value));
     }
     Ok(out)
+}
+
+/// Writes an `.npz` (an uncompressed zip of `.npy` members, as `np.savez` makes) atomically:
+/// `members` are (array name without `.npy`, `.npy` bytes).
+pub fn write_npz(path: &Path, members: &[(&str, Vec<u8>)]) -> Result<(), NpyError> {
+    let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Stored)
+        .large_file(
+            members
+                .iter()
+                .any(|(_, b)| b.len() as u64 >= u64::from(u32::MAX)),
+        );
+    let failed = |e: &dyn std::fmt::Display| {
+        NpyError::Write(WriteFileError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(e.to_string()),
+        })
+    };
+    for (name, bytes) in members {
+        zip.start_file(format!("{name}.npy"), options)
+            .map_err(|e| failed(&e))?;
+        std::io::Write::write_all(&mut zip, bytes).map_err(|e| failed(&e))?;
+    }
+    let bytes = zip.finish().map_err(|e| failed(&e))?.into_inner();
+    write_atomic(path, &bytes)?;
+    Ok(())
 }
 
 /// Writes a float32 `.npy` file atomically (see [`write_atomic`]).

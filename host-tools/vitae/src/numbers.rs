@@ -35,21 +35,34 @@ fn check_list(flag: &str, values: &[f32], low: f32, high: f32) -> anyhow::Result
     Ok(())
 }
 
-/// Checks the numeric flags of `vitae quantize`.
-pub fn check_quantize_flags(args: &QuantizeArgs) -> anyhow::Result<()> {
-    if let Some(mean) = &args.mean {
+/// Checks `--mean`, `--std`, `--resize` and `--crop` (image folders).
+pub fn check_image_flags(
+    mean: Option<&[f32]>,
+    std: Option<&[f32]>,
+    resize: Option<usize>,
+    crop: Option<usize>,
+) -> anyhow::Result<()> {
+    if let Some(mean) = mean {
         check_list("--mean", mean, -MAX_MEAN, MAX_MEAN)?;
     }
-    if let Some(std) = &args.std {
+    if let Some(std) = std {
         check_list("--std", std, MIN_STD, MAX_STD)?;
     }
-    if let Some(r) = args.resize
-        && !(1..=MAX_RESIZE).contains(&r)
-    {
-        return Err(bad(format!(
-            "--resize {r}: must be between 1 and {MAX_RESIZE} pixels"
-        )));
+    for (flag, value) in [("--resize", resize), ("--crop", crop)] {
+        if let Some(r) = value
+            && !(1..=MAX_RESIZE).contains(&r)
+        {
+            return Err(bad(format!(
+                "{flag} {r}: must be between 1 and {MAX_RESIZE} pixels"
+            )));
+        }
     }
+    Ok(())
+}
+
+/// Checks the numeric flags of `vitae quantize`.
+pub fn check_quantize_flags(args: &QuantizeArgs) -> anyhow::Result<()> {
+    check_image_flags(args.mean.as_deref(), args.std.as_deref(), args.resize, None)?;
     if args.max_calib == Some(0) {
         return Err(bad("--max-calib 0: must be at least 1".into()));
     }

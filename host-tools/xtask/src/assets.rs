@@ -63,6 +63,21 @@ pub fn read_digits(path: &Path) -> Result<Vec<Digit>> {
         .collect())
 }
 
+/// Writes the test digits as `target/vitae/digits-test.npz` (`x`: the model inputs, float32
+/// N×1×32×32; `y`: the labels, int64), the form `vitae eval --data` takes.
+pub fn write_digits_npz(test: &[Digit]) -> Result<PathBuf> {
+    use vitae::npy::{encode_npy_f32, encode_npy_i64, write_npz};
+    let x: Vec<f32> = test.iter().flat_map(Digit::image).collect();
+    let y: Vec<i64> = test.iter().map(|d| i64::from(d.label)).collect();
+    let dir = project_root().join("target").join("vitae");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("digits-test.npz");
+    let x = encode_npy_f32(&[test.len(), 1, 32, 32], &x)?;
+    let y = encode_npy_i64(&[test.len()], &y)?;
+    write_npz(&path, &[("x", x), ("y", y)])?;
+    Ok(path)
+}
+
 /// The demo's f32 reference model.
 pub fn digits_model() -> Result<ReferenceModel> {
     let dir = digits_dir();

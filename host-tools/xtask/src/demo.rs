@@ -309,6 +309,20 @@ pub fn run() -> Result<()> {
         identical,
     )?;
     println!("    report: {}", report.display());
+    let npz = assets::write_digits_npz(&test)?;
+    let rel = |p: &Path| {
+        p.strip_prefix(project_root())
+            .unwrap_or(p)
+            .display()
+            .to_string()
+    };
+    println!(
+        "    the test digits as {}; every blob's accuracy beside the f32 model's:\n      \
+         cargo vitae eval --checkpoint host-tools/train/digits/model.pth --config host-tools/train/digits/kwargs.json \\\n        \
+         --model target/vitae/digits-int8.vblob --model target/vitae/digits-fp16.vblob --model target/vitae/digits-mixed.vblob --data {}",
+        rel(&npz),
+        rel(&npz)
+    );
     println!(
         "\ndemo finished in {:.0} s{}",
         started.elapsed().as_secs_f64(),

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod bench_engine;
 pub mod check;
 pub mod diff;
+pub mod eval;
 pub mod inspect;
 pub mod quantize;
 pub mod run;

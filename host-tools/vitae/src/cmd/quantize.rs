@@ -112,6 +112,7 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     let prep = ImagePrep {
         size: config.img_size(),
         resize: args.resize,
+        crop: None,
         channels,
         mean: args.mean.clone().unwrap_or_else(|| vec![0.5; channels]),
         std: args.std.clone().unwrap_or_else(|| vec![0.5; channels]),

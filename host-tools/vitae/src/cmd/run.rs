@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use vitae::config::{ModelConfig, PRESETS};
 use vitae::engine::Engine;
 use vitae::io::{InputKind, read_file};
 use vitae::npy::{ArrayF32, NpyData, read_npy, read_npy_f32, write_npy_f32};
@@ -144,17 +143,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             )
             .into());
         };
-        let config = match (&args.config, &args.arch) {
-            (Some(path), _) => ModelConfig::from_kwargs_file(path)?,
-            (None, Some(name)) => ModelConfig::preset(name)?,
-            (None, None) => {
-                return Err(InputError(format!(
-                    "--checkpoint needs the architecture: --config KWARGS.json or --arch NAME ({})",
-                    PRESETS.join(", ")
-                ))
-                .into());
-            }
-        };
+        let config = crate::cli::checkpoint_arch(args.config.as_deref(), args.arch.as_deref())?;
         let checkpoint = vitae::checkpoint::load_checkpoint(checkpoint_path)?;
         // Checkpoint against architecture first: with the wrong --arch that is the problem.
         let model = ReferenceModel::new(config, &checkpoint)?;
