@@ -28,12 +28,20 @@
 //! rounded product does not tell Arm's answer, a product that rounds to exactly ±2^−126, sends
 //! its block of eight back to the scalar definition.
 //!
+//! ## fp16
+//!
+//! The fp16 convolution and linear layer ([`f16`]) also need F16C (checked at run time beside
+//! AVX2): f32 lanes of output channels, each doing the scalar kernel's exact sequence of
+//! operations; see that module.
+//!
 //! `unsafe` is confined to the dispatch points and the bounds-checked loads and stores below,
 //! each with its argument.
 #![allow(unsafe_code)]
 
 use crate::math::ftz;
 use core::arch::x86_64::*;
+
+pub(crate) mod f16;
 
 /// True when the CPU has AVX2 (cached by std after the first call).
 #[inline(always)]
