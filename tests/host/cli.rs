@@ -100,8 +100,8 @@ fn run_writes_fixture_logits_for_a_batch() {
 }
 
 /// `vitae run --model` writes the same bytes whatever kernels the host picks: the AVX2 paths
-/// chosen at run time and the portable scalar reference (`VITAE_SIMD=off`), on an mcu_a int8
-/// blob and a batch of five images (the fixture input and four perturbations of it, some pushed
+/// chosen at run time and the portable scalar reference (`VITAE_SIMD=off`), on mcu_a int8 and
+/// fp16 blobs and a batch of five images (the fixture input and four perturbations of it, some pushed
 /// past the calibrated range so that values saturate).
 #[test]
 #[cfg_attr(
@@ -110,21 +110,6 @@ fn run_writes_fixture_logits_for_a_batch() {
 )]
 fn run_model_logits_are_the_same_bytes_with_the_simd_paths_off() {
     let dir = tempfile::tempdir().unwrap();
-    let blob = dir.path().join("q.vblob");
-    let output = vitae(&[
-        "quantize",
-        "--checkpoint",
-        &mcu_a("model.pth"),
-        "--config",
-        &mcu_a("kwargs.json"),
-        "--calib",
-        &mcu_a("input.npy"),
-        "--precision",
-        "int8",
-        "--out",
-        blob.to_str().unwrap(),
-    ]);
-    assert!(output.status.success(), "{}", stderr(&output));
     let input = read_npy_f32(Path::new(&mcu_a("input.npy"))).unwrap();
     let mut batch = input.data.clone();
     for k in 1..5u32 {
@@ -135,24 +120,45 @@ fn run_model_logits_are_the_same_bytes_with_the_simd_paths_off() {
     }
     let batch_path = dir.path().join("batch.npy");
     write_npy_f32(&batch_path, &[5, 3, 96, 96], &batch).unwrap();
-    let run = |simd_off: bool, out: &Path| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vitae"));
-        cmd.args(["run", "--model", blob.to_str().unwrap(), "--input"])
-            .arg(&batch_path)
-            .arg("--out")
-            .arg(out);
-        if simd_off {
-            cmd.env("VITAE_SIMD", "off");
-        } else {
-            cmd.env_remove("VITAE_SIMD");
-        }
-        let output = cmd.output().unwrap();
+    // int8 (the integer kernels) and fp16 (the fp16 conv and linear lanes).
+    for precision in ["int8", "fp16"] {
+        let blob = dir.path().join(format!("{precision}.vblob"));
+        let output = vitae(&[
+            "quantize",
+            "--checkpoint",
+            &mcu_a("model.pth"),
+            "--config",
+            &mcu_a("kwargs.json"),
+            "--calib",
+            &mcu_a("input.npy"),
+            "--precision",
+            precision,
+            "--out",
+            blob.to_str().unwrap(),
+        ]);
         assert!(output.status.success(), "{}", stderr(&output));
-        std::fs::read(out).unwrap()
-    };
-    let fast = run(false, &dir.path().join("fast.npy"));
-    let scalar = run(true, &dir.path().join("scalar.npy"));
-    assert_eq!(fast, scalar, "logits differ with VITAE_SIMD=off");
+        let run = |simd_off: bool, out: &Path| {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_vitae"));
+            cmd.args(["run", "--model", blob.to_str().unwrap(), "--input"])
+                .arg(&batch_path)
+                .arg("--out")
+                .arg(out);
+            if simd_off {
+                cmd.env("VITAE_SIMD", "off");
+            } else {
+                cmd.env_remove("VITAE_SIMD");
+            }
+            let output = cmd.output().unwrap();
+            assert!(output.status.success(), "{}", stderr(&output));
+            std::fs::read(out).unwrap()
+        };
+        let fast = run(false, &dir.path().join(format!("{precision}-fast.npy")));
+        let scalar = run(true, &dir.path().join(format!("{precision}-scalar.npy")));
+        assert_eq!(
+            fast, scalar,
+            "{precision} logits differ with VITAE_SIMD=off"
+        );
+    }
 }
 
 /// `vitae run --checkpoint` on the fixtures of the options of issue 14 (Dec-2021 'pooling' and

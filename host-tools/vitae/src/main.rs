@@ -41,6 +41,7 @@ fn is_input_error(error: &anyhow::Error) -> bool {
             || cause.is::<CheckpointReport>()
             || cause.is::<vitae::calib_data::CalibDataError>()
             || cause.is::<vitae::eval::DatasetError>()
+            || cause.is::<vitae::engine::BatchError>()
             || cause.is::<vitae::quantize::build::FloatGraphTooLarge>()
             || matches!(
                 cause.downcast_ref::<vitae::quantize::QuantizeError>(),

@@ -76,9 +76,20 @@ pub fn check() -> Result<()> {
     run_checked(c, "pytest of host-tools/python")
 }
 
-/// `python -m pip install` quietly, without the version nag.
+/// `python -m pip install` quietly, without the version nag, with the environment's `bin/`
+/// first on PATH as if it were activated: without build isolation, maturin's Python hook runs
+/// the `maturin` executable installed there by name.
 fn pip(python: &Path) -> Command {
     let mut c = Command::new(python);
+    if let Some(bin) = python.parent() {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let joined = std::env::join_paths(
+            std::iter::once(bin.to_path_buf()).chain(std::env::split_paths(&path)),
+        );
+        if let Ok(joined) = joined {
+            c.env("PATH", joined);
+        }
+    }
     c.args([
         "-m",
         "pip",

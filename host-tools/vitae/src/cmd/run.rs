@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use vitae::engine::Engine;
+use vitae::engine::{Engine, f32_batch, u8_batch};
 use vitae::io::{InputKind, read_file};
-use vitae::npy::{ArrayF32, NpyData, read_npy, read_npy_f32, write_npy_f32};
+use vitae::npy::{NpyData, read_npy, read_npy_f32, write_npy_f32};
 use vitae::reference::{NoObserver, ReferenceModel};
 use vitae_edge::runtime::ImageLayout;
 
@@ -51,33 +51,6 @@ pub struct RunArgs {
     pub out: PathBuf,
 }
 
-/// Checks the input's shape against the model and returns the batch size.
-fn batch_of(input: &ArrayF32, path: &Path, c: usize, h: usize, w: usize) -> anyhow::Result<usize> {
-    let batch = match input.shape.as_slice() {
-        [n, ch, hh, ww] if (*ch, *hh, *ww) == (c, h, w) => *n,
-        [ch, hh, ww] if (*ch, *hh, *ww) == (c, h, w) => 1,
-        shape => {
-            return Err(InputError(format!(
-                "{}: input shape {shape:?} does not fit the model: expected (N, {c}, {h}, {w})",
-                path.display()
-            ))
-            .into());
-        }
-    };
-    if batch == 0 {
-        return Err(InputError(format!("{}: the batch is empty (N = 0)", path.display())).into());
-    }
-    if let Some(index) = input.data.iter().position(|v| !v.is_finite()) {
-        return Err(InputError(format!(
-            "{}: value {index} is {} (not finite)",
-            path.display(),
-            input.data[index]
-        ))
-        .into());
-    }
-    Ok(batch)
-}
-
 /// Reads the u8 images of a blob that takes pixels: a uint8 .npy of shape (N, H, W, C) or
 /// (H, W, C). Returns the pixels and the batch size.
 fn read_pixels(path: &Path, h: usize, w: usize, c: usize) -> anyhow::Result<(Vec<u8>, usize)> {
@@ -90,20 +63,7 @@ fn read_pixels(path: &Path, h: usize, w: usize, c: usize) -> anyhow::Result<(Vec
         ))
         .into());
     };
-    let batch = match array.shape.as_slice() {
-        [n, hh, ww, ch] if (*hh, *ww, *ch) == (h, w, c) => *n,
-        [hh, ww, ch] if (*hh, *ww, *ch) == (h, w, c) => 1,
-        shape => {
-            return Err(InputError(format!(
-                "{}: input shape {shape:?} does not fit the model: expected u8 pixels (N, {h}, {w}, {c})",
-                path.display()
-            ))
-            .into());
-        }
-    };
-    if batch == 0 {
-        return Err(InputError(format!("{}: the batch is empty (N = 0)", path.display())).into());
-    }
+    let batch = u8_batch(&path.display().to_string(), &array.shape, (c, h, w))?;
     Ok((pixels, batch))
 }
 
@@ -116,6 +76,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .chain([args.input.as_path()])
         .collect();
     check_outputs(&[&args.out], &inputs)?;
+    let name = args.input.display().to_string();
     let (logits, batch, classes) = if let Some(blob_path) = &args.model {
         let bytes = read_file(blob_path, InputKind::Blob)?;
         let mut engine =
@@ -132,7 +93,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             (engine.run_batch_u8(&pixels)?, batch)
         } else {
             let input = read_npy_f32(&args.input)?;
-            let batch = batch_of(&input, &args.input, c, h, w)?;
+            let batch = f32_batch(&name, &input.shape, &input.data, (c, h, w))?;
             (engine.run_batch(&input.data)?, batch)
         };
         (logits, batch, meta.num_classes as usize)
@@ -149,7 +110,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         let model = ReferenceModel::new(config, &checkpoint)?;
         let input = read_npy_f32(&args.input)?;
         let size = model.config().img_size();
-        let batch = batch_of(&input, &args.input, model.config().in_chans(), size, size)?;
+        let batch = f32_batch(
+            &name,
+            &input.shape,
+            &input.data,
+            (model.config().in_chans(), size, size),
+        )?;
         let logits = model.forward_batch(&input.data, &mut NoObserver)?;
         (logits, batch, model.config().output_dim())
     };
