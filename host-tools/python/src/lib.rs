@@ -238,13 +238,7 @@ impl PyEngine {
 }
 
 fn check_threads(threads: usize) -> PyResult<()> {
-    if (1..=1024).contains(&threads) {
-        Ok(())
-    } else {
-        Err(raise_message(format!(
-            "threads {threads}: must be between 1 and 1024"
-        )))
-    }
+    vitae::settings::check_threads("threads", threads).map_err(|e| raise_message(e.0))
 }
 
 /// The f32 reference model of a checkpoint (`vitae run --checkpoint`).

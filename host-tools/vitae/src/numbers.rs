@@ -42,10 +42,13 @@ pub fn check_bench_flags(iters: usize, threads: Option<usize>) -> anyhow::Result
             "--iters {iters}: must be between 1 and 1000000"
         )));
     }
-    if let Some(t) = threads
-        && !(1..=1024).contains(&t)
-    {
-        return Err(bad(format!("--threads {t}: must be between 1 and 1024")));
+    check_threads(threads)
+}
+
+/// Checks `--threads` (when given).
+pub fn check_threads(threads: Option<usize>) -> anyhow::Result<()> {
+    match threads {
+        Some(t) => vitae::settings::check_threads("--threads", t).map_err(|e| bad(e.0)),
+        None => Ok(()),
     }
-    Ok(())
 }

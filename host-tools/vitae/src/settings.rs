@@ -15,6 +15,8 @@ pub const MAX_STD: f32 = 1000.0;
 pub const MAX_NAME_BYTES: usize = 256;
 /// Largest `--flash-budget`: a blob's length is a 32-bit field.
 pub const MAX_FLASH_BUDGET: usize = u32::MAX as usize;
+/// Most worker threads an engine may be given (`--threads`, `Engine(threads=)`).
+pub const MAX_THREADS: usize = 1024;
 
 /// A quantize setting outside its range; the message names the flag and the range.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +76,17 @@ pub fn check_image_settings(
         }
     }
     Ok(())
+}
+
+/// Checks a worker-thread count; `name` is how the caller spells the setting (`--threads`).
+pub fn check_threads(name: &str, threads: usize) -> Result<(), SettingError> {
+    if (1..=MAX_THREADS).contains(&threads) {
+        Ok(())
+    } else {
+        Err(SettingError(format!(
+            "{name} {threads}: must be between 1 and {MAX_THREADS}"
+        )))
+    }
 }
 
 impl QuantizeSettings<'_> {

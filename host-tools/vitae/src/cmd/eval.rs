@@ -189,7 +189,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         args.resize,
         args.crop,
     )?;
-    numbers::check_bench_flags(1, args.threads)?;
+    numbers::check_threads(args.threads)?;
     if args.models.is_empty() && args.checkpoint.is_none() {
         return Err(InputError(
             "nothing to evaluate: give --model MODEL.vblob (repeatable) and/or --checkpoint FILE with --config/--arch".into(),
