@@ -232,6 +232,14 @@ fn load_npy(
     Ok(array.read_rows(c * s * s, count)?)
 }
 
+/// Whether a file is taken as an image, by its extension: `.png`, `.jpg` or `.jpeg`, any case
+/// (the content decides the decoder).
+pub fn is_image_file(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
+}
+
 /// Checks `prep`'s sizes and normalization before any file is opened.
 pub fn check_prep(prep: &ImagePrep) -> Result<(), CalibDataError> {
     if prep.mean.len() != prep.channels || prep.std.len() != prep.channels {
@@ -269,11 +277,7 @@ fn load_folder(
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(list_err)?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
-        })
+        .filter(|p| is_image_file(p))
         .collect();
     files.sort();
     if let Some(n) = limit {

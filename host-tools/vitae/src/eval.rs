@@ -303,12 +303,6 @@ impl Dataset {
     }
 }
 
-fn is_image(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
-}
-
 /// Sorted entries of one folder.
 fn sorted_entries(dir: &Path) -> Result<Vec<std::fs::DirEntry>, DatasetError> {
     let list = |source| DatasetError::List {
@@ -342,7 +336,7 @@ fn walk_class(
             if depth < MAX_FOLDER_DEPTH {
                 walk_class(&path, class, depth + 1, files, skipped)?;
             }
-        } else if is_image(&path) && !(kind.is_symlink() && path.is_dir()) {
+        } else if calib_data::is_image_file(&path) && !(kind.is_symlink() && path.is_dir()) {
             if files.len() >= MAX_IMAGES {
                 return Err(DatasetError::TooMany {
                     path: dir.to_path_buf(),
