@@ -13,17 +13,12 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use vitae::engine::Engine;
+use vitae::eval::argmax;
 use vitae::quantize::{Precision, Quantized};
 use vitae_edge::format::{AlignedBytes, Model};
 
 fn step(n: usize, what: &str) {
     println!("\n[{n}/6] {what}");
-}
-
-fn argmax(row: &[f32]) -> usize {
-    row.iter()
-        .enumerate()
-        .fold(0, |best, (i, v)| if *v > row[best] { i } else { best })
 }
 
 fn accuracy(preds: &[usize], digits: &[Digit]) -> f64 {

@@ -123,13 +123,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let top1: Vec<String> = logits
         .chunks_exact(classes)
         .take(8)
-        .map(|row| {
-            let best = row
-                .iter()
-                .enumerate()
-                .fold(0, |best, (i, v)| if *v > row[best] { i } else { best });
-            best.to_string()
-        })
+        .map(|row| vitae::eval::argmax(row).to_string())
         .collect();
     let more = if batch > 8 { ", ..." } else { "" };
     writeln!(
