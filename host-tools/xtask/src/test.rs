@@ -319,30 +319,18 @@ fn host_checks(steps: &mut Steps) {
             let mut c = host_cargo();
             c.args(["fmt", "--all", "--check"]);
             run_checked(c, "rustfmt (run `cargo fmt --all`)")?;
-            let mut c = host_cargo();
-            c.args([
-                "fmt",
-                "--all",
-                "--check",
-                "--manifest-path",
-                "firmware/Cargo.toml",
-            ]);
-            run_checked(
-                c,
-                "rustfmt of firmware/ (run `cargo fmt --all --manifest-path firmware/Cargo.toml`)",
-            )?;
-            let mut c = host_cargo();
-            c.args([
-                "fmt",
-                "--all",
-                "--check",
-                "--manifest-path",
-                "host-tools/python/Cargo.toml",
-            ]);
-            run_checked(
-                c,
-                "rustfmt of host-tools/python/ (run `cargo fmt --all --manifest-path host-tools/python/Cargo.toml`)",
-            )
+            // The workspaces of their own.
+            for manifest in ["firmware/Cargo.toml", "host-tools/python/Cargo.toml"] {
+                let mut c = host_cargo();
+                c.args(["fmt", "--all", "--check", "--manifest-path", manifest]);
+                run_checked(
+                    c,
+                    &format!(
+                        "rustfmt of {manifest} (run `cargo fmt --all --manifest-path {manifest}`)"
+                    ),
+                )?;
+            }
+            Ok(())
         },
     );
     steps.run("cargo clippy --workspace --all-targets -D warnings", || {
