@@ -49,6 +49,18 @@ impl EmbeddedModel {
         self.header.arena_len as usize
     }
 
+    /// Parts the blob's plan splits its arena into (1 unless it was planned for a board whose
+    /// memory is split into regions: `vitae quantize --board`).
+    pub const fn arena_parts(&self) -> usize {
+        self.header.arena_parts()
+    }
+
+    /// Bytes of arena part `i`: the `N` of the [`Arena`] for that part (0 past the last part).
+    /// Give the parts to [`Runner::with_parts`](crate::Runner::with_parts) in order.
+    pub const fn arena_part_len(&self, i: usize) -> usize {
+        self.header.arena_part_len(i)
+    }
+
     /// The blob's bytes (16-byte aligned).
     pub const fn bytes(&self) -> &'static [u8] {
         self.bytes

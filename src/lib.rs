@@ -122,4 +122,7 @@ pub mod runtime;
 pub use embed::{Arena, EmbeddedModel};
 pub use format::{FormatError, FormatErrorKind, Model};
 pub use kernels::KernelError;
-pub use runtime::{ImageLayout, Input, NoProfiler, Output, Profiler, RunError, Runner, check, run};
+pub use runtime::{
+    ImageLayout, Input, NoProfiler, Output, Profiler, RunError, Runner, check, check_parts, run,
+    run_in_parts,
+};

@@ -31,6 +31,12 @@ pub enum FormatErrorKind {
     },
     /// The header's own length field is wrong.
     BadHeaderLength,
+    /// An arena split is not above the one before, not 16-aligned, not inside the arena, or
+    /// follows a zero (see [`Header::arena_splits`](super::Header::arena_splits)).
+    BadArenaSplit {
+        /// The arena part the split begins.
+        part: u8,
+    },
     /// The header's total length disagrees with the bytes given.
     LengthMismatch {
         /// Length the header declares.
@@ -112,6 +118,10 @@ impl core::fmt::Display for FormatError {
                 )
             }
             BadHeaderLength => write!(f, "bad header length"),
+            BadArenaSplit { part } => write!(
+                f,
+                "arena split {part} is not above the one before, 16-aligned and inside the arena"
+            ),
             LengthMismatch { declared, actual } => {
                 write!(
                     f,

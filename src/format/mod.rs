@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! offset 0   Header (64 bytes): magic "VITAEBLB", format version, section count, total length,
-//!            CRC-32, arena size and its lower bound
+//!            CRC-32, arena size and its lower bound, where the arena splits into parts
 //!        64  SectionEntry × section_count (16 bytes each): kind, offset, length, record count
 //!            sections, each starting at a multiple of 16:
 //!            META     ModelMeta: input shape, classes, input/output tensors, precision, name
@@ -71,8 +71,54 @@ pub struct Header {
     pub arena_len: u32,
     /// Largest set of simultaneously live bytes (no plan can use less).
     pub arena_lower_bound: u32,
+    /// Where the arena splits into parts that may live in different memories: the arena offsets
+    /// at which parts 1, 2, … begin, increasing and 16-aligned, then zeros. All zeros: one part.
+    /// No tensor or scratch range crosses a split, so each part can be its own buffer (see
+    /// [`Header::arena_parts`]); a contiguous arena of `arena_len` bytes still runs the plan,
+    /// which is how readers from before this field (which read it as reserved zeros) ran it.
+    pub arena_splits: [u32; MAX_ARENA_PARTS - 1],
     /// Reserved, zero.
-    pub reserved: [u32; 8],
+    pub reserved: u32,
+}
+
+/// Most parts an arena splits into ([`Header::arena_splits`]).
+pub const MAX_ARENA_PARTS: usize = 8;
+
+impl Header {
+    /// Parts the arena splits into (1 for a contiguous plan). For a header that
+    /// [`read_header`] accepted, the splits are increasing and inside the arena.
+    pub const fn arena_parts(&self) -> usize {
+        let mut n = 1;
+        while n < MAX_ARENA_PARTS && self.arena_splits[n - 1] != 0 {
+            n += 1;
+        }
+        n
+    }
+
+    /// The arena offsets of part `i` (empty past the last part).
+    pub const fn arena_part(&self, i: usize) -> core::ops::Range<usize> {
+        let parts = self.arena_parts();
+        if i >= parts {
+            return 0..0;
+        }
+        let start = if i == 0 {
+            0
+        } else {
+            self.arena_splits[i - 1] as usize
+        };
+        let end = if i + 1 == parts {
+            self.arena_len as usize
+        } else {
+            self.arena_splits[i] as usize
+        };
+        start..end
+    }
+
+    /// Bytes of arena part `i` (0 past the last part): the size of its buffer.
+    pub const fn arena_part_len(&self, i: usize) -> usize {
+        let r = self.arena_part(i);
+        r.end - r.start
+    }
 }
 /// Bytes of the [`Header`].
 pub const HEADER_LEN: usize = 64;

@@ -137,10 +137,25 @@ pub const fn read_header_prefix(prefix: &[u8]) -> Result<Header, FormatError> {
     if le_u16(prefix, 10) as usize != HEADER_LEN {
         return Err(FormatError::new(K::BadHeaderLength, 10));
     }
-    let mut reserved = [0u32; 8];
+    let arena_len = le_u32(prefix, 24);
+    let mut arena_splits = [0u32; MAX_ARENA_PARTS - 1];
     let mut r = 0;
-    while r < 8 {
-        reserved[r] = le_u32(prefix, 32 + 4 * r);
+    let mut previous = 0;
+    while r < MAX_ARENA_PARTS - 1 {
+        let at = 32 + 4 * r;
+        let split = le_u32(prefix, at);
+        arena_splits[r] = split;
+        // Splits rise strictly inside the arena, 16-aligned; once one is zero, all that follow.
+        let bad = if previous == 0 && r > 0 {
+            split != 0
+        } else {
+            split != 0
+                && (split <= previous || split >= arena_len || !split.is_multiple_of(ALIGN as u32))
+        };
+        if bad {
+            return Err(FormatError::new(K::BadArenaSplit { part: r as u8 + 1 }, at));
+        }
+        previous = split;
         r += 1;
     }
     Ok(Header {
@@ -151,9 +166,10 @@ pub const fn read_header_prefix(prefix: &[u8]) -> Result<Header, FormatError> {
         flags: le_u16(prefix, 14),
         total_len: le_u32(prefix, 16),
         crc32: le_u32(prefix, CRC_FIELD_OFFSET),
-        arena_len: le_u32(prefix, 24),
+        arena_len,
         arena_lower_bound: le_u32(prefix, 28),
-        reserved,
+        arena_splits,
+        reserved: le_u32(prefix, 60),
     })
 }
 
@@ -307,6 +323,9 @@ impl<'a> Model<'a> {
             {
                 return Err(bad("arena range misaligned or outside the arena"));
             }
+            if self.crosses_arena_split(start, t.byte_len as usize) {
+                return Err(bad("arena range crosses a split between arena parts"));
+            }
             if dtype == DType::I8
                 && !(t.scale.is_finite() && t.scale > 0.0 && (-128..=127).contains(&t.zero_point))
             {
@@ -318,6 +337,14 @@ impl<'a> Model<'a> {
                 .map_err(|_| FormatError::new(K::BadString, at))?;
         }
         Ok(())
+    }
+
+    /// True when `len` bytes at arena offset `start` (inside the arena) lie in two parts.
+    fn crosses_arena_split(&self, start: usize, len: usize) -> bool {
+        len > 0
+            && self.header.arena_splits[..self.header.arena_parts() - 1]
+                .iter()
+                .any(|&s| start < s as usize && (s as usize) < start + len)
     }
 
     fn validate_ops(&self) -> Result<(), FormatError> {
@@ -339,6 +366,9 @@ impl<'a> Model<'a> {
             let scratch_end = op.desc.scratch_offset as u64 + op.desc.scratch_len as u64;
             if scratch_end > arena as u64 || (scratch.start % ALIGN != 0 && !scratch.is_empty()) {
                 return Err(bad("scratch range misaligned or outside the arena"));
+            }
+            if self.crosses_arena_split(scratch.start, scratch.len()) {
+                return Err(bad("scratch range crosses a split between arena parts"));
             }
             let needed = self
                 .record(op.desc)
@@ -563,6 +593,17 @@ impl<'a> Model<'a> {
     /// Arena bytes the plan needs.
     pub fn arena_len(&self) -> usize {
         self.header.arena_len as usize
+    }
+
+    /// Parts the arena splits into, each its own buffer (1 for a contiguous plan; see
+    /// [`Header::arena_splits`]).
+    pub fn arena_parts(&self) -> usize {
+        self.header.arena_parts()
+    }
+
+    /// The arena offsets of part `i` (empty past the last part).
+    pub fn arena_part(&self, i: usize) -> Range<usize> {
+        self.header.arena_part(i)
     }
 
     /// The whole blob.

@@ -22,6 +22,8 @@ pub struct BlobWriter {
     pub arena_len: u32,
     /// Largest simultaneously live set.
     pub arena_lower_bound: u32,
+    /// Where the arena splits into parts ([`Header::arena_splits`]); zeros for one part.
+    pub arena_splits: [u32; MAX_ARENA_PARTS - 1],
 }
 
 /// A byte buffer whose start is 16-byte aligned, as [`Model::parse`] requires (a `Vec<u8>` does
@@ -64,6 +66,15 @@ impl BlobWriter {
     /// An empty blob.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A name stored by [`string`](Self::string) (empty for a reference it did not return).
+    pub fn name(&self, r: StrRef) -> &str {
+        let range = r.offset as usize..r.offset as usize + r.len as usize;
+        self.strings
+            .get(range)
+            .and_then(|b| core::str::from_utf8(b).ok())
+            .unwrap_or("")
     }
 
     /// Stores a name.
@@ -234,7 +245,8 @@ impl BlobWriter {
             crc32: 0,
             arena_len: self.arena_len,
             arena_lower_bound: self.arena_lower_bound,
-            reserved: [0; 8],
+            arena_splits: self.arena_splits,
+            reserved: 0,
         };
         out[..header_len].copy_from_slice(bytemuck::bytes_of(&header));
         out[header_len..header_len + table.len() * 16]

@@ -5,7 +5,7 @@
 //! bounds, and the executor checks again as it splits, so a bad plan is an error, never
 //! undefined behaviour.
 
-use crate::format::{DType, FormatError, Model, Op, OpView, Precision};
+use crate::format::{DType, FormatError, MAX_ARENA_PARTS, Model, Op, OpView, Precision};
 use crate::kernels::KernelError;
 use crate::ops::OpIo;
 use core::ops::Range;
@@ -92,6 +92,23 @@ pub enum RunError {
     },
     /// The arena does not start at a 16-byte aligned address.
     ArenaMisaligned,
+    /// A split arena was given as another number of parts than the blob's plan has
+    /// ([`Model::arena_parts`]).
+    ArenaPartCount {
+        /// Parts the plan has.
+        need: usize,
+        /// Parts given.
+        have: usize,
+    },
+    /// A part of a split arena is smaller than the plan's part.
+    ArenaPartTooSmall {
+        /// The part.
+        part: usize,
+        /// Bytes the plan's part needs.
+        need: usize,
+        /// Bytes given.
+        have: usize,
+    },
     /// The input image has the wrong number of values.
     InputSize {
         /// Values the model takes (C·H·W).
@@ -132,6 +149,14 @@ impl core::fmt::Display for RunError {
                 )
             }
             RunError::ArenaMisaligned => write!(f, "arena must start at a 16-byte aligned address"),
+            RunError::ArenaPartCount { need, have } => write!(
+                f,
+                "the model's plan splits its arena into {need} parts, {have} given"
+            ),
+            RunError::ArenaPartTooSmall { part, need, have } => write!(
+                f,
+                "arena part {part} too small: the model's plan needs {need} bytes, {have} given"
+            ),
             RunError::InputSize { expected, got } => {
                 write!(
                     f,
@@ -256,6 +281,35 @@ pub fn check(model: &Model, arena: &[u8], input: &Input) -> Result<(), RunError>
     if arena.as_ptr().align_offset(crate::format::ALIGN) != 0 {
         return Err(RunError::ArenaMisaligned);
     }
+    check_input(model, input)
+}
+
+/// As [`check`], for an arena given as one buffer per part of the plan
+/// ([`Runner::with_parts`]).
+pub fn check_parts(model: &Model, parts: &[&mut [u8]], input: &Input) -> Result<(), RunError> {
+    if parts.len() != model.arena_parts() {
+        return Err(RunError::ArenaPartCount {
+            need: model.arena_parts(),
+            have: parts.len(),
+        });
+    }
+    for (i, part) in parts.iter().enumerate() {
+        let need = model.arena_part(i).len();
+        if part.len() < need {
+            return Err(RunError::ArenaPartTooSmall {
+                part: i,
+                need,
+                have: part.len(),
+            });
+        }
+        if part.as_ptr().align_offset(crate::format::ALIGN) != 0 {
+            return Err(RunError::ArenaMisaligned);
+        }
+    }
+    check_input(model, input)
+}
+
+fn check_input(model: &Model, input: &Input) -> Result<(), RunError> {
     let expected_layout = model.image_layout();
     if input.layout() != expected_layout {
         return Err(RunError::InputLayout {
@@ -303,6 +357,17 @@ pub fn run<'r>(
     Runner::new(model, arena, input)?.finish_profiled(profiler)
 }
 
+/// As [`run`], with the arena as one buffer per part of the blob's plan
+/// ([`Runner::with_parts`]): for plans split over several memories.
+pub fn run_in_parts<'r, const N: usize>(
+    model: &Model,
+    parts: [&'r mut [u8]; N],
+    input: Input,
+    profiler: &mut impl Profiler,
+) -> Result<Output<'r>, RunError> {
+    Runner::with_parts(model, parts, input)?.finish_profiled(profiler)
+}
+
 /// One inference, run one op at a time: an async task can yield between ops
 /// ([`step`](Self::step)), a super-loop can interleave other work, and each op can be timed.
 ///
@@ -336,7 +401,7 @@ pub fn run<'r>(
 #[derive(Debug)]
 pub struct Runner<'m, 'r, 'i> {
     model: Model<'m>,
-    arena: &'r mut [u8],
+    arena: ArenaParts<'r>,
     input: Input<'i>,
     next: usize,
 }
@@ -345,9 +410,44 @@ impl<'m, 'r, 'i> Runner<'m, 'r, 'i> {
     /// Checks `arena` and `input` against `model` ([`check`]) and prepares to run its first op.
     pub fn new(model: &Model<'m>, arena: &'r mut [u8], input: Input<'i>) -> Result<Self, RunError> {
         check(model, arena, &input)?;
+        let whole = 0..arena.len();
         Ok(Runner {
             model: *model,
-            arena,
+            arena: ArenaParts::new([arena], [whole]),
+            input,
+            next: 0,
+        })
+    }
+
+    /// As [`new`](Self::new), with the arena as one buffer per part of the blob's plan, in
+    /// order ([`Model::arena_parts`]; each at least [`Model::arena_part`]`(i)` bytes and
+    /// 16-byte aligned): a plan made for a board whose memory is split into regions puts each
+    /// part in its own region. A model whose plan is one part takes `[arena]`.
+    ///
+    /// ```
+    /// # use vitae_edge::{Arena, EmbeddedModel, Input, Runner, include_model};
+    /// # const MODEL: EmbeddedModel = include_model!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fuzz/seeds/blob/transformer-int8.vblob"));
+    /// # fn main() -> Result<(), vitae_edge::RunError> {
+    /// // One static per part; on a device each carries the `#[link_section]` of its region.
+    /// let mut fast = Arena::<{ MODEL.arena_part_len(0) }>::new();
+    /// let model = MODEL.parse()?;
+    /// assert_eq!(model.arena_parts(), 1);
+    /// let image = [0.5f32; 2 * 8 * 8];
+    /// let out = Runner::with_parts(&model, [fast.as_mut_slice()], Input::F32Nchw(&image))?.finish()?;
+    /// assert!(out.len() > 0);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_parts<const N: usize>(
+        model: &Model<'m>,
+        parts: [&'r mut [u8]; N],
+        input: Input<'i>,
+    ) -> Result<Self, RunError> {
+        check_parts(model, &parts, &input)?;
+        let ranges = core::array::from_fn(|i| model.arena_part(i));
+        Ok(Runner {
+            model: *model,
+            arena: ArenaParts::new(parts, ranges),
             input,
             next: 0,
         })
@@ -387,7 +487,7 @@ impl<'m, 'r, 'i> Runner<'m, 'r, 'i> {
             Err(e) => return Err(RunError::Format(e)),
         };
         profiler.op_start(&view);
-        run_op(model, &view, &op, self.arena, &self.input)?;
+        run_op(model, &view, &op, &mut self.arena, &self.input)?;
         let out = self
             .arena
             .get(model.tensor(view.desc.output).arena_range())
@@ -408,9 +508,9 @@ impl<'m, 'r, 'i> Runner<'m, 'r, 'i> {
             self.step_profiled(profiler)?;
         }
         let t = self.model.tensor(self.model.meta().output_tensor);
-        let arena: &'r [u8] = self.arena;
-        let raw = arena
-            .get(t.arena_range())
+        let raw = self
+            .arena
+            .into_range(t.arena_range())
             .ok_or(RunError::BadPlan { op: u16::MAX })?;
         Ok(Output {
             raw,
@@ -421,34 +521,94 @@ impl<'m, 'r, 'i> Runner<'m, 'r, 'i> {
     }
 }
 
-/// Splits `arena` into disjoint mutable pieces for `ranges` (empty ranges give empty slices).
-fn carve<'b, const N: usize>(
-    arena: &'b mut [u8],
-    ranges: &[Range<usize>; N],
-) -> Option<[&'b mut [u8]; N]> {
-    let mut order: [usize; N] = core::array::from_fn(|i| i);
-    order.sort_unstable_by_key(|&i| ranges[i].start);
-    let mut out: [Option<&'b mut [u8]>; N] = core::array::from_fn(|_| None);
-    let mut rest: &'b mut [u8] = arena;
-    let mut pos = 0usize;
-    for &i in &order {
-        let r = &ranges[i];
-        if r.is_empty() {
-            continue;
+/// The arena of a run: one buffer per part of the plan, each cut to its part's length and
+/// starting at its part's arena offset (one part spanning the arena for a contiguous buffer).
+#[derive(Debug)]
+struct ArenaParts<'r> {
+    parts: [&'r mut [u8]; MAX_ARENA_PARTS],
+    starts: [usize; MAX_ARENA_PARTS],
+    count: usize,
+}
+
+impl<'r> ArenaParts<'r> {
+    /// Part `i` is `buffers[i]`, cut to `ranges[i].len()`, at arena offset `ranges[i].start`
+    /// (the ranges rise and do not overlap; the caller checked the buffers' sizes).
+    fn new<const N: usize>(buffers: [&'r mut [u8]; N], ranges: [Range<usize>; N]) -> Self {
+        let mut parts: [&'r mut [u8]; MAX_ARENA_PARTS] = Default::default();
+        let mut starts = [0; MAX_ARENA_PARTS];
+        let mut count = 0;
+        for ((buffer, range), (part, start)) in buffers
+            .into_iter()
+            .zip(ranges)
+            .zip(parts.iter_mut().zip(&mut starts))
+        {
+            let len = range.len().min(buffer.len());
+            *part = &mut buffer[..len];
+            *start = range.start;
+            count += 1;
         }
-        if r.start < pos || r.end < r.start {
-            return None;
+        ArenaParts {
+            parts,
+            starts,
+            count,
         }
-        let tail = core::mem::take(&mut rest).get_mut(r.start - pos..)?;
-        if tail.len() < r.len() {
-            return None;
-        }
-        let (piece, tail) = tail.split_at_mut(r.len());
-        out[i] = Some(piece);
-        rest = tail;
-        pos = r.end;
     }
-    Some(out.map(Option::unwrap_or_default))
+
+    /// The part holding arena offsets `range` and the range within it.
+    fn locate(&self, range: &Range<usize>) -> Option<(usize, Range<usize>)> {
+        (0..self.count).find_map(|i| {
+            let start = range.start.checked_sub(self.starts[i])?;
+            let end = start + range.len();
+            (end <= self.parts[i].len()).then_some((i, start..end))
+        })
+    }
+
+    /// The bytes at arena offsets `range`.
+    fn get(&self, range: Range<usize>) -> Option<&[u8]> {
+        let (i, r) = self.locate(&range)?;
+        self.parts[i].get(r)
+    }
+
+    /// As [`get`](Self::get), keeping the run's borrow of the arena.
+    fn into_range(self, range: Range<usize>) -> Option<&'r [u8]> {
+        let (i, r) = self.locate(&range)?;
+        let part: &'r [u8] = self.parts.into_iter().nth(i)?;
+        part.get(r)
+    }
+
+    /// Disjoint mutable views of the arena at offsets `ranges` (empty ranges give empty
+    /// slices); `None` when two overlap or one leaves its part.
+    fn carve<const N: usize>(&mut self, ranges: &[Range<usize>; N]) -> Option<[&mut [u8]; N]> {
+        let mut order: [usize; N] = core::array::from_fn(|i| i);
+        order.sort_unstable_by_key(|&i| ranges[i].start);
+        let mut out: [Option<&mut [u8]>; N] = core::array::from_fn(|_| None);
+        let mut parts = self.parts[..self.count].iter_mut().zip(self.starts);
+        // `rest` holds the current part's bytes from arena offset `pos` to `end`.
+        let (mut rest, mut pos, mut end): (&mut [u8], usize, usize) = (&mut [], 0, 0);
+        for &i in &order {
+            let r = &ranges[i];
+            if r.is_empty() {
+                continue;
+            }
+            while r.start >= end {
+                let (part, start) = parts.next()?;
+                (pos, end) = (start, start + part.len());
+                rest = &mut **part;
+            }
+            if r.start < pos {
+                return None;
+            }
+            let tail = core::mem::take(&mut rest).get_mut(r.start - pos..)?;
+            if tail.len() < r.len() {
+                return None;
+            }
+            let (piece, tail) = tail.split_at_mut(r.len());
+            out[i] = Some(piece);
+            rest = tail;
+            pos = r.end;
+        }
+        Some(out.map(Option::unwrap_or_default))
+    }
 }
 
 /// Gives op `view` its disjoint views of the arena and runs it.
@@ -456,7 +616,7 @@ fn run_op(
     model: &Model,
     view: &OpView,
     op: &Op,
-    arena: &mut [u8],
+    arena: &mut ArenaParts,
     input: &Input,
 ) -> Result<(), RunError> {
     let d = view.desc;
@@ -486,7 +646,7 @@ fn run_op(
     }
     ranges[3] = out_range;
     ranges[4] = view.scratch_range();
-    let [r0, r1, r2, output, scratch] = carve(arena, &ranges).ok_or(bad_plan)?;
+    let [r0, r1, r2, output, scratch] = arena.carve(&ranges).ok_or(bad_plan)?;
     let pieces: [&[u8]; 3] = [r0, r1, r2];
     let mut io = OpIo {
         op: view.index,
@@ -510,18 +670,35 @@ pub fn precision_name(p: Precision) -> &'static str {
 }
 
 #[cfg(test)]
+// Single ranges in arrays are the point: `carve` takes one range per view.
+#[allow(clippy::single_range_in_vec_init)]
 mod tests {
-    use super::carve;
+    use super::ArenaParts;
 
     #[test]
     fn carve_gives_disjoint_views_and_refuses_overlaps() {
         let mut a = [0u8; 32];
-        let [x, y, z] = carve(&mut a, &[8..12, 0..4, 4..4]).unwrap();
+        let mut parts = ArenaParts::new([&mut a[..]], [0..32]);
+        let [x, y, z] = parts.carve(&[8..12, 0..4, 4..4]).unwrap();
         assert_eq!((x.len(), y.len(), z.len()), (4, 4, 0));
         x[0] = 1;
         y[0] = 2;
+        assert!(parts.carve(&[0..8, 4..12]).is_none());
+        assert!(parts.carve(&[0..0, 30..40]).is_none());
         assert_eq!((a[8], a[0]), (1, 2));
-        assert!(carve(&mut a, &[0..8, 4..12]).is_none());
-        assert!(carve(&mut a, &[0..0, 30..40]).is_none());
+    }
+
+    #[test]
+    fn carve_maps_arena_offsets_into_their_parts() {
+        // Arena offsets 0..16 live in `low`, 16..48 in `high` (given longer than its part).
+        let (mut low, mut high) = ([0u8; 16], [0u8; 40]);
+        let mut parts = ArenaParts::new([&mut low[..], &mut high[..]], [0..16, 16..48]);
+        let [x, y, z] = parts.carve(&[20..24, 0..16, 44..48]).unwrap();
+        (x[0], y[15], z[3]) = (1, 2, 3);
+        // A range across the split, or past the last part's end, is a bad plan.
+        assert!(parts.carve(&[8..24]).is_none());
+        assert!(parts.carve(&[40..52]).is_none());
+        assert_eq!(parts.get(44..48), Some(&[0, 0, 0, 3][..]));
+        assert_eq!((low[15], high[4], high[31]), (2, 1, 3));
     }
 }

@@ -49,6 +49,7 @@ pub fn reserialize(m: &Model) -> Vec<u8> {
     w.meta = Some(*m.meta());
     w.arena_len = m.header().arena_len;
     w.arena_lower_bound = m.header().arena_lower_bound;
+    w.arena_splits = m.header().arena_splits;
     if !data.is_empty() {
         let r = w.data(data);
         assert_eq!(r.offset, 0);
