@@ -64,6 +64,7 @@ fn quantized(model: &ReferenceModel, name: &str, precision: Precision, calib: &[
         flash_budget: None,
         name: name.into(),
         input: Default::default(),
+        arena_regions: Vec::new(),
     };
     let q = quantize::quantize(model, calib, &options, &mut NoProgress).unwrap();
     Blob {

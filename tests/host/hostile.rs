@@ -85,6 +85,7 @@ fn tiny() -> &'static Tiny {
             flash_budget: None,
             name: "NAME-TO-BE-PATCHED-01234".into(),
             input: Default::default(),
+            arena_regions: Vec::new(),
         };
         let q = quantize::quantize(&model, &[image], &options, &mut NoProgress).unwrap();
         let blob = root.join("tiny.vblob");

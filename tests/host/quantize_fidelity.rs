@@ -61,6 +61,7 @@ fn fixture(name: &str, precision: Precision) -> Quantized {
         flash_budget: None,
         name: name.into(),
         input: Default::default(),
+        arena_regions: Vec::new(),
     };
     let q = quantize(
         &model,
@@ -286,6 +287,7 @@ fn max_pool_lowers_and_runs_in_int8_and_fp16() {
             &[precision; 3],
             CalibMethod::Auto,
             &Default::default(),
+            &[],
         )
         .unwrap();
         let mut engine = Engine::new(&lowered.blob).unwrap();

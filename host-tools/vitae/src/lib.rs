@@ -8,6 +8,7 @@
 //! * [`quantize`]: post-training quantization: float graph, calibration, mixed precision,
 //!   lowering to a device blob with its arena plan.
 //! * [`engine`]: the device runtime on the host (bit-identical to the firmware).
+//! * [`boards`]: the table of boards (`firmware/boards.rs`): memory regions for arena plans.
 //! * [`calib_data`]: calibration images from `.npy` or image folders.
 //! * [`eval`]: labelled datasets (ImageFolder, `.npz`) streamed through engines, scored.
 //! * [`settings`]: the ranges of the quantize settings (flags, Python arguments).
@@ -15,6 +16,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod boards;
 pub mod calib_data;
 pub mod checkpoint;
 pub mod config;

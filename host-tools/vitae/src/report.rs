@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use vitae_edge::format::{DType, FormatError, Model};
 use vitae_edge::runtime::precision_name;
 
+use crate::boards::Board;
 use crate::text::escape;
 
 /// One op of a blob, for tables and reports.
@@ -142,6 +143,9 @@ pub fn inspect_text(m: &Model, label: &str) -> Result<String, FormatError> {
         );
     }
     let _ = writeln!(s, "\n{}", totals_line(m));
+    if let Some(line) = parts_line(m) {
+        let _ = writeln!(s, "{line}");
+    }
     let _ = writeln!(s, "{}", ram_line(m));
     Ok(s)
 }
@@ -156,6 +160,105 @@ pub fn ram_line(m: &Model) -> String {
         m.image_layout().name(),
         m.arena_len() + input
     )
+}
+
+/// Where the blob and each arena part go on `board`, one row each: what, region, its kind,
+/// bytes and the room there; or why they do not fit (the region, the need and the room).
+pub fn placement(m: &Model, board: &Board) -> Result<Vec<Placed>, String> {
+    let kind = |name: &str| board.region(name).map_or("?", |r| r.kind.name());
+    let blob = m.bytes().len() as u64;
+    if blob > board.blob_room() {
+        return Err(format!(
+            "the blob is {blob} bytes but region {} of board {} has room for {} ({} over)",
+            board.blob,
+            board.name,
+            board.blob_room(),
+            blob - board.blob_room()
+        ));
+    }
+    let mut rows = vec![Placed {
+        what: "blob".into(),
+        region: board.blob,
+        kind: kind(board.blob),
+        bytes: blob,
+        room: board.blob_room(),
+    }];
+    let parts: Vec<u64> = (0..m.arena_parts())
+        .map(|i| m.arena_part(i).len() as u64)
+        .collect();
+    for (i, r) in board.place_arena(&parts)?.into_iter().enumerate() {
+        rows.push(Placed {
+            what: format!("arena part {i}"),
+            region: board.arena[r],
+            kind: kind(board.arena[r]),
+            bytes: parts[i],
+            room: board.arena_room(r),
+        });
+    }
+    Ok(rows)
+}
+
+/// One row of [`placement`].
+#[derive(Clone, Debug)]
+pub struct Placed {
+    /// `blob` or `arena part N`.
+    pub what: String,
+    /// The region.
+    pub region: &'static str,
+    /// Its kind (`TCM`, `SRAM`, `external flash`, …).
+    pub kind: &'static str,
+    /// Bytes placed there.
+    pub bytes: u64,
+    /// Room there.
+    pub room: u64,
+}
+
+/// The placement on `board` as text lines, ending with the on-chip RAM the arena takes.
+pub fn placement_text(m: &Model, board: &Board) -> Result<String, String> {
+    let rows = placement(m, board)?;
+    let g = crate::text::grouped;
+    let mut s = format!("placement on {} ({}):\n", board.name, board.core);
+    for r in &rows {
+        let _ = writeln!(
+            s,
+            "  {:12} {:12} {:15} {:>13} of {:>13} bytes",
+            r.what,
+            r.region,
+            r.kind,
+            g(r.bytes),
+            g(r.room)
+        );
+    }
+    let on_chip: u64 = rows
+        .iter()
+        .filter(|r| r.what != "blob")
+        .filter(|r| {
+            board
+                .region(r.region)
+                .is_some_and(|x| x.kind.is_on_chip_ram())
+        })
+        .map(|r| r.bytes)
+        .sum();
+    let _ = writeln!(
+        s,
+        "  arena in on-chip RAM: {} bytes, plus the stack ({} bytes reserved)",
+        g(on_chip),
+        g(board.stack)
+    );
+    Ok(s)
+}
+
+/// One line: the arena's parts when its plan is split over memory regions (empty otherwise).
+pub fn parts_line(m: &Model) -> Option<String> {
+    (m.arena_parts() > 1).then(|| {
+        let parts: Vec<String> = (0..m.arena_parts())
+            .map(|i| format!("{} bytes", m.arena_part(i).len()))
+            .collect();
+        format!(
+            "arena parts (planned for a board's memory regions, fastest first): {}",
+            parts.join(", ")
+        )
+    })
 }
 
 /// One line: flash, weights, arena vs lower bound, MACs.
@@ -188,6 +291,7 @@ pub fn inspect_json(m: &Model) -> Result<Vec<serde_json::Value>, FormatError> {
         "flash_bytes": m.bytes().len(), "weight_bytes": m.data_len(), "arena_bytes": h.arena_len,
         "arena_lower_bound": h.arena_lower_bound, "macs": m.macs(), "ops": m.op_count(), "format_version": h.version,
         "input_layout": m.image_layout().name(), "input_bytes": m.input_bytes(),
-        "arena_plus_input_bytes": m.arena_len() + m.input_bytes()}));
+        "arena_plus_input_bytes": m.arena_len() + m.input_bytes(),
+        "arena_part_bytes": (0..m.arena_parts()).map(|i| m.arena_part(i).len()).collect::<Vec<_>>()}));
     Ok(v)
 }

@@ -266,7 +266,7 @@ pub fn table(all: &[Measurement]) -> String {
     }
     let _ = writeln!(s, "---:|");
     for (case, shape, macs) in cases {
-        let _ = write!(s, "| {case} | {shape} | {} |", group(macs));
+        let _ = write!(s, "| {case} | {shape} | {} |", vitae::text::grouped(macs));
         let mut scratch = None;
         for b in &boards {
             for imp in ["optimized", "reference"] {
@@ -275,7 +275,7 @@ pub fn table(all: &[Measurement]) -> String {
                         let _ = write!(
                             s,
                             " {} | {:.3} |",
-                            group(m.instructions),
+                            vitae::text::grouped(m.instructions),
                             m.instructions as f64 / m.macs.max(1) as f64
                         );
                         if imp == "optimized" {
@@ -295,19 +295,6 @@ pub fn table(all: &[Measurement]) -> String {
         );
     }
     s
-}
-
-/// `1234567` → `1,234,567`.
-fn group(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    out
 }
 
 #[cfg(test)]
@@ -368,9 +355,9 @@ mod tests {
 
     #[test]
     fn groups_digits() {
-        assert_eq!(group(0), "0");
-        assert_eq!(group(999), "999");
-        assert_eq!(group(1000), "1,000");
-        assert_eq!(group(37748736), "37,748,736");
+        assert_eq!(vitae::text::grouped(0), "0");
+        assert_eq!(vitae::text::grouped(999), "999");
+        assert_eq!(vitae::text::grouped(1000), "1,000");
+        assert_eq!(vitae::text::grouped(37748736), "37,748,736");
     }
 }

@@ -28,7 +28,8 @@ Examples:\n  vitae quantize --checkpoint model.pth --config kwargs.json --calib 
 vitae quantize --checkpoint vitae_t.pth --arch vitae-t --calib images/ --resize 256 \\\n      \
 --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 --precision mixed --flash-budget 6000000 --out vitae_t.vblob\n  \
 vitae quantize --checkpoint model.pth --config kwargs.json --calib calib.npy --input u8 \\\n      \
---mean 0.5 --std 0.5 --out model-u8.vblob"
+--mean 0.5 --std 0.5 --out model-u8.vblob\n  \
+vitae quantize --checkpoint vitae_t.pth --arch vitae-t --calib calib.npy --board stm32n6570-dk --out vitae_t-n6.vblob"
 )]
 pub struct QuantizeArgs {
     /// Checkpoint and architecture.
@@ -65,6 +66,11 @@ pub struct QuantizeArgs {
     /// pixels that the blob normalizes with --mean/--std.
     #[arg(long, value_enum, default_value = "f32")]
     pub input: InputKind,
+    /// Plan the arena for this board's memory regions (firmware/boards.rs; e.g.
+    /// stm32n6570-dk): one arena part per region, fastest first, each buffer in the first region
+    /// with room for it. The blob still runs anywhere with one contiguous arena.
+    #[arg(long, value_name = "BOARD")]
+    pub board: Option<String>,
     /// Model name stored in the blob (default: the checkpoint's file stem).
     #[arg(long)]
     pub name: Option<String>,
@@ -96,6 +102,12 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     inputs.extend(args.model.arch.config.as_deref());
     check_outputs(&outputs, &inputs)?;
     numbers::check_quantize_flags(&args)?;
+    let board = match &args.board {
+        Some(name) => {
+            Some(vitae::boards::board(name).map_err(|e| crate::InputError(e.to_string()))?)
+        }
+        None => None,
+    };
     // A .npy is already normalized: for u8 input the blob must be told how, never guess 0.5.
     if args.input == InputKind::U8
         && !args.calib.is_dir()
@@ -143,9 +155,16 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         flash_budget: args.flash_budget,
         name,
         input,
+        arena_regions: board.map(|b| b.arena_regions()).unwrap_or_default(),
     };
     let mut bars = Bars::new(!args.no_progress);
-    let q = quantize::quantize(&model, &images, &options, &mut bars)?;
+    let q = quantize::quantize(&model, &images, &options, &mut bars).map_err(|e| {
+        let e = anyhow::Error::from(e);
+        match &args.board {
+            Some(b) => e.context(format!("planning the arena for board {b}")),
+            None => e,
+        }
+    })?;
     // The error names the path and the OS's reason (disk full, permissions) on its first line.
     vitae::io::write_atomic(&args.out, &q.lowered.blob)?;
     let l = &q.lowered;

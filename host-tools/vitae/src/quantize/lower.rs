@@ -37,6 +37,24 @@ pub enum LowerError {
         /// The real multiplier.
         value: f64,
     },
+    /// The arena plan does not fit the memory regions it was made for.
+    #[error(
+        "the arena does not fit {regions}: {buffer} ({size} bytes, live from op {first} to op {last}) finds no room in any of them{why}"
+    )]
+    ArenaDoesNotFit {
+        /// The regions, with their room (`AXISRAM (524,288 bytes), …`).
+        regions: String,
+        /// The buffer that found no room (`tensor `x``, `the scratch of op `y``).
+        buffer: String,
+        /// Its bytes (`802,816`).
+        size: String,
+        /// First op it is live at.
+        first: usize,
+        /// Last op it is live at.
+        last: usize,
+        /// Which limit it meets (the largest region, or the total at the busiest op).
+        why: String,
+    },
     /// The model is too large for the format's 16/32-bit fields.
     #[error("{node}: {what} does not fit the blob format")]
     TooLarge {
@@ -1019,8 +1037,9 @@ impl<'g> Emitter<'g> {
         Ok(())
     }
 
-    /// Lifetimes, in-place adds and offsets.
-    fn plan(&mut self) -> (usize, usize) {
+    /// Lifetimes, in-place adds and offsets, in one arena part per region of `regions` (fastest
+    /// first; none: one contiguous arena).
+    fn plan(&mut self, regions: &[plan::Region]) -> Result<(usize, usize), LowerError> {
         let n_tensors = self.w.tensors.len();
         let n_ops = self.w.ops.len();
         let mut first = vec![usize::MAX; n_tensors];
@@ -1095,7 +1114,34 @@ impl<'g> Emitter<'g> {
                 last: i,
             });
         }
-        let p = plan::plan(&buffers);
+        let p = if regions.is_empty() {
+            plan::plan(&buffers)
+        } else {
+            plan::plan_in_regions(&buffers, regions).map_err(|e| {
+                let what = if e.buffer >= tensor_buffers {
+                    let op = self.w.ops[e.buffer - tensor_buffers];
+                    format!("the scratch of op `{}`", self.w.name(op.name))
+                } else {
+                    let t = buf_of.iter().position(|&b| b == e.buffer).unwrap_or(0);
+                    format!("tensor `{}`", self.w.name(self.w.tensors[t].name))
+                };
+                self.no_room(regions, &buffers[e.buffer], what, e.lower_bound)
+            })?
+        };
+        let mut splits = [0u32; fmt::MAX_ARENA_PARTS - 1];
+        if p.splits.len() > splits.len() {
+            return Err(LowerError::TooLarge {
+                node: "the arena plan".into(),
+                what: "more memory regions than arena parts",
+            });
+        }
+        for (s, &at) in splits.iter_mut().zip(&p.splits) {
+            *s = u32::try_from(at).map_err(|_| LowerError::TooLarge {
+                node: "the arena plan".into(),
+                what: "an arena split",
+            })?;
+        }
+        self.w.arena_splits = splits;
         for (t, &b) in buf_of.iter().enumerate() {
             self.w.tensors[t].arena_offset = p.offsets[b] as u32;
         }
@@ -1106,7 +1152,52 @@ impl<'g> Emitter<'g> {
                 p.offsets[tensor_buffers + i] as u32
             };
         }
-        (p.arena_len, p.lower_bound)
+        Ok((p.arena_len, p.lower_bound))
+    }
+
+    /// The error for `buffer` (described by `what`) finding no room in `regions`.
+    fn no_room(
+        &self,
+        regions: &[plan::Region],
+        buffer: &plan::Buffer,
+        what: String,
+        lower_bound: usize,
+    ) -> LowerError {
+        let n = crate::text::grouped;
+        // The fastest of the largest regions (max_by_key keeps the last of equals).
+        let largest = regions.iter().rev().max_by_key(|r| r.room);
+        let total: usize = regions.iter().map(|r| r.room).sum();
+        let size = buffer.size.next_multiple_of(plan::ALIGN);
+        let why = match largest {
+            Some(r) if size > r.room => format!(
+                "; the largest, {}, is {} bytes too small for it",
+                r.name,
+                n(size as u64 - r.room as u64)
+            ),
+            _ if lower_bound > total => format!(
+                "; the model has {} bytes live at once at its busiest op, {} more than the regions' {} in total",
+                n(lower_bound as u64),
+                n((lower_bound - total) as u64),
+                n(total as u64)
+            ),
+            _ => format!(
+                "; the model has {} bytes live at once at its busiest op against the regions' {} in total, but the pieces do not pack",
+                n(lower_bound as u64),
+                n(total as u64)
+            ),
+        };
+        LowerError::ArenaDoesNotFit {
+            regions: regions
+                .iter()
+                .map(|r| format!("{} ({} bytes)", r.name, n(r.room as u64)))
+                .collect::<Vec<_>>()
+                .join(", "),
+            buffer: what,
+            size: n(buffer.size as u64),
+            first: buffer.first,
+            last: buffer.last,
+            why,
+        }
     }
 
     /// After operand swaps, recompute each int8 add's factors from its tensors so `ra` belongs to
@@ -1135,6 +1226,7 @@ pub fn lower(
     precision: &[NodePrecision],
     method: CalibMethod,
     input: &ImageInput,
+    regions: &[plan::Region],
 ) -> Result<Lowered, LowerError> {
     let mut e = Emitter {
         graph,
@@ -1182,7 +1274,7 @@ pub fn lower(
         name,
         reserved: [0; 4],
     });
-    let (arena_len, lower_bound) = e.plan();
+    let (arena_len, lower_bound) = e.plan(regions)?;
     e.w.arena_len = arena_len as u32;
     e.w.arena_lower_bound = lower_bound as u32;
     Ok(Lowered {

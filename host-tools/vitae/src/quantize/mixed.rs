@@ -84,7 +84,14 @@ pub fn select(
     }
     let flat: Vec<f32> = images.iter().flatten().copied().collect();
     let evaluate = |prec: &[NodePrecision]| -> Result<(f64, usize), QuantizeError> {
-        let l = lower(graph, calib, prec, options.method, &ImageInput::F32Nchw)?;
+        let l = lower(
+            graph,
+            calib,
+            prec,
+            options.method,
+            &ImageInput::F32Nchw,
+            &[],
+        )?;
         let mut engine = Engine::new(&l.blob).map_err(|e| QuantizeError::Run(e.to_string()))?;
         let logits = engine
             .run_batch(&flat)

@@ -67,6 +67,9 @@ pub struct Options {
     pub name: String,
     /// What the device is given as the image (the blob's first op).
     pub input: ImageInput,
+    /// The memory regions the arena is planned into, fastest first, one arena part each (a
+    /// board's arena regions, `--board`); empty: one contiguous arena.
+    pub arena_regions: Vec<plan::Region>,
 }
 
 /// Progress of a long step, for a progress bar.
@@ -200,7 +203,14 @@ pub fn quantize(
             (p, Some(report))
         }
     };
-    let lowered = lower::lower(&graph, &calib, &precision, options.method, &options.input)?;
+    let lowered = lower::lower(
+        &graph,
+        &calib,
+        &precision,
+        options.method,
+        &options.input,
+        &options.arena_regions,
+    )?;
     Ok(Quantized {
         lowered,
         mixed,
