@@ -32,12 +32,18 @@ pub struct Board {
     pub stack: u64,
     /// Region of the model blob (used in place, so it may be flash).
     pub blob: &'static str,
-    /// Region of the activation arena.
-    pub arena: &'static str,
+    /// Regions the activation arena may use, fastest first: a blob planned for the board
+    /// (`vitae quantize --board`) has one arena part per region, part `i` in `arena[i]`; a blob
+    /// with one part goes in `arena[0]`.
+    pub arena: &'static [&'static str],
     /// Bytes of the blob's region kept for code and read-only data when the blob shares `FLASH`.
     pub code_reserve: u64,
     /// Bytes of the arena's region kept for `.data`/`.bss` when the arena shares `RAM`.
     pub statics_reserve: u64,
+    /// For a QEMU board that emulates a real part's memory budget (its regions cut to the real
+    /// part's sizes on the QEMU machine's memory): that part's board. `None` for the QEMU
+    /// machines as they are and for real boards.
+    pub stands_in_for: Option<&'static str>,
 }
 
 /// Where a board's firmware runs.
@@ -76,6 +82,26 @@ pub enum MemoryKind {
     Flash,
     /// Off-chip RAM (PSRAM, SDRAM, DDR).
     ExternalRam,
+    /// Off-chip flash read in place (memory-mapped QSPI/OctoSPI/XSPI NOR).
+    ExternalFlash,
+}
+
+impl MemoryKind {
+    /// Short name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            MemoryKind::Tcm => "TCM",
+            MemoryKind::Sram => "SRAM",
+            MemoryKind::Flash => "flash",
+            MemoryKind::ExternalRam => "external RAM",
+            MemoryKind::ExternalFlash => "external flash",
+        }
+    }
+
+    /// True for on-chip RAM (what a budget of SRAM counts).
+    pub fn is_on_chip_ram(self) -> bool {
+        matches!(self, MemoryKind::Tcm | MemoryKind::Sram)
+    }
 }
 
 const KIB: u64 = 1024;
@@ -110,9 +136,10 @@ pub const BOARDS: &[Board] = &[
         regions: MPS2_REGIONS,
         stack: 64 * KIB,
         blob: "FLASH",
-        arena: "RAM",
+        arena: &["RAM"],
         code_reserve: 256 * KIB,
         statics_reserve: 64 * KIB,
+        stands_in_for: None,
     },
     Board {
         name: "mps2-an500",
@@ -126,9 +153,10 @@ pub const BOARDS: &[Board] = &[
         regions: MPS2_REGIONS,
         stack: 64 * KIB,
         blob: "FLASH",
-        arena: "RAM",
+        arena: &["RAM"],
         code_reserve: 256 * KIB,
         statics_reserve: 64 * KIB,
+        stands_in_for: None,
     },
     Board {
         name: "mps3-an547",
@@ -169,9 +197,10 @@ pub const BOARDS: &[Board] = &[
         ],
         stack: 64 * KIB,
         blob: "DDR",
-        arena: "SRAM2",
+        arena: &["SRAM2"],
         code_reserve: 0,
         statics_reserve: 0,
+        stands_in_for: None,
     },
     Board {
         name: "nucleo-h743zi",
@@ -204,9 +233,10 @@ pub const BOARDS: &[Board] = &[
         ],
         stack: 32 * KIB,
         blob: "FLASH",
-        arena: "AXISRAM",
+        arena: &["AXISRAM"],
         code_reserve: 256 * KIB,
         statics_reserve: 0,
+        stands_in_for: None,
     },
     Board {
         name: "nrf52840-dk",
@@ -233,9 +263,273 @@ pub const BOARDS: &[Board] = &[
         ],
         stack: 32 * KIB,
         blob: "FLASH",
-        arena: "RAM",
+        arena: &["RAM"],
         code_reserve: 128 * KIB,
         statics_reserve: 16 * KIB,
+        stands_in_for: None,
+    },
+    Board {
+        name: "stm32n6570-dk",
+        core: "Cortex-M55",
+        target: "thumbv8m.main-none-eabihf",
+        cpu: "cortex-m55",
+        // probe-rs lists the N657 without package variants: this is its full name.
+        runner: Runner::Probe { chip: "STM32N657" },
+        // No internal flash. The code runs from FLEXRAM (the 400 KiB below AXISRAM1; 2 KiB
+        // aligned as the default 496-entry vector table needs): loaded there by the debugger in
+        // development boot mode (BOOT1 = 1), which is how `probe-rs run` starts it, or copied by
+        // a first-stage loader (ST's load-and-run template). The blob stays in the external
+        // XSPI2 NOR flash, read in place (memory-mapped mode). Secure aliases, as ST's templates
+        // use. DTCM holds the stack and statics; the arena takes AXISRAM1 (624 KiB), AXISRAM2
+        // (1 MiB) and AXISRAM3-6 (4 x 448 KiB, contiguous; off at reset: enable them, RCC MEMENR
+        // and RAMCFG, before the first inference).
+        regions: &[
+            Region {
+                name: "FLASH",
+                origin: 0x3400_0000,
+                length: 400 * KIB,
+                kind: MemoryKind::Sram,
+            },
+            Region {
+                name: "XSPI2",
+                origin: 0x7020_0000,
+                length: 126 * MIB,
+                kind: MemoryKind::ExternalFlash,
+            },
+            Region {
+                name: "RAM",
+                origin: 0x3000_0000,
+                length: 128 * KIB,
+                kind: MemoryKind::Tcm,
+            },
+            Region {
+                name: "AXISRAM1",
+                origin: 0x3406_4000,
+                length: 624 * KIB,
+                kind: MemoryKind::Sram,
+            },
+            Region {
+                name: "AXISRAM2",
+                origin: 0x3410_0000,
+                length: MIB,
+                kind: MemoryKind::Sram,
+            },
+            Region {
+                name: "AXISRAM3_6",
+                origin: 0x3420_0000,
+                length: 4 * 448 * KIB,
+                kind: MemoryKind::Sram,
+            },
+        ],
+        stack: 64 * KIB,
+        blob: "XSPI2",
+        arena: &["RAM", "AXISRAM1", "AXISRAM2", "AXISRAM3_6"],
+        code_reserve: 0,
+        statics_reserve: 16 * KIB,
+        stands_in_for: None,
+    },
+    Board {
+        name: "stm32h747i-disco",
+        core: "Cortex-M7",
+        target: "thumbv7em-none-eabihf",
+        cpu: "cortex-m7",
+        runner: Runner::Probe {
+            chip: "STM32H747XIHx",
+        },
+        // The M7 core: flash bank 1 for code, the blob in the two QSPI NORs (dual-flash, 128 MiB,
+        // memory-mapped at 0x9000_0000 once QUADSPI is set up), stack and statics in DTCM, the
+        // arena over AXI SRAM, SRAM1-3 (contiguous, 288 KiB) and SRAM4. The 32 MiB SDRAM is left
+        // out: the budget is the part's own SRAM.
+        regions: &[
+            Region {
+                name: "FLASH",
+                origin: 0x0800_0000,
+                length: MIB,
+                kind: MemoryKind::Flash,
+            },
+            Region {
+                name: "QSPI",
+                origin: 0x9000_0000,
+                length: 128 * MIB,
+                kind: MemoryKind::ExternalFlash,
+            },
+            Region {
+                name: "RAM",
+                origin: 0x2000_0000,
+                length: 128 * KIB,
+                kind: MemoryKind::Tcm,
+            },
+            Region {
+                name: "AXISRAM",
+                origin: 0x2400_0000,
+                length: 512 * KIB,
+                kind: MemoryKind::Sram,
+            },
+            Region {
+                name: "SRAM1_3",
+                origin: 0x3000_0000,
+                length: 288 * KIB,
+                kind: MemoryKind::Sram,
+            },
+            Region {
+                name: "SRAM4",
+                origin: 0x3800_0000,
+                length: 64 * KIB,
+                kind: MemoryKind::Sram,
+            },
+        ],
+        stack: 32 * KIB,
+        blob: "QSPI",
+        arena: &["RAM", "AXISRAM", "SRAM1_3", "SRAM4"],
+        code_reserve: 0,
+        statics_reserve: 16 * KIB,
+        stands_in_for: None,
+    },
+    // The real parts' budgets under QEMU: each region cut to the part's size and placed in the
+    // QEMU machine's memory, the blob in the machine's external memory as the part's external
+    // flash. Same instruction set and kernels as the part; the sizes are what they check.
+    Board {
+        name: "qemu-stm32n6570-dk",
+        core: "Cortex-M55",
+        target: "thumbv8m.main-none-eabihf",
+        cpu: "cortex-m55",
+        runner: Runner::Qemu {
+            machine: "mps3-an547",
+            cpu: "cortex-m55",
+        },
+        // Code in the AN547's ITCM (its vector table must sit at 0), DTCM cut to the N6's
+        // 128 KiB, the three AXISRAM regions in the AN547's 4 MiB SRAM2, the blob in DDR.
+        regions: &[
+            Region {
+                name: "FLASH",
+                origin: 0x0000_0000,
+                length: 512 * KIB,
+                kind: MemoryKind::Tcm,
+            },
+            Region {
+                name: "DDR",
+                origin: 0x6000_0000,
+                length: 126 * MIB,
+                kind: MemoryKind::ExternalFlash,
+            },
+            Region {
+                name: "RAM",
+                origin: 0x2000_0000,
+                length: 128 * KIB,
+                kind: MemoryKind::Tcm,
+            },
+            Region {
+                name: "AXISRAM1",
+                origin: 0x2100_0000,
+                length: 624 * KIB,
+                kind: MemoryKind::Sram,
+            },
+            Region {
+                name: "AXISRAM2",
+                origin: 0x2110_0000,
+                length: MIB,
+                kind: MemoryKind::Sram,
+            },
+            Region {
+                name: "AXISRAM3_6",
+                origin: 0x2120_0000,
+                length: 4 * 448 * KIB,
+                kind: MemoryKind::Sram,
+            },
+        ],
+        stack: 64 * KIB,
+        blob: "DDR",
+        arena: &["RAM", "AXISRAM1", "AXISRAM2", "AXISRAM3_6"],
+        code_reserve: 0,
+        statics_reserve: 16 * KIB,
+        stands_in_for: Some("stm32n6570-dk"),
+    },
+    Board {
+        name: "qemu-stm32h747i-disco",
+        core: "Cortex-M7",
+        target: "thumbv7em-none-eabihf",
+        cpu: "cortex-m7",
+        runner: Runner::Qemu {
+            machine: "mps2-an500",
+            cpu: "cortex-m7",
+        },
+        // Code in the first MiB of the AN500's code memory, the H747's SRAM regions cut out of
+        // its 4 MiB SRAM, the blob in its PSRAM as the QSPI flash.
+        regions: &[
+            Region {
+                name: "FLASH",
+                origin: 0x0000_0000,
+                length: MIB,
+                kind: MemoryKind::Flash,
+            },
+            Region {
+                name: "PSRAM",
+                origin: 0x6000_0000,
+                length: 16 * MIB,
+                kind: MemoryKind::ExternalFlash,
+            },
+            Region {
+                name: "RAM",
+                origin: 0x2000_0000,
+                length: 128 * KIB,
+                kind: MemoryKind::Tcm,
+            },
+            Region {
+                name: "AXISRAM",
+                origin: 0x2010_0000,
+                length: 512 * KIB,
+                kind: MemoryKind::Sram,
+            },
+            Region {
+                name: "SRAM1_3",
+                origin: 0x2020_0000,
+                length: 288 * KIB,
+                kind: MemoryKind::Sram,
+            },
+            Region {
+                name: "SRAM4",
+                origin: 0x2030_0000,
+                length: 64 * KIB,
+                kind: MemoryKind::Sram,
+            },
+        ],
+        stack: 32 * KIB,
+        blob: "PSRAM",
+        arena: &["RAM", "AXISRAM", "SRAM1_3", "SRAM4"],
+        code_reserve: 0,
+        statics_reserve: 16 * KIB,
+        stands_in_for: Some("stm32h747i-disco"),
+    },
+    Board {
+        name: "qemu-nrf52840-dk",
+        core: "Cortex-M4",
+        target: "thumbv7em-none-eabihf",
+        cpu: "cortex-m4",
+        runner: Runner::Qemu {
+            machine: "mps2-an386",
+            cpu: "cortex-m4",
+        },
+        // The nRF52840's 1 MiB flash and 256 KiB RAM at the AN386's addresses.
+        regions: &[
+            Region {
+                name: "FLASH",
+                origin: 0x0000_0000,
+                length: 1024 * KIB,
+                kind: MemoryKind::Flash,
+            },
+            Region {
+                name: "RAM",
+                origin: 0x2000_0000,
+                length: 256 * KIB,
+                kind: MemoryKind::Sram,
+            },
+        ],
+        stack: 32 * KIB,
+        blob: "FLASH",
+        arena: &["RAM"],
+        code_reserve: 128 * KIB,
+        statics_reserve: 16 * KIB,
+        stands_in_for: Some("nrf52840-dk"),
     },
 ];
 
@@ -263,15 +557,72 @@ impl Board {
         len.saturating_sub(shared)
     }
 
-    /// Bytes the arena may take: its region, less the stack and statics when they share it.
-    pub fn arena_room(&self) -> u64 {
-        let len = self.region(self.arena).map_or(0, |r| r.length);
-        let shared = if self.arena == "RAM" {
+    /// Bytes arena part `i` may take in its region (`arena[i]`), less the stack and statics
+    /// when it is `RAM`; 0 past the last arena region.
+    pub fn arena_room(&self, i: usize) -> u64 {
+        let Some(&name) = self.arena.get(i) else {
+            return 0;
+        };
+        let len = self.region(name).map_or(0, |r| r.length);
+        let shared = if name == "RAM" {
             self.stack + self.statics_reserve
         } else {
             0
         };
         len.saturating_sub(shared)
+    }
+
+    /// The arena regions (indices into `arena`) a blob's arena parts of `part_lens` bytes go
+    /// to: part `i` to region `i` for a blob planned for the board (one part per region), the
+    /// first region with room for a blob of one part. The error names the region, the need and
+    /// the room.
+    pub fn place_arena(&self, part_lens: &[u64]) -> Result<Vec<usize>, String> {
+        let regions = self.arena.join(", ");
+        if let [need] = part_lens {
+            if let Some(i) = (0..self.arena.len()).find(|&i| *need <= self.arena_room(i)) {
+                return Ok(vec![i]);
+            }
+            let (largest, room) = (0..self.arena.len())
+                .rev()
+                .map(|i| (self.arena[i], self.arena_room(i)))
+                .max_by_key(|&(_, room)| room)
+                .unwrap_or(("none", 0));
+            let split = if self.arena.len() > 1 {
+                format!(
+                    "; quantize it with `--board {}` to split the arena over {regions}",
+                    self.name
+                )
+            } else {
+                String::new()
+            };
+            return Err(format!(
+                "the model needs a {need}-byte arena but the largest arena region of board {}, {largest}, has room for {room} bytes ({} over){split}",
+                self.name,
+                need - room
+            ));
+        }
+        if part_lens.len() != self.arena.len() {
+            return Err(format!(
+                "the blob's arena is planned in {} parts, but board {} has {} arena regions ({regions}): quantize it with `--board {}`",
+                part_lens.len(),
+                self.name,
+                self.arena.len(),
+                self.name
+            ));
+        }
+        for (i, &need) in part_lens.iter().enumerate() {
+            let room = self.arena_room(i);
+            if need > room {
+                return Err(format!(
+                    "arena part {i} needs {need} bytes but region {} of board {} has room for {room} ({} over): the blob was planned for other regions; quantize it with `--board {}`",
+                    self.arena[i],
+                    self.name,
+                    need - room,
+                    self.name
+                ));
+            }
+        }
+        Ok((0..part_lens.len()).collect())
     }
 
     /// The linker script memory map (`memory.x`) of the board: its regions, the stack carved from
@@ -301,9 +652,15 @@ impl Board {
         s += "/* The stack sits below .data/.bss: an overflow faults instead of corrupting statics. */\n";
         s += "_stack_start = ORIGIN(STACK) + LENGTH(STACK);\n_stack_end = ORIGIN(STACK);\n";
         s += &format!(
-            "REGION_ALIAS(BLOB, {});\nREGION_ALIAS(ARENA, {});\nINCLUDE vitae-sections.x\n",
-            self.blob, self.arena
+            "REGION_ALIAS(BLOB, {});\nINCLUDE vitae-sections.x\n",
+            self.blob
         );
+        // One NOLOAD section per arena part, in its region: boot does not spend time zeroing it.
+        for (i, region) in self.arena.iter().enumerate() {
+            s += &format!(
+                "SECTIONS\n{{\n  .vitae_arena{i} (NOLOAD) : ALIGN(16)\n  {{\n    *(.vitae_arena{i} .vitae_arena{i}.*);\n    . = ALIGN(16);\n  }} > {region}\n}} INSERT AFTER .uninit;\n"
+            );
+        }
         s
     }
 
@@ -331,10 +688,17 @@ impl Board {
 
     /// What is wrong with the entry, if anything (the build scripts refuse such a board).
     pub fn problem(&self) -> Option<String> {
-        for name in ["FLASH", "RAM", self.blob, self.arena] {
+        let named = ["FLASH", "RAM", self.blob].into_iter();
+        for name in named.chain(self.arena.iter().copied()) {
             if self.region(name).is_none() {
                 return Some(format!("{}: no region named {name}", self.name));
             }
+        }
+        if self.arena.is_empty() || self.arena.len() > 8 {
+            return Some(format!(
+                "{}: 1 to 8 arena regions (the blob's arena parts)",
+                self.name
+            ));
         }
         let ram = self.region("RAM").map_or(0, |r| r.length);
         (self.stack >= ram).then(|| format!("{}: the stack does not fit RAM", self.name))

@@ -152,7 +152,7 @@ fn main() {
             "set VITAE_BOARD to a board of firmware/boards.rs (the board folders and cargo xtask do)",
         );
     };
-    let (board, blob_room, arena_room) = (b.name, b.blob_room(), b.arena_room());
+    let (board, blob_room) = (b.name, b.blob_room());
     let Some(blob_path) = path_var("VITAE_BLOB") else {
         fail(
             "set VITAE_BLOB to the .vblob to embed (`cargo xtask qemu`/`demo`/`firmware` do this for you)",
@@ -162,11 +162,13 @@ fn main() {
     println!("cargo::rerun-if-env-changed=VITAE_ALLOW_INVALID_BLOB");
     let allow_invalid = env::var_os("VITAE_ALLOW_INVALID_BLOB").is_some_and(|v| v == "1");
     let aligned = vitae_edge::format::AlignedBytes::new(&blob);
-    let arena_len = match vitae_edge::format::Model::parse(aligned.as_bytes()) {
-        Ok(m) => m.arena_len(),
+    let part_lens: Vec<u64> = match vitae_edge::format::Model::parse(aligned.as_bytes()) {
+        Ok(m) => (0..m.arena_parts())
+            .map(|i| m.arena_part(i).len() as u64)
+            .collect(),
         Err(e) if allow_invalid => {
             println!("cargo::warning=embedding an invalid blob on purpose: {e}");
-            16
+            vec![16]
         }
         Err(e) => fail(&format!("{}: {e}", blob_path.display())),
     };
@@ -176,11 +178,9 @@ fn main() {
             blob.len()
         ));
     }
-    if arena_len as u64 > arena_room {
-        fail(&format!(
-            "the model needs a {arena_len}-byte arena but board {board} has {arena_room} bytes of RAM for it"
-        ));
-    }
+    let part_regions = b
+        .place_arena(&part_lens)
+        .unwrap_or_else(|e| fail(&format!("{}: {e}", blob_path.display())));
     fs::write(out.join("model.vblob"), &blob).expect("writing OUT_DIR");
 
     println!("cargo::rerun-if-env-changed=VITAE_REPEAT");
@@ -202,10 +202,47 @@ fn main() {
         blob.len()
     )
     .unwrap();
+    // One static per arena part, in the section of its region (memory.x places `.vitae_arenaN`
+    // in the board's arena region N).
     writeln!(
         code,
-        "/// Arena bytes the blob's plan needs.\npub const ARENA_LEN: usize = {};",
-        arena_len.max(16)
+        "/// Parts of the arena (one per memory region the plan uses).\npub const ARENA_PARTS: usize = {};",
+        part_lens.len()
+    )
+    .unwrap();
+    for (i, (&len, &region)) in part_lens.iter().zip(&part_regions).enumerate() {
+        writeln!(
+            code,
+            "/// Arena part {i}, in {}.\n#[unsafe(link_section = \".vitae_arena{region}\")]\n\
+             static mut ARENA{i}: crate::Aligned<[u8; {}]> = crate::Aligned([0; {}]);",
+            b.arena[region],
+            len.max(16),
+            len.max(16)
+        )
+        .unwrap();
+    }
+    let parts: Vec<String> = (0..part_lens.len())
+        .map(|i| {
+            format!(
+                "\n        // SAFETY: called at most once (the caller's promise): the only reference to ARENA{i}.\n        unsafe {{ &mut (*core::ptr::addr_of_mut!(ARENA{i})).0 }},"
+            )
+        })
+        .collect();
+    writeln!(
+        code,
+        "/// The arena parts, in order.\n///\n/// # Safety\n///\n/// Call at most once: each call makes new `&'static mut` references to the parts.\n\
+         pub unsafe fn arena_parts() -> [&'static mut [u8]; ARENA_PARTS] {{\n    [{}\n    ]\n}}",
+        parts.concat()
+    )
+    .unwrap();
+    writeln!(
+        code,
+        "/// The regions of the arena parts (for the memory report).\npub const ARENA_REGIONS: [&str; ARENA_PARTS] = [{}];",
+        part_regions
+            .iter()
+            .map(|&r| format!("{:?}", b.arena[r]))
+            .collect::<Vec<_>>()
+            .join(", ")
     )
     .unwrap();
     writeln!(

@@ -47,23 +47,21 @@ mod embedded {
 }
 
 mod arena {
-    //! The one place that hands out the static arena.
+    //! The one place that hands out the static arena parts.
     #![allow(unsafe_code)]
+    use super::embedded::{ARENA_PARTS, arena_parts};
     use core::sync::atomic::{AtomicBool, Ordering};
 
-    #[unsafe(link_section = ".vitae_arena")]
-    static mut ARENA: crate::Aligned<[u8; super::embedded::ARENA_LEN]> =
-        crate::Aligned([0; super::embedded::ARENA_LEN]);
     static TAKEN: AtomicBool = AtomicBool::new(false);
 
-    /// The arena, once; `None` if already taken.
-    pub fn take() -> Option<&'static mut [u8]> {
+    /// The arena parts (one per memory region of the plan), once; `None` if already taken.
+    pub fn take() -> Option<[&'static mut [u8]; ARENA_PARTS]> {
         if TAKEN.swap(true, Ordering::AcqRel) {
             return None;
         }
-        // SAFETY: `TAKEN` makes this the only reference ever created to `ARENA`, and nothing
-        // else names the static.
-        Some(unsafe { &mut (*core::ptr::addr_of_mut!(ARENA)).0 })
+        // SAFETY: `TAKEN` makes this the only call of `arena_parts`, so the references it makes
+        // are the only ones ever created to the part statics, which nothing else names.
+        Some(unsafe { arena_parts() })
     }
 }
 
@@ -107,7 +105,7 @@ fn main() -> ! {
         Ok(m) => m,
         Err(e) => fail("invalid model blob", e),
     };
-    let Some(arena) = arena::take() else {
+    let Some(mut arena) = arena::take() else {
         fail("arena", "already taken")
     };
     let meta = model.meta();
@@ -171,7 +169,8 @@ fn main() -> ! {
             // The first image also gets per-op regions, nested in the whole-inference region.
             timer.enabled = pass == 0 && i == 0;
             let whole = (pass == 0).then(profile::start);
-            let result = runtime::run(&model, arena, Input::F32Nchw(image), &mut timer);
+            let parts = arena.each_mut().map(|p| &mut **p);
+            let result = runtime::run_in_parts(&model, parts, Input::F32Nchw(image), &mut timer);
             let cycles = whole.and_then(profile::stop);
             let out = match result {
                 Ok(out) => out,
@@ -255,6 +254,14 @@ fn main() -> ! {
             op.desc.macs,
             timer.cycles.get(i).copied().unwrap_or(0),
             model.live_arena_bytes(i, &lifetimes)
+        );
+    }
+    for (i, region) in embedded::ARENA_REGIONS.iter().enumerate() {
+        defmt::println!(
+            "ARENA_PART {=usize} region={=str} bytes={=usize}",
+            i,
+            region,
+            model.arena_part(i).len()
         );
     }
     defmt::println!(

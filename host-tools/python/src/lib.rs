@@ -420,6 +420,7 @@ fn quantize<'py>(
             flash_budget,
             name,
             input,
+            arena_regions: Vec::new(),
         };
         let q = vitae::quantize::quantize(&model, &images, &options, &mut NoProgress)
             .map_err(|e| raise(&e))?;

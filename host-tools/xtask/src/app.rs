@@ -31,12 +31,14 @@ pub struct OpCost {
 }
 
 /// Memory figures the firmware reported.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Memory {
     pub arena: u64,
     pub lower_bound: u64,
     pub stack_used: u64,
     pub stack_size: u64,
+    /// Each arena part's region and bytes, in part order.
+    pub arena_parts: Vec<(String, u64)>,
 }
 
 /// Everything one firmware run produced.
@@ -171,6 +173,12 @@ pub fn run(
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(0),
             });
+        } else if line.starts_with("ARENA_PART ") {
+            let region = field(line, "region").unwrap_or("?").to_string();
+            let bytes = field(line, "bytes")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            memory.arena_parts.push((region, bytes));
         } else if line.starts_with("MEMORY ") {
             let g = |k| field(line, k).and_then(|v| v.parse().ok()).unwrap_or(0);
             memory = Memory {
@@ -178,6 +186,7 @@ pub fn run(
                 lower_bound: g("lower_bound"),
                 stack_used: g("stack_used"),
                 stack_size: g("stack_size"),
+                arena_parts: std::mem::take(&mut memory.arena_parts),
             };
         } else if line.starts_with("MODEL ") {
             model_line = line.clone();

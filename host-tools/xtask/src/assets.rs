@@ -125,6 +125,7 @@ pub fn digits_blob_for(
         flash_budget: None,
         name: "digits".into(),
         input,
+        arena_regions: Vec::new(),
     };
     let q = quantize::quantize(model, &calib, &options, &mut NoProgress)?;
     let dir = project_root().join("target").join("vitae");

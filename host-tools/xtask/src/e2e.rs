@@ -51,6 +51,7 @@ pub fn prepare(name: &str, precision: Precision) -> Result<Prepared> {
         flash_budget: None,
         name: name.into(),
         input: Default::default(),
+        arena_regions: Vec::new(),
     };
     let q = quantize::quantize(
         &model,

@@ -178,6 +178,7 @@ fn make_seeds() -> Result<()> {
                 flash_budget: None,
                 name: (*name).into(),
                 input: Default::default(),
+                arena_regions: Vec::new(),
             };
             let q = quantize::quantize(&model, &calib, &options, &mut NoProgress)
                 .with_context(|| format!("quantizing the {name} seed model ({tag})"))?;

@@ -196,6 +196,7 @@ fn mcu_a_int8() -> Result<(PathBuf, Vec<f32>)> {
         flash_budget: None,
         name: "model".into(),
         input: Default::default(),
+        arena_regions: Vec::new(),
     };
     let q = vitae::quantize::quantize(
         &model,

@@ -97,7 +97,7 @@ pub fn report(r: &AppRun) {
             whole as f64 / macs.max(1) as f64
         );
     }
-    let m = r.memory;
+    let m = &r.memory;
     println!(
         "    memory: arena {} bytes (lower bound {}), stack {} of {} bytes; firmware flash {} bytes, static RAM {} bytes",
         m.arena, m.lower_bound, m.stack_used, m.stack_size, r.flash_bytes, r.static_ram_bytes
