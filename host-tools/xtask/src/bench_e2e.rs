@@ -16,10 +16,12 @@ pub struct E2eArgs {
     /// One JSON object per model and board instead of the table.
     #[arg(long)]
     pub json: bool,
-    /// Only this QEMU board (default: all three).
+    /// Only this QEMU board (default: the three QEMU machines and the real parts' budgets under
+    /// QEMU).
     #[arg(long)]
     pub board: Option<String>,
-    /// Also run ViTAE-T at 224×224 (the vitae_t fixture) on mps3-an547 (takes minutes).
+    /// Also run ViTAE-T at 224×224 (the vitae_t fixture) on mps3-an547 and within the
+    /// STM32N6570-DK and STM32H747I-DISCO budgets (takes minutes).
     #[arg(long)]
     pub vitae_t: bool,
 }
@@ -33,11 +35,32 @@ fn target(board: &str) -> Option<f64> {
     }
 }
 
+/// One model on one board: its blob (planned for the board's regions when it stands in for a
+/// real part), or why it does not fit.
 struct Case {
     model: &'static str,
-    blob: PathBuf,
+    board: &'static boards::Board,
+    blob: Result<PathBuf, String>,
     input: PathBuf,
-    boards: Vec<&'static boards::Board>,
+}
+
+/// What a run measured, or why it did not run.
+struct Row {
+    model: &'static str,
+    board: &'static boards::Board,
+    measured: Result<Measured, String>,
+}
+
+struct Measured {
+    macs: u64,
+    instructions: u64,
+    memory: app::Memory,
+    flash: u64,
+    /// Bytes used per region: the blob (and the embedded input) in its region, each arena part
+    /// in its region, the stack in RAM.
+    region_bytes: Vec<(String, u64)>,
+    /// Activations in on-chip RAM + the input image + the stack.
+    peak_sram: u64,
 }
 
 /// Writes `image` twice as a (2, C, H, W) .npy.
@@ -51,33 +74,102 @@ fn twice(name: &str, image: &[f32], shape: [usize; 3]) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// The profile a board measures: the real part it stands in for, or itself.
+fn profile(board: &boards::Board) -> &'static str {
+    board.stands_in_for.unwrap_or(board.name)
+}
+
+/// Fixture `name` in int8 for `board`: planned for its regions when it stands in for a real part
+/// with more than one arena region (the error, when it does not fit, is the row's).
+fn fixture_blob(name: &str, board: &boards::Board) -> Result<Result<PathBuf, String>> {
+    if board.stands_in_for.is_some() && board.arena.len() > 1 {
+        return Ok(e2e::prepare_for(name, Precision::Int8, Some(board))
+            .map(|p| p.blob)
+            .map_err(|e| format!("{e:#}")));
+    }
+    Ok(Ok(e2e::prepare(name, Precision::Int8)?.blob))
+}
+
+fn measure(tc: toolchain::ArmToolchain, case: &Case, blob: &PathBuf) -> Result<Measured> {
+    let board = case.board;
+    let elf = app::build(tc, board, blob, &AppInput::Npy(case.input.clone()))?;
+    let run = app::run(board, &elf, Duration::from_secs(3600), &mut |_| {})?;
+    let Some(&instructions) = run.instructions.last() else {
+        bail!(
+            "{} on {}: no instruction count (is the icount plugin built?)",
+            case.model,
+            board.name
+        );
+    };
+    let macs: u64 = run.ops.iter().map(|o| o.macs).sum();
+    // The input image the firmware embeds (twice, for the two runs) sits beside the blob.
+    let input_bytes = std::fs::metadata(&case.input)?.len().saturating_sub(128) / 2;
+    let blob_bytes = std::fs::metadata(blob)?.len();
+    let mut region_bytes: Vec<(String, u64)> = vec![(board.blob.to_string(), blob_bytes)];
+    let mut add =
+        |region: &str, bytes: u64| match region_bytes.iter_mut().find(|(r, _)| r == region) {
+            Some((_, b)) => *b += bytes,
+            None => region_bytes.push((region.to_string(), bytes)),
+        };
+    add(board.blob, 2 * input_bytes);
+    for (region, bytes) in &run.memory.arena_parts {
+        add(region, *bytes);
+    }
+    add("RAM", run.memory.stack_used);
+    let on_chip = |r: &str| board.region(r).is_some_and(|x| x.kind.is_on_chip_ram());
+    let activations: u64 = run
+        .memory
+        .arena_parts
+        .iter()
+        .filter(|(r, _)| on_chip(r))
+        .map(|(_, b)| b)
+        .sum();
+    Ok(Measured {
+        macs,
+        instructions,
+        flash: run.flash_bytes,
+        peak_sram: activations + input_bytes + run.memory.stack_used,
+        memory: run.memory,
+        region_bytes,
+    })
+}
+
 pub fn run(args: &E2eArgs) -> Result<()> {
     setup::setup(true)?;
     let tc = toolchain::detect()?;
     let selected: Vec<&boards::Board> = match &args.board {
         Some(b) => vec![boards::board(b)?],
-        None => boards::qemu_boards().collect(),
+        None => boards::qemu_boards()
+            .chain(boards::budget_boards())
+            .collect(),
     };
     let mut cases = Vec::new();
     if e2e::fixtures_dir().is_some() {
-        let p = e2e::prepare("mcu_a", Precision::Int8)?;
-        let x = vitae::npy::read_npy_f32(&p.input)?;
+        let x = vitae::npy::read_npy_f32(&e2e::fixtures_dir().unwrap().join("mcu_a/input.npy"))?;
         let input = twice("mcu_a", &x.data, [3, 96, 96])?;
-        cases.push(Case {
-            model: "mcu_a",
-            blob: p.blob,
-            input,
-            boards: selected.clone(),
-        });
-        if args.vitae_t {
-            let p = e2e::prepare("vitae_t", Precision::Int8)?;
-            let m55 = boards::board("mps3-an547")?;
+        for &board in &selected {
             cases.push(Case {
-                model: "vitae_t",
-                blob: p.blob,
-                input: p.input,
-                boards: vec![m55],
+                model: "mcu_a",
+                board,
+                blob: fixture_blob("mcu_a", board)?,
+                input: input.clone(),
             });
+        }
+        if args.vitae_t {
+            let input = e2e::fixtures_dir().unwrap().join("vitae_t/input.npy");
+            let vitae_t_boards = ["mps3-an547", "qemu-stm32n6570-dk", "qemu-stm32h747i-disco"];
+            for name in vitae_t_boards {
+                let board = boards::board(name)?;
+                if args.board.as_deref().is_some_and(|b| b != name) {
+                    continue;
+                }
+                cases.push(Case {
+                    model: "vitae_t",
+                    board,
+                    blob: fixture_blob("vitae_t", board)?,
+                    input: input.clone(),
+                });
+            }
         }
     } else if e2e::fixtures_required() {
         bail!("VITAE_REQUIRE_FIXTURES=1 but ../shared/fixtures was not found");
@@ -88,52 +180,60 @@ pub fn run(args: &E2eArgs) -> Result<()> {
     let (blob, _) = assets::digits_blob(&model, Precision::Int8)?;
     let digit = assets::read_digits(&assets::digits_dir().join("test.bin"))?[0].image();
     let input = twice("digits", &digit, [1, 32, 32])?;
-    cases.push(Case {
-        model: "digits",
-        blob,
-        input,
-        boards: selected,
-    });
+    for &board in &selected {
+        cases.push(Case {
+            model: "digits",
+            board,
+            blob: Ok(blob.clone()),
+            input: input.clone(),
+        });
+    }
 
     let mut rows = Vec::new();
     for case in &cases {
-        for board in &case.boards {
-            if !args.json {
-                eprintln!("==> {} on {} ({})", case.model, board.name, board.core);
-            }
-            let elf = app::build(tc, board, &case.blob, &AppInput::Npy(case.input.clone()))?;
-            let run = app::run(board, &elf, Duration::from_secs(3600), &mut |_| {})?;
-            let Some(&instructions) = run.instructions.last() else {
-                bail!(
-                    "{} on {}: no instruction count (is the icount plugin built?)",
-                    case.model,
-                    board.name
-                );
-            };
-            let macs: u64 = run.ops.iter().map(|o| o.macs).sum();
-            rows.push((
+        if !args.json {
+            eprintln!(
+                "==> {} on {} ({}, profile {})",
                 case.model,
-                board.name,
-                macs,
-                instructions,
-                run.memory,
-                run.flash_bytes,
-            ));
+                case.board.name,
+                case.board.core,
+                profile(case.board)
+            );
         }
+        let measured = match &case.blob {
+            Ok(blob) => Ok(measure(tc, case, blob)?),
+            Err(misfit) => Err(misfit.clone()),
+        };
+        rows.push(Row {
+            model: case.model,
+            board: case.board,
+            measured,
+        });
     }
     if args.json {
-        for (model, board, macs, instructions, m, flash) in &rows {
-            println!(
-                "{}",
-                serde_json::json!({"model": model, "board": board, "precision": "int8", "macs": macs,
-                    "instructions": instructions, "arena_bytes": m.arena, "arena_lower_bound": m.lower_bound,
-                    "stack_bytes": m.stack_used, "flash_bytes": flash})
-            );
+        for r in &rows {
+            let qemu_board = match r.board.runner {
+                boards::Runner::Qemu { machine, .. } => machine,
+                boards::Runner::Probe { .. } => r.board.name,
+            };
+            let line = match &r.measured {
+                Ok(m) => serde_json::json!({"model": r.model, "board": qemu_board,
+                    "profile": profile(r.board), "precision": "int8", "macs": m.macs,
+                    "instructions": m.instructions, "arena_bytes": m.memory.arena,
+                    "arena_lower_bound": m.memory.lower_bound, "stack_bytes": m.memory.stack_used,
+                    "flash_bytes": m.flash, "peak_sram_bytes": m.peak_sram,
+                    "region_bytes": m.region_bytes.iter()
+                        .map(|(region, b)| (region.clone(), serde_json::Value::from(*b)))
+                        .collect::<serde_json::Map<String, serde_json::Value>>()}),
+                Err(why) => serde_json::json!({"model": r.model, "board": qemu_board,
+                    "profile": profile(r.board), "precision": "int8", "fits": false, "error": why}),
+            };
+            println!("{line}");
         }
         return Ok(());
     }
     println!(
-        "\n{:8} {:11} {:>12} {:>14} {:>10} {:>8} {:>10} {:>11} {:>8} {:>10}",
+        "\n{:8} {:22} {:>12} {:>14} {:>10} {:>8} {:>10} {:>11} {:>8} {:>10} {:>10}",
         "model",
         "board",
         "MACs",
@@ -143,18 +243,48 @@ pub fn run(args: &E2eArgs) -> Result<()> {
         "arena B",
         "lower bound",
         "stack B",
-        "flash B"
+        "flash B",
+        "peak SRAM"
     );
-    for (model, board, macs, instructions, m, flash) in &rows {
-        let per = *instructions as f64 / (*macs).max(1) as f64;
+    for r in &rows {
+        let (model, board) = (r.model, r.board.name);
+        let Ok(m) = &r.measured else {
+            continue;
+        };
+        let per = m.instructions as f64 / m.macs.max(1) as f64;
         let t = match (model, target(board)) {
-            (&"mcu_a", Some(t)) => format!("≤ {t}"),
+            ("mcu_a", Some(t)) => format!("≤ {t}"),
             _ => "-".into(),
         };
         println!(
-            "{model:8} {board:11} {macs:>12} {instructions:>14} {per:>10.3} {t:>8} {:>10} {:>11} {:>8} {flash:>10}",
-            m.arena, m.lower_bound, m.stack_used
+            "{model:8} {board:22} {:>12} {:>14} {per:>10.3} {t:>8} {:>10} {:>11} {:>8} {:>10} {:>10}",
+            m.macs,
+            m.instructions,
+            m.memory.arena,
+            m.memory.lower_bound,
+            m.memory.stack_used,
+            m.flash,
+            m.peak_sram
         );
+    }
+    println!("\nbytes per region (blob and embedded input, arena parts, stack):");
+    for r in &rows {
+        match &r.measured {
+            Ok(m) => {
+                let regions: Vec<String> = m
+                    .region_bytes
+                    .iter()
+                    .map(|(region, b)| format!("{region} {}", vitae::text::grouped(*b)))
+                    .collect();
+                println!("  {:8} {:22} {}", r.model, r.board.name, regions.join(", "));
+            }
+            Err(why) => println!(
+                "  {:8} {:22} does not fit {}: {why}",
+                r.model,
+                r.board.name,
+                profile(r.board)
+            ),
+        }
     }
     println!("\n(instructions executed under QEMU for one inference; QEMU is not cycle-accurate)");
     Ok(())

@@ -36,6 +36,12 @@ pub struct Prepared {
 
 /// Quantizes fixture `name` (calibrated on its own input) and runs it on the host engine.
 pub fn prepare(name: &str, precision: Precision) -> Result<Prepared> {
+    prepare_for(name, precision, None)
+}
+
+/// As [`prepare`], with the arena planned for `board`'s memory regions (`vitae quantize
+/// --board`); the error says which region is too small when the model does not fit.
+pub fn prepare_for(name: &str, precision: Precision, board: Option<&Board>) -> Result<Prepared> {
     let Some(dir) = fixtures_dir() else {
         bail!("../shared/fixtures not found")
     };
@@ -51,17 +57,26 @@ pub fn prepare(name: &str, precision: Precision) -> Result<Prepared> {
         flash_budget: None,
         name: name.into(),
         input: Default::default(),
-        arena_regions: Vec::new(),
+        // The library reads the same table (firmware/boards.rs) as its own type.
+        arena_regions: match board {
+            Some(b) => vitae::boards::board(b.name)?.arena_regions(),
+            None => Vec::new(),
+        },
     };
     let q = quantize::quantize(
         &model,
         std::slice::from_ref(&x.data),
         &options,
         &mut NoProgress,
-    )?;
+    )
+    .with_context(|| match board {
+        Some(b) => format!("{name}: planning the arena for board {}", b.name),
+        None => format!("{name}: quantizing"),
+    })?;
     let out_dir = project_root().join("target").join("vitae");
     std::fs::create_dir_all(&out_dir)?;
-    let blob = out_dir.join(format!("{name}-{precision:?}.vblob").to_lowercase());
+    let planned = board.map_or(String::new(), |b| format!("-{}", b.name));
+    let blob = out_dir.join(format!("{name}-{precision:?}{planned}.vblob").to_lowercase());
     vitae::io::write_atomic(&blob, &q.lowered.blob)?;
     let mut engine = Engine::new(&q.lowered.blob)?;
     let logits = engine.run_batch(&x.data)?;

@@ -273,6 +273,28 @@ pub fn run(args: &TestArgs) -> Result<()> {
                     results.push((board, name, outcome));
                 }
             }
+            // Real parts' memory budgets under QEMU: mcu_a planned for each stand-in board's
+            // regions (the arena split over them, the blob in the external memory), byte-identical
+            // to the host engine.
+            for board in boards::budget_boards().filter(|_| args.board.is_none()) {
+                let name = format!(
+                    "mcu_a int8 planned for {}'s regions: firmware logits == host engine",
+                    board.stands_in_for.unwrap_or(board.name)
+                );
+                let mut outcome = Outcome::Passed;
+                steps.run(&format!("{name} on {}", board.name), || {
+                    let planned_and_run = || {
+                        let p = crate::e2e::prepare_for(
+                            "mcu_a",
+                            vitae::quantize::Precision::Int8,
+                            Some(board),
+                        )?;
+                        crate::e2e::check_board(tc, board, &p)
+                    };
+                    planned_and_run().inspect_err(|e| outcome = Outcome::Failed(format!("{e:#}")))
+                });
+                results.push((board, name, outcome));
+            }
         } else if crate::e2e::fixtures_required() {
             steps.run("fixture end-to-end checks", || {
                 bail!("VITAE_REQUIRE_FIXTURES=1 but ../shared/fixtures was not found")

@@ -11,9 +11,16 @@ pub fn board(name: &str) -> anyhow::Result<&'static Board> {
     })
 }
 
-/// The boards that run under QEMU.
+/// The QEMU machines as they are (the default boards of tests and benchmarks).
 pub fn qemu_boards() -> impl Iterator<Item = &'static Board> {
-    BOARDS.iter().filter(|b| b.is_qemu())
+    BOARDS
+        .iter()
+        .filter(|b| b.is_qemu() && b.stands_in_for.is_none())
+}
+
+/// The QEMU boards that emulate a real part's memory budget.
+pub fn budget_boards() -> impl Iterator<Item = &'static Board> {
+    BOARDS.iter().filter(|b| b.stands_in_for.is_some())
 }
 
 /// Every distinct (target, cpu) pair, for building the library alone.
