@@ -10,6 +10,9 @@
 //!   device's own validation).
 //! * `VITAE_REPEAT=N` — run the embedded input(s) N times (soak test; default 1): the app checks
 //!   that every repetition gives the same logits and that the stack high-water mark stays put.
+//! * `VITAE_STAGE=BYTES` — stage weights: a buffer of that many bytes in the fastest arena region
+//!   with room for it, into which each op's tables that fit are copied from the blob before the
+//!   op runs (`Runner::stage_weights`); for a blob in slow external memory. Default 0 (off).
 //!
 //! A blob or arena too large for the board fails here, naming both numbers.
 
@@ -181,6 +184,32 @@ fn main() {
     let part_regions = b
         .place_arena(&part_lens)
         .unwrap_or_else(|e| fail(&format!("{}: {e}", blob_path.display())));
+    println!("cargo::rerun-if-env-changed=VITAE_STAGE");
+    let stage = match env::var("VITAE_STAGE") {
+        Ok(v) if !v.is_empty() => v
+            .parse::<u64>()
+            .unwrap_or_else(|_| fail(&format!("VITAE_STAGE must be a byte count, got `{v}`"))),
+        _ => 0,
+    }
+    .next_multiple_of(16);
+    // The staging buffer goes to the fastest arena region with room beside the arena parts.
+    let stage_region = (stage > 0).then(|| {
+        (0..b.arena.len())
+            .find(|&r| {
+                let used: u64 = part_regions
+                    .iter()
+                    .zip(&part_lens)
+                    .filter(|&(&pr, _)| pr == r)
+                    .map(|(_, &len)| len)
+                    .sum();
+                used + stage <= b.arena_room(r)
+            })
+            .unwrap_or_else(|| {
+                fail(&format!(
+                    "VITAE_STAGE={stage}: no arena region of board {board} has room for the staging buffer beside the arena"
+                ))
+            })
+    });
     fs::write(out.join("model.vblob"), &blob).expect("writing OUT_DIR");
 
     println!("cargo::rerun-if-env-changed=VITAE_REPEAT");
@@ -233,6 +262,32 @@ fn main() {
         "/// The arena parts, in order.\n///\n/// # Safety\n///\n/// Call at most once: each call makes new `&'static mut` references to the parts.\n\
          pub unsafe fn arena_parts() -> [&'static mut [u8]; ARENA_PARTS] {{\n    [{}\n    ]\n}}",
         parts.concat()
+    )
+    .unwrap();
+    match stage_region {
+        Some(r) => writeln!(
+            code,
+            "/// The weight staging buffer (`VITAE_STAGE`), in {region}.\npub const STAGE_REGION: &str = {region:?};\n\
+             #[unsafe(link_section = \".vitae_arena{r}\")]\n\
+             static mut STAGE: crate::Aligned<[u8; {stage}]> = crate::Aligned([0; {stage}]);\n\
+             /// The staging buffer.\n///\n/// # Safety\n///\n/// Call at most once.\n\
+             pub unsafe fn stage_buffer() -> Option<&'static mut [u8]> {{\n    \
+             // SAFETY: called at most once (the caller's promise): the only reference to STAGE.\n    \
+             Some(unsafe {{ &mut (*core::ptr::addr_of_mut!(STAGE)).0 }})\n}}",
+            region = b.arena[r]
+        ),
+        None => writeln!(
+            code,
+            "/// No weight staging (`VITAE_STAGE` unset).\npub const STAGE_REGION: &str = \"\";\n\
+             /// No staging buffer.\n///\n/// # Safety\n///\n/// None needed; `unsafe` like the staged build's.\n\
+             pub unsafe fn stage_buffer() -> Option<&'static mut [u8]> {{\n    None\n}}"
+        ),
+    }
+    .unwrap();
+    writeln!(
+        code,
+        "/// The blob's region.\npub const BLOB_REGION: &str = {:?};",
+        b.blob
     )
     .unwrap();
     writeln!(

@@ -497,6 +497,21 @@ impl<'a> Model<'a> {
     /// checks every op shares here (tensor ids, arity, the record's bounds), the rest in the op's
     /// own module ([`crate::ops`]).
     fn decode_at(&self, i: usize) -> Result<Op<'a>, FormatError> {
+        self.decode_with(i, self.data, 0, None)
+    }
+
+    /// Decodes op `i` with its tables read from `data`, which holds the DATA section from DATA
+    /// offset `base` on; `span`, when given, is widened to every DATA range the op resolves.
+    fn decode_with<'s>(
+        &self,
+        i: usize,
+        data: &'s [u8],
+        base: usize,
+        span: Option<&'s core::cell::Cell<(usize, usize)>>,
+    ) -> Result<Op<'s>, FormatError>
+    where
+        'a: 's,
+    {
         let view = self.op_view(i)?;
         let desc = view.desc;
         let at = self.op_at(i);
@@ -524,7 +539,9 @@ impl<'a> Model<'a> {
             output: desc.output,
             meta: self.meta,
             tables: Tables {
-                data: self.data,
+                data,
+                base,
+                span,
                 op,
                 at: self.params_at + desc.params_offset as usize,
             },
@@ -641,6 +658,36 @@ impl<'a> Model<'a> {
     /// model; the `Result` keeps it panic-free regardless).
     pub fn decode(&self, i: usize) -> Result<Op<'a>, FormatError> {
         self.decode_at(i)
+    }
+
+    /// The DATA bytes op `i` reads: the smallest range of the DATA section holding every table
+    /// its decoding resolves (weights, biases, requantization, LUTs), as offsets into DATA
+    /// (16-aligned start; empty for an op without tables). What a staging copy must hold.
+    pub fn op_data_range(&self, i: usize) -> Result<Range<usize>, FormatError> {
+        let span = core::cell::Cell::new((0, 0));
+        self.decode_with(i, self.data, 0, Some(&span))?;
+        let (start, end) = span.get();
+        Ok(start..end)
+    }
+
+    /// The DATA section's bytes at `range` (offsets into DATA, as
+    /// [`op_data_range`](Self::op_data_range) gives them), in the blob: the source of a staging
+    /// copy. Empty when out of range.
+    pub fn data_bytes(&self, range: Range<usize>) -> &'a [u8] {
+        self.data.get(range).unwrap_or_default()
+    }
+
+    /// Op `i` decoded with its tables read from `staged`, a copy of
+    /// [`data_bytes`](Self::data_bytes)`(`[`op_data_range`](Self::op_data_range)`(i))` in faster
+    /// memory (16-byte aligned): the op then reads its weights there instead of in the blob.
+    /// Validated as [`decode`](Self::decode) is, so a wrong copy is an error or wrong numbers,
+    /// never out-of-bounds reads.
+    pub fn decode_staged<'s>(&self, i: usize, staged: &'s [u8]) -> Result<Op<'s>, FormatError>
+    where
+        'a: 's,
+    {
+        let base = self.op_data_range(i)?.start;
+        self.decode_with(i, staged, base, None)
     }
 
     /// First and last op that use tensor `t` (its writer to its last reader; the output tensor

@@ -176,7 +176,12 @@ pub struct Tensor<'a> {
 /// decoded op to keep, as the PRM does to decode its branches as it runs them).
 #[derive(Clone, Copy, Debug)]
 pub struct Tables<'a> {
+    /// The DATA section, or the part of it from DATA offset `base` on (a copy of an op's
+    /// tables staged in fast memory: [`Model::decode_staged`](crate::format::Model::decode_staged)).
     pub(crate) data: &'a [u8],
+    pub(crate) base: usize,
+    /// When set, widened to cover every DATA range resolved ([`Model::op_data_range`](crate::format::Model::op_data_range)).
+    pub(crate) span: Option<&'a core::cell::Cell<(usize, usize)>>,
     pub(crate) op: u16,
     /// Byte offset of the op's parameter record (errors about the record point here).
     pub(crate) at: usize,
@@ -185,7 +190,22 @@ pub struct Tables<'a> {
 impl<'a> Tables<'a> {
     /// The DATA table `r` as `T`s (aligned, in bounds, a whole number of elements).
     pub fn data<T: Pod>(&self, r: DataRef, what: &'static str) -> Result<&'a [T], FormatError> {
-        data_slice(self.data, r).ok_or(FormatError::new(K::BadData { op: self.op, what }, self.at))
+        let bad = FormatError::new(K::BadData { op: self.op, what }, self.at);
+        if let Some(span) = self.span.filter(|_| r.len > 0) {
+            let (start, end) = (r.offset as usize, r.offset as usize + r.len as usize);
+            let (s, e) = span.get();
+            span.set(if s == e {
+                (start, end)
+            } else {
+                (s.min(start), e.max(end))
+            });
+        }
+        let offset = (r.offset as usize).checked_sub(self.base).ok_or(bad)?;
+        let r = DataRef {
+            offset: offset as u32,
+            len: r.len,
+        };
+        data_slice(self.data, r).ok_or(bad)
     }
 
     /// An optional 256-entry activation table.

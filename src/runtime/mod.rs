@@ -404,6 +404,23 @@ pub struct Runner<'m, 'r, 'i> {
     arena: ArenaParts<'r>,
     input: Input<'i>,
     next: usize,
+    staging: Option<&'r mut [u8]>,
+    traffic: WeightTraffic,
+}
+
+/// Bytes of weights and tables the ops of a staged run took, by where they read them
+/// ([`Runner::weight_traffic`]; counted only once [`Runner::stage_weights`] is set, so an
+/// unstaged run pays nothing for it): each op's tables counted once (a kernel that walks its
+/// weights once per block of outputs reads them again from the same place).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct WeightTraffic {
+    /// Read in place from the blob.
+    pub in_place: u64,
+    /// Copied from the blob into the staging buffer, then read there.
+    pub staged: u64,
+    /// Ops run on staged tables.
+    pub staged_ops: u32,
 }
 
 impl<'m, 'r, 'i> Runner<'m, 'r, 'i> {
@@ -416,6 +433,8 @@ impl<'m, 'r, 'i> Runner<'m, 'r, 'i> {
             arena: ArenaParts::new([arena], [whole]),
             input,
             next: 0,
+            staging: None,
+            traffic: WeightTraffic::default(),
         })
     }
 
@@ -450,7 +469,27 @@ impl<'m, 'r, 'i> Runner<'m, 'r, 'i> {
             arena: ArenaParts::new(parts, ranges),
             input,
             next: 0,
+            staging: None,
+            traffic: WeightTraffic::default(),
         })
+    }
+
+    /// Stages weights: before each op whose tables fit `buffer`, they are copied there from the
+    /// blob and the op reads them there ([`Model::decode_staged`]); ops whose tables do not fit
+    /// read them in place. For a blob in slow memory (external flash) and a buffer in fast
+    /// memory (TCM, SRAM). Same arithmetic on the same bytes: the logits are identical.
+    /// `buffer` must be 16-byte aligned.
+    pub fn stage_weights(&mut self, buffer: &'r mut [u8]) -> Result<(), RunError> {
+        if buffer.as_ptr().align_offset(crate::format::ALIGN) != 0 {
+            return Err(RunError::ArenaMisaligned);
+        }
+        self.staging = Some(buffer);
+        Ok(())
+    }
+
+    /// Bytes of weights and tables the ops that ran so far took, in place and staged.
+    pub fn weight_traffic(&self) -> WeightTraffic {
+        self.traffic
     }
 
     /// True when every op has run ([`finish`](Self::finish) then only reads the logits).
@@ -481,11 +520,36 @@ impl<'m, 'r, 'i> Runner<'m, 'r, 'i> {
         let model = &self.model;
         let i = self.next;
         let view = model.op(i).map_err(RunError::Format)?;
+        // Only a staged run pays for finding the op's tables (one more decode).
+        let (staging, bytes) = match self.staging.as_deref_mut() {
+            Some(buffer) => {
+                let tables = model.op_data_range(i).map_err(RunError::Format)?;
+                let bytes = tables.len() as u64;
+                if !tables.is_empty() && tables.len() <= buffer.len() {
+                    let staged = &mut buffer[..tables.len()];
+                    staged.copy_from_slice(model.data_bytes(tables));
+                    (Some(&*staged), bytes)
+                } else {
+                    (None, bytes)
+                }
+            }
+            None => (None, 0),
+        };
         // A plain match: `map_err` and `?` each moved the decoded op (three 80-byte copies).
-        let op = match model.decode(i) {
+        let decoded = match staging {
+            Some(staged) => model.decode_staged(i, staged),
+            None => model.decode(i),
+        };
+        let op = match decoded {
             Ok(op) => op,
             Err(e) => return Err(RunError::Format(e)),
         };
+        if staging.is_some() {
+            self.traffic.staged += bytes;
+            self.traffic.staged_ops += 1;
+        } else {
+            self.traffic.in_place += bytes;
+        }
         profiler.op_start(&view);
         run_op(model, &view, &op, &mut self.arena, &self.input)?;
         let out = self

@@ -269,4 +269,91 @@ fn mcu_a_planned_for_each_split_board_runs_bit_identically() {
         assert_eq!(board.place_arena(&lens), Ok((0..lens.len()).collect()));
         assert_eq!(run_contiguous(&m, &image), want, "{}", board.name);
     }
+    // Staged into 32 KiB (every op's tables fit) and into 8 KiB (some): the same logits.
+    let m = Model::parse(plain.as_bytes()).unwrap();
+    let (staged, t) = run_staged(&m, &image, 32 * 1024);
+    assert_eq!(staged, want);
+    assert!(t.staged_ops > 0 && t.in_place == 0, "{t:?}");
+    let (staged, t) = run_staged(&m, &image, 8 * 1024);
+    assert_eq!(staged, want);
+    assert!(t.staged_ops > 0 && t.in_place > 0, "{t:?}");
+}
+
+/// Logits bytes of a run that stages each op's tables into a buffer of `stage` bytes first, and
+/// what it staged.
+fn run_staged(m: &Model, image: &[f32], stage: usize) -> (Vec<u8>, runtime::WeightTraffic) {
+    let mut arena = AlignedBytes::new(&vec![0; m.arena_len()]);
+    let mut buffer = AlignedBytes::new(&vec![0; stage]);
+    let mut runner = Runner::new(m, arena.as_bytes_mut(), Input::F32Nchw(image)).unwrap();
+    runner.stage_weights(buffer.as_bytes_mut()).unwrap();
+    while !runner.is_done() {
+        runner.step().unwrap();
+    }
+    let traffic = runner.weight_traffic();
+    let out = runner.finish().unwrap();
+    let logits = (0..out.len())
+        .flat_map(|i| out.logit(i).to_le_bytes())
+        .collect();
+    (logits, traffic)
+}
+
+/// Weights staged into a fast buffer before each op give the logits of the run that reads them
+/// in place, in every precision, with every op staged, some, or none.
+#[test]
+fn staged_weights_give_the_in_place_logits() {
+    let (model, calib) = model();
+    for precision in [Precision::Int8, Precision::Fp16, Precision::Mixed] {
+        let blob = quantized(&model, &calib, precision, Vec::new()).unwrap();
+        let blob = AlignedBytes::new(&blob);
+        let m = Model::parse(blob.as_bytes()).unwrap();
+        let ranges: Vec<_> = (0..m.op_count())
+            .map(|i| m.op_data_range(i).unwrap())
+            .collect();
+        for (i, r) in ranges.iter().enumerate() {
+            // The range covers every table the op uses, and no other op's (the writer lays an
+            // op's tables out together).
+            let used = m.op_data_bytes(i).unwrap();
+            assert!(
+                r.len() >= used && r.len() < used + 16 * 8,
+                "op {i}: {r:?} for {used}"
+            );
+            assert_eq!(r.start % 16, 0);
+        }
+        let with_tables = ranges.iter().filter(|r| !r.is_empty()).count();
+        let largest = ranges.iter().map(|r| r.len()).max().unwrap();
+        let total: u64 = ranges.iter().map(|r| r.len() as u64).sum();
+        let image = &calib[0];
+        let want = run_contiguous(&m, image);
+        let (all, t) = run_staged(&m, image, largest);
+        assert_eq!(all, want, "{precision:?}: all staged");
+        assert_eq!(
+            (t.staged_ops as usize, t.staged, t.in_place),
+            (with_tables, total, 0)
+        );
+        let (some, t) = run_staged(&m, image, largest / 2);
+        assert_eq!(some, want, "{precision:?}: some staged");
+        assert!(t.in_place > 0 && t.staged > 0 && t.staged + t.in_place == total);
+        let (none, t) = run_staged(&m, image, 0);
+        assert_eq!(none, want, "{precision:?}: none staged");
+        assert_eq!((t.staged, t.in_place), (0, total));
+    }
+}
+
+/// A staged copy of the wrong length is refused like any bad table reference: an error, no
+/// out-of-bounds read.
+#[test]
+fn a_short_staged_copy_is_an_error() {
+    let (model, calib) = model();
+    let blob = quantized(&model, &calib, Precision::Int8, Vec::new()).unwrap();
+    let blob = AlignedBytes::new(&blob);
+    let m = Model::parse(blob.as_bytes()).unwrap();
+    let i = (0..m.op_count())
+        .find(|&i| m.op_data_range(i).unwrap().len() > 32)
+        .unwrap();
+    let r = m.op_data_range(i).unwrap();
+    let short = AlignedBytes::new(&m.data_bytes(r.clone())[..r.len() - 16]);
+    let e = m.decode_staged(i, short.as_bytes()).unwrap_err();
+    assert!(matches!(e.kind, FormatErrorKind::BadData { .. }), "{e}");
+    let whole = AlignedBytes::new(m.data_bytes(r));
+    assert!(m.decode_staged(i, whole.as_bytes()).is_ok());
 }

@@ -54,14 +54,17 @@ mod arena {
 
     static TAKEN: AtomicBool = AtomicBool::new(false);
 
-    /// The arena parts (one per memory region of the plan), once; `None` if already taken.
-    pub fn take() -> Option<[&'static mut [u8]; ARENA_PARTS]> {
+    /// The arena parts (one per memory region of the plan) and the weight staging buffer, if
+    /// the build has one, once; `None` if already taken.
+    #[allow(clippy::type_complexity)]
+    pub fn take() -> Option<([&'static mut [u8]; ARENA_PARTS], Option<&'static mut [u8]>)> {
         if TAKEN.swap(true, Ordering::AcqRel) {
             return None;
         }
-        // SAFETY: `TAKEN` makes this the only call of `arena_parts`, so the references it makes
-        // are the only ones ever created to the part statics, which nothing else names.
-        Some(unsafe { arena_parts() })
+        // SAFETY: `TAKEN` makes this the only call of `arena_parts` and `stage_buffer`, so the
+        // references they make are the only ones ever created to those statics, which nothing
+        // else names.
+        Some(unsafe { (arena_parts(), super::embedded::stage_buffer()) })
     }
 }
 
@@ -105,7 +108,7 @@ fn main() -> ! {
         Ok(m) => m,
         Err(e) => fail("invalid model blob", e),
     };
-    let Some(mut arena) = arena::take() else {
+    let Some((mut arena, mut stage)) = arena::take() else {
         fail("arena", "already taken")
     };
     let meta = model.meta();
@@ -139,6 +142,7 @@ fn main() -> ! {
         }
         Inputs::Digits { count, .. } => count,
     };
+    let mut traffic = vitae_edge::WeightTraffic::default();
     let mut digit_image = [0.0f32; digits::INPUT_LEN];
     let mut timer = OpTimer {
         enabled: false,
@@ -170,7 +174,17 @@ fn main() -> ! {
             timer.enabled = pass == 0 && i == 0;
             let whole = (pass == 0).then(profile::start);
             let parts = arena.each_mut().map(|p| &mut **p);
-            let result = runtime::run_in_parts(&model, parts, Input::F32Nchw(image), &mut timer);
+            let result = runtime::Runner::with_parts(&model, parts, Input::F32Nchw(image))
+                .and_then(|mut runner| {
+                    if let Some(buffer) = stage.as_deref_mut() {
+                        runner.stage_weights(buffer)?;
+                    }
+                    while !runner.is_done() {
+                        runner.step_profiled(&mut timer)?;
+                    }
+                    traffic = runner.weight_traffic();
+                    runner.finish()
+                });
             let cycles = whole.and_then(profile::stop);
             let out = match result {
                 Ok(out) => out,
@@ -256,6 +270,20 @@ fn main() -> ! {
             model.live_arena_bytes(i, &lifetimes)
         );
     }
+    // Weights and tables the ops took per inference, by region (each op's tables once).
+    if stage.is_none() {
+        traffic.in_place = (0..model.op_count())
+            .map(|i| model.op_data_bytes(i).unwrap_or(0) as u64)
+            .sum();
+    }
+    defmt::println!(
+        "WEIGHTS in_place={=u64} in_place_region={=str} staged={=u64} staged_ops={=u32} stage_region={=str}",
+        traffic.in_place,
+        embedded::BLOB_REGION,
+        traffic.staged,
+        traffic.staged_ops,
+        embedded::STAGE_REGION
+    );
     for (i, region) in embedded::ARENA_REGIONS.iter().enumerate() {
         defmt::println!(
             "ARENA_PART {=usize} region={=str} bytes={=usize}",

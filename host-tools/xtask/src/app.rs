@@ -53,6 +53,8 @@ pub struct AppRun {
     pub memory: Memory,
     pub flash_bytes: u64,
     pub static_ram_bytes: u64,
+    /// The firmware's `WEIGHTS` line after its tag: weight bytes per inference by region.
+    pub weights_line: String,
 }
 
 /// Builds the app for `board` embedding `blob` and `input`.
@@ -152,6 +154,7 @@ pub fn run(
     let mut ops = Vec::new();
     let mut memory = Memory::default();
     let mut model_line = String::new();
+    let mut weights_line = String::new();
     for line in &out.lines {
         if line.starts_with("LOGITS ") {
             let (i, v) = parse_logits(line)?;
@@ -190,6 +193,8 @@ pub fn run(
             };
         } else if line.starts_with("MODEL ") {
             model_line = line.clone();
+        } else if let Some(rest) = line.strip_prefix("WEIGHTS ") {
+            weights_line = rest.to_string();
         }
     }
     // Regions: the first image's per-op regions are nested (depth 1) in its whole-inference
@@ -220,5 +225,6 @@ pub fn run(
         memory,
         flash_bytes: sizes.flash,
         static_ram_bytes: sizes.ram,
+        weights_line,
     })
 }

@@ -91,7 +91,17 @@ pub fn prepare_for(name: &str, precision: Precision, board: Option<&Board>) -> R
 
 /// Runs the prepared blob on `board` and compares the logits file with the host engine's.
 pub fn check_board(tc: ArmToolchain, board: &Board, p: &Prepared) -> Result<()> {
-    let elf = app::build(tc, board, &p.blob, &AppInput::Npy(p.input.clone()))?;
+    check_board_env(tc, board, p, &[])
+}
+
+/// As [`check_board`], with extra firmware build environment (`VITAE_STAGE`).
+pub fn check_board_env(
+    tc: ArmToolchain,
+    board: &Board,
+    p: &Prepared,
+    env: &[(&str, &str)],
+) -> Result<()> {
+    let elf = app::build_env(tc, board, &p.blob, &AppInput::Npy(p.input.clone()), env)?;
     let run = app::run(board, &elf, Duration::from_secs(1800), &mut |_| {})?;
     let device = project_root()
         .join("target")
@@ -110,6 +120,9 @@ pub fn check_board(tc: ArmToolchain, board: &Board, p: &Prepared) -> Result<()> 
             "    {} instructions per inference, logits file identical to the host engine's",
             n
         );
+    }
+    if !run.weights_line.is_empty() {
+        println!("    weights per inference: {}", run.weights_line);
     }
     Ok(())
 }

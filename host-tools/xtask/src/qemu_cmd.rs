@@ -9,7 +9,8 @@ use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
 pub struct QemuArgs {
-    /// QEMU board: mps2-an386 (Cortex-M4), mps2-an500 (Cortex-M7), mps3-an547 (Cortex-M55).
+    /// QEMU board: mps2-an386 (Cortex-M4), mps2-an500 (Cortex-M7), mps3-an547 (Cortex-M55), or
+    /// a real part's budget on them (qemu-stm32n6570-dk, qemu-stm32h747i-disco, qemu-nrf52840-dk).
     #[arg(long)]
     pub board: String,
     /// The blob to run (from `cargo vitae quantize`).
@@ -24,6 +25,10 @@ pub struct QemuArgs {
     /// Give up after this many seconds of emulation.
     #[arg(long, default_value_t = 1800)]
     pub timeout: u64,
+    /// Stage weights: copy each op's tables that fit into a buffer of this many bytes in the
+    /// board's fastest arena region with room, before the op runs (for a blob in slow memory).
+    #[arg(long, value_name = "BYTES")]
+    pub stage: Option<u64>,
 }
 
 /// Refuses an `--out` that is the model or the input (also through a link) or not a regular
@@ -45,7 +50,15 @@ pub fn run(args: &QemuArgs) -> Result<()> {
         );
     }
     let tc = toolchain::detect()?;
-    let elf = app::build(tc, board, &args.model, &AppInput::Npy(args.input.clone()))?;
+    let stage = args.stage.map(|b| b.to_string());
+    let env: Vec<(&str, &str)> = stage.iter().map(|b| ("VITAE_STAGE", b.as_str())).collect();
+    let elf = app::build_env(
+        tc,
+        board,
+        &args.model,
+        &AppInput::Npy(args.input.clone()),
+        &env,
+    )?;
     println!("==> running on {} ({}) under QEMU", board.name, board.core);
     let r = app::run(board, &elf, Duration::from_secs(args.timeout), &mut |l| {
         if l.starts_with("TOP5") {
@@ -102,6 +115,12 @@ pub fn report(r: &AppRun) {
         "    memory: arena {} bytes (lower bound {}), stack {} of {} bytes; firmware flash {} bytes, static RAM {} bytes",
         m.arena, m.lower_bound, m.stack_used, m.stack_size, r.flash_bytes, r.static_ram_bytes
     );
+    for (i, (region, bytes)) in m.arena_parts.iter().enumerate() {
+        println!("    arena part {i}: {bytes} bytes in {region}");
+    }
+    if !r.weights_line.is_empty() {
+        println!("    weights per inference: {}", r.weights_line);
+    }
 }
 
 #[cfg(test)]
@@ -122,6 +141,7 @@ mod tests {
             input: input.clone(),
             out: out.to_path_buf(),
             timeout: 1,
+            stage: None,
         };
         for out in [&model, &input, &link] {
             let err = check_paths(&args(out)).unwrap_err().to_string();

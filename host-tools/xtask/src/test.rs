@@ -289,7 +289,11 @@ pub fn run(args: &TestArgs) -> Result<()> {
                             vitae::quantize::Precision::Int8,
                             Some(board),
                         )?;
-                        crate::e2e::check_board(tc, board, &p)
+                        crate::e2e::check_board(tc, board, &p)?;
+                        // The blob sits in the stand-in's external memory: the same run with
+                        // the weights staged into SRAM first must give the same bytes.
+                        println!("    again with the weights staged into 16 KiB (VITAE_STAGE):");
+                        crate::e2e::check_board_env(tc, board, &p, &[("VITAE_STAGE", "16384")])
                     };
                     planned_and_run().inspect_err(|e| outcome = Outcome::Failed(format!("{e:#}")))
                 });
