@@ -309,7 +309,7 @@ enum CalibSource<'a> {
     checkpoint, *, calib_path = None, calib_dtype = None, calib_shape = None, calib_data = None,
     config = None, arch = None, precision = "int8", calib_method = "auto",
     flash_budget = None, max_calib = None, resize = None, mean = None, std = None,
-    input = "f32", name = None
+    input = "f32", name = None, board = None
 ))]
 #[allow(clippy::too_many_arguments)]
 fn quantize<'py>(
@@ -330,8 +330,15 @@ fn quantize<'py>(
     std: Option<Vec<f32>>,
     input: &str,
     name: Option<String>,
+    board: Option<String>,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let precision: Precision = choice("precision", precision)?;
+    let arena_regions = match board {
+        Some(b) => vitae::boards::board(&b)
+            .map_err(|e| raise(&e))?
+            .arena_regions(),
+        None => Vec::new(),
+    };
     let method: CalibMethod = choice("calib_method", calib_method)?;
     let u8_input = match input {
         "f32" => false,
@@ -420,7 +427,7 @@ fn quantize<'py>(
             flash_budget,
             name,
             input,
-            arena_regions: Vec::new(),
+            arena_regions,
         };
         let q = vitae::quantize::quantize(&model, &images, &options, &mut NoProgress)
             .map_err(|e| raise(&e))?;

@@ -181,6 +181,23 @@ def test_quantize_gives_the_cli_blob(cli, tmp_path, calib, int8_blob):
     assert out.read_bytes() == blob
 
 
+def test_board_plans_as_the_cli_does(cli, tmp_path, calib, int8_blob):
+    np.save(tmp_path / "calib.npy", calib)
+    out = tmp_path / "h7.vblob"
+    cli("quantize", "--checkpoint", CKPT, "--config", KWARGS, "--calib", tmp_path / "calib.npy",
+        "--board", "stm32h747i-disco", "--no-progress", "--out", out)
+    blob = vitae_edge.quantize(CKPT, config=KWARGS, calib=calib, board="stm32h747i-disco")
+    assert out.read_bytes() == blob
+    # One arena part per region of the board (DTCM, AXI SRAM, SRAM1-3, SRAM4), same logits.
+    parts = vitae_edge.inspect(blob)["arena_part_bytes"]
+    assert len(parts) == 4 and sum(parts) >= vitae_edge.inspect(int8_blob)["arena_bytes"]
+    x = images(3, seed=4)
+    assert vitae_edge.Engine(blob).run(x).tobytes() == vitae_edge.Engine(int8_blob).run(x).tobytes()
+    with pytest.raises(vitae_edge.VitaeError) as e:
+        vitae_edge.quantize(CKPT, config=KWARGS, calib=calib, board="stm32h9")
+    assert str(e.value).startswith("unknown board `stm32h9`; known boards: mps2-an386, ")
+
+
 def test_engine_gives_the_cli_logits(cli, tmp_path, int8_blob):
     (tmp_path / "m.vblob").write_bytes(int8_blob)
     x = images(7, seed=6)

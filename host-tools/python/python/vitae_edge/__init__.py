@@ -164,6 +164,7 @@ def quantize(
     std: Optional[Sequence[float]] = None,
     resize: Optional[int] = None,
     name: Optional[str] = None,
+    board: Optional[str] = None,
 ) -> bytes:
     """Quantizes a checkpoint into a device blob, exactly as ``vitae quantize`` does.
 
@@ -174,7 +175,9 @@ def quantize(
     bytes); ``calib_method`` ``"auto"``, ``"minmax"``, ``"percentile"`` or ``"mse"``;
     ``input="u8"`` makes a blob that takes uint8 HWC pixels and normalizes them with
     ``mean``/``std`` (required with an array, which is already normalized). ``name`` is stored in
-    the blob (default: the checkpoint's file stem). Returns the blob's bytes.
+    the blob (default: the checkpoint's file stem). ``board`` (a board of ``firmware/boards.rs``,
+    e.g. ``"stm32n6570-dk"``) plans the arena over that board's memory regions, one part each, as
+    ``vitae quantize --board`` does. Returns the blob's bytes.
     """
     kwargs: Dict[str, Any] = {}
     if isinstance(calib, (str, os.PathLike)):
@@ -195,6 +198,7 @@ def quantize(
         std=None if std is None else [float(v) for v in np.atleast_1d(std)],
         input=input,
         name=name,
+        board=board,
         **kwargs,
     )
 
