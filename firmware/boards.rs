@@ -123,6 +123,25 @@ const MPS2_REGIONS: &[Region] = &[
     },
 ];
 
+// The real parts' region sizes, shared by their entries and their QEMU stand-ins.
+/// STM32N6: DTCM (stack, statics, the fastest arena part), AXISRAM1 above the 400 KiB FLEXRAM,
+/// AXISRAM2, AXISRAM3-6 (4 x 448 KiB, contiguous).
+const N6_DTCM: u64 = 128 * KIB;
+const N6_AXISRAM1: u64 = 624 * KIB;
+const N6_AXISRAM2: u64 = MIB;
+const N6_AXISRAM3_6: u64 = 4 * 448 * KIB;
+/// The STM32N6570-DK's XSPI2 NOR above the first 2 MiB (kept for a first-stage loader).
+const N6_XSPI2_BLOB: u64 = 126 * MIB;
+/// STM32H747 (M7 core): flash bank 1, DTCM, AXI SRAM, SRAM1-3 (contiguous), SRAM4.
+const H747_FLASH: u64 = MIB;
+const H747_DTCM: u64 = 128 * KIB;
+const H747_AXISRAM: u64 = 512 * KIB;
+const H747_SRAM1_3: u64 = 288 * KIB;
+const H747_SRAM4: u64 = 64 * KIB;
+/// nRF52840: flash and RAM.
+const NRF52840_FLASH: u64 = 1024 * KIB;
+const NRF52840_RAM: u64 = 256 * KIB;
+
 pub const BOARDS: &[Board] = &[
     Board {
         name: "mps2-an386",
@@ -251,13 +270,13 @@ pub const BOARDS: &[Board] = &[
             Region {
                 name: "FLASH",
                 origin: 0x0000_0000,
-                length: 1024 * KIB,
+                length: NRF52840_FLASH,
                 kind: MemoryKind::Flash,
             },
             Region {
                 name: "RAM",
                 origin: 0x2000_0000,
-                length: 256 * KIB,
+                length: NRF52840_RAM,
                 kind: MemoryKind::Sram,
             },
         ],
@@ -293,31 +312,31 @@ pub const BOARDS: &[Board] = &[
             Region {
                 name: "XSPI2",
                 origin: 0x7020_0000,
-                length: 126 * MIB,
+                length: N6_XSPI2_BLOB,
                 kind: MemoryKind::ExternalFlash,
             },
             Region {
                 name: "RAM",
                 origin: 0x3000_0000,
-                length: 128 * KIB,
+                length: N6_DTCM,
                 kind: MemoryKind::Tcm,
             },
             Region {
                 name: "AXISRAM1",
                 origin: 0x3406_4000,
-                length: 624 * KIB,
+                length: N6_AXISRAM1,
                 kind: MemoryKind::Sram,
             },
             Region {
                 name: "AXISRAM2",
                 origin: 0x3410_0000,
-                length: MIB,
+                length: N6_AXISRAM2,
                 kind: MemoryKind::Sram,
             },
             Region {
                 name: "AXISRAM3_6",
                 origin: 0x3420_0000,
-                length: 4 * 448 * KIB,
+                length: N6_AXISRAM3_6,
                 kind: MemoryKind::Sram,
             },
         ],
@@ -344,7 +363,7 @@ pub const BOARDS: &[Board] = &[
             Region {
                 name: "FLASH",
                 origin: 0x0800_0000,
-                length: MIB,
+                length: H747_FLASH,
                 kind: MemoryKind::Flash,
             },
             Region {
@@ -356,25 +375,25 @@ pub const BOARDS: &[Board] = &[
             Region {
                 name: "RAM",
                 origin: 0x2000_0000,
-                length: 128 * KIB,
+                length: H747_DTCM,
                 kind: MemoryKind::Tcm,
             },
             Region {
                 name: "AXISRAM",
                 origin: 0x2400_0000,
-                length: 512 * KIB,
+                length: H747_AXISRAM,
                 kind: MemoryKind::Sram,
             },
             Region {
                 name: "SRAM1_3",
                 origin: 0x3000_0000,
-                length: 288 * KIB,
+                length: H747_SRAM1_3,
                 kind: MemoryKind::Sram,
             },
             Region {
                 name: "SRAM4",
                 origin: 0x3800_0000,
-                length: 64 * KIB,
+                length: H747_SRAM4,
                 kind: MemoryKind::Sram,
             },
         ],
@@ -409,31 +428,31 @@ pub const BOARDS: &[Board] = &[
             Region {
                 name: "DDR",
                 origin: 0x6000_0000,
-                length: 126 * MIB,
+                length: N6_XSPI2_BLOB,
                 kind: MemoryKind::ExternalFlash,
             },
             Region {
                 name: "RAM",
                 origin: 0x2000_0000,
-                length: 128 * KIB,
+                length: N6_DTCM,
                 kind: MemoryKind::Tcm,
             },
             Region {
                 name: "AXISRAM1",
                 origin: 0x2100_0000,
-                length: 624 * KIB,
+                length: N6_AXISRAM1,
                 kind: MemoryKind::Sram,
             },
             Region {
                 name: "AXISRAM2",
                 origin: 0x2110_0000,
-                length: MIB,
+                length: N6_AXISRAM2,
                 kind: MemoryKind::Sram,
             },
             Region {
                 name: "AXISRAM3_6",
                 origin: 0x2120_0000,
-                length: 4 * 448 * KIB,
+                length: N6_AXISRAM3_6,
                 kind: MemoryKind::Sram,
             },
         ],
@@ -459,7 +478,7 @@ pub const BOARDS: &[Board] = &[
             Region {
                 name: "FLASH",
                 origin: 0x0000_0000,
-                length: MIB,
+                length: H747_FLASH,
                 kind: MemoryKind::Flash,
             },
             Region {
@@ -471,25 +490,25 @@ pub const BOARDS: &[Board] = &[
             Region {
                 name: "RAM",
                 origin: 0x2000_0000,
-                length: 128 * KIB,
+                length: H747_DTCM,
                 kind: MemoryKind::Tcm,
             },
             Region {
                 name: "AXISRAM",
                 origin: 0x2010_0000,
-                length: 512 * KIB,
+                length: H747_AXISRAM,
                 kind: MemoryKind::Sram,
             },
             Region {
                 name: "SRAM1_3",
                 origin: 0x2020_0000,
-                length: 288 * KIB,
+                length: H747_SRAM1_3,
                 kind: MemoryKind::Sram,
             },
             Region {
                 name: "SRAM4",
                 origin: 0x2030_0000,
-                length: 64 * KIB,
+                length: H747_SRAM4,
                 kind: MemoryKind::Sram,
             },
         ],
@@ -514,13 +533,13 @@ pub const BOARDS: &[Board] = &[
             Region {
                 name: "FLASH",
                 origin: 0x0000_0000,
-                length: 1024 * KIB,
+                length: NRF52840_FLASH,
                 kind: MemoryKind::Flash,
             },
             Region {
                 name: "RAM",
                 origin: 0x2000_0000,
-                length: 256 * KIB,
+                length: NRF52840_RAM,
                 kind: MemoryKind::Sram,
             },
         ],
