@@ -719,6 +719,13 @@ impl Board {
                 self.name
             ));
         }
+        // A part is at least 16 bytes even where no buffer goes (the blob's splits rise).
+        if let Some(i) = (0..self.arena.len()).find(|&i| self.arena_room(i) < 16) {
+            return Some(format!(
+                "{}: arena region {} has no room left (the stack and statics take it)",
+                self.name, self.arena[i]
+            ));
+        }
         let ram = self.region("RAM").map_or(0, |r| r.length);
         (self.stack >= ram).then(|| format!("{}: the stack does not fit RAM", self.name))
     }

@@ -123,6 +123,6 @@ pub use embed::{Arena, EmbeddedModel};
 pub use format::{FormatError, FormatErrorKind, Model};
 pub use kernels::KernelError;
 pub use runtime::{
-    ImageLayout, Input, NoProfiler, Output, Profiler, RunError, Runner, WeightTraffic, check,
-    check_parts, run, run_in_parts,
+    ImageLayout, Input, MemCopy, NoProfiler, Output, Profiler, RunError, Runner, StageCopy,
+    WeightTraffic, check, check_parts, run, run_in_parts,
 };

@@ -13,6 +13,9 @@
 //! * `VITAE_STAGE=BYTES` — stage weights: a buffer of that many bytes in the fastest arena region
 //!   with room for it, into which each op's tables that fit are copied from the blob before the
 //!   op runs (`Runner::stage_weights`); for a blob in slow external memory. Default 0 (off).
+//! * `VITAE_STAGE_AHEAD=1` — with `VITAE_STAGE`: double-buffered (`Runner::stage_weights_ahead`),
+//!   the next op's tables copied into one half while an op runs from the other (here by the core,
+//!   `MemCopy`: the path a DMA channel would take, without the overlap).
 //!
 //! A blob or arena too large for the board fails here, naming both numbers.
 
@@ -191,7 +194,9 @@ fn main() {
             .unwrap_or_else(|_| fail(&format!("VITAE_STAGE must be a byte count, got `{v}`"))),
         _ => 0,
     }
-    .next_multiple_of(16);
+    .next_multiple_of(32);
+    println!("cargo::rerun-if-env-changed=VITAE_STAGE_AHEAD");
+    let stage_ahead = env::var_os("VITAE_STAGE_AHEAD").is_some_and(|v| v == "1");
     // The staging buffer goes to the fastest arena region with room beside the arena parts.
     let stage_region = (stage > 0).then(|| {
         (0..b.arena.len())
@@ -286,7 +291,8 @@ fn main() {
     .unwrap();
     writeln!(
         code,
-        "/// The blob's region.\npub const BLOB_REGION: &str = {:?};",
+        "/// The blob's region.\npub const BLOB_REGION: &str = {:?};\n\
+         /// Double-buffered staging (`VITAE_STAGE_AHEAD`).\npub const STAGE_AHEAD: bool = {stage_ahead};",
         b.blob
     )
     .unwrap();

@@ -41,7 +41,9 @@ impl TensorView<'_> {
     /// Its bytes in the arena.
     pub fn arena_range(&self) -> Range<usize> {
         let start = self.desc.arena_offset as usize;
-        start..start + self.desc.byte_len as usize
+        // Saturating: a hostile record must not overflow a 32-bit usize before the reader's
+        // bounds check (in u64) refuses it.
+        start..start.saturating_add(self.desc.byte_len as usize)
     }
 }
 
@@ -67,7 +69,8 @@ impl OpView<'_> {
     /// Its scratch bytes in the arena.
     pub fn scratch_range(&self) -> Range<usize> {
         let start = self.desc.scratch_offset as usize;
-        start..start + self.desc.scratch_len as usize
+        // Saturating, as `TensorView::arena_range`.
+        start..start.saturating_add(self.desc.scratch_len as usize)
     }
 }
 
@@ -687,6 +690,20 @@ impl<'a> Model<'a> {
         'a: 's,
     {
         let base = self.op_data_range(i)?.start;
+        self.decode_with(i, staged, base, None)
+    }
+
+    /// As [`decode_staged`](Self::decode_staged), for a caller that already knows where op
+    /// `i`'s tables start in DATA (`base`, from [`op_data_range`](Self::op_data_range)).
+    pub(crate) fn decode_staged_from<'s>(
+        &self,
+        i: usize,
+        staged: &'s [u8],
+        base: usize,
+    ) -> Result<Op<'s>, FormatError>
+    where
+        'a: 's,
+    {
         self.decode_with(i, staged, base, None)
     }
 

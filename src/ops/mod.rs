@@ -192,7 +192,8 @@ impl<'a> Tables<'a> {
     pub fn data<T: Pod>(&self, r: DataRef, what: &'static str) -> Result<&'a [T], FormatError> {
         let bad = FormatError::new(K::BadData { op: self.op, what }, self.at);
         if let Some(span) = self.span.filter(|_| r.len > 0) {
-            let (start, end) = (r.offset as usize, r.offset as usize + r.len as usize);
+            let start = r.offset as usize;
+            let end = start.saturating_add(r.len as usize);
             let (s, e) = span.get();
             span.set(if s == e {
                 (start, end)

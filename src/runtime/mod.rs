@@ -11,6 +11,10 @@ use crate::ops::OpIo;
 use core::ops::Range;
 use half::f16;
 
+mod staging;
+use staging::Staging;
+pub use staging::{MemCopy, StageCopy};
+
 /// The image given to [`run`] or [`Runner::new`]. Which one a blob takes is its
 /// [`ImageLayout`] ([`Model::image_layout`]), chosen when it was quantized (`vitae quantize
 /// --input f32|u8`).
@@ -404,7 +408,7 @@ pub struct Runner<'m, 'r, 'i> {
     arena: ArenaParts<'r>,
     input: Input<'i>,
     next: usize,
-    staging: Option<&'r mut [u8]>,
+    staging: Option<Staging<'r>>,
     traffic: WeightTraffic,
 }
 
@@ -483,7 +487,23 @@ impl<'m, 'r, 'i> Runner<'m, 'r, 'i> {
         if buffer.as_ptr().align_offset(crate::format::ALIGN) != 0 {
             return Err(RunError::ArenaMisaligned);
         }
-        self.staging = Some(buffer);
+        self.staging = Some(Staging::single(buffer));
+        Ok(())
+    }
+
+    /// As [`stage_weights`](Self::stage_weights), double-buffered: `buffer` is split into two
+    /// halves, and while an op runs from one, `copier` moves the next op's tables into the
+    /// other (a DMA channel works beside the core; [`MemCopy`] is the core's own copy). Ops
+    /// whose tables do not fit a half read them in place. `buffer` must be 16-byte aligned.
+    pub fn stage_weights_ahead(
+        &mut self,
+        buffer: &'r mut [u8],
+        copier: &'r mut dyn StageCopy,
+    ) -> Result<(), RunError> {
+        if buffer.as_ptr().align_offset(crate::format::ALIGN) != 0 {
+            return Err(RunError::ArenaMisaligned);
+        }
+        self.staging = Some(Staging::ahead(buffer, copier));
         Ok(())
     }
 
@@ -521,30 +541,20 @@ impl<'m, 'r, 'i> Runner<'m, 'r, 'i> {
         let i = self.next;
         let view = model.op(i).map_err(RunError::Format)?;
         // Only a staged run pays for finding the op's tables (one more decode).
-        let (staging, bytes) = match self.staging.as_deref_mut() {
-            Some(buffer) => {
-                let tables = model.op_data_range(i).map_err(RunError::Format)?;
-                let bytes = tables.len() as u64;
-                if !tables.is_empty() && tables.len() <= buffer.len() {
-                    let staged = &mut buffer[..tables.len()];
-                    staged.copy_from_slice(model.data_bytes(tables));
-                    (Some(&*staged), bytes)
-                } else {
-                    (None, bytes)
-                }
-            }
+        let (staged, bytes) = match self.staging.as_mut() {
+            Some(staging) => staging.prepare(model, i).map_err(RunError::Format)?,
             None => (None, 0),
         };
         // A plain match: `map_err` and `?` each moved the decoded op (three 80-byte copies).
-        let decoded = match staging {
-            Some(staged) => model.decode_staged(i, staged),
+        let decoded = match staged {
+            Some((tables, base)) => model.decode_staged_from(i, tables, base),
             None => model.decode(i),
         };
         let op = match decoded {
             Ok(op) => op,
             Err(e) => return Err(RunError::Format(e)),
         };
-        if staging.is_some() {
+        if staged.is_some() {
             self.traffic.staged += bytes;
             self.traffic.staged_ops += 1;
         } else {

@@ -357,3 +357,96 @@ fn a_short_staged_copy_is_an_error() {
     let whole = AlignedBytes::new(m.data_bytes(r));
     assert!(m.decode_staged(i, whole.as_bytes()).is_ok());
 }
+
+/// A copier that behaves like a DMA finishing late: `start` scribbles over the destination and
+/// only `wait` delivers the bytes. A runner that read a half before waiting would see the
+/// scribbles.
+#[derive(Default)]
+struct LateCopy {
+    pending: Option<(Vec<u8>, *mut u8)>,
+    starts: usize,
+    waits: usize,
+}
+
+// SAFETY: `wait` writes the last copy's bytes through the pointer `start` was given, and the
+// runner promises not to touch that destination nor give up its buffer before `wait` returns.
+unsafe impl runtime::StageCopy for LateCopy {
+    fn start(&mut self, src: &[u8], dst: &mut [u8]) {
+        assert!(
+            self.pending.is_none(),
+            "a copy started before the last was waited for"
+        );
+        dst.fill(0xa5);
+        self.pending = Some((src.to_vec(), dst.as_mut_ptr()));
+        self.starts += 1;
+    }
+
+    fn wait(&mut self) {
+        if let Some((bytes, dst)) = self.pending.take() {
+            // SAFETY: `dst` is the start of the `bytes.len()`-byte destination given to `start`,
+            // which the runner keeps alive and untouched until this returns.
+            unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, bytes.len()) };
+        }
+        self.waits += 1;
+    }
+}
+
+/// Double-buffered staging (the next op's tables moving while an op runs) gives the in-place
+/// logits with the core's copy and with a copy that lands late; a run dropped half way waits
+/// for the copy in flight.
+#[test]
+fn double_buffered_staging_gives_the_in_place_logits() {
+    let (model, calib) = model();
+    for precision in [Precision::Int8, Precision::Fp16, Precision::Mixed] {
+        let blob = quantized(&model, &calib, precision, Vec::new()).unwrap();
+        let blob = AlignedBytes::new(&blob);
+        let m = Model::parse(blob.as_bytes()).unwrap();
+        let largest = (0..m.op_count())
+            .map(|i| m.op_data_range(i).unwrap().len())
+            .max()
+            .unwrap();
+        let image = &calib[0];
+        let want = run_contiguous(&m, image);
+        let run_ahead = |copier: &mut dyn runtime::StageCopy, stage: usize, stop_after: usize| {
+            let mut arena = AlignedBytes::new(&vec![0; m.arena_len()]);
+            let mut buffer = AlignedBytes::new(&vec![0; stage]);
+            let mut runner = Runner::new(&m, arena.as_bytes_mut(), Input::F32Nchw(image)).unwrap();
+            runner
+                .stage_weights_ahead(buffer.as_bytes_mut(), copier)
+                .unwrap();
+            while !runner.is_done() && runner.next_op() < stop_after {
+                runner.step().unwrap();
+            }
+            if !runner.is_done() {
+                return (Vec::new(), runner.weight_traffic());
+            }
+            let traffic = runner.weight_traffic();
+            let out = runner.finish().unwrap();
+            let logits = (0..out.len())
+                .flat_map(|i| out.logit(i).to_le_bytes())
+                .collect();
+            (logits, traffic)
+        };
+        // Both halves hold any op's tables: every op with tables is staged.
+        let (got, t) = run_ahead(&mut runtime::MemCopy, 2 * largest, usize::MAX);
+        assert_eq!(got, want, "{precision:?}: ahead, core copy");
+        assert_eq!(t.in_place, 0);
+        let mut late = LateCopy::default();
+        let (got, t) = run_ahead(&mut late, 2 * largest, usize::MAX);
+        assert_eq!(got, want, "{precision:?}: ahead, late copy");
+        assert!(t.staged_ops > 1 && late.starts > 1 && late.waits >= late.starts);
+        // Halves too small for some ops: those read in place, the rest are staged.
+        let mut late = LateCopy::default();
+        let (got, t) = run_ahead(&mut late, largest, usize::MAX);
+        assert_eq!(got, want, "{precision:?}: ahead, some staged");
+        assert!(t.in_place > 0 && t.staged > 0, "{t:?}");
+        // Stopped before an op with tables, whose copy is then in flight: dropping the runner
+        // waits for it (each start is matched by exactly one wait).
+        let k = (1..m.op_count())
+            .find(|&i| !m.op_data_range(i).unwrap().is_empty())
+            .unwrap();
+        let mut late = LateCopy::default();
+        run_ahead(&mut late, 2 * largest, k);
+        assert!(late.pending.is_none() && late.starts > 0 && late.waits == late.starts);
+    }
+}

@@ -143,6 +143,8 @@ fn main() -> ! {
         Inputs::Digits { count, .. } => count,
     };
     let mut traffic = vitae_edge::WeightTraffic::default();
+    // The core copies the next op's tables (a board with a DMA channel would give its own).
+    let mut copier = vitae_edge::MemCopy;
     let mut digit_image = [0.0f32; digits::INPUT_LEN];
     let mut timer = OpTimer {
         enabled: false,
@@ -176,8 +178,12 @@ fn main() -> ! {
             let parts = arena.each_mut().map(|p| &mut **p);
             let result = runtime::Runner::with_parts(&model, parts, Input::F32Nchw(image))
                 .and_then(|mut runner| {
-                    if let Some(buffer) = stage.as_deref_mut() {
-                        runner.stage_weights(buffer)?;
+                    match stage.as_deref_mut() {
+                        Some(buffer) if embedded::STAGE_AHEAD => {
+                            runner.stage_weights_ahead(buffer, &mut copier)?
+                        }
+                        Some(buffer) => runner.stage_weights(buffer)?,
+                        None => {}
                     }
                     while !runner.is_done() {
                         runner.step_profiled(&mut timer)?;

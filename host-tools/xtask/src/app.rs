@@ -88,6 +88,13 @@ pub fn build_env(
             b.env.push(("VITAE_INPUT".into(), String::new()));
         }
     }
+    // What the caller does not set is off, whatever the shell exported: an in-place run must
+    // not be silently staged or repeated.
+    for k in ["VITAE_STAGE", "VITAE_STAGE_AHEAD", "VITAE_REPEAT"] {
+        if !extra_env.iter().any(|(key, _)| *key == k) {
+            b.env.push((k.to_string(), String::new()));
+        }
+    }
     for (k, v) in extra_env {
         b.env.push((k.to_string(), v.to_string()));
     }

@@ -29,6 +29,10 @@ pub struct QemuArgs {
     /// board's fastest arena region with room, before the op runs (for a blob in slow memory).
     #[arg(long, value_name = "BYTES")]
     pub stage: Option<u64>,
+    /// With --stage: double-buffered, the next op's tables copied into one half of the buffer
+    /// while an op runs from the other.
+    #[arg(long, requires = "stage")]
+    pub stage_ahead: bool,
 }
 
 /// Refuses an `--out` that is the model or the input (also through a link) or not a regular
@@ -51,7 +55,10 @@ pub fn run(args: &QemuArgs) -> Result<()> {
     }
     let tc = toolchain::detect()?;
     let stage = args.stage.map(|b| b.to_string());
-    let env: Vec<(&str, &str)> = stage.iter().map(|b| ("VITAE_STAGE", b.as_str())).collect();
+    let mut env: Vec<(&str, &str)> = stage.iter().map(|b| ("VITAE_STAGE", b.as_str())).collect();
+    if args.stage_ahead {
+        env.push(("VITAE_STAGE_AHEAD", "1"));
+    }
     let elf = app::build_env(
         tc,
         board,
@@ -142,6 +149,7 @@ mod tests {
             out: out.to_path_buf(),
             timeout: 1,
             stage: None,
+            stage_ahead: false,
         };
         for out in [&model, &input, &link] {
             let err = check_paths(&args(out)).unwrap_err().to_string();

@@ -291,9 +291,17 @@ pub fn run(args: &TestArgs) -> Result<()> {
                         )?;
                         crate::e2e::check_board(tc, board, &p)?;
                         // The blob sits in the stand-in's external memory: the same run with
-                        // the weights staged into SRAM first must give the same bytes.
-                        println!("    again with the weights staged into 16 KiB (VITAE_STAGE):");
-                        crate::e2e::check_board_env(tc, board, &p, &[("VITAE_STAGE", "16384")])
+                        // the weights staged into SRAM first, double-buffered, must give the
+                        // same bytes.
+                        println!(
+                            "    again with the weights staged into 2 x 16 KiB (VITAE_STAGE, VITAE_STAGE_AHEAD):"
+                        );
+                        crate::e2e::check_board_env(
+                            tc,
+                            board,
+                            &p,
+                            &[("VITAE_STAGE", "32768"), ("VITAE_STAGE_AHEAD", "1")],
+                        )
                     };
                     planned_and_run().inspect_err(|e| outcome = Outcome::Failed(format!("{e:#}")))
                 });

@@ -1275,7 +1275,10 @@ pub fn lower(
         reserved: [0; 4],
     });
     let (arena_len, lower_bound) = e.plan(regions)?;
-    e.w.arena_len = arena_len as u32;
+    e.w.arena_len = u32::try_from(arena_len).map_err(|_| LowerError::TooLarge {
+        node: "the arena plan".into(),
+        what: "the arena length",
+    })?;
     e.w.arena_lower_bound = lower_bound as u32;
     Ok(Lowered {
         blob: e.w.finish(),

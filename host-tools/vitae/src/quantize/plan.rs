@@ -76,7 +76,12 @@ pub fn plan(buffers: &[Buffer]) -> Plan {
 
 /// Places the buffers in `regions` (fastest first), one arena part per region, or says which
 /// buffer found no room. One region gives the same plan as [`plan`].
+/// No regions is one contiguous arena, as [`plan`]. A region with less than 16 bytes of room
+/// takes no buffer (its part still needs 16 bytes, see `EMPTY_PART`): give regions with room.
 pub fn plan_in_regions(buffers: &[Buffer], regions: &[Region]) -> Result<Plan, NoRoom> {
+    if regions.is_empty() {
+        return Ok(plan(buffers));
+    }
     let rooms: Vec<usize> = regions.iter().map(|r| r.room).collect();
     plan_parts(buffers, &rooms)
 }
