@@ -89,9 +89,12 @@ fn fixture_blob(name: &str, board: &boards::Board) -> Result<Result<PathBuf, Str
         Ok(p) => Ok(Ok(p.blob)),
         Err(e)
             if e.chain().any(|c| {
+                use vitae::quantize::{QuantizeError, lower::LowerError};
+                // `QuantizeError::Lower` is transparent: the lowering error is not a link of
+                // its own in the chain.
                 matches!(
-                    c.downcast_ref::<vitae::quantize::lower::LowerError>(),
-                    Some(vitae::quantize::lower::LowerError::ArenaDoesNotFit { .. })
+                    c.downcast_ref::<QuantizeError>(),
+                    Some(QuantizeError::Lower(LowerError::ArenaDoesNotFit { .. }))
                 )
             }) =>
         {
