@@ -122,6 +122,12 @@ fn expected_flip_error(byte: usize, kind: &FormatErrorKind) -> bool {
         8..10 => matches!(kind, FormatErrorKind::UnsupportedVersion { .. }),
         10..12 => *kind == FormatErrorKind::BadHeaderLength,
         16..20 => matches!(kind, FormatErrorKind::LengthMismatch { .. }),
+        // The arena splits: a flipped split that breaks their rules is refused before the
+        // checksum is read; one that keeps them, by the checksum.
+        32..60 => matches!(
+            kind,
+            FormatErrorKind::BadArenaSplit { .. } | FormatErrorKind::ChecksumMismatch { .. }
+        ),
         _ => matches!(kind, FormatErrorKind::ChecksumMismatch { .. }),
     }
 }
