@@ -1177,3 +1177,72 @@ fn bad_inputs_to_every_subcommand_are_clear_input_errors() {
     }
     println!("{} bad-input cases", cases.len());
 }
+
+#[test]
+#[cfg_attr(
+    not(vitae_fixtures),
+    ignore = "needs ../shared/fixtures (beside the checkout)"
+)]
+fn quantize_and_inspect_plan_for_a_board_or_say_which_region_is_too_small() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.vblob");
+    let quantize = |fixture: &str, board: &str| {
+        let f = |file: &str| fixtures().join(fixture).join(file).display().to_string();
+        vitae(&[
+            "quantize",
+            "--checkpoint",
+            &f("model.pth"),
+            "--config",
+            &f("kwargs.json"),
+            "--calib",
+            &f("input.npy"),
+            "--board",
+            board,
+            "--no-progress",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    // An unknown board is a usage error listing the boards; nothing is written.
+    let output = quantize("mcu_a", "stm32h9");
+    assert_input_error(
+        &output,
+        "unknown board `stm32h9`; known boards: mps2-an386, ",
+    );
+    assert!(entries(dir.path()).is_empty());
+    // ViTAE-T on the H747: the error names the buffer, the largest region and the shortfall.
+    let output = quantize("vitae_t", "stm32h747i-disco");
+    assert_input_error(&output, "planning the arena for board stm32h747i-disco");
+    let err = stderr(&output);
+    assert!(
+        err.contains("tensor `layers.0.RC.attn.norm1` (802,816 bytes")
+            && err.contains("the largest, AXISRAM, is 278,528 bytes too small for it"),
+        "{err}"
+    );
+    assert!(entries(dir.path()).is_empty());
+    // mcu_a on the N6: four arena parts, placed by `inspect --board`.
+    let output = quantize("mcu_a", "stm32n6570-dk");
+    assert!(output.status.success(), "{}", stderr(&output));
+    let blob = out.to_str().unwrap();
+    let output = vitae(&["inspect", "--board", "stm32n6570-dk", blob]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains("placement on stm32n6570-dk (Cortex-M55):"),
+        "{text}"
+    );
+    for part in [
+        "blob         XSPI2",
+        "arena part 0 RAM",
+        "arena part 3 AXISRAM3_6",
+    ] {
+        assert!(text.contains(part), "{part}: {text}");
+    }
+    // The same blob on a board with one arena region is refused, saying how to re-plan it.
+    let output = vitae(&["inspect", "--board", "nrf52840-dk", blob]);
+    assert_input_error(
+        &output,
+        "planned in 4 parts, but board nrf52840-dk has 1 arena regions",
+    );
+    assert!(stderr(&output).contains("quantize it with `--board nrf52840-dk`"));
+}
