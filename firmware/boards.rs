@@ -675,9 +675,16 @@ impl Board {
             self.blob
         );
         // One NOLOAD section per arena part, in its region: boot does not spend time zeroing it.
+        // The first also takes `.vitae_arena`: other statics that want the board's arena memory
+        // (the loader example's heap, the kernel bench's buffers).
         for (i, region) in self.arena.iter().enumerate() {
+            let shared = if i == 0 {
+                " .vitae_arena .vitae_arena.*"
+            } else {
+                ""
+            };
             s += &format!(
-                "SECTIONS\n{{\n  .vitae_arena{i} (NOLOAD) : ALIGN(16)\n  {{\n    *(.vitae_arena{i} .vitae_arena{i}.*);\n    . = ALIGN(16);\n  }} > {region}\n}} INSERT AFTER .uninit;\n"
+                "SECTIONS\n{{\n  .vitae_arena{i} (NOLOAD) : ALIGN(16)\n  {{\n    *(.vitae_arena{i} .vitae_arena{i}.*{shared});\n    . = ALIGN(16);\n  }} > {region}\n}} INSERT AFTER .uninit;\n"
             );
         }
         s

@@ -173,4 +173,27 @@ mod tests {
             "{m}"
         );
     }
+
+    /// One NOLOAD section per arena region, in order; the first also takes `.vitae_arena`
+    /// (statics other than the arena parts that want arena memory: the loader example's heap).
+    #[test]
+    fn arena_sections_follow_the_arena_regions() {
+        let m = board("stm32h747i-disco").unwrap().memory_x();
+        let at = |needle: &str| m.find(needle).unwrap_or_else(|| panic!("{needle}: {m}"));
+        assert!(
+            at("*(.vitae_arena0 .vitae_arena0.* .vitae_arena .vitae_arena.*);") < at("} > RAM")
+        );
+        for (i, region) in ["AXISRAM", "SRAM1_3", "SRAM4"].iter().enumerate() {
+            let section = format!("*(.vitae_arena{n} .vitae_arena{n}.*);", n = i + 1);
+            assert!(
+                m.contains(&format!("{section}\n    . = ALIGN(16);\n  }} > {region}\n")),
+                "{m}"
+            );
+        }
+        let m547 = board("mps3-an547").unwrap().memory_x();
+        assert!(
+            m547.contains(".vitae_arena .vitae_arena.*);\n    . = ALIGN(16);\n  } > SRAM2"),
+            "{m547}"
+        );
+    }
 }
