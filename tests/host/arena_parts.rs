@@ -88,6 +88,16 @@ fn split_regions(contiguous_arena: usize) -> Vec<Region> {
     ]
 }
 
+/// The model in int8, planned over [`split_regions`] sized from its contiguous arena.
+fn int8_split_blob(model: &ReferenceModel, calib: &[Vec<f32>]) -> AlignedBytes {
+    let plain = quantized(model, calib, Precision::Int8, Vec::new()).unwrap();
+    let len = Model::parse(AlignedBytes::new(&plain).as_bytes())
+        .unwrap()
+        .arena_len();
+    let split = quantized(model, calib, Precision::Int8, split_regions(len)).unwrap();
+    AlignedBytes::new(&split)
+}
+
 #[test]
 fn split_plans_run_bit_identically_in_parts_and_contiguous() {
     let (model, calib) = model();
@@ -131,12 +141,7 @@ fn split_plans_run_bit_identically_in_parts_and_contiguous() {
 #[test]
 fn parts_that_do_not_match_the_plan_are_refused() {
     let (model, calib) = model();
-    let plain = quantized(&model, &calib, Precision::Int8, Vec::new()).unwrap();
-    let len = Model::parse(AlignedBytes::new(&plain).as_bytes())
-        .unwrap()
-        .arena_len();
-    let split = quantized(&model, &calib, Precision::Int8, split_regions(len)).unwrap();
-    let split = AlignedBytes::new(&split);
+    let split = int8_split_blob(&model, &calib);
     let m = Model::parse(split.as_bytes()).unwrap();
     let image = Input::F32Nchw(&calib[0]);
     let mut big = AlignedBytes::new(&vec![0; m.arena_len()]);
@@ -162,12 +167,8 @@ fn parts_that_do_not_match_the_plan_are_refused() {
 #[test]
 fn splits_that_break_the_rules_are_refused() {
     let (model, calib) = model();
-    let plain = quantized(&model, &calib, Precision::Int8, Vec::new()).unwrap();
-    let len = Model::parse(AlignedBytes::new(&plain).as_bytes())
-        .unwrap()
-        .arena_len();
-    let split = quantized(&model, &calib, Precision::Int8, split_regions(len)).unwrap();
-    let aligned = AlignedBytes::new(&split);
+    let aligned = int8_split_blob(&model, &calib);
+    let split = aligned.as_bytes().to_vec();
     let m = Model::parse(aligned.as_bytes()).unwrap();
     let (s1, s2, arena) = (
         m.header().arena_splits[0],
