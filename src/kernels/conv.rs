@@ -12,6 +12,9 @@ use crate::quant::{Lut256, Requant, requantize, saturate_i8};
 
 /// Shape of a convolution. Input `in_h × in_w × in_c`, output `out_h × out_w × out_c`, weights
 /// `out_c × kh × kw × (in_c / groups)` (OHWI per group).
+///
+/// `pad_h` rows of padding lie above the input and `pad_bottom` below it (equal for a whole map;
+/// a row window of a map, [`ConvGeometry::window`], has padding only where the map has it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[allow(missing_docs)]
@@ -28,6 +31,7 @@ pub struct ConvGeometry {
     pub stride_w: usize,
     pub pad_h: usize,
     pub pad_w: usize,
+    pub pad_bottom: usize,
     pub dil_h: usize,
     pub dil_w: usize,
     pub groups: usize,
@@ -66,8 +70,12 @@ impl ConvGeometry {
             g.groups > 0 && g.in_c.is_multiple_of(g.groups) && g.out_c.is_multiple_of(g.groups),
             "groups must divide channels",
         )?;
+        let rows = g
+            .in_h
+            .checked_add(g.pad_h)
+            .and_then(|r| r.checked_add(g.pad_bottom));
         ensure(
-            conv_out_len(g.in_h, g.kh, g.stride_h, g.pad_h, g.dil_h) == Some(g.out_h)
+            rows.and_then(|r| conv_out_len(r, g.kh, g.stride_h, 0, g.dil_h)) == Some(g.out_h)
                 && conv_out_len(g.in_w, g.kw, g.stride_w, g.pad_w, g.dil_w) == Some(g.out_w),
             "output size does not follow from input, kernel, stride, padding and dilation",
         )?;
@@ -96,6 +104,43 @@ impl ConvGeometry {
     /// Number of weights.
     pub fn weight_len(&self) -> usize {
         self.out_c * self.kh * self.kw * self.in_c_per_group()
+    }
+
+    /// Output rows `out_rows` of this (whole-map) convolution as a convolution of its own: the
+    /// window's geometry and the input rows it reads, `lo..hi` (the rows of the map those
+    /// output rows reach, cut to the map; the cut-off part is the window's padding).
+    ///
+    /// Every output value of the window has the same taps, padding included, in the same order
+    /// as in the whole convolution, so the window computes the same bytes (the patch-based
+    /// execution of the first cells relies on it). Ungrouped convolutions only: a grouped one
+    /// stages a padded plane whose scratch is sized for the whole map.
+    pub fn window(
+        &self,
+        out_rows: core::ops::Range<usize>,
+    ) -> Result<(ConvGeometry, core::ops::Range<usize>), KernelError> {
+        let g = self;
+        g.validate()?;
+        ensure(g.groups == 1, "row windows of grouped convolutions")?;
+        ensure(
+            out_rows.start < out_rows.end && out_rows.end <= g.out_h,
+            "row window outside the output",
+        )?;
+        let reach = g.dil_h * (g.kh - 1) + 1;
+        // Input rows the window's taps reach (padding rows negative or past the map).
+        let first = (out_rows.start * g.stride_h) as isize - g.pad_h as isize;
+        let last = ((out_rows.end - 1) * g.stride_h + reach) as isize - g.pad_h as isize;
+        let lo = first.max(0) as usize;
+        let hi = (last.min(g.in_h as isize)).max(0) as usize;
+        ensure(lo < hi, "row window reads no input row")?;
+        let w = ConvGeometry {
+            in_h: hi - lo,
+            out_h: out_rows.len(),
+            pad_h: (lo as isize - first) as usize,
+            pad_bottom: (last - hi as isize) as usize,
+            ..*g
+        };
+        w.validate()?;
+        Ok((w, lo..hi))
     }
 }
 
@@ -216,7 +261,7 @@ impl<'a> ConvS8<'a> {
 /// channels).
 ///
 /// Grouped convolutions add one zero-point-padded plane of a single group
-/// (`(in_h + 2·pad_h) × (in_w + 2·pad_w) × in_c/groups` bytes, see [`staged_plane_len`]).
+/// (`(pad_h + in_h + pad_bottom) × (in_w + 2·pad_w) × in_c/groups` bytes, see [`staged_plane_len`]).
 pub fn conv_s8_scratch_size(geom: &ConvGeometry) -> usize {
     super::gemm::gemm_scratch_bytes(geom.kh * geom.kw * geom.in_c_per_group())
         + super::scratch::bytes_for::<u16>(geom.kw * geom.in_c_per_group())
@@ -237,7 +282,10 @@ pub fn staged_plane_len(geom: &ConvGeometry) -> Option<usize> {
     if geom.groups <= 1 {
         return None;
     }
-    let h = geom.in_h.checked_add(geom.pad_h.checked_mul(2)?)?;
+    let h = geom
+        .in_h
+        .checked_add(geom.pad_h)?
+        .checked_add(geom.pad_bottom)?;
     let w = geom.in_w.checked_add(geom.pad_w.checked_mul(2)?)?;
     h.checked_mul(w)?
         .checked_mul(geom.in_c_per_group())
@@ -814,6 +862,99 @@ mod tests {
             let r = cases::conv::random(&mut rng, HOST);
             Case::new(r.geom, &mut rng, (in_zp, out_zp), r.act, (r.offset, r.extra)).check()?;
         }
+    }
+
+    impl Case {
+        /// The whole convolution's output rows, split into windows of `rows` output rows each:
+        /// every window, run on exactly the input rows [`ConvGeometry::window`] names, writes
+        /// the same bytes as the whole convolution (reference and target kernel alike).
+        fn check_windows(&self, rows: usize) -> Result<(), TestCaseError> {
+            let whole = self.params();
+            let stride = self.out.pixel_stride;
+            let row_out = self.geom.out_w * stride;
+            let mut want = vec![0x55u8 as i8; self.geom.out_h * row_out];
+            conv_s8_reference(&whole, &self.input, &mut want).unwrap();
+            let row_in = self.geom.in_w * self.geom.in_c;
+            let mut scratch = vec![0u8; conv_s8_scratch_size(&self.geom)];
+            let mut start = 0;
+            while start < self.geom.out_h {
+                let end = (start + rows).min(self.geom.out_h);
+                let Ok((w, input_rows)) = self.geom.window(start..end) else {
+                    // Only refused when every tap of the window lies in the padding.
+                    let first = (start * self.geom.stride_h) as isize - self.geom.pad_h as isize;
+                    let reach = self.geom.dil_h * (self.geom.kh - 1) + 1;
+                    let last = first + ((end - 1 - start) * self.geom.stride_h + reach) as isize;
+                    prop_assert!(last <= 0 || first >= self.geom.in_h as isize);
+                    start = end;
+                    continue;
+                };
+                prop_assert!(conv_s8_scratch_size(&w) <= scratch.len());
+                let p = ConvS8::new(
+                    w,
+                    &self.weights,
+                    &self.bias,
+                    &self.requant,
+                    self.in_zp,
+                    self.out_zp,
+                    self.lut.as_ref(),
+                    self.out,
+                )
+                .unwrap();
+                let input = &self.input[input_rows.start * row_in..input_rows.end * row_in];
+                let mut got = want[start * row_out..end * row_out].to_vec();
+                got.iter_mut().for_each(|v| *v = 0x55u8 as i8);
+                conv_s8_reference(&p, input, &mut got).unwrap();
+                prop_assert_eq!(
+                    &got[..],
+                    &want[start * row_out..end * row_out],
+                    "reference {:?}",
+                    w
+                );
+                conv_s8(&p, input, &mut got, &mut scratch).unwrap();
+                prop_assert_eq!(
+                    &got[..],
+                    &want[start * row_out..end * row_out],
+                    "target {:?}",
+                    w
+                );
+                start = end;
+            }
+            Ok(())
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        /// Row windows of the suite's random ungrouped shapes compute the whole map's bytes.
+        #[test]
+        fn row_windows_equal_the_whole_map(
+            seed in any::<u32>(),
+            in_zp in zero_point(),
+            rows in 1usize..5,
+        ) {
+            let mut rng = Rng(seed);
+            let mut r = cases::conv::random(&mut rng, HOST);
+            while r.geom.groups != 1 {
+                r = cases::conv::random(&mut rng, HOST);
+            }
+            let case = Case::new(r.geom, &mut rng, (in_zp, 3), r.act, (r.offset, r.extra));
+            case.check_windows(rows)?;
+        }
+    }
+
+    /// A window is refused where it cannot be one: grouped, empty or past the output.
+    #[test]
+    fn row_windows_refuse_what_they_cannot_compute() {
+        let g = cases::conv::vitae()[3].unwrap();
+        assert!(g.groups > 1 && g.window(0..1).is_err());
+        let g = cases::conv::vitae()[0].unwrap();
+        assert!(g.window(0..0).is_err());
+        assert!(g.window(0..g.out_h + 1).is_err());
+        // The whole map: the same geometry, padded below only as far as the taps reach.
+        let (w, rows) = g.window(0..g.out_h).unwrap();
+        assert_eq!(rows, 0..g.in_h);
+        assert_eq!((w.pad_bottom, g.pad_bottom), (0, 1));
+        assert_eq!(ConvGeometry { pad_bottom: 1, ..w }, g);
     }
 
     /// The suite's ViTAE shapes, with extreme zero points.

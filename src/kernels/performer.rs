@@ -293,13 +293,27 @@ fn dot_s16_s8(w: &[i16], z: &[i8]) -> i32 {
     }
 }
 
-/// Scratch bytes [`performer_s8`] needs.
+/// Scratch bytes [`performer_s8`] needs (its running sums, [`performer_state_len`] values, and
+/// a token's row and features).
 pub fn performer_s8_scratch_size(emb: usize, features: usize) -> usize {
     2 * bytes_for::<f32>(emb) + 2 * bytes_for::<f32>(features) + bytes_for::<f32>(emb * features)
 }
 
+/// Scratch bytes [`performer_s8_accumulate`] and [`performer_s8_emit`] need (a token's row and
+/// features; the running sums are the caller's state).
+pub fn performer_s8_pass_scratch_size(emb: usize, features: usize) -> usize {
+    bytes_for::<f32>(emb) + bytes_for::<f32>(features)
+}
+
+/// f32 values of the running sums over tokens that [`performer_s8_accumulate`] keeps between
+/// calls: `Σ_t φ(k_t)` (`features` values), then `kptvᵀ` (`features × emb`).
+pub fn performer_state_len(emb: usize, features: usize) -> usize {
+    features * (emb + 1)
+}
+
 /// The performer (one implementation: its exact integer dot products use the target's SIMD, the
-/// f32 part is element-wise and in a fixed order).
+/// f32 part is element-wise and in a fixed order): [`performer_s8_accumulate`] over all tokens,
+/// then [`performer_s8_emit`] for all tokens.
 pub fn performer_s8(
     p: &PerformerS8,
     k: &[i8],
@@ -318,20 +332,60 @@ pub fn performer_s8(
     }
     check_len("performer output", out.len(), n * e)?;
     let mut s = Scratch::new(scratch);
-    let vf = s.take::<f32>(e, "performer scratch (token)")?;
-    let y = s.take::<f32>(e, "performer scratch (output row)")?;
-    let phi = s.take::<f32>(m, "performer scratch (features)")?;
-    let ksum = s.take::<f32>(m, "performer scratch (feature sum)")?;
-    let kptv = s.take::<f32>(e * m, "performer scratch (kptv)")?;
+    let state = s.take::<f32>(performer_state_len(e, m), "performer scratch (sums)")?;
+    let rest = s.rest();
+    state.fill(0.0);
+    performer_s8_accumulate(p, k, v, state, rest)?;
+    performer_s8_emit(p, q, state, out, rest)
+}
 
-    // Pass 1: ksum[i] = Σ_t φ(k_t)[i] and kptvᵀ[i][c] = Σ_t φ(k_t)[i] · v[t][c], tokens in order.
+/// Pass 1 over some tokens (a whole map, or a strip of one, strips in token order): adds their
+/// `φ(k_t)` to `Σ_t φ(k_t)` and `φ(k_t) · v_tᵀ` to `kptvᵀ` in `state` ([`performer_state_len`]
+/// values, zeros before the first token). The sums run token by token, so strips in token order
+/// give the bits of one call over the whole map.
+pub fn performer_s8_accumulate(
+    p: &PerformerS8,
+    k: &[i8],
+    v: &[i8],
+    state: &mut [f32],
+    scratch: &mut [u8],
+) -> Result<(), KernelError> {
+    let (e, m) = (p.emb, p.features);
+    check_len("performer v", v.len(), k.len())?;
+    ensure(k.len().is_multiple_of(e), "performer k of whole tokens")?;
+    check_len("performer state", state.len(), performer_state_len(e, m))?;
+    let (ksum, kptv) = state.split_at_mut(m);
+    let mut s = Scratch::new(scratch);
+    let vf = s.take::<f32>(e, "performer scratch (token)")?;
+    let phi = s.take::<f32>(m, "performer scratch (features)")?;
+    // ksum[i] = Σ_t φ(k_t)[i] and kptvᵀ[i][c] = Σ_t φ(k_t)[i] · v[t][c], tokens in order.
     for (kt, vt) in k.chunks_exact(e).zip(v.chunks_exact(e)) {
         p.features_of(kt, p.k_scale, phi);
         dequantize_token(vf, vt, p.v_scale);
         add_features(ksum, phi);
         rank1_update_rows(kptv, e, phi, vf);
     }
-    // Pass 2: per token, D = φ(q)·Σφ(k) and y[c] = Σ_i φ(q)[i] · kptvᵀ[i][c] / (D + ε).
+    Ok(())
+}
+
+/// Pass 2 over some tokens, once `state` holds the sums over all of them
+/// ([`performer_s8_accumulate`]): per token, `D = φ(q)·Σφ(k)` and
+/// `y[c] = Σ_i φ(q)[i] · kptvᵀ[i][c] / (D + ε)`, quantized into `out`.
+pub fn performer_s8_emit(
+    p: &PerformerS8,
+    q: &[i8],
+    state: &[f32],
+    out: &mut [i8],
+    scratch: &mut [u8],
+) -> Result<(), KernelError> {
+    let (e, m) = (p.emb, p.features);
+    check_len("performer output", out.len(), q.len())?;
+    ensure(q.len().is_multiple_of(e), "performer q of whole tokens")?;
+    check_len("performer state", state.len(), performer_state_len(e, m))?;
+    let (ksum, kptv) = state.split_at(m);
+    let mut s = Scratch::new(scratch);
+    let y = s.take::<f32>(e, "performer scratch (output row)")?;
+    let phi = s.take::<f32>(m, "performer scratch (features)")?;
     for (qt, yt) in q.chunks_exact(e).zip(out.chunks_exact_mut(e)) {
         p.features_of(qt, p.q_scale, phi);
         let denom = normalizer(phi, ksum) + EPSILON;
@@ -384,6 +438,38 @@ fn quantize_row(out: &mut [i8], y: &[f32], scale: f32, zp: i32) {
 mod tests {
     use super::*;
     use crate::kernels::cases::Rng;
+
+    /// Strips of tokens through the two passes, in token order, give the bytes of one call over
+    /// the whole map (the patch-based first cells run it that way).
+    #[test]
+    fn strips_in_token_order_equal_one_call() {
+        let (n, e, m) = (41usize, 20usize, 10usize);
+        let mut rng = Rng(0x2545_F491);
+        let w: Vec<i16> = (0..e * m)
+            .map(|_| (rng.next_u32() % 4001) as i16 - 2000)
+            .collect();
+        let mut tokens = || -> Vec<i8> { (0..n * e).map(|_| rng.next_u32() as i8).collect() };
+        let (k, q, v) = (tokens(), tokens(), tokens());
+        let p = PerformerS8::new(n, e, m, &w, 1e-3, 0.03, 0.02, 0.05, 40.0, -2).unwrap();
+        let mut want = vec![0i8; n * e];
+        let mut scratch = vec![0u8; performer_s8_scratch_size(e, m)];
+        performer_s8(&p, &k, &q, &v, &mut want, &mut scratch).unwrap();
+        for strip in [1usize, 4, 7, 40] {
+            let mut state = vec![0.0f32; performer_state_len(e, m)];
+            let mut pass = vec![0u8; performer_s8_pass_scratch_size(e, m)];
+            let rows = |t: usize| t * e..((t + strip).min(n)) * e;
+            for t in (0..n).step_by(strip) {
+                performer_s8_accumulate(&p, &k[rows(t)], &v[rows(t)], &mut state, &mut pass)
+                    .unwrap();
+            }
+            let mut got = vec![0i8; n * e];
+            for t in (0..n).step_by(strip) {
+                performer_s8_emit(&p, &q[rows(t)], &state, &mut got[rows(t)], &mut pass).unwrap();
+            }
+            assert_eq!(got, want, "strips of {strip} tokens");
+        }
+        assert!(want.iter().any(|&x| x != want[0]), "a degenerate output");
+    }
 
     /// The kernel against a direct f64 evaluation of the formula on the dequantized inputs.
     #[test]

@@ -18,6 +18,11 @@ impl<'a> Scratch<'a> {
         Scratch { rest: buf }
     }
 
+    /// The bytes not taken yet.
+    pub(crate) fn rest(self) -> &'a mut [u8] {
+        self.rest
+    }
+
     /// The next `n` values of `T`, zeroed.
     pub(crate) fn take<T: Pod>(
         &mut self,

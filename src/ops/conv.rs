@@ -49,6 +49,7 @@ impl ConvGeomRecord {
             stride_h: self.stride_h as usize,
             stride_w: self.stride_w as usize,
             pad_h: self.pad_h as usize,
+            pad_bottom: self.pad_h as usize,
             pad_w: self.pad_w as usize,
             dil_h: self.dil_h as usize,
             dil_w: self.dil_w as usize,

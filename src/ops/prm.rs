@@ -120,6 +120,7 @@ impl PrmRecord<'_> {
             stride_h: h.stride as usize,
             stride_w: h.stride as usize,
             pad_h: br.padding as usize,
+            pad_bottom: br.padding as usize,
             pad_w: br.padding as usize,
             dil_h: br.dilation as usize,
             dil_w: br.dilation as usize,

@@ -88,6 +88,7 @@ pub(crate) fn linear(
         stride_h: 1,
         stride_w: 1,
         pad_h: 0,
+        pad_bottom: 0,
         pad_w: 0,
         dil_h: 1,
         dil_w: 1,
