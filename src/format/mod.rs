@@ -39,11 +39,14 @@ use bytemuck::{Pod, Zeroable};
 
 /// First eight bytes of every blob.
 pub const MAGIC: [u8; 8] = *b"VITAEBLB";
-/// The format version this code writes.
-pub const FORMAT_VERSION: u16 = 1;
+/// The newest format version this code writes. A blob is written with the oldest version that
+/// can hold it: 1, unless it uses what version 2 added (strips of a patch-based run: tensors with
+/// [`TensorDesc::row0`], f32 performer sums and the performer's pass ops), so readers from
+/// before version 2 still read every blob they can run.
+pub const FORMAT_VERSION: u16 = 2;
 /// Versions this reader accepts (a change that old readers cannot read bumps the version;
 /// see the README's "blob format" section for the procedure).
-pub const SUPPORTED_VERSIONS: &[u16] = &[1];
+pub const SUPPORTED_VERSIONS: &[u16] = &[1, 2];
 /// Alignment of every section and every DATA item, in bytes.
 pub const ALIGN: usize = 16;
 /// Marks an unused tensor slot in an op.
@@ -256,6 +259,9 @@ pub enum DType {
     I8 = 1,
     /// IEEE binary16.
     F16 = 2,
+    /// IEEE binary32: only the running sums a performer keeps between the strips of a
+    /// patch-based run ([`crate::ops::performer::PerformerSumS8Op`]); format version 2.
+    F32 = 3,
 }
 
 impl DType {
@@ -264,6 +270,7 @@ impl DType {
         match v {
             1 => Some(DType::I8),
             2 => Some(DType::F16),
+            3 => Some(DType::F32),
             _ => None,
         }
     }
@@ -273,6 +280,7 @@ impl DType {
         match self {
             DType::I8 => 1,
             DType::F16 => 2,
+            DType::F32 => 4,
         }
     }
 }
@@ -293,8 +301,10 @@ pub struct TensorDesc {
     pub w: u16,
     /// Channels.
     pub c: u16,
-    /// Reserved, zero.
-    pub reserved1: u16,
+    /// The first row of the map this tensor holds: a strip of a patch-based run holds rows
+    /// `row0 .. row0 + h` of a taller map (the ops that read or write it know the map's height).
+    /// 0 for a whole tensor; format version 2 (version 1 reserved the field as zero).
+    pub row0: u16,
     /// Byte offset in the arena.
     pub arena_offset: u32,
     /// Byte length (h·w·c·dtype size).

@@ -311,6 +311,11 @@ impl<'a> Model<'a> {
                 )
             };
             let dtype = DType::from_u8(t.dtype).ok_or(bad("unknown dtype"))?;
+            if self.header.version < 2 && (t.row0 != 0 || dtype == DType::F32) {
+                return Err(bad(
+                    "strips and f32 tensors need blob format version 2 (the field was reserved)",
+                ));
+            }
             if t.h == 0 || t.w == 0 || t.c == 0 {
                 return Err(bad("zero dimension"));
             }
@@ -432,10 +437,13 @@ impl<'a> Model<'a> {
         if output.elements() != m.num_classes as usize || m.num_classes == 0 {
             return Err(bad("output tensor size differs from the class count"));
         }
-        // Every op but the first reads tensors written by earlier ops.
+        if output.dtype == DType::F32 as u8 {
+            return Err(bad("output tensor is f32 (only a performer's sums are)"));
+        }
+        // Every op but the first reads tensors written by earlier ops (whole, or strip by strip).
         for (i, op) in self.ops.iter().enumerate().skip(1) {
             for &t in op.inputs.iter().filter(|&&t| t != NO_TENSOR) {
-                if !self.ops[..i].iter().any(|o| o.output == t) {
+                if !self.ops[..i].iter().any(|o| o.output == t) && !self.written_in_strips(i, t) {
                     return Err(FormatError::new(
                         K::BadOp {
                             index: i as u16,
@@ -450,6 +458,41 @@ impl<'a> Model<'a> {
             return Err(bad("no op writes the output tensor"));
         }
         Ok(())
+    }
+
+    /// True when the outputs of ops before `op` that are strips of tensor `t` (its rows, in its
+    /// storage) cover all of `t`'s rows: how a patch-based run writes the map its strips end in.
+    /// Checked without allocating: from `t`'s first row on, some strip must hold the next row.
+    fn written_in_strips(&self, op: usize, t: u16) -> bool {
+        let Some(whole) = self.tensors.get(t as usize) else {
+            return false;
+        };
+        let row_bytes = whole.w as u64
+            * whole.c as u64
+            * DType::from_u8(whole.dtype).map_or(0, |d| d.size() as u64);
+        let end = whole.row0 as u64 + whole.h as u64;
+        let strip_of_t = |s: &TensorDesc| {
+            s.dtype == whole.dtype
+                && (s.w, s.c) == (whole.w, whole.c)
+                && s.row0 >= whole.row0
+                && s.row0 as u64 + s.h as u64 <= end
+                && s.arena_offset as u64
+                    == whole.arena_offset as u64 + (s.row0 - whole.row0) as u64 * row_bytes
+        };
+        let mut next = whole.row0 as u64;
+        while next < end {
+            let reach = self.ops[..op]
+                .iter()
+                .filter_map(|o| self.tensors.get(o.output as usize))
+                .filter(|s| strip_of_t(s) && s.row0 as u64 <= next)
+                .map(|s| s.row0 as u64 + s.h as u64)
+                .max();
+            match reach {
+                Some(r) if r > next => next = r,
+                _ => return false,
+            }
+        }
+        row_bytes > 0
     }
 
     fn op_at(&self, i: usize) -> usize {

@@ -6,7 +6,7 @@ use crate::ops::{HasKind, Record};
 use bytemuck::Pod;
 
 /// Builds a blob.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct BlobWriter {
     /// Model-wide facts (filled by the caller).
     pub meta: Option<ModelMeta>,
@@ -63,6 +63,16 @@ fn pad_to(v: &mut Vec<u8>, align: usize) {
 }
 
 impl BlobWriter {
+    /// The oldest format version that holds this blob: 2 when it has strips of a patch-based
+    /// run (tensors with [`TensorDesc::row0`], f32 performer sums), else 1.
+    pub fn version(&self) -> u16 {
+        let v2 = self
+            .tensors
+            .iter()
+            .any(|t| t.row0 != 0 || t.dtype == DType::F32 as u8);
+        if v2 { 2 } else { 1 }
+    }
+
     /// An empty blob.
     pub fn new() -> Self {
         Self::default()
@@ -185,6 +195,12 @@ impl BlobWriter {
         self.ops.len() - 1
     }
 
+    /// The stored parameter record of op `op`.
+    pub fn record(&self, op: usize) -> &[u8] {
+        let d = self.ops[op];
+        &self.params[d.params_offset as usize..][..d.params_len as usize]
+    }
+
     /// Replaces op `op`'s parameter record (of kind `S`) with another of the same length.
     pub fn replace_params<S: HasKind>(&mut self, op: usize, params: &S::Params<'_>) {
         let d = self.ops[op];
@@ -202,6 +218,7 @@ impl BlobWriter {
 
     /// Lays the blob out and checksums it.
     pub fn finish(self) -> Vec<u8> {
+        let version = self.version();
         let meta = self
             .meta
             .expect("BlobWriter::meta must be set before finish");
@@ -237,7 +254,7 @@ impl BlobWriter {
         pad_to(&mut out, ALIGN);
         let header = Header {
             magic: MAGIC,
-            version: FORMAT_VERSION,
+            version,
             header_len: header_len as u16,
             section_count: sections.len() as u16,
             flags: 0,

@@ -131,6 +131,13 @@ impl<'a> PerformerS8<'a> {
         (self.tokens * self.features * (4 * self.emb + 1)) as u64
     }
 
+    /// Multiply-accumulates of pass 1 (`pass == 1`: k features and kptv, 2·N·e·m) or pass 2
+    /// (q features, the output and D, 2·N·e·m + N·m); together [`macs`](Self::macs).
+    pub fn pass_macs(&self, pass: u8) -> u64 {
+        let (n, e, m) = (self.tokens as u64, self.emb as u64, self.features as u64);
+        2 * n * e * m + if pass == 2 { n * m } else { 0 }
+    }
+
     /// `φ(z)` of one token into `phi`.
     ///
     /// Helium vectorizes the exponents, exponentials and features (flush-to-zero arithmetic); no

@@ -1,12 +1,14 @@
 //! 2-D convolutions: int8 ([`ConvS8Op`], the PCM stacks and the patch embedding) and fp16
 //! ([`ConvF16Op`]). The kernels are in [`crate::kernels::conv`] and [`crate::kernels::f16`].
 
-use super::{DecodeCx, OpIo, OpSpec, act, is, refs_len};
+use super::{DecodeCx, OpIo, OpSpec, Tensor, act, is, refs_len, rows_of};
 use crate::format::{DType, DataRef, FormatError};
+use crate::kernels::KernelError;
 use crate::kernels::conv::{ConvGeometry, ConvS8, OutputSlice, conv_s8, conv_s8_scratch_size};
 use crate::kernels::f16::{self as kf16, Activation};
 use crate::runtime::RunError;
 use bytemuck::{Pod, Zeroable};
+use core::ops::Range;
 use half::f16;
 
 /// Convolution shape as stored (see [`ConvGeometry`]).
@@ -89,6 +91,56 @@ pub struct ConvParams {
 }
 const _: () = assert!(core::mem::size_of::<ConvParams>() == 72);
 
+/// A decoded int8 convolution: the kernel (of the whole map, or of the output tensor's rows of
+/// it) and the elements of the input tensor it reads (`start..end`: all of them for a whole map,
+/// the rows the window reaches for a strip).
+#[derive(Clone, Copy, Debug)]
+pub struct ConvRows<'a> {
+    /// The convolution the kernel runs.
+    pub kernel: ConvS8<'a>,
+    /// Elements of the input tensor it reads, `(start, end)`.
+    pub input: (usize, usize),
+}
+
+/// The rows of its map an int8 convolution's (or PRM's) input and output tensors hold, checked
+/// against the map: `(input rows, output rows)`.
+pub(crate) fn tensor_rows(
+    map: &ConvGeometry,
+    x: &Tensor,
+    out: &Tensor,
+    cx: &DecodeCx,
+) -> Result<(Range<usize>, Range<usize>), FormatError> {
+    let out_rows = rows_of(out, DType::I8, map.out_h, map.out_w, map.out_c)
+        .ok_or(cx.bad("output tensor shape/dtype differs from the conv"))?;
+    let in_rows = rows_of(x, DType::I8, map.in_h, map.in_w, map.in_c)
+        .ok_or(cx.bad("input tensor shape/dtype differs from the conv"))?;
+    Ok((in_rows, out_rows))
+}
+
+/// The geometry a convolution of the map `map` runs with, when its input tensor holds rows
+/// `in_rows` of the map's input and its output tensor rows `out_rows` of its output, and the
+/// elements of the input tensor it reads, `(start, end)`. Whole tensors: `map` itself, all of the
+/// input. A strip of a patch-based run: the window of the output rows
+/// ([`ConvGeometry::window`]), which the input rows must cover.
+pub(crate) fn window(
+    map: &ConvGeometry,
+    in_rows: Range<usize>,
+    out_rows: Range<usize>,
+) -> Result<(ConvGeometry, (usize, usize)), KernelError> {
+    let row = map.in_w * map.in_c;
+    if out_rows == (0..map.out_h) && in_rows == (0..map.in_h) {
+        return Ok((*map, (0, map.in_h * row)));
+    }
+    let (g, reads) = map.window(out_rows)?;
+    if !(in_rows.start <= reads.start && reads.end <= in_rows.end) {
+        return Err(KernelError::BadParam {
+            what: "the input strip does not hold the rows the output strip reaches",
+        });
+    }
+    let skip = reads.start - in_rows.start;
+    Ok((g, (skip * row, (skip + reads.len()) * row)))
+}
+
 /// int8 convolution with fused bias, per-channel requantization and an optional activation table.
 #[derive(Debug)]
 pub struct ConvS8Op;
@@ -98,19 +150,14 @@ impl OpSpec for ConvS8Op {
     const INPUTS: usize = 1;
     const IN_PLACE: bool = false;
     type Params<'a> = ConvParams;
-    type Decoded<'a> = ConvS8<'a>;
+    type Decoded<'a> = ConvRows<'a>;
 
-    fn decode<'a>(p: &ConvParams, cx: &DecodeCx<'a>) -> Result<ConvS8<'a>, FormatError> {
-        let g = p.geom.geometry();
+    fn decode<'a>(p: &ConvParams, cx: &DecodeCx<'a>) -> Result<ConvRows<'a>, FormatError> {
+        let map = p.geom.geometry();
+        map.validate().map_err(|e| cx.kernel(e))?;
         let (x, out) = (cx.input(0), cx.output());
-        cx.ensure(
-            is(&x, DType::I8, g.in_h, g.in_w, g.in_c),
-            "input tensor shape/dtype differs from the conv",
-        )?;
-        cx.ensure(
-            is(&out, DType::I8, g.out_h, g.out_w, g.out_c),
-            "output tensor shape/dtype differs from the conv",
-        )?;
+        let (in_rows, out_rows) = tensor_rows(&map, &x, &out, cx)?;
+        let (g, input) = window(&map, in_rows, out_rows).map_err(|e| cx.kernel(e))?;
         cx.ensure(
             p.in_zp == x.desc.zero_point,
             "conv input zero point differs from its tensor",
@@ -120,7 +167,7 @@ impl OpSpec for ConvS8Op {
             lut.is_some() || p.out_zp == out.desc.zero_point,
             "conv output zero point differs from its tensor",
         )?;
-        ConvS8::new(
+        let kernel = ConvS8::new(
             g,
             cx.data(p.weights, "conv weights")?,
             cx.data(p.bias, "conv bias")?,
@@ -133,7 +180,8 @@ impl OpSpec for ConvS8Op {
                 pixel_stride: g.out_c,
             },
         )
-        .map_err(|e| cx.kernel(e))
+        .map_err(|e| cx.kernel(e))?;
+        Ok(ConvRows { kernel, input })
     }
 
     fn scratch_bytes(p: &ConvParams) -> usize {
@@ -144,14 +192,15 @@ impl OpSpec for ConvS8Op {
         refs_len(&[p.weights, p.bias, p.requant, p.lut])
     }
 
-    fn macs(k: &ConvS8) -> u64 {
-        k.geometry().macs()
+    fn macs(k: &ConvRows) -> u64 {
+        k.kernel.geometry().macs()
     }
 
-    fn run(k: &ConvS8, io: &mut OpIo<'_>) -> Result<(), RunError> {
-        let x = io.i8_in(0);
+    fn run(k: &ConvRows, io: &mut OpIo<'_>) -> Result<(), RunError> {
+        let x = io.i8_in(0).get(k.input.0..k.input.1);
+        let x = x.ok_or(RunError::BadPlan { op: io.op })?;
         let (out, scratch) = io.i8_out_scratch();
-        conv_s8(k, x, out, scratch).map_err(|e| io.kernel(e))
+        conv_s8(&k.kernel, x, out, scratch).map_err(|e| io.kernel(e))
     }
 }
 

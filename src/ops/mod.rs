@@ -155,7 +155,7 @@ static NO_DESC: TensorDesc = TensorDesc {
     h: 0,
     w: 0,
     c: 0,
-    reserved1: 0,
+    row0: 0,
     arena_offset: 0,
     byte_len: 0,
     scale: 0.0,
@@ -318,9 +318,25 @@ pub(crate) fn refs_len(refs: &[DataRef]) -> usize {
     refs.iter().map(|r| r.len as usize).sum()
 }
 
-/// True when `t` has this dtype and shape.
+/// True when `t` has this dtype and shape (a whole map, not a strip of a taller one).
 pub(crate) fn is(t: &Tensor, dtype: DType, h: usize, w: usize, c: usize) -> bool {
-    t.dtype == dtype && (t.desc.h as usize, t.desc.w as usize, t.desc.c as usize) == (h, w, c)
+    t.dtype == dtype
+        && (t.desc.h as usize, t.desc.w as usize, t.desc.c as usize) == (h, w, c)
+        && t.desc.row0 == 0
+}
+
+/// The rows of a `map_h × w × c` map of `dtype` that `t` holds (all of them, or a strip of a
+/// patch-based run), or `None` when `t` is not such a map or rows of one.
+pub(crate) fn rows_of(
+    t: &Tensor,
+    dtype: DType,
+    map_h: usize,
+    w: usize,
+    c: usize,
+) -> Option<core::ops::Range<usize>> {
+    let rows = t.desc.row0 as usize..t.desc.row0 as usize + t.desc.h as usize;
+    (t.dtype == dtype && (t.desc.w as usize, t.desc.c as usize) == (w, c) && rows.end <= map_h)
+        .then_some(rows)
 }
 
 /// Tokens (`h · w`) of a tensor.
@@ -613,6 +629,14 @@ op_table! {
     QuantizeImageU8 = 14 => image_u8::QuantizeImageU8Op,
     /// (external u8 HWC image → fp16 NHWC) [`image_u8::PixelTableParams`].
     ImageU8ToF16 = 33 => image_u8::ImageU8ToF16Op,
+    /// (k, v int8 → f32 sums; the first strip of a patch-based run)
+    /// [`performer::PerformerParams`].
+    PerformerStartS8 = 15 => performer::PerformerStartS8Op,
+    /// (f32 sums, k, v int8 → the sums, in place; a further strip of a patch-based run)
+    /// [`performer::PerformerParams`].
+    PerformerSumS8 = 16 => performer::PerformerSumS8Op,
+    /// (q int8, f32 sums → int8; a strip of a patch-based run) [`performer::PerformerParams`].
+    PerformerEmitS8 = 17 => performer::PerformerEmitS8Op,
 }
 
 #[cfg(test)]

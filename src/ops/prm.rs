@@ -4,7 +4,8 @@
 //! dilation.
 
 use super::conv::activation;
-use super::{DecodeCx, OpIo, OpSpec, Record, Tables, is, refs_len};
+use super::conv::window;
+use super::{DecodeCx, OpIo, OpSpec, Record, Tables, is, refs_len, rows_of};
 use crate::format::{DType, DataRef, FormatError};
 use crate::kernels::conv::{ConvGeometry, ConvS8, OutputSlice, conv_s8, conv_s8_scratch_size};
 use crate::kernels::f16::{self as kf16, Activation};
@@ -136,6 +137,9 @@ pub struct Prm<'a> {
     pub header: PrmParams,
     branches: &'a [PrmBranch],
     tables: Tables<'a>,
+    /// The rows of the input map the input tensor holds and of the output map the output tensor
+    /// holds (all of them, or strips of a patch-based run; int8 only).
+    rows: [(u16, u16); 2],
 }
 
 impl<'a> Prm<'a> {
@@ -167,12 +171,15 @@ impl<'a> Prm<'a> {
         }
     }
 
-    /// Branch `b` as an int8 convolution.
-    pub fn branch_s8(&self, b: usize) -> Result<ConvS8<'a>, FormatError> {
+    /// Branch `b` as an int8 convolution of the output tensor's rows, and the elements of the
+    /// input tensor it reads, `(start, end)`.
+    pub fn branch_s8(&self, b: usize) -> Result<(ConvS8<'a>, (usize, usize)), FormatError> {
         let br = &self.branches[b];
         let t = &self.tables;
-        ConvS8::new(
-            self.geometry(b),
+        let [(i0, i1), (o0, o1)] = self.rows.map(|(a, b)| (a as usize, b as usize));
+        let (g, input) = window(&self.geometry(b), i0..i1, o0..o1).map_err(|e| t.kernel(e))?;
+        let kernel = ConvS8::new(
+            g,
             t.data::<i8>(br.weights, "prm weights")?,
             t.data::<i32>(br.bias, "prm bias")?,
             t.data::<Requant>(br.requant, "prm requant")?,
@@ -181,7 +188,8 @@ impl<'a> Prm<'a> {
             t.lut(br.lut)?,
             self.output_slice(b),
         )
-        .map_err(|e| t.kernel(e))
+        .map_err(|e| t.kernel(e))?;
+        Ok((kernel, input))
     }
 
     /// Branch `b` as fp16 weights and f32 bias.
@@ -198,36 +206,35 @@ impl<'a> Prm<'a> {
     }
 }
 
-/// The checks both precisions share, then the decoded view.
+/// The checks both precisions share, then the decoded view. int8 tensors may be strips of a
+/// patch-based run (rows of the maps); fp16 ones are whole maps.
 fn decode<'a>(r: &PrmRecord<'a>, cx: &DecodeCx<'a>, dtype: DType) -> Result<Prm<'a>, FormatError> {
     let h = r.header;
-    let prm = Prm {
+    let e = h.branch_channels as usize;
+    let (in_h, out_h) = (h.in_h as usize, h.out_h as usize);
+    let (x, out) = (cx.input(0), cx.output());
+    let (in_c, out_c) = (h.in_c as usize, e * r.branches.len());
+    let (in_rows, out_rows) = if dtype == DType::I8 {
+        (
+            rows_of(&x, dtype, in_h, h.in_w as usize, in_c),
+            rows_of(&out, dtype, out_h, h.out_w as usize, out_c),
+        )
+    } else {
+        (
+            is(&x, dtype, in_h, h.in_w as usize, in_c).then_some(0..in_h),
+            is(&out, dtype, out_h, h.out_w as usize, out_c).then_some(0..out_h),
+        )
+    };
+    let in_rows = in_rows.ok_or(cx.bad("PRM input tensor shape/dtype"))?;
+    let out_rows = out_rows.ok_or(cx.bad("PRM output tensor shape/dtype"))?;
+    // Rows of a tensor are u16 (its row0 and h), so these fit.
+    let pair = |r: core::ops::Range<usize>| (r.start as u16, r.end as u16);
+    Ok(Prm {
         header: h,
         branches: r.branches,
         tables: cx.tables(),
-    };
-    let e = h.branch_channels as usize;
-    cx.ensure(
-        is(
-            &cx.input(0),
-            dtype,
-            h.in_h as usize,
-            h.in_w as usize,
-            h.in_c as usize,
-        ),
-        "PRM input tensor shape/dtype",
-    )?;
-    cx.ensure(
-        is(
-            &cx.output(),
-            dtype,
-            h.out_h as usize,
-            h.out_w as usize,
-            e * r.branches.len(),
-        ),
-        "PRM output tensor shape/dtype",
-    )?;
-    Ok(prm)
+        rows: [pair(in_rows), pair(out_rows)],
+    })
 }
 
 /// int8 PRM: each branch an int8 convolution requantized onto its own grid, then its GELU table
@@ -278,9 +285,10 @@ impl OpSpec for PrmS8Op {
     }
 
     fn run(prm: &Prm, io: &mut OpIo<'_>) -> Result<(), RunError> {
-        let x = io.i8_in(0);
         for b in 0..prm.len() {
-            let k = prm.branch_s8(b).map_err(RunError::Format)?;
+            let (k, (start, end)) = prm.branch_s8(b).map_err(RunError::Format)?;
+            let x = io.i8_in(0).get(start..end);
+            let x = x.ok_or(RunError::BadPlan { op: io.op })?;
             let (out, scratch) = io.i8_out_scratch();
             conv_s8(&k, x, out, scratch).map_err(|e| io.kernel(e))?;
         }

@@ -51,6 +51,7 @@ fn quantized(
         name: "split".into(),
         input: Default::default(),
         arena_regions: regions,
+        patch: vitae::quantize::patch::Patch::Off,
     };
     Ok(quantize::quantize(model, calib, &options, &mut NoProgress)?
         .lowered

@@ -65,6 +65,7 @@ fn quantized(model: &ReferenceModel, name: &str, precision: Precision, calib: &[
         name: name.into(),
         input: Default::default(),
         arena_regions: Vec::new(),
+        patch: vitae::quantize::patch::Patch::Off,
     };
     let q = quantize::quantize(model, calib, &options, &mut NoProgress).unwrap();
     Blob {

@@ -643,12 +643,13 @@ fn bad_inputs_to_every_subcommand_are_clear_input_errors() {
     flipped[blob.len() / 3] ^= 0x10;
     std::fs::write(d.join("flipped.vblob"), &flipped).unwrap();
     std::fs::write(d.join("truncated.vblob"), &blob[..blob.len() - 100]).unwrap();
-    let mut v2 = blob.clone();
-    v2[8] = 2;
-    v2[20..24].fill(0);
-    let crc = vitae_edge::format::crc32(&v2);
-    v2[20..24].copy_from_slice(&crc.to_le_bytes());
-    std::fs::write(d.join("version2.vblob"), &v2).unwrap();
+    // A version from the future (the newest this reader knows, plus one).
+    let mut future = blob.clone();
+    future[8] = vitae_edge::format::FORMAT_VERSION as u8 + 1;
+    future[20..24].fill(0);
+    let crc = vitae_edge::format::crc32(&future);
+    future[20..24].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(d.join("version3.vblob"), &future).unwrap();
 
     // Outputs.
     std::fs::create_dir(d.join("out")).unwrap();
@@ -935,8 +936,8 @@ fn bad_inputs_to_every_subcommand_are_clear_input_errors() {
         ),
         (
             "run --model: other format version",
-            r(&p("version2.vblob"), &x, &out("y.npy")),
-            s("version2.vblob: blob format version 2 is not supported"),
+            r(&p("version3.vblob"), &x, &out("y.npy")),
+            s("version3.vblob: blob format version 3 is not supported"),
         ),
         (
             "run --model: not a blob",
@@ -1065,8 +1066,10 @@ fn bad_inputs_to_every_subcommand_are_clear_input_errors() {
         ),
         (
             "inspect: other format version",
-            p("version2.vblob"),
-            s("blob format version 2 is not supported (this reader reads [1]) (at byte offset 8)"),
+            p("version3.vblob"),
+            s(
+                "blob format version 3 is not supported (this reader reads [1, 2]) (at byte offset 8)",
+            ),
         ),
     ] {
         add(what, vec![s("inspect"), file], needle);
@@ -1188,8 +1191,11 @@ fn quantize_and_inspect_plan_for_a_board_or_say_which_region_is_too_small() {
     let out = dir.path().join("m.vblob");
     let quantize = |fixture: &str, board: &str| {
         let f = |file: &str| fixtures().join(fixture).join(file).display().to_string();
+        let patch = if fixture == "vitae_t" { "off" } else { "auto" };
         vitae(&[
             "quantize",
+            "--patch",
+            patch,
             "--checkpoint",
             &f("model.pth"),
             "--config",
@@ -1210,7 +1216,8 @@ fn quantize_and_inspect_plan_for_a_board_or_say_which_region_is_too_small() {
         "unknown board `stm32h9`; known boards: mps2-an386, ",
     );
     assert!(entries(dir.path()).is_empty());
-    // ViTAE-T on the H747: the error names the buffer, the largest region and the shortfall.
+    // ViTAE-T on the H747 layer by layer (`--patch off`): the error names the buffer, the
+    // largest region and the shortfall.
     let output = quantize("vitae_t", "stm32h747i-disco");
     assert_input_error(&output, "planning the arena for board stm32h747i-disco");
     let err = stderr(&output);
@@ -1245,4 +1252,30 @@ fn quantize_and_inspect_plan_for_a_board_or_say_which_region_is_too_small() {
         "planned in 4 parts, but board nrf52840-dk has 1 arena regions",
     );
     assert!(stderr(&output).contains("quantize it with `--board nrf52840-dk`"));
+    // ViTAE-T on the H747 as it comes (`--patch auto`): the first cells run in strips, which
+    // `quantize` says, and the arena parts fit the board's regions.
+    let f = |file: &str| fixtures().join("vitae_t").join(file).display().to_string();
+    let output = vitae(&[
+        "quantize",
+        "--checkpoint",
+        &f("model.pth"),
+        "--config",
+        &f("kwargs.json"),
+        "--calib",
+        &f("input.npy"),
+        "--board",
+        "stm32h747i-disco",
+        "--no-progress",
+        "--out",
+        blob,
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains("patch-based: ops 1..=16 run in ")
+            && text.contains("of `layers.0.RC.add_mlp`, 2 passes over the strips"),
+        "{text}"
+    );
+    let output = vitae(&["inspect", "--board", "stm32h747i-disco", blob]);
+    assert!(output.status.success(), "{}", stderr(&output));
 }

@@ -163,7 +163,7 @@ fn tensor(h: usize, w: usize, c: usize, at: u32, scale: f32, zp: i32) -> TensorD
         h: h as u16,
         w: w as u16,
         c: c as u16,
-        reserved1: 0,
+        row0: 0,
         arena_offset: at,
         byte_len: (h * w * c) as u32,
         scale,

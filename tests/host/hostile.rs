@@ -86,6 +86,7 @@ fn tiny() -> &'static Tiny {
             name: "NAME-TO-BE-PATCHED-01234".into(),
             input: Default::default(),
             arena_regions: Vec::new(),
+            patch: vitae::quantize::patch::Patch::Off,
         };
         let q = quantize::quantize(&model, &[image], &options, &mut NoProgress).unwrap();
         let blob = root.join("tiny.vblob");
@@ -1180,7 +1181,7 @@ fn linear_blob(bias: &[i32], requant: vitae_edge::quant::Requant, k: usize) -> V
         h: 1,
         w: 1,
         c: c as u16,
-        reserved1: 0,
+        row0: 0,
         arena_offset: at,
         byte_len: c as u32,
         scale,

@@ -62,6 +62,7 @@ fn fixture(name: &str, precision: Precision) -> Quantized {
         name: name.into(),
         input: Default::default(),
         arena_regions: Vec::new(),
+        patch: vitae::quantize::patch::Patch::Off,
     };
     let q = quantize(
         &model,
@@ -288,6 +289,7 @@ fn max_pool_lowers_and_runs_in_int8_and_fp16() {
             CalibMethod::Auto,
             &Default::default(),
             &[],
+            vitae::quantize::patch::Patch::Off,
         )
         .unwrap();
         let mut engine = Engine::new(&lowered.blob).unwrap();

@@ -428,6 +428,7 @@ fn quantize<'py>(
             name,
             input,
             arena_regions,
+            patch: vitae::quantize::patch::Patch::Auto,
         };
         let q = vitae::quantize::quantize(&model, &images, &options, &mut NoProgress)
             .map_err(|e| raise(&e))?;

@@ -49,6 +49,7 @@ fn dtype(d: DType) -> &'static str {
     match d {
         DType::I8 => "i8",
         DType::F16 => "f16",
+        DType::F32 => "f32",
     }
 }
 
@@ -294,4 +295,18 @@ pub fn inspect_json(m: &Model) -> Result<Vec<serde_json::Value>, FormatError> {
         "arena_plus_input_bytes": m.arena_len() + m.input_bytes(),
         "arena_part_bytes": (0..m.arena_parts()).map(|i| m.arena_part(i).len()).collect::<Vec<_>>()}));
     Ok(v)
+}
+
+/// One line on how the first cells run in strips (`vitae quantize`).
+pub fn patch_line(p: &crate::quantize::patch::Patched) -> String {
+    format!(
+        "patch-based: ops {}..={} run in {} strips of {} rows of `{}`, {} pass{} over the strips",
+        p.ops.start,
+        p.ops.end - 1,
+        p.strips,
+        p.rows,
+        p.sink,
+        p.passes,
+        if p.passes == 1 { "" } else { "es" }
+    )
 }

@@ -126,6 +126,7 @@ pub fn digits_blob_for(
         name: "digits".into(),
         input,
         arena_regions: Vec::new(),
+        patch: vitae::quantize::patch::Patch::Off,
     };
     let q = quantize::quantize(model, &calib, &options, &mut NoProgress)?;
     let dir = project_root().join("target").join("vitae");

@@ -62,6 +62,7 @@ pub fn prepare_for(name: &str, precision: Precision, board: Option<&Board>) -> R
             Some(b) => vitae::boards::board(b.name)?.arena_regions(),
             None => Vec::new(),
         },
+        patch: vitae::quantize::patch::Patch::Auto,
     };
     let q = quantize::quantize(
         &model,

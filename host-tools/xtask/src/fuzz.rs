@@ -179,6 +179,7 @@ fn make_seeds() -> Result<()> {
                 name: (*name).into(),
                 input: Default::default(),
                 arena_regions: Vec::new(),
+                patch: vitae::quantize::patch::Patch::Off,
             };
             let q = quantize::quantize(&model, &calib, &options, &mut NoProgress)
                 .with_context(|| format!("quantizing the {name} seed model ({tag})"))?;

@@ -197,6 +197,7 @@ fn mcu_a_int8() -> Result<(PathBuf, Vec<f32>)> {
         name: "model".into(),
         input: Default::default(),
         arena_regions: Vec::new(),
+        patch: vitae::quantize::patch::Patch::Off,
     };
     let q = vitae::quantize::quantize(
         &model,

@@ -76,6 +76,11 @@ impl Profiler for Capture<'_> {
                     .chunks_exact(2)
                     .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()),
             ),
+            DType::F32 => self.values.extend(
+                output
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            ),
         }
         let stats = compare(&self.values, &self.float_outs[node]);
         self.rows.push((index, name.to_string(), stats));

@@ -29,7 +29,9 @@ vitae quantize --checkpoint vitae_t.pth --arch vitae-t --calib images/ --resize 
 --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 --precision mixed --flash-budget 6000000 --out vitae_t.vblob\n  \
 vitae quantize --checkpoint model.pth --config kwargs.json --calib calib.npy --input u8 \\\n      \
 --mean 0.5 --std 0.5 --out model-u8.vblob\n  \
-vitae quantize --checkpoint vitae_t.pth --arch vitae-t --calib calib.npy --board stm32n6570-dk --out vitae_t-n6.vblob"
+vitae quantize --checkpoint vitae_t.pth --arch vitae-t --calib calib.npy --board stm32n6570-dk --out vitae_t-n6.vblob\n  \
+vitae quantize --checkpoint vitae_t.pth --arch vitae-t --calib calib.npy --input u8 --mean 0.485,0.456,0.406 \\\n      \
+--std 0.229,0.224,0.225 --board stm32h747i-disco --patch auto --out vitae_t-h7.vblob"
 )]
 pub struct QuantizeArgs {
     /// Checkpoint and architecture.
@@ -71,6 +73,12 @@ pub struct QuantizeArgs {
     /// with room for it. The blob still runs anywhere with one contiguous arena.
     #[arg(long, value_name = "BOARD")]
     pub board: Option<String>,
+    /// Run the first cells patch-based, in strips of rows of their output map, so no
+    /// full-resolution map is ever whole in RAM (same logits, some MACs recomputed): `auto`
+    /// (only when the arena does not fit the --board's regions otherwise: the tallest strips that
+    /// fit), `off`, `smallest` (the strips with the smallest arena), or a number of rows.
+    #[arg(long, value_name = "auto|off|smallest|ROWS", default_value = "auto")]
+    pub patch: quantize::patch::Patch,
     /// Model name stored in the blob (default: the checkpoint's file stem).
     #[arg(long)]
     pub name: Option<String>,
@@ -156,6 +164,7 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         name,
         input,
         arena_regions: board.map(|b| b.arena_regions()).unwrap_or_default(),
+        patch: args.patch,
     };
     let mut bars = Bars::new(!args.no_progress);
     let q = quantize::quantize(&model, &images, &options, &mut bars).map_err(|e| {
@@ -179,6 +188,9 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         q.graph.macs(),
         images.len()
     );
+    if let Some(p) = &l.patched {
+        println!("{}", vitae::report::patch_line(p));
+    }
     if let Some(m) = &q.mixed {
         println!(
             "mixed precision: logits error {:.3e} (all int8: {:.3e}); {} of {} bytes budget (all int8: {})",

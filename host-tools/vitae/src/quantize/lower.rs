@@ -5,6 +5,7 @@
 use super::ImageInput;
 use super::calib::{CalibMethod, Calibration, QParams, Slot};
 use super::graph::{Act, Graph, Node, NodeId, NodeKind, Role};
+use super::patch::{self, Patch, Patched};
 use super::plan::{self, Buffer};
 use crate::reference::ops::{Conv2d, LayerNorm, Linear};
 use half::f16;
@@ -55,6 +56,14 @@ pub enum LowerError {
         /// Which limit it meets (the largest region, or the total at the busiest op).
         why: String,
     },
+    /// Strips were asked for but cannot be made.
+    #[error("cannot run the first cells in strips of {rows} rows: {why}")]
+    NoPatch {
+        /// Rows asked for.
+        rows: usize,
+        /// Why not.
+        why: String,
+    },
     /// The model is too large for the format's 16/32-bit fields.
     #[error("{node}: {what} does not fit the blob format")]
     TooLarge {
@@ -74,6 +83,8 @@ pub struct Lowered {
     pub arena_len: usize,
     /// Liveness lower bound.
     pub lower_bound: usize,
+    /// The first cells run in strips: how.
+    pub patched: Option<Patched>,
 }
 
 /// The node being lowered: its id, record, precision, input tensors (in that precision), MACs
@@ -309,7 +320,7 @@ impl<'g> Emitter<'g> {
             h,
             w,
             c,
-            reserved1: 0,
+            row0: 0,
             arena_offset: 0,
             byte_len,
             scale: q.scale,
@@ -378,6 +389,7 @@ impl<'g> Emitter<'g> {
                 self.op::<ops::convert::QuantizeF16Op>(&[src], t, &p, 0, &format!("{name}.to_i8"));
                 Ok(t)
             }
+            DType::F32 => unreachable!("no node's output is f32 (only a performer's sums are)"),
         }
     }
 
@@ -1039,7 +1051,11 @@ impl<'g> Emitter<'g> {
 
     /// Lifetimes, in-place adds and offsets, in one arena part per region of `regions` (fastest
     /// first; none: one contiguous arena).
-    fn plan(&mut self, regions: &[plan::Region]) -> Result<(usize, usize), LowerError> {
+    fn plan(
+        &mut self,
+        regions: &[plan::Region],
+        views: &[(u16, u16)],
+    ) -> Result<(usize, usize), LowerError> {
         let n_tensors = self.w.tensors.len();
         let n_ops = self.w.ops.len();
         let mut first = vec![usize::MAX; n_tensors];
@@ -1053,11 +1069,24 @@ impl<'g> Emitter<'g> {
         }
         let output = self.w.meta.map(|m| m.output_tensor as usize).unwrap_or(0);
         last[output] = n_ops - 1;
-        // In-place adds: the sum takes over the storage of an operand that dies at the add.
+        // Strips of a patch-based run that are rows of another tensor's storage: `(whole, byte
+        // offset)`; they are placed with it, and it lives as long as any of them.
+        let mut view_of: Vec<Option<(usize, usize)>> = vec![None; n_tensors];
+        for &(s, whole) in views {
+            let (d, w) = (self.w.tensors[s as usize], self.w.tensors[whole as usize]);
+            let row = w.w as usize * w.c as usize * DType::from_u8(w.dtype).map_or(1, DType::size);
+            let at = (d.row0 as usize - w.row0 as usize) * row;
+            view_of[s as usize] = Some((whole as usize, at));
+        }
+        // In-place adds: the sum takes over the storage of an operand that dies at the add (not
+        // when the sum is a strip written into a whole map, or the op updates its own tensor).
         let mut owner: Vec<usize> = (0..n_tensors).collect();
         for i in 0..n_ops {
             let op = self.w.ops[i];
-            if !OpKind::from_u16(op.kind).is_some_and(OpKind::in_place) {
+            if !OpKind::from_u16(op.kind).is_some_and(OpKind::in_place)
+                || op.inputs[0] == op.output
+                || view_of[op.output as usize].is_some()
+            {
                 continue;
             }
             let (a, b, o) = (
@@ -1065,7 +1094,8 @@ impl<'g> Emitter<'g> {
                 op.inputs[1] as usize,
                 op.output as usize,
             );
-            let dies_here = |t: usize| last[t] == i && a != b && owner[t] == t;
+            let dies_here =
+                |t: usize| last[t] == i && a != b && owner[t] == t && view_of[t].is_none();
             let pick = if dies_here(a) {
                 Some(a)
             } else if dies_here(b) {
@@ -1082,14 +1112,23 @@ impl<'g> Emitter<'g> {
         }
         // Swapped adds need their factors swapped too.
         self.fix_swapped_adds();
-        // Buffers: one per storage owner, spanning all tensors that share it.
+        // Buffers: one per storage owner, spanning all tensors that share it (a view's owner is
+        // the tensor it is rows of).
+        let mut at_in_root = vec![0usize; n_tensors];
         let mut buf_of = vec![usize::MAX; n_tensors];
         let mut buffers: Vec<Buffer> = Vec::new();
         for t in 0..n_tensors {
             let root = {
                 let mut r = t;
-                while owner[r] != r {
-                    r = owner[r];
+                loop {
+                    if let Some((whole, at)) = view_of[r] {
+                        at_in_root[t] += at;
+                        r = whole;
+                    } else if owner[r] != r {
+                        r = owner[r];
+                    } else {
+                        break;
+                    }
                 }
                 r
             };
@@ -1143,7 +1182,7 @@ impl<'g> Emitter<'g> {
         }
         self.w.arena_splits = splits;
         for (t, &b) in buf_of.iter().enumerate() {
-            self.w.tensors[t].arena_offset = p.offsets[b] as u32;
+            self.w.tensors[t].arena_offset = (p.offsets[b] + at_in_root[t]) as u32;
         }
         for (i, op) in self.w.ops.iter_mut().enumerate() {
             op.scratch_offset = if op.scratch_len == 0 {
@@ -1227,6 +1266,7 @@ pub fn lower(
     method: CalibMethod,
     input: &ImageInput,
     regions: &[plan::Region],
+    patch: Patch,
 ) -> Result<Lowered, LowerError> {
     let mut e = Emitter {
         graph,
@@ -1274,7 +1314,7 @@ pub fn lower(
         name,
         reserved: [0; 4],
     });
-    let (arena_len, lower_bound) = e.plan(regions)?;
+    let (arena_len, lower_bound, patched) = e.plan_patched(regions, patch)?;
     e.w.arena_len = u32::try_from(arena_len).map_err(|_| LowerError::TooLarge {
         node: "the arena plan".into(),
         what: "the arena length",
@@ -1284,5 +1324,64 @@ pub fn lower(
         blob: e.w.finish(),
         arena_len,
         lower_bound,
+        patched,
     })
+}
+
+impl Emitter<'_> {
+    /// Plans the arena layer by layer or with the first cells in strips, as `patch` asks: the
+    /// arena length, its lower bound and, when patched, what was.
+    fn plan_patched(
+        &mut self,
+        regions: &[plan::Region],
+        choice: Patch,
+    ) -> Result<(usize, usize, Option<Patched>), LowerError> {
+        let layered = self.w.clone();
+        let in_strips = |rows: usize, emitter: &mut Self| {
+            emitter.w = layered.clone();
+            let patched = patch::patch(&mut emitter.w, rows)?;
+            Some(
+                emitter
+                    .plan(regions, &patched.views)
+                    .map(|(len, lb)| (len, lb, Some(patched))),
+            )
+        };
+        match choice {
+            Patch::Off => self.plan(regions, &[]).map(|(len, lb)| (len, lb, None)),
+            Patch::Rows(rows) => in_strips(rows, self).unwrap_or_else(|| {
+                Err(LowerError::NoPatch {
+                    rows,
+                    why: patch::why_not(&layered),
+                })
+            }),
+            Patch::Auto => match self.plan(regions, &[]) {
+                Ok((len, lb)) => Ok((len, lb, None)),
+                Err(e @ LowerError::ArenaDoesNotFit { .. }) => {
+                    // The tallest strips that fit: the fewest recomputed MACs.
+                    for rows in patch::candidate_rows(&layered) {
+                        if let Some(Ok(planned)) = in_strips(rows, self) {
+                            return Ok(planned);
+                        }
+                    }
+                    self.w = layered;
+                    Err(e)
+                }
+                Err(e) => Err(e),
+            },
+            Patch::Smallest => {
+                let mut best = self.plan(regions, &[]).map(|(len, lb)| (len, lb, None));
+                let mut best_w = self.w.clone();
+                for rows in patch::candidate_rows(&layered) {
+                    if let Some(Ok(planned)) = in_strips(rows, self)
+                        && !best.as_ref().is_ok_and(|b| b.0 <= planned.0)
+                    {
+                        best = Ok(planned);
+                        best_w = self.w.clone();
+                    }
+                }
+                self.w = best_w;
+                best
+            }
+        }
+    }
 }

@@ -91,6 +91,7 @@ pub fn select(
             options.method,
             &ImageInput::F32Nchw,
             &[],
+            super::patch::Patch::Off,
         )?;
         let mut engine = Engine::new(&l.blob).map_err(|e| QuantizeError::Run(e.to_string()))?;
         let logits = engine

@@ -6,6 +6,7 @@ pub mod calib;
 pub mod graph;
 pub mod lower;
 pub mod mixed;
+pub mod patch;
 pub mod plan;
 
 pub use calib::{CalibMethod, Calibration};
@@ -70,6 +71,8 @@ pub struct Options {
     /// The memory regions the arena is planned into, fastest first, one arena part each (a
     /// board's arena regions, `--board`); empty: one contiguous arena.
     pub arena_regions: Vec<plan::Region>,
+    /// Whether the first cells run in strips (patch-based), and how tall.
+    pub patch: patch::Patch,
 }
 
 /// Progress of a long step, for a progress bar.
@@ -210,6 +213,7 @@ pub fn quantize(
         options.method,
         &options.input,
         &options.arena_regions,
+        options.patch,
     )?;
     Ok(Quantized {
         lowered,

@@ -1,0 +1,504 @@
+//! Patch-based execution of the first cells: the int8 ops from the image to the first cell's
+//! output run strip by strip (rows of the output map), so that no full-resolution map of the
+//! first Reduction Cell is ever whole in the arena.
+//!
+//! What is patched: the longest run of ops after the image op that are row-local (ungrouped
+//! int8 convolutions and PRMs, LayerNorm, linear layers, adds) plus at most one performer, and
+//! whose only tensor used later is one map, the *sink* (ViTAE's first Reduction Cell: its output
+//! tokens). Each strip is a band of the sink's rows; every op of the run is re-emitted per strip
+//! on the rows of its output that the strip needs (a convolution's halo rows are recomputed, not
+//! kept), into tensors that hold only those rows ([`TensorDesc::row0`]); the sink's strips are
+//! written into the whole sink in place.
+//!
+//! A performer makes two passes over the strips: pass 1 computes each strip's k and v and adds
+//! them to the performer's running sums (the kernel's own first pass, strip by strip), pass 2
+//! recomputes each strip's q (and v for the skip) and everything after the performer. Strips run
+//! in token order and the integer ops' outputs do not depend on the strip, so the logits are the
+//! unpatched blob's, byte for byte. The price is the recomputation: the PRM and the linear layers
+//! before the performer run twice, halos once more per strip (reported as extra MACs).
+//!
+//! Softmax attention (a Reduction Cell of the `transformer` token type) needs every key for every
+//! query: the run stops before it, so only the convolutions before it are patched.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use vitae_edge::format::{BlobWriter, DType, NO_TENSOR, OpKind, TensorDesc};
+use vitae_edge::kernels::conv::ConvGeometry;
+use vitae_edge::ops::Record;
+use vitae_edge::ops::conv::ConvParams;
+use vitae_edge::ops::layernorm::{LayerNormParams, LayerNormS8Op};
+use vitae_edge::ops::linear::{LinearParams, LinearS8Op};
+use vitae_edge::ops::performer::{
+    PerformerEmitS8Op, PerformerParams, PerformerStartS8Op, PerformerSumS8Op,
+};
+use vitae_edge::ops::prm::PrmRecord;
+
+/// How the first cells run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Patch {
+    /// Layer by layer, unless the arena does not fit the memory regions it is planned for; then
+    /// in strips, the tallest strips that fit (the fewest recomputed MACs).
+    #[default]
+    Auto,
+    /// Layer by layer.
+    Off,
+    /// In strips of this many rows of the first cells' output map.
+    Rows(usize),
+    /// In the strips that give the smallest arena.
+    Smallest,
+}
+
+impl std::str::FromStr for Patch {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Patch::Auto),
+            "off" => Ok(Patch::Off),
+            "smallest" => Ok(Patch::Smallest),
+            n => match n.parse::<usize>() {
+                Ok(rows) if rows > 0 => Ok(Patch::Rows(rows)),
+                _ => Err(format!(
+                    "`{s}` is not a patch plan: give auto, off, smallest or a number of rows (> 0)"
+                )),
+            },
+        }
+    }
+}
+
+/// What patching did to a blob.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Patched {
+    /// Ops of the unpatched blob that run in strips (the image op, op 0, stays whole).
+    pub ops: Range<usize>,
+    /// The map the strips end in (the first cells' output).
+    pub sink: String,
+    /// Rows of the sink's map per strip.
+    pub rows: usize,
+    /// Number of strips.
+    pub strips: usize,
+    /// Passes over the strips (2 with a performer).
+    pub passes: usize,
+    /// Tensors that are rows of another tensor's storage: `(strip, whole)`, for the planner.
+    pub views: Vec<(u16, u16)>,
+}
+
+/// How an op of the run maps the rows of its output to the rows of its inputs.
+#[derive(Clone, Debug)]
+enum RowMap {
+    /// A convolution (or each PRM branch): the rows its window reaches.
+    Conv(Vec<ConvGeometry>),
+    /// Token by token: the same rows.
+    Tokens,
+    /// The performer: pass 2 reads the same rows of q (its sums cover all tokens).
+    Performer,
+}
+
+/// The ops that can run in strips, from op 1 on: the run's end (inclusive), its sink and its
+/// performer, or `None` when no run ends in a single map.
+struct Run {
+    end: usize,
+    sink: u16,
+    performer: Option<usize>,
+    maps: Vec<RowMap>,
+}
+
+fn row_map(w: &BlobWriter, i: usize) -> Option<RowMap> {
+    let op = w.ops[i];
+    let record = w.record(i);
+    Some(match OpKind::from_u16(op.kind)? {
+        OpKind::ConvS8 => {
+            let p = ConvParams::read(record).ok()?;
+            let g = p.geom.geometry();
+            if g.groups != 1 {
+                return None;
+            }
+            RowMap::Conv(vec![g])
+        }
+        OpKind::PrmS8 => {
+            let r = PrmRecord::read(record).ok()?;
+            RowMap::Conv((0..r.branches.len()).map(|b| r.geometry(b)).collect())
+        }
+        OpKind::LayerNormS8 | OpKind::LinearS8 | OpKind::AddS8 => RowMap::Tokens,
+        OpKind::PerformerS8 => RowMap::Performer,
+        _ => return None,
+    })
+}
+
+fn find_run(w: &BlobWriter, output: u16) -> Option<Run> {
+    let first = OpKind::from_u16(w.ops.first()?.kind)?;
+    if !matches!(first, OpKind::QuantizeImage | OpKind::QuantizeImageU8) {
+        return None;
+    }
+    let mut maps = Vec::new();
+    let mut performer = None;
+    let mut best = None;
+    for i in 1..w.ops.len() {
+        let Some(map) = row_map(w, i) else { break };
+        if matches!(map, RowMap::Performer) {
+            if performer.is_some() {
+                break;
+            }
+            performer = Some(i);
+        }
+        maps.push(map);
+        // Tensors written in 1..=i and read after i (or the model's output).
+        let mut live: Vec<u16> = Vec::new();
+        for op in &w.ops[1..=i] {
+            let t = op.output;
+            let read_later = w.ops[i + 1..]
+                .iter()
+                .any(|o| o.inputs.contains(&t) && t != NO_TENSOR);
+            if (read_later || t == output) && !live.contains(&t) {
+                live.push(t);
+            }
+        }
+        if let [sink] = live[..]
+            && w.tensors[sink as usize].h > 1
+            && performer.is_none_or(|p| p <= i)
+        {
+            best = Some((i, sink, performer));
+        }
+    }
+    let (end, sink, performer) = best?;
+    maps.truncate(end);
+    Some(Run {
+        end,
+        sink,
+        performer,
+        maps,
+    })
+}
+
+/// Strip heights worth trying, tallest first (fewest recomputed MACs): one per strip count.
+pub fn candidate_rows(w: &BlobWriter) -> Vec<usize> {
+    let Some(run) = w.meta.and_then(|m| find_run(w, m.output_tensor)) else {
+        return Vec::new();
+    };
+    let h = w.tensors[run.sink as usize].h as usize;
+    let mut rows: Vec<usize> = (2..=h).map(|strips| h.div_ceil(strips)).collect();
+    rows.dedup();
+    rows
+}
+
+/// Why [`patch`] gives `None`.
+pub fn why_not(w: &BlobWriter) -> String {
+    match w.meta.and_then(|m| find_run(w, m.output_tensor)) {
+        None => "the model has no int8 run of row-local ops from its image op to one map (an \
+                 fp16 first cell, or softmax attention right after the image)"
+            .to_string(),
+        Some(run) => {
+            let h = w.tensors[run.sink as usize].h;
+            format!(
+                "the first cells end in `{}`, {h} rows tall: give 1 to {} rows",
+                w.name(w.tensors[run.sink as usize].name),
+                h.saturating_sub(1)
+            )
+        }
+    }
+}
+
+fn hull(a: Option<&Range<usize>>, b: Range<usize>) -> Range<usize> {
+    match a {
+        Some(a) => a.start.min(b.start)..a.end.max(b.end),
+        None => b,
+    }
+}
+
+/// The rows of every tensor of the run that one strip needs, back from `targets`; `pass2` makes
+/// the performer read q (pass 1 never reaches it: its targets are k and v).
+fn needs(
+    w: &BlobWriter,
+    run: &Run,
+    targets: &[(u16, Range<usize>)],
+) -> Option<HashMap<u16, Range<usize>>> {
+    let image = w.ops[0].output;
+    let mut need: HashMap<u16, Range<usize>> = targets.iter().cloned().collect();
+    for i in (1..=run.end).rev() {
+        let op = w.ops[i];
+        let Some(rows) = need.get(&op.output).cloned() else {
+            continue;
+        };
+        let kind = OpKind::from_u16(op.kind)?;
+        let reads: Vec<(u16, Range<usize>)> = match &run.maps[i - 1] {
+            RowMap::Conv(gs) => {
+                let mut r: Option<Range<usize>> = None;
+                for g in gs {
+                    let (_, reads) = g.window(rows.clone()).ok()?;
+                    r = Some(hull(r.as_ref(), reads));
+                }
+                vec![(op.inputs[0], r?)]
+            }
+            RowMap::Tokens => (0..kind.inputs())
+                .map(|k| (op.inputs[k], rows.clone()))
+                .collect(),
+            RowMap::Performer => vec![(op.inputs[1], rows)],
+        };
+        for (t, r) in reads {
+            if t != image {
+                let h = hull(need.get(&t), r);
+                need.insert(t, h);
+            }
+        }
+    }
+    Some(need)
+}
+
+/// Rewrites the run of ops after the image op into strips of `rows` rows of its output map.
+/// `None` when the blob has no such run (or the strips would be the whole map); the blob is
+/// untouched then.
+pub fn patch(w: &mut BlobWriter, rows: usize) -> Option<Patched> {
+    let output = w.meta?.output_tensor;
+    let run = find_run(w, output)?;
+    let sink_h = w.tensors[run.sink as usize].h as usize;
+    if rows == 0 || rows >= sink_h {
+        return None;
+    }
+    let strips: Vec<Range<usize>> = (0..sink_h)
+        .step_by(rows)
+        .map(|s| s..(s + rows).min(sink_h))
+        .collect();
+    let mut out = Emit {
+        w: w.clone(),
+        ops: Vec::new(),
+        views: Vec::new(),
+        state: None,
+    };
+    out.ops.push(w.ops[0]);
+    let mut passes = 1;
+    if let Some(p) = run.performer {
+        passes = 2;
+        let perf = w.ops[p];
+        let (k, v) = (perf.inputs[0], perf.inputs[2]);
+        let kh = w.tensors[k as usize].h as usize;
+        let record = PerformerParams::read(w.record(p)).ok()?;
+        let state = out.state_tensor(&record, w.name(perf.name));
+        for (s, strip) in (0..kh).step_by(rows).enumerate() {
+            let strip = strip..(strip + rows).min(kh);
+            let need = needs(w, &run, &[(k, strip.clone()), (v, strip.clone())])?;
+            let cur = out.strip(w, &run, &need, None)?;
+            let (ks, vs) = (*cur.get(&k)?, *cur.get(&v)?);
+            let tokens = (strip.len() * w.tensors[k as usize].w as usize) as u32;
+            let params = PerformerParams { tokens, ..record };
+            let name = format!("{}[{}:{}]", w.name(perf.name), strip.start, strip.end);
+            let macs = pass_macs(&params, 1);
+            if s == 0 {
+                out.w
+                    .op::<PerformerStartS8Op>(&[ks, vs], state, &params, macs, &name);
+            } else {
+                let inputs = [state, ks, vs];
+                out.w
+                    .op::<PerformerSumS8Op>(&inputs, state, &params, macs, &name);
+            }
+            out.take_last();
+        }
+        out.state = Some((state, record));
+    }
+    for strip in &strips {
+        let need = needs(w, &run, &[(run.sink, strip.clone())])?;
+        out.strip(w, &run, &need, Some(run.sink))?;
+    }
+    out.ops.extend_from_slice(&w.ops[run.end + 1..]);
+    let Emit {
+        w: mut nw,
+        ops,
+        mut views,
+        ..
+    } = out;
+    nw.ops = ops;
+    compact(&mut nw, &mut views);
+    let sink = w.name(w.tensors[run.sink as usize].name).to_string();
+    *w = nw;
+    Some(Patched {
+        ops: 1..run.end + 1,
+        sink,
+        rows,
+        strips: strips.len(),
+        passes,
+        views,
+    })
+}
+
+fn pass_macs(p: &PerformerParams, pass: u8) -> u64 {
+    let (n, e, m) = (p.tokens as u64, p.emb as u64, p.features as u64);
+    2 * n * e * m + if pass == 2 { n * m } else { 0 }
+}
+
+/// The patched blob being written: a copy of the original whose op list is rebuilt.
+struct Emit {
+    w: BlobWriter,
+    ops: Vec<vitae_edge::format::OpDesc>,
+    views: Vec<(u16, u16)>,
+    /// Set by pass 1 for pass 2: the performer's sums tensor and its record.
+    state: Option<(u16, PerformerParams)>,
+}
+
+impl Emit {
+    /// Moves the op just appended to the writer into the new op list.
+    fn take_last(&mut self) {
+        if let Some(op) = self.w.ops.pop() {
+            self.ops.push(op);
+        }
+    }
+
+    fn state_tensor(&mut self, p: &PerformerParams, name: &str) -> u16 {
+        let (m, e) = (p.features, p.emb + 1);
+        let name = self.w.string(&format!("{name}.sums"));
+        self.w.tensor(TensorDesc {
+            dtype: DType::F32 as u8,
+            reserved0: 0,
+            flags: 0,
+            h: m,
+            w: 1,
+            c: e,
+            row0: 0,
+            arena_offset: 0,
+            byte_len: m as u32 * e as u32 * 4,
+            scale: 1.0,
+            zero_point: 0,
+            name,
+        })
+    }
+
+    /// A tensor holding rows `rows` of tensor `t` (of the original blob): its own storage, or,
+    /// with `view_of`, rows of `view_of`'s storage.
+    fn rows_of(&mut self, t: u16, rows: &Range<usize>, view_of: Option<u16>) -> u16 {
+        let d = self.w.tensors[t as usize];
+        let size = DType::from_u8(d.dtype).map_or(1, |d| d.size());
+        let name = format!("{}[{}:{}]", self.w.name(d.name), rows.start, rows.end);
+        let name = self.w.string(&name);
+        let s = self.w.tensor(TensorDesc {
+            h: rows.len() as u16,
+            row0: rows.start as u16,
+            byte_len: (rows.len() * d.w as usize * d.c as usize * size) as u32,
+            name,
+            ..d
+        });
+        if let Some(whole) = view_of {
+            self.views.push((s, whole));
+        }
+        s
+    }
+}
+
+impl Emit {
+    /// Emits one strip: every op of the run whose output the strip needs, on those rows, in the
+    /// original order. Returns the strip tensor of each original tensor it wrote.
+    fn strip(
+        &mut self,
+        w: &BlobWriter,
+        run: &Run,
+        need: &HashMap<u16, Range<usize>>,
+        sink: Option<u16>,
+    ) -> Option<HashMap<u16, u16>> {
+        let image = w.ops[0].output;
+        let mut cur: HashMap<u16, u16> = HashMap::new();
+        for i in 1..=run.end {
+            let op = w.ops[i];
+            let Some(rows) = need.get(&op.output).cloned() else {
+                continue;
+            };
+            let kind = OpKind::from_u16(op.kind)?;
+            let whole = w.tensors[op.output as usize];
+            let out_t = if Some(op.output) == sink {
+                self.rows_of(op.output, &rows, Some(op.output))
+            } else {
+                self.rows_of(op.output, &rows, None)
+            };
+            let name = format!("{}[{}:{}]", w.name(op.name), rows.start, rows.end);
+            let scale = |macs: u32| macs as u64 / whole.h as u64 * rows.len() as u64;
+            let tokens = (rows.len() * whole.w as usize) as u32;
+            // The inputs: the image whole, the run's tensors as this strip wrote them (a token
+            // op reading fewer rows than a convolution needed gets a view of its rows).
+            let mut inputs = Vec::new();
+            let performer_pass2 = matches!(run.maps[i - 1], RowMap::Performer);
+            let read: Vec<usize> = if performer_pass2 {
+                vec![1]
+            } else {
+                (0..kind.inputs()).collect()
+            };
+            for k in read {
+                let t = op.inputs[k];
+                if t == image {
+                    inputs.push(t);
+                    continue;
+                }
+                let s = *cur.get(&t)?;
+                let sd = self.w.tensors[s as usize];
+                let held = sd.row0 as usize..sd.row0 as usize + sd.h as usize;
+                if matches!(run.maps[i - 1], RowMap::Conv(_)) || held == rows {
+                    inputs.push(s);
+                } else {
+                    inputs.push(self.rows_of(t, &rows, Some(s)));
+                }
+            }
+            match kind {
+                OpKind::ConvS8 | OpKind::PrmS8 | OpKind::AddS8 => {
+                    self.w
+                        .op_record(kind, &inputs, out_t, w.record(i), scale(op.macs), &name)
+                        .ok()?;
+                }
+                OpKind::LinearS8 => {
+                    let p = LinearParams::read(w.record(i)).ok()?;
+                    let p = LinearParams { tokens, ..p };
+                    self.w
+                        .op::<LinearS8Op>(&inputs, out_t, &p, scale(op.macs), &name);
+                }
+                OpKind::LayerNormS8 => {
+                    let p = LayerNormParams::read(w.record(i)).ok()?;
+                    let p = LayerNormParams { tokens, ..p };
+                    self.w.op::<LayerNormS8Op>(&inputs, out_t, &p, 0, &name);
+                }
+                OpKind::PerformerS8 => {
+                    let state = self.state?;
+                    let p = PerformerParams { tokens, ..state.1 };
+                    let ins = [inputs[0], state.0];
+                    self.w
+                        .op::<PerformerEmitS8Op>(&ins, out_t, &p, pass_macs(&p, 2), &name);
+                }
+                _ => return None,
+            }
+            self.take_last();
+            cur.insert(op.output, out_t);
+        }
+        Some(cur)
+    }
+}
+
+/// Drops the tensors no op reads or writes any more (the whole maps the strips replaced) and
+/// renumbers the rest.
+fn compact(w: &mut BlobWriter, views: &mut [(u16, u16)]) {
+    let Some(meta) = w.meta.as_mut() else { return };
+    let mut used = vec![false; w.tensors.len()];
+    for op in &w.ops {
+        used[op.output as usize] = true;
+        for &t in op.inputs.iter().filter(|&&t| t != NO_TENSOR) {
+            used[t as usize] = true;
+        }
+    }
+    used[meta.input_tensor as usize] = true;
+    used[meta.output_tensor as usize] = true;
+    for &(_, whole) in views.iter() {
+        used[whole as usize] = true;
+    }
+    let mut id = vec![NO_TENSOR; w.tensors.len()];
+    let mut kept = Vec::new();
+    for (t, desc) in w.tensors.iter().enumerate() {
+        if used[t] {
+            id[t] = kept.len() as u16;
+            kept.push(*desc);
+        }
+    }
+    w.tensors = kept;
+    for op in &mut w.ops {
+        op.output = id[op.output as usize];
+        for t in op.inputs.iter_mut().filter(|t| **t != NO_TENSOR) {
+            *t = id[*t as usize];
+        }
+    }
+    meta.input_tensor = id[meta.input_tensor as usize];
+    meta.output_tensor = id[meta.output_tensor as usize];
+    for (s, whole) in views.iter_mut() {
+        (*s, *whole) = (id[*s as usize], id[*whole as usize]);
+    }
+}
