@@ -427,7 +427,14 @@ impl<'a> Model<'a> {
             .tensors
             .get(m.input_tensor as usize)
             .ok_or(bad("input tensor"))?;
-        if (input.c, input.h, input.w) != (m.input_channels, m.input_height, m.input_width) {
+        // The whole image, or (version 2, a patch-based run) the first strip of its rows.
+        let whole = (input.c, input.h, input.w)
+            == (m.input_channels, m.input_height, m.input_width)
+            && input.row0 == 0;
+        let strip = self.header.version >= 2
+            && (input.c, input.w) == (m.input_channels, m.input_width)
+            && input.row0 as u32 + input.h as u32 <= m.input_height as u32;
+        if !whole && !strip {
             return Err(bad("input tensor shape differs from the input image shape"));
         }
         let output = self

@@ -128,9 +128,33 @@ pub fn quantize_image_nchw(
     zero_point: i32,
     out: &mut [i8],
 ) -> Result<(), KernelError> {
+    let rows = 0..height;
+    quantize_image_rows_nchw(
+        image, channels, height, width, rows, inv_scale, zero_point, out,
+    )
+}
+
+/// [`quantize_image_nchw`] of rows `rows` of the image only (a strip of a patch-based run):
+/// `out` holds those rows, NHWC. Each value is quantized alone, so a strip's bytes are the whole
+/// image's bytes of those rows.
+#[allow(clippy::too_many_arguments)]
+pub fn quantize_image_rows_nchw(
+    image: &[f32],
+    channels: usize,
+    height: usize,
+    width: usize,
+    rows: core::ops::Range<usize>,
+    inv_scale: f32,
+    zero_point: i32,
+    out: &mut [i8],
+) -> Result<(), KernelError> {
     let n = channels * height * width;
     check_len("input image", image.len(), n)?;
-    check_len("quantized image", out.len(), n)?;
+    ensure(
+        rows.start <= rows.end && rows.end <= height,
+        "image rows outside the image",
+    )?;
+    check_len("quantized image", out.len(), channels * rows.len() * width)?;
     // 2^−64 ≤ inv_scale ≤ 2^64 makes Helium's flush-to-zero invisible here (the RGB path is
     // Helium assembly): `quantize_f32` adds `zero_point + 128.5`, at least 0.5 in magnitude, to
     // `x · inv_scale`, so a product below 2^−126 (flushed on Helium, kept or rounded up to 2^−126
@@ -141,10 +165,12 @@ pub fn quantize_image_nchw(
         "input quantization: inv_scale must be in 2^-64..2^64",
     )?;
     let plane = height * width;
+    let span = rows.start * width..rows.end * width;
     let q = |x: f32| quantize_f32(x, inv_scale, zero_point);
     if channels == 3 {
         let (r, gb) = image.split_at(plane);
         let (g, b) = gb.split_at(plane);
+        let (r, g, b) = (&r[span.clone()], &g[span.clone()], &b[span]);
         // RGB, the usual case: one pass over the pixels with no index arithmetic (Helium: four
         // pixels per step).
         #[cfg(vitae_mve)]
@@ -158,7 +184,7 @@ pub fn quantize_image_nchw(
         return Ok(());
     }
     for (ch, src) in image.chunks_exact(plane).enumerate() {
-        for (p, &x) in src.iter().enumerate() {
+        for (p, &x) in src[span.clone()].iter().enumerate() {
             out[p * channels + ch] = q(x);
         }
     }

@@ -23,17 +23,20 @@ pub struct PixelTableParams {
 }
 const _: () = assert!(core::mem::size_of::<PixelTableParams>() == 8);
 
-/// The decoded op: the tables and the image's channel count.
+/// The decoded op: the tables, the image's channel count and the rows of the image it writes.
 #[derive(Clone, Copy, Debug)]
 pub struct PixelTables<'a, T> {
     /// `channels × 256` entries.
     pub tables: &'a [T],
     /// Channels of the image (interleaved in each pixel).
     pub channels: usize,
+    /// Pixels of the image it reads, `(start, end)`: all, or the rows of a strip of a
+    /// patch-based run (int8 only).
+    pub pixels: (usize, usize),
 }
 
-/// Checks that the output is the input image's tensor in `dtype` and that the tables have one
-/// entry per channel and pixel value.
+/// Checks that the output is the input image's tensor in `dtype` (int8: or rows of it) and that
+/// the tables have one entry per channel and pixel value.
 fn decode_tables<'a, T: Pod>(
     p: &PixelTableParams,
     cx: &DecodeCx<'a>,
@@ -45,19 +48,36 @@ fn decode_tables<'a, T: Pod>(
         m.input_height as usize,
         m.input_width as usize,
     );
-    cx.ensure(
-        is(&cx.output(), dtype, h, w, c),
-        "output must be the input image in the op's dtype",
-    )?;
+    let (start, end) = if dtype == DType::I8 {
+        super::image::image_rows(cx, dtype)?
+    } else {
+        cx.ensure(
+            is(&cx.output(), dtype, h, w, c),
+            "output must be the input image in the op's dtype",
+        )?;
+        (0, h as u16)
+    };
     let tables = cx.data::<T>(p.tables, "pixel tables")?;
     cx.ensure(
         tables.len() == c * TABLE_LEN,
         "pixel tables must hold 256 entries per channel",
     )?;
+    let row = w * c;
     Ok(PixelTables {
         tables,
         channels: c,
+        pixels: (start as usize * row, end as usize * row),
     })
+}
+
+/// The pixels of the caller's image an op reads.
+fn pixels_of<'r, T>(op: &PixelTables<'_, T>, io: &OpIo<'r>) -> Result<&'r [u8], RunError> {
+    let (pixels, _) = io.u8_image()?;
+    // The image's size was checked before the first op ran.
+    let op_index = io.op;
+    pixels
+        .get(op.pixels.0..op.pixels.1)
+        .ok_or(RunError::BadPlan { op: op_index })
 }
 
 /// u8 HWC image → int8 NHWC input tensor.
@@ -92,7 +112,7 @@ impl OpSpec for QuantizeImageU8Op {
     }
 
     fn run(op: &PixelTables<'_, i8>, io: &mut OpIo<'_>) -> Result<(), RunError> {
-        let (pixels, _) = io.u8_image()?;
+        let pixels = pixels_of(op, io)?;
         pixels::lookup_hwc(pixels, op.channels, op.tables, io.i8_out()).map_err(|e| io.kernel(e))
     }
 }
@@ -129,7 +149,7 @@ impl OpSpec for ImageU8ToF16Op {
     }
 
     fn run(op: &PixelTables<'_, f16>, io: &mut OpIo<'_>) -> Result<(), RunError> {
-        let (pixels, _) = io.u8_image()?;
+        let pixels = pixels_of(op, io)?;
         let out = io.f16_out()?;
         pixels::lookup_hwc(pixels, op.channels, op.tables, out).map_err(|e| io.kernel(e))
     }

@@ -1272,7 +1272,7 @@ fn quantize_and_inspect_plan_for_a_board_or_say_which_region_is_too_small() {
     assert!(output.status.success(), "{}", stderr(&output));
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(
-        text.contains("patch-based: ops 1..=16 run in ")
+        text.contains("patch-based: ops 0..=16 run in ")
             && text.contains("of `layers.0.RC.add_mlp`, 2 passes over the strips"),
         "{text}"
     );

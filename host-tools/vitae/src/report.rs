@@ -144,6 +144,9 @@ pub fn inspect_text(m: &Model, label: &str) -> Result<String, FormatError> {
         );
     }
     let _ = writeln!(s, "\n{}", totals_line(m));
+    if let Some(line) = strips_line(m) {
+        let _ = writeln!(s, "{line}");
+    }
     if let Some(line) = parts_line(m) {
         let _ = writeln!(s, "{line}");
     }
@@ -262,6 +265,59 @@ pub fn parts_line(m: &Model) -> Option<String> {
     })
 }
 
+/// How a patch-based blob runs its first cells: the strips (image ops), the performer passes,
+/// and the MACs its ops execute against the model's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Strips {
+    /// Strips of the image over all passes (ops that read the caller's image).
+    pub image_strips: usize,
+    /// Passes over the strips (2 with a performer).
+    pub passes: usize,
+    /// MACs the ops execute (recomputed halos and the second pass included).
+    pub executed_macs: u64,
+    /// The model's MACs (each product once).
+    pub model_macs: u64,
+}
+
+/// [`Strips`] of a blob, or `None` when it runs layer by layer.
+pub fn strips(m: &Model) -> Option<Strips> {
+    let mut image_strips = 0;
+    let mut starts = 0;
+    let mut executed_macs = 0u64;
+    for i in 0..m.op_count() {
+        let op = m.op(i).ok()?;
+        executed_macs += op.desc.macs as u64;
+        if op.kind.inputs() == 0 {
+            image_strips += 1;
+        }
+        if op.kind == vitae_edge::format::OpKind::PerformerStartS8 {
+            starts += 1;
+        }
+    }
+    (image_strips > 1).then_some(Strips {
+        image_strips,
+        passes: 1 + starts,
+        executed_macs,
+        model_macs: m.macs(),
+    })
+}
+
+/// One line on the strips of a patch-based blob (`None` for a layer-by-layer one).
+pub fn strips_line(m: &Model) -> Option<String> {
+    let s = strips(m)?;
+    let extra = s.executed_macs.saturating_sub(s.model_macs);
+    Some(format!(
+        "patch-based: the first cells run in {} strips per pass, {} pass{}; the ops execute {:.3} M MACs, {:.3} M ({:+.1} %) more than the model's {:.3} M (recomputed halos and pass-2 rows)",
+        s.image_strips / s.passes,
+        s.passes,
+        if s.passes == 1 { "" } else { "es" },
+        s.executed_macs as f64 / 1e6,
+        extra as f64 / 1e6,
+        100.0 * extra as f64 / s.model_macs.max(1) as f64,
+        s.model_macs as f64 / 1e6,
+    ))
+}
+
 /// One line: flash, weights, arena vs lower bound, MACs.
 pub fn totals_line(m: &Model) -> String {
     let h = m.header();
@@ -293,7 +349,9 @@ pub fn inspect_json(m: &Model) -> Result<Vec<serde_json::Value>, FormatError> {
         "arena_lower_bound": h.arena_lower_bound, "macs": m.macs(), "ops": m.op_count(), "format_version": h.version,
         "input_layout": m.image_layout().name(), "input_bytes": m.input_bytes(),
         "arena_plus_input_bytes": m.arena_len() + m.input_bytes(),
-        "arena_part_bytes": (0..m.arena_parts()).map(|i| m.arena_part(i).len()).collect::<Vec<_>>()}));
+        "arena_part_bytes": (0..m.arena_parts()).map(|i| m.arena_part(i).len()).collect::<Vec<_>>(),
+        "executed_macs": rows.iter().map(|r| r.macs).sum::<u64>(),
+        "strips": strips(m).map(|s| serde_json::json!({"per_pass": s.image_strips / s.passes, "passes": s.passes}))}));
     Ok(v)
 }
 

@@ -2,10 +2,10 @@
 //! output run strip by strip (rows of the output map), so that no full-resolution map of the
 //! first Reduction Cell is ever whole in the arena.
 //!
-//! What is patched: the longest run of ops after the image op that are row-local (ungrouped
-//! int8 convolutions and PRMs, LayerNorm, linear layers, adds) plus at most one performer, and
-//! whose only tensor used later is one map, the *sink* (ViTAE's first Reduction Cell: its output
-//! tokens). Each strip is a band of the sink's rows; every op of the run is re-emitted per strip
+//! What is patched: the longest run of ops from the image op on that are row-local (the int8
+//! image conversion, ungrouped int8 convolutions and PRMs, LayerNorm, linear layers, adds) plus
+//! at most one performer, and whose only tensor used later is one map, the *sink* (ViTAE's first
+//! Reduction Cell: its output tokens). Each strip is a band of the sink's rows; every op of the run is re-emitted per strip
 //! on the rows of its output that the strip needs (a convolution's halo rows are recomputed, not
 //! kept), into tensors that hold only those rows ([`TensorDesc::row0`]); the sink's strips are
 //! written into the whole sink in place.
@@ -86,6 +86,8 @@ pub struct Patched {
 /// How an op of the run maps the rows of its output to the rows of its inputs.
 #[derive(Clone, Debug)]
 enum RowMap {
+    /// The image op: the rows of the caller's image (no tensor input).
+    Image,
     /// A convolution (or each PRM branch): the rows its window reaches.
     Conv(Vec<ConvGeometry>),
     /// Token by token: the same rows.
@@ -94,8 +96,8 @@ enum RowMap {
     Performer,
 }
 
-/// The ops that can run in strips, from op 1 on: the run's end (inclusive), its sink and its
-/// performer, or `None` when no run ends in a single map.
+/// The ops that can run in strips, from the image op (op 0) on: the run's end (inclusive), its
+/// sink, its performer and each op's row map, or `None` when no run ends in a single map.
 struct Run {
     end: usize,
     sink: u16,
@@ -130,7 +132,7 @@ fn find_run(w: &BlobWriter, output: u16) -> Option<Run> {
     if !matches!(first, OpKind::QuantizeImage | OpKind::QuantizeImageU8) {
         return None;
     }
-    let mut maps = Vec::new();
+    let mut maps = vec![RowMap::Image];
     let mut performer = None;
     let mut best = None;
     for i in 1..w.ops.len() {
@@ -144,7 +146,7 @@ fn find_run(w: &BlobWriter, output: u16) -> Option<Run> {
         maps.push(map);
         // Tensors written in 1..=i and read after i (or the model's output).
         let mut live: Vec<u16> = Vec::new();
-        for op in &w.ops[1..=i] {
+        for op in &w.ops[..=i] {
             let t = op.output;
             let read_later = w.ops[i + 1..]
                 .iter()
@@ -153,7 +155,9 @@ fn find_run(w: &BlobWriter, output: u16) -> Option<Run> {
                 live.push(t);
             }
         }
+        // A run of the image op alone gains nothing: it must reach a convolution.
         if let [sink] = live[..]
+            && i >= 1
             && w.tensors[sink as usize].h > 1
             && performer.is_none_or(|p| p <= i)
         {
@@ -161,7 +165,7 @@ fn find_run(w: &BlobWriter, output: u16) -> Option<Run> {
         }
     }
     let (end, sink, performer) = best?;
-    maps.truncate(end);
+    maps.truncate(end + 1);
     Some(Run {
         end,
         sink,
@@ -212,15 +216,15 @@ fn needs(
     run: &Run,
     targets: &[(u16, Range<usize>)],
 ) -> Option<HashMap<u16, Range<usize>>> {
-    let image = w.ops[0].output;
     let mut need: HashMap<u16, Range<usize>> = targets.iter().cloned().collect();
-    for i in (1..=run.end).rev() {
+    for i in (0..=run.end).rev() {
         let op = w.ops[i];
         let Some(rows) = need.get(&op.output).cloned() else {
             continue;
         };
         let kind = OpKind::from_u16(op.kind)?;
-        let reads: Vec<(u16, Range<usize>)> = match &run.maps[i - 1] {
+        let reads: Vec<(u16, Range<usize>)> = match &run.maps[i] {
+            RowMap::Image => Vec::new(),
             RowMap::Conv(gs) => {
                 let mut r: Option<Range<usize>> = None;
                 for g in gs {
@@ -235,16 +239,14 @@ fn needs(
             RowMap::Performer => vec![(op.inputs[1], rows)],
         };
         for (t, r) in reads {
-            if t != image {
-                let h = hull(need.get(&t), r);
-                need.insert(t, h);
-            }
+            let h = hull(need.get(&t), r);
+            need.insert(t, h);
         }
     }
     Some(need)
 }
 
-/// Rewrites the run of ops after the image op into strips of `rows` rows of its output map.
+/// Rewrites the run of ops from the image op on into strips of `rows` rows of its output map.
 /// `None` when the blob has no such run (or the strips would be the whole map); the blob is
 /// untouched then.
 pub fn patch(w: &mut BlobWriter, rows: usize) -> Option<Patched> {
@@ -264,7 +266,6 @@ pub fn patch(w: &mut BlobWriter, rows: usize) -> Option<Patched> {
         views: Vec::new(),
         state: None,
     };
-    out.ops.push(w.ops[0]);
     let mut passes = 1;
     if let Some(p) = run.performer {
         passes = 2;
@@ -306,11 +307,15 @@ pub fn patch(w: &mut BlobWriter, rows: usize) -> Option<Patched> {
         ..
     } = out;
     nw.ops = ops;
+    // The input tensor is the first strip of the image now.
+    if let Some(meta) = nw.meta.as_mut() {
+        meta.input_tensor = nw.ops[0].output;
+    }
     compact(&mut nw, &mut views);
     let sink = w.name(w.tensors[run.sink as usize].name).to_string();
     *w = nw;
     Some(Patched {
-        ops: 1..run.end + 1,
+        ops: 0..run.end + 1,
         sink,
         rows,
         strips: strips.len(),
@@ -391,9 +396,8 @@ impl Emit {
         need: &HashMap<u16, Range<usize>>,
         sink: Option<u16>,
     ) -> Option<HashMap<u16, u16>> {
-        let image = w.ops[0].output;
         let mut cur: HashMap<u16, u16> = HashMap::new();
-        for i in 1..=run.end {
+        for i in 0..=run.end {
             let op = w.ops[i];
             let Some(rows) = need.get(&op.output).cloned() else {
                 continue;
@@ -411,7 +415,7 @@ impl Emit {
             // The inputs: the image whole, the run's tensors as this strip wrote them (a token
             // op reading fewer rows than a convolution needed gets a view of its rows).
             let mut inputs = Vec::new();
-            let performer_pass2 = matches!(run.maps[i - 1], RowMap::Performer);
+            let performer_pass2 = matches!(run.maps[i], RowMap::Performer);
             let read: Vec<usize> = if performer_pass2 {
                 vec![1]
             } else {
@@ -419,21 +423,21 @@ impl Emit {
             };
             for k in read {
                 let t = op.inputs[k];
-                if t == image {
-                    inputs.push(t);
-                    continue;
-                }
                 let s = *cur.get(&t)?;
                 let sd = self.w.tensors[s as usize];
                 let held = sd.row0 as usize..sd.row0 as usize + sd.h as usize;
-                if matches!(run.maps[i - 1], RowMap::Conv(_)) || held == rows {
+                if matches!(run.maps[i], RowMap::Conv(_)) || held == rows {
                     inputs.push(s);
                 } else {
                     inputs.push(self.rows_of(t, &rows, Some(s)));
                 }
             }
             match kind {
-                OpKind::ConvS8 | OpKind::PrmS8 | OpKind::AddS8 => {
+                OpKind::QuantizeImage
+                | OpKind::QuantizeImageU8
+                | OpKind::ConvS8
+                | OpKind::PrmS8
+                | OpKind::AddS8 => {
                     self.w
                         .op_record(kind, &inputs, out_t, w.record(i), scale(op.macs), &name)
                         .ok()?;
