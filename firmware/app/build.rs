@@ -4,7 +4,8 @@
 //!
 //! Environment:
 //! * `VITAE_BLOB` — the `.vblob` to embed (required).
-//! * exactly one of `VITAE_INPUT` — a float32 `.npy` of shape (N, C, H, W) or (C, H, W) — and
+//! * exactly one of `VITAE_INPUT` — a float32 `.npy` of shape (N, C, H, W) or (C, H, W), or for a
+//!   blob quantized with `--input u8` a uint8 `.npy` of pixels (N, H, W, C) or (H, W, C) — and
 //!   `VITAE_DIGITS` — a `VTDIGIT1` file of 8×8 digits preprocessed on the device.
 //! * `VITAE_ALLOW_INVALID_BLOB=1` — embed the blob even if it does not validate (tests of the
 //!   device's own validation).
@@ -97,8 +98,21 @@ fn header_nesting(bytes: &[u8]) -> usize {
 /// (what the device reads). Either byte order is accepted; anything but a float32 C-order array
 /// whose data holds exactly the bytes its shape needs is refused, naming the file (two inputs
 /// that npyz does not turn into errors are caught here: see below).
-fn npy_f32(bytes: &[u8], path: &Path) -> (Vec<usize>, Vec<u8>) {
-    let bad = |why: &str| -> ! { fail(&format!("{}: not a float32 .npy ({why})", path.display())) };
+/// Element type of an input `.npy`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Elem {
+    F32,
+    U8,
+}
+
+/// A float32 or uint8 `.npy`: its shape, element type and little-endian data bytes.
+fn npy_input(bytes: &[u8], path: &Path) -> (Vec<usize>, Elem, Vec<u8>) {
+    let bad = |why: &str| -> ! {
+        fail(&format!(
+            "{}: not a float32 or uint8 .npy ({why})",
+            path.display()
+        ))
+    };
     if header_nesting(bytes) > MAX_HEADER_NESTING {
         bad(&format!(
             "header nested more than {MAX_HEADER_NESTING} levels deep"
@@ -118,10 +132,15 @@ fn npy_f32(bytes: &[u8], path: &Path) -> (Vec<usize>, Vec<u8>) {
         Ok(Err(e)) => bad(&e.to_string()),
         Err(_) => bad("shape too large"),
     };
-    match header.dtype() {
-        npyz::DType::Plain(t) if t.type_char() == npyz::TypeChar::Float && t.size_field() == 4 => {}
+    let elem = match header.dtype() {
+        npyz::DType::Plain(t) if t.type_char() == npyz::TypeChar::Float && t.size_field() == 4 => {
+            Elem::F32
+        }
+        npyz::DType::Plain(t) if t.type_char() == npyz::TypeChar::Uint && t.size_field() == 1 => {
+            Elem::U8
+        }
         other => bad(&format!("dtype {}", other.descr())),
-    }
+    };
     if header.order() == npyz::Order::Fortran {
         bad("Fortran order; save a C-order array");
     }
@@ -132,7 +151,9 @@ fn npy_f32(bytes: &[u8], path: &Path) -> (Vec<usize>, Vec<u8>) {
         .collect();
     let needed = shape
         .iter()
-        .try_fold(4usize, |acc, &d| acc.checked_mul(d))
+        .try_fold(if elem == Elem::F32 { 4usize } else { 1 }, |acc, &d| {
+            acc.checked_mul(d)
+        })
         .unwrap_or_else(|| bad("shape too large"));
     if data.len() != needed {
         bad(&format!(
@@ -140,10 +161,17 @@ fn npy_f32(bytes: &[u8], path: &Path) -> (Vec<usize>, Vec<u8>) {
             data.len()
         ));
     }
+    if elem == Elem::U8 {
+        return (shape, elem, data.to_vec());
+    }
     let values: Vec<f32> = npyz::NpyFile::with_header(header, data)
         .into_vec()
         .unwrap_or_else(|e| bad(&e.to_string()));
-    (shape, values.iter().flat_map(|v| v.to_le_bytes()).collect())
+    (
+        shape,
+        elem,
+        values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    )
 }
 
 fn main() {
@@ -319,21 +347,25 @@ fn main() {
     .unwrap();
     match (input, digits) {
         (Some(p), None) => {
-            let (shape, data) = npy_f32(&read(&p, "input"), &p);
+            let (shape, elem, data) = npy_input(&read(&p, "input"), &p);
+            // f32: (N, C, H, W) or (C, H, W); u8 pixels: (N, H, W, C) or (H, W, C). Either way
+            // the product of the last three is the values per image.
             let (n, per) = match shape.as_slice() {
-                [n, c, h, w] => (*n, c * h * w),
-                [c, h, w] => (1, c * h * w),
+                [n, a, b, c] => (*n, a * b * c),
+                [a, b, c] => (1, a * b * c),
                 _ => fail(&format!(
-                    "{}: input must be (N, C, H, W) or (C, H, W), got {shape:?}",
+                    "{}: input must be (N, C, H, W) or (C, H, W) float32, or (N, H, W, C) or \
+                     (H, W, C) uint8, got {shape:?}",
                     p.display()
                 )),
             };
-            fs::write(out.join("input.f32"), &data).expect("writing OUT_DIR");
+            let variant = if elem == Elem::F32 { "F32" } else { "U8" };
+            fs::write(out.join("input.bin"), &data).expect("writing OUT_DIR");
             writeln!(
                 code,
-                "/// The embedded images.\npub const INPUT: crate::Inputs = crate::Inputs::F32 {{ count: {n}, per_image: {per}, \
+                "/// The embedded images.\npub const INPUT: crate::Inputs = crate::Inputs::{variant} {{ count: {n}, per_image: {per}, \
                  data: &INPUT_BYTES.0 }};\n#[unsafe(link_section = \".vitae_blob\")]\n\
-                 static INPUT_BYTES: crate::Aligned<[u8; {}]> = crate::Aligned(*include_bytes!(concat!(env!(\"OUT_DIR\"), \"/input.f32\")));",
+                 static INPUT_BYTES: crate::Aligned<[u8; {}]> = crate::Aligned(*include_bytes!(concat!(env!(\"OUT_DIR\"), \"/input.bin\")));",
                 data.len()
             )
             .unwrap();
@@ -360,7 +392,9 @@ fn main() {
             )
             .unwrap();
         }
-        _ => fail("set exactly one of VITAE_INPUT (float32 .npy) and VITAE_DIGITS (VTDIGIT1 file)"),
+        _ => fail(
+            "set exactly one of VITAE_INPUT (float32 or uint8 .npy) and VITAE_DIGITS (VTDIGIT1 file)",
+        ),
     }
     fs::write(out.join("embedded.rs"), code).expect("writing OUT_DIR");
 }

@@ -31,6 +31,15 @@ pub enum Inputs {
         /// The bytes.
         data: &'static [u8],
     },
+    /// u8 HWC pixels, back to back (for a blob quantized with `--input u8`).
+    U8 {
+        /// Images.
+        count: usize,
+        /// Values per image.
+        per_image: usize,
+        /// The pixels.
+        data: &'static [u8],
+    },
     /// sklearn digits, 65-byte records (64 pixels 0..16, label), preprocessed on the device.
     Digits {
         /// Images.
@@ -131,6 +140,11 @@ fn main() -> ! {
             count,
             per_image: p,
             ..
+        }
+        | Inputs::U8 {
+            count,
+            per_image: p,
+            ..
         } => {
             if p != per_image {
                 fail(
@@ -160,24 +174,25 @@ fn main() -> ! {
     for pass in 0..embedded::REPEAT {
         let mut digest = vitae_edge::format::Crc32::default();
         for i in 0..count {
-            let image: &[f32] = match embedded::INPUT {
+            let image = match embedded::INPUT {
                 Inputs::F32 { data, .. } => {
                     let all: &[f32] = bytemuck::cast_slice(data);
-                    &all[i * per_image..(i + 1) * per_image]
+                    Input::F32Nchw(&all[i * per_image..(i + 1) * per_image])
                 }
+                Inputs::U8 { data, .. } => Input::U8Hwc(&data[i * per_image..(i + 1) * per_image]),
                 Inputs::Digits { records, .. } => {
                     let rec = &records[i * 65..i * 65 + 64];
                     let px: &[u8; 64] = rec.try_into().unwrap_or(&[0; 64]);
                     digits::preprocess(px, &mut digit_image);
-                    &digit_image
+                    Input::F32Nchw(&digit_image)
                 }
             };
             // The first image also gets per-op regions, nested in the whole-inference region.
             timer.enabled = pass == 0 && i == 0;
             let whole = (pass == 0).then(profile::start);
             let parts = arena.each_mut().map(|p| &mut **p);
-            let result = runtime::Runner::with_parts(&model, parts, Input::F32Nchw(image))
-                .and_then(|mut runner| {
+            let result =
+                runtime::Runner::with_parts(&model, parts, image).and_then(|mut runner| {
                     match stage.as_deref_mut() {
                         Some(buffer) if embedded::STAGE_AHEAD => {
                             runner.stage_weights_ahead(buffer, &mut copier)?

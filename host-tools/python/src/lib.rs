@@ -309,7 +309,7 @@ enum CalibSource<'a> {
     checkpoint, *, calib_path = None, calib_dtype = None, calib_shape = None, calib_data = None,
     config = None, arch = None, precision = "int8", calib_method = "auto",
     flash_budget = None, max_calib = None, resize = None, mean = None, std = None,
-    input = "f32", name = None, board = None
+    input = "f32", name = None, board = None, patch = "auto"
 ))]
 #[allow(clippy::too_many_arguments)]
 fn quantize<'py>(
@@ -331,8 +331,12 @@ fn quantize<'py>(
     input: &str,
     name: Option<String>,
     board: Option<String>,
+    patch: &str,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let precision: Precision = choice("precision", precision)?;
+    let patch: vitae::quantize::patch::Patch = patch
+        .parse()
+        .map_err(|e: String| raise_message(format!("patch: {e}")))?;
     let arena_regions = match board {
         Some(b) => vitae::boards::board(&b)
             .map_err(|e| raise(&e))?
@@ -428,7 +432,7 @@ fn quantize<'py>(
             name,
             input,
             arena_regions,
-            patch: vitae::quantize::patch::Patch::Auto,
+            patch,
         };
         let q = vitae::quantize::quantize(&model, &images, &options, &mut NoProgress)
             .map_err(|e| raise(&e))?;

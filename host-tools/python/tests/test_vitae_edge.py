@@ -198,6 +198,22 @@ def test_board_plans_as_the_cli_does(cli, tmp_path, calib, int8_blob):
     assert str(e.value).startswith("unknown board `stm32h9`; known boards: mps2-an386, ")
 
 
+def test_patch_runs_the_first_cell_in_strips_as_the_cli_does(cli, tmp_path, calib, int8_blob):
+    np.save(tmp_path / "calib.npy", calib)
+    out = tmp_path / "strips.vblob"
+    cli("quantize", "--checkpoint", CKPT, "--config", KWARGS, "--calib", tmp_path / "calib.npy",
+        "--patch", "2", "--no-progress", "--out", out)
+    blob = vitae_edge.quantize(CKPT, config=KWARGS, calib=calib, patch=2)
+    assert out.read_bytes() == blob
+    info = vitae_edge.inspect(blob)
+    assert info["strips"]["passes"] == 2 and info["arena_bytes"] < vitae_edge.inspect(int8_blob)["arena_bytes"]
+    x = images(3, seed=5)
+    assert vitae_edge.Engine(blob).run(x).tobytes() == vitae_edge.Engine(int8_blob).run(x).tobytes()
+    with pytest.raises(vitae_edge.VitaeError) as e:
+        vitae_edge.quantize(CKPT, config=KWARGS, calib=calib, patch="tall")
+    assert str(e.value).startswith("patch: `tall` is not a patch plan")
+
+
 def test_engine_gives_the_cli_logits(cli, tmp_path, int8_blob):
     (tmp_path / "m.vblob").write_bytes(int8_blob)
     x = images(7, seed=6)

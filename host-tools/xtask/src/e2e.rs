@@ -13,6 +13,7 @@ use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
 use std::time::Duration;
 use vitae::engine::Engine;
+use vitae::quantize::patch::Patch;
 use vitae::quantize::{self, CalibMethod, NoProgress, Options, Precision};
 use vitae::reference::ReferenceModel;
 
@@ -40,8 +41,19 @@ pub fn prepare(name: &str, precision: Precision) -> Result<Prepared> {
 }
 
 /// As [`prepare`], with the arena planned for `board`'s memory regions (`vitae quantize
-/// --board`); the error says which region is too small when the model does not fit.
+/// --board`, the first cells in strips only when layer by layer does not fit); the error says
+/// which region is too small when the model does not fit.
 pub fn prepare_for(name: &str, precision: Precision, board: Option<&Board>) -> Result<Prepared> {
+    prepare_patched(name, precision, board, Patch::Auto)
+}
+
+/// As [`prepare_for`], with the first cells run as `patch` says (`vitae quantize --patch`).
+pub fn prepare_patched(
+    name: &str,
+    precision: Precision,
+    board: Option<&Board>,
+    patch: Patch,
+) -> Result<Prepared> {
     let Some(dir) = fixtures_dir() else {
         bail!("../shared/fixtures not found")
     };
@@ -62,7 +74,7 @@ pub fn prepare_for(name: &str, precision: Precision, board: Option<&Board>) -> R
             Some(b) => vitae::boards::board(b.name)?.arena_regions(),
             None => Vec::new(),
         },
-        patch: vitae::quantize::patch::Patch::Auto,
+        patch,
     };
     let q = quantize::quantize(
         &model,
@@ -76,7 +88,10 @@ pub fn prepare_for(name: &str, precision: Precision, board: Option<&Board>) -> R
     })?;
     let out_dir = project_root().join("target").join("vitae");
     std::fs::create_dir_all(&out_dir)?;
-    let planned = board.map_or(String::new(), |b| format!("-{}", b.name));
+    let mut planned = board.map_or(String::new(), |b| format!("-{}", b.name));
+    if let Some(p) = &q.lowered.patched {
+        planned.push_str(&format!("-strips{}", p.rows));
+    }
     let blob = out_dir.join(format!("{name}-{precision:?}{planned}.vblob").to_lowercase());
     vitae::io::write_atomic(&blob, &q.lowered.blob)?;
     let mut engine = Engine::new(&q.lowered.blob)?;

@@ -16,7 +16,8 @@ pub struct QemuArgs {
     /// The blob to run (from `cargo vitae quantize`).
     #[arg(long, value_name = "MODEL.vblob")]
     pub model: std::path::PathBuf,
-    /// Images: float32 .npy (N, C, H, W) or (C, H, W), embedded in the firmware.
+    /// Images: float32 .npy (N, C, H, W) or (C, H, W), or for a blob quantized with `--input u8`
+    /// uint8 pixels (N, H, W, C) or (H, W, C); embedded in the firmware.
     #[arg(long, value_name = "X.npy")]
     pub input: std::path::PathBuf,
     /// Where to write the logits: float32 .npy (N, classes), as `cargo vitae run --model` does.

@@ -273,6 +273,40 @@ pub fn run(args: &TestArgs) -> Result<()> {
                     results.push((board, name, outcome));
                 }
             }
+            // Patch-based first cell: mcu_a with its first Reduction Cell in strips of 4 rows
+            // (the image, the PRM, the PCM and the performer's two passes strip by strip); the
+            // host engine gives the layer-by-layer blob's logits, and every board the host's.
+            let mut patched = None;
+            steps.run(
+                "quantize mcu_a (int8) with its first cell in strips of 4 rows (--patch 4): host logits == layer by layer",
+                || {
+                    let layered = crate::e2e::prepare("mcu_a", vitae::quantize::Precision::Int8)?;
+                    let p = crate::e2e::prepare_patched(
+                        "mcu_a",
+                        vitae::quantize::Precision::Int8,
+                        None,
+                        vitae::quantize::patch::Patch::Rows(4),
+                    )?;
+                    if p.host_npy != layered.host_npy {
+                        bail!("the patched blob's host logits differ from the layer-by-layer blob's");
+                    }
+                    patched = Some(p);
+                    Ok(())
+                },
+            );
+            if let Some(p) = &patched {
+                for board in &selected {
+                    let name =
+                        "mcu_a int8 in strips (--patch 4): firmware logits == host engine (== layer by layer)"
+                            .to_string();
+                    let mut outcome = Outcome::Passed;
+                    steps.run(&format!("{name} on {}", board.name), || {
+                        crate::e2e::check_board(tc, board, p)
+                            .inspect_err(|e| outcome = Outcome::Failed(format!("{e:#}")))
+                    });
+                    results.push((board, name, outcome));
+                }
+            }
             // Real parts' memory budgets under QEMU: mcu_a planned for each stand-in board's
             // regions (the arena split over them, the blob in the external memory), byte-identical
             // to the host engine.

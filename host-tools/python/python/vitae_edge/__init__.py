@@ -165,6 +165,7 @@ def quantize(
     resize: Optional[int] = None,
     name: Optional[str] = None,
     board: Optional[str] = None,
+    patch: Any = "auto",
 ) -> bytes:
     """Quantizes a checkpoint into a device blob, exactly as ``vitae quantize`` does.
 
@@ -177,7 +178,9 @@ def quantize(
     ``mean``/``std`` (required with an array, which is already normalized). ``name`` is stored in
     the blob (default: the checkpoint's file stem). ``board`` (a board of ``firmware/boards.rs``,
     e.g. ``"stm32n6570-dk"``) plans the arena over that board's memory regions, one part each, as
-    ``vitae quantize --board`` does. Returns the blob's bytes.
+    ``vitae quantize --board`` does. ``patch`` runs the first cells in strips of rows, as
+    ``vitae quantize --patch`` does: ``"auto"`` (only when the board's regions need it),
+    ``"off"``, ``"smallest"`` or a number of rows. Returns the blob's bytes.
     """
     kwargs: Dict[str, Any] = {}
     if isinstance(calib, (str, os.PathLike)):
@@ -199,6 +202,7 @@ def quantize(
         input=input,
         name=name,
         board=board,
+        patch=str(patch),
         **kwargs,
     )
 
