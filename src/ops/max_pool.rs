@@ -7,7 +7,7 @@
 //! element, tiny beside the convolutions around it, so there is one implementation: the same code
 //! on the host and every core.
 
-use super::{DecodeCx, OpIo, OpSpec, is};
+use super::{DecodeCx, OpIo, OpSpec, is, rows_of};
 use crate::format::{DType, FormatError};
 use crate::kernels::{KernelError, check_len, conv::conv_out_len, ensure};
 use crate::runtime::RunError;
@@ -70,6 +70,14 @@ impl MaxPoolParams {
             .min(len as usize);
         start..end
     }
+    /// The input rows the output rows `out_rows` read (clipped to the input).
+    pub fn rows_read(&self, out_rows: core::ops::Range<usize>) -> core::ops::Range<usize> {
+        let (k, s, p, h) = (self.kernel_h, self.stride_h, self.pad_h, self.in_h);
+        if out_rows.is_empty() {
+            return 0..0;
+        }
+        Self::span(out_rows.start, k, s, p, h).start..Self::span(out_rows.end - 1, k, s, p, h).end
+    }
 }
 
 /// `out[y][x][c] = max` over the window of `input` (NHWC), for any copyable ordered element.
@@ -79,25 +87,48 @@ fn max_pool<T: Copy>(
     out: &mut [T],
     max: impl Fn(T, T) -> T,
 ) -> Result<(), KernelError> {
+    max_pool_rows(p, input, 0..p.in_h as usize, 0..p.out_h as usize, out, max)
+}
+
+/// [`max_pool`] of the output rows `out_rows` only, from `input` holding the input rows
+/// `in_rows` (a strip of a patch-based run; they must cover the rows the windows read).
+fn max_pool_rows<T: Copy>(
+    p: &MaxPoolParams,
+    input: &[T],
+    in_rows: core::ops::Range<usize>,
+    out_rows: core::ops::Range<usize>,
+    out: &mut [T],
+    max: impl Fn(T, T) -> T,
+) -> Result<(), KernelError> {
     p.validate()?;
     let c = p.channels as usize;
+    ensure(
+        out_rows.start < out_rows.end && out_rows.end <= p.out_h as usize,
+        "max-pool output rows outside the output",
+    )?;
+    let reads = p.rows_read(out_rows.clone());
+    ensure(
+        in_rows.start <= reads.start && reads.end <= in_rows.end && in_rows.end <= p.in_h as usize,
+        "max-pool input rows do not cover the windows",
+    )?;
     check_len(
         "max-pool input",
         input.len(),
-        p.in_h as usize * p.in_w as usize * c,
+        in_rows.len() * p.in_w as usize * c,
     )?;
     check_len(
         "max-pool output",
         out.len(),
-        p.out_h as usize * p.out_w as usize * c,
+        out_rows.len() * p.out_w as usize * c,
     )?;
-    for (oy, row) in out.chunks_exact_mut(p.out_w as usize * c).enumerate() {
+    for (oy, row) in out_rows.zip(out.chunks_exact_mut(p.out_w as usize * c)) {
         let ys = MaxPoolParams::span(oy, p.kernel_h, p.stride_h, p.pad_h, p.in_h);
         for (ox, pixel) in row.chunks_exact_mut(c).enumerate() {
             let xs = MaxPoolParams::span(ox, p.kernel_w, p.stride_w, p.pad_w, p.in_w);
             // The window's first element starts the maximum (validation keeps every window
             // non-empty), then each other element joins it, channel by channel.
-            let at = |y: usize, x: usize| &input[(y * p.in_w as usize + x) * c..][..c];
+            let at =
+                |y: usize, x: usize| &input[((y - in_rows.start) * p.in_w as usize + x) * c..][..c];
             pixel.copy_from_slice(at(ys.start, xs.start));
             for y in ys.clone() {
                 for x in xs.clone() {
@@ -114,6 +145,17 @@ fn max_pool<T: Copy>(
 /// int8 max pooling on the quantized grid.
 pub fn max_pool_s8(p: &MaxPoolParams, input: &[i8], out: &mut [i8]) -> Result<(), KernelError> {
     max_pool(p, input, out, core::cmp::max)
+}
+
+/// [`max_pool_s8`] of the output rows `out_rows`, from an input holding the rows `in_rows`.
+pub fn max_pool_rows_s8(
+    p: &MaxPoolParams,
+    input: &[i8],
+    in_rows: core::ops::Range<usize>,
+    out_rows: core::ops::Range<usize>,
+    out: &mut [i8],
+) -> Result<(), KernelError> {
+    max_pool_rows(p, input, in_rows, out_rows, out, core::cmp::max)
 }
 
 /// fp16 max pooling (PyTorch's: a NaN in the window wins).
@@ -141,6 +183,18 @@ fn decode(p: &MaxPoolParams, cx: &DecodeCx, dtype: DType) -> Result<MaxPoolParam
     Ok(*p)
 }
 
+/// A decoded int8 max pooling: the record and the rows of its input and output maps its
+/// tensors hold (all of them, or strips of a patch-based run).
+#[derive(Clone, Copy, Debug)]
+pub struct MaxPoolRows {
+    /// The record (the whole maps).
+    pub params: MaxPoolParams,
+    /// Input rows, `(start, end)`.
+    pub in_rows: (u16, u16),
+    /// Output rows, `(start, end)`.
+    pub out_rows: (u16, u16),
+}
+
 /// int8 max pooling: the output keeps the input's scale and zero point.
 #[derive(Debug)]
 pub struct MaxPoolS8Op;
@@ -150,23 +204,42 @@ impl OpSpec for MaxPoolS8Op {
     const INPUTS: usize = 1;
     const IN_PLACE: bool = false;
     type Params<'a> = MaxPoolParams;
-    type Decoded<'a> = MaxPoolParams;
+    type Decoded<'a> = MaxPoolRows;
 
-    fn decode<'a>(p: &MaxPoolParams, cx: &DecodeCx<'a>) -> Result<MaxPoolParams, FormatError> {
-        let p = decode(p, cx, DType::I8)?;
-        let (x, out) = (cx.input(0).desc, cx.output().desc);
+    fn decode<'a>(p: &MaxPoolParams, cx: &DecodeCx<'a>) -> Result<MaxPoolRows, FormatError> {
+        p.validate().map_err(|e| cx.kernel(e))?;
+        let c = p.channels as usize;
+        let (x, out) = (cx.input(0), cx.output());
+        let in_rows = rows_of(&x, DType::I8, p.in_h as usize, p.in_w as usize, c)
+            .ok_or(cx.bad("max-pool input tensor shape/dtype"))?;
+        let out_rows = rows_of(&out, DType::I8, p.out_h as usize, p.out_w as usize, c)
+            .ok_or(cx.bad("max-pool output tensor shape/dtype"))?;
+        let reads = p.rows_read(out_rows.clone());
         cx.ensure(
-            x.scale.to_bits() == out.scale.to_bits() && x.zero_point == out.zero_point,
+            in_rows.start <= reads.start && reads.end <= in_rows.end,
+            "max-pool input strip does not hold the rows its output strip reads",
+        )?;
+        cx.ensure(
+            x.desc.scale.to_bits() == out.desc.scale.to_bits()
+                && x.desc.zero_point == out.desc.zero_point,
             "max-pool output must have its input's quantization",
         )?;
-        Ok(p)
+        // Rows of a tensor are u16 (its row0 and h).
+        let pair = |r: core::ops::Range<usize>| (r.start as u16, r.end as u16);
+        Ok(MaxPoolRows {
+            params: *p,
+            in_rows: pair(in_rows),
+            out_rows: pair(out_rows),
+        })
     }
 
     returns_zero!(scratch_bytes, data_bytes, macs);
 
-    fn run(p: &MaxPoolParams, io: &mut OpIo<'_>) -> Result<(), RunError> {
+    fn run(p: &MaxPoolRows, io: &mut OpIo<'_>) -> Result<(), RunError> {
         let x = io.i8_in(0);
-        max_pool_s8(p, x, io.i8_out()).map_err(|e| io.kernel(e))
+        let range = |(a, b): (u16, u16)| a as usize..b as usize;
+        let (i, o) = (range(p.in_rows), range(p.out_rows));
+        max_pool_rows_s8(&p.params, x, i, o, io.i8_out()).map_err(|e| io.kernel(e))
     }
 }
 
@@ -280,6 +353,21 @@ mod tests {
             let mut gotf = vec![f16::ZERO; got.len()];
             max_pool_f16(&p, &xf, &mut gotf).unwrap();
             assert!(gotf.iter().zip(&got).all(|(a, &b)| a.to_f32() == b as f32));
+            // Strips of output rows, each from exactly the input rows it reads, give the same
+            // rows (the patch-based first cells).
+            let rows = rng.range(1, 4);
+            let (row_in, row_out) = (
+                p.in_w as usize * p.channels as usize,
+                p.out_w as usize * p.channels as usize,
+            );
+            for start in (0..p.out_h as usize).step_by(rows) {
+                let out_rows = start..(start + rows).min(p.out_h as usize);
+                let reads = p.rows_read(out_rows.clone());
+                let mut strip = vec![0i8; out_rows.len() * row_out];
+                let input = &x[reads.start * row_in..reads.end * row_in];
+                max_pool_rows_s8(&p, input, reads, out_rows.clone(), &mut strip).unwrap();
+                assert_eq!(strip, got[out_rows.start * row_out..out_rows.end * row_out]);
+            }
             tried += 1;
         }
     }

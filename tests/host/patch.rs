@@ -147,6 +147,28 @@ fn vitae_t_strips_give_the_layer_by_layer_logits() {
     assert!(arenas[1] * 4 < arenas[0], "{arenas:?}");
 }
 
+/// The other cell types the tool supports: a `pooling` cell before softmax token attention
+/// (mcu_c: the image and the max pooling run in strips, the attention whole), an `embedding`
+/// cell (mcu_d: the image and the patch embedding), and mcu_g (a performer cell, as mcu_a).
+#[test]
+fn pooling_and_embedding_cells_strip_identically() {
+    for (folder, run_end) in [("mcu_c", 1), ("mcu_d", 1), ("mcu_g", 16)] {
+        let model = model_in(&fixtures().join(folder));
+        let x = fixture_input(folder);
+        let images = Images::F32([x.clone(), second_image(&x)].concat());
+        check(
+            &model,
+            std::slice::from_ref(&x),
+            ImageInput::F32Nchw,
+            &images,
+            &[1, 3],
+        );
+        let q = quantized(&model, &[x], ImageInput::F32Nchw, Patch::Rows(3));
+        let p = q.lowered.patched.expect("patched");
+        assert_eq!(p.ops, 0..run_end + 1, "{folder}: {p:?}");
+    }
+}
+
 fn digits_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../train/digits")
 }

@@ -10,6 +10,7 @@ use anyhow::{Result, bail};
 use std::path::PathBuf;
 use std::time::Duration;
 use vitae::quantize::Precision;
+use vitae::quantize::patch::Patch;
 
 #[derive(clap::Args, Debug)]
 pub struct E2eArgs {
@@ -21,7 +22,8 @@ pub struct E2eArgs {
     #[arg(long)]
     pub board: Option<String>,
     /// Also run ViTAE-T at 224×224 (the vitae_t fixture) on mps3-an547 and within the
-    /// STM32N6570-DK and STM32H747I-DISCO budgets (takes minutes).
+    /// STM32N6570-DK and STM32H747I-DISCO budgets; on the H747 as a camera runs it, on u8 pixels
+    /// with its first cell in strips (takes minutes).
     #[arg(long)]
     pub vitae_t: bool,
 }
@@ -74,6 +76,20 @@ fn twice(name: &str, image: &[f32], shape: [usize; 3]) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// The strip height `--patch auto` chooses for ViTAE-T on the STM32H747I-DISCO.
+fn vitae_t_h7_rows() -> Result<usize> {
+    let h7 = boards::board("qemu-stm32h747i-disco")?;
+    let p = e2e::prepare_pixels("vitae_t", Some(h7), Patch::Auto)?;
+    let bytes = std::fs::read(&p.blob)?;
+    let aligned = vitae_edge::format::AlignedBytes::new(&bytes);
+    let m = vitae_edge::format::Model::parse(aligned.as_bytes())?;
+    let Some(s) = vitae::report::strips(&m) else {
+        bail!("ViTAE-T on the H747 was not patched");
+    };
+    // Strips per pass -> rows of the 56-row first-cell map.
+    Ok(56usize.div_ceil(s.image_strips / s.passes))
+}
+
 /// The profile a board measures: the real part it stands in for, or itself.
 fn profile(board: &boards::Board) -> &'static str {
     board.stands_in_for.unwrap_or(board.name)
@@ -116,9 +132,14 @@ fn measure(tc: toolchain::ArmToolchain, case: &Case, blob: &PathBuf) -> Result<M
         );
     };
     let macs: u64 = run.ops.iter().map(|o| o.macs).sum();
-    // The images the firmware embeds (f32) sit beside the blob; one of them is the input.
-    let images = vitae::npy::read_npy_f32(&case.input)?;
-    let embedded_bytes = 4 * images.data.len() as u64;
+    // The images the firmware embeds (f32 or u8 pixels) sit beside the blob; one of them is the
+    // input.
+    let images = vitae::npy::read_npy(&case.input)?;
+    let element = match images.dtype() {
+        vitae::npy::NpyDtype::U8 => 1,
+        _ => 4,
+    };
+    let embedded_bytes = element * images.shape.iter().product::<usize>() as u64;
     let count = match images.shape.as_slice() {
         [n, _, _, _] => *n as u64,
         _ => 1,
@@ -175,9 +196,20 @@ pub fn run(args: &E2eArgs) -> Result<()> {
                 input: input.clone(),
             });
         }
+        // mcu_a with its first cell in strips, the smallest arena (`--patch smallest`), on the
+        // three QEMU machines: against the layer-by-layer rows above.
+        for &board in selected.iter().filter(|b| b.stands_in_for.is_none()) {
+            let p = e2e::prepare_patched("mcu_a", Precision::Int8, None, Patch::Smallest)?;
+            cases.push(Case {
+                model: "mcu_a/strips",
+                board,
+                blob: Ok(p.blob),
+                input: input.clone(),
+            });
+        }
         if args.vitae_t {
             let input = e2e::fixtures_dir().unwrap().join("vitae_t/input.npy");
-            let vitae_t_boards = ["mps3-an547", "qemu-stm32n6570-dk", "qemu-stm32h747i-disco"];
+            let vitae_t_boards = ["mps3-an547", "qemu-stm32n6570-dk"];
             for name in vitae_t_boards {
                 let board = boards::board(name)?;
                 if args.board.as_deref().is_some_and(|b| b != name) {
@@ -188,6 +220,30 @@ pub fn run(args: &E2eArgs) -> Result<()> {
                     board,
                     blob: fixture_blob("vitae_t", board)?,
                     input: input.clone(),
+                });
+            }
+            // The H747 (1 MB of SRAM in five regions): u8 pixels, the first cell in strips as
+            // `--board` chooses them (`--patch auto`); and on the M55 the same strips without a
+            // board, for the instructions against the layer-by-layer run above.
+            let h7 = boards::board("qemu-stm32h747i-disco")?;
+            if args.board.as_deref().is_none_or(|b| b == h7.name) {
+                let p = e2e::prepare_pixels("vitae_t", Some(h7), Patch::Auto)?;
+                cases.push(Case {
+                    model: "vitae_t/u8",
+                    board: h7,
+                    blob: Ok(p.blob),
+                    input: p.input,
+                });
+            }
+            let m55 = boards::board("mps3-an547")?;
+            if args.board.as_deref().is_none_or(|b| b == m55.name) {
+                let rows = vitae_t_h7_rows()?;
+                let p = e2e::prepare_patched("vitae_t", Precision::Int8, None, Patch::Rows(rows))?;
+                cases.push(Case {
+                    model: "vitae_t/strips",
+                    board: m55,
+                    blob: Ok(p.blob),
+                    input,
                 });
             }
         }
@@ -253,7 +309,7 @@ pub fn run(args: &E2eArgs) -> Result<()> {
         return Ok(());
     }
     println!(
-        "\n{:8} {:22} {:>12} {:>14} {:>10} {:>8} {:>10} {:>11} {:>8} {:>10} {:>10}",
+        "\n{:14} {:22} {:>12} {:>14} {:>10} {:>8} {:>10} {:>11} {:>8} {:>10} {:>10}",
         "model",
         "board",
         "MACs",
@@ -277,7 +333,7 @@ pub fn run(args: &E2eArgs) -> Result<()> {
             _ => "-".into(),
         };
         println!(
-            "{model:8} {board:22} {:>12} {:>14} {per:>10.3} {t:>8} {:>10} {:>11} {:>8} {:>10} {:>10}",
+            "{model:14} {board:22} {:>12} {:>14} {per:>10.3} {t:>8} {:>10} {:>11} {:>8} {:>10} {:>10}",
             m.macs,
             m.instructions,
             m.memory.arena,
@@ -296,10 +352,15 @@ pub fn run(args: &E2eArgs) -> Result<()> {
                     .iter()
                     .map(|(region, b)| format!("{region} {}", vitae::text::grouped(*b)))
                     .collect();
-                println!("  {:8} {:22} {}", r.model, r.board.name, regions.join(", "));
+                println!(
+                    "  {:14} {:22} {}",
+                    r.model,
+                    r.board.name,
+                    regions.join(", ")
+                );
             }
             Err(why) => println!(
-                "  {:8} {:22} does not fit {}: {why}",
+                "  {:14} {:22} does not fit {}: {why}",
                 r.model,
                 r.board.name,
                 profile(r.board)

@@ -105,6 +105,71 @@ pub fn prepare_patched(
     })
 }
 
+/// Fixture `name` for a camera: quantized with `--input u8` and the ImageNet mean/std, planned
+/// for `board`'s regions as `patch` says, on the fixture's image as u8 pixels (twice: the bench
+/// reports the second inference). The host engine runs the same pixels.
+pub fn prepare_pixels(name: &str, board: Option<&Board>, patch: Patch) -> Result<Prepared> {
+    let Some(dir) = fixtures_dir() else {
+        bail!("../shared/fixtures not found")
+    };
+    let dir = dir.join(name);
+    let config = vitae::config::ModelConfig::from_kwargs_file(&dir.join("kwargs.json"))?;
+    let checkpoint = vitae::checkpoint::load_checkpoint(&dir.join("model.pth"))?;
+    let model = ReferenceModel::new(config, &checkpoint)?;
+    let x = vitae::npy::read_npy_f32(&dir.join("input.npy"))?;
+    let (mean, std) = (vec![0.485f32, 0.456, 0.406], vec![0.229f32, 0.224, 0.225]);
+    let [c, h, w] = match x.shape.as_slice() {
+        [1, c, h, w] | [c, h, w] if *c == mean.len() => [*c, *h, *w],
+        other => bail!("{name}: an RGB image (1, 3, H, W) is needed for u8 pixels, got {other:?}"),
+    };
+    // The f32 image back to the pixels it was normalized from, HWC.
+    let mut pixels = vec![0u8; c * h * w];
+    for ch in 0..c {
+        for p in 0..h * w {
+            let v = (x.data[ch * h * w + p] * std[ch] + mean[ch]) * 255.0;
+            pixels[p * c + ch] = v.round().clamp(0.0, 255.0) as u8;
+        }
+    }
+    let options = Options {
+        precision: Precision::Int8,
+        method: CalibMethod::Auto,
+        flash_budget: None,
+        name: name.into(),
+        input: quantize::ImageInput::U8Hwc { mean, std },
+        arena_regions: match board {
+            Some(b) => vitae::boards::board(b.name)?.arena_regions(),
+            None => Vec::new(),
+        },
+        patch,
+    };
+    let q = quantize::quantize(
+        &model,
+        std::slice::from_ref(&x.data),
+        &options,
+        &mut NoProgress,
+    )
+    .with_context(|| format!("{name}: quantizing for u8 pixels"))?;
+    let out_dir = project_root().join("target").join("vitae");
+    std::fs::create_dir_all(&out_dir)?;
+    let mut tag = board.map_or(String::new(), |b| format!("-{}", b.name));
+    if let Some(p) = &q.lowered.patched {
+        tag.push_str(&format!("-strips{}", p.rows));
+    }
+    let blob = out_dir.join(format!("{name}-int8-u8{tag}.vblob"));
+    vitae::io::write_atomic(&blob, &q.lowered.blob)?;
+    let twice: Vec<u8> = pixels.iter().chain(&pixels).copied().collect();
+    let input = out_dir.join(format!("{name}-u8-x2.npy"));
+    vitae::io::write_atomic(&input, &vitae::npy::encode_npy_u8(&[2, h, w, c], &twice)?)?;
+    let logits = Engine::new(&q.lowered.blob)?.run_batch_u8(&twice)?;
+    let classes = model.config().num_classes();
+    let host_npy = vitae::npy::encode_npy_f32(&[logits.len() / classes, classes], &logits)?;
+    Ok(Prepared {
+        blob,
+        input,
+        host_npy,
+    })
+}
+
 /// Runs the prepared blob on `board` and compares the logits file with the host engine's.
 pub fn check_board(tc: ArmToolchain, board: &Board, p: &Prepared) -> Result<()> {
     check_board_env(tc, board, p, &[])

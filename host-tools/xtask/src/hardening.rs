@@ -106,13 +106,14 @@ pub fn firmware_bad_blobs(tc: toolchain::ArmToolchain) -> Result<()> {
     flipped[good.len() / 2] ^= 0x04;
     let flipped_path = dir.join("hardening-flipped.vblob");
     std::fs::write(&flipped_path, &flipped)?;
-    // Another format version with a correct checksum: the version check must say so.
+    // A format version from the future with a correct checksum: the version check must say so.
     let mut v2 = good.clone();
-    v2[8..10].copy_from_slice(&2u16.to_le_bytes());
+    let future = vitae_edge::format::FORMAT_VERSION + 1;
+    v2[8..10].copy_from_slice(&future.to_le_bytes());
     v2[CRC_FIELD_OFFSET..CRC_FIELD_OFFSET + 4].fill(0);
     let crc = crc32(&v2);
     v2[CRC_FIELD_OFFSET..CRC_FIELD_OFFSET + 4].copy_from_slice(&crc.to_le_bytes());
-    let v2_path = dir.join("hardening-version2.vblob");
+    let v2_path = dir.join("hardening-future-version.vblob");
     std::fs::write(&v2_path, &v2)?;
 
     for (path, expect) in [

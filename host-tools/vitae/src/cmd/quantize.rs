@@ -75,8 +75,9 @@ pub struct QuantizeArgs {
     pub board: Option<String>,
     /// Run the first cells patch-based, in strips of rows of their output map, so no
     /// full-resolution map is ever whole in RAM (same logits, some MACs recomputed): `auto`
-    /// (only when the arena does not fit the --board's regions otherwise: the tallest strips that
-    /// fit), `off`, `smallest` (the strips with the smallest arena), or a number of rows.
+    /// (only when the arena does not fit the --board's regions otherwise: the smallest arena that
+    /// fits for at most 15 % more MACs, else the fewest extra MACs), `off`, `smallest` (the
+    /// smallest arena, whatever it recomputes), or a number of rows.
     #[arg(long, value_name = "auto|off|smallest|ROWS", default_value = "auto")]
     pub patch: quantize::patch::Patch,
     /// Model name stored in the blob (default: the checkpoint's file stem).

@@ -1328,6 +1328,14 @@ pub fn lower(
     })
 }
 
+/// An arena plan: its length, its lower bound and, when patched, what was.
+type PlannedArena = (usize, usize, Option<Patched>);
+
+/// MACs the ops of a blob being written execute (a patched blob's strips recompute some).
+fn executed_macs(w: &BlobWriter) -> u64 {
+    w.ops.iter().map(|op| op.macs as u64).sum()
+}
+
 impl Emitter<'_> {
     /// Plans the arena layer by layer or with the first cells in strips, as `patch` asks: the
     /// arena length, its lower bound and, when patched, what was.
@@ -1335,7 +1343,7 @@ impl Emitter<'_> {
         &mut self,
         regions: &[plan::Region],
         choice: Patch,
-    ) -> Result<(usize, usize, Option<Patched>), LowerError> {
+    ) -> Result<PlannedArena, LowerError> {
         let layered = self.w.clone();
         let in_strips = |rows: usize, emitter: &mut Self| {
             emitter.w = layered.clone();
@@ -1357,14 +1365,40 @@ impl Emitter<'_> {
             Patch::Auto => match self.plan(regions, &[]) {
                 Ok((len, lb)) => Ok((len, lb, None)),
                 Err(e @ LowerError::ArenaDoesNotFit { .. }) => {
-                    // The tallest strips that fit: the fewest recomputed MACs.
+                    // Of the strips that fit, the smallest arena among those that recompute at
+                    // most AUTO_EXTRA_MACS more MACs; when none is that cheap, the fewest extra
+                    // MACs (the tallest strips that fit).
+                    let model_macs = self.graph.macs();
+                    let mut best: Option<(PlannedArena, BlobWriter, u64)> = None;
                     for rows in patch::candidate_rows(&layered) {
-                        if let Some(Ok(planned)) = in_strips(rows, self) {
-                            return Ok(planned);
+                        let Some(Ok(planned)) = in_strips(rows, self) else {
+                            continue;
+                        };
+                        let extra = executed_macs(&self.w).saturating_sub(model_macs);
+                        let cheap = |x: u64| x as f64 <= patch::AUTO_EXTRA_MACS * model_macs as f64;
+                        let better = match &best {
+                            None => true,
+                            Some((b, _, b_extra)) => match (cheap(extra), cheap(*b_extra)) {
+                                (true, true) => planned.0 < b.0,
+                                (true, false) => true,
+                                (false, true) => false,
+                                (false, false) => extra < *b_extra,
+                            },
+                        };
+                        if better {
+                            best = Some((planned, self.w.clone(), extra));
                         }
                     }
-                    self.w = layered;
-                    Err(e)
+                    match best {
+                        Some((planned, w, _)) => {
+                            self.w = w;
+                            Ok(planned)
+                        }
+                        None => {
+                            self.w = layered;
+                            Err(e)
+                        }
+                    }
                 }
                 Err(e) => Err(e),
             },

@@ -3,7 +3,8 @@
 //! first Reduction Cell is ever whole in the arena.
 //!
 //! What is patched: the longest run of ops from the image op on that are row-local (the int8
-//! image conversion, ungrouped int8 convolutions and PRMs, LayerNorm, linear layers, adds) plus
+//! image conversion, ungrouped int8 convolutions, PRMs and max pooling, LayerNorm, linear layers,
+//! adds) plus
 //! at most one performer, and whose only tensor used later is one map, the *sink* (ViTAE's first
 //! Reduction Cell: its output tokens). Each strip is a band of the sink's rows; every op of the run is re-emitted per strip
 //! on the rows of its output that the strip needs (a convolution's halo rows are recomputed, not
@@ -28,16 +29,23 @@ use vitae_edge::ops::Record;
 use vitae_edge::ops::conv::ConvParams;
 use vitae_edge::ops::layernorm::{LayerNormParams, LayerNormS8Op};
 use vitae_edge::ops::linear::{LinearParams, LinearS8Op};
+use vitae_edge::ops::max_pool::MaxPoolParams;
 use vitae_edge::ops::performer::{
     PerformerEmitS8Op, PerformerParams, PerformerStartS8Op, PerformerSumS8Op,
 };
 use vitae_edge::ops::prm::PrmRecord;
 
+/// The share of the model's MACs that [`Patch::Auto`] lets strips recompute while it looks for
+/// the smallest arena (the patch-based issue's bound).
+pub const AUTO_EXTRA_MACS: f64 = 0.15;
+
 /// How the first cells run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Patch {
     /// Layer by layer, unless the arena does not fit the memory regions it is planned for; then
-    /// in strips, the tallest strips that fit (the fewest recomputed MACs).
+    /// in strips: of the strip heights that fit, the one with the smallest arena among those
+    /// that recompute at most 15 % more MACs ([`AUTO_EXTRA_MACS`]), or, when none is that cheap,
+    /// the one that recomputes the fewest.
     #[default]
     Auto,
     /// Layer by layer.
@@ -90,6 +98,8 @@ enum RowMap {
     Image,
     /// A convolution (or each PRM branch): the rows its window reaches.
     Conv(Vec<ConvGeometry>),
+    /// A max pooling: the rows its windows cover.
+    Pool(MaxPoolParams),
     /// Token by token: the same rows.
     Tokens,
     /// The performer: pass 2 reads the same rows of q (its sums cover all tokens).
@@ -121,6 +131,7 @@ fn row_map(w: &BlobWriter, i: usize) -> Option<RowMap> {
             let r = PrmRecord::read(record).ok()?;
             RowMap::Conv((0..r.branches.len()).map(|b| r.geometry(b)).collect())
         }
+        OpKind::MaxPoolS8 => RowMap::Pool(MaxPoolParams::read(record).ok()?),
         OpKind::LayerNormS8 | OpKind::LinearS8 | OpKind::AddS8 => RowMap::Tokens,
         OpKind::PerformerS8 => RowMap::Performer,
         _ => return None,
@@ -233,6 +244,7 @@ fn needs(
                 }
                 vec![(op.inputs[0], r?)]
             }
+            RowMap::Pool(p) => vec![(op.inputs[0], p.rows_read(rows))],
             RowMap::Tokens => (0..kind.inputs())
                 .map(|k| (op.inputs[k], rows.clone()))
                 .collect(),
@@ -426,7 +438,7 @@ impl Emit {
                 let s = *cur.get(&t)?;
                 let sd = self.w.tensors[s as usize];
                 let held = sd.row0 as usize..sd.row0 as usize + sd.h as usize;
-                if matches!(run.maps[i], RowMap::Conv(_)) || held == rows {
+                if matches!(run.maps[i], RowMap::Conv(_) | RowMap::Pool(_)) || held == rows {
                     inputs.push(s);
                 } else {
                     inputs.push(self.rows_of(t, &rows, Some(s)));
@@ -436,6 +448,7 @@ impl Emit {
                 OpKind::QuantizeImage
                 | OpKind::QuantizeImageU8
                 | OpKind::ConvS8
+                | OpKind::MaxPoolS8
                 | OpKind::PrmS8
                 | OpKind::AddS8 => {
                     self.w
