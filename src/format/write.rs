@@ -195,6 +195,61 @@ impl BlobWriter {
         self.ops.len() - 1
     }
 
+    /// Stores each distinct parameter record once: ops whose records are byte-identical share
+    /// one (the reader reads each op's record by its offset and length), except ops of the kinds
+    /// `keep_own` names, whose records a later step may rewrite in place
+    /// ([`replace_params`](Self::replace_params)). Records no op references are dropped.
+    pub fn share_records(&mut self, keep_own: impl Fn(u16) -> bool) {
+        let mut params = Vec::new();
+        let mut seen: std::collections::HashMap<Vec<u8>, u32> = std::collections::HashMap::new();
+        for op in &mut self.ops {
+            let bytes = self.params[op.params_offset as usize..][..op.params_len as usize].to_vec();
+            if !keep_own(op.kind)
+                && let Some(&at) = seen.get(&bytes)
+            {
+                op.params_offset = at;
+                continue;
+            }
+            pad_to(&mut params, 4);
+            let at = params.len() as u32;
+            params.extend_from_slice(&bytes);
+            if !keep_own(op.kind) {
+                seen.insert(bytes, at);
+            }
+            op.params_offset = at;
+        }
+        self.params = params;
+    }
+
+    /// Stores each distinct name once (an op and its output tensor often share one) and drops
+    /// names nothing references.
+    pub fn share_strings(&mut self) {
+        let old = core::mem::take(&mut self.strings);
+        let mut seen: std::collections::HashMap<Vec<u8>, StrRef> = std::collections::HashMap::new();
+        let mut rename = |r: &mut StrRef, strings: &mut Vec<u8>| {
+            let bytes = old[r.offset as usize..][..r.len as usize].to_vec();
+            *r = *seen.entry(bytes).or_insert_with_key(|b| {
+                let at = strings.len() as u32;
+                strings.extend_from_slice(b);
+                StrRef {
+                    offset: at,
+                    len: b.len() as u32,
+                }
+            });
+        };
+        let mut strings = Vec::new();
+        if let Some(meta) = self.meta.as_mut() {
+            rename(&mut meta.name, &mut strings);
+        }
+        for t in &mut self.tensors {
+            rename(&mut t.name, &mut strings);
+        }
+        for op in &mut self.ops {
+            rename(&mut op.name, &mut strings);
+        }
+        self.strings = strings;
+    }
+
     /// The stored parameter record of op `op`.
     pub fn record(&self, op: usize) -> &[u8] {
         let d = self.ops[op];

@@ -324,6 +324,10 @@ pub fn patch(w: &mut BlobWriter, rows: usize) -> Option<Patched> {
         meta.input_tensor = nw.ops[0].output;
     }
     compact(&mut nw, &mut views);
+    // The strips repeat records and names: store each once (adds keep their own records, which
+    // the planner may rewrite when it swaps their operands).
+    nw.share_records(|kind| kind == OpKind::AddS8 as u16);
+    nw.share_strings();
     let sink = w.name(w.tensors[run.sink as usize].name).to_string();
     *w = nw;
     Some(Patched {
