@@ -123,6 +123,41 @@ fn mcu_a_strips_give_the_layer_by_layer_logits_in_half_the_arena() {
     );
 }
 
+/// MACs a blob's ops execute.
+fn executed_macs(blob: &[u8]) -> u64 {
+    let aligned = AlignedBytes::new(blob);
+    let m = Model::parse(aligned.as_bytes()).unwrap();
+    (0..m.op_count())
+        .map(|i| m.op(i).unwrap().desc.macs as u64)
+        .sum()
+}
+
+#[test]
+fn keeping_q_and_v_from_pass_1_trades_ram_for_the_recomputed_prm() {
+    let model = model_in(&fixtures().join("mcu_a"));
+    let x = fixture_input("mcu_a");
+    let images = Images::F32([x.clone(), second_image(&x)].concat());
+    let calib = std::slice::from_ref(&x);
+    let layered = quantized(&model, calib, ImageInput::F32Nchw, Patch::Off);
+    let recompute = quantized(&model, calib, ImageInput::F32Nchw, Patch::Rows(4));
+    let keep = quantized(&model, calib, ImageInput::F32Nchw, Patch::RowsKeep(4));
+    assert!(keep.lowered.patched.as_ref().unwrap().kept);
+    assert!(!recompute.lowered.patched.as_ref().unwrap().kept);
+    let want = logits(&layered.lowered.blob, &images);
+    assert_eq!(logits(&keep.lowered.blob, &images), want);
+    let model_macs = executed_macs(&layered.lowered.blob);
+    let (r, k) = (
+        executed_macs(&recompute.lowered.blob),
+        executed_macs(&keep.lowered.blob),
+    );
+    println!(
+        "mcu_a 4-row strips: recompute {r} MACs, arena {}; keep {k} MACs, arena {}; layer by layer {model_macs}, {}",
+        recompute.lowered.arena_len, keep.lowered.arena_len, layered.lowered.arena_len
+    );
+    assert!(model_macs < k && k < r);
+    assert!(recompute.lowered.arena_len < keep.lowered.arena_len);
+}
+
 #[test]
 fn vitae_t_strips_give_the_layer_by_layer_logits() {
     let model = model_in(&fixtures().join("vitae_t"));

@@ -358,13 +358,18 @@ pub fn inspect_json(m: &Model) -> Result<Vec<serde_json::Value>, FormatError> {
 /// One line on how the first cells run in strips (`vitae quantize`).
 pub fn patch_line(p: &crate::quantize::patch::Patched) -> String {
     format!(
-        "patch-based: ops {}..={} run in {} strips of {} rows of `{}`, {} pass{} over the strips",
+        "patch-based: ops {}..={} run in {} strips of {} rows of `{}`, {} pass{} over the strips{}",
         p.ops.start,
         p.ops.end - 1,
         p.strips,
         p.rows,
         p.sink,
         p.passes,
-        if p.passes == 1 { "" } else { "es" }
+        if p.passes == 1 { "" } else { "es" },
+        if p.kept {
+            " (q and v kept whole from pass 1)"
+        } else {
+            ""
+        }
     )
 }

@@ -76,9 +76,15 @@ pub struct QuantizeArgs {
     /// Run the first cells patch-based, in strips of rows of their output map, so no
     /// full-resolution map is ever whole in RAM (same logits, some MACs recomputed): `auto`
     /// (only when the arena does not fit the --board's regions otherwise: the smallest arena that
-    /// fits for at most 15 % more MACs, else the fewest extra MACs), `off`, `smallest` (the
-    /// smallest arena, whatever it recomputes), or a number of rows.
-    #[arg(long, value_name = "auto|off|smallest|ROWS", default_value = "auto")]
+    /// fits for at most 15 % more MACs, else the fewest extra MACs; pass 2 recomputing q and v
+    /// or reading them kept from pass 1, whichever gives that), `off`, `smallest` (the smallest
+    /// arena, whatever it recomputes), a number of rows, or `ROWS:keep` (q and v kept whole from
+    /// the performer's first pass: no PRM recomputed, more RAM).
+    #[arg(
+        long,
+        value_name = "auto|off|smallest|ROWS[:keep]",
+        default_value = "auto"
+    )]
     pub patch: quantize::patch::Patch,
     /// Model name stored in the blob (default: the checkpoint's file stem).
     #[arg(long)]

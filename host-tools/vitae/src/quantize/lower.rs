@@ -1345,9 +1345,9 @@ impl Emitter<'_> {
         choice: Patch,
     ) -> Result<PlannedArena, LowerError> {
         let layered = self.w.clone();
-        let in_strips = |rows: usize, emitter: &mut Self| {
+        let in_strips = |(rows, keep): (usize, bool), emitter: &mut Self| {
             emitter.w = layered.clone();
-            let patched = patch::patch(&mut emitter.w, rows)?;
+            let patched = patch::patch(&mut emitter.w, rows, keep)?;
             Some(
                 emitter
                     .plan(regions, &patched.views)
@@ -1356,12 +1356,15 @@ impl Emitter<'_> {
         };
         match choice {
             Patch::Off => self.plan(regions, &[]).map(|(len, lb)| (len, lb, None)),
-            Patch::Rows(rows) => in_strips(rows, self).unwrap_or_else(|| {
-                Err(LowerError::NoPatch {
-                    rows,
-                    why: patch::why_not(&layered),
+            Patch::Rows(rows) | Patch::RowsKeep(rows) => {
+                let keep = choice == Patch::RowsKeep(rows);
+                in_strips((rows, keep), self).unwrap_or_else(|| {
+                    Err(LowerError::NoPatch {
+                        rows,
+                        why: patch::why_not(&layered),
+                    })
                 })
-            }),
+            }
             Patch::Auto => match self.plan(regions, &[]) {
                 Ok((len, lb)) => Ok((len, lb, None)),
                 Err(e @ LowerError::ArenaDoesNotFit { .. }) => {
@@ -1370,8 +1373,10 @@ impl Emitter<'_> {
                     // MACs (the tallest strips that fit).
                     let model_macs = self.graph.macs();
                     let mut best: Option<(PlannedArena, BlobWriter, u64)> = None;
-                    for rows in patch::candidate_rows(&layered) {
-                        let Some(Ok(planned)) = in_strips(rows, self) else {
+                    let candidates = patch::candidate_rows(&layered);
+                    let both = candidates.iter().flat_map(|&r| [(r, false), (r, true)]);
+                    for candidate in both {
+                        let Some(Ok(planned)) = in_strips(candidate, self) else {
                             continue;
                         };
                         let extra = executed_macs(&self.w).saturating_sub(model_macs);
@@ -1406,7 +1411,7 @@ impl Emitter<'_> {
                 let mut best = self.plan(regions, &[]).map(|(len, lb)| (len, lb, None));
                 let mut best_w = self.w.clone();
                 for rows in patch::candidate_rows(&layered) {
-                    if let Some(Ok(planned)) = in_strips(rows, self)
+                    if let Some(Ok(planned)) = in_strips((rows, false), self)
                         && !best.as_ref().is_ok_and(|b| b.0 <= planned.0)
                     {
                         best = Ok(planned);

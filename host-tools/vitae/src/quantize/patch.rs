@@ -50,8 +50,10 @@ pub enum Patch {
     Auto,
     /// Layer by layer.
     Off,
-    /// In strips of this many rows of the first cells' output map.
+    /// In strips of this many rows of the first cells' output map (pass 2 recomputes q and v).
     Rows(usize),
+    /// As `Rows`, with pass 1 keeping q and v whole for pass 2 (no PRM recomputed, more RAM).
+    RowsKeep(usize),
     /// In the strips that give the smallest arena.
     Smallest,
 }
@@ -64,12 +66,20 @@ impl std::str::FromStr for Patch {
             "auto" => Ok(Patch::Auto),
             "off" => Ok(Patch::Off),
             "smallest" => Ok(Patch::Smallest),
-            n => match n.parse::<usize>() {
-                Ok(rows) if rows > 0 => Ok(Patch::Rows(rows)),
-                _ => Err(format!(
-                    "`{s}` is not a patch plan: give auto, off, smallest or a number of rows (> 0)"
-                )),
-            },
+            n => {
+                let (rows, keep) = match n.strip_suffix(":keep") {
+                    Some(rows) => (rows, true),
+                    None => (n, false),
+                };
+                match rows.parse::<usize>() {
+                    Ok(rows) if rows > 0 && keep => Ok(Patch::RowsKeep(rows)),
+                    Ok(rows) if rows > 0 => Ok(Patch::Rows(rows)),
+                    _ => Err(format!(
+                        "`{s}` is not a patch plan: give auto, off, smallest, a number of rows \
+                         (> 0) or rows:keep"
+                    )),
+                }
+            }
         }
     }
 }
@@ -87,6 +97,8 @@ pub struct Patched {
     pub strips: usize,
     /// Passes over the strips (2 with a performer).
     pub passes: usize,
+    /// Pass 1 keeps q and v whole for pass 2 (else pass 2 recomputes them, PRM included).
+    pub kept: bool,
     /// Tensors that are rows of another tensor's storage: `(strip, whole)`, for the planner.
     pub views: Vec<(u16, u16)>,
 }
@@ -226,6 +238,7 @@ fn needs(
     w: &BlobWriter,
     run: &Run,
     targets: &[(u16, Range<usize>)],
+    whole: &[u16],
 ) -> Option<HashMap<u16, Range<usize>>> {
     let mut need: HashMap<u16, Range<usize>> = targets.iter().cloned().collect();
     for i in (0..=run.end).rev() {
@@ -250,7 +263,8 @@ fn needs(
                 .collect(),
             RowMap::Performer => vec![(op.inputs[1], rows)],
         };
-        for (t, r) in reads {
+        // Tensors already whole in the arena (kept from pass 1) are read, not recomputed.
+        for (t, r) in reads.into_iter().filter(|(t, _)| !whole.contains(t)) {
             let h = hull(need.get(&t), r);
             need.insert(t, h);
         }
@@ -261,7 +275,9 @@ fn needs(
 /// Rewrites the run of ops from the image op on into strips of `rows` rows of its output map.
 /// `None` when the blob has no such run (or the strips would be the whole map); the blob is
 /// untouched then.
-pub fn patch(w: &mut BlobWriter, rows: usize) -> Option<Patched> {
+/// With `keep`, pass 1 also computes each strip's q and writes q and v into whole tensors that
+/// pass 2 reads instead of recomputing them.
+pub fn patch(w: &mut BlobWriter, rows: usize, keep: bool) -> Option<Patched> {
     let output = w.meta?.output_tensor;
     let run = find_run(w, output)?;
     let sink_h = w.tensors[run.sink as usize].h as usize;
@@ -279,17 +295,25 @@ pub fn patch(w: &mut BlobWriter, rows: usize) -> Option<Patched> {
         state: None,
     };
     let mut passes = 1;
+    let mut kept: Vec<u16> = Vec::new();
     if let Some(p) = run.performer {
         passes = 2;
         let perf = w.ops[p];
-        let (k, v) = (perf.inputs[0], perf.inputs[2]);
+        let (k, q, v) = (perf.inputs[0], perf.inputs[1], perf.inputs[2]);
+        if keep {
+            kept = vec![q, v];
+        }
         let kh = w.tensors[k as usize].h as usize;
         let record = PerformerParams::read(w.record(p)).ok()?;
         let state = out.state_tensor(&record, w.name(perf.name));
         for (s, strip) in (0..kh).step_by(rows).enumerate() {
             let strip = strip..(strip + rows).min(kh);
-            let need = needs(w, &run, &[(k, strip.clone()), (v, strip.clone())])?;
-            let cur = out.strip(w, &run, &need, None)?;
+            let mut targets = vec![(k, strip.clone()), (v, strip.clone())];
+            if keep {
+                targets.push((q, strip.clone()));
+            }
+            let need = needs(w, &run, &targets, &[])?;
+            let cur = out.strip(w, &run, &need, &kept, &[])?;
             let (ks, vs) = (*cur.get(&k)?, *cur.get(&v)?);
             let tokens = (strip.len() * w.tensors[k as usize].w as usize) as u32;
             let params = PerformerParams { tokens, ..record };
@@ -308,8 +332,8 @@ pub fn patch(w: &mut BlobWriter, rows: usize) -> Option<Patched> {
         out.state = Some((state, record));
     }
     for strip in &strips {
-        let need = needs(w, &run, &[(run.sink, strip.clone())])?;
-        out.strip(w, &run, &need, Some(run.sink))?;
+        let need = needs(w, &run, &[(run.sink, strip.clone())], &kept)?;
+        out.strip(w, &run, &need, &[run.sink], &kept)?;
     }
     out.ops.extend_from_slice(&w.ops[run.end + 1..]);
     let Emit {
@@ -336,6 +360,7 @@ pub fn patch(w: &mut BlobWriter, rows: usize) -> Option<Patched> {
         rows,
         strips: strips.len(),
         passes,
+        kept: keep && passes == 2,
         views,
     })
 }
@@ -404,13 +429,16 @@ impl Emit {
 
 impl Emit {
     /// Emits one strip: every op of the run whose output the strip needs, on those rows, in the
-    /// original order. Returns the strip tensor of each original tensor it wrote.
+    /// original order. The strips of `sinks` are rows of their whole tensors' storage; the
+    /// tensors of `whole_maps` are read whole (rows of them, for a token op). Returns the strip tensor
+    /// of each original tensor it wrote.
     fn strip(
         &mut self,
         w: &BlobWriter,
         run: &Run,
         need: &HashMap<u16, Range<usize>>,
-        sink: Option<u16>,
+        sinks: &[u16],
+        whole_maps: &[u16],
     ) -> Option<HashMap<u16, u16>> {
         let mut cur: HashMap<u16, u16> = HashMap::new();
         for i in 0..=run.end {
@@ -420,11 +448,8 @@ impl Emit {
             };
             let kind = OpKind::from_u16(op.kind)?;
             let whole = w.tensors[op.output as usize];
-            let out_t = if Some(op.output) == sink {
-                self.rows_of(op.output, &rows, Some(op.output))
-            } else {
-                self.rows_of(op.output, &rows, None)
-            };
+            let into_whole = sinks.contains(&op.output).then_some(op.output);
+            let out_t = self.rows_of(op.output, &rows, into_whole);
             let name = format!("{}[{}:{}]", w.name(op.name), rows.start, rows.end);
             let scale = |macs: u32| macs as u64 / whole.h as u64 * rows.len() as u64;
             let tokens = (rows.len() * whole.w as usize) as u32;
@@ -439,7 +464,11 @@ impl Emit {
             };
             for k in read {
                 let t = op.inputs[k];
-                let s = *cur.get(&t)?;
+                let s = match cur.get(&t) {
+                    Some(&s) => s,
+                    None if whole_maps.contains(&t) => t,
+                    None => return None,
+                };
                 let sd = self.w.tensors[s as usize];
                 let held = sd.row0 as usize..sd.row0 as usize + sd.h as usize;
                 if matches!(run.maps[i], RowMap::Conv(_) | RowMap::Pool(_)) || held == rows {
