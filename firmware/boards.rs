@@ -108,20 +108,33 @@ const KIB: u64 = 1024;
 const MIB: u64 = 1024 * 1024;
 
 /// The memory of both QEMU MPS2 boards: 4 MiB of code SRAM at 0 stands in for flash, 4 MiB SRAM.
-const MPS2_REGIONS: &[Region] = &[
-    Region {
-        name: "FLASH",
-        origin: 0x0000_0000,
-        length: 4 * MIB,
-        kind: MemoryKind::Flash,
-    },
-    Region {
-        name: "RAM",
-        origin: 0x2000_0000,
-        length: 4 * MIB,
-        kind: MemoryKind::Sram,
-    },
-];
+/// The MPS2 boards (AN386, AN500): 4 MiB code memory, 4 MiB SRAM, and the board's 16 MiB PSRAM
+/// for the blob (ViTAE-T's 5.2 MB does not fit the code memory beside the firmware); the PSRAM
+/// sits at 0x2100_0000 on the AN385/AN386 and at 0x6000_0000 on the AN500.
+const fn mps2_regions(psram: u64) -> [Region; 3] {
+    [
+        Region {
+            name: "FLASH",
+            origin: 0x0000_0000,
+            length: 4 * MIB,
+            kind: MemoryKind::Flash,
+        },
+        Region {
+            name: "RAM",
+            origin: 0x2000_0000,
+            length: 4 * MIB,
+            kind: MemoryKind::Sram,
+        },
+        Region {
+            name: "PSRAM",
+            origin: psram,
+            length: 16 * MIB,
+            kind: MemoryKind::ExternalRam,
+        },
+    ]
+}
+const MPS2_AN386_REGIONS: &[Region] = &mps2_regions(0x2100_0000);
+const MPS2_AN500_REGIONS: &[Region] = &mps2_regions(0x6000_0000);
 
 // The real parts' region sizes, shared by their entries and their QEMU stand-ins.
 /// STM32N6: DTCM (stack, statics, the fastest arena part), AXISRAM1 above the 400 KiB FLEXRAM,
@@ -152,9 +165,9 @@ pub const BOARDS: &[Board] = &[
             machine: "mps2-an386",
             cpu: "cortex-m4",
         },
-        regions: MPS2_REGIONS,
+        regions: MPS2_AN386_REGIONS,
         stack: 64 * KIB,
-        blob: "FLASH",
+        blob: "PSRAM",
         arena: &["RAM"],
         code_reserve: 256 * KIB,
         statics_reserve: 64 * KIB,
@@ -169,9 +182,9 @@ pub const BOARDS: &[Board] = &[
             machine: "mps2-an500",
             cpu: "cortex-m7",
         },
-        regions: MPS2_REGIONS,
+        regions: MPS2_AN500_REGIONS,
         stack: 64 * KIB,
-        blob: "FLASH",
+        blob: "PSRAM",
         arena: &["RAM"],
         code_reserve: 256 * KIB,
         statics_reserve: 64 * KIB,
