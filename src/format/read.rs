@@ -467,31 +467,29 @@ impl<'a> Model<'a> {
         Ok(())
     }
 
-    /// True when the outputs of ops before `op` that are strips of tensor `t` (its rows, in its
-    /// storage) cover all of `t`'s rows: how a patch-based run writes the map its strips end in.
-    /// Checked without allocating: from `t`'s first row on, some strip must hold the next row.
+    /// True when the outputs of ops before `op` that hold rows of tensor `t`'s map in the same
+    /// storage (strips of it, or a larger window it is a strip of) cover all of `t`'s rows: how
+    /// a patch-based run writes the maps its strips read. Checked without allocating: from `t`'s
+    /// first row on, some earlier output must hold the next row.
     fn written_in_strips(&self, op: usize, t: u16) -> bool {
         let Some(whole) = self.tensors.get(t as usize) else {
             return false;
         };
-        let row_bytes = whole.w as u64
-            * whole.c as u64
-            * DType::from_u8(whole.dtype).map_or(0, |d| d.size() as u64);
-        let end = whole.row0 as u64 + whole.h as u64;
-        let strip_of_t = |s: &TensorDesc| {
-            s.dtype == whole.dtype
-                && (s.w, s.c) == (whole.w, whole.c)
-                && s.row0 >= whole.row0
-                && s.row0 as u64 + s.h as u64 <= end
-                && s.arena_offset as u64
-                    == whole.arena_offset as u64 + (s.row0 - whole.row0) as u64 * row_bytes
+        let row_bytes = whole.w as i64
+            * whole.c as i64
+            * DType::from_u8(whole.dtype).map_or(0, |d| d.size() as i64);
+        // Where row 0 of the map would sit: equal for every tensor in the same storage.
+        let base = |d: &TensorDesc| d.arena_offset as i64 - d.row0 as i64 * row_bytes;
+        let same_storage = |s: &TensorDesc| {
+            s.dtype == whole.dtype && (s.w, s.c) == (whole.w, whole.c) && base(s) == base(whole)
         };
+        let end = whole.row0 as u64 + whole.h as u64;
         let mut next = whole.row0 as u64;
         while next < end {
             let reach = self.ops[..op]
                 .iter()
                 .filter_map(|o| self.tensors.get(o.output as usize))
-                .filter(|s| strip_of_t(s) && s.row0 as u64 <= next)
+                .filter(|s| same_storage(s) && s.row0 as u64 <= next)
                 .map(|s| s.row0 as u64 + s.h as u64)
                 .max();
             match reach {

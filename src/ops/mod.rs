@@ -53,6 +53,7 @@ pub mod attention;
 pub mod class_token;
 pub mod conv;
 pub mod convert;
+pub mod copy_rows;
 pub mod image;
 pub mod image_u8;
 pub mod layernorm;
@@ -637,6 +638,9 @@ op_table! {
     PerformerSumS8 = 16 => performer::PerformerSumS8Op,
     /// (q int8, f32 sums → int8; a strip of a patch-based run) [`performer::PerformerParams`].
     PerformerEmitS8 = 17 => performer::PerformerEmitS8Op,
+    /// (rows of a map → the same rows in another window; a patch-based run's kept halo) no
+    /// parameters.
+    CopyRows = 18 => copy_rows::CopyRowsOp,
 }
 
 #[cfg(test)]

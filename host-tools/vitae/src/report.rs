@@ -265,14 +265,16 @@ pub fn parts_line(m: &Model) -> Option<String> {
     })
 }
 
-/// How a patch-based blob runs its first cells: the strips (image ops), the performer passes,
-/// and the MACs its ops execute against the model's.
+/// How a patch-based blob runs its first cells: the strips, the performer passes, the halo rows
+/// copied between strips, and the MACs its ops execute against the model's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Strips {
-    /// Strips of the image over all passes (ops that read the caller's image).
-    pub image_strips: usize,
+    /// Strips per pass: the performer's pass-1 strips, or (no performer) the image's.
+    pub per_pass: usize,
     /// Passes over the strips (2 with a performer).
     pub passes: usize,
+    /// Ops that copy kept halo rows from one strip's window to the next.
+    pub halo_copies: usize,
     /// MACs the ops execute (recomputed halos and the second pass included).
     pub executed_macs: u64,
     /// The model's MACs (each product once).
@@ -281,22 +283,24 @@ pub struct Strips {
 
 /// [`Strips`] of a blob, or `None` when it runs layer by layer.
 pub fn strips(m: &Model) -> Option<Strips> {
-    let mut image_strips = 0;
-    let mut starts = 0;
+    use vitae_edge::format::OpKind;
+    let (mut image_ops, mut starts, mut sums, mut halo_copies) = (0, 0, 0, 0);
     let mut executed_macs = 0u64;
     for i in 0..m.op_count() {
         let op = m.op(i).ok()?;
         executed_macs += op.desc.macs as u64;
-        if op.kind.inputs() == 0 {
-            image_strips += 1;
-        }
-        if op.kind == vitae_edge::format::OpKind::PerformerStartS8 {
-            starts += 1;
+        match op.kind {
+            k if k.inputs() == 0 => image_ops += 1,
+            OpKind::PerformerStartS8 => starts += 1,
+            OpKind::PerformerSumS8 => sums += 1,
+            OpKind::CopyRows => halo_copies += 1,
+            _ => {}
         }
     }
-    (image_strips > 1).then_some(Strips {
-        image_strips,
+    (image_ops > 1).then_some(Strips {
+        per_pass: if starts > 0 { starts + sums } else { image_ops },
         passes: 1 + starts,
+        halo_copies,
         executed_macs,
         model_macs: m.macs(),
     })
@@ -307,10 +311,11 @@ pub fn strips_line(m: &Model) -> Option<String> {
     let s = strips(m)?;
     let extra = s.executed_macs.saturating_sub(s.model_macs);
     Some(format!(
-        "patch-based: the first cells run in {} strips per pass, {} pass{}; the ops execute {:.3} M MACs, {:.3} M ({:+.1} %) more than the model's {:.3} M (recomputed halos and pass-2 rows)",
-        s.image_strips / s.passes,
+        "patch-based: the first cells run in {} strips per pass, {} pass{}, {} halo copies; the ops execute {:.3} M MACs, {:.3} M ({:+.1} %) more than the model's {:.3} M (recomputed rows)",
+        s.per_pass,
         s.passes,
         if s.passes == 1 { "" } else { "es" },
+        s.halo_copies,
         s.executed_macs as f64 / 1e6,
         extra as f64 / 1e6,
         100.0 * extra as f64 / s.model_macs.max(1) as f64,
@@ -351,7 +356,7 @@ pub fn inspect_json(m: &Model) -> Result<Vec<serde_json::Value>, FormatError> {
         "arena_plus_input_bytes": m.arena_len() + m.input_bytes(),
         "arena_part_bytes": (0..m.arena_parts()).map(|i| m.arena_part(i).len()).collect::<Vec<_>>(),
         "executed_macs": rows.iter().map(|r| r.macs).sum::<u64>(),
-        "strips": strips(m).map(|s| serde_json::json!({"per_pass": s.image_strips / s.passes, "passes": s.passes}))}));
+        "strips": strips(m).map(|s| serde_json::json!({"per_pass": s.per_pass, "passes": s.passes, "halo_copies": s.halo_copies}))}));
     Ok(v)
 }
 
@@ -366,10 +371,11 @@ pub fn patch_line(p: &crate::quantize::patch::Patched) -> String {
         p.sink,
         p.passes,
         if p.passes == 1 { "" } else { "es" },
-        if p.kept {
-            " (q and v kept whole from pass 1)"
-        } else {
-            ""
+        match (p.kept, p.halos) {
+            (true, true) => " (q and v kept whole from pass 1, halo rows kept between strips)",
+            (true, false) => " (q and v kept whole from pass 1)",
+            (false, true) => " (halo rows kept between strips)",
+            (false, false) => "",
         }
     )
 }

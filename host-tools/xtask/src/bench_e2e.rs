@@ -76,18 +76,13 @@ fn twice(name: &str, image: &[f32], shape: [usize; 3]) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// The strip height `--patch auto` chooses for ViTAE-T on the STM32H747I-DISCO.
-fn vitae_t_h7_rows() -> Result<usize> {
+/// The strips `--patch auto` chooses for ViTAE-T on the STM32H747I-DISCO.
+fn vitae_t_h7_strips() -> Result<Patch> {
     let h7 = boards::board("qemu-stm32h747i-disco")?;
-    let p = e2e::prepare_pixels("vitae_t", Some(h7), Patch::Auto)?;
-    let bytes = std::fs::read(&p.blob)?;
-    let aligned = vitae_edge::format::AlignedBytes::new(&bytes);
-    let m = vitae_edge::format::Model::parse(aligned.as_bytes())?;
-    let Some(s) = vitae::report::strips(&m) else {
-        bail!("ViTAE-T on the H747 was not patched");
-    };
-    // Strips per pass -> rows of the 56-row first-cell map.
-    Ok(56usize.div_ceil(s.image_strips / s.passes))
+    match e2e::prepare_pixels("vitae_t", Some(h7), Patch::Auto)?.strips {
+        Some(plan) => Ok(Patch::Strips(plan)),
+        None => bail!("ViTAE-T on the H747 was not patched"),
+    }
 }
 
 /// The profile a board measures: the real part it stands in for, or itself.
@@ -237,8 +232,8 @@ pub fn run(args: &E2eArgs) -> Result<()> {
             }
             let m55 = boards::board("mps3-an547")?;
             if args.board.as_deref().is_none_or(|b| b == m55.name) {
-                let rows = vitae_t_h7_rows()?;
-                let p = e2e::prepare_patched("vitae_t", Precision::Int8, None, Patch::Rows(rows))?;
+                let plan = vitae_t_h7_strips()?;
+                let p = e2e::prepare_patched("vitae_t", Precision::Int8, None, plan)?;
                 cases.push(Case {
                     model: "vitae_t/strips",
                     board: m55,

@@ -33,6 +33,8 @@ pub struct Prepared {
     pub blob: PathBuf,
     pub input: PathBuf,
     pub host_npy: Vec<u8>,
+    /// The strips the quantizer chose, when it patched the first cells.
+    pub strips: Option<vitae::quantize::patch::Strips>,
 }
 
 /// Quantizes fixture `name` (calibrated on its own input) and runs it on the host engine.
@@ -102,6 +104,7 @@ pub fn prepare_patched(
         blob,
         input,
         host_npy,
+        strips: q.lowered.patched.as_ref().map(|p| p.plan),
     })
 }
 
@@ -167,6 +170,7 @@ pub fn prepare_pixels(name: &str, board: Option<&Board>, patch: Patch) -> Result
         blob,
         input,
         host_npy,
+        strips: q.lowered.patched.as_ref().map(|p| p.plan),
     })
 }
 

@@ -285,7 +285,7 @@ pub fn run(args: &TestArgs) -> Result<()> {
                         "mcu_a",
                         vitae::quantize::Precision::Int8,
                         None,
-                        vitae::quantize::patch::Patch::Rows(4),
+                        vitae::quantize::patch::Patch::rows(4),
                     )?;
                     if p.host_npy != layered.host_npy {
                         bail!("the patched blob's host logits differ from the layer-by-layer blob's");

@@ -1345,9 +1345,9 @@ impl Emitter<'_> {
         choice: Patch,
     ) -> Result<PlannedArena, LowerError> {
         let layered = self.w.clone();
-        let in_strips = |(rows, keep): (usize, bool), emitter: &mut Self| {
+        let in_strips = |plan: patch::Strips, emitter: &mut Self| {
             emitter.w = layered.clone();
-            let patched = patch::patch(&mut emitter.w, rows, keep)?;
+            let patched = patch::patch(&mut emitter.w, plan)?;
             Some(
                 emitter
                     .plan(regions, &patched.views)
@@ -1356,15 +1356,12 @@ impl Emitter<'_> {
         };
         match choice {
             Patch::Off => self.plan(regions, &[]).map(|(len, lb)| (len, lb, None)),
-            Patch::Rows(rows) | Patch::RowsKeep(rows) => {
-                let keep = choice == Patch::RowsKeep(rows);
-                in_strips((rows, keep), self).unwrap_or_else(|| {
-                    Err(LowerError::NoPatch {
-                        rows,
-                        why: patch::why_not(&layered),
-                    })
+            Patch::Strips(plan) => in_strips(plan, self).unwrap_or_else(|| {
+                Err(LowerError::NoPatch {
+                    rows: plan.rows,
+                    why: patch::why_not(&layered),
                 })
-            }
+            }),
             Patch::Auto => match self.plan(regions, &[]) {
                 Ok((len, lb)) => Ok((len, lb, None)),
                 Err(e @ LowerError::ArenaDoesNotFit { .. }) => {
@@ -1374,8 +1371,16 @@ impl Emitter<'_> {
                     let model_macs = self.graph.macs();
                     let mut best: Option<(PlannedArena, BlobWriter, u64)> = None;
                     let candidates = patch::candidate_rows(&layered);
-                    let both = candidates.iter().flat_map(|&r| [(r, false), (r, true)]);
-                    for candidate in both {
+                    let plans = candidates.iter().flat_map(|&rows| {
+                        [(false, false), (true, false), (false, true), (true, true)].map(
+                            |(keep_qv, keep_halos)| patch::Strips {
+                                rows,
+                                keep_qv,
+                                keep_halos,
+                            },
+                        )
+                    });
+                    for candidate in plans {
                         let Some(Ok(planned)) = in_strips(candidate, self) else {
                             continue;
                         };
@@ -1411,8 +1416,14 @@ impl Emitter<'_> {
                 let mut best = self.plan(regions, &[]).map(|(len, lb)| (len, lb, None));
                 let mut best_w = self.w.clone();
                 for rows in patch::candidate_rows(&layered) {
-                    if let Some(Ok(planned)) = in_strips((rows, false), self)
-                        && !best.as_ref().is_ok_and(|b| b.0 <= planned.0)
+                    if let Some(Ok(planned)) = in_strips(
+                        patch::Strips {
+                            rows,
+                            keep_qv: false,
+                            keep_halos: false,
+                        },
+                        self,
+                    ) && !best.as_ref().is_ok_and(|b| b.0 <= planned.0)
                     {
                         best = Ok(planned);
                         best_w = self.w.clone();

@@ -27,6 +27,7 @@ use vitae_edge::format::{BlobWriter, DType, NO_TENSOR, OpKind, TensorDesc};
 use vitae_edge::kernels::conv::ConvGeometry;
 use vitae_edge::ops::Record;
 use vitae_edge::ops::conv::ConvParams;
+use vitae_edge::ops::copy_rows::CopyRowsOp;
 use vitae_edge::ops::layernorm::{LayerNormParams, LayerNormS8Op};
 use vitae_edge::ops::linear::{LinearParams, LinearS8Op};
 use vitae_edge::ops::max_pool::MaxPoolParams;
@@ -43,19 +44,40 @@ pub const AUTO_EXTRA_MACS: f64 = 0.15;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Patch {
     /// Layer by layer, unless the arena does not fit the memory regions it is planned for; then
-    /// in strips: of the strip heights that fit, the one with the smallest arena among those
-    /// that recompute at most 15 % more MACs ([`AUTO_EXTRA_MACS`]), or, when none is that cheap,
+    /// in strips: of the strip plans that fit, the one with the smallest arena among those that
+    /// recompute at most 15 % more MACs ([`AUTO_EXTRA_MACS`]), or, when none is that cheap,
     /// the one that recomputes the fewest.
     #[default]
     Auto,
     /// Layer by layer.
     Off,
-    /// In strips of this many rows of the first cells' output map (pass 2 recomputes q and v).
-    Rows(usize),
-    /// As `Rows`, with pass 1 keeping q and v whole for pass 2 (no PRM recomputed, more RAM).
-    RowsKeep(usize),
+    /// In these strips.
+    Strips(Strips),
     /// In the strips that give the smallest arena.
     Smallest,
+}
+
+/// A strip plan: the strip height and what the strips keep instead of recomputing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Strips {
+    /// Rows of the first cells' output map per strip.
+    pub rows: usize,
+    /// The performer's pass 1 keeps q and v whole for pass 2 (no PRM recomputed, more RAM).
+    pub keep_qv: bool,
+    /// Each strip copies the halo rows its convolutions read again from the previous strip's
+    /// window instead of recomputing them (two windows alive at the copy).
+    pub keep_halos: bool,
+}
+
+impl Patch {
+    /// Strips of `rows` rows that recompute what they need again.
+    pub const fn rows(rows: usize) -> Patch {
+        Patch::Strips(Strips {
+            rows,
+            keep_qv: false,
+            keep_halos: false,
+        })
+    }
 }
 
 impl std::str::FromStr for Patch {
@@ -67,17 +89,28 @@ impl std::str::FromStr for Patch {
             "off" => Ok(Patch::Off),
             "smallest" => Ok(Patch::Smallest),
             n => {
-                let (rows, keep) = match n.strip_suffix(":keep") {
-                    Some(rows) => (rows, true),
-                    None => (n, false),
+                let mut parts = n.split(':');
+                let rows = parts.next().and_then(|r| r.parse::<usize>().ok());
+                let mut plan = Strips {
+                    rows: rows.unwrap_or(0),
+                    keep_qv: false,
+                    keep_halos: false,
                 };
-                match rows.parse::<usize>() {
-                    Ok(rows) if rows > 0 && keep => Ok(Patch::RowsKeep(rows)),
-                    Ok(rows) if rows > 0 => Ok(Patch::Rows(rows)),
-                    _ => Err(format!(
-                        "`{s}` is not a patch plan: give auto, off, smallest, a number of rows \
-                         (> 0) or rows:keep"
-                    )),
+                let mut ok = plan.rows > 0;
+                for part in parts {
+                    match part {
+                        "keep" => plan.keep_qv = true,
+                        "halos" => plan.keep_halos = true,
+                        _ => ok = false,
+                    }
+                }
+                if ok {
+                    Ok(Patch::Strips(plan))
+                } else {
+                    Err(format!(
+                        "`{s}` is not a patch plan: give auto, off, smallest, or a number of rows \
+                         (> 0) with :keep and/or :halos"
+                    ))
                 }
             }
         }
@@ -99,6 +132,10 @@ pub struct Patched {
     pub passes: usize,
     /// Pass 1 keeps q and v whole for pass 2 (else pass 2 recomputes them, PRM included).
     pub kept: bool,
+    /// Halo rows are copied from the previous strip's windows (else recomputed).
+    pub halos: bool,
+    /// The plan that made it.
+    pub plan: Strips,
     /// Tensors that are rows of another tensor's storage: `(strip, whole)`, for the planner.
     pub views: Vec<(u16, u16)>,
 }
@@ -234,18 +271,38 @@ fn hull(a: Option<&Range<usize>>, b: Range<usize>) -> Range<usize> {
 
 /// The rows of every tensor of the run that one strip needs, back from `targets`; `pass2` makes
 /// the performer read q (pass 1 never reaches it: its targets are k and v).
+/// What one strip needs: the rows of each tensor it holds, and the rows of them its producer
+/// computes (fewer when the first rows are kept from the previous strip's window, `prev`).
+struct Needs {
+    hold: HashMap<u16, Range<usize>>,
+    compute: HashMap<u16, Range<usize>>,
+}
+
 fn needs(
     w: &BlobWriter,
     run: &Run,
     targets: &[(u16, Range<usize>)],
     whole: &[u16],
-) -> Option<HashMap<u16, Range<usize>>> {
+    prev: &HashMap<u16, (u16, Range<usize>)>,
+) -> Option<Needs> {
     let mut need: HashMap<u16, Range<usize>> = targets.iter().cloned().collect();
+    let mut compute = HashMap::new();
     for i in (0..=run.end).rev() {
         let op = w.ops[i];
-        let Some(rows) = need.get(&op.output).cloned() else {
+        let Some(held) = need.get(&op.output).cloned() else {
             continue;
         };
+        // Rows the previous strip's window holds from this window's first row on are copied.
+        let rows = match prev.get(&op.output) {
+            Some((_, p)) if p.start <= held.start && held.start < p.end => {
+                p.end.min(held.end)..held.end
+            }
+            _ => held.clone(),
+        };
+        compute.insert(op.output, rows.clone());
+        if rows.is_empty() {
+            continue;
+        }
         let kind = OpKind::from_u16(op.kind)?;
         let reads: Vec<(u16, Range<usize>)> = match &run.maps[i] {
             RowMap::Image => Vec::new(),
@@ -269,15 +326,20 @@ fn needs(
             need.insert(t, h);
         }
     }
-    Some(need)
+    Some(Needs {
+        hold: need,
+        compute,
+    })
 }
 
 /// Rewrites the run of ops from the image op on into strips of `rows` rows of its output map.
 /// `None` when the blob has no such run (or the strips would be the whole map); the blob is
 /// untouched then.
-/// With `keep`, pass 1 also computes each strip's q and writes q and v into whole tensors that
-/// pass 2 reads instead of recomputing them.
-pub fn patch(w: &mut BlobWriter, rows: usize, keep: bool) -> Option<Patched> {
+/// With `plan.keep_qv`, pass 1 also computes each strip's q and writes q and v into whole
+/// tensors that pass 2 reads instead of recomputing them; with `plan.keep_halos`, each strip
+/// copies the rows it shares with the previous strip's windows instead of recomputing them.
+pub fn patch(w: &mut BlobWriter, plan: Strips) -> Option<Patched> {
+    let (rows, keep) = (plan.rows, plan.keep_qv);
     let output = w.meta?.output_tensor;
     let run = find_run(w, output)?;
     let sink_h = w.tensors[run.sink as usize].h as usize;
@@ -306,14 +368,18 @@ pub fn patch(w: &mut BlobWriter, rows: usize, keep: bool) -> Option<Patched> {
         let kh = w.tensors[k as usize].h as usize;
         let record = PerformerParams::read(w.record(p)).ok()?;
         let state = out.state_tensor(&record, w.name(perf.name));
+        let mut prev = HashMap::new();
         for (s, strip) in (0..kh).step_by(rows).enumerate() {
             let strip = strip..(strip + rows).min(kh);
             let mut targets = vec![(k, strip.clone()), (v, strip.clone())];
             if keep {
                 targets.push((q, strip.clone()));
             }
-            let need = needs(w, &run, &targets, &[])?;
-            let cur = out.strip(w, &run, &need, &kept, &[])?;
+            let need = needs(w, &run, &targets, &[], &prev)?;
+            let cur = out.strip(w, &run, &need, &kept, &[], &prev)?;
+            if plan.keep_halos {
+                prev = windows(&cur, &need);
+            }
             let (ks, vs) = (*cur.get(&k)?, *cur.get(&v)?);
             let tokens = (strip.len() * w.tensors[k as usize].w as usize) as u32;
             let params = PerformerParams { tokens, ..record };
@@ -331,9 +397,13 @@ pub fn patch(w: &mut BlobWriter, rows: usize, keep: bool) -> Option<Patched> {
         }
         out.state = Some((state, record));
     }
+    let mut prev = HashMap::new();
     for strip in &strips {
-        let need = needs(w, &run, &[(run.sink, strip.clone())], &kept)?;
-        out.strip(w, &run, &need, &[run.sink], &kept)?;
+        let need = needs(w, &run, &[(run.sink, strip.clone())], &kept, &prev)?;
+        let cur = out.strip(w, &run, &need, &[run.sink], &kept, &prev)?;
+        if plan.keep_halos {
+            prev = windows(&cur, &need);
+        }
     }
     out.ops.extend_from_slice(&w.ops[run.end + 1..]);
     let Emit {
@@ -361,8 +431,17 @@ pub fn patch(w: &mut BlobWriter, rows: usize, keep: bool) -> Option<Patched> {
         strips: strips.len(),
         passes,
         kept: keep && passes == 2,
+        halos: plan.keep_halos,
+        plan,
         views,
     })
+}
+
+/// Each tensor's window in a strip and the rows it holds, for the next strip to copy from.
+fn windows(cur: &HashMap<u16, u16>, need: &Needs) -> HashMap<u16, (u16, Range<usize>)> {
+    cur.iter()
+        .filter_map(|(t, &s)| Some((*t, (s, need.hold.get(t)?.clone()))))
+        .collect()
 }
 
 fn pass_macs(p: &PerformerParams, pass: u8) -> u64 {
@@ -436,20 +515,46 @@ impl Emit {
         &mut self,
         w: &BlobWriter,
         run: &Run,
-        need: &HashMap<u16, Range<usize>>,
+        need: &Needs,
         sinks: &[u16],
         whole_maps: &[u16],
+        prev: &HashMap<u16, (u16, Range<usize>)>,
     ) -> Option<HashMap<u16, u16>> {
         let mut cur: HashMap<u16, u16> = HashMap::new();
         for i in 0..=run.end {
             let op = w.ops[i];
-            let Some(rows) = need.get(&op.output).cloned() else {
+            let Some(held) = need.hold.get(&op.output).cloned() else {
                 continue;
             };
+            let rows = need
+                .compute
+                .get(&op.output)
+                .cloned()
+                .unwrap_or(held.clone());
             let kind = OpKind::from_u16(op.kind)?;
             let whole = w.tensors[op.output as usize];
             let into_whole = sinks.contains(&op.output).then_some(op.output);
-            let out_t = self.rows_of(op.output, &rows, into_whole);
+            // The strip's window of the op's output; its first rows copied from the previous
+            // strip's window when they are kept, the op computing the rest into it.
+            let window = self.rows_of(op.output, &held, into_whole);
+            let out_t = if rows == held {
+                window
+            } else {
+                let kept = held.start..rows.start;
+                if !kept.is_empty() {
+                    let (previous, _) = prev.get(&op.output)?;
+                    let src = self.rows_of(op.output, &kept, Some(*previous));
+                    let dst = self.rows_of(op.output, &kept, Some(window));
+                    let name = format!("{}[{}:{}] kept", w.name(op.name), kept.start, kept.end);
+                    self.w.op::<CopyRowsOp>(&[src], dst, &(), 0, &name);
+                    self.take_last();
+                }
+                cur.insert(op.output, window);
+                if rows.is_empty() {
+                    continue;
+                }
+                self.rows_of(op.output, &rows, Some(window))
+            };
             let name = format!("{}[{}:{}]", w.name(op.name), rows.start, rows.end);
             let scale = |macs: u32| macs as u64 / whole.h as u64 * rows.len() as u64;
             let tokens = (rows.len() * whole.w as usize) as u32;
@@ -509,7 +614,7 @@ impl Emit {
                 _ => return None,
             }
             self.take_last();
-            cur.insert(op.output, out_t);
+            cur.insert(op.output, window);
         }
         Some(cur)
     }
