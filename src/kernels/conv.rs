@@ -792,8 +792,13 @@ mod tests {
         }
 
         fn params(&self) -> ConvS8<'_> {
+            self.params_for(self.geom)
+        }
+
+        /// The case's tables and zero points with geometry `geom` (the whole map or a window).
+        fn params_for(&self, geom: ConvGeometry) -> ConvS8<'_> {
             ConvS8::new(
-                self.geom,
+                geom,
                 &self.weights,
                 &self.bias,
                 &self.requant,
@@ -889,17 +894,7 @@ mod tests {
                     continue;
                 };
                 prop_assert!(conv_s8_scratch_size(&w) <= scratch.len());
-                let p = ConvS8::new(
-                    w,
-                    &self.weights,
-                    &self.bias,
-                    &self.requant,
-                    self.in_zp,
-                    self.out_zp,
-                    self.lut.as_ref(),
-                    self.out,
-                )
-                .unwrap();
+                let p = self.params_for(w);
                 let input = &self.input[input_rows.start * row_in..input_rows.end * row_in];
                 let mut got = want[start * row_out..end * row_out].to_vec();
                 got.iter_mut().for_each(|v| *v = 0x55u8 as i8);

@@ -130,6 +130,11 @@ fn decode_pass<'a>(
     kernel(p, cx)
 }
 
+/// Scratch of one pass over a strip (a token's row and features; the sums are a tensor).
+fn pass_scratch_bytes(p: &PerformerParams) -> usize {
+    performer_s8_pass_scratch_size(p.emb as usize, p.features as usize)
+}
+
 /// The state of a pass as f32s.
 fn state_of<'s>(bytes: &'s [u8], io: &OpIo) -> Result<&'s [f32], RunError> {
     bytemuck::try_cast_slice(bytes).map_err(|_| RunError::BadPlan { op: io.op })
@@ -152,7 +157,7 @@ impl OpSpec for PerformerStartS8Op {
     }
 
     fn scratch_bytes(p: &PerformerParams) -> usize {
-        performer_s8_pass_scratch_size(p.emb as usize, p.features as usize)
+        pass_scratch_bytes(p)
     }
 
     fn data_bytes(p: &PerformerParams) -> usize {
@@ -196,7 +201,7 @@ impl OpSpec for PerformerSumS8Op {
     }
 
     fn scratch_bytes(p: &PerformerParams) -> usize {
-        performer_s8_pass_scratch_size(p.emb as usize, p.features as usize)
+        pass_scratch_bytes(p)
     }
 
     fn data_bytes(p: &PerformerParams) -> usize {
@@ -243,7 +248,7 @@ impl OpSpec for PerformerEmitS8Op {
     }
 
     fn scratch_bytes(p: &PerformerParams) -> usize {
-        performer_s8_pass_scratch_size(p.emb as usize, p.features as usize)
+        pass_scratch_bytes(p)
     }
 
     fn data_bytes(p: &PerformerParams) -> usize {

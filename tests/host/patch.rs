@@ -17,6 +17,7 @@ use vitae::config::ModelConfig;
 use vitae::engine::Engine;
 use vitae::npy::read_npy_f32;
 use vitae::quantize::patch::Patch;
+use vitae::quantize::plan::Region;
 use vitae::quantize::{self, CalibMethod, ImageInput, NoProgress, Options, Precision, Quantized};
 use vitae::reference::ReferenceModel;
 use vitae_edge::format::{AlignedBytes, FormatErrorKind, Model};
@@ -33,16 +34,21 @@ fn quantized(
     input: ImageInput,
     patch: Patch,
 ) -> Quantized {
-    let options = Options {
+    let options = options(input, Vec::new(), patch);
+    quantize::quantize(model, calib, &options, &mut NoProgress).unwrap()
+}
+
+/// int8 quantization options with this input, arena regions and patch plan.
+fn options(input: ImageInput, arena_regions: Vec<Region>, patch: Patch) -> Options {
+    Options {
         precision: Precision::Int8,
         method: CalibMethod::Auto,
         flash_budget: None,
         name: "patch".into(),
         input,
-        arena_regions: Vec::new(),
+        arena_regions,
         patch,
-    };
-    quantize::quantize(model, calib, &options, &mut NoProgress).unwrap()
+    }
 }
 
 /// The logits' bits for `images` (f32 NCHW, or u8 HWC pixels).
@@ -76,7 +82,7 @@ fn check(
     for &r in rows {
         let q = quantized(model, calib, input.clone(), Patch::rows(r));
         let patched = q.lowered.patched.as_ref().expect("patched");
-        assert_eq!(patched.rows, r);
+        assert_eq!(patched.plan.rows, r);
         let m = Model::parse(AlignedBytes::new(&q.lowered.blob).as_bytes())
             .map(|m| m.header().version)
             .unwrap();
@@ -150,8 +156,8 @@ fn keeping_q_and_v_from_pass_1_trades_ram_for_the_recomputed_prm() {
             keep_halos: false,
         }),
     );
-    assert!(keep.lowered.patched.as_ref().unwrap().kept);
-    assert!(!recompute.lowered.patched.as_ref().unwrap().kept);
+    assert!(keep.lowered.patched.as_ref().unwrap().plan.keep_qv);
+    assert!(!recompute.lowered.patched.as_ref().unwrap().plan.keep_qv);
     let want = logits(&layered.lowered.blob, &images);
     assert_eq!(logits(&keep.lowered.blob, &images), want);
     let model_macs = executed_macs(&layered.lowered.blob);
@@ -174,7 +180,7 @@ fn keeping_q_and_v_from_pass_1_trades_ram_for_the_recomputed_prm() {
             keep_halos: true,
         };
         let q = quantized(&model, calib, ImageInput::F32Nchw, Patch::Strips(plan));
-        assert!(q.lowered.patched.as_ref().unwrap().halos);
+        assert!(q.lowered.patched.as_ref().unwrap().plan.keep_halos);
         assert_eq!(logits(&q.lowered.blob, &images), want, "{plan:?}");
         let macs = executed_macs(&q.lowered.blob);
         println!("{plan:?}: {macs} MACs, arena {}", q.lowered.arena_len);
@@ -277,18 +283,11 @@ fn auto_and_smallest_choose_strips_only_when_asked_or_needed() {
     // A region too small for the layer-by-layer arena: auto takes the smallest arena that fits
     // within +15 % MACs.
     let room = auto.lowered.arena_len * 3 / 4;
-    let options = Options {
-        precision: Precision::Int8,
-        method: CalibMethod::Auto,
-        flash_budget: None,
-        name: "patch".into(),
-        input: ImageInput::F32Nchw,
-        arena_regions: vec![vitae::quantize::plan::Region {
-            name: "SRAM".into(),
-            room,
-        }],
-        patch: Patch::Auto,
+    let sram = Region {
+        name: "SRAM".into(),
+        room,
     };
+    let options = options(ImageInput::F32Nchw, vec![sram], Patch::Auto);
     let fit = quantize::quantize(&model, &[x], &options, &mut NoProgress).unwrap();
     let p = fit
         .lowered
@@ -313,15 +312,7 @@ fn a_cell_without_a_run_to_strip_is_refused_with_the_reason() {
     let x: Vec<f32> = (0..model.config().input_len())
         .map(|i| (i % 9) as f32 / 4.0 - 1.0)
         .collect();
-    let options = Options {
-        precision: Precision::Int8,
-        method: CalibMethod::Auto,
-        flash_budget: None,
-        name: "patch".into(),
-        input: ImageInput::F32Nchw,
-        arena_regions: Vec::new(),
-        patch: Patch::rows(2),
-    };
+    let options = options(ImageInput::F32Nchw, Vec::new(), Patch::rows(2));
     let Err(err) = quantize::quantize(&model, &[x], &options, &mut NoProgress) else {
         panic!("strips of a transformer cell were accepted");
     };

@@ -367,11 +367,11 @@ pub fn patch_line(p: &crate::quantize::patch::Patched) -> String {
         p.ops.start,
         p.ops.end - 1,
         p.strips,
-        p.rows,
+        p.plan.rows,
         p.sink,
         p.passes,
         if p.passes == 1 { "" } else { "es" },
-        match (p.kept, p.halos) {
+        match (p.plan.keep_qv, p.plan.keep_halos) {
             (true, true) => " (q and v kept whole from pass 1, halo rows kept between strips)",
             (true, false) => " (q and v kept whole from pass 1)",
             (false, true) => " (halo rows kept between strips)",

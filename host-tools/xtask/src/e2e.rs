@@ -37,6 +37,37 @@ pub struct Prepared {
     pub strips: Option<vitae::quantize::patch::Strips>,
 }
 
+/// Fixture `name`'s f32 reference model and the path of its input image.
+fn fixture(name: &str) -> Result<(ReferenceModel, PathBuf)> {
+    let Some(dir) = fixtures_dir() else {
+        bail!("../shared/fixtures not found")
+    };
+    let dir = dir.join(name);
+    let config = vitae::config::ModelConfig::from_kwargs_file(&dir.join("kwargs.json"))?;
+    let checkpoint = vitae::checkpoint::load_checkpoint(&dir.join("model.pth"))?;
+    Ok((
+        ReferenceModel::new(config, &checkpoint)?,
+        dir.join("input.npy"),
+    ))
+}
+
+/// `target/vitae`, created.
+fn out_dir() -> Result<PathBuf> {
+    let dir = project_root().join("target").join("vitae");
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// What a blob's file name says of its plan: `-BOARD` when planned for a board, `-stripsN` when
+/// its first cells run in strips of N rows.
+fn plan_tag(board: Option<&Board>, q: &quantize::Quantized) -> String {
+    let mut tag = board.map_or(String::new(), |b| format!("-{}", b.name));
+    if let Some(p) = &q.lowered.patched {
+        tag.push_str(&format!("-strips{}", p.plan.rows));
+    }
+    tag
+}
+
 /// Quantizes fixture `name` (calibrated on its own input) and runs it on the host engine.
 pub fn prepare(name: &str, precision: Precision) -> Result<Prepared> {
     prepare_for(name, precision, None)
@@ -56,14 +87,7 @@ pub fn prepare_patched(
     board: Option<&Board>,
     patch: Patch,
 ) -> Result<Prepared> {
-    let Some(dir) = fixtures_dir() else {
-        bail!("../shared/fixtures not found")
-    };
-    let dir = dir.join(name);
-    let config = vitae::config::ModelConfig::from_kwargs_file(&dir.join("kwargs.json"))?;
-    let checkpoint = vitae::checkpoint::load_checkpoint(&dir.join("model.pth"))?;
-    let model = ReferenceModel::new(config, &checkpoint)?;
-    let input = dir.join("input.npy");
+    let (model, input) = fixture(name)?;
     let x = vitae::npy::read_npy_f32(&input)?;
     let options = Options {
         precision,
@@ -88,12 +112,8 @@ pub fn prepare_patched(
         Some(b) => format!("{name}: planning the arena for board {}", b.name),
         None => format!("{name}: quantizing"),
     })?;
-    let out_dir = project_root().join("target").join("vitae");
-    std::fs::create_dir_all(&out_dir)?;
-    let mut planned = board.map_or(String::new(), |b| format!("-{}", b.name));
-    if let Some(p) = &q.lowered.patched {
-        planned.push_str(&format!("-strips{}", p.rows));
-    }
+    let out_dir = out_dir()?;
+    let planned = plan_tag(board, &q);
     let blob = out_dir.join(format!("{name}-{precision:?}{planned}.vblob").to_lowercase());
     vitae::io::write_atomic(&blob, &q.lowered.blob)?;
     let mut engine = Engine::new(&q.lowered.blob)?;
@@ -112,14 +132,8 @@ pub fn prepare_patched(
 /// for `board`'s regions as `patch` says, on the fixture's image as u8 pixels (twice: the bench
 /// reports the second inference). The host engine runs the same pixels.
 pub fn prepare_pixels(name: &str, board: Option<&Board>, patch: Patch) -> Result<Prepared> {
-    let Some(dir) = fixtures_dir() else {
-        bail!("../shared/fixtures not found")
-    };
-    let dir = dir.join(name);
-    let config = vitae::config::ModelConfig::from_kwargs_file(&dir.join("kwargs.json"))?;
-    let checkpoint = vitae::checkpoint::load_checkpoint(&dir.join("model.pth"))?;
-    let model = ReferenceModel::new(config, &checkpoint)?;
-    let x = vitae::npy::read_npy_f32(&dir.join("input.npy"))?;
+    let (model, input) = fixture(name)?;
+    let x = vitae::npy::read_npy_f32(&input)?;
     let (mean, std) = (vec![0.485f32, 0.456, 0.406], vec![0.229f32, 0.224, 0.225]);
     let [c, h, w] = match x.shape.as_slice() {
         [1, c, h, w] | [c, h, w] if *c == mean.len() => [*c, *h, *w],
@@ -152,13 +166,8 @@ pub fn prepare_pixels(name: &str, board: Option<&Board>, patch: Patch) -> Result
         &mut NoProgress,
     )
     .with_context(|| format!("{name}: quantizing for u8 pixels"))?;
-    let out_dir = project_root().join("target").join("vitae");
-    std::fs::create_dir_all(&out_dir)?;
-    let mut tag = board.map_or(String::new(), |b| format!("-{}", b.name));
-    if let Some(p) = &q.lowered.patched {
-        tag.push_str(&format!("-strips{}", p.rows));
-    }
-    let blob = out_dir.join(format!("{name}-int8-u8{tag}.vblob"));
+    let out_dir = out_dir()?;
+    let blob = out_dir.join(format!("{name}-int8-u8{}.vblob", plan_tag(board, &q)));
     vitae::io::write_atomic(&blob, &q.lowered.blob)?;
     let twice: Vec<u8> = pixels.iter().chain(&pixels).copied().collect();
     let input = out_dir.join(format!("{name}-u8-x2.npy"));

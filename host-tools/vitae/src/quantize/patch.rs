@@ -124,17 +124,12 @@ pub struct Patched {
     pub ops: Range<usize>,
     /// The map the strips end in (the first cells' output).
     pub sink: String,
-    /// Rows of the sink's map per strip.
-    pub rows: usize,
     /// Number of strips.
     pub strips: usize,
     /// Passes over the strips (2 with a performer).
     pub passes: usize,
-    /// Pass 1 keeps q and v whole for pass 2 (else pass 2 recomputes them, PRM included).
-    pub kept: bool,
-    /// Halo rows are copied from the previous strip's windows (else recomputed).
-    pub halos: bool,
-    /// The plan that made it.
+    /// The plan as carried out: its height, and what it keeps (q and v only where a performer
+    /// makes a second pass).
     pub plan: Strips,
     /// Tensors that are rows of another tensor's storage: `(strip, whole)`, for the planner.
     pub views: Vec<(u16, u16)>,
@@ -427,12 +422,12 @@ pub fn patch(w: &mut BlobWriter, plan: Strips) -> Option<Patched> {
     Some(Patched {
         ops: 0..run.end + 1,
         sink,
-        rows,
         strips: strips.len(),
         passes,
-        kept: keep && passes == 2,
-        halos: plan.keep_halos,
-        plan,
+        plan: Strips {
+            keep_qv: keep && passes == 2,
+            ..plan
+        },
         views,
     })
 }
