@@ -15,6 +15,10 @@ pub(crate) mod mve;
 #[cfg(all(target_arch = "arm", vitae_mve))]
 pub(crate) mod fpu;
 
+// Half precision on the scalar FPU (the fp16 kernels on every Arm core with one); compiled as
+// plain Rust elsewhere, so the tiled fp16 kernels built on it run and are tested on the host too.
+pub(crate) mod vfp;
+
 // The host engine's x86-64 paths (AVX2 chosen at run time).
 #[cfg(vitae_x86)]
 pub(crate) mod x86;

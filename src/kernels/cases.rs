@@ -282,6 +282,43 @@ pub mod conv {
     }
 }
 
+/// Data for the fp16 kernels.
+pub mod half_data {
+    use super::Rng;
+    use half::f16;
+
+    /// A finite half: mostly in [−1, 1]; one in eight is ±0, a subnormal or large (4 to 256),
+    /// so the conversions' rare paths and the padding's zeros meet the tiles too.
+    pub fn half(rng: &mut Rng) -> f16 {
+        let r = rng.next_u32();
+        let sign = ((r >> 31) as u16) << 15;
+        let bits = match r % 32 {
+            0 | 1 => sign,
+            2 | 3 => sign | (r >> 8) as u16 & 0x03ff,
+            4 => sign | (0x4400 + (r >> 8) as u16 % 0x1800),
+            _ => return f16::from_f32((r >> 1) as i32 as f32 / 1_073_741_824.0 - 1.0),
+        };
+        f16::from_bits(bits)
+    }
+
+    /// Fills `out` with [`half`]s.
+    pub fn fill(rng: &mut Rng, out: &mut [f16]) {
+        out.iter_mut().for_each(|x| *x = half(rng));
+    }
+
+    /// f32 biases in [−1, 1], with −0 and +0 among them (`−0 + x` is not always `x`'s bits).
+    pub fn bias(rng: &mut Rng, out: &mut [f32]) {
+        for b in out.iter_mut() {
+            let r = rng.next_u32();
+            *b = match r % 8 {
+                0 => -0.0,
+                1 => 0.0,
+                _ => (r >> 1) as i32 as f32 / 2_147_483_648.0,
+            };
+        }
+    }
+}
+
 /// Linear-layer shapes `(tokens, in_features, out_features)`.
 pub mod linear {
     use super::*;

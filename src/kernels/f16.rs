@@ -34,14 +34,28 @@ impl Activation {
     }
 }
 
+/// `x` rounded to the nearest half (ties to even), as every fp16 kernel rounds: by the FPU's
+/// VCVTB on Arm cores that have one, elsewhere by `half` in software; the same bits.
 #[inline(always)]
-fn h(x: f32) -> f16 {
-    f16::from_f32(x)
+pub fn narrow(x: f32) -> f16 {
+    crate::arch::vfp::f32_to_f16(x)
 }
 
-/// fp16 convolution (zero padding), NHWC, weights OHWI per group, f32 bias: on an x86-64 host
-/// with AVX2 and F16C (unless `VITAE_SIMD=off`) eight output channels at a time, bit-identical to
-/// [`conv_f16_reference`]; otherwise the reference.
+/// `x` as f32 (exact), as every fp16 kernel widens: by the FPU on Arm cores that have one.
+#[inline(always)]
+pub fn widen(x: f16) -> f32 {
+    crate::arch::vfp::f16_to_f32(x)
+}
+
+/// Scratch bytes [`conv_f16`] needs (on every target: the Arm FPU path uses them).
+pub fn conv_f16_scratch_size(g: &ConvGeometry) -> usize {
+    super::f16_fpu::conv_scratch_bytes(g)
+}
+
+/// fp16 convolution (zero padding), NHWC, weights OHWI per group, f32 bias, bit-identical to
+/// [`conv_f16_reference`]: on Arm cores with an FPU four pixels × four output channels at a time
+/// ([`super::f16_fpu::conv`]); on an x86-64 host with AVX2 and F16C (unless `VITAE_SIMD=off`)
+/// eight output channels at a time; otherwise the reference.
 #[allow(clippy::too_many_arguments)]
 pub fn conv_f16(
     g: &ConvGeometry,
@@ -51,7 +65,12 @@ pub fn conv_f16(
     out_slice: OutputSlice,
     input: &[f16],
     output: &mut [f16],
+    scratch: &mut [u8],
 ) -> Result<(), KernelError> {
+    if cfg!(vitae_vfp) {
+        check_conv(g, weights, bias, out_slice, input, output)?;
+        return super::f16_fpu::conv(g, weights, bias, act, out_slice, input, output, scratch);
+    }
     #[cfg(vitae_x86)]
     if super::host_simd() == super::HostSimd::Avx2 {
         check_conv(g, weights, bias, out_slice, input, output)?;
@@ -130,20 +149,26 @@ pub fn conv_f16_reference(
                             [..cin_g];
                         let w = &weights[((oc * g.kh + ky) * g.kw + kx) * cin_g..][..cin_g];
                         for (&xi, &wi) in x.iter().zip(w) {
-                            acc += xi.to_f32() * wi.to_f32();
+                            acc += widen(xi) * widen(wi);
                         }
                     }
                 }
-                output[out_base + oc] = h(act.apply(acc));
+                output[out_base + oc] = narrow(act.apply(acc));
             }
         }
     }
     Ok(())
 }
 
-/// fp16 linear layer: weights `out × in`, f32 bias. On an x86-64 host with AVX2 and F16C
-/// (unless `VITAE_SIMD=off`) eight outputs at a time, bit-identical to [`linear_f16_reference`];
-/// otherwise the reference.
+/// Scratch bytes [`linear_f16`] needs (on every target: the Arm FPU path uses them).
+pub fn linear_f16_scratch_size(in_features: usize) -> usize {
+    super::f16_fpu::linear_scratch_bytes(in_features)
+}
+
+/// fp16 linear layer: weights `out × in`, f32 bias, bit-identical to [`linear_f16_reference`]: on
+/// Arm cores with an FPU four tokens × four outputs at a time ([`super::f16_fpu::linear`]); on an
+/// x86-64 host with AVX2 and F16C (unless `VITAE_SIMD=off`) eight outputs at a time; otherwise
+/// the reference.
 #[allow(clippy::too_many_arguments)]
 pub fn linear_f16(
     tokens: usize,
@@ -154,7 +179,30 @@ pub fn linear_f16(
     act: Activation,
     input: &[f16],
     output: &mut [f16],
+    scratch: &mut [u8],
 ) -> Result<(), KernelError> {
+    if cfg!(vitae_vfp) {
+        check_linear(
+            tokens,
+            in_features,
+            out_features,
+            weights,
+            bias,
+            input,
+            output,
+        )?;
+        return super::f16_fpu::linear(
+            tokens,
+            in_features,
+            out_features,
+            weights,
+            bias,
+            act,
+            input,
+            output,
+            scratch,
+        );
+    }
     #[cfg(vitae_x86)]
     if super::host_simd() == super::HostSimd::Avx2 {
         check_linear(
@@ -258,8 +306,8 @@ pub fn linear_f16_reference(
             let acc = x
                 .iter()
                 .zip(w)
-                .fold(b, |a, (&xi, &wi)| a + xi.to_f32() * wi.to_f32());
-            *yo = h(act.apply(acc));
+                .fold(b, |a, (&xi, &wi)| a + widen(xi) * widen(wi));
+            *yo = narrow(act.apply(acc));
         }
     }
     Ok(())
@@ -290,14 +338,14 @@ pub fn layernorm_f16(
         .chunks_exact(channels)
         .zip(output.chunks_exact_mut(channels))
     {
-        let mean = x.iter().fold(0.0f32, |a, v| a + v.to_f32()) * inv_c;
+        let mean = x.iter().fold(0.0f32, |a, v| a + widen(*v)) * inv_c;
         let var = x.iter().fold(0.0f32, |a, v| {
-            let d = v.to_f32() - mean;
+            let d = widen(*v) - mean;
             a + d * d
         }) * inv_c;
         let inv_std = 1.0 / sqrt(var + eps);
         for (((&xi, yi), &g), &b) in x.iter().zip(y.iter_mut()).zip(gamma).zip(beta) {
-            *yi = h((xi.to_f32() - mean) * inv_std * g + b);
+            *yi = narrow((widen(xi) - mean) * inv_std * g + b);
         }
     }
     Ok(())
@@ -352,7 +400,7 @@ pub fn attention_f16(
                     *sj = qi
                         .iter()
                         .zip(kj)
-                        .fold(0.0f32, |a, (x, y)| a + x.to_f32() * y.to_f32())
+                        .fold(0.0f32, |a, (x, y)| a + widen(*x) * widen(*y))
                         * qk_scale;
                     tmax = tmax.max(*sj);
                 }
@@ -369,13 +417,13 @@ pub fn attention_f16(
                     l += pj;
                     let vj = &v[j * c..][ch.clone()];
                     for (a, vd) in acc.iter_mut().zip(vj) {
-                        *a += pj * vd.to_f32();
+                        *a += pj * widen(*vd);
                     }
                 }
                 m = m_new;
             }
             for (y, &a) in out[i * c..][ch.clone()].iter_mut().zip(acc.iter()) {
-                *y = h(a / l);
+                *y = narrow(a / l);
             }
         }
     }
@@ -422,7 +470,7 @@ pub fn performer_f16(
     let features_of = |z: &[f16], zf: &mut [f32], phi: &mut [f32]| {
         let mut norm = 0.0f32;
         for (f, x) in zf.iter_mut().zip(z) {
-            *f = x.to_f32();
+            *f = widen(*x);
             norm += *f * *f;
         }
         for (ph, w_row) in phi.iter_mut().zip(w.chunks_exact(emb)) {
@@ -442,7 +490,7 @@ pub fn performer_f16(
             *acc += f;
         }
         for (row, vq) in kptv.chunks_exact_mut(features).zip(vt) {
-            axpy_f32(row, vq.to_f32(), phi);
+            axpy_f32(row, widen(*vq), phi);
         }
     }
     for (qt, yt) in q.chunks_exact(emb).zip(out.chunks_exact_mut(emb)) {
@@ -453,7 +501,7 @@ pub fn performer_f16(
             .fold(0.0f32, |a, (&x, &y)| a + x * y)
             + 1e-8;
         for (y, row) in yt.iter_mut().zip(kptv.chunks_exact(features)) {
-            *y = h(phi.iter().zip(row).fold(0.0f32, |a, (&x, &r)| a + x * r) / denom);
+            *y = narrow(phi.iter().zip(row).fold(0.0f32, |a, (&x, &r)| a + x * r) / denom);
         }
     }
     Ok(())
@@ -464,7 +512,7 @@ pub fn add_f16(a: &[f16], b: &[f16], out: &mut [f16]) -> Result<(), KernelError>
     check_len("add b", b.len(), a.len())?;
     check_len("add output", out.len(), a.len())?;
     for ((y, x), z) in out.iter_mut().zip(a).zip(b) {
-        *y = h(x.to_f32() + z.to_f32());
+        *y = narrow(widen(*x) + widen(*z));
     }
     Ok(())
 }
@@ -473,7 +521,7 @@ pub fn add_f16(a: &[f16], b: &[f16], out: &mut [f16]) -> Result<(), KernelError>
 pub fn add_f16_in_place(a: &mut [f16], b: &[f16]) -> Result<(), KernelError> {
     check_len("add b", b.len(), a.len())?;
     for (x, z) in a.iter_mut().zip(b) {
-        *x = h(x.to_f32() + z.to_f32());
+        *x = narrow(widen(*x) + widen(*z));
     }
     Ok(())
 }
@@ -493,8 +541,8 @@ pub fn mean_pool_f16(
         let sum = input[c..]
             .iter()
             .step_by(channels)
-            .fold(0.0f32, |a, x| a + x.to_f32());
-        *y = h(sum * inv_n);
+            .fold(0.0f32, |a, x| a + widen(*x));
+        *y = narrow(sum * inv_n);
     }
     Ok(())
 }
@@ -513,7 +561,7 @@ pub fn image_nchw_to_f16(
     let plane = height * width;
     for (ch, src) in image.chunks_exact(plane).enumerate() {
         for (p, &x) in src.iter().enumerate() {
-            out[p * channels + ch] = h(x);
+            out[p * channels + ch] = narrow(x);
         }
     }
     Ok(())
@@ -528,7 +576,7 @@ pub fn dequantize_to_f16(
 ) -> Result<(), KernelError> {
     check_len("dequantize output", out.len(), input.len())?;
     for (y, &q) in out.iter_mut().zip(input) {
-        *y = h(scale * (q as i32 - zero_point) as f32);
+        *y = narrow(scale * (q as i32 - zero_point) as f32);
     }
     Ok(())
 }
@@ -542,7 +590,7 @@ pub fn quantize_from_f16(
 ) -> Result<(), KernelError> {
     check_len("quantize output", out.len(), input.len())?;
     for (y, x) in out.iter_mut().zip(input) {
-        *y = crate::quant::quantize_f32(x.to_f32(), inv_scale, zero_point);
+        *y = crate::quant::quantize_f32(widen(*x), inv_scale, zero_point);
     }
     Ok(())
 }
@@ -614,7 +662,8 @@ mod tests {
                 pixel_stride: r.offset + g.out_c + r.extra,
             };
             let mut out = vec![f16::from_f32(7.0); g.out_h * g.out_w * slice.pixel_stride];
-            conv_f16(&g, &w, &bias, act, slice, &x, &mut out).unwrap();
+            let mut scratch = vec![0u8; conv_f16_scratch_size(&g)];
+            conv_f16(&g, &w, &bias, act, slice, &x, &mut out, &mut scratch).unwrap();
             let (cin_g, cout_g) = (g.in_c_per_group(), g.out_c / g.groups);
             for oy in 0..g.out_h {
                 for ox in 0..g.out_w {
@@ -665,7 +714,8 @@ mod tests {
             let bias = floats(&mut rng, n, 0.5);
             let act = ACTS[i % 3];
             let mut out = vec![f16::ZERO; t * n];
-            linear_f16(t, k, n, &w, &bias, act, &x, &mut out).unwrap();
+            let mut scratch = vec![0u8; linear_f16_scratch_size(k)];
+            linear_f16(t, k, n, &w, &bias, act, &x, &mut out, &mut scratch).unwrap();
             for r in 0..t {
                 for o in 0..n {
                     let terms = (0..k).map(|j| x[r * k + j].to_f64() * w[o * k + j].to_f64());

@@ -13,6 +13,7 @@ pub mod conv;
 pub mod dot;
 pub mod elementwise;
 pub mod f16;
+pub mod f16_fpu;
 pub(crate) mod gemm;
 pub mod layernorm;
 pub mod linear;

@@ -265,7 +265,9 @@ impl OpSpec for ConvF16Op {
         })
     }
 
-    returns_zero!(scratch_bytes);
+    fn scratch_bytes(p: &ConvF16Params) -> usize {
+        kf16::conv_f16_scratch_size(&p.geom.geometry())
+    }
 
     fn data_bytes(p: &ConvF16Params) -> usize {
         refs_len(&[p.weights, p.bias])
@@ -281,7 +283,8 @@ impl OpSpec for ConvF16Op {
             offset: 0,
             pixel_stride: c.geom.out_c,
         };
-        let out = io.f16_out()?;
-        kf16::conv_f16(&c.geom, c.weights, c.bias, c.act, slice, x, out).map_err(|e| io.kernel(e))
+        let (out, scratch) = io.f16_out_scratch()?;
+        kf16::conv_f16(&c.geom, c.weights, c.bias, c.act, slice, x, out, scratch)
+            .map_err(|e| io.kernel(e))
     }
 }

@@ -173,7 +173,9 @@ impl OpSpec for LinearF16Op {
         })
     }
 
-    returns_zero!(scratch_bytes);
+    fn scratch_bytes(p: &LinearF16Params) -> usize {
+        kf16::linear_f16_scratch_size(p.in_features as usize)
+    }
 
     fn data_bytes(p: &LinearF16Params) -> usize {
         refs_len(&[p.weights, p.bias])
@@ -185,7 +187,7 @@ impl OpSpec for LinearF16Op {
 
     fn run(l: &LinearF16, io: &mut OpIo<'_>) -> Result<(), RunError> {
         let x = io.f16_in(0)?;
-        let out = io.f16_out()?;
+        let (out, scratch) = io.f16_out_scratch()?;
         kf16::linear_f16(
             l.tokens,
             l.in_features,
@@ -195,6 +197,7 @@ impl OpSpec for LinearF16Op {
             l.act,
             x,
             out,
+            scratch,
         )
         .map_err(|e| io.kernel(e))
     }

@@ -332,7 +332,12 @@ impl OpSpec for PrmF16Op {
         Ok(PrmF16 { prm, act })
     }
 
-    returns_zero!(scratch_bytes);
+    fn scratch_bytes(r: &PrmRecord) -> usize {
+        (0..r.branches.len())
+            .map(|b| kf16::conv_f16_scratch_size(&r.geometry(b)))
+            .max()
+            .unwrap_or(0)
+    }
 
     // Only the tables the fp16 kernel uses were validated: a branch's requant and lut fields are
     // ignored, whatever they hold.
@@ -352,8 +357,9 @@ impl OpSpec for PrmF16Op {
         let x = io.f16_in(0)?;
         for b in 0..prm.len() {
             let (w, bias) = prm.branch_f16(b).map_err(RunError::Format)?;
-            let out = io.f16_out()?;
-            kf16::conv_f16(&prm.geometry(b), w, bias, act, prm.output_slice(b), x, out)
+            let (out, scratch) = io.f16_out_scratch()?;
+            let slice = prm.output_slice(b);
+            kf16::conv_f16(&prm.geometry(b), w, bias, act, slice, x, out, scratch)
                 .map_err(|e| io.kernel(e))?;
         }
         Ok(())

@@ -131,11 +131,7 @@ pub fn digits_blob_for(
     let q = quantize::quantize(model, &calib, &options, &mut NoProgress)?;
     let dir = project_root().join("target").join("vitae");
     std::fs::create_dir_all(&dir)?;
-    let name = match precision {
-        Precision::Int8 => "int8",
-        Precision::Fp16 => "fp16",
-        Precision::Mixed => "mixed",
-    };
+    let name = precision.name();
     let path = dir.join(format!("digits-{name}{suffix}.vblob"));
     vitae::io::write_atomic(&path, &q.lowered.blob)?;
     Ok((path, q))

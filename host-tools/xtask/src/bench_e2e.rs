@@ -28,11 +28,13 @@ pub struct E2eArgs {
     pub vitae_t: bool,
 }
 
-/// The targets, in instructions per MAC (model mcu_a, int8).
-fn target(board: &str) -> Option<f64> {
-    match board {
-        "mps2-an386" => Some(2.0),
-        "mps3-an547" => Some(0.35),
+/// The issues' targets for mcu_a, in instructions per MAC.
+fn target(model: &str, precision: Precision, board: &str) -> Option<f64> {
+    match (model, precision, board) {
+        ("mcu_a", Precision::Int8, "mps2-an386") => Some(2.0),
+        ("mcu_a", Precision::Int8, "mps3-an547") => Some(0.35),
+        ("mcu_a", Precision::Fp16, "mps2-an386") => Some(4.0),
+        ("mcu_a", Precision::Fp16, "mps3-an547") => Some(0.6),
         _ => None,
     }
 }
@@ -41,6 +43,7 @@ fn target(board: &str) -> Option<f64> {
 /// real part), or why it does not fit.
 struct Case {
     model: &'static str,
+    precision: Precision,
     board: &'static boards::Board,
     blob: Result<PathBuf, String>,
     input: PathBuf,
@@ -49,6 +52,7 @@ struct Case {
 /// What a run measured, or why it did not run.
 struct Row {
     model: &'static str,
+    precision: Precision,
     board: &'static boards::Board,
     measured: Result<Measured, String>,
 }
@@ -186,10 +190,24 @@ pub fn run(args: &E2eArgs) -> Result<()> {
         for &board in &selected {
             cases.push(Case {
                 model: "mcu_a",
+                precision: Precision::Int8,
                 board,
                 blob: fixture_blob("mcu_a", board)?,
                 input: input.clone(),
             });
+        }
+        // mcu_a in fp16 (the FPU kernels) and mixed precision on the three QEMU machines.
+        for precision in [Precision::Fp16, Precision::Mixed] {
+            let blob = e2e::prepare("mcu_a", precision)?.blob;
+            for &board in selected.iter().filter(|b| b.stands_in_for.is_none()) {
+                cases.push(Case {
+                    model: "mcu_a",
+                    precision,
+                    board,
+                    blob: Ok(blob.clone()),
+                    input: input.clone(),
+                });
+            }
         }
         // mcu_a with its first cell in strips, the smallest arena (`--patch smallest`), on the
         // three QEMU machines: against the layer-by-layer rows above.
@@ -197,6 +215,7 @@ pub fn run(args: &E2eArgs) -> Result<()> {
             let p = e2e::prepare_patched("mcu_a", Precision::Int8, None, Patch::Smallest)?;
             cases.push(Case {
                 model: "mcu_a/strips",
+                precision: Precision::Int8,
                 board,
                 blob: Ok(p.blob),
                 input: input.clone(),
@@ -212,6 +231,7 @@ pub fn run(args: &E2eArgs) -> Result<()> {
                 }
                 cases.push(Case {
                     model: "vitae_t",
+                    precision: Precision::Int8,
                     board,
                     blob: fixture_blob("vitae_t", board)?,
                     input: input.clone(),
@@ -225,6 +245,7 @@ pub fn run(args: &E2eArgs) -> Result<()> {
                 let p = e2e::prepare_pixels("vitae_t", Some(h7), Patch::Auto)?;
                 cases.push(Case {
                     model: "vitae_t/u8",
+                    precision: Precision::Int8,
                     board: h7,
                     blob: Ok(p.blob),
                     input: p.input,
@@ -236,6 +257,7 @@ pub fn run(args: &E2eArgs) -> Result<()> {
                 let p = e2e::prepare_patched("vitae_t", Precision::Int8, None, plan)?;
                 cases.push(Case {
                     model: "vitae_t/strips",
+                    precision: Precision::Int8,
                     board: m55,
                     blob: Ok(p.blob),
                     input,
@@ -248,24 +270,32 @@ pub fn run(args: &E2eArgs) -> Result<()> {
         println!("note: ../shared/fixtures not found: benchmarking the digits model only");
     }
     let model = assets::digits_model()?;
-    let (blob, _) = assets::digits_blob(&model, Precision::Int8)?;
     let digit = assets::read_digits(&assets::digits_dir().join("test.bin"))?[0].image();
     let input = twice("digits", &digit, [1, 32, 32])?;
-    for &board in &selected {
-        cases.push(Case {
-            model: "digits",
-            board,
-            blob: Ok(blob.clone()),
-            input: input.clone(),
-        });
+    for precision in [Precision::Int8, Precision::Fp16, Precision::Mixed] {
+        let (blob, _) = assets::digits_blob(&model, precision)?;
+        // fp16 and mixed on the QEMU machines only (the budget boards measure memory plans).
+        let boards = selected
+            .iter()
+            .filter(|b| precision == Precision::Int8 || b.stands_in_for.is_none());
+        for &board in boards {
+            cases.push(Case {
+                model: "digits",
+                precision,
+                board,
+                blob: Ok(blob.clone()),
+                input: input.clone(),
+            });
+        }
     }
 
     let mut rows = Vec::new();
     for case in &cases {
         if !args.json {
             eprintln!(
-                "==> {} on {} ({}, profile {})",
+                "==> {} {} on {} ({}, profile {})",
                 case.model,
+                case.precision.name(),
                 case.board.name,
                 case.board.core,
                 profile(case.board)
@@ -277,6 +307,7 @@ pub fn run(args: &E2eArgs) -> Result<()> {
         };
         rows.push(Row {
             model: case.model,
+            precision: case.precision,
             board: case.board,
             measured,
         });
@@ -289,7 +320,7 @@ pub fn run(args: &E2eArgs) -> Result<()> {
             };
             let line = match &r.measured {
                 Ok(m) => serde_json::json!({"model": r.model, "board": qemu_board,
-                    "profile": profile(r.board), "precision": "int8", "macs": m.macs,
+                    "profile": profile(r.board), "precision": r.precision.name(), "macs": m.macs,
                     "instructions": m.instructions, "arena_bytes": m.memory.arena,
                     "arena_lower_bound": m.memory.lower_bound, "stack_bytes": m.memory.stack_used,
                     "flash_bytes": m.flash, "peak_sram_bytes": m.peak_sram,
@@ -297,15 +328,17 @@ pub fn run(args: &E2eArgs) -> Result<()> {
                         .map(|(region, b)| (region.clone(), serde_json::Value::from(*b)))
                         .collect::<serde_json::Map<String, serde_json::Value>>()}),
                 Err(why) => serde_json::json!({"model": r.model, "board": qemu_board,
-                    "profile": profile(r.board), "precision": "int8", "fits": false, "error": why}),
+                    "profile": profile(r.board), "precision": r.precision.name(), "fits": false,
+                    "error": why}),
             };
             println!("{line}");
         }
         return Ok(());
     }
     println!(
-        "\n{:14} {:22} {:>12} {:>14} {:>10} {:>8} {:>10} {:>11} {:>8} {:>10} {:>10}",
+        "\n{:14} {:9} {:22} {:>12} {:>14} {:>10} {:>8} {:>10} {:>11} {:>8} {:>10} {:>10}",
         "model",
+        "precision",
         "board",
         "MACs",
         "instructions",
@@ -318,17 +351,17 @@ pub fn run(args: &E2eArgs) -> Result<()> {
         "peak SRAM"
     );
     for r in &rows {
-        let (model, board) = (r.model, r.board.name);
+        let (model, board, precision) = (r.model, r.board.name, r.precision.name());
         let Ok(m) = &r.measured else {
             continue;
         };
         let per = m.instructions as f64 / m.macs.max(1) as f64;
-        let t = match (model, target(board)) {
-            ("mcu_a", Some(t)) => format!("≤ {t}"),
-            _ => "-".into(),
+        let t = match target(model, r.precision, board) {
+            Some(t) => format!("≤ {t}"),
+            None => "-".into(),
         };
         println!(
-            "{model:14} {board:22} {:>12} {:>14} {per:>10.3} {t:>8} {:>10} {:>11} {:>8} {:>10} {:>10}",
+            "{model:14} {precision:9} {board:22} {:>12} {:>14} {per:>10.3} {t:>8} {:>10} {:>11} {:>8} {:>10} {:>10}",
             m.macs,
             m.instructions,
             m.memory.arena,
@@ -348,15 +381,17 @@ pub fn run(args: &E2eArgs) -> Result<()> {
                     .map(|(region, b)| format!("{region} {}", vitae::text::grouped(*b)))
                     .collect();
                 println!(
-                    "  {:14} {:22} {}",
+                    "  {:14} {:9} {:22} {}",
                     r.model,
+                    r.precision.name(),
                     r.board.name,
                     regions.join(", ")
                 );
             }
             Err(why) => println!(
-                "  {:14} {:22} does not fit {}: {why}",
+                "  {:14} {:9} {:22} does not fit {}: {why}",
                 r.model,
+                r.precision.name(),
                 r.board.name,
                 profile(r.board)
             ),

@@ -114,7 +114,7 @@ pub fn prepare_patched(
     })?;
     let out_dir = out_dir()?;
     let planned = plan_tag(board, &q);
-    let blob = out_dir.join(format!("{name}-{precision:?}{planned}.vblob").to_lowercase());
+    let blob = out_dir.join(format!("{name}-{}{planned}.vblob", precision.name()));
     vitae::io::write_atomic(&blob, &q.lowered.blob)?;
     let mut engine = Engine::new(&q.lowered.blob)?;
     let logits = engine.run_batch(&x.data)?;

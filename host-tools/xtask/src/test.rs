@@ -244,26 +244,36 @@ pub fn run(args: &TestArgs) -> Result<()> {
         }
         // End to end: the fixtures int8 through the firmware, logits byte-identical to the host
         // engine (mcu_a; mcu_c for the pooling cells and summed PRMs; mcu_d for the class token,
-        // the embedding cell and performer normal cells; mcu_g for the shallow normal cells).
+        // the embedding cell and performer normal cells; mcu_g for the shallow normal cells), and
+        // mcu_a in fp16 (the FPU kernels) and mixed precision.
         if args.quick {
             println!("\nnote: --quick: no fixture end-to-end checks");
         } else if crate::e2e::fixtures_dir().is_some() {
-            for fixture in ["mcu_a", "mcu_c", "mcu_d", "mcu_g"] {
+            use vitae::quantize::Precision;
+            let runs = [
+                ("mcu_a", Precision::Int8),
+                ("mcu_c", Precision::Int8),
+                ("mcu_d", Precision::Int8),
+                ("mcu_g", Precision::Int8),
+                ("mcu_a", Precision::Fp16),
+                ("mcu_a", Precision::Mixed),
+            ];
+            for (fixture, precision) in runs {
                 let mut prepared = None;
+                let label = precision.name();
                 steps.run(
-                    &format!("quantize the {fixture} fixture (int8) and run it on the host engine"),
+                    &format!(
+                        "quantize the {fixture} fixture ({label}) and run it on the host engine"
+                    ),
                     || {
-                        prepared = Some(crate::e2e::prepare(
-                            fixture,
-                            vitae::quantize::Precision::Int8,
-                        )?);
+                        prepared = Some(crate::e2e::prepare(fixture, precision)?);
                         Ok(())
                     },
                 );
                 let Some(p) = &prepared else { continue };
                 for board in &selected {
                     let name = format!(
-                        "{fixture} int8: firmware logits == host engine (cargo xtask qemu vs cargo vitae run)"
+                        "{fixture} {label}: firmware logits == host engine (cargo xtask qemu vs cargo vitae run)"
                     );
                     let mut outcome = Outcome::Passed;
                     steps.run(&format!("{name} on {}", board.name), || {

@@ -6,13 +6,15 @@
 #![no_std]
 #![no_main]
 
+use half::f16;
 use vitae_board::testing::TestResult;
 use vitae_board::{check, check_eq, tests};
 use vitae_edge::kernels::attention::{self, AttentionS8};
 use vitae_edge::kernels::cases::{self, Rng, shift_for};
 use vitae_edge::kernels::conv::{self, ConvGeometry, ConvS8, OutputSlice};
+use vitae_edge::kernels::f16 as f16k;
 use vitae_edge::kernels::linear::{self, LinearS8};
-use vitae_edge::kernels::{self, dot};
+use vitae_edge::kernels::{self, dot, f16_fpu};
 use vitae_edge::quant::Requant;
 
 #[cortex_m_rt::entry]
@@ -52,6 +54,11 @@ const ALL: &[vitae_board::testing::Test] = if cfg!(feature = "demo-failure") {
         requantize_matches_i128_oracle_at_extremes,
         linear_saturates_with_the_right_sign_at_the_requantization_extremes,
         subnormals_through_every_vectorized_step,
+        f16_widen_matches_software_for_every_half,
+        f16_narrow_matches_software_at_every_rounding_boundary,
+        f16_conv_vitae_shapes_match_reference,
+        f16_conv_random_shapes_match_reference,
+        f16_linear_shapes_match_reference,
     ]
 };
 
@@ -827,6 +834,199 @@ fn sqrt_matches_libm() -> TestResult {
     let mut rng = Rng(0x5a17_0005);
     for _ in 0..2000 {
         check(f32::from_bits(rng.next_u32() & 0x7f7f_ffff))?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// fp16 on the FPU (`kernels::f16_fpu`, `kernels::f16::{widen, narrow}`)
+
+/// The FPU's half-to-single conversion against `half`'s software one, for all 65,536 halves
+/// (NaNs included: both quiet them the same way).
+fn f16_widen_matches_software_for_every_half() -> TestResult {
+    let mut wrong = 0u32;
+    for b in 0..=u16::MAX {
+        let x = f16::from_bits(b);
+        if f16k::widen(x).to_bits() != x.to_f32().to_bits() {
+            if wrong == 0 {
+                defmt::println!("widen {=u16:#x}: {=u32:#x}", b, f16k::widen(x).to_bits());
+            }
+            wrong += 1;
+        }
+    }
+    check_eq!(wrong, 0);
+    Ok(())
+}
+
+/// The FPU's single-to-half rounding against `half`'s software one: at every midpoint between
+/// two adjacent halves (both signs, subnormals and the overflow threshold included) and one f32
+/// step either side, then a sweep of 2^20 spread bit patterns (NaNs, infinities, f32 subnormals).
+fn f16_narrow_matches_software_at_every_rounding_boundary() -> TestResult {
+    let mut wrong = 0u32;
+    let mut probe = |bits: u32| {
+        let x = f32::from_bits(bits);
+        let (got, want) = (f16k::narrow(x).to_bits(), f16::from_f32(x).to_bits());
+        if got != want {
+            if wrong == 0 {
+                defmt::println!("narrow {=u32:#x}: {=u16:#x} != {=u16:#x}", bits, got, want);
+            }
+            wrong += 1;
+        }
+    };
+    for b in 0..0x7c00u16 {
+        let lo = f16::from_bits(b).to_f32();
+        // The next half up (65504's is 65536: the point where rounding overflows to infinity).
+        let hi = if b == 0x7bff {
+            65536.0
+        } else {
+            f16::from_bits(b + 1).to_f32()
+        };
+        let mid = ((lo as f64 + hi as f64) / 2.0) as f32;
+        for sign in [0, 0x8000_0000] {
+            for bits in [mid.to_bits() - 1, mid.to_bits(), mid.to_bits() + 1] {
+                probe(bits | sign);
+            }
+        }
+    }
+    for i in 0..(1u32 << 20) {
+        probe(i.wrapping_mul(4096) ^ (i.wrapping_mul(0x9e37_79b9) >> 20));
+    }
+    check_eq!(wrong, 0);
+    Ok(())
+}
+
+// Room for the largest fp16 case's columns (four receptive fields of up to 288 values in f32).
+const F16_SCRATCH: usize = 8192;
+
+/// Fails (and logs where) unless the halves are equal bit for bit.
+fn same_halves(what: &str, got: &[f16], want: &[f16]) -> TestResult {
+    let differs = |(a, b): (&f16, &f16)| a.to_bits() != b.to_bits();
+    if let Some(i) = got.iter().zip(want).position(differs) {
+        defmt::println!(
+            "{=str}: first difference at {=usize}: {=u16:#x} != {=u16:#x}",
+            what,
+            i,
+            got[i].to_bits(),
+            want[i].to_bits()
+        );
+    }
+    check!(got.len() == want.len() && !got.iter().zip(want).any(differs));
+    Ok(())
+}
+
+const F16_ACTS: [f16k::Activation; 3] = [
+    f16k::Activation::None,
+    f16k::Activation::Gelu,
+    f16k::Activation::Silu,
+];
+
+/// The FPU convolution against the reference on random fp16 data (`cases::half_data`).
+fn f16_conv_case(
+    rng: &mut Rng,
+    geom: ConvGeometry,
+    offset: usize,
+    extra: usize,
+    act: f16k::Activation,
+) -> TestResult {
+    let slice = OutputSlice {
+        offset,
+        pixel_stride: offset + geom.out_c + extra,
+    };
+    let (n_in, n_out) = (
+        geom.in_h * geom.in_w * geom.in_c,
+        geom.out_h * geom.out_w * slice.pixel_stride,
+    );
+    let need = f16_fpu::conv_scratch_bytes(&geom);
+    if n_in > CONV_IN || geom.weight_len() > CONV_W || n_out > CONV_OUT || geom.out_c > 128 {
+        defmt::println!("fp16 conv case larger than the test buffers");
+        check!(false);
+    }
+    check!(need <= F16_SCRATCH);
+    let mut input = [f16::ZERO; CONV_IN];
+    let mut weights = [f16::ZERO; CONV_W];
+    let mut bias = [0f32; 128];
+    let (input, weights, bias) = (
+        &mut input[..n_in],
+        &mut weights[..geom.weight_len()],
+        &mut bias[..geom.out_c],
+    );
+    cases::half_data::fill(rng, input);
+    cases::half_data::fill(rng, weights);
+    cases::half_data::bias(rng, bias);
+    let mut want = [f16::NAN; CONV_OUT];
+    let mut got = [f16::NAN; CONV_OUT];
+    let mut scratch = [0u8; F16_SCRATCH];
+    let (want, got) = (&mut want[..n_out], &mut got[..n_out]);
+    check!(f16k::conv_f16_reference(&geom, weights, bias, act, slice, input, want).is_ok());
+    let scratch = &mut scratch[..need];
+    check!(f16_fpu::conv(&geom, weights, bias, act, slice, input, got, scratch).is_ok());
+    same_halves("fp16 conv", got, want)
+}
+
+/// The suite's ViTAE convolutions in fp16.
+fn f16_conv_vitae_shapes_match_reference() -> TestResult {
+    let mut rng = Rng(0xf16_c001);
+    for (i, g) in cases::conv::vitae().into_iter().enumerate() {
+        let Some(g) = g else {
+            check!(false);
+            continue;
+        };
+        f16_conv_case(&mut rng, g, i % 3, i % 2, F16_ACTS[i % 3])?;
+    }
+    Ok(())
+}
+
+/// The suite's random convolutions in fp16.
+fn f16_conv_random_shapes_match_reference() -> TestResult {
+    let mut rng = Rng(0xf16_c002);
+    let limits = cases::conv::Limits {
+        input: CONV_IN,
+        weights: CONV_W,
+        output: CONV_OUT,
+    };
+    for i in 0..RANDOM_CASES {
+        let r = cases::conv::random(&mut rng, limits);
+        f16_conv_case(&mut rng, r.geom, r.offset, r.extra, F16_ACTS[i % 3])?;
+    }
+    Ok(())
+}
+
+/// The FPU linear layer against the reference: the ViTAE shapes, then every token count up to
+/// nine (the tile's remainders) with short and odd feature counts.
+fn f16_linear_shapes_match_reference() -> TestResult {
+    let mut rng = Rng(0xf16_1001);
+    let small = (1..=9).flat_map(|t| [(t, 1, 1), (t, 3, 5), (t, 8, 4), (t, 17, 9)]);
+    // The weights of the largest shape (32 KiB) in a static: with the rest on the stack they
+    // would not fit the 32–64 KiB stacks of the boards.
+    let Some(all_weights) = cortex_m::singleton!(: [f16; LIN_W] = [f16::ZERO; LIN_W]) else {
+        check!(false);
+        return Ok(());
+    };
+    for (i, (t, k, n)) in cases::linear::VITAE
+        .iter()
+        .copied()
+        .chain(small)
+        .enumerate()
+    {
+        check!(t * k <= LIN_IN && k * n <= LIN_W && t * n <= LIN_OUT && n <= 512);
+        let mut input = [f16::ZERO; LIN_IN];
+        let weights = &mut *all_weights;
+        let mut bias = [0f32; 512];
+        let (input, weights, bias) = (&mut input[..t * k], &mut weights[..k * n], &mut bias[..n]);
+        cases::half_data::fill(&mut rng, input);
+        cases::half_data::fill(&mut rng, weights);
+        cases::half_data::bias(&mut rng, bias);
+        let act = F16_ACTS[i % 3];
+        let mut want = [f16::NAN; LIN_OUT];
+        let mut got = [f16::NAN; LIN_OUT];
+        let mut scratch = [0u8; F16_SCRATCH];
+        let need = f16_fpu::linear_scratch_bytes(k);
+        check!(need <= F16_SCRATCH);
+        let (want, got) = (&mut want[..t * n], &mut got[..t * n]);
+        check!(f16k::linear_f16_reference(t, k, n, weights, bias, act, input, want).is_ok());
+        let scratch = &mut scratch[..need];
+        check!(f16_fpu::linear(t, k, n, weights, bias, act, input, got, scratch).is_ok());
+        same_halves("fp16 linear", got, want)?;
     }
     Ok(())
 }

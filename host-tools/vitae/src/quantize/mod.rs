@@ -27,6 +27,17 @@ pub enum Precision {
     Mixed,
 }
 
+impl Precision {
+    /// The name `--precision` takes, which file names and reports use too.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Int8 => "int8",
+            Precision::Fp16 => "fp16",
+            Precision::Mixed => "mixed",
+        }
+    }
+}
+
 /// What the device is given as the image.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub enum ImageInput {

@@ -1,0 +1,324 @@
+//! fp16 convolution and linear layers on the scalar FPU of Cortex-M cores: four pixels (or
+//! tokens) at a time, their receptive fields converted to f32 once ([`vfp::pack_4`]) and shared by
+//! every output channel, four output channels per [`vfp::mac_4x4`] tile.
+//!
+//! Same arithmetic as [`super::f16::conv_f16_reference`], in the same order: each output starts
+//! from its bias and adds `x · w` over the taps inside the input (kernel row by kernel row, a row's
+//! taps left to right, each tap's channels in order). Taps in the padding are skipped, not added as
+//! zeros (`-0 + 0` is `+0`): a tile holds only pixels whose receptive fields are cut the same way,
+//! and each kernel row's run of taps is one call of the tile.
+
+use super::conv::{ConvGeometry, OutputSlice};
+use super::f16::Activation;
+use super::scratch::{Scratch, bytes_for};
+use super::{KernelError, ensure};
+use crate::arch::vfp::{self, PackRuns, TILE};
+use half::f16;
+
+/// Scratch bytes the FPU convolution needs: the receptive fields of four pixels in f32.
+pub fn conv_scratch_bytes(g: &ConvGeometry) -> usize {
+    bytes_for::<f32>(TILE * g.kh * g.kw * g.in_c_per_group())
+}
+
+/// Scratch bytes the FPU linear layer needs: four tokens in f32.
+pub fn linear_scratch_bytes(in_features: usize) -> usize {
+    bytes_for::<f32>(TILE * in_features)
+}
+
+/// The kernel taps `k` (of `taps`) whose input position `o·stride + k·dilation − pad` lies in
+/// `0..len`: an interval, empty when none does.
+fn valid_taps(
+    o: usize,
+    taps: usize,
+    stride: usize,
+    dilation: usize,
+    pad: usize,
+    len: usize,
+) -> (usize, usize) {
+    let start = o * stride;
+    // First tap at or after the padding: k·d ≥ pad − start.
+    let lo = pad.saturating_sub(start).div_ceil(dilation).min(taps);
+    // Taps with start + k·d < len + pad.
+    let hi = (len + pad)
+        .saturating_sub(start)
+        .div_ceil(dilation)
+        .min(taps);
+    (lo, hi.max(lo))
+}
+
+/// Writes `act(acc)` of the first `np` pixels and `no` outputs of a tile.
+#[allow(clippy::too_many_arguments)]
+fn store(
+    acc: &[f32; TILE * TILE],
+    np: usize,
+    no: usize,
+    act: Activation,
+    output: &mut [f16],
+    first: usize,
+    pixel_stride: usize,
+) {
+    for p in 0..np {
+        let out = &mut output[first + p * pixel_stride..][..no];
+        for (o, y) in out.iter_mut().enumerate() {
+            *y = vfp::f32_to_f16(act.apply(acc[TILE * o + p]));
+        }
+    }
+}
+
+/// The four rows of output channels `oc..oc + no` (the last repeated when `no < 4`), each from
+/// value `start`, `len` long.
+fn rows(
+    weights: &[f16],
+    row_len: usize,
+    oc: usize,
+    no: usize,
+    start: usize,
+    len: usize,
+) -> [&[f16]; TILE] {
+    core::array::from_fn(|o| &weights[(oc + o.min(no - 1)) * row_len + start..][..len])
+}
+
+/// `acc[4·o + p] = bias[oc + o]`.
+fn start_tile(bias: &[f32], oc: usize, no: usize) -> [f32; TILE * TILE] {
+    core::array::from_fn(|i| bias[oc + (i / TILE).min(no - 1)])
+}
+
+/// [`super::f16::conv_f16`] on checked buffers.
+#[allow(clippy::too_many_arguments)]
+pub fn conv(
+    g: &ConvGeometry,
+    weights: &[f16],
+    bias: &[f32],
+    act: Activation,
+    out_slice: OutputSlice,
+    input: &[f16],
+    output: &mut [f16],
+    scratch: &mut [u8],
+) -> Result<(), KernelError> {
+    let cin_g = g.in_c_per_group();
+    let cout_g = g.out_c / g.groups;
+    let row_len = g.kh * g.kw * cin_g;
+    let cols = Scratch::new(scratch).take::<f32>(TILE * row_len, "fp16 conv scratch (columns)")?;
+    for oy in 0..g.out_h {
+        let (ky0, ky1) = valid_taps(oy, g.kh, g.stride_h, g.dil_h, g.pad_h, g.in_h);
+        let mut ox = 0;
+        while ox < g.out_w {
+            let kx = valid_taps(ox, g.kw, g.stride_w, g.dil_w, g.pad_w, g.in_w);
+            let mut np = 1;
+            while np < TILE
+                && ox + np < g.out_w
+                && valid_taps(ox + np, g.kw, g.stride_w, g.dil_w, g.pad_w, g.in_w) == kx
+            {
+                np += 1;
+            }
+            let (kx0, kx1) = kx;
+            let first_out = (oy * g.out_w + ox) * out_slice.pixel_stride + out_slice.offset;
+            // Input position of the first valid tap of pixel 0, and each pixel's offset.
+            let iy0 = oy * g.stride_h + ky0 * g.dil_h;
+            let ix0 = ox * g.stride_w + kx0 * g.dil_w;
+            let pixel: [usize; TILE] =
+                core::array::from_fn(|p| p.min(np - 1) * g.stride_w * g.in_c);
+            let run_len = (kx1 - kx0) * cin_g;
+            for group in 0..g.groups {
+                // Pack the valid kernel rows, one after the other: a row's taps are one run
+                // when they are adjacent in the input (no dilation, one group), else one run
+                // per tap.
+                let mut packed = 0;
+                for ky in ky0..ky1 {
+                    if run_len == 0 {
+                        break;
+                    }
+                    let iy = iy0 + (ky - ky0) * g.dil_h - g.pad_h;
+                    let ix = ix0 - g.pad_w;
+                    let (runs, len, step) = if g.dil_w == 1 && cin_g == g.in_c {
+                        (1, run_len, 0)
+                    } else {
+                        (kx1 - kx0, cin_g, g.dil_w * g.in_c)
+                    };
+                    let plan = PackRuns {
+                        first: (iy * g.in_w + ix) * g.in_c + group * cin_g,
+                        pixel,
+                        runs,
+                        run_len: len,
+                        run_step: step,
+                    };
+                    ensure(
+                        vfp::pack_4(input, &plan, &mut cols[TILE * packed..]),
+                        "fp16 conv columns",
+                    )?;
+                    packed += run_len;
+                }
+                let mut oc = group * cout_g;
+                let group_end = oc + cout_g;
+                while oc < group_end {
+                    let no = (group_end - oc).min(TILE);
+                    let mut acc = start_tile(bias, oc, no);
+                    if run_len > 0 && kx0 == 0 && kx1 == g.kw {
+                        // Whole kernel rows: one run of weights and columns.
+                        let n = (ky1 - ky0) * run_len;
+                        let w = rows(weights, row_len, oc, no, ky0 * g.kw * cin_g, n);
+                        vfp::mac_4x4(&mut acc, cols, w, n);
+                    }
+                    for (i, ky) in (ky0..ky1).enumerate() {
+                        if run_len == 0 || (kx0 == 0 && kx1 == g.kw) {
+                            break;
+                        }
+                        let w = rows(weights, row_len, oc, no, (ky * g.kw + kx0) * cin_g, run_len);
+                        vfp::mac_4x4(&mut acc, &cols[TILE * i * run_len..], w, run_len);
+                    }
+                    store(
+                        &acc,
+                        np,
+                        no,
+                        act,
+                        output,
+                        first_out + oc,
+                        out_slice.pixel_stride,
+                    );
+                    oc += no;
+                }
+            }
+            ox += np;
+        }
+    }
+    Ok(())
+}
+
+/// [`super::f16::linear_f16`] on checked buffers.
+#[allow(clippy::too_many_arguments)]
+pub fn linear(
+    tokens: usize,
+    in_features: usize,
+    out_features: usize,
+    weights: &[f16],
+    bias: &[f32],
+    act: Activation,
+    input: &[f16],
+    output: &mut [f16],
+    scratch: &mut [u8],
+) -> Result<(), KernelError> {
+    let cols =
+        Scratch::new(scratch).take::<f32>(TILE * in_features, "fp16 linear scratch (columns)")?;
+    for t in (0..tokens).step_by(TILE) {
+        let np = (tokens - t).min(TILE);
+        let plan = PackRuns {
+            first: t * in_features,
+            pixel: core::array::from_fn(|p| p.min(np - 1) * in_features),
+            runs: 1,
+            run_len: in_features,
+            run_step: 0,
+        };
+        ensure(vfp::pack_4(input, &plan, cols), "fp16 linear columns")?;
+        let mut oc = 0;
+        while oc < out_features {
+            let no = (out_features - oc).min(TILE);
+            let mut acc = start_tile(bias, oc, no);
+            let w = rows(weights, in_features, oc, no, 0, in_features);
+            vfp::mac_4x4(&mut acc, cols, w, in_features);
+            store(
+                &acc,
+                np,
+                no,
+                act,
+                output,
+                t * out_features + oc,
+                out_features,
+            );
+            oc += no;
+        }
+    }
+    Ok(())
+}
+
+/// The tiles (here their plain-Rust twins; on the boards the assembly, in `tests/qemu`) against
+/// the reference, bit for bit.
+#[cfg(test)]
+mod tests {
+    use super::super::cases::{self, Rng, half_data};
+    use super::super::f16::{Activation, conv_f16_reference, linear_f16_reference};
+    use super::*;
+
+    const ACTS: [Activation; 3] = [Activation::None, Activation::Gelu, Activation::Silu];
+
+    fn bits(x: &[f16]) -> Vec<u16> {
+        x.iter().map(|h| h.to_bits()).collect()
+    }
+
+    fn conv_case(rng: &mut Rng, g: &ConvGeometry, offset: usize, extra: usize, act: Activation) {
+        let mut x = vec![f16::ZERO; g.in_h * g.in_w * g.in_c];
+        let mut w = vec![f16::ZERO; g.weight_len()];
+        let mut bias = vec![0.0; g.out_c];
+        half_data::fill(rng, &mut x);
+        half_data::fill(rng, &mut w);
+        half_data::bias(rng, &mut bias);
+        let slice = OutputSlice {
+            offset,
+            pixel_stride: offset + g.out_c + extra,
+        };
+        let len = g.out_h * g.out_w * slice.pixel_stride;
+        let (mut want, mut got) = (vec![f16::NAN; len], vec![f16::NAN; len]);
+        conv_f16_reference(g, &w, &bias, act, slice, &x, &mut want).unwrap();
+        let mut scratch = vec![0u8; conv_scratch_bytes(g)];
+        conv(g, &w, &bias, act, slice, &x, &mut got, &mut scratch).unwrap();
+        assert_eq!(bits(&got), bits(&want), "{g:?}");
+    }
+
+    #[test]
+    fn conv_vitae_shapes_match_reference() {
+        let mut rng = Rng(0xf9c0);
+        for (i, g) in cases::conv::vitae().iter().enumerate() {
+            conv_case(&mut rng, g.as_ref().unwrap(), 0, 0, ACTS[i % 3]);
+        }
+    }
+
+    #[test]
+    fn conv_random_shapes_match_reference() {
+        let mut rng = Rng(0xf9c1);
+        let limits = cases::conv::Limits {
+            input: 2048,
+            weights: 4096,
+            output: 4096,
+        };
+        for i in 0..400 {
+            let r = cases::conv::random(&mut rng, limits);
+            conv_case(&mut rng, &r.geom, r.offset, r.extra, ACTS[i % 3]);
+        }
+    }
+
+    #[test]
+    fn linear_shapes_match_reference() {
+        let mut rng = Rng(0xf911);
+        let shapes = cases::linear::VITAE.iter().copied();
+        let small = (1..=9).flat_map(|t| [(t, 1, 1), (t, 3, 5), (t, 8, 4), (t, 17, 9)]);
+        for (i, (t, k, n)) in shapes.chain(small).enumerate() {
+            let mut x = vec![f16::ZERO; t * k];
+            let mut w = vec![f16::ZERO; k * n];
+            let mut bias = vec![0.0; n];
+            half_data::fill(&mut rng, &mut x);
+            half_data::fill(&mut rng, &mut w);
+            half_data::bias(&mut rng, &mut bias);
+            let act = ACTS[i % 3];
+            let (mut want, mut got) = (vec![f16::NAN; t * n], vec![f16::NAN; t * n]);
+            linear_f16_reference(t, k, n, &w, &bias, act, &x, &mut want).unwrap();
+            let mut scratch = vec![0u8; linear_scratch_bytes(k)];
+            linear(t, k, n, &w, &bias, act, &x, &mut got, &mut scratch).unwrap();
+            assert_eq!(bits(&got), bits(&want), "({t}, {k}, {n})");
+        }
+    }
+
+    #[test]
+    fn valid_taps_are_the_taps_inside_the_input() {
+        for (stride, dil, pad, len, taps) in [(1, 1, 1, 5, 3), (4, 3, 9, 20, 7), (2, 2, 0, 3, 4)] {
+            for o in 0..len + 3 {
+                let inside = |k: usize| {
+                    let pos = (o * stride + k * dil) as isize - pad as isize;
+                    pos >= 0 && (pos as usize) < len
+                };
+                let (lo, hi) = valid_taps(o, taps, stride, dil, pad, len);
+                for k in 0..taps {
+                    assert_eq!((lo..hi).contains(&k), inside(k), "o {o} k {k}");
+                }
+            }
+        }
+    }
+}
