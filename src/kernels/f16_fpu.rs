@@ -1,6 +1,6 @@
 //! fp16 convolution and linear layers on the scalar FPU of Cortex-M cores: four pixels (or
-//! tokens) at a time, their receptive fields converted to f32 once ([`vfp::pack_4`]) and shared by
-//! every output channel, four output channels per [`vfp::mac_4x4`] tile.
+//! tokens) at a time, their receptive fields converted to f32 once (`arch::vfp::pack_4`) and
+//! shared by every output channel, four output channels per `arch::vfp::mac_4x4` tile.
 //!
 //! Same arithmetic as [`super::f16::conv_f16_reference`], in the same order: each output starts
 //! from its bias and adds `x · w` over the taps inside the input (kernel row by kernel row, a row's
