@@ -47,6 +47,12 @@ pub fn widen(x: f16) -> f32 {
     crate::arch::vfp::f16_to_f32(x)
 }
 
+/// [`widen`] of `src[i]` into `dst[i]` for `i < min(src.len(), dst.len())`: two values per step
+/// on Arm cores with an FPU.
+pub fn widen_slice(src: &[f16], dst: &mut [f32]) {
+    crate::arch::vfp::widen_into(src, dst)
+}
+
 /// Scratch bytes [`conv_f16`] needs (on every target: the Arm FPU path uses them).
 pub fn conv_f16_scratch_size(g: &ConvGeometry) -> usize {
     super::f16_fpu::conv_scratch_bytes(g)
@@ -353,7 +359,7 @@ pub fn layernorm_f16(
 
 /// Scratch bytes [`attention_f16`] needs.
 pub fn attention_f16_scratch_size(head_dim: usize) -> usize {
-    bytes_for::<f32>(super::attention::KEY_TILE) + bytes_for::<f32>(head_dim)
+    bytes_for::<f32>(super::attention::KEY_TILE) + 3 * bytes_for::<f32>(head_dim)
 }
 
 /// fp16 multi-head attention: same tiling and online softmax as the int8 kernel, in f32.
@@ -386,22 +392,22 @@ pub fn attention_f16(
     let mut s = Scratch::new(scratch);
     let scores = s.take::<f32>(KEY_TILE, "attention scratch (scores)")?;
     let acc = s.take::<f32>(head_dim, "attention scratch (output accumulator)")?;
+    // The query row and one key row widened to f32 (exact): one conversion per value instead of
+    // one per product. The scores are ordered sums, which no compiler vectorizes.
+    let qf = s.take::<f32>(head_dim, "attention scratch (query)")?;
+    let kf = s.take::<f32>(head_dim, "attention scratch (key)")?;
     for hh in 0..heads {
         let ch = hh * head_dim..(hh + 1) * head_dim;
         for i in 0..tokens {
-            let qi = &q[i * c..][ch.clone()];
+            widen_slice(&q[i * c..][ch.clone()], qf);
             let (mut m, mut l) = (f32::NEG_INFINITY, 0.0f32);
             acc.fill(0.0);
             for j0 in (0..tokens).step_by(KEY_TILE) {
                 let j1 = (j0 + KEY_TILE).min(tokens);
                 let mut tmax = f32::NEG_INFINITY;
                 for (j, sj) in (j0..j1).zip(scores.iter_mut()) {
-                    let kj = &k[j * c..][ch.clone()];
-                    *sj = qi
-                        .iter()
-                        .zip(kj)
-                        .fold(0.0f32, |a, (x, y)| a + widen(*x) * widen(*y))
-                        * qk_scale;
+                    widen_slice(&k[j * c..][ch.clone()], kf);
+                    *sj = qf.iter().zip(kf.iter()).fold(0.0f32, |a, (x, y)| a + x * y) * qk_scale;
                     tmax = tmax.max(*sj);
                 }
                 let m_new = m.max(tmax);

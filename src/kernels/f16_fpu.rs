@@ -46,20 +46,17 @@ fn valid_taps(
     (lo, hi.max(lo))
 }
 
-/// Writes `act(acc)` of the first `np` pixels and `no` outputs of a tile.
-#[allow(clippy::too_many_arguments)]
+/// Writes `act(acc)` of the first `np` pixels and `no` outputs of a tile; pixel `p`'s outputs
+/// start at `first[p]`.
 fn store(
     acc: &[f32; TILE * TILE],
-    np: usize,
+    first: &[usize],
     no: usize,
     act: Activation,
     output: &mut [f16],
-    first: usize,
-    pixel_stride: usize,
 ) {
-    for p in 0..np {
-        let out = &mut output[first + p * pixel_stride..][..no];
-        for (o, y) in out.iter_mut().enumerate() {
+    for (p, &start) in first.iter().enumerate() {
+        for (o, y) in output[start..][..no].iter_mut().enumerate() {
             *y = vfp::f32_to_f16(act.apply(acc[TILE * o + p]));
         }
     }
@@ -83,7 +80,33 @@ fn start_tile(bias: &[f32], oc: usize, no: usize) -> [f32; TILE * TILE] {
     core::array::from_fn(|i| bias[oc + (i / TILE).min(no - 1)])
 }
 
+/// Which kernel taps of an output pixel lie inside the input: rows `ky0..ky1`, columns
+/// `kx0..kx1`. Pixels with the same field share one tile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+struct Field {
+    ky0: usize,
+    ky1: usize,
+    kx0: usize,
+    kx1: usize,
+}
+
+/// Up to four output pixels `(oy, ox)` (in raster order) of one [`Field`], waiting for a tile.
+#[derive(Clone, Copy, Debug, Default)]
+struct Bucket {
+    field: Field,
+    len: usize,
+    pixels: [(usize, usize); TILE],
+}
+
+/// Open buckets: more distinct fields than this (large dilated kernels on small maps) only cost
+/// partly filled tiles.
+const BUCKETS: usize = 16;
+
 /// [`super::f16::conv_f16`] on checked buffers.
+///
+/// The output pixels are visited in raster order and collected by [`Field`]: four pixels whose
+/// receptive fields are cut the same way (the interior, or the same edge in different rows) make
+/// one tile, however far apart they are.
 #[allow(clippy::too_many_arguments)]
 pub fn conv(
     g: &ConvGeometry,
@@ -95,93 +118,139 @@ pub fn conv(
     output: &mut [f16],
     scratch: &mut [u8],
 ) -> Result<(), KernelError> {
-    let cin_g = g.in_c_per_group();
-    let cout_g = g.out_c / g.groups;
-    let row_len = g.kh * g.kw * cin_g;
-    let cols = Scratch::new(scratch).take::<f32>(TILE * row_len, "fp16 conv scratch (columns)")?;
+    let cols = Scratch::new(scratch).take::<f32>(
+        TILE * g.kh * g.kw * g.in_c_per_group(),
+        "fp16 conv scratch (columns)",
+    )?;
+    let conv = Tiles {
+        g,
+        weights,
+        bias,
+        act,
+        out_slice,
+        input,
+    };
+    let mut buckets = [Bucket::default(); BUCKETS];
     for oy in 0..g.out_h {
         let (ky0, ky1) = valid_taps(oy, g.kh, g.stride_h, g.dil_h, g.pad_h, g.in_h);
-        let mut ox = 0;
-        while ox < g.out_w {
-            let kx = valid_taps(ox, g.kw, g.stride_w, g.dil_w, g.pad_w, g.in_w);
-            let mut np = 1;
-            while np < TILE
-                && ox + np < g.out_w
-                && valid_taps(ox + np, g.kw, g.stride_w, g.dil_w, g.pad_w, g.in_w) == kx
-            {
-                np += 1;
+        for ox in 0..g.out_w {
+            let (kx0, kx1) = valid_taps(ox, g.kw, g.stride_w, g.dil_w, g.pad_w, g.in_w);
+            let field = Field { ky0, ky1, kx0, kx1 };
+            let slot = buckets
+                .iter()
+                .position(|b| b.len > 0 && b.field == field)
+                .or_else(|| buckets.iter().position(|b| b.len == 0));
+            let slot = match slot {
+                Some(i) => i,
+                None => {
+                    // All open for other fields: run the fullest and reuse it.
+                    let i = (0..BUCKETS).max_by_key(|&i| buckets[i].len).unwrap_or(0);
+                    conv.run(&buckets[i], cols, output)?;
+                    buckets[i].len = 0;
+                    i
+                }
+            };
+            let b = &mut buckets[slot];
+            b.field = field;
+            b.pixels[b.len] = (oy, ox);
+            b.len += 1;
+            if b.len == TILE {
+                conv.run(b, cols, output)?;
+                b.len = 0;
             }
-            let (kx0, kx1) = kx;
-            let first_out = (oy * g.out_w + ox) * out_slice.pixel_stride + out_slice.offset;
-            // Input position of the first valid tap of pixel 0, and each pixel's offset.
-            let iy0 = oy * g.stride_h + ky0 * g.dil_h;
-            let ix0 = ox * g.stride_w + kx0 * g.dil_w;
-            let pixel: [usize; TILE] =
-                core::array::from_fn(|p| p.min(np - 1) * g.stride_w * g.in_c);
-            let run_len = (kx1 - kx0) * cin_g;
-            for group in 0..g.groups {
-                // Pack the valid kernel rows, one after the other: a row's taps are one run
-                // when they are adjacent in the input (no dilation, one group), else one run
-                // per tap.
-                let mut packed = 0;
-                for ky in ky0..ky1 {
-                    if run_len == 0 {
-                        break;
-                    }
-                    let iy = iy0 + (ky - ky0) * g.dil_h - g.pad_h;
-                    let ix = ix0 - g.pad_w;
+        }
+    }
+    for b in buckets.iter().filter(|b| b.len > 0) {
+        conv.run(b, cols, output)?;
+    }
+    Ok(())
+}
+
+/// One convolution's operands, for [`Tiles::run`].
+struct Tiles<'a> {
+    g: &'a ConvGeometry,
+    weights: &'a [f16],
+    bias: &'a [f32],
+    act: Activation,
+    out_slice: OutputSlice,
+    input: &'a [f16],
+}
+
+impl Tiles<'_> {
+    /// The outputs of the bucket's pixels (1 to 4; a short bucket repeats its last pixel).
+    fn run(&self, b: &Bucket, cols: &mut [f32], output: &mut [f16]) -> Result<(), KernelError> {
+        let g = self.g;
+        let Field { ky0, ky1, kx0, kx1 } = b.field;
+        let np = b.len;
+        let cin_g = g.in_c_per_group();
+        let cout_g = g.out_c / g.groups;
+        let row_len = g.kh * g.kw * cin_g;
+        let run_len = if ky1 > ky0 { (kx1 - kx0) * cin_g } else { 0 };
+        // Each pixel's first valid tap in the input (any channel of its group is then at a
+        // fixed distance), relative to the first pixel's: raster order makes them ascending.
+        let field_start = |(oy, ox): (usize, usize)| {
+            let iy = oy * g.stride_h + ky0 * g.dil_h - g.pad_h;
+            let ix = ox * g.stride_w + kx0 * g.dil_w - g.pad_w;
+            (iy * g.in_w + ix) * g.in_c
+        };
+        let first_out: [usize; TILE] = core::array::from_fn(|p| {
+            let (oy, ox) = b.pixels[p.min(np - 1)];
+            (oy * g.out_w + ox) * self.out_slice.pixel_stride + self.out_slice.offset
+        });
+        let (pixel, start) = if run_len > 0 {
+            let start = field_start(b.pixels[0]);
+            let pixel = core::array::from_fn(|p| field_start(b.pixels[p.min(np - 1)]) - start);
+            (pixel, start)
+        } else {
+            ([0; TILE], 0)
+        };
+        for group in 0..g.groups {
+            // Pack the valid kernel rows, one after the other: a row's taps are one run when
+            // they are adjacent in the input (no dilation, one group), else one run per tap.
+            if run_len > 0 {
+                for (i, ky) in (ky0..ky1).enumerate() {
                     let (runs, len, step) = if g.dil_w == 1 && cin_g == g.in_c {
                         (1, run_len, 0)
                     } else {
                         (kx1 - kx0, cin_g, g.dil_w * g.in_c)
                     };
                     let plan = PackRuns {
-                        first: (iy * g.in_w + ix) * g.in_c + group * cin_g,
+                        first: start + (ky - ky0) * g.dil_h * g.in_w * g.in_c + group * cin_g,
                         pixel,
                         runs,
                         run_len: len,
                         run_step: step,
                     };
                     ensure(
-                        vfp::pack_4(input, &plan, &mut cols[TILE * packed..]),
+                        vfp::pack_4(self.input, &plan, &mut cols[TILE * i * run_len..]),
                         "fp16 conv columns",
                     )?;
-                    packed += run_len;
-                }
-                let mut oc = group * cout_g;
-                let group_end = oc + cout_g;
-                while oc < group_end {
-                    let no = (group_end - oc).min(TILE);
-                    let mut acc = start_tile(bias, oc, no);
-                    if run_len > 0 && kx0 == 0 && kx1 == g.kw {
-                        // Whole kernel rows: one run of weights and columns.
-                        let n = (ky1 - ky0) * run_len;
-                        let w = rows(weights, row_len, oc, no, ky0 * g.kw * cin_g, n);
-                        vfp::mac_4x4(&mut acc, cols, w, n);
-                    }
-                    for (i, ky) in (ky0..ky1).enumerate() {
-                        if run_len == 0 || (kx0 == 0 && kx1 == g.kw) {
-                            break;
-                        }
-                        let w = rows(weights, row_len, oc, no, (ky * g.kw + kx0) * cin_g, run_len);
-                        vfp::mac_4x4(&mut acc, &cols[TILE * i * run_len..], w, run_len);
-                    }
-                    store(
-                        &acc,
-                        np,
-                        no,
-                        act,
-                        output,
-                        first_out + oc,
-                        out_slice.pixel_stride,
-                    );
-                    oc += no;
                 }
             }
-            ox += np;
+            let mut oc = group * cout_g;
+            let group_end = oc + cout_g;
+            while oc < group_end {
+                let no = (group_end - oc).min(TILE);
+                let mut acc = start_tile(self.bias, oc, no);
+                if run_len > 0 && kx0 == 0 && kx1 == g.kw {
+                    // Whole kernel rows: one run of weights and columns.
+                    let n = (ky1 - ky0) * run_len;
+                    let w = rows(self.weights, row_len, oc, no, ky0 * g.kw * cin_g, n);
+                    vfp::mac_4x4(&mut acc, cols, w, n);
+                } else if run_len > 0 {
+                    for (i, ky) in (ky0..ky1).enumerate() {
+                        let w_start = (ky * g.kw + kx0) * cin_g;
+                        let w = rows(self.weights, row_len, oc, no, w_start, run_len);
+                        vfp::mac_4x4(&mut acc, &cols[TILE * i * run_len..], w, run_len);
+                    }
+                }
+                let first: [usize; TILE] = core::array::from_fn(|p| first_out[p] + oc);
+                store(&acc, &first[..np], no, self.act, output);
+                oc += no;
+            }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// [`super::f16::linear_f16`] on checked buffers.
@@ -215,15 +284,8 @@ pub fn linear(
             let mut acc = start_tile(bias, oc, no);
             let w = rows(weights, in_features, oc, no, 0, in_features);
             vfp::mac_4x4(&mut acc, cols, w, in_features);
-            store(
-                &acc,
-                np,
-                no,
-                act,
-                output,
-                t * out_features + oc,
-                out_features,
-            );
+            let first: [usize; TILE] = core::array::from_fn(|p| (t + p) * out_features + oc);
+            store(&acc, &first[..np], no, act, output);
             oc += no;
         }
     }

@@ -55,6 +55,7 @@ const ALL: &[vitae_board::testing::Test] = if cfg!(feature = "demo-failure") {
         linear_saturates_with_the_right_sign_at_the_requantization_extremes,
         subnormals_through_every_vectorized_step,
         f16_widen_matches_software_for_every_half,
+        f16_widen_slice_matches_widen,
         f16_narrow_matches_software_at_every_rounding_boundary,
         f16_conv_vitae_shapes_match_reference,
         f16_conv_random_shapes_match_reference,
@@ -855,6 +856,24 @@ fn f16_widen_matches_software_for_every_half() -> TestResult {
         }
     }
     check_eq!(wrong, 0);
+    Ok(())
+}
+
+/// The two-at-a-time widening against one at a time, for every length up to 19 and every
+/// offset of the source (any halfword alignment), leaving the rest of the output alone.
+fn f16_widen_slice_matches_widen() -> TestResult {
+    let mut rng = Rng(0xf16_0002);
+    let mut src = [f16::ZERO; 24];
+    cases::half_data::fill(&mut rng, &mut src);
+    for start in 0..4 {
+        for n in 0..20 {
+            let mut got = [f32::NAN; 21];
+            f16k::widen_slice(&src[start..start + n], &mut got);
+            let want = src[start..start + n].iter().map(|&x| f16k::widen(x).to_bits());
+            check!(got[..n].iter().map(|y| y.to_bits()).eq(want));
+            check!(got[n..].iter().all(|y| y.is_nan()));
+        }
+    }
     Ok(())
 }
 
