@@ -104,7 +104,7 @@ const BUCKETS: usize = 16;
 
 /// [`super::f16::conv_f16`] on checked buffers.
 ///
-/// The output pixels are visited in raster order and collected by [`Field`]: four pixels whose
+/// The output pixels are visited in raster order and collected by `Field`: four pixels whose
 /// receptive fields are cut the same way (the interior, or the same edge in different rows) make
 /// one tile, however far apart they are.
 #[allow(clippy::too_many_arguments)]

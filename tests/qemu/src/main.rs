@@ -869,7 +869,9 @@ fn f16_widen_slice_matches_widen() -> TestResult {
         for n in 0..20 {
             let mut got = [f32::NAN; 21];
             f16k::widen_slice(&src[start..start + n], &mut got);
-            let want = src[start..start + n].iter().map(|&x| f16k::widen(x).to_bits());
+            let want = src[start..start + n]
+                .iter()
+                .map(|&x| f16k::widen(x).to_bits());
             check!(got[..n].iter().map(|y| y.to_bits()).eq(want));
             check!(got[n..].iter().all(|y| y.is_nan()));
         }
