@@ -74,7 +74,6 @@ pub fn conv_f16(
     scratch: &mut [u8],
 ) -> Result<(), KernelError> {
     if cfg!(vitae_vfp) {
-        check_conv(g, weights, bias, out_slice, input, output)?;
         return super::f16_fpu::conv(g, weights, bias, act, out_slice, input, output, scratch);
     }
     #[cfg(vitae_x86)]
@@ -88,7 +87,7 @@ pub fn conv_f16(
 }
 
 /// The buffers and parameters [`conv_f16`] accepts.
-fn check_conv(
+pub(crate) fn check_conv(
     g: &ConvGeometry,
     weights: &[f16],
     bias: &[f32],
@@ -188,15 +187,6 @@ pub fn linear_f16(
     scratch: &mut [u8],
 ) -> Result<(), KernelError> {
     if cfg!(vitae_vfp) {
-        check_linear(
-            tokens,
-            in_features,
-            out_features,
-            weights,
-            bias,
-            input,
-            output,
-        )?;
         return super::f16_fpu::linear(
             tokens,
             in_features,
@@ -246,7 +236,7 @@ pub fn linear_f16(
 }
 
 /// The buffers and parameters [`linear_f16`] accepts.
-fn check_linear(
+pub(crate) fn check_linear(
     tokens: usize,
     in_features: usize,
     out_features: usize,

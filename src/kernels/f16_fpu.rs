@@ -102,7 +102,8 @@ struct Bucket {
 /// partly filled tiles.
 const BUCKETS: usize = 16;
 
-/// [`super::f16::conv_f16`] on checked buffers.
+/// [`super::f16::conv_f16`] on the FPU: the same checks (a typed error, never a panic, on wrong
+/// lengths), the same bits.
 ///
 /// The output pixels are visited in raster order and collected by `Field`: four pixels whose
 /// receptive fields are cut the same way (the interior, or the same edge in different rows) make
@@ -118,6 +119,7 @@ pub fn conv(
     output: &mut [f16],
     scratch: &mut [u8],
 ) -> Result<(), KernelError> {
+    super::f16::check_conv(g, weights, bias, out_slice, input, output)?;
     let cols = Scratch::new(scratch).take::<f32>(
         TILE * g.kh * g.kw * g.in_c_per_group(),
         "fp16 conv scratch (columns)",
@@ -253,7 +255,7 @@ impl Tiles<'_> {
     }
 }
 
-/// [`super::f16::linear_f16`] on checked buffers.
+/// [`super::f16::linear_f16`] on the FPU: the same checks, the same bits.
 #[allow(clippy::too_many_arguments)]
 pub fn linear(
     tokens: usize,
@@ -266,6 +268,15 @@ pub fn linear(
     output: &mut [f16],
     scratch: &mut [u8],
 ) -> Result<(), KernelError> {
+    super::f16::check_linear(
+        tokens,
+        in_features,
+        out_features,
+        weights,
+        bias,
+        input,
+        output,
+    )?;
     let cols =
         Scratch::new(scratch).take::<f32>(TILE * in_features, "fp16 linear scratch (columns)")?;
     for t in (0..tokens).step_by(TILE) {
@@ -366,6 +377,35 @@ mod tests {
             linear(t, k, n, &w, &bias, act, &x, &mut got, &mut scratch).unwrap();
             assert_eq!(bits(&got), bits(&want), "({t}, {k}, {n})");
         }
+    }
+
+    #[test]
+    fn wrong_lengths_are_errors_not_panics() {
+        let g = cases::conv::square((5, 5, 4), 8, 3, 1, 1, 1, 2).unwrap();
+        let (x, w, b) = (
+            vec![f16::ZERO; 5 * 5 * 4],
+            vec![f16::ZERO; g.weight_len()],
+            vec![0.0; 8],
+        );
+        let slice = OutputSlice {
+            offset: 0,
+            pixel_stride: 8,
+        };
+        let mut scratch = vec![0u8; conv_scratch_bytes(&g)];
+        let mut out = vec![f16::ZERO; 5 * 5 * 8];
+        let act = Activation::None;
+        assert!(conv(&g, &w, &b, act, slice, &x[1..], &mut out, &mut scratch).is_err());
+        assert!(conv(&g, &w[1..], &b, act, slice, &x, &mut out, &mut scratch).is_err());
+        assert!(conv(&g, &w, &b, act, slice, &x, &mut out[1..], &mut scratch).is_err());
+        assert!(conv(&g, &w, &b, act, slice, &x, &mut out, &mut scratch[..8]).is_err());
+        assert!(conv(&g, &w, &b, act, slice, &x, &mut out, &mut scratch).is_ok());
+        let mut scratch = vec![0u8; linear_scratch_bytes(4)];
+        let mut y = vec![f16::ZERO; 3 * 8];
+        let (xl, wl) = (vec![f16::ZERO; 3 * 4], vec![f16::ZERO; 8 * 4]);
+        assert!(linear(3, 4, 8, &wl, &b, act, &xl[1..], &mut y, &mut scratch).is_err());
+        assert!(linear(3, 4, 8, &wl, &b[1..], act, &xl, &mut y, &mut scratch).is_err());
+        assert!(linear(3, 4, 8, &wl, &b, act, &xl, &mut y, &mut scratch[..4]).is_err());
+        assert!(linear(3, 4, 8, &wl, &b, act, &xl, &mut y, &mut scratch).is_ok());
     }
 
     #[test]
