@@ -514,6 +514,8 @@ pub mod bench {
         Conv(ConvGeometry),
         /// A linear layer `(tokens, in_features, out_features)`.
         Linear(usize, usize, usize),
+        /// The same with int4 weights ([`crate::kernels::linear_s4`]).
+        LinearS4(usize, usize, usize),
         /// Attention `(tokens, heads, head_dim)` with logit scale 1.1e-4 (activation scales around
         /// 0.03: logits of a few units, a realistic softmax).
         Attention(usize, usize, usize),
@@ -576,8 +578,8 @@ pub mod bench {
         }
     }
 
-    /// Cases a–f.
-    pub const CASES: [Case; 6] = [
+    /// Cases a–f, and e4 (case e with int4 weights).
+    pub const CASES: [Case; 7] = [
         Case {
             name: "a",
             shape: "conv 3x3 s1 p1 32x32x64->32x32x64",
@@ -602,6 +604,11 @@ pub mod bench {
             name: "e",
             shape: "linear 256 tokens x 128 -> 384",
             kernel: Kernel::Linear(256, 128, 384),
+        },
+        Case {
+            name: "e4",
+            shape: "linear 256 tokens x 128 -> 384, int4 weights",
+            kernel: Kernel::LinearS4(256, 128, 384),
         },
         Case {
             name: "f",

@@ -184,6 +184,22 @@ impl<'a> ConvS8<'a> {
     ) -> Result<Self, KernelError> {
         geom.validate()?;
         check_len("conv weights", weights.len(), geom.weight_len())?;
+        Self::without_weights(geom, bias, requant, in_zp, out_zp, act, out)
+            .map(|p| ConvS8 { weights, ..p })
+    }
+
+    /// Every check of [`ConvS8::new`] but the weights' (left empty): the int4-weight
+    /// convolution ([`super::conv_s4`]) keeps its packed weights itself.
+    pub(crate) fn without_weights(
+        geom: ConvGeometry,
+        bias: &'a [i32],
+        requant: &'a [Requant],
+        in_zp: i32,
+        out_zp: i32,
+        act: Option<&'a Lut256>,
+        out: OutputSlice,
+    ) -> Result<Self, KernelError> {
+        geom.validate()?;
         check_len("conv bias", bias.len(), geom.out_c)?;
         check_len("conv requant", requant.len(), geom.out_c)?;
         ensure(
@@ -202,7 +218,7 @@ impl<'a> ConvS8<'a> {
         )?;
         Ok(ConvS8 {
             geom,
-            weights,
+            weights: &[],
             bias,
             requant,
             in_zp,
@@ -210,6 +226,38 @@ impl<'a> ConvS8<'a> {
             act,
             out,
         })
+    }
+
+    /// Output channels `oc0..oc0 + n` of this (ungrouped, or `n = out_c`) convolution as one of
+    /// its own with the int8 `weights` of those channels, writing into the same output pixels.
+    pub(crate) fn channels(
+        &self,
+        oc0: usize,
+        n: usize,
+        weights: &'a [i8],
+    ) -> Result<ConvS8<'a>, KernelError> {
+        ensure(
+            oc0 + n <= self.geom.out_c && (self.geom.groups == 1 || n == self.geom.out_c),
+            "conv channel range",
+        )?;
+        let geom = ConvGeometry {
+            out_c: n,
+            ..self.geom
+        };
+        let out = OutputSlice {
+            offset: self.out.offset + oc0,
+            pixel_stride: self.out.pixel_stride,
+        };
+        ConvS8::new(
+            geom,
+            weights,
+            &self.bias[oc0..oc0 + n],
+            &self.requant[oc0..oc0 + n],
+            self.in_zp,
+            self.out_zp,
+            self.act,
+            out,
+        )
     }
 
     /// The geometry.
@@ -294,6 +342,17 @@ pub fn staged_plane_len(geom: &ConvGeometry) -> Option<usize> {
 
 /// The scalar reference convolution.
 pub fn conv_s8_reference(p: &ConvS8, input: &[i8], output: &mut [i8]) -> Result<(), KernelError> {
+    let k = p.geom.kh * p.geom.kw * p.geom.in_c_per_group();
+    conv_reference_with(p, |oc, i| p.weights[oc * k + i], input, output)
+}
+
+/// The reference loops, weight `i` of output channel `oc`'s row (OHWI) read through `weight`.
+pub(crate) fn conv_reference_with(
+    p: &ConvS8,
+    weight: impl Fn(usize, usize) -> i8,
+    input: &[i8],
+    output: &mut [i8],
+) -> Result<(), KernelError> {
     p.check_buffers(input, output)?;
     let g = &p.geom;
     let cin_g = g.in_c_per_group();
@@ -311,7 +370,7 @@ pub fn conv_s8_reference(p: &ConvS8, input: &[i8], output: &mut [i8]) -> Result<
                         let ix = (ox * g.stride_w + kx * g.dil_w) as isize - g.pad_w as isize;
                         let inside =
                             iy >= 0 && ix >= 0 && (iy as usize) < g.in_h && (ix as usize) < g.in_w;
-                        let w_base = ((oc * g.kh + ky) * g.kw + kx) * cin_g;
+                        let w_base = (ky * g.kw + kx) * cin_g;
                         for ic in 0..cin_g {
                             let x = if inside {
                                 input[(iy as usize * g.in_w + ix as usize) * g.in_c
@@ -320,7 +379,7 @@ pub fn conv_s8_reference(p: &ConvS8, input: &[i8], output: &mut [i8]) -> Result<
                             } else {
                                 p.in_zp
                             };
-                            acc = acc.wrapping_add(p.weights[w_base + ic] as i32 * x);
+                            acc = acc.wrapping_add(weight(oc, w_base + ic) as i32 * x);
                         }
                     }
                 }

@@ -193,14 +193,37 @@ pub(crate) fn linear_gemm<M: Micro>(
         },
         fast: all_fast(p.requant),
     };
-    let prepared = M::prepare(&rows, 0..n_out);
+    gemm_tokens::<M>(
+        &rows, n_out, input, p.tokens, &mut cols, tile, output, n_out,
+    );
+    Ok(())
+}
+
+/// The matrix product of `n_rows` weight rows with every token of `input` (`tokens × rows.k`):
+/// token `t`'s output for row `o` goes to `output[t · out_stride + o]`. Each block of `M::COLS`
+/// tokens is packed once into `cols` (or read in place), then every row runs the micro-kernel
+/// over the block.
+#[cfg(any(test, vitae_dsp, vitae_mve, vitae_x86))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_tokens<'a, M: Micro>(
+    rows: &Rows,
+    n_rows: usize,
+    input: &'a [i8],
+    tokens: usize,
+    cols: &mut M::Cols<'a>,
+    tile: &mut [i32],
+    output: &mut [i8],
+    out_stride: usize,
+) {
+    let k = rows.k;
+    let prepared = M::prepare(rows, 0..n_rows);
     // Whole blocks of tokens in one call when the flavour has it; the rest below.
     let mut t0 = prepared.as_ref().map_or(0, |pr| {
-        M::run_tokens(pr, input, p.tokens, tile, output, n_out)
+        M::run_tokens(pr, input, tokens, tile, output, out_stride)
     });
-    while t0 < p.tokens {
-        let n = (p.tokens - t0).min(M::COLS);
-        let base = core::array::from_fn(|c| (t0 + c) * n_out);
+    while t0 < tokens {
+        let n = (tokens - t0).min(M::COLS);
+        let base = core::array::from_fn(|c| (t0 + c) * out_stride);
         // Consecutive tokens already lie back to back: the flavour may read them in place.
         let view = M::in_place(&input[t0 * k..], n, k);
         let block_cols = match &view {
@@ -208,25 +231,23 @@ pub(crate) fn linear_gemm<M: Micro>(
             None => {
                 for c in 0..n {
                     let x = &input[(t0 + c) * k..][..k];
-                    M::pack(&mut cols, c, k, |row| M::copy(row, x));
+                    M::pack(cols, c, k, |row| M::copy(row, x));
                 }
-                &cols
+                &*cols
             }
         };
-        let range = 0..n_out;
         block_prepared::<M>(
             prepared.as_ref(),
-            &rows,
+            rows,
             block_cols,
             n,
-            range,
+            0..n_rows,
             tile,
             output,
             base,
         );
         t0 += n;
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod attention;
 #[cfg(any(test, feature = "test-cases"))]
 pub mod cases;
 pub mod conv;
+pub mod conv_s4;
 pub mod dot;
 pub mod elementwise;
 pub mod f16;
@@ -17,8 +18,10 @@ pub mod f16_fpu;
 pub(crate) mod gemm;
 pub mod layernorm;
 pub mod linear;
+pub mod linear_s4;
 pub mod performer;
 pub mod pixels;
+pub mod s4;
 mod scratch;
 
 /// Which implementation of a kernel a build uses.

@@ -1,10 +1,12 @@
-//! 2-D convolutions: int8 ([`ConvS8Op`], the PCM stacks and the patch embedding) and fp16
-//! ([`ConvF16Op`]). The kernels are in [`crate::kernels::conv`] and [`crate::kernels::f16`].
+//! 2-D convolutions: int8 ([`ConvS8Op`], the PCM stacks and the patch embedding), int4 weights
+//! with int8 activations ([`ConvS4Op`]) and fp16 ([`ConvF16Op`]). The kernels are in
+//! [`crate::kernels::conv`], [`crate::kernels::conv_s4`] and [`crate::kernels::f16`].
 
 use super::{DecodeCx, OpIo, OpSpec, Tensor, act, is, refs_len, rows_of};
 use crate::format::{DType, DataRef, FormatError};
 use crate::kernels::KernelError;
 use crate::kernels::conv::{ConvGeometry, ConvS8, OutputSlice, conv_s8, conv_s8_scratch_size};
+use crate::kernels::conv_s4::{ConvS4, conv_s4, conv_s4_scratch_size};
 use crate::kernels::f16::{self as kf16, Activation};
 use crate::runtime::RunError;
 use bytemuck::{Pod, Zeroable};
@@ -70,7 +72,7 @@ pub(crate) fn activation(code: u32, cx: &DecodeCx) -> Result<Activation, FormatE
     }
 }
 
-/// [`ConvS8Op`].
+/// [`ConvS8Op`] and [`ConvS4Op`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 pub struct ConvParams {
@@ -80,7 +82,8 @@ pub struct ConvParams {
     pub in_zp: i32,
     /// Output zero point (of the pre-activation grid when `lut` is present).
     pub out_zp: i32,
-    /// int8 weights, OHWI per group.
+    /// Weights, OHWI per group: int8 ([`ConvS8Op`]), or one row of int4 per output channel
+    /// packed as [`crate::kernels::s4`] describes ([`ConvS4Op`]).
     pub weights: DataRef,
     /// int32 bias per output channel (input zero point folded in).
     pub bias: DataRef,
@@ -153,20 +156,7 @@ impl OpSpec for ConvS8Op {
     type Decoded<'a> = ConvRows<'a>;
 
     fn decode<'a>(p: &ConvParams, cx: &DecodeCx<'a>) -> Result<ConvRows<'a>, FormatError> {
-        let map = p.geom.geometry();
-        map.validate().map_err(|e| cx.kernel(e))?;
-        let (x, out) = (cx.input(0), cx.output());
-        let (in_rows, out_rows) = tensor_rows(&map, &x, &out, cx)?;
-        let (g, input) = window(&map, in_rows, out_rows).map_err(|e| cx.kernel(e))?;
-        cx.ensure(
-            p.in_zp == x.desc.zero_point,
-            "conv input zero point differs from its tensor",
-        )?;
-        let lut = cx.lut(p.lut)?;
-        cx.ensure(
-            lut.is_some() || p.out_zp == out.desc.zero_point,
-            "conv output zero point differs from its tensor",
-        )?;
+        let (g, input, lut) = decode_int8(p, cx)?;
         let kernel = ConvS8::new(
             g,
             cx.data(p.weights, "conv weights")?,
@@ -201,6 +191,96 @@ impl OpSpec for ConvS8Op {
         let x = x.ok_or(RunError::BadPlan { op: io.op })?;
         let (out, scratch) = io.i8_out_scratch();
         conv_s8(&k.kernel, x, out, scratch).map_err(|e| io.kernel(e))
+    }
+}
+
+/// What the int8 and int4-weight convolutions check alike: the geometry of the window the
+/// tensors hold, the elements of the input it reads, the zero points, the activation table.
+#[allow(clippy::type_complexity)]
+fn decode_int8<'a>(
+    p: &ConvParams,
+    cx: &DecodeCx<'a>,
+) -> Result<
+    (
+        ConvGeometry,
+        (usize, usize),
+        Option<&'a crate::quant::Lut256>,
+    ),
+    FormatError,
+> {
+    let map = p.geom.geometry();
+    map.validate().map_err(|e| cx.kernel(e))?;
+    let (x, out) = (cx.input(0), cx.output());
+    let (in_rows, out_rows) = tensor_rows(&map, &x, &out, cx)?;
+    let (g, input) = window(&map, in_rows, out_rows).map_err(|e| cx.kernel(e))?;
+    cx.ensure(
+        p.in_zp == x.desc.zero_point,
+        "conv input zero point differs from its tensor",
+    )?;
+    let lut = cx.lut(p.lut)?;
+    cx.ensure(
+        lut.is_some() || p.out_zp == out.desc.zero_point,
+        "conv output zero point differs from its tensor",
+    )?;
+    Ok((g, input, lut))
+}
+
+/// A decoded int4-weight convolution (as [`ConvRows`]).
+#[derive(Clone, Copy, Debug)]
+pub struct ConvS4Rows<'a> {
+    /// The convolution the kernel runs.
+    pub kernel: ConvS4<'a>,
+    /// Elements of the input tensor it reads, `(start, end)`.
+    pub input: (usize, usize),
+}
+
+/// int8 convolution whose weights are int4 (two per byte), otherwise as [`ConvS8Op`].
+#[derive(Debug)]
+pub struct ConvS4Op;
+
+impl OpSpec for ConvS4Op {
+    const NAME: &'static str = "conv_w4";
+    const INPUTS: usize = 1;
+    const IN_PLACE: bool = false;
+    type Params<'a> = ConvParams;
+    type Decoded<'a> = ConvS4Rows<'a>;
+
+    fn decode<'a>(p: &ConvParams, cx: &DecodeCx<'a>) -> Result<ConvS4Rows<'a>, FormatError> {
+        let (g, input, lut) = decode_int8(p, cx)?;
+        let kernel = ConvS4::new(
+            g,
+            cx.data(p.weights, "conv int4 weights")?,
+            cx.data(p.bias, "conv bias")?,
+            cx.data(p.requant, "conv requant")?,
+            p.in_zp,
+            p.out_zp,
+            lut,
+            OutputSlice {
+                offset: 0,
+                pixel_stride: g.out_c,
+            },
+        )
+        .map_err(|e| cx.kernel(e))?;
+        Ok(ConvS4Rows { kernel, input })
+    }
+
+    fn scratch_bytes(p: &ConvParams) -> usize {
+        conv_s4_scratch_size(&p.geom.geometry())
+    }
+
+    fn data_bytes(p: &ConvParams) -> usize {
+        refs_len(&[p.weights, p.bias, p.requant, p.lut])
+    }
+
+    fn macs(k: &ConvS4Rows) -> u64 {
+        k.kernel.geometry().macs()
+    }
+
+    fn run(k: &ConvS4Rows, io: &mut OpIo<'_>) -> Result<(), RunError> {
+        let x = io.i8_in(0).get(k.input.0..k.input.1);
+        let x = x.ok_or(RunError::BadPlan { op: io.op })?;
+        let (out, scratch) = io.i8_out_scratch();
+        conv_s4(&k.kernel, x, out, scratch).map_err(|e| io.kernel(e))
     }
 }
 

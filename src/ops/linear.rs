@@ -1,16 +1,18 @@
-//! Fully connected layers (qkv, proj, the MLPs, the head): int8 ([`LinearS8Op`]) and fp16
-//! ([`LinearF16Op`]). The kernels are in [`crate::kernels::linear`] and [`crate::kernels::f16`].
+//! Fully connected layers (qkv, proj, the MLPs, the head): int8 ([`LinearS8Op`]), int4 weights
+//! with int8 activations ([`LinearS4Op`]) and fp16 ([`LinearF16Op`]). The kernels are in
+//! [`crate::kernels::linear`], [`crate::kernels::linear_s4`] and [`crate::kernels::f16`].
 
 use super::conv::activation;
 use super::{DecodeCx, OpIo, OpSpec, is_tokens, refs_len};
 use crate::format::{DType, DataRef, FormatError};
 use crate::kernels::f16::{self as kf16, Activation};
 use crate::kernels::linear::{LinearS8, linear_s8, linear_s8_scratch_size};
+use crate::kernels::linear_s4::{LinearS4, linear_s4, linear_s4_scratch_size};
 use crate::runtime::RunError;
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
-/// [`LinearS8Op`].
+/// [`LinearS8Op`] and [`LinearS4Op`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 pub struct LinearParams {
@@ -22,7 +24,8 @@ pub struct LinearParams {
     pub out_features: u16,
     /// Output zero point (of the pre-activation grid when `lut` is present).
     pub out_zp: i32,
-    /// int8 weights, `out × in`.
+    /// Weights, `out × in`: int8 ([`LinearS8Op`]), or int4 rows packed as
+    /// [`crate::kernels::s4`] describes ([`LinearS4Op`]).
     pub weights: DataRef,
     /// int32 bias (input zero point folded in).
     pub bias: DataRef,
@@ -97,6 +100,73 @@ impl OpSpec for LinearS8Op {
         let x = io.i8_in(0);
         let (out, scratch) = io.i8_out_scratch();
         linear_s8(k, x, out, scratch).map_err(|e| io.kernel(e))
+    }
+}
+
+/// int8 linear layer whose weights are int4 (two per byte), otherwise as [`LinearS8Op`].
+#[derive(Debug)]
+pub struct LinearS4Op;
+
+impl OpSpec for LinearS4Op {
+    const NAME: &'static str = "linear_w4";
+    const INPUTS: usize = 1;
+    const IN_PLACE: bool = false;
+    type Params<'a> = LinearParams;
+    type Decoded<'a> = LinearS4<'a>;
+
+    fn decode<'a>(p: &LinearParams, cx: &DecodeCx<'a>) -> Result<LinearS4<'a>, FormatError> {
+        let (n, fi, fo) = (
+            p.tokens as usize,
+            p.in_features as usize,
+            p.out_features as usize,
+        );
+        let out = cx.output();
+        cx.ensure(
+            is_tokens(&cx.input(0), DType::I8, n, fi),
+            "linear input tensor shape/dtype",
+        )?;
+        cx.ensure(
+            is_tokens(&out, DType::I8, n, fo),
+            "linear output tensor shape/dtype",
+        )?;
+        let lut = cx.lut(p.lut)?;
+        cx.ensure(
+            lut.is_some() || p.out_zp == out.desc.zero_point,
+            "linear output zero point differs from its tensor",
+        )?;
+        LinearS4::new(
+            n,
+            fi,
+            fo,
+            cx.data(p.weights, "linear int4 weights")?,
+            cx.data(p.bias, "linear bias")?,
+            cx.data(p.requant, "linear requant")?,
+            p.out_zp,
+            lut,
+        )
+        .map_err(|e| cx.kernel(e))
+    }
+
+    fn scratch_bytes(p: &LinearParams) -> usize {
+        linear_s4_scratch_size(
+            p.tokens as usize,
+            p.in_features as usize,
+            p.out_features as usize,
+        )
+    }
+
+    fn data_bytes(p: &LinearParams) -> usize {
+        refs_len(&[p.weights, p.bias, p.requant, p.lut])
+    }
+
+    fn macs(k: &LinearS4) -> u64 {
+        k.macs()
+    }
+
+    fn run(k: &LinearS4, io: &mut OpIo<'_>) -> Result<(), RunError> {
+        let x = io.i8_in(0);
+        let (out, scratch) = io.i8_out_scratch();
+        linear_s4(k, x, out, scratch).map_err(|e| io.kernel(e))
     }
 }
 

@@ -572,10 +572,14 @@ op_table! {
     QuantizeImage = 1 => image::QuantizeImageOp,
     /// (int8 → int8) [`conv::ConvParams`].
     ConvS8 = 2 => conv::ConvS8Op,
+    /// (int8 → int8, int4 weights) [`conv::ConvParams`].
+    ConvS4 = 34 => conv::ConvS4Op,
     /// (int8 → int8) [`prm::PrmParams`] + [`prm::PrmBranch`] × branches.
     PrmS8 = 3 => prm::PrmS8Op,
     /// (int8 → int8) [`linear::LinearParams`].
     LinearS8 = 4 => linear::LinearS8Op,
+    /// (int8 → int8, int4 weights) [`linear::LinearParams`].
+    LinearS4 = 19 => linear::LinearS4Op,
     /// (int8 → int8) [`layernorm::LayerNormParams`].
     LayerNormS8 = 5 => layernorm::LayerNormS8Op,
     /// (q, k, v int8 → int8) [`attention::AttentionParams`].

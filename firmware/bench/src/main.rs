@@ -15,6 +15,7 @@ use vitae_edge::kernels::attention::{self, AttentionS8};
 use vitae_edge::kernels::cases::{self, bench::Case, bench::Kernel};
 use vitae_edge::kernels::conv::{self, ConvGeometry, ConvS8, OutputSlice};
 use vitae_edge::kernels::linear::{self, LinearS8};
+use vitae_edge::kernels::linear_s4::{self, LinearS4};
 use vitae_edge::quant::Requant;
 
 mod arena {
@@ -75,6 +76,7 @@ fn main() -> ! {
         ok &= match case.kernel {
             Kernel::Conv(g) => conv_case(mem, case, g, scratch),
             Kernel::Linear(t, k, n) => linear_case(mem, case, (t, k, n), scratch),
+            Kernel::LinearS4(t, k, n) => linear_s4_case(mem, case, (t, k, n), scratch),
             Kernel::Attention(t, h, d) => attention_case(mem, case, (t, h, d), scratch),
         };
     }
@@ -161,6 +163,44 @@ fn linear_case(
     });
     let refr = measured(case, "reference", p.macs(), 0, shape, || {
         linear::linear_s8_reference(&p, input, want)
+    });
+    check(case, opt.is_ok(), refr.is_ok(), got, want)
+}
+
+fn linear_s4_case(
+    mem: &mut [i8],
+    c: &Case,
+    (tokens, k, n_out): (usize, usize, usize),
+    scratch: &mut [u8],
+) -> bool {
+    let (case, shape) = (c.name, c.shape);
+    let mut rng = c.rng();
+    let mut mem = mem;
+    let input = carve(&mut mem, tokens * k);
+    let weights = carve(&mut mem, vitae_edge::kernels::s4::s4_row_bytes(k) * n_out);
+    let got = carve(&mut mem, tokens * n_out);
+    let want = carve(&mut mem, tokens * n_out);
+    rng.fill(input);
+    // Random nibbles: every int4 value.
+    rng.fill(weights);
+    let weights: &[u8] = bytemuck::cast_slice(weights);
+    let mut bias = [0i32; 512];
+    let mut requant = [Requant::default(); 512];
+    let (bias, requant) = (&mut bias[..n_out], &mut requant[..n_out]);
+    rng.bench_channels(bias, requant);
+    let lut = rng.lut();
+    let p = LinearS4::new(tokens, k, n_out, weights, bias, requant, OUT_ZP, Some(&lut));
+    let Ok(p) = p else {
+        defmt::println!("CHECK {=str} MISMATCH (invalid parameters)", case);
+        return false;
+    };
+    let need = linear_s4::linear_s4_scratch_size(tokens, k, n_out);
+    let scratch = &mut scratch[..need.min(arena::SCRATCH)];
+    let opt = measured(case, "optimized", p.macs(), need, shape, || {
+        linear_s4::linear_s4(&p, input, got, scratch)
+    });
+    let refr = measured(case, "reference", p.macs(), 0, shape, || {
+        linear_s4::linear_s4_reference(&p, input, want)
     });
     check(case, opt.is_ok(), refr.is_ok(), got, want)
 }

@@ -12,8 +12,10 @@ use vitae_board::{check, check_eq, tests};
 use vitae_edge::kernels::attention::{self, AttentionS8};
 use vitae_edge::kernels::cases::{self, Rng, shift_for};
 use vitae_edge::kernels::conv::{self, ConvGeometry, ConvS8, OutputSlice};
+use vitae_edge::kernels::conv_s4::{self, ConvS4};
 use vitae_edge::kernels::f16 as f16k;
 use vitae_edge::kernels::linear::{self, LinearS8};
+use vitae_edge::kernels::linear_s4::{self, LinearS4};
 use vitae_edge::kernels::{self, dot, f16_fpu};
 use vitae_edge::quant::Requant;
 
@@ -40,8 +42,10 @@ const ALL: &[vitae_board::testing::Test] = if cfg!(feature = "demo-failure") {
         conv_known_value,
         conv_vitae_shapes_match_reference,
         conv_random_shapes_match_reference,
+        conv_s4_shapes_match_reference,
         linear_vitae_shapes_match_reference,
         linear_random_shapes_match_reference,
+        linear_s4_shapes_match_reference,
         attention_shapes_match_reference,
         attention_random_shapes_match_reference,
         tile_probabilities_match_exp,
@@ -260,6 +264,90 @@ fn conv_random_shapes_match_reference() -> TestResult {
     Ok(())
 }
 
+/// Scratch of the int4 convolution cases: the int8 convolution's plus one chunk of unpacked
+/// channels (all of them for a grouped convolution: at most `CONV_W` bytes).
+const CONV_S4_SCRATCH: usize = CONV_SCRATCH + 16384;
+
+/// One int4-weight convolution: random packed nibbles, optimized against reference, into an
+/// output slice whose other channels must stay untouched.
+fn conv_s4_case(
+    rng: &mut Rng,
+    r: cases::conv::Random,
+    scratch: &mut [u8; CONV_S4_SCRATCH],
+) -> TestResult {
+    let geom = r.geom;
+    let k = geom.kh * geom.kw * geom.in_c_per_group();
+    let packed_len = vitae_edge::kernels::s4::s4_row_bytes(k) * geom.out_c;
+    let n_in = geom.in_h * geom.in_w * geom.in_c;
+    check!(n_in <= CONV_IN && packed_len <= CONV_W && geom.out_c <= 128);
+    let mut input = [0i8; CONV_IN];
+    let mut packed = [0u8; CONV_W];
+    let mut bias = [0i32; 128];
+    let mut requant = [Requant::default(); 128];
+    let input = &mut input[..n_in];
+    let packed = &mut packed[..packed_len];
+    let (bias, requant) = (&mut bias[..geom.out_c], &mut requant[..geom.out_c]);
+    rng.fill(input);
+    for b in packed.iter_mut() {
+        *b = rng.next_u32() as u8;
+    }
+    rng.bias(bias);
+    rng.requant(requant, shift_for(k) + 4);
+    let lut = rng.lut();
+    let (in_zp, out_zp) = (rng.zero_point(), rng.zero_point());
+    let slice = OutputSlice {
+        offset: r.offset,
+        pixel_stride: r.offset + geom.out_c + r.extra,
+    };
+    let act = r.act.then_some(&lut);
+    let p = ConvS4::new(geom, packed, bias, requant, in_zp, out_zp, act, slice);
+    let Ok(p) = p else {
+        defmt::println!("invalid test case {}", defmt::Debug2Format(&geom));
+        check!(false);
+        return Ok(());
+    };
+    let n = (geom.out_h * geom.out_w - 1) * slice.pixel_stride + r.offset + geom.out_c;
+    let mut want = [0x55i8; CONV_OUT];
+    let mut got = [0x55i8; CONV_OUT];
+    let need = conv_s4::conv_s4_scratch_size(&geom);
+    check!(n <= CONV_OUT && need <= CONV_S4_SCRATCH);
+    check!(conv_s4::conv_s4_reference(&p, input, &mut want[..n]).is_ok());
+    check!(conv_s4::conv_s4(&p, input, &mut got[..n], &mut scratch[..need]).is_ok());
+    same("conv int4", &got[..n], &want[..n])
+}
+
+/// int4-weight convolutions: the suite's ViTAE shapes and random shapes.
+fn conv_s4_shapes_match_reference() -> TestResult {
+    let Some(scratch) = cortex_m::singleton!(: [u8; CONV_S4_SCRATCH] = [0; CONV_S4_SCRATCH]) else {
+        check!(false);
+        return Ok(());
+    };
+    let mut rng = Rng(0xc0ff_ee04);
+    for (i, g) in cases::conv::vitae().into_iter().enumerate() {
+        let Some(geom) = g else {
+            check!(false);
+            continue;
+        };
+        let r = cases::conv::Random {
+            geom,
+            offset: i % 3,
+            extra: i % 2,
+            act: i % 2 == 0,
+        };
+        conv_s4_case(&mut rng, r, scratch)?;
+    }
+    let limits = cases::conv::Limits {
+        input: CONV_IN,
+        weights: CONV_W,
+        output: CONV_OUT,
+    };
+    for _ in 0..RANDOM_CASES {
+        let r = cases::conv::random(&mut rng, limits);
+        conv_s4_case(&mut rng, r, scratch)?;
+    }
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------------
 // Linear
 
@@ -331,6 +419,78 @@ fn linear_random_shapes_match_reference() -> TestResult {
         let (tokens, k, n_out) = cases::linear::random(&mut rng, (LIN_IN, LIN_W, LIN_OUT));
         let act = rng.one_in(2);
         linear_case(&mut rng, tokens, k, n_out, act)?;
+    }
+    Ok(())
+}
+
+/// Scratch of the int4 linear cases (a chunk of unpacked rows plus the int8 product's buffers).
+const S4_SCRATCH: usize = 16384;
+
+/// One int4-weight linear case: random packed nibbles (every value of −8..=7; the padding
+/// nibbles of a short last group are ignored by both paths), optimized against reference.
+fn linear_s4_case(
+    rng: &mut Rng,
+    (tokens, k, n_out): (usize, usize, usize),
+    act: bool,
+    scratch: &mut [u8],
+) -> TestResult {
+    let row = vitae_edge::kernels::s4::s4_row_bytes(k);
+    check!(tokens * k <= LIN_IN && row * n_out <= LIN_W / 2 && tokens * n_out <= LIN_OUT);
+    check!(n_out <= 512);
+    let mut input = [0i8; LIN_IN];
+    let mut packed = [0u8; LIN_W / 2];
+    let mut bias = [0i32; 512];
+    let mut requant = [Requant::default(); 512];
+    let input = &mut input[..tokens * k];
+    let packed = &mut packed[..row * n_out];
+    let (bias, requant) = (&mut bias[..n_out], &mut requant[..n_out]);
+    rng.fill(input);
+    for b in packed.iter_mut() {
+        *b = rng.next_u32() as u8;
+    }
+    rng.bias(bias);
+    // int4 products are 16 times smaller than int8 ones: centre the shift 4 bits lower.
+    rng.requant(requant, shift_for(k) + 4);
+    let lut = rng.lut();
+    let p = LinearS4::new(
+        tokens,
+        k,
+        n_out,
+        packed,
+        bias,
+        requant,
+        rng.zero_point(),
+        act.then_some(&lut),
+    );
+    let Ok(p) = p else {
+        check!(false);
+        return Ok(());
+    };
+    let n = tokens * n_out;
+    let mut want = [0i8; LIN_OUT];
+    let mut got = [0i8; LIN_OUT];
+    let need = linear_s4::linear_s4_scratch_size(tokens, k, n_out);
+    check!(need <= scratch.len());
+    check!(linear_s4::linear_s4_reference(&p, input, &mut want[..n]).is_ok());
+    check!(linear_s4::linear_s4(&p, input, &mut got[..n], &mut scratch[..need]).is_ok());
+    same("linear int4", &got[..n], &want[..n])
+}
+
+/// int4-weight linear: the ViTAE shapes (several chunks of rows where out > the chunk) and the
+/// suite's random shapes.
+fn linear_s4_shapes_match_reference() -> TestResult {
+    let Some(scratch) = cortex_m::singleton!(: [u8; S4_SCRATCH] = [0; S4_SCRATCH]) else {
+        check!(false);
+        return Ok(());
+    };
+    let mut rng = Rng(0x11ea_0004);
+    for (i, &shape) in cases::linear::VITAE.iter().enumerate() {
+        linear_s4_case(&mut rng, shape, i % 2 == 1, scratch)?;
+    }
+    for _ in 0..RANDOM_CASES {
+        let shape = cases::linear::random(&mut rng, (LIN_IN, LIN_W / 2, LIN_OUT));
+        let act = rng.one_in(2);
+        linear_s4_case(&mut rng, shape, act, scratch)?;
     }
     Ok(())
 }
