@@ -48,6 +48,7 @@ fn quantized(
         precision,
         method: CalibMethod::Auto,
         flash_budget: None,
+        max_logit_error: None,
         name: "split".into(),
         input: Default::default(),
         arena_regions: regions,

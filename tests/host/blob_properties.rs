@@ -62,6 +62,7 @@ fn quantized(model: &ReferenceModel, name: &str, precision: Precision, calib: &[
         precision,
         method: CalibMethod::Auto,
         flash_budget: None,
+        max_logit_error: None,
         name: name.into(),
         input: Default::default(),
         arena_regions: Vec::new(),

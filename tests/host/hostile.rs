@@ -83,6 +83,7 @@ fn tiny() -> &'static Tiny {
             precision: Precision::Int8,
             method: CalibMethod::Auto,
             flash_budget: None,
+            max_logit_error: None,
             name: "NAME-TO-BE-PATCHED-01234".into(),
             input: Default::default(),
             arena_regions: Vec::new(),
@@ -1116,6 +1117,51 @@ fn resize_below_the_model_input_is_a_usage_error_not_silently_raised() {
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );
+}
+
+/// `--flash-budget` and `--max-logit-error` steer `--precision mixed` only: elsewhere they are
+/// refused rather than ignored, and with mixed their values are range-checked; a budget below
+/// the smallest possible mix is a usage error naming it. No output file in any case.
+#[test]
+fn mixed_precision_flags_are_refused_where_they_do_not_apply_or_out_of_range() {
+    let t = tiny();
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("q.vblob");
+    let q = |precision: &str, flag: &str, value: &str| {
+        vitae(&[
+            "quantize",
+            "--checkpoint",
+            p(&t.pth),
+            "--config",
+            p(&t.config),
+            "--calib",
+            p(&t.images),
+            "--out",
+            p(&out_path),
+            "--no-progress",
+            "--precision",
+            precision,
+            &format!("{flag}={value}"),
+        ])
+    };
+    for precision in ["int8", "int4", "fp16"] {
+        for (flag, value) in [("--flash-budget", "100000"), ("--max-logit-error", "0.01")] {
+            let out = q(precision, flag, value);
+            assert_refused(&out, flag);
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("--precision mixed only"),
+                "{precision} {flag}"
+            );
+        }
+    }
+    for value in ["0", "-1", "nan", "inf", "1.5"] {
+        assert_refused(&q("mixed", "--max-logit-error", value), "--max-logit-error");
+    }
+    assert_refused(
+        &q("mixed", "--flash-budget", "1"),
+        "--flash-budget 1 bytes cannot be met",
+    );
+    assert!(!out_path.exists());
 }
 
 #[test]

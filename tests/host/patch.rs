@@ -44,6 +44,7 @@ fn options(input: ImageInput, arena_regions: Vec<Region>, patch: Patch) -> Optio
         precision: Precision::Int8,
         method: CalibMethod::Auto,
         flash_budget: None,
+        max_logit_error: None,
         name: "patch".into(),
         input,
         arena_regions,

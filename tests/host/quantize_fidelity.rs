@@ -47,6 +47,11 @@ struct Quantized {
 
 /// Fixture `name` quantized with `precision`, calibrated on its own input, run on it.
 fn fixture(name: &str, precision: Precision) -> Quantized {
+    fixture_within(name, precision, None)
+}
+
+/// [`fixture`] with `--flash-budget` (for mixed precision).
+fn fixture_within(name: &str, precision: Precision, flash_budget: Option<usize>) -> Quantized {
     let dir = fixtures().join(name);
     let config = vitae::config::ModelConfig::from_kwargs_file(&dir.join("kwargs.json")).unwrap();
     let checkpoint = vitae::checkpoint::load_checkpoint(&dir.join("model.pth")).unwrap();
@@ -58,7 +63,8 @@ fn fixture(name: &str, precision: Precision) -> Quantized {
     let options = Options {
         precision,
         method: CalibMethod::Auto,
-        flash_budget: None,
+        flash_budget,
+        max_logit_error: None,
         name: name.into(),
         input: Default::default(),
         arena_regions: Vec::new(),
@@ -187,6 +193,64 @@ fn vitae_t_int8_logits_cosine_at_least_0_99_and_same_top1() {
     assert!(q.cosine >= 0.99, "ViTAE-T int8 cosine {}", q.cosine);
     assert!(q.same_top1);
     assert!(q.arena.0 as f64 <= 1.05 * q.arena.1 as f64);
+}
+
+/// int4 weights (issue 17): every linear layer and convolution of mcu_a in int4 takes at most
+/// 70 % of the int8 blob and keeps cosine ≥ 0.99 (the linear layers' rounding feeds its errors
+/// back through the calibration inputs' correlations; plain rounding gave 0.83).
+#[test]
+#[cfg_attr(
+    not(vitae_fixtures),
+    ignore = "needs ../shared/fixtures (beside the checkout)"
+)]
+fn mcu_a_int4_is_smaller_and_keeps_cosine_0_99() {
+    let int8 = fixture("mcu_a", Precision::Int8);
+    let int4 = fixture("mcu_a", Precision::Int4);
+    assert!(
+        (int4.blob.len() as f64) <= 0.7 * int8.blob.len() as f64,
+        "int4 blob {} B against int8 {} B",
+        int4.blob.len(),
+        int8.blob.len()
+    );
+    assert!(int4.cosine >= 0.99, "int4 cosine {}", int4.cosine);
+}
+
+/// Mixed precision under a flash budget below the int8 blob: int4 weights where they hurt
+/// least until it fits; mcu_a within 300,000 bytes (int8: 353,072) keeps cosine ≥ 0.995.
+#[test]
+#[cfg_attr(
+    not(vitae_fixtures),
+    ignore = "needs ../shared/fixtures (beside the checkout)"
+)]
+fn mcu_a_mixed_meets_a_budget_below_int8_with_int4_weights() {
+    let q = fixture_within("mcu_a", Precision::Mixed, Some(300_000));
+    assert!(q.blob.len() <= 300_000, "blob {} B", q.blob.len());
+    assert!(q.cosine >= 0.995, "cosine {}", q.cosine);
+    let model = vitae_edge::format::Model::parse(&q.blob).unwrap();
+    let kinds: Vec<_> = (0..model.op_count())
+        .map(|i| model.op(i).unwrap().kind)
+        .collect();
+    assert!(
+        kinds.iter().any(|k| matches!(
+            k,
+            vitae_edge::ops::OpKind::LinearS4 | vitae_edge::ops::OpKind::ConvS4
+        )),
+        "no int4 layer in a blob under the int8 size"
+    );
+}
+
+/// Issue 17's size goal: ViTAE-T mixed within 3.0 MB (int8: 5.19 MB) with logits cosine ≥ 0.995
+/// against the official f32 logits on its fixture (calibrated on that same image: the only one
+/// the fixture has).
+#[test]
+#[cfg_attr(
+    not(vitae_fixtures),
+    ignore = "needs ../shared/fixtures (beside the checkout)"
+)]
+fn vitae_t_mixed_within_3_mb_keeps_cosine_0_995() {
+    let q = fixture_within("vitae_t", Precision::Mixed, Some(3_000_000));
+    assert!(q.blob.len() <= 3_000_000, "blob {} B", q.blob.len());
+    assert!(q.cosine >= 0.995, "ViTAE-T mixed cosine {}", q.cosine);
 }
 
 /// Calibration from an image folder: decoded, resized (shorter side, then center crop) and

@@ -308,7 +308,7 @@ enum CalibSource<'a> {
 #[pyo3(signature = (
     checkpoint, *, calib_path = None, calib_dtype = None, calib_shape = None, calib_data = None,
     config = None, arch = None, precision = "int8", calib_method = "auto",
-    flash_budget = None, max_calib = None, resize = None, mean = None, std = None,
+    flash_budget = None, max_logit_error = None, max_calib = None, resize = None, mean = None, std = None,
     input = "f32", name = None, board = None, patch = "auto"
 ))]
 #[allow(clippy::too_many_arguments)]
@@ -324,6 +324,7 @@ fn quantize<'py>(
     precision: &str,
     calib_method: &str,
     flash_budget: Option<usize>,
+    max_logit_error: Option<f64>,
     max_calib: Option<usize>,
     resize: Option<usize>,
     mean: Option<Vec<f32>>,
@@ -360,6 +361,7 @@ fn quantize<'py>(
         resize,
         max_calib,
         flash_budget,
+        max_logit_error,
         name: name.as_deref(),
     }
     .check()
@@ -429,6 +431,7 @@ fn quantize<'py>(
             precision,
             method,
             flash_budget,
+            max_logit_error,
             name,
             input,
             arena_regions,

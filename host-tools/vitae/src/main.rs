@@ -51,6 +51,7 @@ fn is_input_error(error: &anyhow::Error) -> bool {
                         | vitae::quantize::QuantizeError::CalibrationNotFinite(_)
                         | vitae::quantize::QuantizeError::Lower(_)
                         | vitae::quantize::QuantizeError::FloatGraphTooLarge(_)
+                        | vitae::quantize::QuantizeError::Budget(_)
                 )
             )
             || matches!(

@@ -23,12 +23,25 @@ pub fn check_image_flags(
 /// Checks the numeric flags of `vitae quantize` (the ranges are the library's, shared with the
 /// Python package).
 pub fn check_quantize_flags(args: &QuantizeArgs) -> anyhow::Result<()> {
+    let mixed = args.precision == vitae::quantize::Precision::Mixed;
+    for (flag, given) in [
+        ("--flash-budget", args.flash_budget.is_some()),
+        ("--max-logit-error", args.max_logit_error.is_some()),
+    ] {
+        if given && !mixed {
+            return Err(bad(format!(
+                "{flag} applies to --precision mixed only (this is --precision {})",
+                args.precision.name()
+            )));
+        }
+    }
     vitae::settings::QuantizeSettings {
         mean: args.mean.as_deref(),
         std: args.std.as_deref(),
         resize: args.resize,
         max_calib: args.max_calib,
         flash_budget: args.flash_budget,
+        max_logit_error: args.max_logit_error,
         name: args.name.as_deref(),
     }
     .check()

@@ -36,6 +36,8 @@ pub struct QuantizeSettings<'a> {
     pub max_calib: Option<usize>,
     /// `--flash-budget`.
     pub flash_budget: Option<usize>,
+    /// `--max-logit-error`.
+    pub max_logit_error: Option<f64>,
     /// `--name`.
     pub name: Option<&'a str>,
 }
@@ -101,6 +103,13 @@ impl QuantizeSettings<'_> {
         {
             return Err(SettingError(format!(
                 "--flash-budget {b}: must be between 1 and {MAX_FLASH_BUDGET} bytes"
+            )));
+        }
+        if let Some(e) = self.max_logit_error
+            && !(e.is_finite() && e > 0.0 && e <= 1.0)
+        {
+            return Err(SettingError(format!(
+                "--max-logit-error {e}: must be a number in (0, 1] (relative squared error of the logits)"
             )));
         }
         if let Some(name) = self.name {

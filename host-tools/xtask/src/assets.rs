@@ -123,6 +123,7 @@ pub fn digits_blob_for(
         precision,
         method: CalibMethod::Auto,
         flash_budget: None,
+        max_logit_error: None,
         name: "digits".into(),
         input,
         arena_regions: Vec::new(),

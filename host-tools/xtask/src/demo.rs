@@ -126,7 +126,7 @@ pub fn run() -> Result<()> {
         let kept: Vec<&str> = m
             .layers
             .iter()
-            .filter(|l| l.fp16)
+            .filter(|l| l.fp16())
             .map(|l| l.name.as_str())
             .collect();
         println!(
@@ -433,7 +433,7 @@ fn write_report(
                 "<tr><td>{}</td><td>{:.3e}</td><td>{}</td></tr>",
                 esc(&l.name),
                 l.error_alone_fp16,
-                if l.fp16 { "yes" } else { "" }
+                if l.fp16() { "yes" } else { "" }
             );
         }
         mixed.push_str("</table>");

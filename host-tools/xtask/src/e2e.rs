@@ -93,6 +93,7 @@ pub fn prepare_patched(
         precision,
         method: CalibMethod::Auto,
         flash_budget: None,
+        max_logit_error: None,
         name: name.into(),
         input: Default::default(),
         // The library reads the same table (firmware/boards.rs) as its own type.
@@ -151,6 +152,7 @@ pub fn prepare_pixels(name: &str, board: Option<&Board>, patch: Patch) -> Result
         precision: Precision::Int8,
         method: CalibMethod::Auto,
         flash_budget: None,
+        max_logit_error: None,
         name: name.into(),
         input: quantize::ImageInput::U8Hwc { mean, std },
         arena_regions: match board {

@@ -176,6 +176,7 @@ fn make_seeds() -> Result<()> {
                 precision,
                 method: CalibMethod::Auto,
                 flash_budget: None,
+                max_logit_error: None,
                 name: (*name).into(),
                 input: Default::default(),
                 arena_regions: Vec::new(),

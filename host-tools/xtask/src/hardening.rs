@@ -195,6 +195,7 @@ fn mcu_a_int8() -> Result<(PathBuf, Vec<f32>)> {
         precision: vitae::quantize::Precision::Int8,
         method: vitae::quantize::CalibMethod::Auto,
         flash_budget: None,
+        max_logit_error: None,
         name: "model".into(),
         input: Default::default(),
         arena_regions: Vec::new(),

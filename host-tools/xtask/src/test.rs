@@ -245,7 +245,7 @@ pub fn run(args: &TestArgs) -> Result<()> {
         // End to end: the fixtures int8 through the firmware, logits byte-identical to the host
         // engine (mcu_a; mcu_c for the pooling cells and summed PRMs; mcu_d for the class token,
         // the embedding cell and performer normal cells; mcu_g for the shallow normal cells), and
-        // mcu_a in fp16 (the FPU kernels) and mixed precision.
+        // mcu_a in fp16 (the FPU kernels), mixed precision and int4 weights.
         if args.quick {
             println!("\nnote: --quick: no fixture end-to-end checks");
         } else if crate::e2e::fixtures_dir().is_some() {
@@ -257,6 +257,7 @@ pub fn run(args: &TestArgs) -> Result<()> {
                 ("mcu_g", Precision::Int8),
                 ("mcu_a", Precision::Fp16),
                 ("mcu_a", Precision::Mixed),
+                ("mcu_a", Precision::Int4),
             ];
             for (fixture, precision) in runs {
                 let mut prepared = None;

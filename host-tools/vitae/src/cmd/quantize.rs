@@ -40,15 +40,25 @@ pub struct QuantizeArgs {
     /// Calibration images: a float32 .npy (N, C, H, W) or a folder of PNG/JPEG files.
     #[arg(long, value_name = "X.npy|DIR")]
     pub calib: PathBuf,
-    /// int8, fp16, or mixed (int8 with the most error-sensitive layers in fp16).
+    /// int8, fp16, int4 (int4 weights in every linear layer and convolution, int8 elsewhere), or mixed (chosen
+    /// per layer by measured sensitivity: int4 weights to meet --flash-budget or within
+    /// --max-logit-error, fp16 where it lowers the error most, int8 elsewhere).
     #[arg(long, value_enum, default_value = "int8")]
     pub precision: Precision,
     /// How activation ranges are chosen from the calibration data.
     #[arg(long, value_enum, default_value = "auto")]
     pub calib_method: CalibMethod,
     /// For --precision mixed: most bytes the blob may take (default: 1.25 × the int8 blob).
+    /// Below the int8 blob's size, linear layers and convolutions get int4 weights, least sensitive first, until
+    /// the blob fits.
     #[arg(long, value_name = "BYTES")]
     pub flash_budget: Option<usize>,
+    /// For --precision mixed: also give linear layers and convolutions int4 weights (least
+    /// sensitive first) while
+    /// the logits' relative squared error against the f32 model (Σ(q−f)²/Σf² over up to 32
+    /// calibration images, the number the report prints) stays within this, e.g. 1e-3.
+    #[arg(long, value_name = "ERROR")]
+    pub max_logit_error: Option<f64>,
     /// Use at most this many calibration images.
     #[arg(long, value_name = "N")]
     pub max_calib: Option<usize>,
@@ -168,6 +178,7 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         precision: args.precision,
         method: args.calib_method,
         flash_budget: args.flash_budget,
+        max_logit_error: args.max_logit_error,
         name,
         input,
         arena_regions: board.map(|b| b.arena_regions()).unwrap_or_default(),
@@ -204,10 +215,20 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
             m.mixed_error, m.int8_error, m.mixed_bytes, m.budget_bytes, m.int8_bytes
         );
         println!(
-            "layers kept in fp16 (error of the logits with only that layer in fp16, lower = more sensitive in int8):"
+            "per layer (logits error with only that layer changed: in fp16 / with int4 weights):"
         );
-        for l in m.layers.iter().filter(|l| l.fp16) {
-            println!("  {:40} {:.3e}", l.name, l.error_alone_fp16);
+        for l in &m.layers {
+            let int4 = l
+                .error_alone_int4
+                .map_or_else(|| "-".to_string(), |e| format!("{e:.3e}"));
+            println!(
+                "  {:40} {:4}  fp16 {:.3e}  int4 {:>9}  {}",
+                l.name,
+                l.choice.name(),
+                l.error_alone_fp16,
+                int4,
+                l.why
+            );
         }
         if let Some(path) = &args.report {
             let json = serde_json::json!({
@@ -216,8 +237,15 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
                 "int8_bytes": m.int8_bytes,
                 "mixed_bytes": m.mixed_bytes,
                 "budget_bytes": m.budget_bytes,
+                "max_logit_error": m.max_error,
                 "layers": m.layers.iter().map(|l| serde_json::json!({
-                    "name": l.name, "error_alone_fp16": l.error_alone_fp16, "fp16": l.fp16
+                    "name": l.name,
+                    "precision": l.choice.name(),
+                    "why": l.why,
+                    "error_alone_fp16": l.error_alone_fp16,
+                    "error_alone_int4": l.error_alone_int4,
+                    "int4_saves_bytes": l.int4_saves,
+                    "fp16": l.fp16(),
                 })).collect::<Vec<_>>(),
             });
             vitae::io::write_atomic(path, serde_json::to_string_pretty(&json)?.as_bytes())?;

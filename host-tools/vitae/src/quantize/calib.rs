@@ -1,6 +1,7 @@
 //! Activation ranges from calibration data: min/max, percentile and MSE-optimal clipping, and the
 //! int8 quantization parameters that follow from a range.
 
+use super::gptq::Gram;
 use super::graph::{FloatObserver, Graph, Node, NodeId, Role};
 
 /// How to turn observed values into a clipping range.
@@ -225,6 +226,29 @@ pub struct Calibration {
     pub stats: std::collections::BTreeMap<(NodeId, Slot), Stats>,
     /// Ranges already chosen (the MSE search is costly and mixed precision lowers many times).
     ranges: std::cell::RefCell<std::collections::HashMap<RangeKey, (f32, f32)>>,
+    /// `Σ x xᵀ` of the tensors linear layers read, by the node producing them (for int4 weights:
+    /// [`Calibration::collect_grams`]).
+    pub grams: std::collections::BTreeMap<NodeId, Gram>,
+    /// int4 weights already rounded, by linear node (mixed precision lowers many times).
+    pub(crate) int4_rows: std::cell::RefCell<std::collections::HashMap<NodeId, Int4Rows>>,
+}
+
+/// A layer's int4 weights (one row per output channel, in −7..=7) and the scale of each row.
+pub type Int4Rows = (Vec<i8>, Vec<f32>);
+
+/// Images [`Calibration::collect_grams`] uses at most (the correlations settle long before).
+pub const GRAM_IMAGES: usize = 64;
+
+struct GramPass<'a> {
+    grams: &'a mut std::collections::BTreeMap<NodeId, Gram>,
+}
+
+impl FloatObserver for GramPass<'_> {
+    fn node(&mut self, id: NodeId, _node: &Node, _pre: &[Vec<f32>], out: &[f32]) {
+        if let Some(g) = self.grams.get_mut(&id) {
+            g.add(out);
+        }
+    }
 }
 
 struct Pass<'a> {
@@ -255,6 +279,31 @@ impl FloatObserver for Pass<'_> {
 }
 
 impl Calibration {
+    /// Sums `Σ x xᵀ` of every tensor a linear layer reads over up to [`GRAM_IMAGES`] images (the
+    /// correlations int4 rounding feeds its errors through, [`super::gptq`]).
+    pub fn collect_grams(
+        &mut self,
+        graph: &Graph,
+        images: &[Vec<f32>],
+    ) -> Result<(), crate::reference::ops::OpError> {
+        for node in &graph.nodes {
+            if let super::graph::NodeKind::Linear { linear, .. } = &node.kind {
+                self.grams
+                    .entry(node.inputs[0])
+                    .or_insert_with(|| Gram::new(linear.in_features));
+            }
+        }
+        for img in images.iter().take(GRAM_IMAGES) {
+            graph.eval(
+                img,
+                &mut GramPass {
+                    grams: &mut self.grams,
+                },
+            )?;
+        }
+        Ok(())
+    }
+
     /// Runs the float graph over every image twice: once for min/max, once for histograms.
     /// `progress` is called after each image of each pass with (done, total).
     pub fn collect(

@@ -21,8 +21,30 @@ use vitae_edge::quant::{Lut256, Requant};
 pub enum NodePrecision {
     /// int8 activations and weights.
     Int8,
+    /// int8 activations, int4 weights (linear layers and convolutions; any other node runs as
+    /// [`Self::Int8`]).
+    Int4,
     /// fp16 activations and weights.
     Fp16,
+}
+
+impl NodePrecision {
+    /// The precision of the node's activations: int4 weights run on int8 activations.
+    pub fn activations(self) -> NodePrecision {
+        match self {
+            NodePrecision::Int4 => NodePrecision::Int8,
+            p => p,
+        }
+    }
+
+    /// The name reports use.
+    pub fn name(self) -> &'static str {
+        match self {
+            NodePrecision::Int8 => "int8",
+            NodePrecision::Int4 => "int4",
+            NodePrecision::Fp16 => "fp16",
+        }
+    }
 }
 
 /// Why lowering failed (a value that int8 cannot represent with this calibration).
@@ -92,7 +114,10 @@ pub struct Lowered {
 struct At<'g> {
     id: NodeId,
     node: &'g Node,
+    /// The precision of the node's activations ([`NodePrecision::activations`]).
     prec: NodePrecision,
+    /// Whether its weights are int4 (a linear layer or convolution in [`NodePrecision::Int4`]).
+    int4_weights: bool,
     inputs: Vec<u16>,
     macs: u64,
     name: &'g str,
@@ -124,6 +149,38 @@ fn requant(real: f64, node: &Node) -> Result<Requant, LowerError> {
 
 /// Per-output-channel symmetric int8 weights: `(q, scale per channel)`. `per` = weights per
 /// output channel.
+/// int4 weights per output channel, symmetric in −7..=7: each row's scale is the one of
+/// [`INT4_CLIP_STEPS`] clipping levels (from the row's largest magnitude down to half of it)
+/// with the least squared error on that row, since at 15 levels one outlier would otherwise
+/// leave most weights on two or three of them.
+fn quantize_weights_int4(w: &[f32], per: usize) -> (Vec<i8>, Vec<f32>) {
+    let mut q = Vec::with_capacity(w.len());
+    let mut scales = Vec::with_capacity(w.len() / per.max(1));
+    let round = |x: f32, s: f32| (x / s).round().clamp(-7.0, 7.0);
+    for row in w.chunks_exact(per) {
+        let max = row.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+        let mut best = (f64::INFINITY, if max > 0.0 { max / 7.0 } else { 1.0 });
+        if max > 0.0 {
+            for step in 0..INT4_CLIP_STEPS {
+                let s = max * (1.0 - 0.5 * step as f32 / INT4_CLIP_STEPS as f32) / 7.0;
+                let err: f64 = row
+                    .iter()
+                    .map(|&x| ((x - round(x, s) * s) as f64).powi(2))
+                    .sum();
+                if err < best.0 {
+                    best = (err, s);
+                }
+            }
+        }
+        scales.push(best.1);
+        q.extend(row.iter().map(|&x| round(x, best.1) as i8));
+    }
+    (q, scales)
+}
+
+/// Clipping levels [`quantize_weights_int4`] tries per row.
+const INT4_CLIP_STEPS: usize = 20;
+
 fn quantize_weights(w: &[f32], per: usize) -> (Vec<i8>, Vec<f32>) {
     let mut q = Vec::with_capacity(w.len());
     let mut scales = Vec::with_capacity(w.len() / per.max(1));
@@ -214,6 +271,7 @@ struct QLayer {
     requant: Vec<Requant>,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn quantize_layer(
     w: &[f32],
     b: &[f32],
@@ -222,8 +280,12 @@ fn quantize_layer(
     zp_in: i32,
     s_out: f32,
     node: &Node,
+    int4: Option<&(Vec<i8>, Vec<f32>)>,
 ) -> Result<QLayer, LowerError> {
-    let (weights, ws) = quantize_weights(w, per);
+    let (weights, ws) = match int4 {
+        Some((q, s)) => (q.clone(), s.clone()),
+        None => quantize_weights(w, per),
+    };
     let mut bias = Vec::with_capacity(ws.len());
     let mut rq = Vec::with_capacity(ws.len());
     for (o, (&s_w, row)) in ws.iter().zip(weights.chunks_exact(per)).enumerate() {
@@ -249,7 +311,8 @@ struct Int8Refs {
 }
 
 /// Quantizes one conv/linear output stage ([`quantize_layer`]: input grid `x`, requantized onto
-/// `pre`) and writes it to the data section, with the table from `pre` through the activation
+/// `pre`; int4 weights packed as [`vitae_edge::kernels::s4`] when `int4`) and writes it to the
+/// data section, with the table from `pre` through the activation
 /// onto `out` (none for [`Act::None`], where `pre` is the output grid itself).
 #[allow(clippy::too_many_arguments)]
 fn write_int8_layer(
@@ -260,10 +323,24 @@ fn write_int8_layer(
     out: QParams,
     a: Act,
     node: &Node,
+    int4: Option<&(Vec<i8>, Vec<f32>)>,
 ) -> Result<Int8Refs, LowerError> {
-    let l = quantize_layer(w, b, per, x.scale, x.zero_point, pre.scale, node)?;
+    let l = quantize_layer(w, b, per, x.scale, x.zero_point, pre.scale, node, int4)?;
     Ok(Int8Refs {
-        weights: data.data(&l.weights),
+        weights: if int4.is_some() {
+            let row = vitae_edge::kernels::s4::s4_row_bytes(per);
+            let mut packed = vec![0u8; row * (l.weights.len() / per)];
+            for (src, dst) in l
+                .weights
+                .chunks_exact(per)
+                .zip(packed.chunks_exact_mut(row))
+            {
+                vitae_edge::kernels::s4::pack_s4_row(src, dst);
+            }
+            data.data(&packed)
+        } else {
+            data.data(&l.weights)
+        },
         bias: data.data(&l.bias),
         requant: data.data(&l.requant),
         lut: if a == Act::None {
@@ -275,6 +352,29 @@ fn write_int8_layer(
 }
 
 impl<'g> Emitter<'g> {
+    /// A layer's int4 weights and per-row scales (`w`: rows of `per`): each row's clipping from
+    /// [`quantize_weights_int4`]; for a linear layer the rounding feeds its errors back through
+    /// its input's correlations ([`super::gptq`]), for a convolution (and a linear layer without
+    /// collected correlations) it rounds to nearest. Cached: mixed precision lowers many times.
+    fn int4_weights(&self, id: NodeId, w: &[f32], per: usize) -> (Vec<i8>, Vec<f32>) {
+        if let Some(hit) = self.calib.int4_rows.borrow().get(&id) {
+            return hit.clone();
+        }
+        let node = &self.graph.nodes[id];
+        let (plain, scales) = quantize_weights_int4(w, per);
+        let gram = match node.kind {
+            NodeKind::Linear { .. } => self.calib.grams.get(&node.inputs[0]),
+            _ => None,
+        };
+        let q = match gram {
+            Some(gram) => super::gptq::quantize_rows(w, per, &scales, gram),
+            None => plain,
+        };
+        let r = (q, scales);
+        self.calib.int4_rows.borrow_mut().insert(id, r.clone());
+        r
+    }
+
     fn qp(&self, id: NodeId) -> QParams {
         let n = &self.graph.nodes[id];
         self.calib.qparams(id, Slot::Out, n.role, self.method)
@@ -333,7 +433,7 @@ impl<'g> Emitter<'g> {
 
     fn output(&mut self, id: NodeId, prec: NodePrecision) -> Result<u16, LowerError> {
         match prec {
-            NodePrecision::Int8 => {
+            NodePrecision::Int8 | NodePrecision::Int4 => {
                 let q = self.qp(id);
                 self.new_tensor(id, DType::I8, Some(q), "")
             }
@@ -437,8 +537,11 @@ impl<'g> Emitter<'g> {
     fn node(&mut self, id: NodeId, prec: NodePrecision) -> Result<(), LowerError> {
         let graph = self.graph;
         let node = &graph.nodes[id];
+        let int4_weights = prec == NodePrecision::Int4
+            && matches!(node.kind, NodeKind::Linear { .. } | NodeKind::Conv { .. });
+        let prec = prec.activations();
         let dt = match prec {
-            NodePrecision::Int8 => DType::I8,
+            NodePrecision::Int8 | NodePrecision::Int4 => DType::I8,
             NodePrecision::Fp16 => DType::F16,
         };
         let inputs: Vec<u16> = node
@@ -450,6 +553,7 @@ impl<'g> Emitter<'g> {
             id,
             node,
             prec,
+            int4_weights,
             inputs,
             macs: node.macs(graph),
             name: node.name.as_str(),
@@ -489,7 +593,7 @@ impl<'g> Emitter<'g> {
         let normalized =
             |input: &ImageInput, (c, p): (usize, u8)| input.normalized(c, p).unwrap_or(0.0);
         match (at.prec, self.input) {
-            (NodePrecision::Int8, ImageInput::F32Nchw) => {
+            (NodePrecision::Int8 | NodePrecision::Int4, ImageInput::F32Nchw) => {
                 let out = self.output(id, prec)?;
                 let q = self.tq(out);
                 let p = ops::image::QuantizeParams {
@@ -502,7 +606,7 @@ impl<'g> Emitter<'g> {
                 let out = self.output(id, prec)?;
                 self.op::<ops::image::ImageToF16Op>(&[], out, &(), 0, name);
             }
-            (NodePrecision::Int8, input @ ImageInput::U8Hwc { .. }) => {
+            (NodePrecision::Int8 | NodePrecision::Int4, input @ ImageInput::U8Hwc { .. }) => {
                 let out = self.output(id, prec)?;
                 let q = self.tq(out);
                 // The f32 path's own arithmetic (`QuantizeImageOp` with this record).
@@ -563,6 +667,7 @@ impl<'g> Emitter<'g> {
             } else {
                 self.pre_qp(id, 0)
             };
+            let int4 = at.int4_weights.then(|| self.int4_weights(id, &w, per));
             let r = write_int8_layer(
                 &mut self.w,
                 (&w, conv.bias(), per),
@@ -571,6 +676,7 @@ impl<'g> Emitter<'g> {
                 qo,
                 *a,
                 node,
+                int4.as_ref(),
             )?;
             let p = ops::conv::ConvParams {
                 geom,
@@ -581,7 +687,11 @@ impl<'g> Emitter<'g> {
                 requant: r.requant,
                 lut: r.lut,
             };
-            self.op::<ops::conv::ConvS8Op>(inputs, out, &p, macs, name);
+            if int4.is_some() {
+                self.op::<ops::conv::ConvS4Op>(inputs, out, &p, macs, name);
+            } else {
+                self.op::<ops::conv::ConvS8Op>(inputs, out, &p, macs, name);
+            }
         } else {
             let p = ops::conv::ConvF16Params {
                 geom,
@@ -646,6 +756,7 @@ impl<'g> Emitter<'g> {
                     qo,
                     Act::Gelu,
                     node,
+                    None,
                 )?;
                 ops::prm::PrmBranch {
                     dilation: u16_of(s.dilation[0], node, "dilation")?,
@@ -704,6 +815,9 @@ impl<'g> Emitter<'g> {
             } else {
                 self.pre_qp(id, 0)
             };
+            let int4 = at
+                .int4_weights
+                .then(|| self.int4_weights(id, &lin.weight, lin.in_features));
             let r = write_int8_layer(
                 &mut self.w,
                 (&lin.weight, bias, lin.in_features),
@@ -712,6 +826,7 @@ impl<'g> Emitter<'g> {
                 qo,
                 *a,
                 node,
+                int4.as_ref(),
             )?;
             let p = ops::linear::LinearParams {
                 tokens,
@@ -723,7 +838,11 @@ impl<'g> Emitter<'g> {
                 requant: r.requant,
                 lut: r.lut,
             };
-            self.op::<ops::linear::LinearS8Op>(inputs, out, &p, macs, name);
+            if at.int4_weights {
+                self.op::<ops::linear::LinearS4Op>(inputs, out, &p, macs, name);
+            } else {
+                self.op::<ops::linear::LinearS8Op>(inputs, out, &p, macs, name);
+            }
         } else {
             let p = ops::linear::LinearF16Params {
                 tokens,
@@ -885,7 +1004,7 @@ impl<'g> Emitter<'g> {
     fn add(&mut self, at: &At) -> Result<(), LowerError> {
         let (id, prec, name, inputs) = (at.id, at.prec, at.name, &at.inputs);
         match at.prec {
-            NodePrecision::Int8 => {
+            NodePrecision::Int8 | NodePrecision::Int4 => {
                 let out = self.output(id, prec)?;
                 let (qa, qb, qo) = (self.tq(inputs[0]), self.tq(inputs[1]), self.tq(out));
                 let p = add_params(qa, qb, qo);
@@ -952,7 +1071,7 @@ impl<'g> Emitter<'g> {
         let rest = &pos[c..];
         let out = self.output(id, prec)?;
         match prec {
-            NodePrecision::Int8 => {
+            NodePrecision::Int8 | NodePrecision::Int4 => {
                 let (qx, qo) = (self.tq(inputs[0]), self.tq(out));
                 let lo = rest.iter().copied().fold(0.0f32, f32::min);
                 let hi = rest.iter().copied().fold(0.0f32, f32::max);
@@ -998,20 +1117,20 @@ impl<'g> Emitter<'g> {
             channels: u32::from(u16_of(node.c, node, "channels")?),
         };
         let dtype = match prec {
-            NodePrecision::Int8 => DType::I8,
+            NodePrecision::Int8 | NodePrecision::Int4 => DType::I8,
             NodePrecision::Fp16 => DType::F16,
         };
         let q = (prec == NodePrecision::Int8).then(|| self.tq(inputs[0]));
         let out = self.new_tensor(id, dtype, q, "")?;
         use ops::class_token::{DropTokenF16Op, DropTokenS8Op, PadTokenF16Op, PadTokenS8Op};
         match (what, prec) {
-            (TokenRows::Drop, NodePrecision::Int8) => {
+            (TokenRows::Drop, NodePrecision::Int8 | NodePrecision::Int4) => {
                 self.op::<DropTokenS8Op>(inputs, out, &p, 0, name)
             }
             (TokenRows::Drop, NodePrecision::Fp16) => {
                 self.op::<DropTokenF16Op>(inputs, out, &p, 0, name)
             }
-            (TokenRows::Pad, NodePrecision::Int8) => {
+            (TokenRows::Pad, NodePrecision::Int8 | NodePrecision::Int4) => {
                 self.op::<PadTokenS8Op>(inputs, out, &p, 0, name)
             }
             (TokenRows::Pad, NodePrecision::Fp16) => {
@@ -1281,7 +1400,7 @@ pub fn lower(
     }
     let image = &graph.nodes[0];
     let out_node = &graph.nodes[graph.output];
-    let out_prec = precision[graph.output];
+    let out_prec = precision[graph.output].activations();
     let output = e.produced[&(
         graph.output,
         if out_prec == NodePrecision::Int8 {

@@ -1,10 +1,9 @@
-//! Mixed precision: keep in fp16 the layers whose int8 error hurts the logits most, within a
-//! flash budget.
+//! Mixed precision: int4 weights where the logits hardly notice them (to meet a flash budget or
+//! use an error allowance), and fp16 for the layers whose int8 error hurts the logits most.
 //!
-//! Sensitivity of a layer = how much the logits' error (relative squared error against the f32
-//! graph, over up to [`EVAL_IMAGES`] calibration images) drops when only that layer runs in fp16.
-//! Then the [`GREEDY_CANDIDATES`] most sensitive layers are tried in that order, each kept in fp16
-//! when the blob stays within the budget and the error falls.
+//! The error is the logits' relative squared error against the f32 graph (`Σ (q − f)² / Σ f²`)
+//! over up to [`EVAL_IMAGES`] calibration images; a layer's sensitivity is that error with only
+//! that layer changed (to fp16, or to int4 weights). [`select`] describes the two passes.
 
 use super::graph::{Graph, NodeKind};
 use super::lower::{NodePrecision, lower};
@@ -16,7 +15,7 @@ pub const EVAL_IMAGES: usize = 32;
 /// Most sensitive layers tried in the greedy pass.
 pub const GREEDY_CANDIDATES: usize = 16;
 
-/// Why each fp16 layer was chosen.
+/// What `mixed` chose and why.
 #[derive(Clone, Debug)]
 pub struct MixedReport {
     /// Relative logits error with every layer int8.
@@ -27,9 +26,11 @@ pub struct MixedReport {
     pub int8_bytes: usize,
     /// The budget used.
     pub budget_bytes: usize,
+    /// The error floor asked for (`--max-logit-error`), if any.
+    pub max_error: Option<f64>,
     /// Blob bytes of the chosen mix.
     pub mixed_bytes: usize,
-    /// Every candidate layer: (name, error with only it in fp16, kept in fp16).
+    /// Every candidate layer, in graph order.
     pub layers: Vec<LayerSensitivity>,
 }
 
@@ -40,8 +41,35 @@ pub struct LayerSensitivity {
     pub name: String,
     /// Logits error with only this layer in fp16.
     pub error_alone_fp16: f64,
+    /// Logits error with only this layer's weights in int4 (linear layers and convolutions).
+    pub error_alone_int4: Option<f64>,
+    /// Blob bytes int4 weights save on this layer (linear layers and convolutions).
+    pub int4_saves: Option<usize>,
+    /// The precision chosen.
+    pub choice: NodePrecision,
+    /// Why, in a few words.
+    pub why: String,
+}
+
+impl LayerSensitivity {
     /// Whether the mix keeps it in fp16.
-    pub fp16: bool,
+    pub fn fp16(&self) -> bool {
+        self.choice == NodePrecision::Fp16
+    }
+}
+
+/// The flash budget is below the smallest blob `mixed` can make.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "--flash-budget {budget} bytes cannot be met: the smallest mix (every linear layer's and convolution's weights in int4) takes {smallest} bytes (all int8: {int8})"
+)]
+pub struct BudgetTooSmall {
+    /// The budget asked for.
+    pub budget: usize,
+    /// Bytes of the smallest mix tried.
+    pub smallest: usize,
+    /// Bytes all-int8.
+    pub int8: usize,
 }
 
 /// Relative squared error of `q` against `f`.
@@ -67,7 +95,14 @@ fn candidate(kind: &NodeKind) -> bool {
     )
 }
 
-/// Picks the per-node precision for `mixed`.
+/// Picks the per-node precision for `mixed`, in two greedy passes over measured sensitivities
+/// (each trial lowered and run on the host engine, which computes what the device computes):
+///
+/// 1. int4 weights, linear layers and convolutions least hurt per byte saved first: taken while the blob is over
+///    the budget (whatever the error costs: the budget is a hard limit), then, with
+///    `--max-logit-error`, while the error stays within it.
+/// 2. fp16, the [`GREEDY_CANDIDATES`] layers whose error drops most in fp16 first: kept when the
+///    blob stays within the budget and the error falls.
 pub fn select(
     graph: &Graph,
     calib: &Calibration,
@@ -102,23 +137,92 @@ pub fn select(
     let all_int8 = vec![NodePrecision::Int8; n];
     let (int8_error, int8_bytes) = evaluate(&all_int8)?;
     let budget = options.flash_budget.unwrap_or(int8_bytes + int8_bytes / 4);
+    let max_error = options.max_logit_error;
     let candidates: Vec<usize> = (0..n)
         .filter(|&i| candidate(&graph.nodes[i].kind))
         .collect();
-    progress.begin("measuring per-layer int8 sensitivity", candidates.len());
+    let int4_able: Vec<bool> = candidates
+        .iter()
+        .map(|&i| {
+            matches!(
+                graph.nodes[i].kind,
+                NodeKind::Linear { .. } | NodeKind::Conv { .. }
+            )
+        })
+        .collect();
+    let int4_wanted = int8_bytes > budget || max_error.is_some();
+    let trials = candidates.len()
+        + if int4_wanted {
+            int4_able.iter().filter(|&&l| l).count()
+        } else {
+            0
+        };
+    progress.begin("measuring per-layer sensitivity", trials);
+    let mut done = 0;
     let mut alone = Vec::with_capacity(candidates.len());
+    let mut alone4: Vec<Option<(f64, usize)>> = vec![None; candidates.len()];
     for (k, &i) in candidates.iter().enumerate() {
         let mut p = all_int8.clone();
         p[i] = NodePrecision::Fp16;
         alone.push(evaluate(&p)?.0);
-        progress.advance(k + 1);
+        done += 1;
+        progress.advance(done);
+        if int4_wanted && int4_able[k] {
+            p[i] = NodePrecision::Int4;
+            let (e, b) = evaluate(&p)?;
+            alone4[k] = Some((e, int8_bytes.saturating_sub(b)));
+            done += 1;
+            progress.advance(done);
+        }
     }
     progress.end();
-    // Most sensitive first: largest error reduction.
+    let mut chosen = all_int8.clone();
+    let mut why = vec![String::from("int8: default"); candidates.len()];
+    let (mut error, mut bytes) = (int8_error, int8_bytes);
+
+    // Pass 1: int4 weights, cheapest in error per byte saved first.
+    let mut order4: Vec<usize> = (0..candidates.len())
+        .filter(|&c| alone4[c].is_some_and(|(_, saved)| saved > 0))
+        .collect();
+    let cost = |c: usize| {
+        let (e, saved) = alone4[c].unwrap_or((f64::INFINITY, 1));
+        (e - int8_error).max(0.0) / saved as f64
+    };
+    order4.sort_by(|&a, &b| cost(a).total_cmp(&cost(b)));
+    progress.begin("choosing int4 layers", order4.len());
+    for (k, &c) in order4.iter().enumerate() {
+        progress.advance(k + 1);
+        let over = bytes > budget;
+        if !over && max_error.is_none() {
+            break;
+        }
+        let mut trial = chosen.clone();
+        trial[candidates[c]] = NodePrecision::Int4;
+        let (e, b) = evaluate(&trial)?;
+        if over {
+            why[c] = format!("int4: blob {bytes} B over the {budget} B budget");
+        } else if max_error.is_some_and(|m| e <= m) {
+            why[c] = format!("int4: error {e:.3e} within --max-logit-error");
+        } else {
+            why[c] = format!("int8: int4 would raise the error to {e:.3e}");
+            continue;
+        }
+        chosen = trial;
+        error = e;
+        bytes = b;
+    }
+    progress.end();
+    if bytes > budget {
+        return Err(QuantizeError::Budget(BudgetTooSmall {
+            budget,
+            smallest: bytes,
+            int8: int8_bytes,
+        }));
+    }
+
+    // Pass 2: fp16 where it lowers the error most, within the budget.
     let mut order: Vec<usize> = (0..candidates.len()).collect();
     order.sort_by(|&a, &b| alone[a].total_cmp(&alone[b]));
-    let mut chosen = all_int8.clone();
-    let (mut error, mut bytes) = (int8_error, int8_bytes);
     order.truncate(GREEDY_CANDIDATES);
     progress.begin("choosing fp16 layers", order.len());
     for (k, &c) in order.iter().enumerate() {
@@ -130,19 +234,25 @@ pub fn select(
         trial[candidates[c]] = NodePrecision::Fp16;
         let (e, b) = evaluate(&trial)?;
         if b <= budget && e < error {
+            why[c] = format!("fp16: error {error:.3e} -> {e:.3e}, blob {b} B");
             chosen = trial;
             error = e;
             bytes = b;
+        } else if b > budget && chosen[candidates[c]] == NodePrecision::Int8 {
+            why[c] = format!("int8: fp16 would take the blob to {b} B, over the budget");
         }
     }
     progress.end();
     let layers = candidates
         .iter()
-        .zip(&alone)
-        .map(|(&i, &e)| LayerSensitivity {
+        .enumerate()
+        .map(|(c, &i)| LayerSensitivity {
             name: graph.nodes[i].name.clone(),
-            error_alone_fp16: e,
-            fp16: chosen[i] == NodePrecision::Fp16,
+            error_alone_fp16: alone[c],
+            error_alone_int4: alone4[c].map(|(e, _)| e),
+            int4_saves: alone4[c].map(|(_, s)| s),
+            choice: chosen[i],
+            why: why[c].clone(),
         })
         .collect();
     let report = MixedReport {
@@ -150,6 +260,7 @@ pub fn select(
         mixed_error: error,
         int8_bytes,
         budget_bytes: budget,
+        max_error,
         mixed_bytes: bytes,
         layers,
     };

@@ -29,7 +29,7 @@ use vitae_edge::ops::Record;
 use vitae_edge::ops::conv::ConvParams;
 use vitae_edge::ops::copy_rows::CopyRowsOp;
 use vitae_edge::ops::layernorm::{LayerNormParams, LayerNormS8Op};
-use vitae_edge::ops::linear::{LinearParams, LinearS8Op};
+use vitae_edge::ops::linear::{LinearParams, LinearS4Op, LinearS8Op};
 use vitae_edge::ops::max_pool::MaxPoolParams;
 use vitae_edge::ops::performer::{
     PerformerEmitS8Op, PerformerParams, PerformerStartS8Op, PerformerSumS8Op,
@@ -176,7 +176,7 @@ fn row_map(w: &BlobWriter, i: usize) -> Option<RowMap> {
             RowMap::Conv((0..r.branches.len()).map(|b| r.geometry(b)).collect())
         }
         OpKind::MaxPoolS8 => RowMap::Pool(MaxPoolParams::read(record).ok()?),
-        OpKind::LayerNormS8 | OpKind::LinearS8 | OpKind::AddS8 => RowMap::Tokens,
+        OpKind::LayerNormS8 | OpKind::LinearS8 | OpKind::LinearS4 | OpKind::AddS8 => RowMap::Tokens,
         OpKind::PerformerS8 => RowMap::Performer,
         _ => return None,
     })
@@ -593,6 +593,12 @@ impl Emit {
                     let p = LinearParams { tokens, ..p };
                     self.w
                         .op::<LinearS8Op>(&inputs, out_t, &p, scale(op.macs), &name);
+                }
+                OpKind::LinearS4 => {
+                    let p = LinearParams::read(w.record(i)).ok()?;
+                    let p = LinearParams { tokens, ..p };
+                    self.w
+                        .op::<LinearS4Op>(&inputs, out_t, &p, scale(op.macs), &name);
                 }
                 OpKind::LayerNormS8 => {
                     let p = LayerNormParams::read(w.record(i)).ok()?;
