@@ -512,6 +512,8 @@ pub mod bench {
     pub enum Kernel {
         /// A convolution.
         Conv(ConvGeometry),
+        /// The same with int4 weights ([`crate::kernels::conv_s4`]).
+        ConvS4(ConvGeometry),
         /// A linear layer `(tokens, in_features, out_features)`.
         Linear(usize, usize, usize),
         /// The same with int4 weights ([`crate::kernels::linear_s4`]).
@@ -578,12 +580,17 @@ pub mod bench {
         }
     }
 
-    /// Cases a–f, and e4 (case e with int4 weights).
-    pub const CASES: [Case; 7] = [
+    /// Cases a–f, and a4, d4 and e4: cases a, d and e with int4 weights.
+    pub const CASES: [Case; 9] = [
         Case {
             name: "a",
             shape: "conv 3x3 s1 p1 32x32x64->32x32x64",
             kernel: Kernel::Conv(conv((32, 32, 64), 64, 3, 1, 1, 1, 1)),
+        },
+        Case {
+            name: "a4",
+            shape: "conv 3x3 s1 p1 32x32x64->32x32x64, int4 weights",
+            kernel: Kernel::ConvS4(conv((32, 32, 64), 64, 3, 1, 1, 1, 1)),
         },
         Case {
             name: "b",
@@ -599,6 +606,11 @@ pub mod bench {
             name: "d",
             shape: "grouped conv 3x3 s1 p1 16x16x128->128, 8 groups",
             kernel: Kernel::Conv(conv((16, 16, 128), 128, 3, 1, 1, 1, 8)),
+        },
+        Case {
+            name: "d4",
+            shape: "grouped conv 3x3 s1 p1 16x16x128->128, 8 groups, int4 weights",
+            kernel: Kernel::ConvS4(conv((16, 16, 128), 128, 3, 1, 1, 1, 8)),
         },
         Case {
             name: "e",
@@ -628,7 +640,7 @@ mod tests {
             assert!(g.is_some_and(|g| g.validate().is_ok()), "{g:?}");
         }
         for c in bench::CASES {
-            if let bench::Kernel::Conv(g) = c.kernel {
+            if let bench::Kernel::Conv(g) | bench::Kernel::ConvS4(g) = c.kernel {
                 assert!(g.validate().is_ok(), "{}", c.name);
             }
         }

@@ -14,6 +14,7 @@ use vitae_board::profile;
 use vitae_edge::kernels::attention::{self, AttentionS8};
 use vitae_edge::kernels::cases::{self, bench::Case, bench::Kernel};
 use vitae_edge::kernels::conv::{self, ConvGeometry, ConvS8, OutputSlice};
+use vitae_edge::kernels::conv_s4::{self, ConvS4};
 use vitae_edge::kernels::linear::{self, LinearS8};
 use vitae_edge::kernels::linear_s4::{self, LinearS4};
 use vitae_edge::quant::Requant;
@@ -75,6 +76,7 @@ fn main() -> ! {
     for case in core::hint::black_box(&cases::bench::CASES) {
         ok &= match case.kernel {
             Kernel::Conv(g) => conv_case(mem, case, g, scratch),
+            Kernel::ConvS4(g) => conv_s4_case(mem, case, g, scratch),
             Kernel::Linear(t, k, n) => linear_case(mem, case, (t, k, n), scratch),
             Kernel::LinearS4(t, k, n) => linear_s4_case(mem, case, (t, k, n), scratch),
             Kernel::Attention(t, h, d) => attention_case(mem, case, (t, h, d), scratch),
@@ -127,6 +129,44 @@ fn conv_case(mem: &mut [i8], c: &Case, g: ConvGeometry, scratch: &mut [u8]) -> b
     });
     let refr = measured(case, "reference", g.macs(), 0, shape, || {
         conv::conv_s8_reference(&p, input, want)
+    });
+    check(case, opt.is_ok(), refr.is_ok(), got, want)
+}
+
+fn conv_s4_case(mem: &mut [i8], c: &Case, g: ConvGeometry, scratch: &mut [u8]) -> bool {
+    let (case, shape) = (c.name, c.shape);
+    let mut rng = c.rng();
+    let mut mem = mem;
+    let input = carve(&mut mem, g.in_h * g.in_w * g.in_c);
+    let k = g.kh * g.kw * g.in_c_per_group();
+    let weights = carve(&mut mem, vitae_edge::kernels::s4::s4_row_bytes(k) * g.out_c);
+    let n_out = g.out_h * g.out_w * g.out_c;
+    let got = carve(&mut mem, n_out);
+    let want = carve(&mut mem, n_out);
+    rng.fill(input);
+    // Random nibbles: every int4 value.
+    rng.fill(weights);
+    let weights: &[u8] = bytemuck::cast_slice(weights);
+    let mut bias = [0i32; 128];
+    let mut requant = [Requant::default(); 128];
+    let (bias, requant) = (&mut bias[..g.out_c], &mut requant[..g.out_c]);
+    rng.bench_channels(bias, requant);
+    let lut = rng.lut();
+    let slice = OutputSlice {
+        offset: 0,
+        pixel_stride: g.out_c,
+    };
+    let Ok(p) = ConvS4::new(g, weights, bias, requant, IN_ZP, OUT_ZP, Some(&lut), slice) else {
+        defmt::println!("CHECK {=str} MISMATCH (invalid parameters)", case);
+        return false;
+    };
+    let need = conv_s4::conv_s4_scratch_size(&g);
+    let scratch = &mut scratch[..need.min(arena::SCRATCH)];
+    let opt = measured(case, "optimized", g.macs(), need, shape, || {
+        conv_s4::conv_s4(&p, input, got, scratch)
+    });
+    let refr = measured(case, "reference", g.macs(), 0, shape, || {
+        conv_s4::conv_s4_reference(&p, input, want)
     });
     check(case, opt.is_ok(), refr.is_ok(), got, want)
 }
