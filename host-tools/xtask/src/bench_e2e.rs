@@ -196,8 +196,9 @@ pub fn run(args: &E2eArgs) -> Result<()> {
                 input: input.clone(),
             });
         }
-        // mcu_a in fp16 (the FPU kernels) and mixed precision on the three QEMU machines.
-        for precision in [Precision::Fp16, Precision::Mixed] {
+        // mcu_a in fp16 (the FPU kernels), mixed precision and int4 weights on the three QEMU
+        // machines.
+        for precision in [Precision::Fp16, Precision::Mixed, Precision::Int4] {
             let blob = e2e::prepare("mcu_a", precision)?.blob;
             for &board in selected.iter().filter(|b| b.stands_in_for.is_none()) {
                 cases.push(Case {
@@ -272,9 +273,14 @@ pub fn run(args: &E2eArgs) -> Result<()> {
     let model = assets::digits_model()?;
     let digit = assets::read_digits(&assets::digits_dir().join("test.bin"))?[0].image();
     let input = twice("digits", &digit, [1, 32, 32])?;
-    for precision in [Precision::Int8, Precision::Fp16, Precision::Mixed] {
+    for precision in [
+        Precision::Int8,
+        Precision::Fp16,
+        Precision::Mixed,
+        Precision::Int4,
+    ] {
         let (blob, _) = assets::digits_blob(&model, precision)?;
-        // fp16 and mixed on the QEMU machines only (the budget boards measure memory plans).
+        // fp16, mixed and int4 on the QEMU machines only (the budget boards measure memory plans).
         let boards = selected
             .iter()
             .filter(|b| precision == Precision::Int8 || b.stands_in_for.is_none());

@@ -83,13 +83,14 @@ pub fn run() -> Result<()> {
 
     step(
         3,
-        "quantizing: int8, fp16 and mixed, calibrated on 128 training images",
+        "quantizing: int8, fp16, mixed and int4 weights, calibrated on 128 training images",
     );
     let mut variants = Vec::new();
     for (precision, name) in [
         (Precision::Int8, "int8"),
         (Precision::Fp16, "fp16"),
         (Precision::Mixed, "mixed"),
+        (Precision::Int4, "int4"),
     ] {
         let t = Instant::now();
         let (path, q) = assets::digits_blob(&model, precision)?;
@@ -314,7 +315,8 @@ pub fn run() -> Result<()> {
     println!(
         "    the test digits as {}; every blob's accuracy beside the f32 model's:\n      \
          cargo vitae eval --checkpoint host-tools/train/digits/model.pth --config host-tools/train/digits/kwargs.json \\\n        \
-         --model target/vitae/digits-int8.vblob --model target/vitae/digits-fp16.vblob --model target/vitae/digits-mixed.vblob --data {}",
+         --model target/vitae/digits-int8.vblob --model target/vitae/digits-fp16.vblob --model target/vitae/digits-mixed.vblob \\\n        \
+         --model target/vitae/digits-int4.vblob --data {}",
         rel(&npz),
         rel(&npz)
     );
