@@ -335,6 +335,17 @@ fn quantize<'py>(
     patch: &str,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let precision: Precision = choice("precision", precision)?;
+    for (name, given) in [
+        ("flash_budget", flash_budget.is_some()),
+        ("max_logit_error", max_logit_error.is_some()),
+    ] {
+        if given && precision != Precision::Mixed {
+            return Err(raise_message(format!(
+                "{name} applies to precision='mixed' only (this is precision='{}')",
+                precision.name()
+            )));
+        }
+    }
     let patch: vitae::quantize::patch::Patch = patch
         .parse()
         .map_err(|e: String| raise_message(format!("patch: {e}")))?;

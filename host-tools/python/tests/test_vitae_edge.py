@@ -122,7 +122,11 @@ def test_u8_from_an_array_needs_its_normalization(calib):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"precision": "int4"}, "precision 'int4': expected one of int8, fp16, mixed"),
+        ({"precision": "int2"}, "precision 'int2': expected one of int8, fp16, int4, mixed"),
+        ({"precision": "int8", "flash_budget": 100000},
+         "flash_budget applies to precision='mixed' only (this is precision='int8')"),
+        ({"precision": "mixed", "max_logit_error": 0.0},
+         "--max-logit-error 0: must be a number in (0, 1] (relative squared error of the logits)"),
         ({"calib_method": "best"}, "calib_method 'best': expected one of auto, minmax, percentile, mse"),
         ({"max_calib": 0}, "--max-calib 0: must be at least 1"),
     ],
@@ -164,7 +168,7 @@ def test_architecture_is_given_once():
 
 def test_quantize_gives_the_cli_blob(cli, tmp_path, calib, int8_blob):
     np.save(tmp_path / "calib.npy", calib)
-    for precision, blob in [("int8", int8_blob), ("mixed", None)]:
+    for precision, blob in [("int8", int8_blob), ("mixed", None), ("int4", None)]:
         if blob is None:
             blob = vitae_edge.quantize(CKPT, config=KWARGS, calib=calib, precision=precision)
         out = tmp_path / f"{precision}.vblob"

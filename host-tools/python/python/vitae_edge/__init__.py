@@ -158,6 +158,7 @@ def quantize(
     precision: str = "int8",
     calib_method: str = "auto",
     flash_budget: Optional[int] = None,
+    max_logit_error: Optional[float] = None,
     max_calib: Optional[int] = None,
     input: str = "f32",
     mean: Optional[Sequence[float]] = None,
@@ -171,9 +172,11 @@ def quantize(
 
     ``calib`` is float32 (N, C, H, W) images normalized like the training data, or a path to such
     a ``.npy`` or to a folder of PNG/JPEG images (resized with ``resize`` and normalized with
-    ``mean``/``std``, default 0.5 per channel). ``precision`` is ``"int8"``, ``"fp16"`` or
-    ``"mixed"`` (int8 with the most error-sensitive layers in fp16, within ``flash_budget``
-    bytes); ``calib_method`` ``"auto"``, ``"minmax"``, ``"percentile"`` or ``"mse"``;
+    ``mean``/``std``, default 0.5 per channel). ``precision`` is ``"int8"``, ``"fp16"``,
+    ``"int4"`` (int4 weights in every linear layer and convolution) or ``"mixed"`` (chosen per
+    layer by measurement: int4 weights while the blob is over ``flash_budget`` bytes or within
+    ``max_logit_error``, the logits' relative squared error against f32; fp16 where it lowers
+    the error most within the budget); ``calib_method`` ``"auto"``, ``"minmax"``, ``"percentile"`` or ``"mse"``;
     ``input="u8"`` makes a blob that takes uint8 HWC pixels and normalizes them with
     ``mean``/``std`` (required with an array, which is already normalized). ``name`` is stored in
     the blob (default: the checkpoint's file stem). ``board`` (a board of ``firmware/boards.rs``,
@@ -195,6 +198,7 @@ def quantize(
         precision=precision,
         calib_method=calib_method,
         flash_budget=flash_budget,
+        max_logit_error=max_logit_error,
         max_calib=max_calib,
         resize=resize,
         mean=None if mean is None else [float(v) for v in np.atleast_1d(mean)],

@@ -27,6 +27,8 @@ The blob is written atomically: a failed run leaves no file and does not touch a
 Examples:\n  vitae quantize --checkpoint model.pth --config kwargs.json --calib calib.npy --precision int8 --out model.vblob\n  \
 vitae quantize --checkpoint vitae_t.pth --arch vitae-t --calib images/ --resize 256 \\\n      \
 --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 --precision mixed --flash-budget 6000000 --out vitae_t.vblob\n  \
+vitae quantize --checkpoint vitae_t.pth --arch vitae-t --calib calib.npy --precision mixed \\\n      \
+--flash-budget 3000000 --report choices.json --out vitae_t-3mb.vblob   # int4 weights where they hurt least\n  \
 vitae quantize --checkpoint model.pth --config kwargs.json --calib calib.npy --input u8 \\\n      \
 --mean 0.5 --std 0.5 --out model-u8.vblob\n  \
 vitae quantize --checkpoint vitae_t.pth --arch vitae-t --calib calib.npy --board stm32n6570-dk --out vitae_t-n6.vblob\n  \
