@@ -210,6 +210,17 @@ pub fn run(args: &E2eArgs) -> Result<()> {
                 });
             }
         }
+        // mcu_a mixed within 300 kB (int8: 353 kB): int4 weights where they hurt least.
+        let within = e2e::prepare_within("mcu_a", 300_000)?.blob;
+        for &board in selected.iter().filter(|b| b.stands_in_for.is_none()) {
+            cases.push(Case {
+                model: "mcu_a/300kB",
+                precision: Precision::Mixed,
+                board,
+                blob: Ok(within.clone()),
+                input: input.clone(),
+            });
+        }
         // mcu_a with its first cell in strips, the smallest arena (`--patch smallest`), on the
         // three QEMU machines: against the layer-by-layer rows above.
         for &board in selected.iter().filter(|b| b.stands_in_for.is_none()) {

@@ -87,12 +87,34 @@ pub fn prepare_patched(
     board: Option<&Board>,
     patch: Patch,
 ) -> Result<Prepared> {
+    prepare_with(name, precision, board, patch, None)
+}
+
+/// Fixture `name` in mixed precision within `flash_budget` bytes (`vitae quantize --precision
+/// mixed --flash-budget`): below the int8 blob's size, int4 weights where they hurt least.
+pub fn prepare_within(name: &str, flash_budget: usize) -> Result<Prepared> {
+    prepare_with(
+        name,
+        Precision::Mixed,
+        None,
+        Patch::Auto,
+        Some(flash_budget),
+    )
+}
+
+fn prepare_with(
+    name: &str,
+    precision: Precision,
+    board: Option<&Board>,
+    patch: Patch,
+    flash_budget: Option<usize>,
+) -> Result<Prepared> {
     let (model, input) = fixture(name)?;
     let x = vitae::npy::read_npy_f32(&input)?;
     let options = Options {
         precision,
         method: CalibMethod::Auto,
-        flash_budget: None,
+        flash_budget,
         max_logit_error: None,
         name: name.into(),
         input: Default::default(),
@@ -114,7 +136,10 @@ pub fn prepare_patched(
         None => format!("{name}: quantizing"),
     })?;
     let out_dir = out_dir()?;
-    let planned = plan_tag(board, &q);
+    let mut planned = plan_tag(board, &q);
+    if let Some(b) = flash_budget {
+        planned.push_str(&format!("-{b}B"));
+    }
     let blob = out_dir.join(format!("{name}-{}{planned}.vblob", precision.name()));
     vitae::io::write_atomic(&blob, &q.lowered.blob)?;
     let mut engine = Engine::new(&q.lowered.blob)?;

@@ -245,29 +245,39 @@ pub fn run(args: &TestArgs) -> Result<()> {
         // End to end: the fixtures int8 through the firmware, logits byte-identical to the host
         // engine (mcu_a; mcu_c for the pooling cells and summed PRMs; mcu_d for the class token,
         // the embedding cell and performer normal cells; mcu_g for the shallow normal cells), and
-        // mcu_a in fp16 (the FPU kernels), mixed precision and int4 weights.
+        // mcu_a in fp16 (the FPU kernels), mixed precision, int4 weights, and mixed within a
+        // flash budget that takes int4 weights.
         if args.quick {
             println!("\nnote: --quick: no fixture end-to-end checks");
         } else if crate::e2e::fixtures_dir().is_some() {
             use vitae::quantize::Precision;
+            // (fixture, precision, flash budget): mcu_a mixed within 300 kB (int8: 353 kB) mixes
+            // int4 weights with int8.
             let runs = [
-                ("mcu_a", Precision::Int8),
-                ("mcu_c", Precision::Int8),
-                ("mcu_d", Precision::Int8),
-                ("mcu_g", Precision::Int8),
-                ("mcu_a", Precision::Fp16),
-                ("mcu_a", Precision::Mixed),
-                ("mcu_a", Precision::Int4),
+                ("mcu_a", Precision::Int8, None),
+                ("mcu_c", Precision::Int8, None),
+                ("mcu_d", Precision::Int8, None),
+                ("mcu_g", Precision::Int8, None),
+                ("mcu_a", Precision::Fp16, None),
+                ("mcu_a", Precision::Mixed, None),
+                ("mcu_a", Precision::Int4, None),
+                ("mcu_a", Precision::Mixed, Some(300_000)),
             ];
-            for (fixture, precision) in runs {
+            for (fixture, precision, budget) in runs {
                 let mut prepared = None;
-                let label = precision.name();
+                let label = match budget {
+                    Some(b) => format!("{} within {b} bytes", precision.name()),
+                    None => precision.name().to_string(),
+                };
                 steps.run(
                     &format!(
                         "quantize the {fixture} fixture ({label}) and run it on the host engine"
                     ),
                     || {
-                        prepared = Some(crate::e2e::prepare(fixture, precision)?);
+                        prepared = Some(match budget {
+                            Some(b) => crate::e2e::prepare_within(fixture, b)?,
+                            None => crate::e2e::prepare(fixture, precision)?,
+                        });
                         Ok(())
                     },
                 );
