@@ -229,6 +229,8 @@ pub struct Calibration {
     /// `Σ x xᵀ` of the tensors linear layers read, by the node producing them (for int4 weights:
     /// [`Calibration::collect_grams`]).
     pub grams: std::collections::BTreeMap<NodeId, Gram>,
+    /// `Σ p pᵀ` of each convolution's receptive fields, one per group, by the convolution.
+    pub conv_grams: std::collections::BTreeMap<NodeId, Vec<Gram>>,
     /// int4 weights already rounded, by linear node (mixed precision lowers many times).
     pub(crate) int4_rows: std::cell::RefCell<std::collections::HashMap<NodeId, Int4Rows>>,
 }
@@ -239,14 +241,30 @@ pub type Int4Rows = (Vec<i8>, Vec<f32>);
 /// Images [`Calibration::collect_grams`] uses at most (the correlations settle long before).
 pub const GRAM_IMAGES: usize = 64;
 
+/// For each node feeding convolutions: each convolution and its output size.
+type ConvConsumers = std::collections::BTreeMap<NodeId, Vec<(NodeId, (usize, usize))>>;
+
 struct GramPass<'a> {
     grams: &'a mut std::collections::BTreeMap<NodeId, Gram>,
+    conv_grams: &'a mut std::collections::BTreeMap<NodeId, Vec<Gram>>,
+    conv_inputs: &'a ConvConsumers,
+    graph: &'a Graph,
 }
 
 impl FloatObserver for GramPass<'_> {
-    fn node(&mut self, id: NodeId, _node: &Node, _pre: &[Vec<f32>], out: &[f32]) {
+    fn node(&mut self, id: NodeId, node: &Node, _pre: &[Vec<f32>], out: &[f32]) {
         if let Some(g) = self.grams.get_mut(&id) {
             g.add(out);
+        }
+        for &(conv_id, out_size) in self.conv_inputs.get(&id).into_iter().flatten() {
+            let super::graph::NodeKind::Conv { conv, .. } = &self.graph.nodes[conv_id].kind else {
+                continue;
+            };
+            if let Some(grams) = self.conv_grams.get_mut(&conv_id) {
+                for (group, g) in grams.iter_mut().enumerate() {
+                    g.add_patches(out, (node.h, node.w), conv.spec(), group, out_size);
+                }
+            }
         }
     }
 }
@@ -279,27 +297,43 @@ impl FloatObserver for Pass<'_> {
 }
 
 impl Calibration {
-    /// Sums `Σ x xᵀ` of every tensor a linear layer reads over up to [`GRAM_IMAGES`] images (the
-    /// correlations int4 rounding feeds its errors through, [`super::gptq`]).
+    /// Sums `Σ x xᵀ` of every tensor a linear layer reads, and of every convolution's receptive
+    /// fields per group, over up to [`GRAM_IMAGES`] images (the correlations int4 rounding feeds
+    /// its errors through, [`super::gptq`]).
     pub fn collect_grams(
         &mut self,
         graph: &Graph,
         images: &[Vec<f32>],
     ) -> Result<(), crate::reference::ops::OpError> {
-        for node in &graph.nodes {
-            if let super::graph::NodeKind::Linear { linear, .. } = &node.kind {
-                self.grams
-                    .entry(node.inputs[0])
-                    .or_insert_with(|| Gram::new(linear.in_features));
+        let mut conv_inputs = ConvConsumers::new();
+        for (id, node) in graph.nodes.iter().enumerate() {
+            match &node.kind {
+                super::graph::NodeKind::Linear { linear, .. } => {
+                    self.grams
+                        .entry(node.inputs[0])
+                        .or_insert_with(|| Gram::new(linear.in_features));
+                }
+                super::graph::NodeKind::Conv { conv, .. } => {
+                    let s = conv.spec();
+                    let k = s.kernel[0] * s.kernel[1] * s.in_per_group();
+                    self.conv_grams
+                        .insert(id, (0..s.groups).map(|_| Gram::new(k)).collect());
+                    conv_inputs
+                        .entry(node.inputs[0])
+                        .or_default()
+                        .push((id, (node.h, node.w)));
+                }
+                _ => {}
             }
         }
         for img in images.iter().take(GRAM_IMAGES) {
-            graph.eval(
-                img,
-                &mut GramPass {
-                    grams: &mut self.grams,
-                },
-            )?;
+            let mut pass = GramPass {
+                grams: &mut self.grams,
+                conv_grams: &mut self.conv_grams,
+                conv_inputs: &conv_inputs,
+                graph,
+            };
+            graph.eval(img, &mut pass)?;
         }
         Ok(())
     }

@@ -6,8 +6,9 @@
 //! usable.
 //!
 //! Per row the scale is fixed first (the clipping with the least squared error on the row,
-//! [`super::lower`]); only the rounding uses the correlations `H = Σ x xᵀ` of the layer's input
-//! tokens ([`Gram`]). `H` is damped by 1 % of its mean diagonal (the usual choice; it keeps
+//! [`super::lower`]); only the rounding uses the correlations `H = Σ x xᵀ` of the layer's inputs
+//! ([`Gram`]): a linear layer's input tokens, a convolution's receptive fields (one `H` per
+//! group). `H` is damped by 1 % of its mean diagonal (the usual choice; it keeps
 //! the inverse well conditioned when there are fewer tokens than inputs).
 
 /// `Σ x xᵀ` over the calibration tokens of one tensor of `k` channels (upper and lower halves
@@ -47,6 +48,46 @@ impl Gram {
                 }
             }
             self.tokens += 1;
+        }
+    }
+
+    /// Adds the receptive fields of every output pixel of group `group` of a convolution
+    /// (`spec`, output `out_h × out_w`) over the HWC map `x` (`h × w × spec.in_channels`), in the
+    /// order of an OHWI weight row (`(ky · kw + kx) · in_per_group + ic`), padding as zeros (the
+    /// real value of the quantized padding).
+    pub fn add_patches(
+        &mut self,
+        x: &[f32],
+        (h, w): (usize, usize),
+        spec: &crate::reference::ops::ConvSpec,
+        group: usize,
+        (out_h, out_w): (usize, usize),
+    ) {
+        let (kh, kw, cin_g) = (spec.kernel[0], spec.kernel[1], spec.in_per_group());
+        let c = spec.in_channels;
+        let mut patch = vec![0.0f32; self.k];
+        for oy in 0..out_h {
+            for ox in 0..out_w {
+                patch.fill(0.0);
+                for ky in 0..kh {
+                    let iy = (oy * spec.stride[0] + ky * spec.dilation[0]) as isize
+                        - spec.padding[0] as isize;
+                    if iy < 0 || iy as usize >= h {
+                        continue;
+                    }
+                    for kx in 0..kw {
+                        let ix = (ox * spec.stride[1] + kx * spec.dilation[1]) as isize
+                            - spec.padding[1] as isize;
+                        if ix < 0 || ix as usize >= w {
+                            continue;
+                        }
+                        let src = ((iy as usize * w + ix as usize) * c + group * cin_g)..;
+                        let dst = (ky * kw + kx) * cin_g..;
+                        patch[dst][..cin_g].copy_from_slice(&x[src][..cin_g]);
+                    }
+                }
+                self.add(&patch);
+            }
         }
     }
 
@@ -210,6 +251,45 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A receptive field is laid out as an OHWI weight row: a 2×2 kernel over a 2×2×3 map with
+    /// one output pixel sees the map in HWC order; a second group starts at its own channels; a
+    /// padded tap contributes zeros.
+    #[test]
+    fn patches_follow_the_weight_layout() {
+        use crate::reference::ops::ConvSpec;
+        let x: Vec<f32> = (1..=12).map(|v| v as f32).collect();
+        let spec = |groups: usize, padding| ConvSpec {
+            in_channels: 3 * groups,
+            out_channels: groups,
+            kernel: [2, 2],
+            stride: [1, 1],
+            padding: [padding, padding],
+            dilation: [1, 1],
+            groups,
+        };
+        let mut g = Gram::new(12);
+        g.add_patches(&x, (2, 2), &spec(1, 0), 0, (1, 1));
+        for i in 0..12 {
+            for j in i..12 {
+                assert_eq!(g.sum[i * 12 + j], x[i] as f64 * x[j] as f64, "{i},{j}");
+            }
+        }
+        // 6 channels in 2 groups of 3: group 1 reads channels 3..6 of each pixel.
+        let x6: Vec<f32> = (1..=24).map(|v| v as f32).collect();
+        let mut g1 = Gram::new(12);
+        g1.add_patches(&x6, (2, 2), &spec(2, 0), 1, (1, 1));
+        let want: Vec<f32> = (0..4)
+            .flat_map(|p| x6[p * 6 + 3..p * 6 + 6].to_vec())
+            .collect();
+        assert_eq!(g1.sum[0], (want[0] * want[0]) as f64);
+        assert_eq!(g1.sum[11 * 12 + 11], (want[11] * want[11]) as f64);
+        // Padding 1: the top-left output pixel's first three taps are outside the map.
+        let mut gp = Gram::new(12);
+        gp.add_patches(&x, (2, 2), &spec(1, 1), 0, (1, 1));
+        assert_eq!(gp.sum[0], 0.0);
+        assert_eq!(gp.sum[9 * 12 + 9], (x[0] * x[0]) as f64);
     }
 
     /// On correlated inputs, error feedback gives smaller output errors than plain rounding.

@@ -353,22 +353,38 @@ fn write_int8_layer(
 
 impl<'g> Emitter<'g> {
     /// A layer's int4 weights and per-row scales (`w`: rows of `per`): each row's clipping from
-    /// [`quantize_weights_int4`]; for a linear layer the rounding feeds its errors back through
-    /// its input's correlations ([`super::gptq`]), for a convolution (and a linear layer without
-    /// collected correlations) it rounds to nearest. Cached: mixed precision lowers many times.
+    /// [`quantize_weights_int4`], then the rounding with error feedback through the layer's input
+    /// correlations ([`super::gptq`]: a linear layer's tokens, each group's receptive fields of a
+    /// convolution); to nearest when none were collected. Cached: mixed precision lowers many
+    /// times.
     fn int4_weights(&self, id: NodeId, w: &[f32], per: usize) -> (Vec<i8>, Vec<f32>) {
         if let Some(hit) = self.calib.int4_rows.borrow().get(&id) {
             return hit.clone();
         }
         let node = &self.graph.nodes[id];
         let (plain, scales) = quantize_weights_int4(w, per);
-        let gram = match node.kind {
-            NodeKind::Linear { .. } => self.calib.grams.get(&node.inputs[0]),
+        let grams: Option<Vec<&super::gptq::Gram>> = match node.kind {
+            NodeKind::Linear { .. } => self.calib.grams.get(&node.inputs[0]).map(|g| vec![g]),
+            NodeKind::Conv { .. } => self.calib.conv_grams.get(&id).map(|g| g.iter().collect()),
             _ => None,
         };
-        let q = match gram {
-            Some(gram) => super::gptq::quantize_rows(w, per, &scales, gram),
-            None => plain,
+        let q = match grams {
+            Some(grams) if !grams.is_empty() => {
+                // One group's rows after another (OHWI per group: rows of a group are adjacent).
+                let rows_per_group = scales.len() / grams.len();
+                let mut q = Vec::with_capacity(w.len());
+                for (g, gram) in grams.iter().enumerate() {
+                    let rows = g * rows_per_group..(g + 1) * rows_per_group;
+                    q.extend(super::gptq::quantize_rows(
+                        &w[rows.start * per..rows.end * per],
+                        per,
+                        &scales[rows],
+                        gram,
+                    ));
+                }
+                q
+            }
+            _ => plain,
         };
         let r = (q, scales);
         self.calib.int4_rows.borrow_mut().insert(id, r.clone());
