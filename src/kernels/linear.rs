@@ -32,6 +32,34 @@ impl<'a> LinearS8<'a> {
         out_zp: i32,
         act: Option<&'a Lut256>,
     ) -> Result<Self, KernelError> {
+        check_len(
+            "linear weights",
+            weights.len(),
+            mul(in_features, out_features, "linear size")?,
+        )?;
+        Self::without_weights(
+            tokens,
+            in_features,
+            out_features,
+            bias,
+            requant,
+            out_zp,
+            act,
+        )
+        .map(|p| LinearS8 { weights, ..p })
+    }
+
+    /// Every check of [`LinearS8::new`] but the weights' (left empty): the int4-weight layer
+    /// ([`super::linear_s4`]) keeps its packed weights itself.
+    pub(crate) fn without_weights(
+        tokens: usize,
+        in_features: usize,
+        out_features: usize,
+        bias: &'a [i32],
+        requant: &'a [Requant],
+        out_zp: i32,
+        act: Option<&'a Lut256>,
+    ) -> Result<Self, KernelError> {
         ensure(
             tokens > 0 && in_features > 0 && out_features > 0,
             "linear dimensions must be > 0",
@@ -39,11 +67,6 @@ impl<'a> LinearS8<'a> {
         ensure(
             tokens < 1 << 24 && in_features < 1 << 16 && out_features < 1 << 16,
             "linear too large",
-        )?;
-        check_len(
-            "linear weights",
-            weights.len(),
-            mul(in_features, out_features, "linear size")?,
         )?;
         check_len("linear bias", bias.len(), out_features)?;
         check_len("linear requant", requant.len(), out_features)?;
@@ -56,12 +79,36 @@ impl<'a> LinearS8<'a> {
             tokens,
             in_features,
             out_features,
-            weights,
+            weights: &[],
             bias,
             requant,
             out_zp,
             act,
         })
+    }
+
+    /// Output features `o0..o0 + n` with the int8 `weights` of those rows: the weights side of
+    /// their matrix product.
+    #[cfg(any(test, vitae_dsp, vitae_mve, vitae_x86))]
+    pub(crate) fn rows(&self, o0: usize, n: usize, weights: &'a [i8]) -> Rows<'a> {
+        let requant = &self.requant[o0..o0 + n];
+        Rows {
+            w: weights,
+            k: self.in_features,
+            stride: self.in_features,
+            bias: &self.bias[o0..o0 + n],
+            requant,
+            q: OutQuant {
+                zp: self.out_zp,
+                act: self.act,
+            },
+            fast: all_fast(requant),
+        }
+    }
+
+    /// The bias of output feature `o` (input zero point folded in).
+    pub(crate) fn bias(&self, o: usize) -> i32 {
+        self.bias[o]
     }
 
     /// Multiply-accumulates of one run.
@@ -84,7 +131,7 @@ impl<'a> LinearS8<'a> {
         self.out_features
     }
 
-    fn check_buffers(&self, input: &[i8], output: &[i8]) -> Result<(), KernelError> {
+    pub(crate) fn check_buffers(&self, input: &[i8], output: &[i8]) -> Result<(), KernelError> {
         check_len("linear input", input.len(), self.tokens * self.in_features)?;
         check_len(
             "linear output",
@@ -181,18 +228,7 @@ pub(crate) fn linear_gemm<M: Micro>(
     let mut s = super::scratch::Scratch::new(scratch);
     let mut cols = M::carve(&mut s, k)?;
     let tile = s.take::<i32>(TILE_WORDS, "linear scratch (accumulators)")?;
-    let rows = Rows {
-        w: p.weights,
-        k,
-        stride: k,
-        bias: p.bias,
-        requant: p.requant,
-        q: OutQuant {
-            zp: p.out_zp,
-            act: p.act,
-        },
-        fast: all_fast(p.requant),
-    };
+    let rows = p.rows(0, n_out, p.weights);
     gemm_tokens::<M>(
         &rows, n_out, input, p.tokens, &mut cols, tile, output, n_out,
     );

@@ -9,11 +9,12 @@
 //! The int8 products and sums are exact, so the result equals [`linear_s4_reference`] bit for bit.
 
 #[cfg(any(test, vitae_dsp, vitae_mve, vitae_x86))]
-use super::gemm::{Micro, OutQuant, Rows, TILE_WORDS, all_fast};
+use super::gemm::{Micro, TILE_WORDS};
+use super::linear::LinearS8;
 use super::s4::{s4_row_bytes, s4_weight};
 use super::scratch::bytes_for;
-use super::{KernelError, check_len, ensure, mul};
-use crate::quant::{Lut256, Requant, requantize, saturate_i8};
+use super::{KernelError, check_len, mul};
+use crate::quant::{Lut256, Requant};
 
 /// Weight bytes the optimized path unpacks at once (the chunk of rows is at least
 /// [`MIN_CHUNK_ROWS`] rows whatever `in_features`).
@@ -25,18 +26,14 @@ const MIN_CHUNK_ROWS: usize = 8;
 /// `in_features` values ([`s4_row_bytes`] bytes each, PyTorch's row order).
 #[derive(Clone, Copy, Debug)]
 pub struct LinearS4<'a> {
-    tokens: usize,
-    in_features: usize,
-    out_features: usize,
+    /// Everything but the weights (its own weights are empty).
+    base: LinearS8<'a>,
     weights: &'a [u8],
-    bias: &'a [i32],
-    requant: &'a [Requant],
-    out_zp: i32,
-    act: Option<&'a Lut256>,
 }
 
 impl<'a> LinearS4<'a> {
-    /// Checks every parameter. `bias` already contains `−in_zp · Σ_i w[o][i]`.
+    /// Checks every parameter, as [`LinearS8::new`] does. `bias` already contains
+    /// `−in_zp · Σ_i w[o][i]`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         tokens: usize,
@@ -48,64 +45,31 @@ impl<'a> LinearS4<'a> {
         out_zp: i32,
         act: Option<&'a Lut256>,
     ) -> Result<Self, KernelError> {
-        ensure(
-            tokens > 0 && in_features > 0 && out_features > 0,
-            "linear dimensions must be > 0",
-        )?;
-        ensure(
-            tokens < 1 << 24 && in_features < 1 << 16 && out_features < 1 << 16,
-            "linear too large",
+        let base = LinearS8::without_weights(
+            tokens,
+            in_features,
+            out_features,
+            bias,
+            requant,
+            out_zp,
+            act,
         )?;
         check_len(
             "linear int4 weights (bytes)",
             weights.len(),
             mul(s4_row_bytes(in_features), out_features, "linear size")?,
         )?;
-        check_len("linear bias", bias.len(), out_features)?;
-        check_len("linear requant", requant.len(), out_features)?;
-        ensure(
-            Requant::all_valid(requant),
-            "linear requant multiplier/shift out of range",
-        )?;
-        ensure((-128..=127).contains(&out_zp), "zero point outside int8")?;
-        Ok(LinearS4 {
-            tokens,
-            in_features,
-            out_features,
-            weights,
-            bias,
-            requant,
-            out_zp,
-            act,
-        })
+        Ok(LinearS4 { base, weights })
     }
 
     /// Multiply-accumulates of one run.
     pub fn macs(&self) -> u64 {
-        (self.tokens * self.in_features * self.out_features) as u64
+        self.base.macs()
     }
 
     fn row(&self, o: usize) -> &'a [u8] {
-        let n = s4_row_bytes(self.in_features);
+        let n = s4_row_bytes(self.base.in_features());
         &self.weights[o * n..][..n]
-    }
-
-    fn check_buffers(&self, input: &[i8], output: &[i8]) -> Result<(), KernelError> {
-        check_len("linear input", input.len(), self.tokens * self.in_features)?;
-        check_len(
-            "linear output",
-            output.len(),
-            self.tokens * self.out_features,
-        )
-    }
-
-    #[inline(always)]
-    fn finish(&self, acc: i32, o: usize) -> i8 {
-        let q = saturate_i8(requantize(acc, self.requant[o]).saturating_add(self.out_zp));
-        match self.act {
-            Some(lut) => lut.apply(q),
-            None => q,
-        }
     }
 }
 
@@ -130,18 +94,18 @@ pub fn linear_s4_reference(
     input: &[i8],
     output: &mut [i8],
 ) -> Result<(), KernelError> {
-    p.check_buffers(input, output)?;
-    let k = p.in_features;
+    let b = &p.base;
+    b.check_buffers(input, output)?;
     for (x, out_row) in input
-        .chunks_exact(k)
-        .zip(output.chunks_exact_mut(p.out_features))
+        .chunks_exact(b.in_features())
+        .zip(output.chunks_exact_mut(b.out_features()))
     {
         for (o, y) in out_row.iter_mut().enumerate() {
             let row = p.row(o);
-            let acc = x.iter().enumerate().fold(p.bias[o], |a, (i, &xi)| {
+            let acc = x.iter().enumerate().fold(b.bias(o), |a, (i, &xi)| {
                 a.wrapping_add(xi as i32 * s4_weight(row, i) as i32)
             });
-            *y = p.finish(acc, o);
+            *y = b.finish(acc, o);
         }
     }
     Ok(())
@@ -184,17 +148,14 @@ pub(crate) fn linear_s4_chunked<M: Micro>(
     output: &mut [i8],
     scratch: &mut [u8],
 ) -> Result<(), KernelError> {
-    p.check_buffers(input, output)?;
-    let (k, n_out) = (p.in_features, p.out_features);
+    let b = &p.base;
+    b.check_buffers(input, output)?;
+    let (k, n_out) = (b.in_features(), b.out_features());
     let chunk = s4_chunk_rows(k, n_out);
     let mut s = super::scratch::Scratch::new(scratch);
     let mut cols = M::carve(&mut s, k)?;
     let tile = s.take::<i32>(TILE_WORDS, "linear scratch (accumulators)")?;
     let unpacked = s.take::<i8>(chunk * k, "linear scratch (unpacked int4 rows)")?;
-    let q = OutQuant {
-        zp: p.out_zp,
-        act: p.act,
-    };
     let mut o0 = 0;
     while o0 < n_out {
         let n = chunk.min(n_out - o0);
@@ -202,21 +163,12 @@ pub(crate) fn linear_s4_chunked<M: Micro>(
         for (r, dst) in w.chunks_exact_mut(k).enumerate() {
             super::s4::unpack_s4_row(p.row(o0 + r), dst);
         }
-        let requant = &p.requant[o0..o0 + n];
-        let rows = Rows {
-            w,
-            k,
-            stride: k,
-            bias: &p.bias[o0..o0 + n],
-            requant,
-            q,
-            fast: all_fast(requant),
-        };
+        let rows = b.rows(o0, n, w);
         super::linear::gemm_tokens::<M>(
             &rows,
             n,
             input,
-            p.tokens,
+            b.tokens(),
             &mut cols,
             tile,
             &mut output[o0..],

@@ -8,6 +8,7 @@ use crate::format::{DType, DataRef, FormatError};
 use crate::kernels::f16::{self as kf16, Activation};
 use crate::kernels::linear::{LinearS8, linear_s8, linear_s8_scratch_size};
 use crate::kernels::linear_s4::{LinearS4, linear_s4, linear_s4_scratch_size};
+use crate::quant::Lut256;
 use crate::runtime::RunError;
 use bytemuck::{Pod, Zeroable};
 use half::f16;
@@ -36,6 +37,34 @@ pub struct LinearParams {
 }
 const _: () = assert!(core::mem::size_of::<LinearParams>() == 44);
 
+/// What the int8 and int4-weight linear layers check alike: the tensors' shapes and zero
+/// points and the activation table; returns `(tokens, in_features, out_features, table)`.
+fn decode_int8<'a>(
+    p: &LinearParams,
+    cx: &DecodeCx<'a>,
+) -> Result<(usize, usize, usize, Option<&'a Lut256>), FormatError> {
+    let (n, fi, fo) = (
+        p.tokens as usize,
+        p.in_features as usize,
+        p.out_features as usize,
+    );
+    let out = cx.output();
+    cx.ensure(
+        is_tokens(&cx.input(0), DType::I8, n, fi),
+        "linear input tensor shape/dtype",
+    )?;
+    cx.ensure(
+        is_tokens(&out, DType::I8, n, fo),
+        "linear output tensor shape/dtype",
+    )?;
+    let lut = cx.lut(p.lut)?;
+    cx.ensure(
+        lut.is_some() || p.out_zp == out.desc.zero_point,
+        "linear output zero point differs from its tensor",
+    )?;
+    Ok((n, fi, fo, lut))
+}
+
 /// int8 linear layer with fused bias, per-feature requantization and an optional activation.
 #[derive(Debug)]
 pub struct LinearS8Op;
@@ -48,25 +77,7 @@ impl OpSpec for LinearS8Op {
     type Decoded<'a> = LinearS8<'a>;
 
     fn decode<'a>(p: &LinearParams, cx: &DecodeCx<'a>) -> Result<LinearS8<'a>, FormatError> {
-        let (n, fi, fo) = (
-            p.tokens as usize,
-            p.in_features as usize,
-            p.out_features as usize,
-        );
-        let out = cx.output();
-        cx.ensure(
-            is_tokens(&cx.input(0), DType::I8, n, fi),
-            "linear input tensor shape/dtype",
-        )?;
-        cx.ensure(
-            is_tokens(&out, DType::I8, n, fo),
-            "linear output tensor shape/dtype",
-        )?;
-        let lut = cx.lut(p.lut)?;
-        cx.ensure(
-            lut.is_some() || p.out_zp == out.desc.zero_point,
-            "linear output zero point differs from its tensor",
-        )?;
+        let (n, fi, fo, lut) = decode_int8(p, cx)?;
         LinearS8::new(
             n,
             fi,
@@ -115,25 +126,7 @@ impl OpSpec for LinearS4Op {
     type Decoded<'a> = LinearS4<'a>;
 
     fn decode<'a>(p: &LinearParams, cx: &DecodeCx<'a>) -> Result<LinearS4<'a>, FormatError> {
-        let (n, fi, fo) = (
-            p.tokens as usize,
-            p.in_features as usize,
-            p.out_features as usize,
-        );
-        let out = cx.output();
-        cx.ensure(
-            is_tokens(&cx.input(0), DType::I8, n, fi),
-            "linear input tensor shape/dtype",
-        )?;
-        cx.ensure(
-            is_tokens(&out, DType::I8, n, fo),
-            "linear output tensor shape/dtype",
-        )?;
-        let lut = cx.lut(p.lut)?;
-        cx.ensure(
-            lut.is_some() || p.out_zp == out.desc.zero_point,
-            "linear output zero point differs from its tensor",
-        )?;
+        let (n, fi, fo, lut) = decode_int8(p, cx)?;
         LinearS4::new(
             n,
             fi,
