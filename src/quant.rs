@@ -148,6 +148,15 @@ pub fn round_to_i8(y: f32) -> i8 {
     (i.clamp(0, 255) - 128) as i8
 }
 
+/// `saturate_i16(floor(y + 0.5))`: the int16 rounding of every f32 result (round half toward
+/// +∞, NaN gives −32768), [`round_to_i8`]'s rule on the int16 range: `clamp(trunc(y + 32768.5),
+/// 0, 65535) − 32768`.
+#[inline(always)]
+pub fn round_to_i16(y: f32) -> i16 {
+    let i = (y + 32768.5) as i32;
+    (i.clamp(0, 65535) - 32768) as i16
+}
+
 /// Quantizes a real value: `saturate(floor(x · inv_scale + zero_point + 0.5))`.
 ///
 /// The zero point joins the constant (`zero_point + 128.5` is exact), so this is

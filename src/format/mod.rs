@@ -262,6 +262,9 @@ pub enum DType {
     /// IEEE binary32: only the running sums a performer keeps between the strips of a
     /// patch-based run ([`crate::ops::performer::PerformerSumS8Op`]); format version 2.
     F32 = 3,
+    /// Quantized int16, symmetric (`real = scale · q`, zero point 0): the residual stream where a
+    /// mixed-precision blob keeps it in int16.
+    I16 = 4,
 }
 
 impl DType {
@@ -271,6 +274,7 @@ impl DType {
             1 => Some(DType::I8),
             2 => Some(DType::F16),
             3 => Some(DType::F32),
+            4 => Some(DType::I16),
             _ => None,
         }
     }
@@ -279,7 +283,7 @@ impl DType {
     pub fn size(self) -> usize {
         match self {
             DType::I8 => 1,
-            DType::F16 => 2,
+            DType::F16 | DType::I16 => 2,
             DType::F32 => 4,
         }
     }
@@ -309,9 +313,9 @@ pub struct TensorDesc {
     pub arena_offset: u32,
     /// Byte length (h·w·c·dtype size).
     pub byte_len: u32,
-    /// int8 scale (1.0 for fp16).
+    /// int8 or int16 scale (1.0 for fp16).
     pub scale: f32,
-    /// int8 zero point (0 for fp16).
+    /// int8 zero point (0 for fp16 and int16).
     pub zero_point: i32,
     /// Name (for `inspect` and profiles).
     pub name: StrRef,

@@ -341,6 +341,9 @@ impl<'a> Model<'a> {
                     "int8 scale must be finite and > 0, zero point within int8",
                 ));
             }
+            if dtype == DType::I16 && !(t.scale.is_finite() && t.scale > 0.0 && t.zero_point == 0) {
+                return Err(bad("int16 scale must be finite and > 0, zero point 0"));
+            }
             self.string(t.name)
                 .map_err(|_| FormatError::new(K::BadString, at))?;
         }

@@ -1,8 +1,9 @@
 //! Element-wise int8 kernels: the residual add of two tensors with different scales, mean-pooling
-//! over tokens, and the conversions at the model's edges (f32 image in, int8 logits out).
+//! over tokens, and the conversions at the model's edges (f32 image in, int8 logits out); and
+//! the int16 residual stream's add and its requantization to int8.
 
 use super::{KernelError, check_len, ensure, is_factor, is_factor_or_zero};
-use crate::quant::{quantize_f32, round_to_i8};
+use crate::quant::{quantize_f32, round_to_i8, round_to_i16};
 
 /// `out = round(a · ra + b · rb + c)` saturated to int8: the requantizing add of two int8
 /// tensors. The host stores `ra = s_a/s_out`, `rb = s_b/s_out`,
@@ -67,6 +68,99 @@ pub fn add_s8_in_place(p: &AddS8, a: &mut [i8], b: &[i8]) -> Result<(), KernelEr
     }
     for (x, &z) in a.iter_mut().zip(b) {
         *x = p.one(*x, z);
+    }
+    Ok(())
+}
+
+/// An operand of the int16 add: int8 (a branch's output) or int16 (the residual stream).
+#[derive(Clone, Copy, Debug)]
+pub enum AddOperand<'a> {
+    /// int8 values.
+    I8(&'a [i8]),
+    /// int16 values.
+    I16(&'a [i16]),
+}
+
+impl AddOperand<'_> {
+    fn len(&self) -> usize {
+        match self {
+            AddOperand::I8(v) => v.len(),
+            AddOperand::I16(v) => v.len(),
+        }
+    }
+}
+
+/// `round(x · ra + y · rb + c)` into int16 over whole slices: one loop per pair of operand types,
+/// so the element type is not matched per element.
+#[inline(always)]
+fn add_lanes<A: Copy + Into<f32>, B: Copy + Into<f32>>(
+    p: &AddS8,
+    a: &[A],
+    b: &[B],
+    out: &mut [i16],
+) {
+    for ((y, &x), &z) in out.iter_mut().zip(a).zip(b) {
+        *y = round_to_i16(x.into() * p.ra + z.into() * p.rb + p.c);
+    }
+}
+
+#[inline(always)]
+fn add_lanes_in_place<B: Copy + Into<f32>>(p: &AddS8, a: &mut [i16], b: &[B]) {
+    for (x, &z) in a.iter_mut().zip(b) {
+        *x = round_to_i16(f32::from(*x) * p.ra + z.into() * p.rb + p.c);
+    }
+}
+
+/// `out = round(a · ra + b · rb + c)` saturated to int16: [`AddS8`]'s formula (and its argument
+/// that no value is ever subnormal: `|a|, |b| ≤ 2^15` are still integers) onto an int16 output;
+/// each operand int8 or int16. The reference and only implementation: the residual adds are a
+/// small part of a model's work.
+pub fn add_s16(
+    p: &AddS8,
+    a: AddOperand,
+    b: AddOperand,
+    out: &mut [i16],
+) -> Result<(), KernelError> {
+    p.validate()?;
+    check_len("add b", b.len(), a.len())?;
+    check_len("add output", out.len(), a.len())?;
+    use AddOperand::{I8, I16};
+    match (a, b) {
+        (I8(a), I8(b)) => add_lanes(p, a, b, out),
+        (I8(a), I16(b)) => add_lanes(p, a, b, out),
+        (I16(a), I8(b)) => add_lanes(p, a, b, out),
+        (I16(a), I16(b)) => add_lanes(p, a, b, out),
+    }
+    Ok(())
+}
+
+/// In place: `a[i] = a[i] ⊕ b[i]` with `a` int16 (the arena plan reuses `a`'s storage).
+pub fn add_s16_in_place(p: &AddS8, a: &mut [i16], b: AddOperand) -> Result<(), KernelError> {
+    p.validate()?;
+    check_len("add b", b.len(), a.len())?;
+    match b {
+        AddOperand::I8(b) => add_lanes_in_place(p, a, b),
+        AddOperand::I16(b) => add_lanes_in_place(p, a, b),
+    }
+    Ok(())
+}
+
+/// int16 → int8: `out = saturate(round(q · ratio) + zp_out)`, `ratio = s_in / s_out` (the int16
+/// input is symmetric). `ratio` in 2^−64..2^64, so `q · ratio` is 0 or normal and the rounding
+/// constant `zp_out + 128.5` absorbs it whether or not a target flushes.
+pub fn requantize_s16(
+    input: &[i16],
+    ratio: f32,
+    zero_point: i32,
+    out: &mut [i8],
+) -> Result<(), KernelError> {
+    ensure(
+        is_factor(ratio) && (-128..=127).contains(&zero_point),
+        "requantize: ratio must be in 2^-64..2^64, zero point within int8",
+    )?;
+    check_len("requantize output", out.len(), input.len())?;
+    for (y, &q) in out.iter_mut().zip(input) {
+        *y = quantize_f32(q as f32, ratio, zero_point);
     }
     Ok(())
 }
@@ -246,5 +340,90 @@ mod tests {
                 assert_eq!(got[3 * pixels], 0x55);
             }
         }
+    }
+
+    /// The int16 add against its formula in f64 (exact here: the factors are powers of two and
+    /// small integers), for every pair of operand types, in and out of place, with saturation at
+    /// both ends of int16; and with both operands int8 against [`add_s8`] before its int8
+    /// saturation (same formula, same rounding rule).
+    #[test]
+    fn int16_add_matches_its_formula_in_and_out_of_place() {
+        let a16: Vec<i16> = (0..64).map(|i| (i * 1031 - 32768) as i16).collect();
+        let b16: Vec<i16> = (0..64).map(|i| (32767 - i * 997) as i16).collect();
+        let a8: Vec<i8> = (0..64).map(|i| (i * 4 - 128) as i8).collect();
+        let b8: Vec<i8> = (0..64).map(|i| (127 - i * 3) as i8).collect();
+        for p in [
+            AddS8 {
+                ra: 1.0,
+                rb: 1.0,
+                c: 0.0,
+            },
+            AddS8 {
+                ra: 0.5,
+                rb: 2.0,
+                c: -3.0,
+            },
+            AddS8 {
+                ra: 256.0,
+                rb: 0.25,
+                c: 0.5,
+            },
+        ] {
+            let want = |x: f64, y: f64| -> i16 {
+                (x * p.ra as f64 + y * p.rb as f64 + p.c as f64 + 0.5)
+                    .floor()
+                    .clamp(-32768.0, 32767.0) as i16
+            };
+            let operands = [
+                (AddOperand::I16(&a16), AddOperand::I16(&b16)),
+                (AddOperand::I16(&a16), AddOperand::I8(&b8)),
+                (AddOperand::I8(&a8), AddOperand::I16(&b16)),
+                (AddOperand::I8(&a8), AddOperand::I8(&b8)),
+            ];
+            for (a, b) in operands {
+                let value = |o: &AddOperand, i: usize| match o {
+                    AddOperand::I8(v) => v[i] as f64,
+                    AddOperand::I16(v) => v[i] as f64,
+                };
+                let mut out = vec![0i16; 64];
+                add_s16(&p, a, b, &mut out).unwrap();
+                for (i, &y) in out.iter().enumerate() {
+                    assert_eq!(y, want(value(&a, i), value(&b, i)), "{p:?} element {i}");
+                }
+                if let AddOperand::I16(a) = a {
+                    let mut in_place = a.to_vec();
+                    add_s16_in_place(&p, &mut in_place, b).unwrap();
+                    assert_eq!(in_place, out);
+                }
+            }
+            let mut narrow = vec![0i8; 64];
+            add_s8(&p, &a8, &b8, &mut narrow).unwrap();
+            let mut wide = vec![0i16; 64];
+            add_s16(&p, AddOperand::I8(&a8), AddOperand::I8(&b8), &mut wide).unwrap();
+            for (n, w) in narrow.iter().zip(&wide) {
+                assert_eq!(*n, (*w).clamp(-128, 127) as i8);
+            }
+        }
+        let mut short = vec![0i16; 3];
+        let p = AddS8 {
+            ra: 1.0,
+            rb: 1.0,
+            c: 0.0,
+        };
+        assert!(add_s16(&p, AddOperand::I16(&a16), AddOperand::I8(&b8), &mut short).is_err());
+    }
+
+    /// int16 → int8 requantization: `quantize_f32` of the int16 value, so the full int16 range
+    /// saturates at both ends and a bad ratio is refused.
+    #[test]
+    fn int16_requantization_rounds_and_saturates() {
+        let x: Vec<i16> = vec![i16::MIN, -300, -1, 0, 1, 255, 256, 300, i16::MAX];
+        let mut out = vec![0i8; x.len()];
+        requantize_s16(&x, 0.5, 3, &mut out).unwrap();
+        let want: Vec<i8> = x.iter().map(|&q| quantize_f32(q as f32, 0.5, 3)).collect();
+        assert_eq!(out, want);
+        assert_eq!((out[0], out[8]), (-128, 127));
+        assert!(requantize_s16(&x, 0.0, 0, &mut out).is_err());
+        assert!(requantize_s16(&x, 1.0, 128, &mut out).is_err());
     }
 }

@@ -577,6 +577,20 @@ pub fn dequantize_to_f16(
     Ok(())
 }
 
+/// int16 (symmetric) → fp16: `scale · q`. `scale` in 2^−64..2^64 (the op checks it), so the
+/// product is 0 or normal in f32 before its one rounding to fp16.
+pub fn dequantize_s16_to_f16(
+    input: &[i16],
+    scale: f32,
+    out: &mut [f16],
+) -> Result<(), KernelError> {
+    check_len("dequantize output", out.len(), input.len())?;
+    for (y, &q) in out.iter_mut().zip(input) {
+        *y = narrow(scale * f32::from(q));
+    }
+    Ok(())
+}
+
 /// fp16 → int8: `saturate(round(x · inv_scale) + zp)`.
 pub fn quantize_from_f16(
     input: &[f16],

@@ -1,4 +1,5 @@
-//! LayerNorm over the channels of each token, int8 in → int8 out.
+//! LayerNorm over the channels of each token, int8 in → int8 out ([`layernorm_s8`]), and int16
+//! in (the residual stream kept in int16, symmetric) → int8 out ([`layernorm_s16`]).
 //!
 //! Statistics are exact integer sums; the normalization is f32 (see the numerics contract):
 //! with `S = Σ q`, `V = C·Σ q² − S²` (exact, i64),
@@ -103,6 +104,46 @@ pub fn layernorm_s8(p: &LayerNormS8, input: &[i8], output: &mut [i8]) -> Result<
     Ok(())
 }
 
+/// Most channels [`layernorm_s16`] takes: below 2^15, `|Σ q| < 2^30` and every `C·q − S` fits an
+/// i32 for `|q| ≤ 2^15`.
+pub const S16_CHANNELS_MAX: usize = (1 << 15) - 1;
+
+/// [`layernorm_s8`] on an int16 input (zero point 0) with the same parameters (`eps_term` in
+/// input units squared): the same formula, with `Σ q²` and `V` in 64 bits. The reference and only
+/// implementation. No value is ever subnormal (the argument of [`layernorm_s8`]: here
+/// `V < 2^60`, so `f ≥ 2^−48` with the largest eps term).
+pub fn layernorm_s16(p: &LayerNormS8, input: &[i16], output: &mut [i8]) -> Result<(), KernelError> {
+    ensure(
+        p.channels <= S16_CHANNELS_MAX,
+        "int16 layernorm takes fewer than 2^15 channels",
+    )?;
+    check_len("layernorm input", input.len(), p.tokens * p.channels)?;
+    check_len("layernorm output", output.len(), p.tokens * p.channels)?;
+    let c = p.channels as i32;
+    for (x, y) in input
+        .chunks_exact(p.channels)
+        .zip(output.chunks_exact_mut(p.channels))
+    {
+        let (mut sum, mut sum_sq) = (0i32, 0i64);
+        for &q in x {
+            let q = i32::from(q);
+            sum += q;
+            sum_sq += i64::from(q * q);
+        }
+        let var_num = i64::from(c) * sum_sq - i64::from(sum) * i64::from(sum);
+        let var = match i32::try_from(var_num) {
+            Ok(v) => v as f32,
+            Err(_) => wide_to_f32(var_num),
+        };
+        let f = 1.0 / crate::math::sqrt(var + p.eps_term);
+        for (((&q, out), &g), &b) in x.iter().zip(y.iter_mut()).zip(p.gain).zip(p.offset) {
+            let centered = (c * i32::from(q) - sum) as f32;
+            *out = round_to_i8(centered * f * g + b);
+        }
+    }
+    Ok(())
+}
+
 /// `v as f32` out of line: otherwise the compiler evaluates the library conversion for every
 /// token and discards it.
 #[cold]
@@ -145,5 +186,47 @@ mod tests {
                 assert_eq!(got[i], round_to_i8(centered * f * gain[i] + offset[i]));
             }
         }
+    }
+
+    /// The int16 kernel against its formula (exact sums in i64), on tokens of full-range
+    /// int16 values (the variance numerator needs 64 bits), and against the int8 kernel on int8
+    /// values (same formula, same bits).
+    #[test]
+    fn int16_matches_the_formula_and_the_int8_kernel() {
+        for channels in [24usize, 768] {
+            let x: Vec<i16> = (0..channels)
+                .map(|i| match i % 4 {
+                    0 => i16::MIN,
+                    1 => i16::MAX,
+                    2 => (i as i16).wrapping_mul(97),
+                    _ => -(i as i16),
+                })
+                .collect();
+            let gain: Vec<f32> = (0..channels).map(|i| 0.01 + i as f32 * 1e-5).collect();
+            let offset: Vec<f32> = (0..channels).map(|i| (i % 5) as f32 - 2.0).collect();
+            let p = LayerNormS8::new(1, channels, 1e6, &gain, &offset).unwrap();
+            let mut got = vec![0i8; channels];
+            layernorm_s16(&p, &x, &mut got).unwrap();
+            let c = channels as i64;
+            let sum: i64 = x.iter().map(|&q| i64::from(q)).sum();
+            let sum_sq: i64 = x.iter().map(|&q| i64::from(q) * i64::from(q)).sum();
+            let f = 1.0 / crate::math::sqrt((c * sum_sq - sum * sum) as f32 + 1e6);
+            for (i, &q) in x.iter().enumerate() {
+                let centered = (c * i64::from(q) - sum) as f32;
+                assert_eq!(got[i], round_to_i8(centered * f * gain[i] + offset[i]));
+            }
+            let x8: Vec<i8> = (0..channels)
+                .map(|i| (i as i32 * 37 % 255 - 127) as i8)
+                .collect();
+            let x16: Vec<i16> = x8.iter().map(|&q| i16::from(q)).collect();
+            let (mut a, mut b) = (vec![0i8; channels], vec![0i8; channels]);
+            layernorm_s8(&p, &x8, &mut a).unwrap();
+            layernorm_s16(&p, &x16, &mut b).unwrap();
+            assert_eq!(a, b);
+        }
+        let wide = vec![0f32; S16_CHANNELS_MAX + 1];
+        let p = LayerNormS8::new(1, S16_CHANNELS_MAX + 1, 1.0, &wide, &wide).unwrap();
+        let mut out = vec![0i8; S16_CHANNELS_MAX + 1];
+        assert!(layernorm_s16(&p, &vec![0i16; S16_CHANNELS_MAX + 1], &mut out).is_err());
     }
 }

@@ -1,10 +1,13 @@
-//! The residual add of two tensors of one shape: int8 with requantization ([`AddS8Op`]) and fp16
-//! ([`AddF16Op`]). Both may run in place: the arena plan lets the sum take over the storage of an
-//! operand that dies at the add, which the format allows for the first operand only.
+//! The residual add of two tensors of one shape: int8 with requantization ([`AddS8Op`]), onto an
+//! int16 residual stream ([`AddS16Op`]) and fp16 ([`AddF16Op`]). Each may run in place: the arena
+//! plan lets the sum take over the storage of an operand of the output's dtype that dies at the
+//! add, which the format allows for the first operand only.
 
 use super::{DecodeCx, OpIo, OpSpec};
 use crate::format::{DType, FormatError};
-use crate::kernels::elementwise::{AddS8, add_s8, add_s8_in_place};
+use crate::kernels::elementwise::{
+    AddOperand, AddS8, add_s8, add_s8_in_place, add_s16, add_s16_in_place,
+};
 use crate::kernels::f16 as kf16;
 use crate::runtime::RunError;
 use bytemuck::{Pod, Zeroable};
@@ -71,6 +74,79 @@ impl OpSpec for AddS8Op {
         };
         result.map_err(|e| io.kernel(e))
     }
+}
+
+/// The int16 add: `round(a · ra + b · rb + c)` saturated to int16, each operand int8 or int16
+/// (the residual stream and a branch's output); the params are [`AddS8Op`]'s.
+#[derive(Debug)]
+pub struct AddS16Op;
+
+/// [`AddS16Op`] decoded: the factors and whether each operand is int16.
+#[derive(Clone, Copy, Debug)]
+pub struct AddS16 {
+    /// The factors.
+    pub add: AddS8,
+    /// Operand `a` is int16 (else int8).
+    pub a_i16: bool,
+    /// Operand `b` is int16 (else int8).
+    pub b_i16: bool,
+}
+
+impl OpSpec for AddS16Op {
+    const NAME: &'static str = "add_a16";
+    const INPUTS: usize = 2;
+    const IN_PLACE: bool = true;
+    type Params<'a> = AddParams;
+    type Decoded<'a> = AddS16;
+
+    fn decode<'a>(p: &AddParams, cx: &DecodeCx<'a>) -> Result<AddS16, FormatError> {
+        let out = cx.output();
+        let operand = |k: usize| {
+            let t = cx.input(k);
+            (t.dtype == DType::I8 || t.dtype == DType::I16)
+                && t.desc.elements() == out.desc.elements()
+                && (t.desc.h, t.desc.w, t.desc.c) == (out.desc.h, out.desc.w, out.desc.c)
+        };
+        cx.ensure(
+            operand(0) && operand(1) && out.dtype == DType::I16,
+            "int16 add: operands int8 or int16 of the output's shape, output int16",
+        )?;
+        let add = AddS8 {
+            ra: p.ra,
+            rb: p.rb,
+            c: p.c,
+        };
+        add.validate().map_err(|e| cx.kernel(e))?;
+        Ok(AddS16 {
+            add,
+            a_i16: cx.input(0).dtype == DType::I16,
+            b_i16: cx.input(1).dtype == DType::I16,
+        })
+    }
+
+    returns_zero!(scratch_bytes, data_bytes, macs);
+
+    fn run(k: &AddS16, io: &mut OpIo<'_>) -> Result<(), RunError> {
+        let b = operand(io, 1, k.b_i16)?;
+        // In place only when `a` is int16: the reader accepts an in-place op only when input 0's
+        // arena range is the output's, which an int8 `a` (half the bytes) never has.
+        let result = if io.in_place() {
+            add_s16_in_place(&k.add, io.i16_out()?, b)
+        } else {
+            let a = operand(io, 0, k.a_i16)?;
+            add_s16(&k.add, a, b, io.i16_out()?)
+        };
+        result.map_err(|e| io.kernel(e))
+    }
+}
+
+/// Input `k` of an int16 add as the kernel takes it.
+fn operand<'r>(io: &OpIo<'r>, k: usize, i16: bool) -> Result<AddOperand<'r>, RunError> {
+    Ok(if i16 {
+        AddOperand::I16(io.i16_in(k)?)
+    } else {
+        AddOperand::I8(io.i8_in(k))
+    })
 }
 
 /// fp16 add.

@@ -1,10 +1,11 @@
 //! LayerNorm over the channels of each token: int8 ([`LayerNormS8Op`], exact integer statistics
-//! then f32, see [`crate::kernels::layernorm`]) and fp16 ([`LayerNormF16Op`]).
+//! then f32, see [`crate::kernels::layernorm`]), int16 in → int8 out ([`LayerNormS16Op`], the
+//! same on the int16 residual stream) and fp16 ([`LayerNormF16Op`]).
 
 use super::{DecodeCx, OpIo, OpSpec, is_tokens, refs_len};
 use crate::format::{DType, DataRef, FormatError};
 use crate::kernels::f16 as kf16;
-use crate::kernels::layernorm::{LayerNormS8, layernorm_s8};
+use crate::kernels::layernorm::{LayerNormS8, layernorm_s8, layernorm_s16};
 use crate::runtime::RunError;
 use bytemuck::{Pod, Zeroable};
 
@@ -67,6 +68,53 @@ impl OpSpec for LayerNormS8Op {
     fn run(k: &LayerNormS8, io: &mut OpIo<'_>) -> Result<(), RunError> {
         let x = io.i8_in(0);
         layernorm_s8(k, x, io.i8_out()).map_err(|e| io.kernel(e))
+    }
+}
+
+/// int16 → int8 LayerNorm (the int8 op's params, `eps_term` in int16 input units squared).
+#[derive(Debug)]
+pub struct LayerNormS16Op;
+
+impl OpSpec for LayerNormS16Op {
+    const NAME: &'static str = "layernorm_a16";
+    const INPUTS: usize = 1;
+    const IN_PLACE: bool = false;
+    type Params<'a> = LayerNormParams;
+    type Decoded<'a> = LayerNormS8<'a>;
+
+    fn decode<'a>(p: &LayerNormParams, cx: &DecodeCx<'a>) -> Result<LayerNormS8<'a>, FormatError> {
+        let (n, c) = (p.tokens as usize, p.channels as usize);
+        cx.ensure(
+            is_tokens(&cx.input(0), DType::I16, n, c),
+            "layernorm input tensor shape/dtype",
+        )?;
+        cx.ensure(
+            is_tokens(&cx.output(), DType::I8, n, c),
+            "layernorm output tensor shape/dtype",
+        )?;
+        cx.ensure(
+            c <= crate::kernels::layernorm::S16_CHANNELS_MAX,
+            "int16 layernorm takes fewer than 2^15 channels",
+        )?;
+        LayerNormS8::new(
+            n,
+            c,
+            p.eps_term,
+            cx.data(p.gain, "layernorm gain")?,
+            cx.data(p.offset, "layernorm offset")?,
+        )
+        .map_err(|e| cx.kernel(e))
+    }
+
+    returns_zero!(scratch_bytes, macs);
+
+    fn data_bytes(p: &LayerNormParams) -> usize {
+        refs_len(&[p.gain, p.offset])
+    }
+
+    fn run(k: &LayerNormS8, io: &mut OpIo<'_>) -> Result<(), RunError> {
+        let x = io.i16_in(0)?;
+        layernorm_s16(k, x, io.i8_out()).map_err(|e| io.kernel(e))
     }
 }
 

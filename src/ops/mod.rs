@@ -379,6 +379,16 @@ impl<'r> OpIo<'r> {
         bytemuck::try_cast_slice(self.inputs[k]).map_err(|_| RunError::BadPlan { op: self.op })
     }
 
+    /// Input `k` as int16.
+    pub fn i16_in(&self, k: usize) -> Result<&'r [i16], RunError> {
+        bytemuck::try_cast_slice(self.inputs[k]).map_err(|_| RunError::BadPlan { op: self.op })
+    }
+
+    /// The output as int16.
+    pub fn i16_out(&mut self) -> Result<&mut [i16], RunError> {
+        bytemuck::try_cast_slice_mut(self.output).map_err(|_| RunError::BadPlan { op: self.op })
+    }
+
     /// The output as int8.
     pub fn i8_out(&mut self) -> &mut [i8] {
         bytemuck::cast_slice_mut(self.output)
@@ -582,12 +592,17 @@ op_table! {
     LinearS4 = 19 => linear::LinearS4Op,
     /// (int8 → int8) [`layernorm::LayerNormParams`].
     LayerNormS8 = 5 => layernorm::LayerNormS8Op,
+    /// (int16 → int8) [`layernorm::LayerNormParams`].
+    LayerNormS16 = 36 => layernorm::LayerNormS16Op,
     /// (q, k, v int8 → int8) [`attention::AttentionParams`].
     AttentionS8 = 6 => attention::AttentionS8Op,
     /// (k, q, v int8 → int8) [`performer::PerformerParams`].
     PerformerS8 = 7 => performer::PerformerS8Op,
     /// (a, b int8 → int8; output may be `a` itself) [`add::AddParams`].
     AddS8 = 8 => add::AddS8Op,
+    /// (a, b each int8 or int16 → int16; output may be `a` itself when int16)
+    /// [`add::AddParams`].
+    AddS16 = 35 => add::AddS16Op,
     /// (int8 → int8 vector) [`mean_pool::MeanPoolParams`].
     MeanPoolS8 = 9 => mean_pool::MeanPoolS8Op,
     /// (external f32 NCHW image → fp16 NHWC) no parameters.
@@ -613,6 +628,10 @@ op_table! {
     DequantizeS8 = 40 => convert::DequantizeS8Op,
     /// (fp16 → int8) [`convert::QuantizeF16Params`].
     QuantizeF16 = 41 => convert::QuantizeF16Op,
+    /// (int16 → int8) [`convert::RequantizeS16Params`].
+    RequantizeS16 = 42 => convert::RequantizeS16Op,
+    /// (int16 → fp16) [`convert::DequantizeParams`] (zero point 0).
+    DequantizeS16 = 43 => convert::DequantizeS16Op,
     /// (int8 → int8, same quantization) [`max_pool::MaxPoolParams`].
     MaxPoolS8 = 10 => max_pool::MaxPoolS8Op,
     /// (fp16 → fp16) [`max_pool::MaxPoolParams`].

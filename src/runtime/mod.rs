@@ -249,6 +249,9 @@ impl<'a> Output<'a> {
         match self.dtype {
             DType::I8 => self.scale * (self.raw[i] as i8 as i32 - self.zero_point) as f32,
             DType::F16 => f16::from_le_bytes([self.raw[2 * i], self.raw[2 * i + 1]]).to_f32(),
+            DType::I16 => {
+                self.scale * f32::from(i16::from_le_bytes([self.raw[2 * i], self.raw[2 * i + 1]]))
+            }
             DType::F32 => {
                 let b = &self.raw[4 * i..4 * i + 4];
                 f32::from_le_bytes([b[0], b[1], b[2], b[3]])
