@@ -215,6 +215,50 @@ fn mcu_a_int4_is_smaller_and_keeps_cosine_0_99() {
     assert!(int4.cosine >= 0.99, "int4 cosine {}", int4.cosine);
 }
 
+/// The int16 residual stream (`--precision int16-residual`): every residual add's sum int16, read
+/// as is by the int16-input LayerNorm and through a requantization by the other layers; int8's
+/// flash (+ the few extra op records), cosine ≥ 0.995 and the official top-1, and the blob holds
+/// the int16 ops where they belong.
+#[test]
+#[cfg_attr(
+    not(vitae_fixtures),
+    ignore = "needs ../shared/fixtures (beside the checkout)"
+)]
+fn mcu_a_int16_residual_runs_the_stream_in_int16() {
+    use vitae_edge::ops::OpKind;
+    let int8 = fixture("mcu_a", Precision::Int8);
+    let a16 = fixture("mcu_a", Precision::Int16Residual);
+    assert!(
+        a16.blob.len() <= int8.blob.len() + int8.blob.len() / 100,
+        "int16-residual blob {} B against int8 {} B",
+        a16.blob.len(),
+        int8.blob.len()
+    );
+    assert!(a16.cosine >= 0.995, "cosine {}", a16.cosine);
+    assert!(a16.same_top1);
+    let model = vitae_edge::format::Model::parse(&a16.blob).unwrap();
+    let count = |kind: OpKind| {
+        (0..model.op_count())
+            .filter(|&i| model.op(i).unwrap().kind == kind)
+            .count()
+    };
+    let int8_model = vitae_edge::format::Model::parse(&int8.blob).unwrap();
+    let int8_adds = (0..int8_model.op_count())
+        .filter(|&i| int8_model.op(i).unwrap().kind == OpKind::AddS8)
+        .count();
+    assert!(int8_adds > 0);
+    assert_eq!(count(OpKind::AddS16), int8_adds, "every residual add int16");
+    assert_eq!(count(OpKind::AddS8), 0);
+    assert!(
+        count(OpKind::LayerNormS16) > 0,
+        "no LayerNorm reads the int16 stream"
+    );
+    assert!(
+        count(OpKind::RequantizeS16) > 0,
+        "no layer reads the stream through int8"
+    );
+}
+
 /// Mixed precision under a flash budget below the int8 blob: int4 weights where they hurt
 /// least until it fits; mcu_a within 300,000 bytes (int8: 353,072) keeps cosine ≥ 0.995.
 #[test]

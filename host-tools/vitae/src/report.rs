@@ -50,6 +50,7 @@ fn dtype(d: DType) -> &'static str {
         DType::I8 => "i8",
         DType::F16 => "f16",
         DType::F32 => "f32",
+        DType::I16 => "i16",
     }
 }
 

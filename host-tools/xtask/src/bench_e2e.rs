@@ -196,9 +196,14 @@ pub fn run(args: &E2eArgs) -> Result<()> {
                 input: input.clone(),
             });
         }
-        // mcu_a in fp16 (the FPU kernels), mixed precision and int4 weights on the three QEMU
-        // machines.
-        for precision in [Precision::Fp16, Precision::Mixed, Precision::Int4] {
+        // mcu_a in fp16 (the FPU kernels), mixed precision, int4 weights and the int16 residual
+        // stream on the three QEMU machines.
+        for precision in [
+            Precision::Fp16,
+            Precision::Mixed,
+            Precision::Int4,
+            Precision::Int16Residual,
+        ] {
             let blob = e2e::prepare("mcu_a", precision)?.blob;
             for &board in selected.iter().filter(|b| b.stands_in_for.is_none()) {
                 cases.push(Case {

@@ -124,23 +124,36 @@ pub fn run() -> Result<()> {
     }
     println!("      {}", vitae::report::totals_line(&blob_model));
     if let Some(m) = &variants[2].q.mixed {
-        let kept: Vec<&str> = m
-            .layers
-            .iter()
-            .filter(|l| l.fp16())
-            .map(|l| l.name.as_str())
-            .collect();
+        let kept = |p: vitae::quantize::NodePrecision| -> Vec<&str> {
+            m.layers
+                .iter()
+                .filter(|l| l.choice == p)
+                .map(|l| l.name.as_str())
+                .collect()
+        };
+        let list = |names: Vec<&str>| {
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
+        };
+        let fp16 = kept(vitae::quantize::NodePrecision::Fp16);
         println!(
             "    mixed kept {} layer(s) in fp16 (logits error {:.2e} → {:.2e}): {}",
-            kept.len(),
+            fp16.len(),
             m.int8_error,
             m.mixed_error,
-            if kept.is_empty() {
-                "none".into()
-            } else {
-                kept.join(", ")
-            }
+            list(fp16)
         );
+        let int16 = kept(vitae::quantize::NodePrecision::Int16);
+        if !int16.is_empty() {
+            println!(
+                "    and {} residual add(s) with an int16 sum: {}",
+                int16.len(),
+                list(int16)
+            );
+        }
     }
 
     step(
@@ -428,13 +441,17 @@ fn write_report(
             mr.int8_error, mr.budget_bytes, mr.mixed_error, mr.mixed_bytes
         );
         let mut layers = mr.layers.clone();
-        layers.sort_by(|a, b| a.error_alone_fp16.total_cmp(&b.error_alone_fp16));
+        let fp16_alone = |l: &vitae::quantize::mixed::LayerSensitivity| {
+            l.error_alone_fp16.unwrap_or(f64::INFINITY)
+        };
+        layers.retain(|l| l.error_alone_fp16.is_some());
+        layers.sort_by(|a, b| fp16_alone(a).total_cmp(&fp16_alone(b)));
         for l in layers.iter().take(12) {
             let _ = write!(
                 mixed,
                 "<tr><td>{}</td><td>{:.3e}</td><td>{}</td></tr>",
                 esc(&l.name),
-                l.error_alone_fp16,
+                fp16_alone(l),
                 if l.fp16() { "yes" } else { "" }
             );
         }

@@ -245,7 +245,8 @@ pub fn run(args: &TestArgs) -> Result<()> {
         // End to end: the fixtures int8 through the firmware, logits byte-identical to the host
         // engine (mcu_a; mcu_c for the pooling cells and summed PRMs; mcu_d for the class token,
         // the embedding cell and performer normal cells; mcu_g for the shallow normal cells), and
-        // mcu_a in fp16 (the FPU kernels), mixed precision, int4 weights, and mixed within a
+        // mcu_a in fp16 (the FPU kernels), mixed precision, int4 weights, the int16 residual
+        // stream (int16 adds, the int16-input LayerNorm, requantizations), and mixed within a
         // flash budget that takes int4 weights.
         if args.quick {
             println!("\nnote: --quick: no fixture end-to-end checks");
@@ -261,6 +262,7 @@ pub fn run(args: &TestArgs) -> Result<()> {
                 ("mcu_a", Precision::Fp16, None),
                 ("mcu_a", Precision::Mixed, None),
                 ("mcu_a", Precision::Int4, None),
+                ("mcu_a", Precision::Int16Residual, None),
                 ("mcu_a", Precision::Mixed, Some(300_000)),
             ];
             for (fixture, precision, budget) in runs {

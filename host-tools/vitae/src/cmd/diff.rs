@@ -76,6 +76,11 @@ impl Profiler for Capture<'_> {
                     .chunks_exact(2)
                     .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()),
             ),
+            DType::I16 => self.values.extend(
+                output
+                    .chunks_exact(2)
+                    .map(|b| t.desc.scale * f32::from(i16::from_le_bytes([b[0], b[1]]))),
+            ),
             DType::F32 => self.values.extend(
                 output
                     .chunks_exact(4)

@@ -217,18 +217,20 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
             m.mixed_error, m.int8_error, m.mixed_bytes, m.budget_bytes, m.int8_bytes
         );
         println!(
-            "per layer (logits error with only that layer changed: in fp16 / with int4 weights):"
+            "per layer (logits error with only that layer changed: in fp16 or, for a residual add, an int16 sum / with int4 weights):"
         );
+        let e = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |e| format!("{e:.3e}"));
         for l in &m.layers {
-            let int4 = l
-                .error_alone_int4
-                .map_or_else(|| "-".to_string(), |e| format!("{e:.3e}"));
+            let (upgrade, alone) = match l.error_alone_int16 {
+                Some(v) => ("int16", Some(v)),
+                None => ("fp16", l.error_alone_fp16),
+            };
             println!(
-                "  {:40} {:4}  fp16 {:.3e}  int4 {:>9}  {}",
+                "  {:40} {:5}  {upgrade:5} {:>9}  int4 {:>9}  {}",
                 l.name,
                 l.choice.name(),
-                l.error_alone_fp16,
-                int4,
+                e(alone),
+                e(l.error_alone_int4),
                 l.why
             );
         }
@@ -245,6 +247,7 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
                     "precision": l.choice.name(),
                     "why": l.why,
                     "error_alone_fp16": l.error_alone_fp16,
+                    "error_alone_int16": l.error_alone_int16,
                     "error_alone_int4": l.error_alone_int4,
                     "int4_saves_bytes": l.int4_saves,
                     "fp16": l.fp16(),

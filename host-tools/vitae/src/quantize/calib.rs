@@ -362,6 +362,20 @@ impl Calibration {
         Ok(calib)
     }
 
+    /// The int16 parameters of node `id`'s output (a residual add's sum): symmetric over its
+    /// whole observed range (`max |x| / 32767`), no clipping.
+    pub fn qparams_int16(&self, id: NodeId) -> QParams {
+        let (lo, hi) = self
+            .stats
+            .get(&(id, Slot::Out))
+            .map(|s| s.range(CalibMethod::Minmax, Role::Residual))
+            .unwrap_or((0.0, 0.0));
+        QParams {
+            scale: lo.abs().max(hi.abs()).max(1e-8) / 32767.0,
+            zero_point: 0,
+        }
+    }
+
     /// The quantization parameters of a tensor.
     pub fn qparams(&self, id: NodeId, slot: Slot, role: Role, method: CalibMethod) -> QParams {
         let key = (id, slot, role, method);

@@ -1,6 +1,7 @@
 //! Lowering the float graph to a blob: quantize weights per output channel, fold the input zero
 //! point into the bias, compute requantization multipliers and activation tables, insert
-//! int8 ↔ fp16 conversions between layers of different precision, plan the arena.
+//! int8 ↔ fp16 conversions between layers of different precision (and from an int16 residual
+//! stream to the int8 or fp16 layers that read it), plan the arena.
 
 use super::ImageInput;
 use super::calib::{CalibMethod, Calibration, QParams, Slot};
@@ -26,6 +27,10 @@ pub enum NodePrecision {
     Int4,
     /// fp16 activations and weights.
     Fp16,
+    /// A residual add whose sum is int16 (symmetric, per tensor): the residual stream stays
+    /// int16 from it to the next add, LayerNorms read it as is, other int8 layers through a
+    /// requantization. Any other node runs as [`Self::Int8`].
+    Int16,
 }
 
 impl NodePrecision {
@@ -43,6 +48,7 @@ impl NodePrecision {
             NodePrecision::Int8 => "int8",
             NodePrecision::Int4 => "int4",
             NodePrecision::Fp16 => "fp16",
+            NodePrecision::Int16 => "int16",
         }
     }
 }
@@ -454,6 +460,10 @@ impl<'g> Emitter<'g> {
                 self.new_tensor(id, DType::I8, Some(q), "")
             }
             NodePrecision::Fp16 => self.new_tensor(id, DType::F16, None, ""),
+            NodePrecision::Int16 => {
+                let q = self.calib.qparams_int16(id);
+                self.new_tensor(id, DType::I16, Some(q), "")
+            }
         }
     }
 
@@ -476,6 +486,9 @@ impl<'g> Emitter<'g> {
             return Ok(t);
         }
         let name = self.graph.nodes[id].name.clone();
+        if let Some(&src) = self.produced.get(&(id, DType::I16)) {
+            return self.convert_int16(id, src, dtype, &name);
+        }
         match dtype {
             DType::F16 => {
                 let src = self.produced[&(id, DType::I8)];
@@ -506,6 +519,55 @@ impl<'g> Emitter<'g> {
                 Ok(t)
             }
             DType::F32 => unreachable!("no node's output is f32 (only a performer's sums are)"),
+            DType::I16 => unreachable!("only a residual add makes an int16 tensor"),
+        }
+    }
+
+    /// The int16 residual stream `src` (node `id`'s output) converted, once, for a layer that
+    /// reads `dtype`: requantized onto the node's int8 grid, or widened to fp16.
+    fn convert_int16(
+        &mut self,
+        id: NodeId,
+        src: u16,
+        dtype: DType,
+        name: &str,
+    ) -> Result<u16, LowerError> {
+        let s_in = self.w.tensors[src as usize].scale;
+        match dtype {
+            DType::I8 => {
+                let q = self.qp(id);
+                let t = self.new_tensor(id, DType::I8, Some(q), ".i8")?;
+                let p = ops::convert::RequantizeS16Params {
+                    ratio: s_in / q.scale,
+                    zero_point: q.zero_point,
+                };
+                self.op::<ops::convert::RequantizeS16Op>(
+                    &[src],
+                    t,
+                    &p,
+                    0,
+                    &format!("{name}.to_i8"),
+                );
+                Ok(t)
+            }
+            DType::F16 => {
+                let t = self.new_tensor(id, DType::F16, None, ".f16")?;
+                let p = ops::convert::DequantizeParams {
+                    scale: s_in,
+                    zero_point: 0,
+                };
+                self.op::<ops::convert::DequantizeS16Op>(
+                    &[src],
+                    t,
+                    &p,
+                    0,
+                    &format!("{name}.to_f16"),
+                );
+                Ok(t)
+            }
+            DType::I16 | DType::F32 => {
+                unreachable!("no layer reads int16 or f32 through a conversion")
+            }
         }
     }
 
@@ -555,15 +617,29 @@ impl<'g> Emitter<'g> {
         let node = &graph.nodes[id];
         let int4_weights = prec == NodePrecision::Int4
             && matches!(node.kind, NodeKind::Linear { .. } | NodeKind::Conv { .. });
-        let prec = prec.activations();
+        let prec = match prec.activations() {
+            NodePrecision::Int16 if !matches!(node.kind, NodeKind::Add) => NodePrecision::Int8,
+            p => p,
+        };
         let dt = match prec {
-            NodePrecision::Int8 | NodePrecision::Int4 => DType::I8,
+            NodePrecision::Int8 | NodePrecision::Int4 | NodePrecision::Int16 => DType::I8,
             NodePrecision::Fp16 => DType::F16,
+        };
+        // An int16 add or an int8 LayerNorm reads the int16 residual stream as it is (the add's
+        // operands may be int8 or int16; the LayerNorm has an int16-input op); anything else
+        // converts.
+        let reads_int16 = match node.kind {
+            NodeKind::Add => prec == NodePrecision::Int16,
+            NodeKind::LayerNorm(_) => prec == NodePrecision::Int8,
+            _ => false,
         };
         let inputs: Vec<u16> = node
             .inputs
             .iter()
-            .map(|&i| self.input_as(i, dt))
+            .map(|&i| match self.produced.get(&(i, DType::I16)) {
+                Some(&t) if reads_int16 => Ok(t),
+                _ => self.input_as(i, dt),
+            })
             .collect::<Result<_, _>>()?;
         let at = At {
             id,
@@ -609,7 +685,10 @@ impl<'g> Emitter<'g> {
         let normalized =
             |input: &ImageInput, (c, p): (usize, u8)| input.normalized(c, p).unwrap_or(0.0);
         match (at.prec, self.input) {
-            (NodePrecision::Int8 | NodePrecision::Int4, ImageInput::F32Nchw) => {
+            (
+                NodePrecision::Int8 | NodePrecision::Int4 | NodePrecision::Int16,
+                ImageInput::F32Nchw,
+            ) => {
                 let out = self.output(id, prec)?;
                 let q = self.tq(out);
                 let p = ops::image::QuantizeParams {
@@ -622,7 +701,10 @@ impl<'g> Emitter<'g> {
                 let out = self.output(id, prec)?;
                 self.op::<ops::image::ImageToF16Op>(&[], out, &(), 0, name);
             }
-            (NodePrecision::Int8 | NodePrecision::Int4, input @ ImageInput::U8Hwc { .. }) => {
+            (
+                NodePrecision::Int8 | NodePrecision::Int4 | NodePrecision::Int16,
+                input @ ImageInput::U8Hwc { .. },
+            ) => {
                 let out = self.output(id, prec)?;
                 let q = self.tq(out);
                 // The f32 path's own arithmetic (`QuantizeImageOp` with this record).
@@ -881,6 +963,7 @@ impl<'g> Emitter<'g> {
         let c = node.c;
         let tokens = node.tokens() as u32;
         if prec == NodePrecision::Int8 {
+            let int16_input = self.w.tensors[inputs[0] as usize].dtype == DType::I16 as u8;
             let (qx, qo) = (self.tq(inputs[0]), self.tq(out));
             let gain: Vec<f32> = ln.gamma.iter().map(|g| snap_tiny(g / qo.scale)).collect();
             let offset: Vec<f32> = ln
@@ -898,7 +981,11 @@ impl<'g> Emitter<'g> {
                 gain: self.w.data(&gain),
                 offset: self.w.data(&offset),
             };
-            self.op::<ops::layernorm::LayerNormS8Op>(inputs, out, &p, 0, name);
+            if int16_input {
+                self.op::<ops::layernorm::LayerNormS16Op>(inputs, out, &p, 0, name);
+            } else {
+                self.op::<ops::layernorm::LayerNormS8Op>(inputs, out, &p, 0, name);
+            }
         } else {
             let p = ops::layernorm::LayerNormF16Params {
                 tokens,
@@ -1020,11 +1107,15 @@ impl<'g> Emitter<'g> {
     fn add(&mut self, at: &At) -> Result<(), LowerError> {
         let (id, prec, name, inputs) = (at.id, at.prec, at.name, &at.inputs);
         match at.prec {
-            NodePrecision::Int8 | NodePrecision::Int4 => {
+            NodePrecision::Int8 | NodePrecision::Int4 | NodePrecision::Int16 => {
                 let out = self.output(id, prec)?;
                 let (qa, qb, qo) = (self.tq(inputs[0]), self.tq(inputs[1]), self.tq(out));
                 let p = add_params(qa, qb, qo);
-                self.op::<ops::add::AddS8Op>(inputs, out, &p, 0, name);
+                if self.w.tensors[out as usize].dtype == DType::I16 as u8 {
+                    self.op::<ops::add::AddS16Op>(inputs, out, &p, 0, name);
+                } else {
+                    self.op::<ops::add::AddS8Op>(inputs, out, &p, 0, name);
+                }
             }
             NodePrecision::Fp16 => {
                 let out = self.output(id, prec)?;
@@ -1087,7 +1178,7 @@ impl<'g> Emitter<'g> {
         let rest = &pos[c..];
         let out = self.output(id, prec)?;
         match prec {
-            NodePrecision::Int8 | NodePrecision::Int4 => {
+            NodePrecision::Int8 | NodePrecision::Int4 | NodePrecision::Int16 => {
                 let (qx, qo) = (self.tq(inputs[0]), self.tq(out));
                 let lo = rest.iter().copied().fold(0.0f32, f32::min);
                 let hi = rest.iter().copied().fold(0.0f32, f32::max);
@@ -1133,20 +1224,20 @@ impl<'g> Emitter<'g> {
             channels: u32::from(u16_of(node.c, node, "channels")?),
         };
         let dtype = match prec {
-            NodePrecision::Int8 | NodePrecision::Int4 => DType::I8,
+            NodePrecision::Int8 | NodePrecision::Int4 | NodePrecision::Int16 => DType::I8,
             NodePrecision::Fp16 => DType::F16,
         };
         let q = (prec == NodePrecision::Int8).then(|| self.tq(inputs[0]));
         let out = self.new_tensor(id, dtype, q, "")?;
         use ops::class_token::{DropTokenF16Op, DropTokenS8Op, PadTokenF16Op, PadTokenS8Op};
         match (what, prec) {
-            (TokenRows::Drop, NodePrecision::Int8 | NodePrecision::Int4) => {
+            (TokenRows::Drop, NodePrecision::Int8 | NodePrecision::Int4 | NodePrecision::Int16) => {
                 self.op::<DropTokenS8Op>(inputs, out, &p, 0, name)
             }
             (TokenRows::Drop, NodePrecision::Fp16) => {
                 self.op::<DropTokenF16Op>(inputs, out, &p, 0, name)
             }
-            (TokenRows::Pad, NodePrecision::Int8 | NodePrecision::Int4) => {
+            (TokenRows::Pad, NodePrecision::Int8 | NodePrecision::Int4 | NodePrecision::Int16) => {
                 self.op::<PadTokenS8Op>(inputs, out, &p, 0, name)
             }
             (TokenRows::Pad, NodePrecision::Fp16) => {
@@ -1229,8 +1320,15 @@ impl<'g> Emitter<'g> {
                 op.inputs[1] as usize,
                 op.output as usize,
             );
-            let dies_here =
-                |t: usize| last[t] == i && a != b && owner[t] == t && view_of[t].is_none();
+            // Of the output's dtype: an int8 operand of an int16 sum has half its bytes.
+            let out_dtype = self.w.tensors[o].dtype;
+            let dies_here = |t: usize| {
+                last[t] == i
+                    && a != b
+                    && owner[t] == t
+                    && view_of[t].is_none()
+                    && self.w.tensors[t].dtype == out_dtype
+            };
             let pick = if dies_here(a) {
                 Some(a)
             } else if dies_here(b) {
@@ -1379,7 +1477,8 @@ impl<'g> Emitter<'g> {
     fn fix_swapped_adds(&mut self) {
         for i in 0..self.w.ops.len() {
             let op = self.w.ops[i];
-            if OpKind::from_u16(op.kind) != Some(OpKind::AddS8) {
+            let kind = OpKind::from_u16(op.kind);
+            if kind != Some(OpKind::AddS8) && kind != Some(OpKind::AddS16) {
                 continue;
             }
             let (qa, qb, qo) = (
@@ -1388,7 +1487,11 @@ impl<'g> Emitter<'g> {
                 self.tq(op.output),
             );
             let p = add_params(qa, qb, qo);
-            self.w.replace_params::<ops::add::AddS8Op>(i, &p);
+            if kind == Some(OpKind::AddS8) {
+                self.w.replace_params::<ops::add::AddS8Op>(i, &p);
+            } else {
+                self.w.replace_params::<ops::add::AddS16Op>(i, &p);
+            }
         }
     }
 }
@@ -1416,15 +1519,12 @@ pub fn lower(
     }
     let image = &graph.nodes[0];
     let out_node = &graph.nodes[graph.output];
-    let out_prec = precision[graph.output].activations();
-    let output = e.produced[&(
-        graph.output,
-        if out_prec == NodePrecision::Int8 {
-            DType::I8
-        } else {
-            DType::F16
-        },
-    )];
+    // The output as its node produced it (a conversion of it made for another node comes later).
+    let output = [DType::I8, DType::F16, DType::I16]
+        .iter()
+        .filter_map(|&d| e.produced.get(&(graph.output, d)).copied())
+        .min()
+        .expect("the output node was lowered");
     let input_tensor = e.w.ops[0].output;
     let macs = graph.macs();
     let all_int8 = precision.iter().all(|&p| p == NodePrecision::Int8);

@@ -1,9 +1,11 @@
 //! Mixed precision: int4 weights where the logits hardly notice them (to meet a flash budget or
-//! use an error allowance), and fp16 for the layers whose int8 error hurts the logits most.
+//! use an error allowance), an int16 residual stream after the adds where int8 rounding of the
+//! stream hurts, and fp16 for the layers whose int8 error hurts the logits most.
 //!
 //! The error is the logits' relative squared error against the f32 graph (`Σ (q − f)² / Σ f²`)
 //! over up to [`EVAL_IMAGES`] calibration images; a layer's sensitivity is that error with only
-//! that layer changed (to fp16, or to int4 weights). [`select`] describes the two passes.
+//! that layer changed (to fp16, to int4 weights, or a residual add's sum to int16). [`select`]
+//! describes the passes.
 
 use super::graph::{Graph, NodeKind};
 use super::lower::{NodePrecision, lower};
@@ -39,8 +41,10 @@ pub struct MixedReport {
 pub struct LayerSensitivity {
     /// Node name.
     pub name: String,
-    /// Logits error with only this layer in fp16.
-    pub error_alone_fp16: f64,
+    /// Logits error with only this layer in fp16 (layers with weights, attention, LayerNorm).
+    pub error_alone_fp16: Option<f64>,
+    /// Logits error with only this residual add's sum in int16.
+    pub error_alone_int16: Option<f64>,
     /// Logits error with only this layer's weights in int4 (linear layers and convolutions).
     pub error_alone_int4: Option<f64>,
     /// Blob bytes int4 weights save on this layer (linear layers and convolutions).
@@ -83,16 +87,19 @@ fn rel_error(q: &[f32], f: &[f32]) -> f64 {
     num / den
 }
 
-fn candidate(kind: &NodeKind) -> bool {
-    matches!(
-        kind,
+/// The higher precision a candidate node may take instead of int8 (int4 weights aside): fp16 for
+/// the layers, an int16 sum for the residual adds.
+fn upgrade(kind: &NodeKind) -> Option<NodePrecision> {
+    match kind {
         NodeKind::Conv { .. }
-            | NodeKind::Prm { .. }
-            | NodeKind::Linear { .. }
-            | NodeKind::Attention { .. }
-            | NodeKind::Performer { .. }
-            | NodeKind::LayerNorm(_)
-    )
+        | NodeKind::Prm { .. }
+        | NodeKind::Linear { .. }
+        | NodeKind::Attention { .. }
+        | NodeKind::Performer { .. }
+        | NodeKind::LayerNorm(_) => Some(NodePrecision::Fp16),
+        NodeKind::Add => Some(NodePrecision::Int16),
+        _ => None,
+    }
 }
 
 /// Picks the per-node precision for `mixed`, in two greedy passes over measured sensitivities
@@ -101,7 +108,9 @@ fn candidate(kind: &NodeKind) -> bool {
 /// 1. int4 weights, linear layers and convolutions least hurt per byte saved first: taken while the blob is over
 ///    the budget (whatever the error costs: the budget is a hard limit), then, with
 ///    `--max-logit-error`, while the error stays within it.
-/// 2. fp16, the [`GREEDY_CANDIDATES`] layers whose error drops most in fp16 first: kept when the
+/// 2. int16 sums for the residual adds, the [`GREEDY_CANDIDATES`] whose error drops most first:
+///    kept when the error falls (no flash cost; the arena grows by the int16 tensors).
+/// 3. fp16, the [`GREEDY_CANDIDATES`] layers whose error drops most in fp16 first: kept when the
 ///    blob stays within the budget and the error falls.
 pub fn select(
     graph: &Graph,
@@ -139,7 +148,11 @@ pub fn select(
     let budget = options.flash_budget.unwrap_or(int8_bytes + int8_bytes / 4);
     let max_error = options.max_logit_error;
     let candidates: Vec<usize> = (0..n)
-        .filter(|&i| candidate(&graph.nodes[i].kind))
+        .filter(|&i| upgrade(&graph.nodes[i].kind).is_some())
+        .collect();
+    let upgrades: Vec<NodePrecision> = candidates
+        .iter()
+        .filter_map(|&i| upgrade(&graph.nodes[i].kind))
         .collect();
     let int4_able: Vec<bool> = candidates
         .iter()
@@ -163,7 +176,7 @@ pub fn select(
     let mut alone4: Vec<Option<(f64, usize)>> = vec![None; candidates.len()];
     for (k, &i) in candidates.iter().enumerate() {
         let mut p = all_int8.clone();
-        p[i] = NodePrecision::Fp16;
+        p[i] = upgrades[k];
         alone.push(evaluate(&p)?.0);
         done += 1;
         progress.advance(done);
@@ -220,35 +233,49 @@ pub fn select(
         }));
     }
 
-    // Pass 2: fp16 where it lowers the error most, within the budget.
-    let mut order: Vec<usize> = (0..candidates.len()).collect();
-    order.sort_by(|&a, &b| alone[a].total_cmp(&alone[b]));
-    order.truncate(GREEDY_CANDIDATES);
-    progress.begin("choosing fp16 layers", order.len());
-    for (k, &c) in order.iter().enumerate() {
-        progress.advance(k + 1);
-        if alone[c] >= int8_error {
-            continue; // fp16 alone does not help this layer
+    // Passes 2 and 3: int16 sums, then fp16 layers, where they lower the error most, within the
+    // budget.
+    for (upgrade, what) in [
+        (NodePrecision::Int16, "choosing int16 residual adds"),
+        (NodePrecision::Fp16, "choosing fp16 layers"),
+    ] {
+        let mut order: Vec<usize> = (0..candidates.len())
+            .filter(|&c| upgrades[c] == upgrade)
+            .collect();
+        order.sort_by(|&a, &b| alone[a].total_cmp(&alone[b]));
+        order.truncate(GREEDY_CANDIDATES);
+        progress.begin(what, order.len());
+        for (k, &c) in order.iter().enumerate() {
+            progress.advance(k + 1);
+            if alone[c] >= int8_error {
+                continue; // the upgrade alone does not help this node
+            }
+            let mut trial = chosen.clone();
+            trial[candidates[c]] = upgrade;
+            let (e, b) = evaluate(&trial)?;
+            let name = upgrade.name();
+            if b <= budget && e < error {
+                why[c] = format!("{name}: error {error:.3e} -> {e:.3e}, blob {b} B");
+                chosen = trial;
+                error = e;
+                bytes = b;
+            } else if b > budget && chosen[candidates[c]] == NodePrecision::Int8 {
+                why[c] = format!("int8: {name} would take the blob to {b} B, over the budget");
+            } else if chosen[candidates[c]] == NodePrecision::Int8 {
+                why[c] = format!(
+                    "int8: {name} with the others chosen would not lower the error ({e:.3e})"
+                );
+            }
         }
-        let mut trial = chosen.clone();
-        trial[candidates[c]] = NodePrecision::Fp16;
-        let (e, b) = evaluate(&trial)?;
-        if b <= budget && e < error {
-            why[c] = format!("fp16: error {error:.3e} -> {e:.3e}, blob {b} B");
-            chosen = trial;
-            error = e;
-            bytes = b;
-        } else if b > budget && chosen[candidates[c]] == NodePrecision::Int8 {
-            why[c] = format!("int8: fp16 would take the blob to {b} B, over the budget");
-        }
+        progress.end();
     }
-    progress.end();
     let layers = candidates
         .iter()
         .enumerate()
         .map(|(c, &i)| LayerSensitivity {
             name: graph.nodes[i].name.clone(),
-            error_alone_fp16: alone[c],
+            error_alone_fp16: (upgrades[c] == NodePrecision::Fp16).then_some(alone[c]),
+            error_alone_int16: (upgrades[c] == NodePrecision::Int16).then_some(alone[c]),
             error_alone_int4: alone4[c].map(|(e, _)| e),
             int4_saves: alone4[c].map(|(_, s)| s),
             choice: chosen[i],

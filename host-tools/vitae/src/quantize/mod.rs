@@ -26,9 +26,13 @@ pub enum Precision {
     /// int8 activations; every linear layer's and convolution's weights int4 (half the flash of
     /// int8 weights).
     Int4,
+    /// int8 layers, with the residual stream in int16: every residual add's sum is int16
+    /// (symmetric), LayerNorms read it as is and the other layers through a requantization.
+    /// Same flash as int8; the arena grows by the int16 tensors.
+    Int16Residual,
     /// Chosen per layer by measured sensitivity: int4 weights where needed to meet the flash
-    /// budget or allowed by `--max-logit-error`, fp16 where it lowers the error most within the
-    /// budget, int8 elsewhere.
+    /// budget or allowed by `--max-logit-error`, int16 sums of residual adds and fp16 layers
+    /// where they lower the error most within the budget, int8 elsewhere.
     Mixed,
 }
 
@@ -39,6 +43,7 @@ impl Precision {
             Precision::Int8 => "int8",
             Precision::Fp16 => "fp16",
             Precision::Int4 => "int4",
+            Precision::Int16Residual => "int16-residual",
             Precision::Mixed => "mixed",
         }
     }
@@ -231,6 +236,17 @@ pub fn quantize(
         Precision::Int8 => (vec![NodePrecision::Int8; n], None),
         Precision::Fp16 => (vec![NodePrecision::Fp16; n], None),
         Precision::Int4 => (vec![NodePrecision::Int4; n], None),
+        Precision::Int16Residual => {
+            let add = |k: &graph::NodeKind| matches!(k, graph::NodeKind::Add);
+            let p = graph.nodes.iter().map(|node| {
+                if add(&node.kind) {
+                    NodePrecision::Int16
+                } else {
+                    NodePrecision::Int8
+                }
+            });
+            (p.collect(), None)
+        }
         Precision::Mixed => {
             let (p, report) = mixed::select(&graph, &calib, options, calib_images, progress)?;
             (p, Some(report))
