@@ -168,7 +168,8 @@ def test_architecture_is_given_once():
 
 def test_quantize_gives_the_cli_blob(cli, tmp_path, calib, int8_blob):
     np.save(tmp_path / "calib.npy", calib)
-    for precision, blob in [("int8", int8_blob), ("mixed", None), ("int4", None)]:
+    for precision, blob in [("int8", int8_blob), ("mixed", None), ("int4", None),
+                            ("int16-residual", None)]:
         if blob is None:
             blob = vitae_edge.quantize(CKPT, config=KWARGS, calib=calib, precision=precision)
         out = tmp_path / f"{precision}.vblob"

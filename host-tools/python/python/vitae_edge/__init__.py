@@ -173,10 +173,11 @@ def quantize(
     ``calib`` is float32 (N, C, H, W) images normalized like the training data, or a path to such
     a ``.npy`` or to a folder of PNG/JPEG images (resized with ``resize`` and normalized with
     ``mean``/``std``, default 0.5 per channel). ``precision`` is ``"int8"``, ``"fp16"``,
-    ``"int4"`` (int4 weights in every linear layer and convolution) or ``"mixed"`` (chosen per
-    layer by measurement: int4 weights while the blob is over ``flash_budget`` bytes or within
-    ``max_logit_error``, the logits' relative squared error against f32; fp16 where it lowers
-    the error most within the budget); ``calib_method`` ``"auto"``, ``"minmax"``, ``"percentile"`` or ``"mse"``;
+    ``"int4"`` (int4 weights in every linear layer and convolution), ``"int16-residual"`` (int8
+    layers, the residual stream in int16) or ``"mixed"`` (chosen per layer by measurement: int4
+    weights while the blob is over ``flash_budget`` bytes or within ``max_logit_error``, the
+    logits' relative squared error against f32; int16 residual sums and fp16 layers where they
+    lower the error most within the budget); ``calib_method`` ``"auto"``, ``"minmax"``, ``"percentile"`` or ``"mse"``;
     ``input="u8"`` makes a blob that takes uint8 HWC pixels and normalizes them with
     ``mean``/``std`` (required with an array, which is already normalized). ``name`` is stored in
     the blob (default: the checkpoint's file stem). ``board`` (a board of ``firmware/boards.rs``,
