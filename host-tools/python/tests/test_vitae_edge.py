@@ -122,7 +122,7 @@ def test_u8_from_an_array_needs_its_normalization(calib):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"precision": "int2"}, "precision 'int2': expected one of int8, fp16, int4, mixed"),
+        ({"precision": "int2"}, "precision 'int2': expected one of int8, fp16, int4, int16-residual, mixed"),
         ({"precision": "int8", "flash_budget": 100000},
          "flash_budget applies to precision='mixed' only (this is precision='int8')"),
         ({"precision": "mixed", "max_logit_error": 0.0},

@@ -69,6 +69,22 @@ pub const ALLOWED: &[(&str, &str)] = &[
         "f in [2^-49, 2^32], gains and offsets 0 or 2^-64..2^64: 0 or >= 2^-113 throughout",
     ),
     (
+        "vitae_edge::kernels::layernorm::layernorm_s16",
+        "as layernorm_s8 with V < 2^60: f in [2^-48, 2^32], 0 or >= 2^-112 throughout",
+    ),
+    (
+        "vitae_edge::kernels::elementwise::add_lanes",
+        "AddS8::one's argument on int16 integers (|x| <= 2^15): 0 or >= 2^-89 throughout",
+    ),
+    (
+        "vitae_edge::kernels::elementwise::add_lanes_in_place",
+        "as add_lanes",
+    ),
+    (
+        "vitae_edge::kernels::elementwise::requantize_s16",
+        "integers times a ratio in 2^-64..2^64, +zp+128.5 absorbs tiny products",
+    ),
+    (
         "vitae_edge::kernels::attention::rescale",
         "the shortcuts for factors 0 and 1: integer sums converted and added, nothing tiny",
     ),
@@ -113,6 +129,7 @@ const HELPERS: &[&str] = &[
     "vitae_edge::math::zero_tiny",
     "vitae_edge::quant::round_half_up",
     "vitae_edge::quant::round_to_i8",
+    "vitae_edge::quant::round_to_i16",
     "vitae_edge::quant::quantize_f32",
     "vitae_edge::kernels::performer::feature",
 ];
