@@ -40,7 +40,7 @@ pub struct Case {
 }
 
 /// Every case, with the digests of the host (x86-64, `cargo test -p vitae-edge`).
-pub const CASES: [Case; 10] = [
+pub const CASES: [Case; 11] = [
     Case {
         name: "performer row updates (hand-written Helium, FPU flush-to-zero on M4/M7)",
         run: performer_updates,
@@ -60,6 +60,11 @@ pub const CASES: [Case; 10] = [
         name: "add",
         run: add,
         digest: 0x24d2_b4c2_58a6_5a69,
+    },
+    Case {
+        name: "int16 residual stream (add, requantize, layernorm)",
+        run: int16_stream,
+        digest: 0x4421_17be_ec68_8c60,
     },
     Case {
         name: "mean pool",
@@ -366,6 +371,95 @@ pub fn add() -> Outcome {
         let mut in_place = a;
         bad += u32::from(elementwise::add_s8_in_place(&p, &mut in_place, &b).is_err());
         bad += out.iter().zip(&in_place).filter(|(x, y)| x != y).count() as u32;
+        d.i8s(&out);
+    }
+    d.outcome(bad)
+}
+
+/// The int16 residual stream's steps: `add_s16` (every pair of operand types, in and out of
+/// place, which must agree) with factors at the ends of the range and cancelling sums over int16
+/// values from end to end; `requantize_s16` with the ratio at 2^−64 and 2^64; `layernorm_s16`
+/// with the eps term at 2^−64 and 2^96 and [`layernorm`]'s gains and offsets, on a constant
+/// token, a ±32767 token and a random one.
+pub fn int16_stream() -> Outcome {
+    use elementwise::AddOperand;
+    let mut a = [0i16; 256];
+    let mut b = [0i16; 256];
+    let mut a8 = [0i8; 256];
+    for i in 0..256 {
+        a[i] = (i as i32 * 257 - 32768) as i16;
+        b[i] = (32767 - i as i32 * 257) as i16;
+        a8[i] = i as u8 as i8;
+    }
+    let just_above = f(FACTOR_MIN.to_bits() + 1);
+    let factors = [
+        (FACTOR_MIN, -just_above, 0.0),
+        (FACTOR_MAX, -FACTOR_MAX, 0.0),
+        (1.0, -1.0, FACTOR_MIN),
+        (FACTOR_MIN, FACTOR_MIN, -FACTOR_MIN),
+        (0.37, 0.5, 0.5),
+    ];
+    let mut d = Digest::START;
+    let mut bad = 0u32;
+    for (ra, rb, c) in factors {
+        let p = AddS8 { ra, rb, c };
+        for (x, y) in [
+            (AddOperand::I16(&a), AddOperand::I16(&b)),
+            (AddOperand::I16(&a), AddOperand::I8(&a8)),
+            (AddOperand::I8(&a8), AddOperand::I16(&b)),
+        ] {
+            let mut out = [0i16; 256];
+            bad += u32::from(elementwise::add_s16(&p, x, y, &mut out).is_err());
+            if let AddOperand::I16(x) = x {
+                let mut in_place = [0i16; 256];
+                in_place.copy_from_slice(x);
+                bad += u32::from(elementwise::add_s16_in_place(&p, &mut in_place, y).is_err());
+                bad += out.iter().zip(&in_place).filter(|(u, v)| u != v).count() as u32;
+            }
+            d.bytes(bytemuck::cast_slice(&out));
+        }
+    }
+    for (ratio, zp) in [
+        (FACTOR_MIN, 0),
+        (FACTOR_MAX, -128),
+        (just_above, 127),
+        (0.01, 3),
+    ] {
+        let mut out = [0i8; 256];
+        bad += u32::from(elementwise::requantize_s16(&a, ratio, zp, &mut out).is_err());
+        d.i8s(&out);
+    }
+    const C: usize = 16;
+    const T: usize = 3;
+    let mut x = [-300i16; T * C];
+    for (i, v) in x[C..2 * C].iter_mut().enumerate() {
+        *v = if i % 2 == 0 { 32767 } else { -32767 };
+    }
+    for (v, s) in x[2 * C..].iter_mut().zip(&b) {
+        *v = s.wrapping_mul(7);
+    }
+    let picks = [
+        0.0,
+        FACTOR_MIN,
+        -FACTOR_MIN,
+        FACTOR_MAX,
+        -FACTOR_MAX,
+        1.0,
+        -3e-10,
+        127.5,
+    ];
+    let mut gain = [0f32; C];
+    let mut offset = [0f32; C];
+    for c in 0..C {
+        gain[c] = picks[c % picks.len()];
+        offset[c] = picks[(c * 3 + 1) % picks.len()];
+    }
+    for eps in [layernorm::EPS_TERM_MIN, layernorm::EPS_TERM_MAX, 3.0] {
+        let mut out = [0i8; T * C];
+        match LayerNormS8::new(T, C, eps, &gain, &offset) {
+            Ok(p) => bad += u32::from(layernorm::layernorm_s16(&p, &x, &mut out).is_err()),
+            Err(_) => bad += 1,
+        }
         d.i8s(&out);
     }
     d.outcome(bad)
