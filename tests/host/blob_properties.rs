@@ -93,7 +93,12 @@ fn tiny_blobs() -> &'static [Blob] {
                         .collect()
                 })
                 .collect();
-            for p in [Precision::Int8, Precision::Fp16, Precision::Mixed] {
+            for p in [
+                Precision::Int8,
+                Precision::Fp16,
+                Precision::Mixed,
+                Precision::Int16Residual,
+            ] {
                 out.push(quantized(&model, name, p, &calib));
             }
         }
@@ -289,6 +294,31 @@ proptest! {
 /// The host engine's logits do not depend on its thread count: every tiny blob (int8, fp16,
 /// mixed) on a batch of seven images with 1, 2, 3 and 8 worker threads, and each image alone,
 /// give the same bits.
+/// An int16 tensor must be symmetric: the reader refuses one whose zero point is not 0 (with a
+/// valid checksum, so the tensor check itself speaks), naming the tensor.
+#[test]
+fn an_int16_tensor_with_a_zero_point_is_refused() {
+    let blob = tiny_blobs()
+        .iter()
+        .find(|b| b.name.ends_with("Int16Residual"))
+        .expect("a tiny int16-residual blob");
+    let aligned = AlignedBytes::new(&blob.bytes);
+    let m = Model::parse(aligned.as_bytes()).unwrap();
+    let t = (0..m.tensor_count() as u16)
+        .find(|&t| m.tensor(t).dtype == vitae_edge::format::DType::I16)
+        .expect("an int16 tensor");
+    let desc = std::mem::size_of::<vitae_edge::format::TensorDesc>();
+    let zero_point_at = sections(&blob.bytes)[1].0 + t as usize * desc + 24;
+    let mut bytes = blob.bytes.clone();
+    bytes[zero_point_at..zero_point_at + 4].copy_from_slice(&3i32.to_le_bytes());
+    patch_crc(&mut bytes);
+    let e = Model::parse(AlignedBytes::new(&bytes).as_bytes()).unwrap_err();
+    assert!(
+        matches!(e.kind, FormatErrorKind::BadTensor { index, what } if index == t && what.contains("int16")),
+        "{e}"
+    );
+}
+
 #[test]
 fn engine_logits_do_not_depend_on_the_thread_count() {
     for blob in tiny_blobs() {

@@ -198,10 +198,10 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     vitae::io::write_atomic(&args.out, &q.lowered.blob)?;
     let l = &q.lowered;
     println!(
-        "wrote {} ({} bytes, {:?}): arena {} bytes (liveness lower bound {}, {:.3}×), {} MACs, {} calibration images",
+        "wrote {} ({} bytes, {}): arena {} bytes (liveness lower bound {}, {:.3}×), {} MACs, {} calibration images",
         args.out.display(),
         l.blob.len(),
-        args.precision,
+        args.precision.name(),
         l.arena_len,
         l.lower_bound,
         l.arena_len as f64 / l.lower_bound.max(1) as f64,
