@@ -130,6 +130,39 @@ fn mcu_a_strips_give_the_layer_by_layer_logits_in_half_the_arena() {
     );
 }
 
+/// The int16 residual stream strips as int8 does: the first cell's int16 adds, its int16-input
+/// LayerNorm and the requantization that ends it run strip by strip, same logits.
+#[test]
+fn int16_residual_strips_give_the_layer_by_layer_logits() {
+    let model = model_in(&fixtures().join("mcu_a"));
+    let x = fixture_input("mcu_a");
+    let images = Images::F32([x.clone(), second_image(&x)].concat());
+    let blob = |patch: Patch| {
+        let options = Options {
+            precision: Precision::Int16Residual,
+            ..options(ImageInput::F32Nchw, Vec::new(), patch)
+        };
+        quantize::quantize(&model, std::slice::from_ref(&x), &options, &mut NoProgress)
+            .unwrap()
+            .lowered
+    };
+    let layered = blob(Patch::Off);
+    let want = logits(&layered.blob, &images);
+    for rows in [1, 4, 23] {
+        let q = blob(Patch::rows(rows));
+        let patched = q.patched.as_ref().expect("patched");
+        let aligned = AlignedBytes::new(&q.blob);
+        let m = Model::parse(aligned.as_bytes()).unwrap();
+        let kinds: Vec<_> = (0..m.op_count()).map(|i| m.op(i).unwrap().kind).collect();
+        let strips_of = |kind| kinds.iter().filter(|&&k| k == kind).count();
+        assert!(
+            strips_of(vitae_edge::ops::OpKind::AddS16) > patched.strips,
+            "the first cell's int16 adds run per strip"
+        );
+        assert_eq!(logits(&q.blob, &images), want, "strips of {rows} rows");
+    }
+}
+
 /// MACs a blob's ops execute.
 fn executed_macs(blob: &[u8]) -> u64 {
     let aligned = AlignedBytes::new(blob);

@@ -28,7 +28,7 @@ use vitae_edge::kernels::conv::ConvGeometry;
 use vitae_edge::ops::Record;
 use vitae_edge::ops::conv::ConvParams;
 use vitae_edge::ops::copy_rows::CopyRowsOp;
-use vitae_edge::ops::layernorm::{LayerNormParams, LayerNormS8Op};
+use vitae_edge::ops::layernorm::{LayerNormParams, LayerNormS8Op, LayerNormS16Op};
 use vitae_edge::ops::linear::{LinearParams, LinearS4Op, LinearS8Op};
 use vitae_edge::ops::max_pool::MaxPoolParams;
 use vitae_edge::ops::performer::{
@@ -176,7 +176,13 @@ fn row_map(w: &BlobWriter, i: usize) -> Option<RowMap> {
             RowMap::Conv((0..r.branches.len()).map(|b| r.geometry(b)).collect())
         }
         OpKind::MaxPoolS8 => RowMap::Pool(MaxPoolParams::read(record).ok()?),
-        OpKind::LayerNormS8 | OpKind::LinearS8 | OpKind::LinearS4 | OpKind::AddS8 => RowMap::Tokens,
+        OpKind::LayerNormS8
+        | OpKind::LayerNormS16
+        | OpKind::LinearS8
+        | OpKind::LinearS4
+        | OpKind::AddS8
+        | OpKind::AddS16
+        | OpKind::RequantizeS16 => RowMap::Tokens,
         OpKind::PerformerS8 => RowMap::Performer,
         _ => return None,
     })
@@ -415,7 +421,7 @@ pub fn patch(w: &mut BlobWriter, plan: Strips) -> Option<Patched> {
     compact(&mut nw, &mut views);
     // The strips repeat records and names: store each once (adds keep their own records, which
     // the planner may rewrite when it swaps their operands).
-    nw.share_records(|kind| kind == OpKind::AddS8 as u16);
+    nw.share_records(|kind| kind == OpKind::AddS8 as u16 || kind == OpKind::AddS16 as u16);
     nw.share_strings();
     let sink = w.name(w.tensors[run.sink as usize].name).to_string();
     *w = nw;
@@ -583,7 +589,9 @@ impl Emit {
                 | OpKind::ConvS8
                 | OpKind::MaxPoolS8
                 | OpKind::PrmS8
-                | OpKind::AddS8 => {
+                | OpKind::AddS8
+                | OpKind::AddS16
+                | OpKind::RequantizeS16 => {
                     self.w
                         .op_record(kind, &inputs, out_t, w.record(i), scale(op.macs), &name)
                         .ok()?;
@@ -604,6 +612,11 @@ impl Emit {
                     let p = LayerNormParams::read(w.record(i)).ok()?;
                     let p = LayerNormParams { tokens, ..p };
                     self.w.op::<LayerNormS8Op>(&inputs, out_t, &p, 0, &name);
+                }
+                OpKind::LayerNormS16 => {
+                    let p = LayerNormParams::read(w.record(i)).ok()?;
+                    let p = LayerNormParams { tokens, ..p };
+                    self.w.op::<LayerNormS16Op>(&inputs, out_t, &p, 0, &name);
                 }
                 OpKind::PerformerS8 => {
                     let state = self.state?;
