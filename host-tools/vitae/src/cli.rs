@@ -35,7 +35,8 @@ pub enum Command {
     Run(cmd::run::RunArgs),
     /// Check a checkpoint against an architecture and list every mismatch.
     Check(cmd::check::CheckArgs),
-    /// Quantize a checkpoint into a device blob (int8, int4, fp16 or mixed), calibrated on your data.
+    /// Quantize a checkpoint into a device blob (int8, int4, fp16, int16 residual or mixed),
+    /// calibrated on your data.
     Quantize(cmd::quantize::QuantizeArgs),
     /// Validate a blob and print its layers, sizes, MACs and arena plan.
     Inspect(cmd::inspect::InspectArgs),

@@ -42,9 +42,10 @@ pub struct QuantizeArgs {
     /// Calibration images: a float32 .npy (N, C, H, W) or a folder of PNG/JPEG files.
     #[arg(long, value_name = "X.npy|DIR")]
     pub calib: PathBuf,
-    /// int8, fp16, int4 (int4 weights in every linear layer and convolution, int8 elsewhere), or mixed (chosen
-    /// per layer by measured sensitivity: int4 weights to meet --flash-budget or within
-    /// --max-logit-error, fp16 where it lowers the error most, int8 elsewhere).
+    /// int8, fp16, int4 (int4 weights in every linear layer and convolution, int8 elsewhere),
+    /// int16-residual (int8 layers, the residual stream in int16), or mixed (chosen per layer by
+    /// measured sensitivity: int4 weights to meet --flash-budget or within --max-logit-error,
+    /// int16 residual sums and fp16 layers where they lower the error most, int8 elsewhere).
     #[arg(long, value_enum, default_value = "int8")]
     pub precision: Precision,
     /// How activation ranges are chosen from the calibration data.
