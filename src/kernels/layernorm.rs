@@ -78,13 +78,7 @@ pub fn layernorm_s8(p: &LayerNormS8, input: &[i8], output: &mut [i8]) -> Result<
             sum_sq += q * q;
         }
         let var_num = i64::from(c) * i64::from(sum_sq) - i64::from(sum) * i64::from(sum);
-        // The same rounding either way; the 32-bit conversion is one instruction on the
-        // Cortex-M FPUs, the 64-bit one a library call.
-        let var = match i32::try_from(var_num) {
-            Ok(v) => v as f32,
-            Err(_) => wide_to_f32(var_num),
-        };
-        let f = 1.0 / crate::math::sqrt(var + p.eps_term);
+        let f = inverse_std(var_num, p.eps_term);
         #[cfg(vitae_x86)]
         if super::host_simd() == super::HostSimd::Avx2 {
             crate::arch::x86::layernorm_row(x, c, sum, f, p.gain, p.offset, y);
@@ -131,17 +125,25 @@ pub fn layernorm_s16(p: &LayerNormS8, input: &[i16], output: &mut [i8]) -> Resul
             sum_sq += i64::from(q * q);
         }
         let var_num = i64::from(c) * sum_sq - i64::from(sum) * i64::from(sum);
-        let var = match i32::try_from(var_num) {
-            Ok(v) => v as f32,
-            Err(_) => wide_to_f32(var_num),
-        };
-        let f = 1.0 / crate::math::sqrt(var + p.eps_term);
+        let f = inverse_std(var_num, p.eps_term);
         for (((&q, out), &g), &b) in x.iter().zip(y.iter_mut()).zip(p.gain).zip(p.offset) {
             let centered = (c * i32::from(q) - sum) as f32;
             *out = round_to_i8(centered * f * g + b);
         }
     }
     Ok(())
+}
+
+/// `f = 1/√(V + eps_term)` from the exact variance numerator `V`, as both kernels compute it.
+#[inline(always)]
+fn inverse_std(var_num: i64, eps_term: f32) -> f32 {
+    // The same rounding either way; the 32-bit conversion is one instruction on the Cortex-M
+    // FPUs, the 64-bit one a library call.
+    let var = match i32::try_from(var_num) {
+        Ok(v) => v as f32,
+        Err(_) => wide_to_f32(var_num),
+    };
+    1.0 / crate::math::sqrt(var + eps_term)
 }
 
 /// `v as f32` out of line: otherwise the compiler evaluates the library conversion for every

@@ -27,17 +27,40 @@ const _: () = assert!(core::mem::size_of::<AddParams>() == 12);
 
 /// Both operands and the output have one shape and `dtype`.
 fn check_shapes(cx: &DecodeCx, dtype: DType) -> Result<(), FormatError> {
-    let out = cx.output();
-    let same = |k: usize| {
-        let t = cx.input(k);
-        t.dtype == dtype
-            && t.desc.elements() == out.desc.elements()
-            && (t.desc.h, t.desc.w, t.desc.c) == (out.desc.h, out.desc.w, out.desc.c)
-    };
-    cx.ensure(
-        same(0) && same(1) && out.dtype == dtype,
+    check_operands(
+        cx,
+        |d| d == dtype,
+        dtype,
         "add operands and output must have the same shape and dtype",
     )
+}
+
+/// Both operands have the output's shape and a dtype `operand` accepts; the output is `out`.
+fn check_operands(
+    cx: &DecodeCx,
+    operand: impl Fn(DType) -> bool,
+    out: DType,
+    what: &'static str,
+) -> Result<(), FormatError> {
+    let o = cx.output();
+    let same = |k: usize| {
+        let t = cx.input(k);
+        operand(t.dtype)
+            && t.desc.elements() == o.desc.elements()
+            && (t.desc.h, t.desc.w, t.desc.c) == (o.desc.h, o.desc.w, o.desc.c)
+    };
+    cx.ensure(same(0) && same(1) && o.dtype == out, what)
+}
+
+/// The requantizing add's factors, validated.
+fn factors(p: &AddParams, cx: &DecodeCx) -> Result<AddS8, FormatError> {
+    let k = AddS8 {
+        ra: p.ra,
+        rb: p.rb,
+        c: p.c,
+    };
+    k.validate().map_err(|e| cx.kernel(e))?;
+    Ok(k)
 }
 
 /// int8 add: `round(a · ra + b · rb + c)`.
@@ -53,13 +76,7 @@ impl OpSpec for AddS8Op {
 
     fn decode<'a>(p: &AddParams, cx: &DecodeCx<'a>) -> Result<AddS8, FormatError> {
         check_shapes(cx, DType::I8)?;
-        let k = AddS8 {
-            ra: p.ra,
-            rb: p.rb,
-            c: p.c,
-        };
-        k.validate().map_err(|e| cx.kernel(e))?;
-        Ok(k)
+        factors(p, cx)
     }
 
     returns_zero!(scratch_bytes, data_bytes, macs);
@@ -100,25 +117,14 @@ impl OpSpec for AddS16Op {
     type Decoded<'a> = AddS16;
 
     fn decode<'a>(p: &AddParams, cx: &DecodeCx<'a>) -> Result<AddS16, FormatError> {
-        let out = cx.output();
-        let operand = |k: usize| {
-            let t = cx.input(k);
-            (t.dtype == DType::I8 || t.dtype == DType::I16)
-                && t.desc.elements() == out.desc.elements()
-                && (t.desc.h, t.desc.w, t.desc.c) == (out.desc.h, out.desc.w, out.desc.c)
-        };
-        cx.ensure(
-            operand(0) && operand(1) && out.dtype == DType::I16,
+        check_operands(
+            cx,
+            |d| d == DType::I8 || d == DType::I16,
+            DType::I16,
             "int16 add: operands int8 or int16 of the output's shape, output int16",
         )?;
-        let add = AddS8 {
-            ra: p.ra,
-            rb: p.rb,
-            c: p.c,
-        };
-        add.validate().map_err(|e| cx.kernel(e))?;
         Ok(AddS16 {
-            add,
+            add: factors(p, cx)?,
             a_i16: cx.input(0).dtype == DType::I16,
             b_i16: cx.input(1).dtype == DType::I16,
         })

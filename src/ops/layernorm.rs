@@ -28,6 +28,36 @@ pub struct LayerNormParams {
 }
 const _: () = assert!(core::mem::size_of::<LayerNormParams>() == 28);
 
+/// The integer LayerNorms' decode: `input` (int8 or int16) tokens in, int8 out, the record's
+/// tables (an int16 input takes fewer than 2^15 channels).
+fn decode_integer<'a>(
+    p: &LayerNormParams,
+    cx: &DecodeCx<'a>,
+    input: DType,
+) -> Result<LayerNormS8<'a>, FormatError> {
+    let (n, c) = (p.tokens as usize, p.channels as usize);
+    cx.ensure(
+        is_tokens(&cx.input(0), input, n, c),
+        "layernorm input tensor shape/dtype",
+    )?;
+    cx.ensure(
+        is_tokens(&cx.output(), DType::I8, n, c),
+        "layernorm output tensor shape/dtype",
+    )?;
+    cx.ensure(
+        input != DType::I16 || c <= crate::kernels::layernorm::S16_CHANNELS_MAX,
+        "int16 layernorm takes fewer than 2^15 channels",
+    )?;
+    LayerNormS8::new(
+        n,
+        c,
+        p.eps_term,
+        cx.data(p.gain, "layernorm gain")?,
+        cx.data(p.offset, "layernorm offset")?,
+    )
+    .map_err(|e| cx.kernel(e))
+}
+
 /// int8 LayerNorm.
 #[derive(Debug)]
 pub struct LayerNormS8Op;
@@ -40,23 +70,7 @@ impl OpSpec for LayerNormS8Op {
     type Decoded<'a> = LayerNormS8<'a>;
 
     fn decode<'a>(p: &LayerNormParams, cx: &DecodeCx<'a>) -> Result<LayerNormS8<'a>, FormatError> {
-        let (n, c) = (p.tokens as usize, p.channels as usize);
-        cx.ensure(
-            is_tokens(&cx.input(0), DType::I8, n, c),
-            "layernorm input tensor shape/dtype",
-        )?;
-        cx.ensure(
-            is_tokens(&cx.output(), DType::I8, n, c),
-            "layernorm output tensor shape/dtype",
-        )?;
-        LayerNormS8::new(
-            n,
-            c,
-            p.eps_term,
-            cx.data(p.gain, "layernorm gain")?,
-            cx.data(p.offset, "layernorm offset")?,
-        )
-        .map_err(|e| cx.kernel(e))
+        decode_integer(p, cx, DType::I8)
     }
 
     returns_zero!(scratch_bytes, macs);
@@ -83,27 +97,7 @@ impl OpSpec for LayerNormS16Op {
     type Decoded<'a> = LayerNormS8<'a>;
 
     fn decode<'a>(p: &LayerNormParams, cx: &DecodeCx<'a>) -> Result<LayerNormS8<'a>, FormatError> {
-        let (n, c) = (p.tokens as usize, p.channels as usize);
-        cx.ensure(
-            is_tokens(&cx.input(0), DType::I16, n, c),
-            "layernorm input tensor shape/dtype",
-        )?;
-        cx.ensure(
-            is_tokens(&cx.output(), DType::I8, n, c),
-            "layernorm output tensor shape/dtype",
-        )?;
-        cx.ensure(
-            c <= crate::kernels::layernorm::S16_CHANNELS_MAX,
-            "int16 layernorm takes fewer than 2^15 channels",
-        )?;
-        LayerNormS8::new(
-            n,
-            c,
-            p.eps_term,
-            cx.data(p.gain, "layernorm gain")?,
-            cx.data(p.offset, "layernorm offset")?,
-        )
-        .map_err(|e| cx.kernel(e))
+        decode_integer(p, cx, DType::I16)
     }
 
     returns_zero!(scratch_bytes, macs);

@@ -306,16 +306,16 @@ pub fn quantize_image() -> Outcome {
     d.outcome(bad)
 }
 
-/// `layernorm_s8` with the eps term at 2^−64 and 2^96, gains and offsets at 0, ±2^−64 and
-/// ±2^64: a constant token (variance 0), a ±127 token and a random one.
-pub fn layernorm() -> Outcome {
-    const C: usize = 16;
-    const T: usize = 3;
-    let mut x = [5i8; T * C];
-    for (i, v) in x[C..2 * C].iter_mut().enumerate() {
-        *v = if i % 2 == 0 { 127 } else { -127 };
-    }
-    Rng(0x1a7e_0001).fill(&mut x[2 * C..]);
+/// Channels and tokens of the LayerNorm cases.
+const C: usize = 16;
+const T: usize = 3;
+
+/// Runs `layernorm` (on the case's own tokens) with the eps term at 2^−64, 2^96 and 3, gains and
+/// offsets at 0, ±2^−64, ±2^64 and ordinary values, into `d`; returns the failures.
+fn layernorm_at_the_ends(
+    d: &mut Digest,
+    layernorm: impl Fn(&LayerNormS8, &mut [i8]) -> Result<(), crate::kernels::KernelError>,
+) -> u32 {
     let picks = [
         0.0,
         FACTOR_MIN,
@@ -332,16 +332,28 @@ pub fn layernorm() -> Outcome {
         gain[c] = picks[c % picks.len()];
         offset[c] = picks[(c * 3 + 1) % picks.len()];
     }
-    let mut d = Digest::START;
-    let mut bad = 0u32;
+    let mut bad = 0;
     for eps in [layernorm::EPS_TERM_MIN, layernorm::EPS_TERM_MAX, 3.0] {
         let mut out = [0i8; T * C];
         match LayerNormS8::new(T, C, eps, &gain, &offset) {
-            Ok(p) => bad += u32::from(layernorm::layernorm_s8(&p, &x, &mut out).is_err()),
+            Ok(p) => bad += u32::from(layernorm(&p, &mut out).is_err()),
             Err(_) => bad += 1,
         }
         d.i8s(&out);
     }
+    bad
+}
+
+/// `layernorm_s8` with the eps term at 2^−64 and 2^96, gains and offsets at 0, ±2^−64 and
+/// ±2^64: a constant token (variance 0), a ±127 token and a random one.
+pub fn layernorm() -> Outcome {
+    let mut x = [5i8; T * C];
+    for (i, v) in x[C..2 * C].iter_mut().enumerate() {
+        *v = if i % 2 == 0 { 127 } else { -127 };
+    }
+    Rng(0x1a7e_0001).fill(&mut x[2 * C..]);
+    let mut d = Digest::START;
+    let bad = layernorm_at_the_ends(&mut d, |p, out| layernorm::layernorm_s8(p, &x, out));
     d.outcome(bad)
 }
 
@@ -429,8 +441,6 @@ pub fn int16_stream() -> Outcome {
         bad += u32::from(elementwise::requantize_s16(&a, ratio, zp, &mut out).is_err());
         d.i8s(&out);
     }
-    const C: usize = 16;
-    const T: usize = 3;
     let mut x = [-300i16; T * C];
     for (i, v) in x[C..2 * C].iter_mut().enumerate() {
         *v = if i % 2 == 0 { 32767 } else { -32767 };
@@ -438,30 +448,7 @@ pub fn int16_stream() -> Outcome {
     for (v, s) in x[2 * C..].iter_mut().zip(&b) {
         *v = s.wrapping_mul(7);
     }
-    let picks = [
-        0.0,
-        FACTOR_MIN,
-        -FACTOR_MIN,
-        FACTOR_MAX,
-        -FACTOR_MAX,
-        1.0,
-        -3e-10,
-        127.5,
-    ];
-    let mut gain = [0f32; C];
-    let mut offset = [0f32; C];
-    for c in 0..C {
-        gain[c] = picks[c % picks.len()];
-        offset[c] = picks[(c * 3 + 1) % picks.len()];
-    }
-    for eps in [layernorm::EPS_TERM_MIN, layernorm::EPS_TERM_MAX, 3.0] {
-        let mut out = [0i8; T * C];
-        match LayerNormS8::new(T, C, eps, &gain, &offset) {
-            Ok(p) => bad += u32::from(layernorm::layernorm_s16(&p, &x, &mut out).is_err()),
-            Err(_) => bad += 1,
-        }
-        d.i8s(&out);
-    }
+    bad += layernorm_at_the_ends(&mut d, |p, out| layernorm::layernorm_s16(p, &x, out));
     d.outcome(bad)
 }
 
