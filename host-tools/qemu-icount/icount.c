@@ -28,6 +28,19 @@
  *   mode=insn one inline add per instruction: exact even across
  *             exceptions, slower.
  *
+ * Timing (ViTAE-Edge addition):
+ *   timing=m4   also sum an estimate of Cortex-M4 cycles: each instruction's cycles from the
+ *               Cortex-M4 TRM's table by class (thumb_classes.h), plus the pipeline refill P of
+ *               every taken conditional branch, seen at run time as the next block not starting
+ *               at the branch's fall-through address; refill=N sets P (1..3, default 2).
+ *               Lines gain " cycles=C". An estimate, not a measurement: no wait states,
+ *               no address-dependency stalls.
+ *   timing=m55  also count Cortex-M55 vector (MVE) instructions: lines gain " vector=V"
+ *               (scalar instructions = insns - V). Each counts once whatever its beats.
+ *   classes=on  with a timing model: at exit, the whole run's instructions (and estimated
+ *               cycles) per class, "icount: class=NAME insns=N [cycles=C]" (mode=tb counts;
+ *               the taken-branch refills are in the totals only).
+ *
  * Output goes through qemu_plugin_outs(), i.e. QEMU's log: run QEMU with
  * "-d plugin" (and optionally "-D file") to see it.
  *
@@ -40,13 +53,19 @@
 #include <string.h>
 
 #include "qemu_plugin_api_v1.h"
+#include "thumb_classes.h"
 
 QEMU_PLUGIN_EXPORT int qemu_plugin_version = 1;
 
 static uint64_t insn_count;   /* all non-marker insns executed */
 static uint64_t mem_count;    /* all guest memory accesses */
 #define MAX_DEPTH 16
+static uint64_t cycle_count;  /* timing=m4: estimated cycles of those insns */
+static uint64_t vector_count; /* timing=m55: vector insns among them */
 static uint64_t start_insn[MAX_DEPTH], start_mem[MAX_DEPTH];
+static uint64_t start_cycles[MAX_DEPTH], start_vector[MAX_DEPTH];
+static int per_class;                 /* classes=on: totals per instruction class at exit */
+static uint64_t class_insns[TC_COUNT], class_cycles[TC_COUNT];
 static int in_region; /* number of open regions */
 static unsigned overflowed;  /* starts ignored because MAX_DEPTH was reached */
 static unsigned ignored_open; /* of those, how many still wait for their stop */
@@ -54,6 +73,23 @@ static unsigned region_no;
 static int per_insn;
 static int count_mem;
 static unsigned start_imm = 0x7a, stop_imm = 0x7b;
+enum timing { TIMING_NONE, TIMING_M4, TIMING_M55 };
+static enum timing timing;
+static unsigned refill = 2;
+
+/* What a marker's callback needs: the kind and, in mode=tb, what the block counted after it. */
+struct marker {
+    int kind;
+    uint64_t insns_after, cycles_after, vector_after;
+};
+
+/* timing=m4: one per translated block, for the taken-branch refill. */
+struct block {
+    uint64_t start;
+    uint64_t fall_through; /* address after the block's last instruction */
+    int ends_in_cond_branch;
+};
+static const struct block *previous_block;
 
 /* returns 1 for start, 2 for stop, 0 otherwise */
 static int marker_kind(struct qemu_plugin_insn *insn)
@@ -77,19 +113,15 @@ static int marker_kind(struct qemu_plugin_insn *insn)
     return 0;
 }
 
-/*
- * userdata encodes (not_yet_executed << 2) | kind: not_yet_executed is the
- * number of non-marker instructions of the block after the marker, which
- * mode=tb has already added to insn_count when the marker runs.
- */
 static void marker_cb(unsigned int vcpu_index, void *udata)
 {
     (void)vcpu_index;
-    uintptr_t u = (uintptr_t)udata;
-    int kind = (int)(u & 3);
-    uint64_t now = insn_count - (uint64_t)(u >> 2);
+    const struct marker *m = udata;
+    uint64_t now = insn_count - m->insns_after;
+    uint64_t cycles = cycle_count - m->cycles_after;
+    uint64_t vector = vector_count - m->vector_after;
 
-    if (kind == 1) {
+    if (m->kind == 1) {
         if (in_region == MAX_DEPTH) {
             overflowed++;
             ignored_open++;
@@ -97,56 +129,164 @@ static void marker_cb(unsigned int vcpu_index, void *udata)
         }
         start_insn[in_region] = now;
         start_mem[in_region] = mem_count;
+        start_cycles[in_region] = cycles;
+        start_vector[in_region] = vector;
         in_region++;
     } else if (ignored_open) {
         ignored_open--; /* the stop of a start that was ignored */
     } else if (in_region) {
-        char buf[160];
+        char buf[240];
         int d = --in_region;
+        int len = snprintf(buf, sizeof(buf), "icount: region=%u insns=%" PRIu64, region_no,
+                           now - start_insn[d]);
         if (count_mem) {
-            snprintf(buf, sizeof(buf), "icount: region=%u insns=%" PRIu64
-                     " mem=%" PRIu64 " depth=%d\n", region_no, now - start_insn[d],
-                     mem_count - start_mem[d], d);
-        } else {
-            snprintf(buf, sizeof(buf), "icount: region=%u insns=%" PRIu64
-                     " depth=%d\n", region_no, now - start_insn[d], d);
+            len += snprintf(buf + len, sizeof(buf) - len, " mem=%" PRIu64,
+                            mem_count - start_mem[d]);
         }
+        if (timing == TIMING_M4) {
+            len += snprintf(buf + len, sizeof(buf) - len, " cycles=%" PRIu64,
+                            cycles - start_cycles[d]);
+        } else if (timing == TIMING_M55) {
+            len += snprintf(buf + len, sizeof(buf) - len, " vector=%" PRIu64,
+                            vector - start_vector[d]);
+        }
+        snprintf(buf + len, sizeof(buf) - len, " depth=%d\n", d);
         qemu_plugin_outs(buf);
         region_no++;
     }
+}
+
+/* timing=m4: adds the refill of the previous block's conditional branch when it was taken. */
+static void block_cb(unsigned int vcpu_index, void *udata)
+{
+    (void)vcpu_index;
+    const struct block *b = udata;
+    if (previous_block && previous_block->ends_in_cond_branch &&
+        b->start != previous_block->fall_through) {
+        cycle_count += refill;
+    }
+    previous_block = b;
+}
+
+static struct thumb_insn decode_insn(struct qemu_plugin_insn *insn)
+{
+    const uint8_t *p = qemu_plugin_insn_data(insn);
+    size_t size = qemu_plugin_insn_size(insn);
+    uint16_t hw1 = (uint16_t)(p[0] | p[1] << 8);
+    uint16_t hw2 = size >= 4 ? (uint16_t)(p[2] | p[3] << 8) : 0;
+    return thumb_decode(hw1, hw2);
 }
 
 static void tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
 {
     (void)id;
     size_t n = qemu_plugin_tb_n_insns(tb);
-    int kinds[n ? n : 1];
-    size_t plain = 0;
+    if (!n) {
+        return;
+    }
+    int kinds[n];
+    uint64_t cycles[n], vector[n];
+    uint64_t tb_class_insns[TC_COUNT] = { 0 }, tb_class_cycles[TC_COUNT] = { 0 };
+    uint64_t plain = 0, tb_cycles = 0, tb_vector = 0;
+    int after_load = 0, cond_at_end = 0;
+    unsigned it_left = 0;
 
     for (size_t i = 0; i < n; i++) {
-        kinds[i] = marker_kind(qemu_plugin_tb_get_insn(tb, i));
-        if (!kinds[i]) {
-            plain++;
+        struct qemu_plugin_insn *insn = qemu_plugin_tb_get_insn(tb, i);
+        kinds[i] = marker_kind(insn);
+        cycles[i] = vector[i] = 0;
+        if (kinds[i]) {
+            after_load = 0;
+            continue;
+        }
+        plain++;
+        if (timing == TIMING_NONE) {
+            continue;
+        }
+        struct thumb_insn d = decode_insn(insn);
+        if (it_left) {
+            d = thumb_in_it_block(d);
+            it_left--;
+        }
+        if (d.is_it) {
+            it_left = d.n;
+        }
+        cycles[i] = m4_cycles(d, after_load, refill);
+        vector[i] = d.cls == TC_VECTOR;
+        after_load = d.cls == TC_LOAD && !d.writes_pc;
+        cond_at_end = i == n - 1 && d.cls == TC_CBRANCH;
+        tb_cycles += cycles[i];
+        tb_vector += vector[i];
+        tb_class_insns[d.cls]++;
+        tb_class_cycles[d.cls] += cycles[i];
+    }
+    for (int c = 0; per_class && c < TC_COUNT; c++) {
+        if (tb_class_insns[c]) {
+            qemu_plugin_register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64,
+                                                     &class_insns[c], tb_class_insns[c]);
+        }
+        if (tb_class_cycles[c]) {
+            qemu_plugin_register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64,
+                                                     &class_cycles[c], tb_class_cycles[c]);
         }
     }
-    if (!per_insn && plain) {
-        qemu_plugin_register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64,
-                                                 &insn_count, plain);
+    if (timing == TIMING_M4) {
+        struct qemu_plugin_insn *first = qemu_plugin_tb_get_insn(tb, 0);
+        struct qemu_plugin_insn *last = qemu_plugin_tb_get_insn(tb, n - 1);
+        struct block *b = malloc(sizeof(*b));
+        if (b) {
+            b->start = qemu_plugin_insn_vaddr(first);
+            b->fall_through = qemu_plugin_insn_vaddr(last) + qemu_plugin_insn_size(last);
+            b->ends_in_cond_branch = cond_at_end;
+            /* registered before any marker callback on the same instruction: a refill belongs
+             * to the branch, which ran before the marker */
+            qemu_plugin_register_vcpu_insn_exec_cb(first, block_cb, QEMU_PLUGIN_CB_NO_REGS, b);
+        }
     }
-    size_t after = plain; /* non-marker insns at index >= i */
+    if (!per_insn) {
+        if (plain) {
+            qemu_plugin_register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64,
+                                                     &insn_count, plain);
+        }
+        if (tb_cycles) {
+            qemu_plugin_register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64,
+                                                     &cycle_count, tb_cycles);
+        }
+        if (tb_vector) {
+            qemu_plugin_register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64,
+                                                     &vector_count, tb_vector);
+        }
+    }
+    /* what the block still counts after instruction i (mode=tb adds it all at the start) */
+    uint64_t insns_after = plain, cycles_after = tb_cycles, vector_after = tb_vector;
     for (size_t i = 0; i < n; i++) {
         struct qemu_plugin_insn *insn = qemu_plugin_tb_get_insn(tb, i);
         if (kinds[i]) {
-            uintptr_t u = ((per_insn ? 0 : after) << 2) | (uintptr_t)kinds[i];
-            qemu_plugin_register_vcpu_insn_exec_cb(insn, marker_cb,
-                                                   QEMU_PLUGIN_CB_NO_REGS,
-                                                   (void *)u);
+            struct marker *m = malloc(sizeof(*m));
+            if (!m) {
+                continue;
+            }
+            m->kind = kinds[i];
+            m->insns_after = per_insn ? 0 : insns_after;
+            m->cycles_after = per_insn ? 0 : cycles_after;
+            m->vector_after = per_insn ? 0 : vector_after;
+            qemu_plugin_register_vcpu_insn_exec_cb(insn, marker_cb, QEMU_PLUGIN_CB_NO_REGS, m);
             continue;
         }
-        after--;
+        insns_after--;
+        cycles_after -= cycles[i];
+        vector_after -= vector[i];
         if (per_insn) {
-            qemu_plugin_register_vcpu_insn_exec_inline(
-                insn, QEMU_PLUGIN_INLINE_ADD_U64, &insn_count, 1);
+            qemu_plugin_register_vcpu_insn_exec_inline(insn, QEMU_PLUGIN_INLINE_ADD_U64,
+                                                       &insn_count, 1);
+            if (cycles[i]) {
+                qemu_plugin_register_vcpu_insn_exec_inline(insn, QEMU_PLUGIN_INLINE_ADD_U64,
+                                                           &cycle_count, cycles[i]);
+            }
+            if (vector[i]) {
+                qemu_plugin_register_vcpu_insn_exec_inline(insn, QEMU_PLUGIN_INLINE_ADD_U64,
+                                                           &vector_count, 1);
+            }
         }
         if (count_mem) {
             qemu_plugin_register_vcpu_mem_inline(insn, QEMU_PLUGIN_MEM_RW,
@@ -160,11 +300,30 @@ static void at_exit(qemu_plugin_id_t id, void *p)
 {
     (void)id;
     (void)p;
-    char buf[200];
-    snprintf(buf, sizeof(buf), "icount: total insns=%" PRIu64 " regions=%u%s%s\n",
-             insn_count, region_no, in_region ? " (a region was left open)" : "",
+    char buf[260];
+    char extra[64] = "";
+    if (timing == TIMING_M4) {
+        snprintf(extra, sizeof(extra), " cycles=%" PRIu64, cycle_count);
+    } else if (timing == TIMING_M55) {
+        snprintf(extra, sizeof(extra), " vector=%" PRIu64, vector_count);
+    }
+    snprintf(buf, sizeof(buf), "icount: total insns=%" PRIu64 "%s regions=%u%s%s\n",
+             insn_count, extra, region_no, in_region ? " (a region was left open)" : "",
              overflowed ? " (regions nested deeper than 16 were ignored)" : "");
     qemu_plugin_outs(buf);
+    for (int c = 0; per_class && c < TC_COUNT; c++) {
+        if (!class_insns[c]) {
+            continue;
+        }
+        if (timing == TIMING_M4) {
+            snprintf(buf, sizeof(buf), "icount: class=%s insns=%" PRIu64 " cycles=%" PRIu64 "\n",
+                     thumb_class_names[c], class_insns[c], class_cycles[c]);
+        } else {
+            snprintf(buf, sizeof(buf), "icount: class=%s insns=%" PRIu64 "\n",
+                     thumb_class_names[c], class_insns[c]);
+        }
+        qemu_plugin_outs(buf);
+    }
 }
 
 QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id,
@@ -182,6 +341,21 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id,
             count_mem = 1;
         } else if (!strcmp(a, "mem=off")) {
             count_mem = 0;
+        } else if (!strcmp(a, "timing=m4")) {
+            timing = TIMING_M4;
+        } else if (!strcmp(a, "timing=m55")) {
+            timing = TIMING_M55;
+        } else if (!strcmp(a, "timing=none")) {
+            timing = TIMING_NONE;
+        } else if (!strcmp(a, "classes=on")) {
+            per_class = 1;
+        } else if (!strncmp(a, "refill=", 7)) {
+            refill = (unsigned)strtoul(a + 7, NULL, 0);
+            if (refill < 1 || refill > 3) {
+                fprintf(stderr, "icount: refill must be 1, 2 or 3 (the TRM's range), not '%s'\n",
+                        a + 7);
+                return -1;
+            }
         } else if (!strncmp(a, "start=", 6)) {
             start_imm = (unsigned)strtoul(a + 6, NULL, 0) & 0xff;
         } else if (!strncmp(a, "stop=", 5)) {

@@ -26,6 +26,8 @@ pub struct OpCost {
     pub macs: u64,
     /// Instructions under QEMU (icount plugin).
     pub instructions: u64,
+    /// The board's timing model's figures for the op (estimated M4 cycles, M55 vector share).
+    pub timing: qemu::Timing,
     /// Arena bytes in use while the op runs (from the plan).
     pub live_bytes: u64,
 }
@@ -49,6 +51,8 @@ pub struct AppRun {
     pub logits: Vec<Vec<f32>>,
     /// Whole-inference instructions, per image.
     pub instructions: Vec<u64>,
+    /// Whole-inference timing figures, per image (see [`qemu::Timing`]).
+    pub timing: Vec<qemu::Timing>,
     pub ops: Vec<OpCost>,
     pub memory: Memory,
     pub flash_bytes: u64,
@@ -179,6 +183,7 @@ pub fn run(
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(0),
                 instructions: 0,
+                timing: Default::default(),
                 live_bytes: field(line, "live_bytes")
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(0),
@@ -206,28 +211,23 @@ pub fn run(
     }
     // Regions: the first image's per-op regions are nested (depth 1) in its whole-inference
     // region; every image has one outermost (depth 0) region.
-    let inner: Vec<u64> = out
-        .regions
-        .iter()
-        .filter(|r| r.depth == 1)
-        .map(|r| r.instructions)
-        .collect();
-    let whole: Vec<u64> = out
-        .regions
-        .iter()
-        .filter(|r| r.depth == 0)
-        .map(|r| r.instructions)
-        .collect();
+    for r in &out.regions {
+        r.check()?;
+    }
+    let inner: Vec<&qemu::Region> = out.regions.iter().filter(|r| r.depth == 1).collect();
+    let whole: Vec<&qemu::Region> = out.regions.iter().filter(|r| r.depth == 0).collect();
     if inner.len() == ops.len() {
-        for (op, n) in ops.iter_mut().zip(inner) {
-            op.instructions = n;
+        for (op, r) in ops.iter_mut().zip(inner) {
+            op.instructions = r.instructions;
+            op.timing = r.timing;
         }
     }
     let sizes = firmware::sizes(elf)?;
     Ok(AppRun {
         model_line,
         logits,
-        instructions: whole,
+        instructions: whole.iter().map(|r| r.instructions).collect(),
+        timing: whole.iter().map(|r| r.timing).collect(),
         ops,
         memory,
         flash_bytes: sizes.flash,

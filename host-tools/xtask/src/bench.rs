@@ -54,6 +54,8 @@ pub struct Measurement {
     pub implementation: String,
     pub macs: u64,
     pub instructions: u64,
+    /// The board's timing model's figures (estimated M4 cycles, M55 vector instructions).
+    pub timing: qemu::Timing,
     pub scratch_bytes: u64,
     pub shape: String,
 }
@@ -95,8 +97,15 @@ fn kernels(json: bool, only: Option<&str>) -> Result<()> {
 /// One measurement as a JSON object, keys in the documented order.
 pub fn json_line(m: &Measurement) -> String {
     use serde_json::json;
+    let mut timing = String::new();
+    if let Some(c) = m.timing.estimated_cycles {
+        timing += &format!(",\"estimated_cycles\":{c}");
+    }
+    if let Some(v) = m.timing.vector_instructions {
+        timing += &format!(",\"vector_instructions\":{v}");
+    }
     format!(
-        "{{\"case\":{},\"board\":{},\"impl\":{},\"macs\":{},\"instructions\":{},\"scratch_bytes\":{}}}",
+        "{{\"case\":{},\"board\":{},\"impl\":{},\"macs\":{},\"instructions\":{}{timing},\"scratch_bytes\":{}}}",
         json!(m.case),
         json!(m.board),
         json!(m.implementation),
@@ -220,6 +229,7 @@ pub fn parse(
                 implementation,
                 macs,
                 instructions: region.instructions,
+                timing: region.timing,
                 scratch_bytes,
                 shape,
             })
@@ -294,6 +304,47 @@ pub fn table(all: &[Measurement]) -> String {
             scratch.map_or("–".to_string(), |b| b.to_string())
         );
     }
+    // The timing models' figures for the optimized kernels, where a board has one.
+    let timed: Vec<&Measurement> = all
+        .iter()
+        .filter(|m| {
+            m.implementation == "optimized"
+                && (m.timing.estimated_cycles.is_some() || m.timing.vector_instructions.is_some())
+        })
+        .collect();
+    if !timed.is_empty() {
+        let _ = writeln!(
+            s,
+            "\noptimized kernels, timing models (Cortex-M4: cycles estimated from the TRM's \
+             cycles per instruction class, zero wait states; Cortex-M55: vector / scalar \
+             instructions):\n"
+        );
+        let _ = writeln!(
+            s,
+            "| case | board | est. cycles | cycles/MAC | vector instr | vector % | scalar instr/MAC |"
+        );
+        let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|");
+        for m in timed {
+            let per_mac = |n: u64| n as f64 / m.macs.max(1) as f64;
+            let (cycles, cycles_per) = match m.timing.estimated_cycles {
+                Some(c) => (vitae::text::grouped(c), format!("{:.3}", per_mac(c))),
+                None => ("–".into(), "–".into()),
+            };
+            let (vector, share, scalar) = match m.timing.vector_instructions {
+                Some(v) => (
+                    vitae::text::grouped(v),
+                    format!("{:.1}", 100.0 * v as f64 / m.instructions.max(1) as f64),
+                    format!("{:.3}", per_mac(m.instructions.saturating_sub(v))),
+                ),
+                None => ("–".into(), "–".into(), "–".into()),
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {} | {cycles} | {cycles_per} | {vector} | {share} | {scalar} |",
+                m.case, m.board
+            );
+        }
+    }
     s
 }
 
@@ -317,16 +368,22 @@ mod tests {
                 index: 1,
                 instructions: 700,
                 depth: 0,
+                timing: Default::default(),
             },
             qemu::Region {
                 index: 0,
                 instructions: 150,
                 depth: 0,
+                timing: qemu::Timing {
+                    estimated_cycles: Some(240),
+                    vector_instructions: None,
+                },
             },
             qemu::Region {
                 index: 2,
                 instructions: 5,
                 depth: 1,
+                timing: Default::default(),
             },
         ];
         let m = parse("mps2-an386", &lines, &regions).unwrap();
@@ -347,9 +404,13 @@ mod tests {
             "{t}"
         );
         assert!(parse("mps2-an386", &lines[..2], &regions).is_err());
+        assert!(
+            t.contains("| a | mps2-an386 | 240 | 2.400 | – | – | – |"),
+            "{t}"
+        );
         assert_eq!(
             json_line(&m[0]),
-            r#"{"case":"a","board":"mps2-an386","impl":"optimized","macs":100,"instructions":150,"scratch_bytes":64}"#
+            r#"{"case":"a","board":"mps2-an386","impl":"optimized","macs":100,"instructions":150,"estimated_cycles":240,"scratch_bytes":64}"#
         );
     }
 

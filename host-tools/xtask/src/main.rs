@@ -14,6 +14,7 @@ mod e2e;
 mod firmware;
 mod fuzz;
 mod hardening;
+mod insn_classes;
 mod kit;
 mod python;
 mod qemu;

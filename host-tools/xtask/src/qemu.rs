@@ -42,6 +42,56 @@ pub struct Region {
     pub instructions: u64,
     /// 0 for an outermost region.
     pub depth: u32,
+    /// What the board's timing model adds to the count.
+    pub timing: Timing,
+}
+
+impl Region {
+    /// Refuses figures no instruction mix can give: every instruction takes at least one cycle
+    /// in the Cortex-M4 table, and the vector instructions are some of the instructions.
+    pub fn check(&self) -> Result<()> {
+        if let Some(c) = self.timing.estimated_cycles
+            && c < self.instructions
+        {
+            bail!(
+                "icount region {}: {c} estimated cycles for {} instructions (the plugin's timing model is broken)",
+                self.index,
+                self.instructions
+            );
+        }
+        if let Some(v) = self.timing.vector_instructions
+            && v > self.instructions
+        {
+            bail!(
+                "icount region {}: {v} vector instructions of {} (the plugin's count is broken)",
+                self.index,
+                self.instructions
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The plugin's timing figures beside the instruction count, where the core has a model
+/// ([`timing_model`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Timing {
+    /// Cortex-M4: estimated cycles (the TRM's cycles per instruction class, taken branches'
+    /// refills; zero wait states). An estimate, never a measurement.
+    pub estimated_cycles: Option<u64>,
+    /// Cortex-M55: how many of the instructions were vector (Helium) instructions.
+    pub vector_instructions: Option<u64>,
+}
+
+/// The plugin's `timing=` model for a QEMU `-cpu`: the Cortex-M4 has a published cycle table
+/// (its TRM), the Cortex-M55's beats are summarized by the scalar/vector split; the Cortex-M7
+/// (dual issue, caches) has none the plugin could apply.
+pub fn timing_model(cpu: &str) -> Option<&'static str> {
+    match cpu {
+        "cortex-m4" => Some("m4"),
+        "cortex-m55" => Some("m55"),
+        _ => None,
+    }
 }
 
 /// What a run produced.
@@ -91,8 +141,9 @@ pub fn run(
         if !plugin.exists() {
             bail!("the instruction-count plugin is not built: run `cargo xtask setup`");
         }
+        let timing = timing_model(cpu).map_or(String::new(), |t| format!(",timing={t}"));
         cmd.arg("-plugin")
-            .arg(format!("{},mode=tb", plugin.display()));
+            .arg(format!("{},mode=tb{timing}", plugin.display()));
         cmd.args(["-d", "plugin", "-D"]).arg(&plugin_log);
     }
     if let Some(dir) = &opts.cwd {
@@ -174,8 +225,8 @@ pub fn run(
     })
 }
 
-/// Parses the plugin's `icount: region=K insns=N [mem=M] [depth=D]` and `icount: total insns=N`
-/// lines.
+/// Parses the plugin's `icount: region=K insns=N [mem=M] [cycles=C] [vector=V] [depth=D]` and
+/// `icount: total insns=N` lines.
 pub fn parse_icount(text: &str) -> (Vec<Region>, Option<u64>) {
     let mut regions = Vec::new();
     let mut total = None;
@@ -194,6 +245,10 @@ pub fn parse_icount(text: &str) -> (Vec<Region>, Option<u64>) {
                 index: index as u32,
                 instructions,
                 depth: field("depth").unwrap_or(0) as u32,
+                timing: Timing {
+                    estimated_cycles: field("cycles"),
+                    vector_instructions: field("vector"),
+                },
             });
         }
     }
@@ -212,7 +267,8 @@ mod tests {
 
     #[test]
     fn parses_plugin_lines() {
-        let log = "icount: region=0 insns=120 depth=1\nicount: region=1 insns=5000 mem=7 depth=0\n\
+        let log = "icount: region=0 insns=120 cycles=150 depth=1\n\
+                   icount: region=1 insns=5000 mem=7 vector=4000 depth=0\n\
                    something else\nicount: total insns=99999 regions=2\n";
         let (r, total) = parse_icount(log);
         assert_eq!(
@@ -221,15 +277,30 @@ mod tests {
                 Region {
                     index: 0,
                     instructions: 120,
-                    depth: 1
+                    depth: 1,
+                    timing: Timing {
+                        estimated_cycles: Some(150),
+                        vector_instructions: None
+                    }
                 },
                 Region {
                     index: 1,
                     instructions: 5000,
-                    depth: 0
+                    depth: 0,
+                    timing: Timing {
+                        estimated_cycles: None,
+                        vector_instructions: Some(4000)
+                    }
                 }
             ]
         );
         assert_eq!(total, Some(99999));
+        assert!(r.iter().all(|r| r.check().is_ok()));
+        let mut broken = r[0];
+        broken.timing.estimated_cycles = Some(119);
+        assert!(broken.check().is_err());
+        let mut broken = r[1];
+        broken.timing.vector_instructions = Some(5001);
+        assert!(broken.check().is_err());
     }
 }

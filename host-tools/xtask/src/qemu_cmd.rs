@@ -97,9 +97,14 @@ pub fn report(r: &AppRun) {
     println!("    {}", r.model_line);
     let total: u64 = r.ops.iter().map(|o| o.instructions).sum();
     let macs: u64 = r.ops.iter().map(|o| o.macs).sum();
+    let timing_header = match r.ops.first().map(|o| o.timing) {
+        Some(t) if t.estimated_cycles.is_some() => "est. cycles",
+        Some(t) if t.vector_instructions.is_some() => "vector",
+        _ => "",
+    };
     println!(
-        "    {:>3} {:10} {:40} {:>12} {:>12} {:>9} {:>10}",
-        "#", "op", "name", "MACs", "instructions", "instr/MAC", "arena live"
+        "    {:>3} {:10} {:40} {:>12} {:>12} {:>9} {:>12} {:>10}",
+        "#", "op", "name", "MACs", "instructions", "instr/MAC", timing_header, "arena live"
     );
     for (i, o) in r.ops.iter().enumerate() {
         let per = if o.macs > 0 {
@@ -107,8 +112,13 @@ pub fn report(r: &AppRun) {
         } else {
             "-".into()
         };
+        let timing = match (o.timing.estimated_cycles, o.timing.vector_instructions) {
+            (Some(c), _) => c.to_string(),
+            (_, Some(v)) => format!("{:.1} %", 100.0 * v as f64 / o.instructions.max(1) as f64),
+            _ => String::new(),
+        };
         println!(
-            "    {i:>3} {:10} {:40} {:>12} {:>12} {per:>9} {:>10}",
+            "    {i:>3} {:10} {:40} {:>12} {:>12} {per:>9} {timing:>12} {:>10}",
             o.kind, o.name, o.macs, o.instructions, o.live_bytes
         );
     }
@@ -117,6 +127,11 @@ pub fn report(r: &AppRun) {
             "    one inference: {whole} instructions ({:.3} per MAC over {macs} MACs; ops sum {total})",
             whole as f64 / macs.max(1) as f64
         );
+    }
+    if let Some(t) = r.timing.last()
+        && let Some(line) = timing_summary(t, r.instructions.last().copied().unwrap_or(0), macs)
+    {
+        println!("    {line}");
     }
     let m = &r.memory;
     println!(
@@ -129,6 +144,28 @@ pub fn report(r: &AppRun) {
     if !r.weights_line.is_empty() {
         println!("    weights per inference: {}", r.weights_line);
     }
+}
+
+/// One line on a run's timing figures, or `None` for a core without a model.
+pub fn timing_summary(t: &crate::qemu::Timing, instructions: u64, macs: u64) -> Option<String> {
+    if let Some(c) = t.estimated_cycles {
+        return Some(format!(
+            "estimated Cortex-M4 cycles: {} ({:.3} per MAC, {:.2} per instruction; the TRM's cycles \
+             per instruction class at zero wait states: an estimate, not a measurement)",
+            vitae::text::grouped(c),
+            c as f64 / macs.max(1) as f64,
+            c as f64 / instructions.max(1) as f64
+        ));
+    }
+    let v = t.vector_instructions?;
+    let scalar = instructions.saturating_sub(v);
+    Some(format!(
+        "Cortex-M55 instructions: {} vector ({:.1} %), {} scalar ({:.3} per MAC)",
+        vitae::text::grouped(v),
+        100.0 * v as f64 / instructions.max(1) as f64,
+        vitae::text::grouped(scalar),
+        scalar as f64 / macs.max(1) as f64
+    ))
 }
 
 #[cfg(test)]

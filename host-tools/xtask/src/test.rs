@@ -191,6 +191,21 @@ pub fn run(args: &TestArgs) -> Result<()> {
                 },
             );
         }
+        // The plugin's instruction classes (its Cortex-M4 cycle estimate, its Cortex-M55 vector
+        // count) against the disassembler, over every instruction of the firmware.
+        for board in selected.iter().filter(|b| {
+            b.stands_in_for.is_none()
+                && matches!(b.runner, boards::Runner::Qemu { cpu, .. }
+                    if crate::qemu::timing_model(cpu).is_some())
+        }) {
+            steps.run(
+                &format!(
+                    "icount plugin's instruction classes == llvm-objdump on the {} firmware",
+                    board.name
+                ),
+                || crate::insn_classes::check(tc, &crate::demo_firmware(tc, board)?),
+            );
+        }
         // The embedding kit (issue 18): the examples and a crate outside the repository, on the
         // Cortex-M4 and M55 boards, outputs checked against the host engine.
         let mut kit = None;

@@ -144,7 +144,7 @@ pub struct Use {
 }
 
 /// The disassembler and symbolizer (`cargo xtask setup` checks both are there).
-fn llvm_tool(tc: ArmToolchain, name: &str) -> Result<PathBuf> {
+pub(crate) fn llvm_tool(tc: ArmToolchain, name: &str) -> Result<PathBuf> {
     tc.llvm_tool(name).map_err(|why| {
         anyhow::anyhow!(
             "{name} {why}: install the Debian package llvm-22, or `rustup component add llvm-tools`"

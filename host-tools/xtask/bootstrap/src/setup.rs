@@ -267,6 +267,7 @@ fn sources_hash() -> String {
         "firmware/toolcheck/Cargo.toml",
         "host-tools/qemu-icount/icount.c",
         "host-tools/qemu-icount/qemu_plugin_api_v1.h",
+        "host-tools/qemu-icount/thumb_classes.h",
     ] {
         f.hash(&mut h);
         std::fs::read(root.join(f)).unwrap_or_default().hash(&mut h);
@@ -551,7 +552,7 @@ fn install_packages(packages: &[&str]) -> Result<()> {
 fn build_icount_plugin() -> Result<bool> {
     let src_dir = project_root().join("host-tools").join("qemu-icount");
     let out = icount_plugin_path();
-    let newest_src = ["icount.c", "qemu_plugin_api_v1.h"]
+    let newest_src = ["icount.c", "qemu_plugin_api_v1.h", "thumb_classes.h"]
         .iter()
         .filter_map(|f| {
             std::fs::metadata(src_dir.join(f))
