@@ -167,10 +167,10 @@ impl<'a> PerformerS8<'a> {
             );
             return;
         }
-        if cfg!(vitae_mve) {
-            // The exact integer dots of all rows first (Helium: the token stays in registers),
-            // their bits parked in `phi`; then exponents and exponentials in one element-wise
-            // loop, which Helium runs four lanes at a time.
+        if cfg!(any(vitae_mve, vitae_dsp)) {
+            // The exact integer dots of all rows first (Helium: the token stays in registers;
+            // DSP: widened once into int16 pairs), their bits parked in `phi`; then exponents
+            // and exponentials in one element-wise loop, which Helium runs four lanes at a time.
             feature_dots(self.w, self.emb, z, bytemuck::cast_slice_mut(phi));
             for ph in phi.iter_mut() {
                 let dot = ph.to_bits() as i32;
@@ -189,12 +189,14 @@ impl<'a> PerformerS8<'a> {
 
 /// `out[i] = Σ_c w[i·e + c] · z[c]` for the rows `i < min(out.len(), w.len() / e)` of the
 /// int16 feature matrix `w` (`e` columns) against the int8 token `z`: exact integer dot products
-/// (Helium assembly with the token held in registers on the M55, SMLAD on the M4/M7). Public for
-/// the on-target tests.
+/// (Helium assembly with the token held in registers on the M55, SMLAD on int16 pairs on the
+/// M4/M7). Public for the on-target tests.
 pub fn feature_dots(w: &[i16], e: usize, z: &[i8], out: &mut [i32]) {
     #[cfg(any(test, vitae_mve))]
     crate::arch::mve::dot_rows_s16_s8(w, e, z, out);
-    #[cfg(not(any(test, vitae_mve)))]
+    #[cfg(all(not(any(test, vitae_mve)), vitae_dsp))]
+    crate::arch::dsp::dot_rows_s16_s8(w, e, z, out);
+    #[cfg(not(any(test, vitae_mve, vitae_dsp)))]
     if e > 0 && z.len() >= e {
         for (o, row) in out.iter_mut().zip(w.chunks_exact(e)) {
             *o = dot_s16_s8(row, &z[..e]);
@@ -268,36 +270,11 @@ pub fn weighted_row_sum(y: &mut [f32], e: usize, phi: &[f32], kptv: &[f32]) {
     }
 }
 
-/// `Σ w[i]·z[i]`, exact in i32 for `len ≤ MAX_EMB`.
+/// `Σ w[i]·z[i]`, exact in i32 for `len ≤ MAX_EMB` (the host's scalar path; the M4/M7 and the
+/// M55 take [`feature_dots`]).
 #[inline]
 fn dot_s16_s8(w: &[i16], z: &[i8]) -> i32 {
-    #[cfg(all(vitae_dsp, not(vitae_mve)))]
-    {
-        use crate::arch::dsp::{smlad, sxtb16, sxtb16_ror8};
-        // Four taps per step: SXTB16 splits the bytes into (z0, z2) and (z1, z3); the matching
-        // int16 weights are re-paired with shifts (PKHBT-style, in plain Rust).
-        let mut acc = 0i32;
-        let mut w4 = w.chunks_exact(4);
-        let mut z4 = z.chunks_exact(4);
-        for (wc, zc) in (&mut w4).zip(&mut z4) {
-            let zz = u32::from_le_bytes([zc[0] as u8, zc[1] as u8, zc[2] as u8, zc[3] as u8]);
-            let w02 = (wc[0] as u16 as u32) | ((wc[2] as u16 as u32) << 16);
-            let w13 = (wc[1] as u16 as u32) | ((wc[3] as u16 as u32) << 16);
-            acc = smlad(w02, sxtb16(zz), acc);
-            acc = smlad(w13, sxtb16_ror8(zz), acc);
-        }
-        acc + w4
-            .remainder()
-            .iter()
-            .zip(z4.remainder())
-            .map(|(&a, &b)| a as i32 * b as i32)
-            .sum::<i32>()
-    }
-    #[cfg(not(all(vitae_dsp, not(vitae_mve))))]
-    {
-        // Helium: LLVM vectorizes this widening dot product (VMLADAVA over 8 lanes).
-        w.iter().zip(z).map(|(&a, &b)| a as i32 * b as i32).sum()
-    }
+    w.iter().zip(z).map(|(&a, &b)| a as i32 * b as i32).sum()
 }
 
 /// Scratch bytes [`performer_s8`] needs (its running sums, [`performer_state_len`] values, and

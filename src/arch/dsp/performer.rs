@@ -155,9 +155,104 @@ pub fn weighted_row_sum(y: &mut [f32], e: usize, coef: &[f32], mat: &[f32]) {
     }
 }
 
+/// Taps of the token widened at a time by [`dot_rows_s16_s8`] (16 words of int16 pairs on the
+/// stack).
+const DOT_CHUNK: usize = 32;
+
+/// `out[i] = Σ_c w[i·e + c] · z[c]` for the rows `i < min(out.len(), w.len() / e)` of the int16
+/// feature matrix `w` (`e` columns) against the int8 token `z`: exact integer dot products (at
+/// most `performer::MAX_EMB` taps keep them inside i32), the same values as the Helium and
+/// scalar paths in any summation order. Nothing happens when `z` holds fewer than `e` values.
+///
+/// Two taps per SMLAD: the token is widened once per chunk of 32 taps into int16 pairs, and each
+/// row's weights are read two at a time as one (possibly unaligned) word, which the single-word
+/// loads of the M4/M7 allow; the re-pairing of weights that a byte-wise token needs (shifts and
+/// ORs per four taps) is gone.
+#[inline]
+pub fn dot_rows_s16_s8(w: &[i16], e: usize, z: &[i8], out: &mut [i32]) {
+    if e == 0 || z.len() < e {
+        return;
+    }
+    let m = out.len().min(w.len() / e);
+    let out = &mut out[..m];
+    out.fill(0);
+    for (chunk, zc) in z[..e].chunks(DOT_CHUNK).enumerate() {
+        let mut pairs = [0u32; DOT_CHUNK / 2];
+        for (p, zz) in pairs.iter_mut().zip(zc.chunks_exact(2)) {
+            *p = u32::from(zz[0] as i16 as u16) | (u32::from(zz[1] as i16 as u16) << 16);
+        }
+        let start = chunk * DOT_CHUNK;
+        for (o, row) in out.iter_mut().zip(w.chunks_exact(e)) {
+            let wc = &row[start..start + zc.len()];
+            let bytes: &[u8] = bytemuck::cast_slice(wc);
+            let word = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            let mut acc = *o;
+            // Eight taps per step (four loads of weights, the pairs by two LDRDs), then pairs.
+            let used = &pairs[..zc.len() / 2];
+            let mut w16 = bytes.chunks_exact(16);
+            let mut p4 = used.chunks_exact(4);
+            for (wb, p) in (&mut w16).zip(&mut p4) {
+                acc = super::smlad(word(&wb[0..]), p[0], acc);
+                acc = super::smlad(word(&wb[4..]), p[1], acc);
+                acc = super::smlad(word(&wb[8..]), p[2], acc);
+                acc = super::smlad(word(&wb[12..]), p[3], acc);
+            }
+            for (wb, &p) in w16.remainder().chunks_exact(4).zip(p4.remainder()) {
+                acc = super::smlad(word(wb), p, acc);
+            }
+            if zc.len() % 2 == 1 {
+                acc += i32::from(wc[zc.len() - 1]) * i32::from(zc[zc.len() - 1]);
+            }
+            *o = acc;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::math::ftz;
+
+    /// The paired dots against a plain sum: widths across the 32-tap chunks (odd ones too), the
+    /// extremes (−32768 × −128), and an output word past the rows left alone.
+    #[test]
+    fn paired_feature_dots_are_exact() {
+        let mut s = 0x9e37_79b9u32;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            s
+        };
+        for e in [1usize, 2, 3, 24, 31, 32, 33, 64, 65, 511] {
+            for m in [1usize, 7] {
+                let w: Vec<i16> = (0..m * e)
+                    .map(|_| match next() % 6 {
+                        0 => i16::MIN,
+                        1 => i16::MAX,
+                        _ => next() as i16,
+                    })
+                    .collect();
+                let z: Vec<i8> = (0..e)
+                    .map(|_| {
+                        if next() % 5 == 0 {
+                            i8::MIN
+                        } else {
+                            next() as i8
+                        }
+                    })
+                    .collect();
+                let mut got = vec![0x5a5a_5a5a; m + 1];
+                super::dot_rows_s16_s8(&w, e, &z, &mut got[..m]);
+                for i in 0..m {
+                    let want: i32 = (0..e)
+                        .map(|c| i32::from(w[i * e + c]) * i32::from(z[c]))
+                        .sum();
+                    assert_eq!(got[i], want, "e {e} m {m} row {i}");
+                }
+                assert_eq!(got[m], 0x5a5a_5a5a);
+            }
+        }
+    }
 
     /// Zeros, subnormals, values just above 2^−126, tiny normals whose products fall below it,
     /// the factor 1 − 2^−23, ordinary values, ∞ and NaN, either sign.
