@@ -415,6 +415,37 @@ impl Micro for Dsp {
         }
     }
 
+    /// Four columns with evenly spaced outputs (every full block of a convolution or a linear
+    /// layer) go through one [`crate::arch::dsp::requant_block4`] call.
+    #[inline]
+    fn requant_block(
+        tile: &[i32],
+        n: usize,
+        requant: &[Requant],
+        q: &OutQuant,
+        fast: bool,
+        output: &mut [i8],
+        base: [usize; 4],
+        off: usize,
+    ) {
+        let stride = base[1].wrapping_sub(base[0]);
+        if n == 4
+            && fast
+            && base[1] > base[0]
+            && base[2].wrapping_sub(base[1]) == stride
+            && base[3].wrapping_sub(base[2]) == stride
+            && let Some(out) = output.get_mut(base[0] + off..)
+        {
+            let pairs: &[[i32; 2]] = bytemuck::cast_slice(requant);
+            let lut = q.act.map(|l| &l.0);
+            let len = requant.len();
+            if crate::arch::dsp::requant_block4(tile, pairs, q.zp, lut, out, stride, len) {
+                return;
+            }
+        }
+        requant_each_col::<Self>(tile, n, requant, q, fast, output, base, off);
+    }
+
     #[inline]
     fn requant_col(
         tile: &[i32],

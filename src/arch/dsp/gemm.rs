@@ -12,6 +12,16 @@ use super::{smlad, sxtb16, sxtb16_ror8};
 /// Words per packed block of [`mac_1x4`]'s columns: 4 columns × 4 values as int16 pairs.
 pub const BLOCK_WORDS: usize = 8;
 
+/// Rows of at most this many whole blocks (k < 100) run [`panel_1x4`]'s unrolled walk: a jump
+/// into a straight run of blocks instead of a counted loop (no counter, no taken branch per two
+/// blocks), which is what a short-k row (the models' 24..80) spends most of its overhead on.
+#[cfg(all(target_arch = "arm", vitae_dsp))]
+const UNROLLED_BLOCKS: usize = 24;
+
+/// Bytes of code of one block of [`panel_1x4`]: 13 instructions of 32 bits.
+#[cfg(all(target_arch = "arm", vitae_dsp))]
+const BLOCK_CODE_BYTES: usize = 52;
+
 /// Where value `k` of column `col` (0..4) lives in a packed column buffer: `(word, high half)`.
 ///
 /// The layout matches what SXTB16 makes of four int8 weights `w[4b..4b+4]`: `sxtb16` gives the
@@ -125,8 +135,10 @@ pub fn mac_1x4(w: &[i8], cols: &[u32], acc: [i32; 4]) -> [i32; 4] {
 ///
 /// The last `k % 4` weights of a row are the top bytes of the (unaligned) word ending at the row's
 /// end, shifted down: one more block of SMLADs against the zero-padded columns. With the channel
-/// loop inside the assembly, a row costs about 25 instructions besides its blocks (and 17 for the
-/// tail), against about 100 for a Rust loop around [`mac_1x4`].
+/// loop inside the assembly, a row costs about 20 instructions besides its blocks (and 17 for the
+/// tail), against about 100 for a Rust loop around [`mac_1x4`]; rows of up to 24 blocks jump into
+/// an unrolled run of blocks, longer ones loop over pairs of blocks (one more instruction per
+/// block).
 #[inline]
 pub fn panel_1x4(
     w: &[i8],
@@ -158,22 +170,74 @@ pub fn panel_1x4(
     #[cfg(all(target_arch = "arm", vitae_dsp))]
     {
         let tail = k % 4;
-        // Loop state in memory (r7 points here): bias, columns, full blocks, tail shift, tail
-        // offset, row advance, tile, rows left.
+        let blocks = k / 4;
+        let unrolled = blocks <= UNROLLED_BLOCKS;
+        // Loop state in memory (r7 points here): bias, columns, full blocks (unrolled: their
+        // bytes of code, then the entry address: that many bytes before the run's end), tail
+        // shift, tail offset, row advance, tile, rows left.
         let mut frame: [usize; 8] = [
             bias.as_ptr() as usize,
             cols.as_ptr() as usize,
-            k / 4,
+            if unrolled {
+                blocks * BLOCK_CODE_BYTES
+            } else {
+                blocks
+            },
             if tail == 0 { 0 } else { 8 * (4 - tail) },
             tail.wrapping_sub(4),
             stride - k,
             tile.as_mut_ptr() as usize,
             nrows,
         ];
+        // One block: four weights against the four columns' eight words, 13 instructions, all
+        // 32-bit encodings (BLOCK_CODE_BYTES = 52: the unrolled walk jumps into a run of them).
         macro_rules! block {
             () => {
                 concat!(
-                    "ldr r6, [r4], #4\n",
+                    "ldr.w r6, [r4], #4\n",
+                    "ldm.w r5!, {{r8, r11, r12, lr}}\n",
+                    "sxtb16 r10, r6\n",
+                    "smlad r0, r10, r8, r0\n",
+                    "smlad r1, r10, r11, r1\n",
+                    "smlad r2, r10, r12, r2\n",
+                    "smlad r3, r10, lr, r3\n",
+                    "ldm.w r5!, {{r8, r11, r12, lr}}\n",
+                    "sxtb16 r10, r6, ror #8\n",
+                    "smlad r0, r10, r8, r0\n",
+                    "smlad r1, r10, r11, r1\n",
+                    "smlad r2, r10, r12, r2\n",
+                    "smlad r3, r10, lr, r3\n",
+                )
+            };
+        }
+        // A row starts from its bias in all four accumulators, with r5 at the columns and r9
+        // the frame's word 2.
+        macro_rules! row_start {
+            () => {
+                concat!(
+                    "1:\n",
+                    "ldr r6, [r7]\n",
+                    "ldr r0, [r6], #4\n",
+                    "str r6, [r7]\n",
+                    "mov r1, r0\n",
+                    "mov r2, r0\n",
+                    "mov r3, r0\n",
+                    "ldrd r5, r9, [r7, #4]\n",
+                )
+            };
+        }
+        // The last `k % 4` weights, the tile row stored, the next row.
+        macro_rules! row_end {
+            () => {
+                concat!(
+                    "4:\n",
+                    "ldr r6, [r7, #12]\n",
+                    "cbz r6, 5f\n",
+                    "ldr r10, [r7, #16]\n",
+                    "ldr r8, [r4, r10]\n",
+                    "add r4, r10\n",
+                    "adds r4, #4\n",
+                    "lsr.w r6, r8, r6\n",
                     "ldm r5!, {{r8, r11, r12, lr}}\n",
                     "sxtb16 r10, r6\n",
                     "smlad r0, r10, r8, r0\n",
@@ -186,6 +250,16 @@ pub fn panel_1x4(
                     "smlad r1, r10, r11, r1\n",
                     "smlad r2, r10, r12, r2\n",
                     "smlad r3, r10, lr, r3\n",
+                    "5:\n",
+                    "ldr r6, [r7, #20]\n",
+                    "add r4, r6\n",
+                    "ldr r6, [r7, #24]\n",
+                    "stm r6!, {{r0, r1, r2, r3}}\n",
+                    "str r6, [r7, #24]\n",
+                    "ldr r6, [r7, #28]\n",
+                    "subs r6, #1\n",
+                    "str r6, [r7, #28]\n",
+                    "bne 1b\n",
                 )
             };
         }
@@ -195,75 +269,73 @@ pub fn panel_1x4(
         // writes tile[4r..4r+4] (4·nrows ≤ tile.len()). Single-register LDR allows unaligned
         // weights; `cols`, `bias`, `tile` and `frame` are word-aligned. `tile` and `frame` are
         // unique borrows. r6 and r7 are saved on the stack and restored; every other register
-        // written is declared. The Q flag SMLAD may set is never read.
+        // written is declared. The Q flag SMLAD may set is never read. The unrolled walk jumps
+        // to the entry computed from its own label (`adr`, Thumb bit set for BX), which lies
+        // `blocks` whole blocks before the row's end: inside the run, since blocks ≤ 24.
         unsafe {
-            core::arch::asm!(
-                "push {{r6, r7}}",
-                "mov r7, r1",
-                "1:",
-                "ldr r6, [r7]",
-                "ldr r0, [r6], #4",
-                "str r6, [r7]",
-                "mov r1, r0",
-                "mov r2, r0",
-                "mov r3, r0",
-                "ldrd r5, r9, [r7, #4]",
-                // An odd block count runs one block first, then pairs; the flags of LSRS
-                // survive the block (LDR, LDM, SXTB16 and SMLAD leave N, Z, C and V alone).
-                "lsrs r9, r9, #1",
-                "bcc 2f",
-                block!(),
-                "2:",
-                "beq 4f",
-                "3:",
-                block!(),
-                block!(),
-                "subs r9, r9, #1",
-                "bne 3b",
-                "4:",
-                "ldr r6, [r7, #12]",
-                "cbz r6, 5f",
-                "ldr r10, [r7, #16]",
-                "ldr r8, [r4, r10]",
-                "add r4, r10",
-                "adds r4, #4",
-                "lsr.w r6, r8, r6",
-                "ldm r5!, {{r8, r11, r12, lr}}",
-                "sxtb16 r10, r6",
-                "smlad r0, r10, r8, r0",
-                "smlad r1, r10, r11, r1",
-                "smlad r2, r10, r12, r2",
-                "smlad r3, r10, lr, r3",
-                "ldm r5!, {{r8, r11, r12, lr}}",
-                "sxtb16 r10, r6, ror #8",
-                "smlad r0, r10, r8, r0",
-                "smlad r1, r10, r11, r1",
-                "smlad r2, r10, r12, r2",
-                "smlad r3, r10, lr, r3",
-                "5:",
-                "ldr r6, [r7, #20]",
-                "add r4, r6",
-                "ldr r6, [r7, #24]",
-                "stm r6!, {{r0, r1, r2, r3}}",
-                "str r6, [r7, #24]",
-                "ldr r6, [r7, #28]",
-                "subs r6, #1",
-                "str r6, [r7, #28]",
-                "bne 1b",
-                "pop {{r6, r7}}",
-                inout("r1") frame.as_mut_ptr() => _,
-                inout("r4") w.as_ptr() => _,
-                out("r0") _,
-                out("r2") _,
-                out("r3") _,
-                out("r5") _,
-                out("r8") _,
-                out("r9") _,
-                out("r10") _,
-                out("r11") _,
-                out("r12") _,
-                out("lr") _,
-            );
+            if unrolled {
+                core::arch::asm!(
+                    "push {{r6, r7}}",
+                    "mov r7, r1",
+                    "adr.w r9, 4f",
+                    "ldr r6, [r7, #8]",
+                    "sub.w r9, r9, r6",
+                    "orr r9, r9, #1",
+                    "str r9, [r7, #8]",
+                    row_start!(),
+                    "bx r9",
+                    block!(), block!(), block!(), block!(), block!(), block!(),
+                    block!(), block!(), block!(), block!(), block!(), block!(),
+                    block!(), block!(), block!(), block!(), block!(), block!(),
+                    block!(), block!(), block!(), block!(), block!(), block!(),
+                    row_end!(),
+                    "pop {{r6, r7}}",
+                    inout("r1") frame.as_mut_ptr() => _,
+                    inout("r4") w.as_ptr() => _,
+                    out("r0") _,
+                    out("r2") _,
+                    out("r3") _,
+                    out("r5") _,
+                    out("r8") _,
+                    out("r9") _,
+                    out("r10") _,
+                    out("r11") _,
+                    out("r12") _,
+                    out("lr") _,
+                );
+            } else {
+                core::arch::asm!(
+                    "push {{r6, r7}}",
+                    "mov r7, r1",
+                    row_start!(),
+                    // An odd block count runs one block first, then pairs; the flags of LSRS
+                    // survive the block (LDR, LDM, SXTB16 and SMLAD leave N, Z, C and V alone).
+                    "lsrs r9, r9, #1",
+                    "bcc 2f",
+                    block!(),
+                    "2:",
+                    "beq 4f",
+                    "3:",
+                    block!(),
+                    block!(),
+                    "subs r9, r9, #1",
+                    "bne 3b",
+                    row_end!(),
+                    "pop {{r6, r7}}",
+                    inout("r1") frame.as_mut_ptr() => _,
+                    inout("r4") w.as_ptr() => _,
+                    out("r0") _,
+                    out("r2") _,
+                    out("r3") _,
+                    out("r5") _,
+                    out("r8") _,
+                    out("r9") _,
+                    out("r10") _,
+                    out("r11") _,
+                    out("r12") _,
+                    out("lr") _,
+                );
+            }
         }
     }
     #[cfg(not(all(target_arch = "arm", vitae_dsp)))]
@@ -287,6 +359,143 @@ pub fn panel_1x4(
             }
         }
         tile[4 * r..4 * r + 4].copy_from_slice(&acc);
+    }
+    true
+}
+
+/// [`requant_col`] for the four columns of a full tile at once: row `i` of the tile
+/// (`tile[4i..4i + 4]`) goes to `out[i]`, `out[stride + i]`, `out[2·stride + i]` and
+/// `out[3·stride + i]`, for `i < n`. Returns `false` (and writes nothing) unless
+/// `n ≤ requant.len()`, the tile holds `4n` words, the output columns do not overlap
+/// (`stride ≥ n`) and `out` holds them. The same caller condition as [`requant_col`] (the fast
+/// channels only).
+///
+/// Each row loads its multiplier and shift once for the four outputs and its accumulators with
+/// one LDM: about 33 instructions (37 with the table) for four outputs, against 48 (52) in four
+/// [`requant_col`] calls.
+#[inline]
+pub fn requant_block4(
+    tile: &[i32],
+    requant: &[[i32; 2]],
+    zp: i32,
+    lut: Option<&[i8; 256]>,
+    out: &mut [i8],
+    stride: usize,
+    n: usize,
+) -> bool {
+    if n == 0
+        || n > requant.len()
+        || tile.len() < 4 * n
+        || stride < n
+        || stride
+            .checked_mul(3)
+            .and_then(|s| s.checked_add(n))
+            .is_none_or(|end| end > out.len())
+    {
+        return false;
+    }
+    #[cfg(all(target_arch = "arm", vitae_dsp))]
+    {
+        // r0 tile, r1 requant pairs, r2 output (column 0, row i), r3 rows left, r4 zero point,
+        // r5 stride, lr 2·stride, r12 the table's middle; r6–r9 the row's four accumulators,
+        // r10 its multiplier, r11 its shift.
+        macro_rules! body {
+            ($($lut:literal)*) => {
+                concat!(
+                    "push {{r6, r7}}\n",
+                    "1:\n",
+                    "ldm r0!, {{r6, r7, r8, r9}}\n",
+                    "ldrd r10, r11, [r1], #8\n",
+                    "mvn r11, r11\n",
+                    "subs r11, #1\n",
+                    "smmul r6, r6, r10\n",
+                    "asr.w r6, r6, r11\n",
+                    "adds r6, #1\n",
+                    "add.w r6, r4, r6, asr #1\n",
+                    "ssat r6, #8, r6\n",
+                    "smmul r7, r7, r10\n",
+                    "asr.w r7, r7, r11\n",
+                    "adds r7, #1\n",
+                    "add.w r7, r4, r7, asr #1\n",
+                    "ssat r7, #8, r7\n",
+                    "smmul r8, r8, r10\n",
+                    "asr.w r8, r8, r11\n",
+                    "adds r8, #1\n",
+                    "add.w r8, r4, r8, asr #1\n",
+                    "ssat r8, #8, r8\n",
+                    "smmul r9, r9, r10\n",
+                    "asr.w r9, r9, r11\n",
+                    "adds r9, #1\n",
+                    "add.w r9, r4, r9, asr #1\n",
+                    "ssat r9, #8, r9\n",
+                    $($lut,)*
+                    "strb r6, [r2]\n",
+                    "strb r7, [r2, r5]\n",
+                    "strb r8, [r2, lr]\n",
+                    "add.w r6, r2, lr\n",
+                    "strb r9, [r6, r5]\n",
+                    "adds r2, #1\n",
+                    "subs r3, #1\n",
+                    "bne 1b\n",
+                    "pop {{r6, r7}}\n",
+                )
+            };
+        }
+        match lut {
+            Some(t) => {
+                // SAFETY: for i < n reads tile[4i..4i + 4] (4n ≤ tile.len()) and requant[i]
+                // (n ≤ requant.len()), writes out[c·stride + i] for c < 4 (3·stride + n ≤
+                // out.len(), checked above); table reads at `t + 128 + q`, q ∈ [−128, 127] after
+                // SSAT, inside the 256-byte table. `out` is a unique borrow; word loads are
+                // aligned (`i32` slices). r6 and r7 are saved and restored; every other register
+                // written is declared.
+                unsafe {
+                    core::arch::asm!(
+                        body!(
+                            "ldrsb r6, [r12, r6]\n"
+                            "ldrsb r7, [r12, r7]\n"
+                            "ldrsb r8, [r12, r8]\n"
+                            "ldrsb r9, [r12, r9]\n"
+                        ),
+                        inout("r0") tile.as_ptr() => _,
+                        inout("r1") requant.as_ptr() => _,
+                        inout("r2") out.as_mut_ptr() => _,
+                        inout("r3") n => _,
+                        in("r4") zp,
+                        in("r5") stride,
+                        in("lr") 2 * stride,
+                        in("r12") t.as_ptr().wrapping_add(128),
+                        out("r8") _,
+                        out("r9") _,
+                        out("r10") _,
+                        out("r11") _,
+                    );
+                }
+            }
+            None => {
+                // SAFETY: as above, without the table.
+                unsafe {
+                    core::arch::asm!(
+                        body!(),
+                        inout("r0") tile.as_ptr() => _,
+                        inout("r1") requant.as_ptr() => _,
+                        inout("r2") out.as_mut_ptr() => _,
+                        inout("r3") n => _,
+                        in("r4") zp,
+                        in("r5") stride,
+                        in("lr") 2 * stride,
+                        out("r8") _,
+                        out("r9") _,
+                        out("r10") _,
+                        out("r11") _,
+                    );
+                }
+            }
+        }
+    }
+    #[cfg(not(all(target_arch = "arm", vitae_dsp)))]
+    for c in 0..4 {
+        requant_col(&tile[c..], requant, zp, lut, &mut out[c * stride..][..n]);
     }
     true
 }
