@@ -40,6 +40,9 @@
  *   classes=on  with a timing model: at exit, the whole run's instructions (and estimated
  *               cycles) per class, "icount: class=NAME insns=N [cycles=C]" (mode=tb counts;
  *               the taken-branch refills are in the totals only).
+ *   blocks=on   at exit, every executed translation block: "icount: block=0xADDR insns=N
+ *               cycles=C executions=E" (C: its static cycles with timing=m4, else 0), for a
+ *               profile by function (map the addresses with the ELF's symbols).
  *
  * Output goes through qemu_plugin_outs(), i.e. QEMU's log: run QEMU with
  * "-d plugin" (and optionally "-D file") to see it.
@@ -65,6 +68,14 @@ static uint64_t vector_count; /* timing=m55: vector insns among them */
 static uint64_t start_insn[MAX_DEPTH], start_mem[MAX_DEPTH];
 static uint64_t start_cycles[MAX_DEPTH], start_vector[MAX_DEPTH];
 static int per_class;                 /* classes=on: totals per instruction class at exit */
+static int per_block;                 /* blocks=on: executions of every block at exit */
+
+/* blocks=on: one per translation (a block translated twice appears twice). */
+struct block_count {
+    uint64_t start, executions, insns, cycles;
+    struct block_count *next;
+};
+static struct block_count *block_counts;
 static uint64_t class_insns[TC_COUNT], class_cycles[TC_COUNT];
 static int in_region; /* number of open regions */
 static unsigned overflowed;  /* starts ignored because MAX_DEPTH was reached */
@@ -230,6 +241,18 @@ static void tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
                                                      &class_cycles[c], tb_class_cycles[c]);
         }
     }
+    if (per_block) {
+        struct block_count *bc = calloc(1, sizeof(*bc));
+        if (bc) {
+            bc->start = qemu_plugin_insn_vaddr(qemu_plugin_tb_get_insn(tb, 0));
+            bc->insns = plain;
+            bc->cycles = tb_cycles;
+            bc->next = block_counts;
+            block_counts = bc;
+            qemu_plugin_register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64,
+                                                     &bc->executions, 1);
+        }
+    }
     if (timing == TIMING_M4) {
         struct qemu_plugin_insn *first = qemu_plugin_tb_get_insn(tb, 0);
         struct qemu_plugin_insn *last = qemu_plugin_tb_get_insn(tb, n - 1);
@@ -311,6 +334,14 @@ static void at_exit(qemu_plugin_id_t id, void *p)
              insn_count, extra, region_no, in_region ? " (a region was left open)" : "",
              overflowed ? " (regions nested deeper than 16 were ignored)" : "");
     qemu_plugin_outs(buf);
+    for (const struct block_count *bc = block_counts; bc; bc = bc->next) {
+        if (bc->executions) {
+            snprintf(buf, sizeof(buf), "icount: block=0x%" PRIx64 " insns=%" PRIu64
+                     " cycles=%" PRIu64 " executions=%" PRIu64 "\n",
+                     bc->start, bc->insns, bc->cycles, bc->executions);
+            qemu_plugin_outs(buf);
+        }
+    }
     for (int c = 0; per_class && c < TC_COUNT; c++) {
         if (!class_insns[c]) {
             continue;
@@ -349,6 +380,8 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id,
             timing = TIMING_NONE;
         } else if (!strcmp(a, "classes=on")) {
             per_class = 1;
+        } else if (!strcmp(a, "blocks=on")) {
+            per_block = 1;
         } else if (!strncmp(a, "refill=", 7)) {
             refill = (unsigned)strtoul(a + 7, NULL, 0);
             if (refill < 1 || refill > 3) {

@@ -59,6 +59,8 @@ pub struct AppRun {
     pub static_ram_bytes: u64,
     /// The firmware's `WEIGHTS` line after its tag: weight bytes per inference by region.
     pub weights_line: String,
+    /// A profiled run's executed blocks (start-up and every image included).
+    pub blocks: Vec<qemu::Block>,
 }
 
 /// Builds the app for `board` embedding `blob` and `input`.
@@ -139,11 +141,23 @@ pub fn run(
     timeout: Duration,
     on_line: &mut dyn FnMut(&str),
 ) -> Result<AppRun> {
+    run_with(board, elf, timeout, false, on_line)
+}
+
+/// [`run`], with `profile`: the whole run's executed blocks too ([`AppRun::blocks`]).
+pub fn run_with(
+    board: &Board,
+    elf: &Path,
+    timeout: Duration,
+    profile: bool,
+    on_line: &mut dyn FnMut(&str),
+) -> Result<AppRun> {
     let opts = RunOptions {
         timeout,
         icount: true,
         echo: false,
         cwd: None,
+        profile,
     };
     let out = qemu::run(board, elf, &opts, on_line)?;
     if let Some(err) = out
@@ -228,6 +242,7 @@ pub fn run(
         logits,
         instructions: whole.iter().map(|r| r.instructions).collect(),
         timing: whole.iter().map(|r| r.timing).collect(),
+        blocks: out.blocks.clone(),
         ops,
         memory,
         flash_bytes: sizes.flash,

@@ -156,6 +156,7 @@ fn run_board(board: &'static Board, elf: &std::path::Path) -> Result<Vec<Measure
         icount: true,
         echo: false,
         cwd: None,
+        profile: false,
     };
     let out = qemu::run(board, elf, &opts, &mut |line| {
         if line.starts_with("CHECK ") && !line.ends_with(" ok") {

@@ -37,6 +37,7 @@ fn run_app(
         icount: false,
         echo: false,
         cwd: None,
+        profile: false,
     };
     let out = qemu::run(board, &own, &opts, &mut |_| {})?;
     Ok((out.lines, out.success))

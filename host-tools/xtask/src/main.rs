@@ -16,6 +16,7 @@ mod fuzz;
 mod hardening;
 mod insn_classes;
 mod kit;
+mod profile;
 mod python;
 mod qemu;
 mod qemu_cmd;

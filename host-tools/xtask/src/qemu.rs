@@ -17,6 +17,9 @@ pub struct RunOptions {
     pub timeout: Duration,
     /// Load the instruction-count plugin.
     pub icount: bool,
+    /// With `icount`: also count every translation block's executions, for a profile by
+    /// function ([`RunOutput::blocks`]).
+    pub profile: bool,
     /// Echo every decoded log line as it arrives.
     pub echo: bool,
     /// QEMU's working directory (semihosting opens files relative to it); default: inherited.
@@ -28,6 +31,7 @@ impl Default for RunOptions {
         RunOptions {
             timeout: Duration::from_secs(300),
             icount: false,
+            profile: false,
             echo: false,
             cwd: None,
         }
@@ -102,7 +106,19 @@ pub struct RunOutput {
     pub exit_code: Option<i32>,
     pub lines: Vec<String>,
     pub regions: Vec<Region>,
+    /// With [`RunOptions::profile`]: the whole run's executed blocks.
+    pub blocks: Vec<Block>,
     pub malformed_frames: usize,
+}
+
+/// One executed translation block of a profiled run: where it starts, and what its executions
+/// added up to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Block {
+    pub start: u64,
+    pub instructions: u64,
+    /// Estimated Cortex-M4 cycles (0 without that timing model), taken-branch refills excluded.
+    pub cycles: u64,
 }
 
 /// Runs `elf` on `board` under QEMU. `on_line` sees each decoded log line as it arrives.
@@ -142,8 +158,9 @@ pub fn run(
             bail!("the instruction-count plugin is not built: run `cargo xtask setup`");
         }
         let timing = timing_model(cpu).map_or(String::new(), |t| format!(",timing={t}"));
+        let blocks = if opts.profile { ",blocks=on" } else { "" };
         cmd.arg("-plugin")
-            .arg(format!("{},mode=tb{timing}", plugin.display()));
+            .arg(format!("{},mode=tb{timing}{blocks}", plugin.display()));
         cmd.args(["-d", "plugin", "-D"]).arg(&plugin_log);
     }
     if let Some(dir) = &opts.cwd {
@@ -206,12 +223,12 @@ pub fn run(
             lines.last().map(String::as_str).unwrap_or("(none)")
         );
     }
-    let (regions, _whole_run) = if opts.icount {
+    let (regions, blocks) = if opts.icount {
         let text = std::fs::read_to_string(&plugin_log).unwrap_or_default();
         let _ = std::fs::remove_file(&plugin_log);
-        parse_icount(&text)
+        (parse_icount(&text).0, parse_blocks(&text))
     } else {
-        (Vec::new(), None)
+        (Vec::new(), Vec::new())
     };
     if !status.success() && lines.is_empty() && !stderr_text.trim().is_empty() {
         bail!("QEMU failed: {}", stderr_text.trim());
@@ -221,6 +238,7 @@ pub fn run(
         exit_code: status.code(),
         lines,
         regions,
+        blocks,
         malformed_frames: decoder.malformed_frames(),
     })
 }
@@ -253,6 +271,31 @@ pub fn parse_icount(text: &str) -> (Vec<Region>, Option<u64>) {
         }
     }
     (regions, total)
+}
+
+/// Parses the plugin's `icount: block=0xADDR insns=N cycles=C executions=E` lines (`blocks=on`).
+pub fn parse_blocks(text: &str) -> Vec<Block> {
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("icount: block=0x")?;
+            let mut f = rest.split_whitespace();
+            let start = u64::from_str_radix(f.next()?, 16).ok()?;
+            let mut field = |name: &str| -> Option<u64> {
+                f.next()?
+                    .strip_prefix(name)?
+                    .strip_prefix('=')?
+                    .parse()
+                    .ok()
+            };
+            let (insns, cycles, executions) =
+                (field("insns")?, field("cycles")?, field("executions")?);
+            Some(Block {
+                start,
+                instructions: insns * executions,
+                cycles: cycles * executions,
+            })
+        })
+        .collect()
 }
 
 fn tempfile_path(stem: &str, ext: &str) -> std::path::PathBuf {
@@ -295,6 +338,15 @@ mod tests {
             ]
         );
         assert_eq!(total, Some(99999));
+        let blocks = parse_blocks("icount: block=0x1a4 insns=5 cycles=7 executions=3\nicount: x\n");
+        assert_eq!(
+            blocks,
+            vec![Block {
+                start: 0x1a4,
+                instructions: 15,
+                cycles: 21
+            }]
+        );
         assert!(r.iter().all(|r| r.check().is_ok()));
         let mut broken = r[0];
         broken.timing.estimated_cycles = Some(119);

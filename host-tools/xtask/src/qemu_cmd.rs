@@ -34,6 +34,10 @@ pub struct QemuArgs {
     /// while an op runs from the other.
     #[arg(long, requires = "stage")]
     pub stage_ahead: bool,
+    /// Also print where the instructions went by function (the whole run: start-up, every
+    /// image), with estimated cycles on the Cortex-M4.
+    #[arg(long)]
+    pub profile: bool,
 }
 
 /// Refuses an `--out` that is the model or the input (also through a link) or not a regular
@@ -68,13 +72,42 @@ pub fn run(args: &QemuArgs) -> Result<()> {
         &env,
     )?;
     println!("==> running on {} ({}) under QEMU", board.name, board.core);
-    let r = app::run(board, &elf, Duration::from_secs(args.timeout), &mut |l| {
+    let timeout = Duration::from_secs(args.timeout);
+    let r = app::run_with(board, &elf, timeout, args.profile, &mut |l| {
         if l.starts_with("TOP5") {
             println!("    {l}");
         }
     })?;
     write_logits(&args.out, &r)?;
     report(&r);
+    if args.profile {
+        let functions = crate::profile::elf_functions(tc, &elf)?;
+        let costs = crate::profile::by_function(&functions, &r.blocks);
+        let total: u64 = costs.iter().map(|c| c.instructions).sum();
+        let timed = costs.iter().any(|c| c.cycles > 0);
+        println!(
+            "    profile of the whole run by function ({} instructions{}):",
+            vitae::text::grouped(total),
+            if timed {
+                "; est. cycles: the Cortex-M4 estimate, taken-branch refills excluded"
+            } else {
+                ""
+            }
+        );
+        for c in costs.iter().take(25) {
+            let cycles = if timed {
+                format!(" {:>13}", vitae::text::grouped(c.cycles))
+            } else {
+                String::new()
+            };
+            println!(
+                "    {:>13} {:5.1} %{cycles}  {}",
+                vitae::text::grouped(c.instructions),
+                100.0 * c.instructions as f64 / total.max(1) as f64,
+                c.name
+            );
+        }
+    }
     println!(
         "wrote {} ({} x {})",
         args.out.display(),
@@ -188,6 +221,7 @@ mod tests {
             timeout: 1,
             stage: None,
             stage_ahead: false,
+            profile: false,
         };
         for out in [&model, &input, &link] {
             let err = check_paths(&args(out)).unwrap_err().to_string();

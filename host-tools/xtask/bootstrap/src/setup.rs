@@ -182,8 +182,9 @@ fn probe(tc: ArmToolchain) -> (Vec<String>, Vec<Missing>) {
         check(&what, result, fix);
     }
 
-    // The disassembler and symbolizer of the test's Helium floating-point review (vector_fp.rs).
-    for tool in ["llvm-objdump", "llvm-symbolizer"] {
+    // The disassembler and symbolizer of the test's Helium floating-point review (vector_fp.rs)
+    // and instruction-class check (insn_classes.rs); the symbol lister of `xtask qemu --profile`.
+    for tool in ["llvm-objdump", "llvm-symbolizer", "llvm-nm"] {
         let found = tc
             .llvm_tool(tool)
             .map(|path| first_line(&path.to_string_lossy(), &["--version"]).unwrap_or_default())
