@@ -12,11 +12,12 @@ use super::{smlad, sxtb16, sxtb16_ror8};
 /// Words per packed block of [`mac_1x4`]'s columns: 4 columns × 4 values as int16 pairs.
 pub const BLOCK_WORDS: usize = 8;
 
-/// Rows of at most this many whole blocks (k < 100) run [`panel_1x4`]'s unrolled walk: a jump
+/// Rows of at most this many whole blocks (k < 164) run [`panel_1x4`]'s unrolled walk: a jump
 /// into a straight run of blocks instead of a counted loop (no counter, no taken branch per two
-/// blocks), which is what a short-k row (the models' 24..80) spends most of its overhead on.
+/// blocks), which is what a short-k row (the models' 24..80, and 147 in a first PRM over an RGB
+/// image) spends much of its overhead on. 2 KiB of code.
 #[cfg(all(target_arch = "arm", vitae_dsp))]
-const UNROLLED_BLOCKS: usize = 24;
+const UNROLLED_BLOCKS: usize = 40;
 
 /// Bytes of code of one block of [`panel_1x4`]: 13 instructions of 32 bits.
 #[cfg(all(target_arch = "arm", vitae_dsp))]
@@ -136,7 +137,7 @@ pub fn mac_1x4(w: &[i8], cols: &[u32], acc: [i32; 4]) -> [i32; 4] {
 /// The last `k % 4` weights of a row are the top bytes of the (unaligned) word ending at the row's
 /// end, shifted down: one more block of SMLADs against the zero-padded columns. With the channel
 /// loop inside the assembly, a row costs about 20 instructions besides its blocks (and 17 for the
-/// tail), against about 100 for a Rust loop around [`mac_1x4`]; rows of up to 24 blocks jump into
+/// tail), against about 100 for a Rust loop around [`mac_1x4`]; rows of up to 40 blocks jump into
 /// an unrolled run of blocks, longer ones loop over pairs of blocks (one more instruction per
 /// block).
 #[inline]
@@ -271,7 +272,7 @@ pub fn panel_1x4(
         // unique borrows. r6 and r7 are saved on the stack and restored; every other register
         // written is declared. The Q flag SMLAD may set is never read. The unrolled walk jumps
         // to the entry computed from its own label (`adr`, Thumb bit set for BX), which lies
-        // `blocks` whole blocks before the row's end: inside the run, since blocks ≤ 24.
+        // `blocks` whole blocks before the row's end: inside the run, since blocks ≤ 40.
         unsafe {
             if unrolled {
                 core::arch::asm!(
@@ -284,10 +285,11 @@ pub fn panel_1x4(
                     "str r9, [r7, #8]",
                     row_start!(),
                     "bx r9",
-                    block!(), block!(), block!(), block!(), block!(), block!(),
-                    block!(), block!(), block!(), block!(), block!(), block!(),
-                    block!(), block!(), block!(), block!(), block!(), block!(),
-                    block!(), block!(), block!(), block!(), block!(), block!(),
+                    block!(), block!(), block!(), block!(), block!(), block!(), block!(), block!(),
+                    block!(), block!(), block!(), block!(), block!(), block!(), block!(), block!(),
+                    block!(), block!(), block!(), block!(), block!(), block!(), block!(), block!(),
+                    block!(), block!(), block!(), block!(), block!(), block!(), block!(), block!(),
+                    block!(), block!(), block!(), block!(), block!(), block!(), block!(), block!(),
                     row_end!(),
                     "pop {{r6, r7}}",
                     inout("r1") frame.as_mut_ptr() => _,

@@ -175,18 +175,19 @@ pub fn dot_rows_s16_s8(w: &[i16], e: usize, z: &[i8], out: &mut [i32]) {
     }
     let m = out.len().min(w.len() / e);
     let out = &mut out[..m];
-    out.fill(0);
     for (chunk, zc) in z[..e].chunks(DOT_CHUNK).enumerate() {
-        let mut pairs = [0u32; DOT_CHUNK / 2];
-        for (p, zz) in pairs.iter_mut().zip(zc.chunks_exact(2)) {
-            *p = u32::from(zz[0] as i16 as u16) | (u32::from(zz[1] as i16 as u16) << 16);
-        }
+        // Built in place (a zeroed array first would cost a memclr call per chunk).
+        let pairs: [u32; DOT_CHUNK / 2] =
+            core::array::from_fn(|j| match zc.get(2 * j..2 * j + 2) {
+                Some(&[a, b]) => u32::from(a as i16 as u16) | (u32::from(b as i16 as u16) << 16),
+                _ => 0,
+            });
         let start = chunk * DOT_CHUNK;
         for (o, row) in out.iter_mut().zip(w.chunks_exact(e)) {
             let wc = &row[start..start + zc.len()];
             let bytes: &[u8] = bytemuck::cast_slice(wc);
             let word = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-            let mut acc = *o;
+            let mut acc = if chunk == 0 { 0 } else { *o };
             // Eight taps per step (four loads of weights, the pairs by two LDRDs), then pairs.
             let used = &pairs[..zc.len() / 2];
             let mut w16 = bytes.chunks_exact(16);
