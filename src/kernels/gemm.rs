@@ -428,12 +428,9 @@ impl Micro for Dsp {
         base: [usize; 4],
         off: usize,
     ) {
-        let stride = base[1].wrapping_sub(base[0]);
         if n == 4
             && fast
-            && base[1] > base[0]
-            && base[2].wrapping_sub(base[1]) == stride
-            && base[3].wrapping_sub(base[2]) == stride
+            && let Some(stride) = even_stride(&base[..4])
             && let Some(out) = output.get_mut(base[0] + off..)
         {
             let pairs: &[[i32; 2]] = bytemuck::cast_slice(requant);
@@ -721,11 +718,9 @@ impl Micro for Mve {
         base: [usize; 4],
         off: usize,
     ) {
-        let stride = base[1].wrapping_sub(base[0]);
         if n == 3
             && fast
-            && base[1] > base[0]
-            && base[2].wrapping_sub(base[1]) == stride
+            && let Some(stride) = even_stride(&base[..3])
             && let Some(out) = output.get_mut(base[0] + off..)
         {
             let pairs: &[[i32; 2]] = bytemuck::cast_slice(requant);
@@ -1089,6 +1084,17 @@ fn requant_each_col<M: Micro + ?Sized>(
             &mut output[b + off..][..requant.len()],
         );
     }
+}
+
+/// The common step of increasing output bases `base` (a block's columns whose outputs are evenly
+/// spaced), or `None`.
+#[cfg(any(test, vitae_dsp, vitae_mve))]
+#[inline(always)]
+fn even_stride(base: &[usize]) -> Option<usize> {
+    let stride = base.get(1)?.checked_sub(base[0]).filter(|&s| s > 0)?;
+    base.windows(2)
+        .all(|w| w[1].wrapping_sub(w[0]) == stride)
+        .then_some(stride)
 }
 
 /// Words of the accumulator tile, enough for either flavour's layout.

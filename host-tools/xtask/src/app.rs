@@ -159,7 +159,7 @@ pub fn run_with(
         cwd: None,
         profile,
     };
-    let out = qemu::run(board, elf, &opts, on_line)?;
+    let mut out = qemu::run(board, elf, &opts, on_line)?;
     if let Some(err) = out
         .lines
         .iter()
@@ -242,7 +242,7 @@ pub fn run_with(
         logits,
         instructions: whole.iter().map(|r| r.instructions).collect(),
         timing: whole.iter().map(|r| r.timing).collect(),
-        blocks: out.blocks.clone(),
+        blocks: std::mem::take(&mut out.blocks),
         ops,
         memory,
         flash_bytes: sizes.flash,

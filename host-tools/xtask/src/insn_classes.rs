@@ -5,7 +5,7 @@
 //! register count for a load/store multiple.
 
 use crate::toolchain::ArmToolchain;
-use crate::vector_fp::llvm_tool;
+use crate::vector_fp::llvm_tool_output;
 use crate::{project_root, run_checked, setup};
 use anyhow::{Context, Result, bail};
 use std::io::Write;
@@ -203,22 +203,7 @@ fn build_classifier() -> Result<PathBuf> {
 /// summary and fails listing the first disagreements.
 pub fn check(tc: ArmToolchain, elf: &Path) -> Result<()> {
     let classifier = build_classifier()?;
-    let objdump = llvm_tool(tc, "llvm-objdump")?;
-    let out = Command::new(&objdump)
-        .arg("-d")
-        .arg(elf)
-        .env("PATH", tc.search_path())
-        .output()
-        .with_context(|| format!("running {}", objdump.display()))?;
-    if !out.status.success() {
-        bail!(
-            "{} failed on {}: {}",
-            objdump.display(),
-            elf.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = llvm_tool_output(tc, "llvm-objdump", &["-d"], elf)?;
     let instructions = parse_disassembly(&text);
     if instructions.len() < 1000 {
         bail!(

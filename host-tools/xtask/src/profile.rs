@@ -3,11 +3,10 @@
 
 use crate::qemu::Block;
 use crate::toolchain::ArmToolchain;
-use crate::vector_fp::llvm_tool;
-use anyhow::{Context, Result, bail};
+use crate::vector_fp::llvm_tool_output;
+use anyhow::Result;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
 /// One function's share of a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,22 +78,8 @@ pub fn by_function(functions: &[(u64, String)], blocks: &[Block]) -> Vec<Functio
 
 /// The ELF's function symbols, through llvm-nm.
 pub fn elf_functions(tc: ArmToolchain, elf: &Path) -> Result<Vec<(u64, String)>> {
-    let nm = llvm_tool(tc, "llvm-nm")?;
-    let out = Command::new(&nm)
-        .args(["-n", "--demangle", "--defined-only"])
-        .arg(elf)
-        .env("PATH", tc.search_path())
-        .output()
-        .with_context(|| format!("running {}", nm.display()))?;
-    if !out.status.success() {
-        bail!(
-            "{} failed on {}: {}",
-            nm.display(),
-            elf.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(functions(&String::from_utf8_lossy(&out.stdout)))
+    let symbols = llvm_tool_output(tc, "llvm-nm", &["-n", "--demangle", "--defined-only"], elf)?;
+    Ok(functions(&symbols))
 }
 
 #[cfg(test)]

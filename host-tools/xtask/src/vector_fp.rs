@@ -152,6 +152,32 @@ pub(crate) fn llvm_tool(tc: ArmToolchain, name: &str) -> Result<PathBuf> {
     })
 }
 
+/// Runs LLVM tool `name` with `args` on `elf` and returns its standard output; fails naming the
+/// tool and the ELF with the tool's own message.
+pub(crate) fn llvm_tool_output(
+    tc: ArmToolchain,
+    name: &str,
+    args: &[&str],
+    elf: &Path,
+) -> Result<String> {
+    let tool = llvm_tool(tc, name)?;
+    let out = Command::new(&tool)
+        .args(args)
+        .arg(elf)
+        .env("PATH", tc.search_path())
+        .output()
+        .with_context(|| format!("running {}", tool.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} failed on {}: {}",
+            tool.display(),
+            elf.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// True for an MVE floating-point instruction: an `.f32`/`.f16` type on a `q` register. Moves
 /// (`vmov`) only copy bits and are left out.
 pub fn is_vector_fp(mnemonic: &str, operands: &str) -> bool {
@@ -246,22 +272,8 @@ fn is_step(function: &str) -> bool {
 
 /// Every function of `elf` that contains Helium floating point.
 pub fn uses(tc: ArmToolchain, elf: &Path) -> Result<BTreeMap<String, Use>> {
-    let objdump = llvm_tool(tc, "llvm-objdump")?;
-    let out = Command::new(&objdump)
-        .args(["-d", "--no-show-raw-insn"])
-        .arg(elf)
-        .env("PATH", tc.search_path())
-        .output()
-        .with_context(|| format!("running {}", objdump.display()))?;
-    if !out.status.success() {
-        bail!(
-            "{} failed on {}: {}",
-            objdump.display(),
-            elf.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let found = vector_fp_instructions(&String::from_utf8_lossy(&out.stdout));
+    let disassembly = llvm_tool_output(tc, "llvm-objdump", &["-d", "--no-show-raw-insn"], elf)?;
+    let found = vector_fp_instructions(&disassembly);
     let mut uses: BTreeMap<String, Use> = BTreeMap::new();
     if found.is_empty() {
         return Ok(uses);
